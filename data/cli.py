@@ -1,0 +1,180 @@
+"""``specens data …``: import datasets into the shard format, and inspect them."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .format import load_info
+
+
+@click.group("data")
+def data_cli():
+    """Build datasets of WebDataset shards plus dataset.json (see the README's "Shard format")."""
+
+
+_out = click.option("--out", required=True, type=click.Path(file_okay=False), help="Dataset directory to write.")
+_seed = click.option("--seed", default=0, show_default=True, help="Seed of every random choice.")
+_shard = click.option("--shard-size", default=10_000, show_default=True, help="Samples per shard.")
+
+
+@data_cli.command("glyphs")
+@_out
+@click.option("--classes", "n_classes", default=200, show_default=True,
+              help="Number of letters; 0 takes all (about 1,400 after removing look-alikes).")
+@click.option("--train-per-class", default=48, show_default=True)
+@click.option("--val-per-class", default=8, show_default=True)
+@click.option("--test-per-class", default=8, show_default=True)
+@click.option("--size", default=32, show_default=True, help="Image side in pixels.")
+@_seed
+@_shard
+def glyphs(out, n_classes, train_per_class, val_per_class, test_per_class, size, seed, shard_size):
+    """The embedded default: Unicode letters rendered from the DejaVu faces matplotlib ships,
+    grouped by base letter, with test faces never seen in training."""
+    from .glyphs import import_glyphs
+
+    import_glyphs(out, n_classes=n_classes or None, train_per_class=train_per_class, val_per_class=val_per_class,
+                  test_per_class=test_per_class, size=size, seed=seed, shard_size=shard_size)
+    _summary(out)
+
+
+@data_cli.command("synthetic")
+@_out
+@click.option("--classes", "n_classes", default=20, show_default=True)
+@click.option("--groups", "n_groups", default=4, show_default=True, help="Planted groups of confusable classes.")
+@click.option("--dim", default=16, show_default=True, help="Input dimension.")
+@click.option("--train-per-class", default=200, show_default=True)
+@click.option("--noise", default=1.0, show_default=True, help="Within-class noise (larger: more confusion).")
+@_seed
+@_shard
+def synthetic(out, n_classes, n_groups, dim, train_per_class, noise, seed, shard_size):
+    """A seeded hierarchical Gaussian mixture with planted groups (fast unit tests)."""
+    from .synthetic import import_synthetic
+
+    import_synthetic(out, n_classes=n_classes, n_groups=n_groups, dim=dim, n_train=train_per_class,
+                     noise=noise, seed=seed, shard_size=shard_size)
+    _summary(out)
+
+
+def _idx_command(name: str, classes: list[str], doc: str):
+    @data_cli.command(name, help=doc)
+    @click.option("--source", required=True, type=click.Path(exists=True, file_okay=False),
+                  help="Folder of the idx files (train-images-idx3-ubyte.gz, ...).")
+    @_out
+    @click.option("--val-size", default=5000, show_default=True, help="Last training images kept for validation.")
+    @_shard
+    def cmd(source, out, val_size, shard_size):
+        from .importers import import_idx
+
+        import_idx(source, out, name, classes, val_size=val_size, shard_size=shard_size)
+        _summary(out)
+    return cmd
+
+
+def _register_idx():
+    from .importers import FASHION_CLASSES, MNIST_CLASSES
+
+    _idx_command("mnist", MNIST_CLASSES, "MNIST digits from their idx files (LeCun & Cortes).")
+    _idx_command("fashion-mnist", FASHION_CLASSES, "Fashion-MNIST from its idx files (Zalando Research).")
+
+
+_register_idx()
+
+
+def _featurizer_options(f):
+    f = click.option("--buckets", default=2**18, show_default=True, help="Hash buckets of the n-gram featuriser.")(f)
+    f = click.option("--max-tokens", default=96, show_default=True, help="Token ids kept per text.")(f)
+    return f
+
+
+@data_cli.command("clinc150")
+@click.option("--source", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder holding data_full.json and domains.json.")
+@_out
+@_featurizer_options
+@_shard
+def clinc150(source, out, buckets, max_tokens, shard_size):
+    """CLINC150 intents (150 classes); its 10 domains become the known groups."""
+    from .importers import import_clinc150
+    from .text import HashedNgrams
+
+    import_clinc150(source, out, HashedNgrams(buckets=buckets, max_tokens=max_tokens), shard_size=shard_size)
+    _summary(out)
+
+
+@data_cli.command("banking77")
+@click.option("--source", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder holding train.csv, test.csv and categories.json.")
+@_out
+@_featurizer_options
+@click.option("--val-fraction", default=0.1, show_default=True)
+@_seed
+@_shard
+def banking77(source, out, buckets, max_tokens, val_fraction, seed, shard_size):
+    """Banking77 intents (77 classes); validation carved from train, stratified."""
+    from .importers import import_banking77
+    from .text import HashedNgrams
+
+    import_banking77(source, out, HashedNgrams(buckets=buckets, max_tokens=max_tokens), val_fraction=val_fraction,
+                     seed=seed, shard_size=shard_size)
+    _summary(out)
+
+
+@data_cli.command("folder")
+@click.option("--source", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Root with one sub-folder of .png/.jpg images per class.")
+@_out
+@click.option("--size", type=int, default=None, help="Resize every image to SIZE x SIZE.")
+@click.option("--grayscale", is_flag=True, help="Convert images to one channel.")
+@click.option("--val-fraction", default=0.1, show_default=True)
+@click.option("--test-fraction", default=0.1, show_default=True)
+@_seed
+@_shard
+def folder(source, out, size, grayscale, val_fraction, test_fraction, seed, shard_size):
+    """Images in SOURCE/<class>/<file>.png|jpg, split train/val/test by class."""
+    from .importers import import_folder
+
+    import_folder(source, out, size=size, grayscale=grayscale, val_fraction=val_fraction,
+                  test_fraction=test_fraction, seed=seed, shard_size=shard_size)
+    _summary(out)
+
+
+@data_cli.command("arrays")
+@click.option("--x", "x_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Inputs, .npy (N, ...).")
+@click.option("--y", "y_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Labels, .npy (N,).")
+@_out
+@click.option("--classes", "classes_file", type=click.Path(exists=True, dir_okay=False),
+              help="Text file of class names, one a line (default: 0, 1, ...).")
+@click.option("--val-fraction", default=0.1, show_default=True)
+@click.option("--test-fraction", default=0.1, show_default=True)
+@_seed
+@_shard
+def arrays(x_path, y_path, out, classes_file, val_fraction, test_fraction, seed, shard_size):
+    """NumPy arrays x.npy / y.npy, split train/val/test by class."""
+    from .importers import import_arrays
+
+    classes = open(classes_file).read().split("\n") if classes_file else None
+    import_arrays(x_path, y_path, out, [c for c in classes if c] if classes else None, val_fraction=val_fraction,
+                  test_fraction=test_fraction, seed=seed, shard_size=shard_size)
+    _summary(out)
+
+
+@data_cli.command("info")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print dataset.json as it is.")
+def info(dataset, as_json):
+    """Check a dataset directory and summarise it."""
+    if as_json:
+        click.echo(json.dumps(load_info(dataset).to_json(), indent=1, ensure_ascii=False))
+    else:
+        _summary(dataset)
+
+
+def _summary(root: str) -> None:
+    info = load_info(root)
+    groups = f", {len(info.groups)} known groups" if info.groups else ""
+    click.echo(f"{root}: {info.name}, {info.n_classes} classes{groups}, input {info.input.kind} "
+               f"{info.input.dtype}{list(info.input.shape)}")
+    for name, s in info.splits.items():
+        click.echo(f"  {name:5s} {s.num_samples:8d} samples in {len(s.shards)} shard(s)")

@@ -1,0 +1,213 @@
+"""The on-disk dataset format: WebDataset tar shards plus one ``dataset.json`` beside them.
+
+A dataset directory holds, for each split (``train``, ``val``, ``test``), shards named
+``<split>-000000.tar`` … and one ``dataset.json`` describing all of them::
+
+    {
+      "format": "specens.dataset", "format_version": 1,
+      "name": "glyphs",
+      "classes": ["a U+0061", ...],                  # index = label
+      "groups": [[0, 5, 9], [1], ...] | null,        # known grouping of classes (a partition)
+      "group_names": ["a", "b", ...] | null,
+      "input": {"kind": "image", "encoding": "png", "shape": [1, 32, 32], "dtype": "uint8"},
+      "splits": {"train": {"num_samples": 8000, "class_counts": [...],
+                           "shards": [{"name": "train-000000.tar", "num_samples": 4000}, ...]}},
+      "source": {...},          # importer name and arguments, for provenance
+      "featurizer": {...} | null
+    }
+
+Each sample in a shard has a key without dots, ``<key>.cls`` (the integer label as text) and
+``<key>.input.npy`` (an ``.npy`` array, never pickled) or ``<key>.input.png`` (an image).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT = "specens.dataset"
+FORMAT_VERSION = 1
+INFO_FILE = "dataset.json"
+INPUT_KINDS = {"image": "png", "array": "npy"}
+DTYPES = ("uint8", "float32", "int64")
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file (and sample key or field) at fault."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    kind: str  # "image" (PNG, decoded to uint8 of shape (C, H, W)) or "array" (.npy)
+    shape: tuple[int, ...]  # shape of one decoded input, e.g. (1, 32, 32) or (64,)
+    dtype: str  # one of DTYPES: the dtype of one decoded input
+
+    @property
+    def encoding(self) -> str:
+        return INPUT_KINDS[self.kind]
+
+    @property
+    def field(self) -> str:
+        """The sample's field that holds the input, e.g. ``input.png``."""
+        return f"input.{self.encoding}"
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    name: str  # file name relative to the dataset directory
+    num_samples: int
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    shards: tuple[ShardInfo, ...]
+    num_samples: int
+    class_counts: tuple[int, ...]  # samples per class, length n_classes
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    classes: tuple[str, ...]
+    input: InputSpec
+    splits: dict[str, SplitInfo]
+    groups: tuple[tuple[int, ...], ...] | None = None
+    group_names: tuple[str, ...] | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+    featurizer: dict[str, Any] | None = None
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def split(self, name: str) -> SplitInfo:
+        if name not in self.splits:
+            raise DataError(f"{INFO_FILE}: no split {name!r}; it has {sorted(self.splits)}")
+        return self.splits[name]
+
+    def group_labels(self):
+        """Known group index of every class, an int array of shape (n_classes,), or None."""
+        if self.groups is None:
+            return None
+        import numpy as np
+
+        labels = np.full(self.n_classes, -1, dtype=np.int64)
+        for g, members in enumerate(self.groups):
+            labels[list(members)] = g
+        return labels
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input"] = {"kind": self.input.kind, "encoding": self.input.encoding,
+                      "shape": list(self.input.shape), "dtype": self.input.dtype}
+        # A JSON round trip turns tuples into lists, as they are on disk.
+        return json.loads(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **d}))
+
+    @classmethod
+    def from_json(cls, d: Any, where: str = INFO_FILE) -> "DatasetInfo":
+        """Validate a parsed ``dataset.json``; every problem is listed in one :class:`DataError`."""
+        problems: list[str] = []
+        if not isinstance(d, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(d).__name__}")
+        if d.get("format") != FORMAT:
+            problems.append(f"'format' is {d.get('format')!r}, expected {FORMAT!r}")
+        if d.get("format_version") != FORMAT_VERSION:
+            problems.append(f"'format_version' is {d.get('format_version')!r}; this specens "
+                            f"reads version {FORMAT_VERSION}")
+        classes = d.get("classes")
+        if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+            problems.append("'classes' must be a non-empty list of strings")
+            classes = []
+        elif len(set(classes)) != len(classes):
+            problems.append("'classes' has duplicate names")
+        n = len(classes)
+        inp = d.get("input") or {}
+        kind, shape, dtype = inp.get("kind"), inp.get("shape"), inp.get("dtype")
+        if kind not in INPUT_KINDS:
+            problems.append(f"'input.kind' is {kind!r}, expected one of {sorted(INPUT_KINDS)}")
+        if not (isinstance(shape, list) and shape and all(isinstance(s, int) and s > 0 for s in shape)):
+            problems.append(f"'input.shape' must be a list of positive ints, got {shape!r}")
+            shape = [1]
+        if dtype not in DTYPES:
+            problems.append(f"'input.dtype' is {dtype!r}, expected one of {list(DTYPES)}")
+        groups = d.get("groups")
+        if groups is not None:
+            flat = [c for g in groups for c in g] if isinstance(groups, list) else None
+            if flat is None or not all(isinstance(c, int) and 0 <= c < n for c in flat):
+                problems.append(f"'groups' must be lists of class indices in [0, {n})")
+            elif sorted(flat) != list(range(n)):
+                problems.append("'groups' must cover every class exactly once")
+            names = d.get("group_names")
+            if names is not None and len(names) != len(groups):
+                problems.append(f"'group_names' has {len(names)} names for {len(groups)} groups")
+        splits: dict[str, SplitInfo] = {}
+        raw_splits = d.get("splits")
+        if not isinstance(raw_splits, dict) or not raw_splits:
+            problems.append("'splits' must be a non-empty object")
+            raw_splits = {}
+        for sname, s in raw_splits.items():
+            try:
+                shards = tuple(ShardInfo(str(x["name"]), int(x["num_samples"])) for x in s["shards"])
+                counts = tuple(int(c) for c in s["class_counts"])
+                total = int(s["num_samples"])
+            except (KeyError, TypeError, ValueError) as e:
+                problems.append(f"'splits.{sname}' is malformed ({e!r})")
+                continue
+            if len(counts) != n:
+                problems.append(f"'splits.{sname}.class_counts' has {len(counts)} entries for {n} classes")
+            if sum(counts) != total:
+                problems.append(f"'splits.{sname}.class_counts' sums to {sum(counts)}, not num_samples={total}")
+            if sum(x.num_samples for x in shards) != total:
+                problems.append(f"'splits.{sname}.shards' hold {sum(x.num_samples for x in shards)} "
+                                f"samples, not num_samples={total}")
+            splits[sname] = SplitInfo(shards, total, counts)
+        if problems:
+            raise DataError(f"{where}: " + "; ".join(problems))
+        return cls(
+            name=str(d.get("name", "")),
+            classes=tuple(classes),
+            input=InputSpec(kind, tuple(shape), dtype),
+            splits=splits,
+            groups=None if groups is None else tuple(tuple(g) for g in groups),
+            group_names=None if d.get("group_names") is None else tuple(d["group_names"]),
+            source=dict(d.get("source") or {}),
+            featurizer=d.get("featurizer"),
+        )
+
+
+def load_info(root: str | os.PathLike) -> DatasetInfo:
+    """Read and validate ``<root>/dataset.json`` and check that every listed shard exists."""
+    path = Path(root) / INFO_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: missing; a dataset directory needs its {INFO_FILE} "
+                        "(an import that was interrupted writes it last)")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    info = DatasetInfo.from_json(raw, where=str(path))
+    missing = [s.name for sp in info.splits.values() for s in sp.shards if not (Path(root) / s.name).is_file()]
+    if missing:
+        raise DataError(f"{path}: lists shards that do not exist: {', '.join(missing[:5])}"
+                        + (" …" if len(missing) > 5 else ""))
+    return info
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON to a temporary file in the same directory, then rename it over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

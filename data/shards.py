@@ -1,0 +1,388 @@
+"""Writing and streaming WebDataset shards in the format of :mod:`specens.data.format`.
+
+Writing is atomic at two levels: a shard is written under a hidden ``.partial`` name and renamed
+only once it is closed, and ``dataset.json`` is written last, so a crashed import never leaves a
+shard or a dataset that looks complete.
+
+Reading streams :class:`Batch` objects, either for training (shards and samples shuffled with a
+seeded buffer, epochs of a fixed length, shards split across nodes and DataLoader workers) or for
+evaluation (in order, every sample exactly once). Bad samples raise :class:`DataError` naming the
+shard and the sample key; ``on_error="skip"`` drops them instead and counts them.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+
+from .format import (DataError, DatasetInfo, InputSpec, ShardInfo, SplitInfo, INFO_FILE,
+                     load_info, write_json_atomic)
+
+_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def encode_input(x: np.ndarray, spec: InputSpec) -> bytes:
+    """Encode one input array of shape ``spec.shape`` as PNG or ``.npy`` bytes."""
+    buf = io.BytesIO()
+    if spec.kind == "image":
+        c = x.shape[0]
+        img = x[0] if c == 1 else np.transpose(x, (1, 2, 0))  # (C, H, W) -> (H, W[, C])
+        Image.fromarray(np.ascontiguousarray(img)).save(buf, format="PNG", compress_level=6)
+    else:
+        np.save(buf, np.ascontiguousarray(x), allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_sample(sample: dict, spec: InputSpec, n_classes: int) -> tuple[str, np.ndarray, int]:
+    """Decode and validate one raw sample (a dict of bytes keyed by field) into (key, x, label).
+
+    Raises :class:`DataError` naming the shard and the key for a missing field, an undecodable
+    input, a label outside ``[0, n_classes)``, a shape or dtype other than ``spec``'s, or
+    non-finite values.
+    """
+    key, url = sample.get("__key__", "?"), sample.get("__url__", "?")
+    where = f"{url}: sample {key!r}"
+    if "cls" not in sample:
+        raise DataError(f"{where}: missing 'cls' (the label)")
+    if spec.field not in sample:
+        present = sorted(k for k in sample if not k.startswith("__"))
+        raise DataError(f"{where}: missing {spec.field!r} (fields present: {present})")
+    try:
+        label = int(sample["cls"])
+    except ValueError:
+        raise DataError(f"{where}: 'cls' is not an integer: {sample['cls'][:20]!r}") from None
+    if not 0 <= label < n_classes:
+        raise DataError(f"{where}: label {label} outside the class range [0, {n_classes})")
+    try:
+        if spec.kind == "image":
+            with Image.open(io.BytesIO(sample[spec.field])) as img:
+                x = np.asarray(img)
+            x = x[None] if x.ndim == 2 else np.transpose(x, (2, 0, 1))  # -> (C, H, W)
+        else:
+            x = np.load(io.BytesIO(sample[spec.field]), allow_pickle=False)
+    except Exception as e:  # PIL and numpy raise many types for corrupt bytes
+        raise DataError(f"{where}: cannot decode {spec.field!r} ({e})") from None
+    if tuple(x.shape) != spec.shape:
+        raise DataError(f"{where}: input shape {tuple(x.shape)} disagrees with "
+                        f"{INFO_FILE}'s {list(spec.shape)}")
+    if x.dtype != np.dtype(spec.dtype):
+        raise DataError(f"{where}: input dtype {x.dtype} disagrees with {INFO_FILE}'s {spec.dtype}")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise DataError(f"{where}: input has non-finite values")
+    return key, x, label
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+class _SplitWriter:
+    """Writes one split's shards; use through :meth:`DatasetWriter.split`."""
+
+    def __init__(self, parent: "DatasetWriter", split: str):
+        self.parent, self.split = parent, split
+        self.shards: list[ShardInfo] = []
+        self.class_counts = np.zeros(len(parent.classes), dtype=np.int64)
+        self._in_shard = 0
+        root = str(parent.root).replace("%", "%%")
+        self._writer = wds.ShardWriter(f"{root}/.{split}-%06d.tar.partial",
+                                       maxcount=parent.shard_size, post=self._finish_shard,
+                                       verbose=0, mtime=0.0)
+
+    def _finish_shard(self, partial: str) -> None:
+        partial = Path(partial)
+        if self._in_shard == 0:  # ShardWriter opens its first shard eagerly
+            partial.unlink()
+            return
+        final = partial.with_name(partial.name[1:].removesuffix(".partial"))
+        os.replace(partial, final)
+        self.shards.append(ShardInfo(final.name, self._in_shard))
+        self._in_shard = 0
+
+    def write(self, key: str, x: np.ndarray, label: int) -> None:
+        """Write one sample. ``x`` has the dataset's input shape and dtype."""
+        p, spec = self.parent, self.parent.input
+        if not _KEY.match(key):
+            raise DataError(f"sample key {key!r}: keys may hold only letters, digits, '_' and '-'")
+        if not 0 <= int(label) < len(p.classes):
+            raise DataError(f"sample {key!r}: label {label} outside [0, {len(p.classes)})")
+        if tuple(x.shape) != spec.shape or x.dtype != np.dtype(spec.dtype):
+            raise DataError(f"sample {key!r}: input {x.dtype}{list(x.shape)} does not match the "
+                            f"dataset's {spec.dtype}{list(spec.shape)}")
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise DataError(f"sample {key!r}: input has non-finite values")
+        self._writer.write({"__key__": key, "cls": str(int(label)).encode(),
+                            spec.field: encode_input(x, spec)})
+        self._in_shard += 1
+        self.class_counts[int(label)] += 1
+
+    def _close(self, ok: bool) -> None:
+        if ok:
+            self._writer.close()
+            self.parent._splits[self.split] = SplitInfo(
+                tuple(self.shards), int(self.class_counts.sum()), tuple(int(c) for c in self.class_counts))
+        else:  # abandon the open shard: it must never look complete
+            stream = self._writer.tarstream
+            if stream is not None:
+                stream.close()
+                Path(self._writer.fname).unlink(missing_ok=True)
+
+    def __enter__(self) -> "_SplitWriter":
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        self._close(exc_type is None)
+
+
+class DatasetWriter:
+    """Writes a dataset directory: shards per split, then ``dataset.json``.
+
+    Example::
+
+        with DatasetWriter(root, "mine", classes, InputSpec("array", (64,), "float32")) as w:
+            with w.split("train") as s:
+                for i, (x, y) in enumerate(zip(xs, ys)):
+                    s.write(f"{i:08d}", x, y)
+    """
+
+    def __init__(self, root: str | os.PathLike, name: str, classes: Sequence[str], input: InputSpec,
+                 *, groups: Sequence[Sequence[int]] | None = None, group_names: Sequence[str] | None = None,
+                 source: dict | None = None, featurizer: dict | None = None, shard_size: int = 10_000):
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be at least 1, got {shard_size}")
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / INFO_FILE).unlink(missing_ok=True)  # the dataset is incomplete until closed
+        self.name, self.classes, self.input = name, tuple(classes), input
+        self.groups, self.group_names = groups, group_names
+        self.source, self.featurizer, self.shard_size = source or {}, featurizer, shard_size
+        self._splits: dict[str, SplitInfo] = {}
+
+    def split(self, split: str) -> _SplitWriter:
+        if split in self._splits:
+            raise ValueError(f"split {split!r} was already written")
+        for old in self.root.glob(f"{split}-*.tar"):
+            old.unlink()  # leftovers of an earlier, interrupted import
+        return _SplitWriter(self, split)
+
+    def close(self) -> DatasetInfo:
+        info = DatasetInfo(
+            name=self.name, classes=self.classes, input=self.input, splits=dict(self._splits),
+            groups=None if self.groups is None else tuple(tuple(int(c) for c in g) for g in self.groups),
+            group_names=None if self.group_names is None else tuple(self.group_names),
+            source=self.source, featurizer=self.featurizer)
+        DatasetInfo.from_json(info.to_json(), where=str(self.root / INFO_FILE))  # validate
+        write_json_atomic(self.root / INFO_FILE, info.to_json())
+        return info
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is None:
+            self.close()
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Batch:
+    """A batch of decoded samples.
+
+    inputs: Tensor of shape (batch, *input_shape): float32 (images scaled to [0, 1]) or int64.
+    labels: int64 Tensor of shape (batch,).
+    keys:   the samples' keys, in batch order.
+    skipped: bad samples dropped (``on_error="skip"``) since the previous batch.
+    """
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    keys: list[str] = field(default_factory=list)
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(self.inputs.to(device, non_blocking=True), self.labels.to(device, non_blocking=True),
+                     self.keys, self.skipped)
+
+
+def to_model_input(x: np.ndarray) -> np.ndarray:
+    """Stored input (any of the format's dtypes) to what models take: uint8 images become float32
+    in [0, 1], float arrays float32, integer arrays (token ids) int64."""
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    return x.astype(np.float32 if x.dtype.kind == "f" else np.int64, copy=False)
+
+
+def _collate(items: list[tuple[str, np.ndarray, int]], skipped: int) -> Batch:
+    if not items:
+        return Batch(torch.empty(0), torch.empty(0, dtype=torch.int64), [], skipped)
+    keys, xs, ys = zip(*items)
+    return Batch(torch.from_numpy(to_model_input(np.stack(xs))), torch.tensor(ys, dtype=torch.int64),
+                 list(keys), skipped)
+
+
+class ShardStream(torch.utils.data.IterableDataset):
+    """Batches from one split of a dataset directory; one pass of ``__iter__`` is one epoch.
+
+    Args:
+        root: dataset directory (holding ``dataset.json``).
+        split: split name, e.g. ``"train"``.
+        batch_size: samples per batch; the last batch of an epoch may be smaller.
+        train: True for training order (seeded shuffle of shards and of a sample buffer, shards
+            cycled until ``epoch_size`` samples); False for evaluation (in order, each sample once).
+        epoch_size: samples per training epoch over all workers (default: the split's size).
+        buffer: shuffle buffer size in samples (training only).
+        seed: base seed; epoch ``e`` of worker ``w`` on node ``r`` shuffles with its own derived seed,
+            so an epoch is reproducible on its own (this is what makes resumption exact).
+        on_error: ``"raise"`` (default) or ``"skip"``, which drops bad samples and counts them in
+            :attr:`Batch.skipped`.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str, batch_size: int, *, train: bool = False,
+                 epoch_size: int | None = None, buffer: int = 2000, seed: int = 0,
+                 on_error: str = "raise", info: DatasetInfo | None = None):
+        super().__init__()
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.root = Path(root)
+        self.info = info if info is not None else load_info(root)
+        self.split_info = self.info.split(split)
+        self.split, self.batch_size, self.train = split, batch_size, train
+        self.epoch_size = epoch_size if epoch_size is not None else self.split_info.num_samples
+        self.buffer, self.seed, self.on_error = buffer, seed, on_error
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order the next ``__iter__`` produces."""
+        self.epoch = epoch
+
+    # -- one worker's view -------------------------------------------------------------------
+
+    def _raise_tar_error(self, url: str):
+        def handler(exn: Exception) -> bool:
+            if self.on_error == "skip":
+                return False  # stop reading this shard; the shortfall is counted as skipped
+            raise DataError(f"{url}: corrupt or truncated tar archive ({exn.args[0] if exn.args else exn})") from None
+        return handler
+
+    def _shard_samples(self, shard: ShardInfo, tally: list[int]) -> Iterator[tuple[str, np.ndarray, int]]:
+        url = str(self.root / shard.name)
+        seen = 0
+        for raw in wds.tariterators.tarfile_samples([{"url": url}], handler=self._raise_tar_error(url)):
+            seen += 1
+            try:
+                yield decode_sample(raw, self.info.input, self.info.n_classes)
+            except DataError:
+                if self.on_error == "raise":
+                    raise
+                tally[0] += 1
+        if seen != shard.num_samples:
+            if self.on_error == "raise":
+                raise DataError(f"{url}: holds {seen} samples but {INFO_FILE} lists {shard.num_samples} "
+                                "(truncated shard, or dataset.json from another import)")
+            tally[0] += max(shard.num_samples - seen, 0)
+
+    def _worker_shards(self) -> tuple[list[ShardInfo], int, int]:
+        """This worker's shards, its global index and the number of workers in all."""
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        rank, world = wds.utils.pytorch_worker_info()[:2]
+        shards = list(wds.split_by_worker(wds.split_by_node(list(self.split_info.shards))))
+        return shards, rank * nw + wid, world * nw
+
+    def __iter__(self) -> Iterator[Batch]:
+        shards, worker, n_workers = self._worker_shards()
+        tally = [0]  # skipped samples not yet reported
+        if self.train:
+            samples = self._train_samples(shards, worker, n_workers, tally)
+        else:
+            samples = (s for shard in shards for s in self._shard_samples(shard, tally))
+        items: list = []
+        for item in samples:
+            items.append(item)
+            if len(items) == self.batch_size:
+                yield _collate(items, tally[0])
+                items, tally[0] = [], 0
+        if items or tally[0]:
+            yield _collate(items, tally[0])
+
+    def _train_samples(self, shards, worker, n_workers, tally):
+        if not shards:
+            raise DataError(f"{self.root}: split {self.split!r} has {len(self.split_info.shards)} shard(s), "
+                            f"too few for {n_workers} reader(s); write smaller shards or use fewer workers")
+        rng = random.Random(f"{self.seed}/{self.epoch}/{worker}")
+        quota = math.ceil(self.epoch_size / n_workers)
+
+        def cycle():
+            while True:
+                order = shards[:]
+                rng.shuffle(order)
+                produced = 0
+                for shard in order:
+                    for s in self._shard_samples(shard, tally):
+                        produced += 1
+                        yield s
+                if produced == 0:
+                    raise DataError(f"{self.root}: every sample of split {self.split!r} was skipped")
+
+        buf: list = []
+        stream, drawn = cycle(), 0
+        for _ in range(quota):  # shuffle buffer: emit a random element; draw no more than the quota
+            while len(buf) < self.buffer and drawn < quota or not buf:
+                buf.append(next(stream))
+                drawn += 1
+            i = rng.randrange(len(buf))
+            yield buf[i]
+            buf[i] = buf[-1]
+            buf.pop()
+
+
+class ShardLoader:
+    """Iterates a :class:`ShardStream` through a DataLoader and totals skipped samples.
+
+    ``for batch in loader`` yields only non-empty batches; ``loader.skipped`` counts what the
+    ``"skip"`` policy dropped over all epochs so far.
+    """
+
+    def __init__(self, stream: ShardStream, num_workers: int = 0):
+        self.stream, self.num_workers, self.skipped = stream, num_workers, 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        dl = torch.utils.data.DataLoader(self.stream, batch_size=None, num_workers=self.num_workers,
+                                         collate_fn=_identity, persistent_workers=False)
+        for batch in dl:
+            self.skipped += batch.skipped
+            if len(batch):
+                yield batch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.stream.set_epoch(epoch)
+
+
+def _identity(x):
+    return x
+
+
+def iter_split(root, split: str, batch_size: int = 256, **kw) -> ShardLoader:
+    """Evaluation-order batches of one split: in order, each sample once."""
+    num_workers = kw.pop("num_workers", 0)
+    return ShardLoader(ShardStream(root, split, batch_size, train=False, **kw), num_workers)

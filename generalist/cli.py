@@ -1,0 +1,69 @@
+"""``specens generalist …``: train, evaluate and predict with the generalist (METHOD §1-2)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .config import TrainConfig, load_config, parse_overrides
+
+
+@click.group("generalist")
+def generalist_cli():
+    """Train the generalist on all classes (plainly or distilled), evaluate it, write its logits."""
+
+
+@generalist_cli.command("train")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="TOML file of TrainConfig fields (top level or a [generalist] table).")
+@click.option("--data", help="Dataset directory (overrides the config).")
+@click.option("--out", help="Run directory (overrides the config). Rerunning resumes it.")
+@click.option("--epochs", type=int, help="Training epochs.")
+@click.option("--teacher", multiple=True, help="Run directory of a teacher to distil from; repeat for an ensemble.")
+@click.option("--device", help="auto, cpu, cuda or cuda:N.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any config field, e.g. --set lr=0.001 --set 'model_kwargs={\"width\": 32}'.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train(config_path, data, out, epochs, teacher, device, sets, quiet):
+    """Train a generalist; the best validation epoch is exported to OUT/model.safetensors + model.json."""
+    from .train import train_generalist
+
+    overrides = {"data": data, "out": out, "epochs": epochs, "device": device,
+                 "teacher": list(teacher) or None, **parse_overrides(sets)}
+    cfg = load_config(TrainConfig, config_path, overrides)
+    result = train_generalist(cfg, progress=not quiet)
+    last = result.history[-1] if result.history else {}
+    click.echo(f"generalist {result.fingerprint} in {result.run_dir}: best epoch {result.best_epoch}, "
+               f"val top-1 {last.get('val_top1', float('nan')):.4f} (last epoch)")
+
+
+@generalist_cli.command("eval")
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Run directory of a trained generalist.")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--split", default="test", show_default=True)
+@click.option("--batch-size", default=512, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def eval_cmd(run_dir, data, split, batch_size, device):
+    """Top-1, top-5 and negative log-likelihood on one split, as JSON."""
+    from .evaluate import evaluate_generalist
+
+    metrics = evaluate_generalist(run_dir, data, split, batch_size, device)
+    click.echo(json.dumps(metrics, indent=1))
+
+
+@generalist_cli.command("predict")
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--split", default="train", show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for logits.npy, labels.npy, keys.txt and predictions.json.")
+@click.option("--batch-size", default=512, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def predict(run_dir, data, split, out, batch_size, device):
+    """Write the generalist's logits for a split, in the split's order, for later stages."""
+    from .evaluate import predict_generalist
+
+    meta = predict_generalist(run_dir, data, split, out, batch_size, device)
+    click.echo(f"wrote logits of {meta['n_samples']} samples x {meta['n_classes']} classes to {out}")

@@ -1,0 +1,173 @@
+"""Stage configurations: frozen dataclasses read from TOML files plus ``key=value`` overrides.
+
+:func:`load_config` is shared by every stage. It rejects unknown keys, converts override strings
+to each field's type, and lets the dataclass's ``validate`` collect every problem into one
+:class:`ConfigError`, so a user fixes a config file in one pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the file and every bad key."""
+
+
+C = TypeVar("C")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a TOML value or an override string to the field type ``tp``."""
+    origin = typing.get_origin(tp)
+    if isinstance(value, str) and tp is not str:  # an override string: numbers, true/false, [lists], {tables}
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{key}={value!r}: not a valid {getattr(tp, '__name__', tp)}") from None
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {value!r}")
+        return dict(value)
+    if tp in (int, float, str, bool) and not (type(value) is tp):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> C:
+    """Build ``cls`` from a TOML file (optional) and overrides (``{field: value or string}``).
+
+    Keys may sit at the top of the file or in a table named after the stage (``[generalist]``).
+    """
+    values: dict[str, Any] = {}
+    where = "config"
+    if path is not None:
+        where = str(path)
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML ({e})") from None
+        section = getattr(cls, "SECTION", None)
+        values.update(raw.get(section, raw) if section in raw else raw)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    problems = [f"unknown key {k!r}" for k in unknown]
+    kwargs = {}
+    for k, v in values.items():
+        if k in fields:
+            try:
+                kwargs[k] = _coerce(v, hints[k], k)
+            except ConfigError as e:
+                problems.append(str(e))
+    if unknown:
+        problems.append(f"valid keys are {', '.join(sorted(fields))}")
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except TypeError as e:  # a required field is missing
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """``["epochs=3", "lr=0.01"]`` -> ``{"epochs": "3", "lr": "0.01"}``."""
+    out = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {p!r}: expected key=value")
+        out[key.strip()] = value
+    return out
+
+
+def config_to_json(cfg: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _check(problems: list[str], ok: bool, message: str) -> None:
+    if not ok:
+        problems.append(message)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Generalist training (METHOD §1-2). ``specens generalist train`` builds one from a TOML file
+    (top level or a ``[generalist]`` table) and ``--set key=value`` overrides."""
+
+    SECTION: typing.ClassVar[str] = "generalist"
+
+    data: str  # dataset directory (holding dataset.json)
+    out: str  # run directory for checkpoints and the final model
+    model: str = ""  # registry name (cnn, mlp, bag) or "module:callable"; "" picks by input kind
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model factory
+    epochs: int = 10  # passes of `epoch_size` samples
+    epoch_size: int = 0  # samples per epoch; 0 means the training split's size
+    batch_size: int = 128
+    optimizer: str = "adamw"  # "adamw" or "sgd" (with Nesterov momentum)
+    lr: float = 2e-3  # peak learning rate
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 0.05
+    schedule: str = "cosine"  # "cosine" (to zero, after linear warm-up) or "constant"
+    warmup: float = 0.05  # fraction of all steps spent warming up linearly
+    jitter: int = 0  # random translation of image inputs by up to this many pixels (training only)
+    teacher: tuple[str, ...] = ()  # generalist run directories to distil from (an ensemble if several)
+    teacher_mean: str = "arithmetic"  # how an ensemble teacher's members combine: arithmetic or geometric
+    alpha: float = 0.9  # weight of the soft (teacher) term; ignored without a teacher
+    temperature: float = 1.0  # T of the soft term
+    use_labels: bool = True  # False treats the transfer set as unlabelled: hard term dropped
+    train_split: str = "train"
+    val_split: str = "val"  # "" skips validation (the last epoch's weights are then exported)
+    shuffle_buffer: int = 2000  # samples in the streaming shuffle buffer
+    num_workers: int = 0  # DataLoader workers decoding shards
+    device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
+    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    on_error: str = "raise"  # bad samples: "raise", or "skip" and count them
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        p: list[str] = []
+        _check(p, bool(self.data), "data: a dataset directory is required")
+        _check(p, bool(self.out), "out: a run directory is required")
+        _check(p, self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _check(p, self.epoch_size >= 0, f"epoch_size must be >= 0, got {self.epoch_size}")
+        _check(p, self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(p, self.optimizer in ("adamw", "sgd"), f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        _check(p, self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(p, self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _check(p, self.schedule in ("cosine", "constant"), f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        _check(p, 0 <= self.warmup < 1, f"warmup must be in [0, 1), got {self.warmup}")
+        _check(p, self.jitter >= 0, f"jitter must be >= 0, got {self.jitter}")
+        _check(p, self.teacher_mean in ("arithmetic", "geometric"),
+               f"teacher_mean must be 'arithmetic' or 'geometric', got {self.teacher_mean!r}")
+        _check(p, 0 <= self.alpha <= 1, f"alpha must be in [0, 1], got {self.alpha}")
+        _check(p, self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        _check(p, self.use_labels or bool(self.teacher), "use_labels=false needs a teacher (nothing to learn from)")
+        _check(p, self.shuffle_buffer >= 1, f"shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
+        _check(p, self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+        _check(p, self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"),
+               f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        _check(p, self.on_error in ("raise", "skip"), f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        if p:
+            raise ConfigError("; ".join(p))
+
+    # Fields that may change when a run resumes: they do not change what is computed.
+    RESUMABLE_CHANGES: typing.ClassVar[frozenset[str]] = frozenset({"num_workers", "device", "threads", "out"})

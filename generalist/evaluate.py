@@ -1,0 +1,134 @@
+"""Evaluating a classifier on a split, and writing its logits for later stages to reuse."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from specens.data.format import write_json_atomic
+from specens.data.shards import Batch, iter_split
+
+from .checkpoint import load_generalist
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` is CUDA when available, else CPU; anything else is checked to exist."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available on this machine")
+    return dev
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bfloat16 autocast on CUDA; a no-op elsewhere."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class Metrics:
+    """Running top-1, top-5 and negative log-likelihood over batches of logits."""
+
+    def __init__(self):
+        self.n, self.top1, self.top5, self.nll = 0, 0, 0, 0.0
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """logits: (B, C); labels: (B,) int64."""
+        logits = logits.float()
+        k = min(5, logits.shape[1])
+        topk = logits.topk(k, dim=1).indices  # (B, k)
+        hit = topk == labels[:, None]
+        self.top1 += int(hit[:, 0].sum())
+        self.top5 += int(hit.any(1).sum())
+        self.nll += float(F.cross_entropy(logits, labels, reduction="sum"))
+        self.n += len(labels)
+
+    def result(self) -> dict[str, float]:
+        n = max(self.n, 1)
+        return {"n": self.n, "top1": self.top1 / n, "top5": self.top5 / n, "nll": self.nll / n}
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches: Iterable[Batch], device: torch.device, amp: bool = True,
+             progress: bool = False, desc: str = "eval") -> dict[str, float]:
+    """Top-1, top-5 and NLL of ``model`` over ``batches``; leaves the model in eval mode."""
+    model.eval()
+    m = Metrics()
+    for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        b = batch.to(device)
+        with autocast(device, amp):
+            logits = model(b.inputs)
+        m.update(logits, b.labels)
+    return m.result()
+
+
+def evaluate_generalist(run_dir: str, data: str, split: str = "test", batch_size: int = 512,
+                        device: str = "auto", progress: bool = True) -> dict[str, float]:
+    """``specens generalist eval``: top-1, top-5 and NLL of an exported generalist on one split."""
+    dev = resolve_device(device)
+    g = load_generalist(run_dir, dev)
+    loader = iter_split(data, split, batch_size)
+    _check_classes(g.classes, loader.stream.info.classes, run_dir, data)
+    return evaluate(g.model, loader, dev, progress=progress, desc=f"eval {split}")
+
+
+def _check_classes(model_classes, data_classes, run_dir, data) -> None:
+    if tuple(model_classes) != tuple(data_classes):
+        raise ValueError(f"{run_dir} was trained on {len(model_classes)} classes that differ from the "
+                         f"{len(data_classes)} of {data}/dataset.json")
+
+
+@torch.no_grad()
+def predict_generalist(run_dir: str, data: str, split: str, out: str, batch_size: int = 512,
+                       device: str = "auto", progress: bool = True) -> dict:
+    """``specens generalist predict``: write the logits of one split, in the split's order.
+
+    Writes into ``out``: ``logits.npy`` float32 of shape (n_samples, n_classes), ``labels.npy``
+    int64 of shape (n_samples,), ``keys.txt`` (one sample key a line), then ``predictions.json``
+    (generalist fingerprint, dataset, split, count) last, so its presence marks a complete output.
+    """
+    dev = resolve_device(device)
+    g = load_generalist(run_dir, dev)
+    loader = iter_split(data, split, batch_size)
+    info = loader.stream.info
+    _check_classes(g.classes, info.classes, run_dir, data)
+    n, c = info.split(split).num_samples, g.n_classes
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "predictions.json").unlink(missing_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".predict."))
+    try:
+        logits = np.lib.format.open_memmap(tmp / "logits.npy", mode="w+", dtype=np.float32, shape=(n, c))
+        labels = np.empty(n, dtype=np.int64)
+        keys: list[str] = []
+        i = 0
+        for batch in tqdm(loader, desc=f"predict {split}", disable=not progress, unit="batch"):
+            z = g.model(batch.inputs.to(dev)).float().cpu().numpy()
+            logits[i:i + len(z)] = z
+            labels[i:i + len(z)] = batch.labels.numpy()
+            keys += batch.keys
+            i += len(z)
+        logits.flush()
+        del logits
+        np.save(tmp / "labels.npy", labels)
+        (tmp / "keys.txt").write_text("\n".join(keys) + "\n")
+        for name in ("logits.npy", "labels.npy", "keys.txt"):
+            os.replace(tmp / name, out_dir / name)
+    finally:
+        for f in tmp.iterdir():
+            f.unlink()
+        tmp.rmdir()
+    meta = {"generalist": str(run_dir), "generalist_fingerprint": g.fingerprint, "data": str(data),
+            "split": split, "n_samples": n, "n_classes": c}
+    write_json_atomic(out_dir / "predictions.json", meta)
+    return meta

@@ -1,0 +1,1 @@
+"""specens.inference: the top layer. Its `cli` module is the `specens` command."""

@@ -1,0 +1,40 @@
+"""Shared fixtures: small datasets written by our own importers into temporary directories."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(os.environ.get("SPECENS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_ds(tmp_path_factory) -> str:
+    """20 classes in 4 planted groups, 16-d inputs, 200/50/50 samples per class; 3 train shards."""
+    from specens.data.synthetic import import_synthetic
+
+    root = tmp_path_factory.mktemp("synthetic")
+    import_synthetic(str(root), n_classes=20, n_groups=4, dim=16, n_train=200, n_val=50, n_test=50,
+                     noise=1.0, seed=0, shard_size=1500)
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def glyph_ds(tmp_path_factory) -> str:
+    """30 glyph classes, 40 training images per class."""
+    from specens.data.glyphs import import_glyphs
+
+    root = tmp_path_factory.mktemp("glyphs")
+    import_glyphs(str(root), n_classes=30, train_per_class=40, val_per_class=4, test_per_class=4, seed=0,
+                  shard_size=400, progress=False)
+    return str(root)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real datasets beside the project; tests that need them skip when they are absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real datasets not found at {SHARED_DATA} (set SPECENS_DATA)")
+    return SHARED_DATA

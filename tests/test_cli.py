@@ -1,0 +1,61 @@
+"""The `specens` command through its real entry point: exit codes and exact messages."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def specens(*args, cwd=None):
+    exe = Path(sys.executable).with_name("specens")
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_help_at_every_level():
+    for args in ([], ["data"], ["data", "glyphs"], ["generalist"], ["generalist", "train"], ["demo"]):
+        r = specens(*args, "--help")
+        assert r.returncode == 0, r.stderr
+        assert "Usage: specens" in r.stdout
+
+
+def test_data_then_train_then_eval(tmp_path):
+    ds, run = tmp_path / "ds", tmp_path / "run"
+    r = specens("data", "synthetic", "--out", ds, "--classes", 6, "--groups", 2, "--train-per-class", 60)
+    assert r.returncode == 0, r.stderr
+    assert "synthetic, 6 classes, 2 known groups" in r.stdout
+    r = specens("generalist", "train", "--data", ds, "--out", run, "--epochs", 2, "--quiet",
+                "--set", 'model_kwargs={"hidden": [32]}', "--set", "lr=0.01")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"generalist [0-9a-f]{16} in .*: best epoch \d", r.stdout)
+    r = specens("generalist", "eval", "--run", run, "--data", ds)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["top1"] > 0.5  # 6 classes, chance 0.17
+
+
+def test_missing_dataset_json_is_one_line_error(tmp_path):
+    r = specens("data", "info", tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f"Error: {tmp_path}/dataset.json: missing; a dataset directory needs its "
+                                "dataset.json (an import that was interrupted writes it last)")
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    r = specens("generalist", "train", "--data", tmp_path, "--out", tmp_path / "r", "--set", "epoch=3")
+    assert r.returncode == 1
+    assert r.stderr.startswith("Error: config: unknown key 'epoch'; valid keys are alpha, amp, batch_size")
+    r = specens("generalist", "train", "--data", tmp_path, "--out", tmp_path / "r", "--set", "lr=-1")
+    assert r.stderr.strip() == "Error: config: lr must be > 0, got -1.0"
+
+
+def test_bad_source_files_are_named(tmp_path):
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\x00\x00\x00\x05" * 3 + b"\x00" * 10)
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05" + b"\x00" * 5)
+    r = specens("data", "mnist", "--source", tmp_path, "--out", tmp_path / "o")
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f"Error: {tmp_path}/train-images-idx3-ubyte: header says (5, 5, 5), "
+                                "but holds 10 values (truncated?)")

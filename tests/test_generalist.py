@@ -1,0 +1,136 @@
+"""Generalist training: it learns, resumes exactly, distils, and its artifacts check themselves."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from specens.generalist.checkpoint import CheckpointError, load_generalist
+from specens.generalist.config import ConfigError, TrainConfig, load_config
+from specens.generalist.evaluate import evaluate_generalist, predict_generalist
+from specens.generalist.models import ModelSpec
+from specens.generalist.train import train_generalist
+
+
+def _cfg(data, out, **kw):
+    base = dict(data=data, out=str(out), epochs=3, batch_size=64, lr=3e-3, model_kwargs={"hidden": [64]}, threads=2)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_ds, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen")
+    return train_generalist(_cfg(synthetic_ds, out), progress=False)
+
+
+def test_generalist_learns_synthetic(trained, synthetic_ds):
+    m = evaluate_generalist(trained.run_dir, synthetic_ds, "test", progress=False)
+    assert m["n"] == 1000
+    assert m["top1"] >= 0.6  # chance is 0.05; the Bayes rate of this mixture is about 0.75
+    assert m["top5"] >= 0.95
+
+
+def test_generalist_learns_glyphs(glyph_ds, tmp_path):
+    res = train_generalist(_cfg(glyph_ds, tmp_path, epochs=8, lr=5e-3, batch_size=48,
+                                model_kwargs={"width": 16, "hidden": 128}), progress=False)
+    m = evaluate_generalist(res.run_dir, glyph_ds, "test", progress=False)
+    assert m["top1"] >= 0.5  # 30 classes (chance 0.033), test faces never seen in training; seen: 0.75
+
+
+def test_resume_continues_exactly_where_it_stopped(synthetic_ds, tmp_path, trained):
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(epoch, record):
+        if epoch == 0:
+            raise Killed
+
+    cfg = _cfg(synthetic_ds, tmp_path / "r")
+    with pytest.raises(Killed):
+        train_generalist(cfg, progress=False, on_epoch_end=kill_after_first)
+    assert json.loads((tmp_path / "r" / "checkpoints" / "latest.json").read_text())["epoch"] == 0
+    resumed = train_generalist(cfg, progress=False)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    a = load_generalist(resumed.run_dir).model.state_dict()
+    b = load_generalist(trained.run_dir).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical to the uninterrupted run
+    assert resumed.fingerprint == trained.fingerprint
+
+
+def test_resume_refuses_another_config(synthetic_ds, tmp_path):
+    cfg = _cfg(synthetic_ds, tmp_path, epochs=1)
+    train_generalist(cfg, progress=False)
+    with pytest.raises(CheckpointError, match=r"another config \(lr: 0.003 -> 0.01\)"):
+        train_generalist(_cfg(synthetic_ds, tmp_path, epochs=1, lr=0.01), progress=False)
+
+
+def test_distillation_from_teacher_without_labels(trained, synthetic_ds, tmp_path):
+    """A student that never sees a label learns from the teacher's soft targets alone."""
+    cfg = _cfg(synthetic_ds, tmp_path, teacher=(trained.run_dir,), use_labels=False, temperature=4.0, alpha=1.0)
+    student = train_generalist(cfg, progress=False)
+    m = evaluate_generalist(student.run_dir, synthetic_ds, "test", progress=False)
+    assert m["top1"] >= 0.55
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["metrics"]["teacher_fingerprints"] == [trained.fingerprint]
+
+
+def test_predict_writes_logits_in_split_order(trained, synthetic_ds, tmp_path):
+    meta = predict_generalist(trained.run_dir, synthetic_ds, "test", str(tmp_path), progress=False)
+    logits = np.load(tmp_path / "logits.npy")
+    labels = np.load(tmp_path / "labels.npy")
+    keys = (tmp_path / "keys.txt").read_text().split()
+    assert logits.shape == (1000, 20) and len(keys) == 1000 and meta["generalist_fingerprint"] == trained.fingerprint
+    g = load_generalist(trained.run_dir)
+    from specens.data.shards import iter_split
+    first = next(iter(iter_split(synthetic_ds, "test", 10)))
+    assert first.keys == keys[:10] and np.array_equal(first.labels.numpy(), labels[:10])
+    with torch.no_grad():
+        assert np.allclose(g.model(first.inputs).numpy(), logits[:10], atol=1e-5)
+
+
+def test_checkpoint_checks(trained, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(trained.run_dir, run)
+    g = load_generalist(run)
+    assert g.spec.n_classes == 20 and len(g.classes) == 20 and not g.model.training
+    other = tmp_path / "other"
+    other.mkdir()
+    from specens.generalist.checkpoint import save_generalist
+    save_generalist(other, ModelSpec("mlp", (16,), 20, {"hidden": [32]}).build(), ModelSpec("mlp", (16,), 20, {"hidden": [32]}),
+                    [str(i) for i in range(20)])
+    shutil.copy(other / "model.safetensors", run / "model.safetensors")
+    with pytest.raises(CheckpointError, match="fingerprint .* disagrees"):
+        load_generalist(run)
+    meta = json.loads((run / "model.json").read_text())
+    (run / "model.json").write_text(json.dumps({**meta, "classes": meta["classes"][:5]}))
+    with pytest.raises(CheckpointError, match="5 classes but model.n_classes is 20"):
+        load_generalist(run)
+    with pytest.raises(CheckpointError, match="model.json: missing"):
+        load_generalist(tmp_path)
+
+
+def test_config_validation_lists_every_problem(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(data="d", out="o", epochs=0, lr=-1.0, optimizer="adam", alpha=2.0)
+    msg = str(e.value)
+    for part in ("epochs must be >= 1", "lr must be > 0", "optimizer must be 'adamw' or 'sgd'", "alpha must be in [0, 1]"):
+        assert part in msg
+    f = tmp_path / "c.toml"
+    f.write_text('[generalist]\ndata = "d"\nout = "o"\nepoch = 3\n')
+    with pytest.raises(ConfigError, match=r"c.toml: unknown key 'epoch'"):
+        load_config(TrainConfig, f)
+    f.write_text('data = "d"\nout = "o"\nepochs = 3\n')
+    cfg = load_config(TrainConfig, f, {"lr": "0.01", "model_kwargs": '{"hidden": [8]}', "use_labels": "true"})
+    assert cfg.epochs == 3 and cfg.lr == 0.01 and cfg.model_kwargs == {"hidden": [8]}
+    with pytest.raises(ConfigError, match="epochs: expected int, got 'three'"):
+        load_config(TrainConfig, f, {"epochs": '"three"'})
+
+
+def test_user_model_from_module_callable(synthetic_ds, tmp_path):
+    cfg = _cfg(synthetic_ds, tmp_path, epochs=1, model="specens.generalist.models:mlp", model_kwargs={"hidden": [8]})
+    res = train_generalist(cfg, progress=False)
+    assert load_generalist(res.run_dir).spec.name == "specens.generalist.models:mlp"
+    with pytest.raises(ValueError, match="not one of"):
+        ModelSpec("resnet", (16,), 20).build()

@@ -1,0 +1,245 @@
+"""The shard format: exact round trips, streaming orders, atomic writes, and every bad input."""
+
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+
+from specens.data.format import DataError, InputSpec, load_info
+from specens.data.shards import DatasetWriter, ShardLoader, ShardStream, encode_input, iter_split
+
+
+def _write(root, xs, ys, spec, n_classes=3, shard_size=4):
+    with DatasetWriter(root, "t", [f"c{i}" for i in range(n_classes)], spec, shard_size=shard_size) as w:
+        with w.split("train") as s:
+            for i, (x, y) in enumerate(zip(xs, ys)):
+                s.write(f"s{i:04d}", x, y)
+    return str(root)
+
+
+def _read_all(root, split="train", **kw):
+    keys, xs, ys = [], [], []
+    for b in iter_split(root, split, batch_size=3, **kw):
+        keys += b.keys
+        xs.append(b.inputs)
+        ys.append(b.labels)
+    return keys, torch.cat(xs), torch.cat(ys)
+
+
+def test_float_arrays_round_trip_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(10, 5)).astype(np.float32)
+    ys = rng.integers(0, 3, 10)
+    root = _write(tmp_path, xs, ys, InputSpec("array", (5,), "float32"))
+    keys, x, y = _read_all(root)
+    assert keys == [f"s{i:04d}" for i in range(10)]
+    assert np.array_equal(x.numpy(), xs) and np.array_equal(y.numpy(), ys)
+    info = load_info(root)
+    assert [s.num_samples for s in info.split("train").shards] == [4, 4, 2]
+    assert list(info.split("train").class_counts) == np.bincount(ys, minlength=3).tolist()
+
+
+def test_images_and_token_ids_round_trip_exactly(tmp_path):
+    rng = np.random.default_rng(1)
+    imgs = rng.integers(0, 256, (6, 1, 8, 8), dtype=np.uint8)
+    _, x, _ = _read_all(_write(tmp_path / "img", imgs, [0, 1, 2, 0, 1, 2], InputSpec("image", (1, 8, 8), "uint8")))
+    assert torch.equal(x, torch.from_numpy(imgs).float() / 255)  # images come out scaled to [0, 1]
+    rgb = rng.integers(0, 256, (3, 3, 4, 5), dtype=np.uint8)
+    _, x, _ = _read_all(_write(tmp_path / "rgb", rgb, [0, 1, 2], InputSpec("image", (3, 4, 5), "uint8")))
+    assert torch.equal(x, torch.from_numpy(rgb).float() / 255)
+    tok = rng.integers(0, 1000, (4, 7)).astype(np.int64)
+    _, x, _ = _read_all(_write(tmp_path / "tok", tok, [0, 1, 2, 0], InputSpec("array", (7,), "int64")))
+    assert x.dtype == torch.int64 and torch.equal(x, torch.from_numpy(tok))
+
+
+def test_training_epoch_is_a_seeded_permutation(synthetic_ds):
+    def epoch(seed, e, workers=0):
+        stream = ShardStream(synthetic_ds, "train", 64, train=True, seed=seed, buffer=10_000)
+        stream.set_epoch(e)
+        return [k for b in ShardLoader(stream, workers) for k in b.keys]
+
+    a = epoch(0, 0)
+    n = load_info(synthetic_ds).split("train").num_samples
+    assert len(a) == n and len(set(a)) == n  # every sample exactly once
+    assert a == epoch(0, 0)  # reproducible
+    assert a != epoch(0, 1) and a != epoch(1, 0)  # other epochs and seeds differ
+    eval_order = [k for b in iter_split(synthetic_ds, "train", 500) for k in b.keys]
+    assert a != eval_order and sorted(a) == sorted(eval_order)
+
+
+def test_workers_split_the_shards(synthetic_ds):
+    loader = ShardLoader(ShardStream(synthetic_ds, "train", 100, train=True, seed=0, buffer=10_000), num_workers=2)
+    keys = [k for b in loader for k in b.keys]
+    n = load_info(synthetic_ds).split("train").num_samples
+    assert len(keys) == n
+    # Workers get whole shards (3 shards, 2 workers): each worker's quota is n/2, so at most the
+    # shard imbalance repeats; every shard still contributes.
+    assert len(set(keys)) >= n * 0.6
+
+
+def test_epoch_size_is_fixed(synthetic_ds):
+    stream = ShardStream(synthetic_ds, "train", 64, train=True, epoch_size=1000)
+    assert sum(len(b) for b in ShardLoader(stream)) == 1000
+
+
+def test_crash_inside_a_split_leaves_no_complete_looking_files(tmp_path):
+    spec = InputSpec("array", (2,), "float32")
+    with pytest.raises(RuntimeError):
+        with DatasetWriter(tmp_path, "t", ["a", "b"], spec, shard_size=3) as w:
+            with w.split("train") as s:
+                for i in range(5):
+                    s.write(f"k{i}", np.zeros(2, np.float32), 0)
+                raise RuntimeError("killed")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["train-000000.tar"]  # the closed shard is complete; the open one is gone
+    with pytest.raises(DataError, match="dataset.json: missing"):
+        load_info(tmp_path)
+
+
+def test_writer_rejects_bad_samples(tmp_path):
+    spec = InputSpec("array", (2,), "float32")
+    with DatasetWriter(tmp_path, "t", ["a", "b"], spec) as w:
+        with w.split("train") as s:
+            with pytest.raises(DataError, match="keys may hold only"):
+                s.write("a.b", np.zeros(2, np.float32), 0)
+            with pytest.raises(DataError, match="label 5 outside"):
+                s.write("k", np.zeros(2, np.float32), 5)
+            with pytest.raises(DataError, match="non-finite"):
+                s.write("k", np.array([0, np.nan], np.float32), 0)
+            with pytest.raises(DataError, match="does not match"):
+                s.write("k", np.zeros(3, np.float32), 0)
+            s.write("k", np.zeros(2, np.float32), 0)
+
+
+# ----------------------------------------------------------------------------- bad shards
+
+
+SPEC = InputSpec("array", (3,), "float32")
+
+
+def _raw_dataset(root: Path, samples: list[dict], n_classes=3, listed=None) -> str:
+    """A shard of hand-made raw samples, and a dataset.json that claims ``listed`` samples."""
+    root.mkdir(parents=True, exist_ok=True)
+    with wds.TarWriter(str(root / "train-000000.tar")) as tw:
+        for s in samples:
+            tw.write(s)
+    n = len(samples) if listed is None else listed
+    counts = [n] + [0] * (n_classes - 1)
+    info = {"format": "specens.dataset", "format_version": 1, "name": "bad", "classes": [f"c{i}" for i in range(n_classes)],
+            "groups": None, "input": {"kind": "array", "encoding": "npy", "shape": [3], "dtype": "float32"},
+            "splits": {"train": {"num_samples": n, "class_counts": counts,
+                                 "shards": [{"name": "train-000000.tar", "num_samples": n}]}}}
+    (root / "dataset.json").write_text(json.dumps(info))
+    return str(root)
+
+
+def _good(key, label=0, x=None):
+    x = np.zeros(3, np.float32) if x is None else x
+    return {"__key__": key, "cls": str(label).encode(), "input.npy": encode_input(x, SPEC)}
+
+
+def _pickled_npy() -> bytes:
+    """An .npy holding a Python object: only loadable with pickle, which the reader never allows."""
+    buf = io.BytesIO()
+    np.save(buf, np.array([{}], dtype=object), allow_pickle=True)
+    return buf.getvalue()
+
+
+BAD_SAMPLES = {
+    "missing cls": ({"__key__": "bad", "input.npy": encode_input(np.zeros(3, np.float32), SPEC)}, "missing 'cls'"),
+    "missing input": ({"__key__": "bad", "cls": b"0"}, "missing 'input.npy'"),
+    "label out of range": (_good("bad", label=7), r"label 7 outside the class range \[0, 3\)"),
+    "negative label": (_good("bad", label=-2), r"label -2 outside"),
+    "label not an int": ({**_good("bad"), "cls": b"cat"}, "'cls' is not an integer"),
+    "non-finite": (_good("bad", x=np.array([1, np.inf, 0], np.float32)), "non-finite"),
+    "wrong shape": (_good("bad", x=np.zeros(4, np.float32)), r"input shape \(4,\) disagrees"),
+    "wrong dtype": ({**_good("bad"), "input.npy": encode_input(np.zeros(3, np.float64), SPEC)}, "dtype float64"),
+    "undecodable": ({**_good("bad"), "input.npy": b"not numpy"}, "cannot decode 'input.npy'"),
+    "pickled object": ({**_good("bad"), "input.npy": _pickled_npy()}, "cannot decode"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SAMPLES))
+def test_bad_sample_names_shard_and_key(tmp_path, case):
+    bad, message = BAD_SAMPLES[case]
+    root = _raw_dataset(tmp_path, [_good("ok1"), bad, _good("ok2")])
+    with pytest.raises(DataError, match=message) as e:
+        _read_all(root)
+    assert "train-000000.tar" in str(e.value) and "'bad'" in str(e.value)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SAMPLES))
+def test_skip_policy_drops_and_counts(tmp_path, case):
+    bad, _ = BAD_SAMPLES[case]
+    root = _raw_dataset(tmp_path, [_good("ok1"), bad, _good("ok2")])
+    loader = iter_split(root, "train", batch_size=2, on_error="skip")
+    keys = [k for b in loader for k in b.keys]
+    assert keys == ["ok1", "ok2"] and loader.skipped == 1
+
+
+def test_corrupt_tar(tmp_path):
+    root = _raw_dataset(tmp_path, [_good(f"k{i}") for i in range(4)])
+    (tmp_path / "train-000000.tar").write_bytes(b"\x00garbage" * 300)
+    with pytest.raises(DataError, match=r"train-000000.tar: (corrupt or truncated tar|holds 0 samples)"):
+        _read_all(root)
+
+
+def test_truncated_tar(tmp_path):
+    root = _raw_dataset(tmp_path, [_good(f"k{i}") for i in range(20)])
+    shard = tmp_path / "train-000000.tar"
+    shard.write_bytes(shard.read_bytes()[: 5 * 1024 + 100])  # cut inside a member
+    with pytest.raises(DataError, match="train-000000.tar: corrupt or truncated tar"):
+        _read_all(root)
+    loader = iter_split(root, "train", batch_size=4, on_error="skip")
+    n = sum(len(b) for b in loader)
+    assert 0 < n < 20 and n + loader.skipped == 20
+
+
+def test_shard_shorter_than_dataset_json_says(tmp_path):
+    root = _raw_dataset(tmp_path, [_good(f"k{i}") for i in range(4)], listed=6)
+    with pytest.raises(DataError, match="holds 4 samples but dataset.json lists 6"):
+        _read_all(root)
+
+
+def test_dataset_json_problems(tmp_path, synthetic_ds):
+    root = tmp_path / "ds"
+    shutil.copytree(synthetic_ds, root)
+    info = json.loads((root / "dataset.json").read_text())
+
+    def broken(**changes):
+        (root / "dataset.json").write_text(json.dumps({**info, **changes}))
+        return str(root)
+
+    with pytest.raises(DataError, match="class_counts' has 19 entries for 20 classes"):
+        load_info(broken(splits={**info["splits"], "train": {**info["splits"]["train"],
+                                                            "class_counts": info["splits"]["train"]["class_counts"][:19]}}))
+    with pytest.raises(DataError, match="'format_version' is 9"):
+        load_info(broken(format_version=9))
+    with pytest.raises(DataError, match="'input.kind' is 'audio'.*'groups' must cover"):
+        load_info(broken(input={**info["input"], "kind": "audio"}, groups=[[0, 1]]))
+    (root / "dataset.json").write_text(json.dumps(info))
+    (root / "test-000000.tar").unlink()
+    with pytest.raises(DataError, match="lists shards that do not exist: test-000000.tar"):
+        load_info(root)
+    (root / "dataset.json").write_text("{not json")
+    with pytest.raises(DataError, match="dataset.json: not valid JSON"):
+        load_info(root)
+    (root / "dataset.json").unlink()
+    with pytest.raises(DataError, match="dataset.json: missing"):
+        load_info(root)
+
+
+def test_input_shape_disagreeing_with_dataset_json(tmp_path, synthetic_ds):
+    root = tmp_path / "ds"
+    shutil.copytree(synthetic_ds, root)
+    info = json.loads((root / "dataset.json").read_text())
+    info["input"]["shape"] = [8]
+    (root / "dataset.json").write_text(json.dumps(info))
+    with pytest.raises(DataError, match=r"test-000000.tar: sample .* input shape \(16,\) disagrees with dataset.json's \[8\]"):
+        _read_all(str(root), "test")

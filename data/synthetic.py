@@ -61,3 +61,38 @@ def import_synthetic(out: str, *, n_classes: int = 20, n_groups: int = 4, dim: i
                 for i in np.flatnonzero(split_of == split):
                     s.write(f"{split}_{i:08d}", x[i], int(y[i]))
     return w
+
+
+def synthetic_predictions(n_samples: int, n_classes: int, group_size: int, *, batch_size: int = 2000,
+                          in_group: float = -2.0, out_group: float = -9.0, spread: float = 1.0, seed: int = 0):
+    """A stream of soft predictions with planted confusable groups, for clustering at any scale.
+
+    Classes are split into groups of ``group_size`` (a seeded permutation, so groups are not
+    contiguous index ranges). For an example of class c the logits are 0 for c, ``in_group`` ±
+    ``spread`` for the rest of c's group and ``out_group`` ± ``spread`` elsewhere, then a softmax.
+
+    Returns (groups, batches): the planted groups (sorted int arrays) and a generator of
+    (probs float32 (batch, n_classes), labels int64 (batch,)) pairs, ``n_samples`` in all.
+    """
+    import torch
+
+    if not 1 <= group_size <= n_classes:
+        raise ValueError(f"group_size must be in [1, n_classes], got {group_size}")
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n_classes, generator=gen)
+    group_of = torch.empty(n_classes, dtype=torch.int64)
+    group_of[perm] = torch.arange(n_classes) // group_size
+    groups = [np.sort(perm[i:i + group_size].numpy()) for i in range(0, n_classes, group_size)]
+
+    def batches():
+        done = 0
+        while done < n_samples:
+            b = min(batch_size, n_samples - done)
+            y = torch.randint(0, n_classes, (b,), generator=gen)
+            same = group_of[None, :] == group_of[y][:, None]  # (b, C)
+            z = torch.randn(b, n_classes, generator=gen) * spread
+            z += torch.where(same, in_group, out_group)
+            z[torch.arange(b), y] = 0.0
+            yield torch.softmax(z, dim=1), y
+            done += b
+    return groups, batches()

@@ -8,6 +8,7 @@ import importlib.metadata
 
 import click
 
+from specens.clustering.cli import cluster_cli
 from specens.data.cli import data_cli
 from specens.data.format import DataError
 from specens.generalist.checkpoint import CheckpointError
@@ -38,12 +39,14 @@ def cli():
     The pipeline, one command group per stage:
       specens data …         import datasets into WebDataset shards
       specens generalist …   train / eval / predict the generalist
+      specens cluster        group the classes the generalist confuses
       specens demo           the whole pipeline on the embedded glyph dataset
     """
 
 
 cli.add_command(data_cli)
 cli.add_command(generalist_cli)
+cli.add_command(cluster_cli)
 cli.add_command(demo)
 
 

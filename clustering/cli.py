@@ -1,0 +1,31 @@
+"""``specens cluster``: fit confusable groups from a generalist and a transfer set."""
+
+from __future__ import annotations
+
+import click
+
+from specens.generalist.config import load_config, parse_overrides
+
+from .cluster import ClusterConfig
+
+
+@click.command("cluster")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="TOML file of ClusterConfig fields (top level or a [cluster] table).")
+@click.option("--generalist", help="Run directory of the generalist.")
+@click.option("--data", help="Dataset directory of the transfer set.")
+@click.option("--out", help="Folder for clusters.json, report.json, covariance.png, group_sizes.png.")
+@click.option("--groups", "n_groups", type=int, help="K, the number of k-means groups.")
+@click.option("--temperature", type=float, help="T of the soft predictions (default 4).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any config field.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def cluster_cli(config_path, generalist, data, out, n_groups, temperature, sets, quiet):
+    """Covariance of the generalist's soft predictions, k-means on its columns, and a report of
+    whether the groups are worth specialists (METHOD §3)."""
+    from .cluster import cluster
+
+    overrides = {"generalist": generalist, "data": data, "out": out, "n_groups": n_groups,
+                 "temperature": temperature, **parse_overrides(sets)}
+    report = cluster(load_config(ClusterConfig, config_path, overrides), progress=not quiet)
+    click.echo(report.table())
+    click.echo(f"wrote {out or 'out'}/clusters.json, report.json, covariance.png, group_sizes.png")

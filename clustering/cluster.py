@@ -1,0 +1,159 @@
+"""``specens cluster``: from a generalist and a transfer set to ``clusters.json`` and a report.
+
+``clusters.json`` holds the groups (by index and by name), the config that made them, and the
+fingerprint of the generalist whose predictions they came from; later stages load it with
+:func:`load_clusters`, which refuses groups made from another generalist.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from specens.data.format import load_info, write_json_atomic
+from specens.data.shards import iter_split
+from specens.generalist.checkpoint import CheckpointError, load_generalist
+from specens.generalist.config import ConfigError, config_to_json
+from specens.generalist.evaluate import resolve_device
+
+from .covariance import CovarianceAccumulator
+from .groups import ConfusionClusterer
+from .report import ClusterReport
+
+FORMAT, FORMAT_VERSION = "specens.clusters", 1
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Clustering (METHOD §3). ``specens cluster`` builds one from a TOML file (top level or a
+    ``[cluster]`` table) and ``--set key=value`` overrides."""
+
+    SECTION: ClassVar[str] = "cluster"
+
+    generalist: str  # run directory of the generalist
+    data: str  # dataset directory of the transfer set (labels are used for the report only)
+    out: str  # folder for clusters.json, report.json and the plots
+    split: str = "val"  # the transfer set's split: held-out predictions show the real confusions
+    temperature: float = 4.0  # T of the soft predictions p = softmax_T(z)
+    n_groups: int = 8  # K of k-means
+    representation: str = "offdiag-scaled"  # see specens.clustering.groups.column_features
+    algorithm: str = "kmeans"  # "kmeans" or "minibatch"
+    n_components: int = 0  # randomized-SVD dimension before k-means; 0 = automatic (128 when C > 2000)
+    overlap: float = 0.0  # 0 = disjoint groups; r >= 1 = distance-ratio overlap
+    n_runs: int = 1  # k-means seeds merged (overlap by several runs)
+    min_size: int = 2
+    max_size: int = 0  # 0 = unbounded
+    small: str = "merge"  # groups below min_size: "merge" or "drop"
+    min_confusion: float = 0.0  # classes less confused than this stay with the generalist alone
+    top_k: int = 0  # 0 = exact covariance; k = sparse top-k second moment (for very large C)
+    batch_size: int = 512
+    device: str = "auto"
+    random_state: int = 0
+
+    def __post_init__(self):
+        p = []
+        if self.temperature <= 0:
+            p.append(f"temperature must be > 0, got {self.temperature}")
+        if self.n_groups < 1:
+            p.append(f"n_groups must be >= 1, got {self.n_groups}")
+        if self.overlap and self.overlap < 1:
+            p.append(f"overlap must be 0 or >= 1, got {self.overlap}")
+        if self.top_k < 0 or self.max_size < 0 or self.n_components < 0:
+            p.append("top_k, max_size and n_components must be >= 0")
+        if p:
+            raise ConfigError("; ".join(p))
+
+    def clusterer(self) -> ConfusionClusterer:
+        return ConfusionClusterer(self.n_groups, representation=self.representation, algorithm=self.algorithm,
+                                  n_components=self.n_components or "auto", overlap=self.overlap or None,
+                                  n_runs=self.n_runs, min_size=self.min_size, max_size=self.max_size or None,
+                                  small=self.small, min_confusion=self.min_confusion, random_state=self.random_state)
+
+
+@torch.no_grad()
+def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
+    """Stream the transfer set through the generalist, accumulate Σ, fit groups, write artifacts."""
+    device = resolve_device(cfg.device)
+    g = load_generalist(cfg.generalist, device)
+    info = load_info(cfg.data)
+    if g.classes != info.classes:
+        raise CheckpointError(f"{cfg.generalist} was trained on other classes than {cfg.data}/dataset.json")
+    clusterer = cfg.clusterer()
+    acc = CovarianceAccumulator(g.n_classes, top_k=cfg.top_k or None)
+    y_true, y_pred = [], []
+    for batch in tqdm(iter_split(cfg.data, cfg.split, cfg.batch_size, info=info), desc=f"covariance {cfg.split}",
+                      disable=not progress, unit="batch"):
+        logits = g.model(batch.inputs.to(device)).float().cpu()
+        acc.update(torch.softmax(logits.double() / cfg.temperature, dim=1))
+        y_true.append(batch.labels.numpy())
+        y_pred.append(logits.argmax(1).numpy())
+    try:
+        clusterer.fit_covariance(acc.covariance())
+    except ValueError as e:  # parameters that do not fit this label space, e.g. n_groups > C
+        raise ConfigError(str(e)) from None
+    report = ClusterReport(clusterer.groups_, info.classes, clusterer.covariance_, np.concatenate(y_true),
+                           np.concatenate(y_pred), info.group_labels(), clusterer.labels_,
+                           extra={"transfer_samples": acc.count, "dropped_mass": acc.dropped_mass / acc.count})
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_clusters(out / "clusters.json", clusterer.groups_, info.classes, g.fingerprint, config_to_json(cfg))
+    report.save_json(out / "report.json")
+    report.save_plots(out)
+    return report
+
+
+def save_clusters(path: str | Path, groups: list[np.ndarray], classes, generalist_fingerprint: str,
+                  config: dict[str, Any]) -> None:
+    write_json_atomic(path, {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "generalist_fingerprint": generalist_fingerprint,
+        "n_classes": len(classes), "groups": [[int(c) for c in g] for g in groups],
+        "group_names": [[classes[c] for c in g] for g in groups], "config": config})
+
+
+@dataclass(frozen=True)
+class Clusters:
+    groups: tuple[np.ndarray, ...]
+    n_classes: int
+    generalist_fingerprint: str
+    fingerprint: str  # of clusters.json itself, for specialists to record
+    config: dict
+
+
+def load_clusters(path: str | Path, generalist_fingerprint: str | None = None, n_classes: int | None = None) -> Clusters:
+    """Read and check ``clusters.json``; with ``generalist_fingerprint``, refuse groups made from
+    another generalist. Every group must be non-empty, sorted-unique, and within [0, n_classes)."""
+    from specens.generalist.checkpoint import fingerprint
+
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if d.get("format") != FORMAT or d.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} file")
+    if generalist_fingerprint is not None and d.get("generalist_fingerprint") != generalist_fingerprint:
+        raise CheckpointError(f"{path}: made from generalist {d.get('generalist_fingerprint')}, but the generalist "
+                              f"given is {generalist_fingerprint}")
+    c = int(d["n_classes"]) if n_classes is None else n_classes
+    if n_classes is not None and int(d["n_classes"]) != n_classes:
+        raise CheckpointError(f"{path}: made for {d['n_classes']} classes, the generalist has {n_classes}")
+    groups = []
+    for i, g in enumerate(d.get("groups", [])):
+        if not g:
+            raise CheckpointError(f"{path}: group {i} is empty")
+        if not all(isinstance(x, int) and 0 <= x < c for x in g):
+            raise CheckpointError(f"{path}: group {i} has classes outside [0, {c})")
+        if len(set(g)) != len(g):
+            raise CheckpointError(f"{path}: group {i} repeats a class")
+        groups.append(np.array(sorted(g), dtype=np.int64))
+    if not groups:
+        raise CheckpointError(f"{path}: holds no groups")
+    return Clusters(tuple(groups), c, d["generalist_fingerprint"], fingerprint(path), d.get("config", {}))

@@ -1,0 +1,250 @@
+"""Groups of confusable classes from k-means on the covariance columns (METHOD §3; paper §5.3).
+
+:class:`ConfusionClusterer` follows the scikit-learn estimator contract: ``__init__`` stores
+parameters, ``fit``/``fit_covariance`` validate and return ``self``, learned attributes end in
+``_``, and every random step takes ``random_state``.
+
+The steps, each a small function:
+
+1. :func:`column_features`: each class j becomes a point, the column Σ[:, j], transformed as
+   ``representation`` says (the diagonal is the class's own variance and dominates the literal
+   columns' distances, so the default removes it and normalises — METHOD §3 lists the choices;
+   ``benchmarks/cluster_choices.py`` measures them against known groups).
+2. optionally reduced to ``n_components`` dimensions by randomized SVD (needed at large C).
+3. k-means (full, or scikit-learn's on-line ``MiniBatchKMeans``), once or over several seeds.
+4. :func:`assign_overlapping`: each class joins its nearest centroid's group and, with
+   ``overlap`` r ≥ 1, every group whose centroid is within r × that distance.
+5. :func:`bound_sizes`: groups larger than ``max_size`` are split by k-means within the group,
+   groups smaller than ``min_size`` merged into the nearest group (or dropped), duplicates removed.
+   Classes the generalist never confuses (``min_confusion``) are left to the generalist alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.extmath import randomized_svd
+
+from .covariance import check_probabilities, prediction_covariance
+
+REPRESENTATIONS = ("literal", "offdiag", "correlation", "offdiag-scaled")
+
+
+def column_features(cov: np.ndarray, representation: str = "correlation") -> np.ndarray:
+    """The point representing each class: row j of the result is class j's (transformed) column.
+
+    - ``literal``: Σ[:, j] as it is.
+    - ``offdiag``: the diagonal replaced by zero.
+    - ``correlation``: Σ_ij / sqrt(Σ_ii Σ_jj) with the diagonal zeroed: scale-free, so rare and
+      frequent classes weigh the same.
+    - ``offdiag-scaled``: the diagonal zeroed, then each column scaled to unit norm.
+
+    cov: (C, C) symmetric. Returns float64 of shape (C, C).
+    """
+    f = np.array(cov, dtype=np.float64)
+    if representation == "literal":
+        return f
+    if representation == "correlation":
+        d = np.sqrt(np.clip(np.diag(f), 1e-300, None))
+        f = f / d[:, None] / d[None, :]
+    elif representation not in ("offdiag", "offdiag-scaled"):
+        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
+    np.fill_diagonal(f, 0.0)
+    if representation == "offdiag-scaled":
+        f /= np.maximum(np.linalg.norm(f, axis=0, keepdims=True), 1e-300)
+    return f.T.copy()  # row j = column j
+
+
+def confusion_scores(cov: np.ndarray) -> np.ndarray:
+    """Per class: positive off-diagonal covariance mass relative to the class's own variance,
+    Σ_{i≠j} max(Σ_ij, 0) / Σ_jj. Near 0 for a class the generalist never confuses. Shape (C,)."""
+    pos = np.clip(np.asarray(cov, dtype=np.float64), 0, None)
+    diag = np.diag(pos).copy()
+    np.fill_diagonal(pos, 0.0)
+    return pos.sum(0) / np.maximum(diag, 1e-300)
+
+
+def group_confusability(cov: np.ndarray, group: np.ndarray) -> float:
+    """Share of the group's classes' positive off-diagonal covariance that stays inside the group:
+    1 when they are confused only with each other, near |S|/C when the group is arbitrary."""
+    pos = np.clip(np.asarray(cov, dtype=np.float64)[group], 0, None)  # (|S|, C)
+    pos[np.arange(len(group)), group] = 0.0
+    total = pos.sum()
+    return float(pos[:, group].sum() / total) if total > 0 else 0.0
+
+
+def assign_overlapping(distances: np.ndarray, overlap: float | None) -> list[np.ndarray]:
+    """Groups from class-to-centroid distances (C, K): nearest centroid, plus every centroid within
+    ``overlap`` × the nearest distance when ``overlap`` is given (≥ 1). Returns K sorted arrays."""
+    nearest = distances.min(1, keepdims=True)  # (C, 1)
+    member = distances <= nearest if overlap is None else distances <= overlap * nearest + 1e-12
+    return [np.flatnonzero(member[:, k]) for k in range(distances.shape[1])]
+
+
+def _kmeans(x: np.ndarray, k: int, algorithm: str, seed: int):
+    if algorithm == "minibatch":
+        km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=min(4096, max(256, len(x))))
+    else:
+        km = KMeans(n_clusters=k, random_state=seed, n_init=4)
+    return km.fit(x)
+
+
+def bound_sizes(groups: list[np.ndarray], features: np.ndarray, min_size: int, max_size: int | None,
+                small: str, algorithm: str, seed: int) -> list[np.ndarray]:
+    """Split groups above ``max_size`` (k-means inside the group), then merge groups below
+    ``min_size`` into the group with the nearest centroid (``small="merge"``, when the result stays
+    within ``max_size``) or drop them (``small="drop"``), and remove duplicate groups."""
+    out: list[np.ndarray] = []
+    todo = [g for g in groups if len(g)]
+    while todo:
+        g = todo.pop()
+        if max_size is not None and len(g) > max_size:
+            parts = -(-len(g) // max_size)  # ceil
+            labels = _kmeans(features[g], parts, algorithm, seed).labels_
+            pieces = [g[labels == p] for p in range(parts)]
+            if max(len(p) for p in pieces) == len(g):  # k-means could not split (identical points)
+                pieces = [g[i::parts] for i in range(parts)]
+            todo += [p for p in pieces if len(p)]
+        else:
+            out.append(np.sort(g))
+    small_groups = [g for g in out if len(g) < min_size]
+    big = [g for g in out if len(g) >= min_size]
+    if small == "merge" and big:
+        for g in small_groups:
+            centres = np.stack([features[b].mean(0) for b in big])
+            order = np.argsort(np.linalg.norm(centres - features[g].mean(0), axis=1))
+            for b in order:
+                if max_size is None or len(big[b]) + len(g) <= max_size:
+                    big[b] = np.union1d(big[b], g)
+                    break
+    unique = {tuple(g.tolist()): g for g in big}
+    return sorted(unique.values(), key=lambda g: (g[0], len(g)))
+
+
+class ConfusionClusterer:
+    """Groups of classes the generalist confuses, for specialists to own (METHOD §3).
+
+    Parameters:
+        n_groups: K, the number of k-means clusters (before size bounds).
+        representation: how a class's covariance column is turned into a point
+            (see :func:`column_features`); default ``"correlation"``.
+        algorithm: ``"kmeans"`` (full) or ``"minibatch"`` (the on-line k-means of the paper).
+        n_components: reduce the points to this many dimensions by randomized SVD before k-means;
+            ``"auto"`` does so (to 128) when C > 2,000; None never.
+        overlap: None for disjoint groups, or a distance ratio r ≥ 1: a class also joins every group
+            whose centroid lies within r × its distance to the nearest centroid.
+        n_runs: k-means runs with seeds ``random_state + i`` whose groups are merged and
+            de-duplicated (another way to get overlapping groups).
+        min_size, max_size: group size bounds (see :func:`bound_sizes`); ``small`` is ``"merge"``
+            or ``"drop"`` for groups below ``min_size``.
+        min_confusion: classes whose :func:`confusion_scores` fall below this stay in no group.
+        random_state: seed of every random step.
+
+    Attributes (after fitting):
+        groups_: list of sorted int64 arrays of class indices.
+        labels_: int64 (C,), the first group holding each class (index into ``groups_``), -1 for
+            a class in no group.
+        covariance_: (C, C) the covariance the groups came from.
+        features_: (C, d) the points k-means saw.
+        confusability_: float per group (:func:`group_confusability`).
+        n_features_in_: C.
+    """
+
+    def __init__(self, n_groups: int = 8, *, representation: str = "correlation", algorithm: str = "kmeans",
+                 n_components: int | str | None = "auto", overlap: float | None = None, n_runs: int = 1,
+                 min_size: int = 2, max_size: int | None = None, small: str = "merge",
+                 min_confusion: float = 0.0, random_state: int = 0):
+        self.n_groups, self.representation, self.algorithm = n_groups, representation, algorithm
+        self.n_components, self.overlap, self.n_runs = n_components, overlap, n_runs
+        self.min_size, self.max_size, self.small = min_size, max_size, small
+        self.min_confusion, self.random_state = min_confusion, random_state
+
+    # -- fitting -------------------------------------------------------------------------------
+
+    def fit(self, probs, y=None) -> "ConfusionClusterer":
+        """Fit from soft predictions, an array of shape (n_samples, n_classes) with rows on the simplex."""
+        p = np.asarray(probs)
+        check_probabilities(p)
+        return self.fit_covariance(prediction_covariance([p], p.shape[1]).covariance())
+
+    def fit_covariance(self, cov) -> "ConfusionClusterer":
+        """Fit from a covariance matrix of shape (n_classes, n_classes)."""
+        cov = np.asarray(cov, dtype=np.float64)
+        self._validate(cov)
+        c = cov.shape[0]
+        features = column_features(cov, self.representation)
+        d = self.n_components
+        if d == "auto":
+            d = 128 if c > 2000 else None
+        if d is not None and d < c:
+            u, s, _ = randomized_svd(features, n_components=d, random_state=self.random_state)
+            features = u * s  # (C, d): distances of the rank-d approximation's rows
+        keep = confusion_scores(cov) >= self.min_confusion if self.min_confusion > 0 else np.ones(c, bool)
+        idx = np.flatnonzero(keep)
+        if len(idx) < self.n_groups:
+            raise ValueError(f"only {len(idx)} classes pass min_confusion={self.min_confusion}, "
+                             f"fewer than n_groups={self.n_groups}")
+        groups: list[np.ndarray] = []
+        labels = np.full(c, -1, dtype=np.int64)
+        for run in range(self.n_runs):
+            km = _kmeans(features[idx], self.n_groups, self.algorithm, self.random_state + run)
+            dist = km.transform(features[idx])  # (C', K)
+            groups += [idx[g] for g in assign_overlapping(dist, self.overlap)]
+        groups = bound_sizes(groups, features, self.min_size, self.max_size, self.small, self.algorithm,
+                             self.random_state)
+        for gi in reversed(range(len(groups))):  # the first group holding the class
+            labels[groups[gi]] = gi
+        self.groups_ = [g.astype(np.int64) for g in groups]
+        self.labels_ = labels
+        self.covariance_, self.features_ = cov, features
+        self.confusability_ = np.array([group_confusability(cov, g) for g in self.groups_])
+        self.n_features_in_ = c
+        return self
+
+    def _validate(self, cov: np.ndarray) -> None:
+        problems = []
+        if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
+            raise ValueError(f"covariance must be square (n_classes, n_classes), got shape {cov.shape}")
+        if not np.isfinite(cov).all():
+            raise ValueError("covariance holds NaN or infinite values")
+        if not np.allclose(cov, cov.T, atol=1e-8 + 1e-6 * np.abs(cov).max()):
+            raise ValueError("covariance is not symmetric")
+        c = cov.shape[0]
+        if not isinstance(self.n_groups, int | np.integer) or not 1 <= self.n_groups <= c:
+            problems.append(f"n_groups must be an int in [1, n_classes={c}], got {self.n_groups!r}")
+        if self.representation not in REPRESENTATIONS:
+            problems.append(f"representation must be one of {REPRESENTATIONS}, got {self.representation!r}")
+        if self.algorithm not in ("kmeans", "minibatch"):
+            problems.append(f"algorithm must be 'kmeans' or 'minibatch', got {self.algorithm!r}")
+        if self.overlap is not None and self.overlap < 1:
+            problems.append(f"overlap must be None or >= 1, got {self.overlap}")
+        if self.n_runs < 1:
+            problems.append(f"n_runs must be >= 1, got {self.n_runs}")
+        if self.max_size is not None and self.max_size < max(self.min_size, 1):
+            problems.append(f"max_size={self.max_size} is below min_size={self.min_size}")
+        if self.small not in ("merge", "drop"):
+            problems.append(f"small must be 'merge' or 'drop', got {self.small!r}")
+        if not (self.n_components in (None, "auto") or isinstance(self.n_components, int) and self.n_components >= 1):
+            problems.append(f"n_components must be None, 'auto' or a positive int, got {self.n_components!r}")
+        if problems:
+            raise ValueError("ConfusionClusterer: " + "; ".join(problems))
+
+    # -- fitted --------------------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "groups_"):
+            raise NotFittedError("this ConfusionClusterer is not fitted yet: call fit(probs) or fit_covariance(cov)")
+
+    def coverage(self) -> np.ndarray:
+        """How many groups hold each class: int64 (n_classes,)."""
+        self._check_fitted()
+        counts = np.zeros(self.n_features_in_, dtype=np.int64)
+        for g in self.groups_:
+            counts[g] += 1
+        return counts
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {k: getattr(self, k) for k in ("n_groups", "representation", "algorithm", "n_components", "overlap",
+                                              "n_runs", "min_size", "max_size", "small", "min_confusion",
+                                              "random_state")}

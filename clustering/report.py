@@ -1,0 +1,172 @@
+"""The clustering-analysis API: is a set of groups worth training specialists for?
+
+:class:`ClusterReport` gathers, from the groups, the class names and (where available) the
+covariance, the generalist's labelled predictions and a known grouping:
+
+- each group's classes by name, its size and confusability (:func:`group_confusability`);
+- coverage: how many classes lie in 0, 1, 2, … groups;
+- error capture: the share of the generalist's top-1 errors whose true and predicted classes lie in
+  a common group (errors a specialist could fix), overall and per group;
+- agreement with a known grouping (adjusted Rand index, NMI, purity);
+- plots (covariance reordered by group; group sizes), JSON export and a text table.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from .groups import group_confusability
+
+
+def error_capture(groups: Sequence[np.ndarray], y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
+    """Share of top-1 errors (y_pred ≠ y_true) whose two classes share a group.
+
+    Returns {"errors": n, "captured": share overall, "per_group": [share of all errors captured by
+    group g, for each g]}; an error counts for every group holding both its classes.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    wrong = y_true != y_pred
+    n_err = int(wrong.sum())
+    member = np.zeros((len(groups), n_classes), dtype=bool)  # (G, C)
+    for g, cls in enumerate(groups):
+        member[g, cls] = True
+    both = member[:, y_true[wrong]] & member[:, y_pred[wrong]]  # (G, errors)
+    return {"errors": n_err, "captured": float(both.any(0).sum() / n_err) if n_err else 0.0,
+            "per_group": [float(v / n_err) if n_err else 0.0 for v in both.sum(1)]}
+
+
+def agreement(labels: np.ndarray, known: np.ndarray) -> dict:
+    """ARI, NMI and purity of a class partition against a known one; classes in no group
+    (label −1) count as singletons. Both arrays are (n_classes,) ints."""
+    labels = np.array(labels)
+    free = labels < 0
+    labels[free] = labels.max(initial=0) + 1 + np.arange(free.sum())
+    purity = sum(np.bincount(known[labels == g]).max() for g in np.unique(labels)) / len(labels)
+    return {"ari": float(adjusted_rand_score(known, labels)), "nmi": float(normalized_mutual_info_score(known, labels)),
+            "purity": float(purity)}
+
+
+@dataclass
+class ClusterReport:
+    """What a user weighs before training specialists for ``groups``.
+
+    groups: list of sorted class-index arrays; classes: the class names (length C).
+    covariance: (C, C), for confusability and the picture. y_true / y_pred: the generalist's
+    labelled top-1 predictions (n,), for error capture. known_groups: (C,) known group per class.
+    """
+
+    groups: list[np.ndarray]
+    classes: Sequence[str]
+    covariance: np.ndarray | None = None
+    y_true: np.ndarray | None = None
+    y_pred: np.ndarray | None = None
+    known_groups: np.ndarray | None = None
+    labels: np.ndarray | None = None  # primary group per class (−1: none); derived from groups if None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        c = len(self.classes)
+        if self.labels is None:
+            self.labels = np.full(c, -1, dtype=np.int64)
+            for g in reversed(range(len(self.groups))):
+                self.labels[self.groups[g]] = g
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def coverage(self) -> dict[int, int]:
+        """{number of groups holding a class: number of such classes}."""
+        counts = np.zeros(self.n_classes, dtype=np.int64)
+        for g in self.groups:
+            counts[g] += 1
+        return {int(k): int(v) for k, v in zip(*np.unique(counts, return_counts=True))}
+
+    def error_capture(self) -> dict | None:
+        if self.y_true is None or self.y_pred is None:
+            return None
+        return error_capture(self.groups, self.y_true, self.y_pred, self.n_classes)
+
+    def agreement(self) -> dict | None:
+        return None if self.known_groups is None else agreement(self.labels, self.known_groups)
+
+    def group_rows(self) -> list[dict]:
+        capture = self.error_capture()
+        rows = []
+        for i, g in enumerate(self.groups):
+            rows.append({"group": i, "size": len(g),
+                         "confusability": None if self.covariance is None else group_confusability(self.covariance, g),
+                         "error_capture": None if capture is None else capture["per_group"][i],
+                         "classes": [self.classes[c] for c in g]})
+        return rows
+
+    def to_json(self) -> dict:
+        return {"n_classes": self.n_classes, "n_groups": len(self.groups), "coverage": self.coverage(),
+                "error_capture": self.error_capture(), "agreement": self.agreement(), "groups": self.group_rows(),
+                **self.extra}
+
+    def save_json(self, path: str | Path) -> None:
+        from specens.data.format import write_json_atomic
+        write_json_atomic(path, self.to_json())
+
+    def table(self, max_names: int = 8) -> str:
+        """A readable summary: totals, then one line per group."""
+        lines = [f"{len(self.groups)} groups over {self.n_classes} classes; classes by number of groups "
+                 "holding them: " + ", ".join(f"{k}: {v}" for k, v in self.coverage().items())]
+        cap = self.error_capture()
+        if cap:
+            lines.append(f"error capture: {cap['captured']:.1%} of the generalist's {cap['errors']} top-1 errors "
+                         "fall inside a group")
+        agr = self.agreement()
+        if agr:
+            lines.append(f"agreement with the known grouping: ARI {agr['ari']:.3f}, NMI {agr['nmi']:.3f}, "
+                         f"purity {agr['purity']:.3f}")
+        lines.append(f"{'group':>5} {'size':>5} {'confus.':>7} {'errors':>7}  classes")
+        for r in self.group_rows():
+            conf = "" if r["confusability"] is None else f"{r['confusability']:.2f}"
+            err = "" if r["error_capture"] is None else f"{r['error_capture']:.1%}"
+            names = ", ".join(r["classes"][:max_names]) + (" …" if r["size"] > max_names else "")
+            lines.append(f"{r['group']:>5} {r['size']:>5} {conf:>7} {err:>7}  {names}")
+        return "\n".join(lines)
+
+    def save_plots(self, out_dir: str | Path, max_pixels: int = 800) -> list[Path]:
+        """Write ``covariance.png`` (correlation of the covariance, classes reordered by group, block-
+        averaged down to at most ``max_pixels`` a side) and ``group_sizes.png``; returns the paths."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        if self.covariance is not None:
+            order = np.argsort(np.where(self.labels < 0, len(self.groups), self.labels), kind="stable")
+            d = np.sqrt(np.clip(np.diag(self.covariance), 1e-300, None))
+            corr = (self.covariance / d[:, None] / d[None, :])[np.ix_(order, order)]
+            step = max(1, -(-len(order) // max_pixels))
+            if step > 1:  # block-average so that a 15,000-class matrix still draws
+                n = len(order) // step * step
+                corr = corr[:n, :n].reshape(n // step, step, n // step, step).mean((1, 3))
+            fig, ax = plt.subplots(figsize=(7, 6))
+            im = ax.imshow(corr, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+            ax.set_title(f"correlation of soft predictions, {self.n_classes} classes ordered by group")
+            fig.colorbar(im, ax=ax, shrink=0.8)
+            paths.append(out_dir / "covariance.png")
+            fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
+            plt.close(fig)
+        fig, ax = plt.subplots(figsize=(7, 3))
+        ax.bar(range(len(self.groups)), [len(g) for g in self.groups], color="tab:blue")
+        ax.set_xlabel("group")
+        ax.set_ylabel("classes")
+        ax.set_title("group sizes")
+        paths.append(out_dir / "group_sizes.png")
+        fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        return paths

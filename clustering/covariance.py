@@ -90,13 +90,24 @@ class CovarianceAccumulator:
         """Σ, of shape (n_classes, n_classes), in the storage dtype, symmetrised."""
         self._nonempty()
         mu = self.sum / self.count
-        cov = self.outer.to(torch.float64) / self.count - torch.outer(mu, mu)
-        cov = (cov + cov.T) / 2  # exact already for the dense update; removes float32 drift
+        cov = self.outer.to(torch.float64, copy=True).div_(self.count)
+        cov.addr_(mu, mu, alpha=-1.0)  # in place: at C = 15,000 every C×C temporary is 1.8 GB
+        _symmetrize_(cov, self.block)  # blocks of PᵀP summed in different orders differ in the last bits
         return cov.to(self.dtype).numpy()
 
     def _nonempty(self) -> None:
         if self.count == 0:
             raise ValueError("the accumulator has seen no examples")
+
+
+def _symmetrize_(a: torch.Tensor, block: int) -> None:
+    """Replace a square matrix by (a + aᵀ)/2 in place, one pair of blocks at a time."""
+    n = a.shape[0]
+    for i in range(0, n, block):
+        for j in range(i, n, block):
+            avg = (a[i:i + block, j:j + block] + a[j:j + block, i:i + block].T) / 2
+            a[i:i + block, j:j + block] = avg
+            a[j:j + block, i:i + block] = avg.T
 
 
 def check_probabilities(p: torch.Tensor | np.ndarray, atol: float = 1e-3, name: str = "probabilities") -> None:

@@ -40,29 +40,31 @@ def column_features(cov: np.ndarray, representation: str = "correlation") -> np.
       frequent classes weigh the same.
     - ``offdiag-scaled``: the diagonal zeroed, then each column scaled to unit norm.
 
-    cov: (C, C) symmetric. Returns float64 of shape (C, C).
+    cov: (C, C) symmetric. Returns float64 of shape (C, C), one copy of ``cov``: because Σ is
+    symmetric, row j of the transformed matrix is column j.
     """
     f = np.array(cov, dtype=np.float64)
     if representation == "literal":
         return f
     if representation == "correlation":
         d = np.sqrt(np.clip(np.diag(f), 1e-300, None))
-        f = f / d[:, None] / d[None, :]
+        f /= d[:, None]
+        f /= d[None, :]
     elif representation not in ("offdiag", "offdiag-scaled"):
         raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
     np.fill_diagonal(f, 0.0)
     if representation == "offdiag-scaled":
-        f /= np.maximum(np.linalg.norm(f, axis=0, keepdims=True), 1e-300)
-    return f.T.copy()  # row j = column j
+        f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-300)  # row j = column j, unit norm
+    return f
 
 
 def confusion_scores(cov: np.ndarray) -> np.ndarray:
     """Per class: positive off-diagonal covariance mass relative to the class's own variance,
     Σ_{i≠j} max(Σ_ij, 0) / Σ_jj. Near 0 for a class the generalist never confuses. Shape (C,)."""
-    pos = np.clip(np.asarray(cov, dtype=np.float64), 0, None)
-    diag = np.diag(pos).copy()
-    np.fill_diagonal(pos, 0.0)
-    return pos.sum(0) / np.maximum(diag, 1e-300)
+    cov = np.asarray(cov)
+    diag = np.clip(np.diag(cov).astype(np.float64), 1e-300, None)
+    pos_rows = np.concatenate([np.clip(cov[i:i + 1024], 0, None).sum(1) for i in range(0, len(cov), 1024)])
+    return (pos_rows - np.clip(np.diag(cov), 0, None)) / diag  # row sums = column sums (symmetric)
 
 
 def group_confusability(cov: np.ndarray, group: np.ndarray) -> float:
@@ -147,6 +149,7 @@ class ConfusionClusterer:
             a class in no group.
         covariance_: (C, C) the covariance the groups came from.
         features_: (C, d) the points k-means saw.
+        cluster_centers_: (K, d) the first run's centroids.
         confusability_: float per group (:func:`group_confusability`).
         n_features_in_: C.
     """
@@ -191,6 +194,8 @@ class ConfusionClusterer:
             km = _kmeans(features[idx], self.n_groups, self.algorithm, self.random_state + run)
             dist = km.transform(features[idx])  # (C', K)
             groups += [idx[g] for g in assign_overlapping(dist, self.overlap)]
+            if run == 0:
+                self.cluster_centers_ = km.cluster_centers_
         groups = bound_sizes(groups, features, self.min_size, self.max_size, self.small, self.algorithm,
                              self.random_state)
         for gi in reversed(range(len(groups))):  # the first group holding the class
@@ -208,8 +213,10 @@ class ConfusionClusterer:
             raise ValueError(f"covariance must be square (n_classes, n_classes), got shape {cov.shape}")
         if not np.isfinite(cov).all():
             raise ValueError("covariance holds NaN or infinite values")
-        if not np.allclose(cov, cov.T, atol=1e-8 + 1e-6 * np.abs(cov).max()):
-            raise ValueError("covariance is not symmetric")
+        tol = 1e-8 + 1e-6 * float(np.abs(np.diag(cov)).max())
+        for i in range(0, len(cov), 1024):  # block-wise: no C×C temporaries
+            if np.abs(cov[i:i + 1024] - cov[:, i:i + 1024].T).max() > tol:
+                raise ValueError("covariance is not symmetric")
         c = cov.shape[0]
         if not isinstance(self.n_groups, int | np.integer) or not 1 <= self.n_groups <= c:
             problems.append(f"n_groups must be an int in [1, n_classes={c}], got {self.n_groups!r}")

@@ -253,11 +253,13 @@ class ShardStream(torch.utils.data.IterableDataset):
             so an epoch is reproducible on its own (this is what makes resumption exact).
         on_error: ``"raise"`` (default) or ``"skip"``, which drops bad samples and counts them in
             :attr:`Batch.skipped`.
+        labels: keep only samples whose label is in this collection (``exclude=True``: not in
+            it). The label is read before the input is decoded, so filtered samples cost little.
     """
 
     def __init__(self, root: str | os.PathLike, split: str, batch_size: int, *, train: bool = False,
                  epoch_size: int | None = None, buffer: int = 2000, seed: int = 0,
-                 on_error: str = "raise", info: DatasetInfo | None = None):
+                 on_error: str = "raise", info: DatasetInfo | None = None, labels=None, exclude: bool = False):
         super().__init__()
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -270,6 +272,11 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.epoch_size = epoch_size if epoch_size is not None else self.split_info.num_samples
         self.buffer, self.seed, self.on_error = buffer, seed, on_error
         self.epoch = 0
+        self._keep = None  # bool (n_classes,): which labels pass the filter
+        if labels is not None:
+            keep = np.zeros(self.info.n_classes, dtype=bool)
+            keep[np.asarray(list(labels), dtype=np.int64)] = True
+            self._keep = ~keep if exclude else keep
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose order the next ``__iter__`` produces."""
@@ -289,6 +296,8 @@ class ShardStream(torch.utils.data.IterableDataset):
         seen = 0
         for raw in wds.tariterators.tarfile_samples([{"url": url}], handler=self._raise_tar_error(url)):
             seen += 1
+            if self._keep is not None and not self._passes(raw):
+                continue
             try:
                 yield decode_sample(raw, self.info.input, self.info.n_classes)
             except DataError:
@@ -300,6 +309,13 @@ class ShardStream(torch.utils.data.IterableDataset):
                 raise DataError(f"{url}: holds {seen} samples but {INFO_FILE} lists {shard.num_samples} "
                                 "(truncated shard, or dataset.json from another import)")
             tally[0] += max(shard.num_samples - seen, 0)
+
+    def _passes(self, raw: dict) -> bool:
+        try:
+            label = int(raw["cls"])
+        except (KeyError, ValueError):
+            return True  # let decode_sample report the bad label
+        return not 0 <= label < len(self._keep) or bool(self._keep[label])
 
     def _worker_shards(self) -> tuple[list[ShardInfo], int, int]:
         """This worker's shards, its global index and the number of workers in all."""
@@ -342,7 +358,8 @@ class ShardStream(torch.utils.data.IterableDataset):
                         produced += 1
                         yield s
                 if produced == 0:
-                    raise DataError(f"{self.root}: every sample of split {self.split!r} was skipped")
+                    why = "passes the label filter" if self._keep is not None else "could be read"
+                    raise DataError(f"{self.root}: no sample of split {self.split!r} in this reader's shards {why}")
 
         buf: list = []
         stream, drawn = cycle(), 0

@@ -56,27 +56,30 @@ class TrainResult:
     history: list[dict]
 
 
-def _lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
-    warm = int(cfg.warmup * total_steps)
+def lr_lambda(schedule: str, warmup: float, total_steps: int) -> Callable[[int], float]:
+    """Learning-rate multiplier per step: linear warm-up over ``warmup`` × ``total_steps``, then
+    ``"cosine"`` decay to zero or ``"constant"``."""
+    warm = int(warmup * total_steps)
 
     def f(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
-        if cfg.schedule == "constant":
+        if schedule == "constant":
             return 1.0
         t = (step - warm) / max(1, total_steps - warm)
         return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
     return f
 
 
-def _optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    # No weight decay on biases and normalisation parameters.
+def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
+                   momentum: float = 0.9) -> torch.optim.Optimizer:
+    """AdamW or SGD (Nesterov); no weight decay on biases and normalisation parameters."""
     decay = [p for p in model.parameters() if p.ndim >= 2]
     rest = [p for p in model.parameters() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=lr)
 
 
 def _check_resumable(saved: dict, cfg: TrainConfig, run_dir: str) -> None:
@@ -104,8 +107,8 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
 
     epoch_size = cfg.epoch_size or info.split(cfg.train_split).num_samples
     steps_per_epoch = math.ceil(epoch_size / cfg.batch_size)
-    opt = _optimizer(cfg, model)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, cfg.epochs * steps_per_epoch))
+    opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.schedule, cfg.warmup, cfg.epochs * steps_per_epoch))
     train_stream = ShardStream(cfg.data, cfg.train_split, cfg.batch_size, train=True, epoch_size=epoch_size,
                                buffer=cfg.shuffle_buffer, seed=cfg.seed, on_error=cfg.on_error, info=info)
     loader = ShardLoader(train_stream, cfg.num_workers)

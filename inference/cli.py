@@ -14,6 +14,7 @@ from specens.data.format import DataError
 from specens.generalist.checkpoint import CheckpointError
 from specens.generalist.cli import generalist_cli
 from specens.generalist.config import ConfigError
+from specens.specialists.cli import specialists_cli
 
 from .demo import demo
 
@@ -40,6 +41,7 @@ def cli():
       specens data …         import datasets into WebDataset shards
       specens generalist …   train / eval / predict the generalist
       specens cluster        group the classes the generalist confuses
+      specens specialists …  train one specialist per group, in parallel with Ray
       specens demo           the whole pipeline on the embedded glyph dataset
     """
 
@@ -47,6 +49,7 @@ def cli():
 cli.add_command(data_cli)
 cli.add_command(generalist_cli)
 cli.add_command(cluster_cli)
+cli.add_command(specialists_cli)
 cli.add_command(demo)
 
 

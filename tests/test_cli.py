@@ -35,6 +35,15 @@ def test_data_then_train_then_eval(tmp_path):
     r = specens("generalist", "eval", "--run", run, "--data", ds)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["top1"] > 0.5  # 6 classes, chance 0.17
+    r = specens("cluster", "--generalist", run, "--data", ds, "--out", tmp_path / "cl", "--groups", 2, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("2 groups over 6 classes")
+    assert "agreement with the known grouping: ARI" in r.stdout
+    assert {p.name for p in (tmp_path / "cl").iterdir()} == {"clusters.json", "report.json", "covariance.png",
+                                                           "group_sizes.png"}
+    r = specens("cluster", "--generalist", run, "--data", ds, "--out", tmp_path / "cl", "--groups", 7, "--quiet")
+    assert r.returncode == 1
+    assert r.stderr.strip() == "Error: ConfusionClusterer: n_groups must be an int in [1, n_classes=6], got 7"
 
 
 def test_missing_dataset_json_is_one_line_error(tmp_path):

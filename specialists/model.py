@@ -1,0 +1,109 @@
+"""A specialist's mathematics (METHOD §4; the paper's sections 5.2 and 6.1). Pure functions.
+
+A specialist for the group S (sorted class indices) predicts |S| + 1 classes: the classes of S,
+in the order of S, and last a *dustbin* d that stands for every class outside S.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from specens.generalist.models import Classifier
+
+
+def collapse(probs: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """Collapse distributions over C classes onto S ∪ {d}: classes of S keep their probabilities,
+    d gets the sum over the rest (METHOD §4, soft-target regularisation).
+
+    probs: (B, C) rows on the simplex; group: (|S|,) int64. Returns (B, |S| + 1).
+    """
+    special = probs[:, group]  # (B, |S|)
+    dustbin = (1.0 - special.sum(1, keepdim=True)).clamp_min(0.0)  # (B, 1); exact, not a sum of C−|S| terms
+    return torch.cat([special, dustbin], dim=1)
+
+
+def collapse_logits(logits: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """Logits over S ∪ {d} whose softmax is :func:`collapse` of ``softmax(logits)``: the dustbin
+    logit is the log-sum-exp of the logits outside S. (B, C) -> (B, |S| + 1)."""
+    outside = torch.ones(logits.shape[1], dtype=torch.bool, device=logits.device)
+    outside[group] = False
+    return torch.cat([logits[:, group], logits[:, outside].logsumexp(1, keepdim=True)], dim=1)
+
+
+def hard_targets(labels: torch.Tensor, group: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """y ↦ its position in S if y ∈ S, else |S| (the dustbin). labels: (B,) -> (B,) int64."""
+    position = torch.full((n_classes,), len(group), dtype=torch.int64, device=labels.device)
+    position[group] = torch.arange(len(group), device=labels.device)
+    return position[labels]
+
+
+def dustbin_correction(pi: float, rho: float = 0.5) -> float:
+    """The amount added to the dustbin logit after training on enriched batches (METHOD §4):
+
+        log[ (ρ/π) / ((1 − ρ)/(1 − π)) ]     (= log((1 − π)/π) when ρ = 0.5)
+
+    π: the natural fraction of examples whose class is in S; ρ: their fraction in training batches.
+    """
+    if not (0 < pi < 1 and 0 < rho < 1):
+        raise ValueError(f"need 0 < pi < 1 and 0 < rho < 1, got pi={pi}, rho={rho}")
+    return math.log((rho / pi) / ((1 - rho) / (1 - pi)))
+
+
+def apply_correction(logits: torch.Tensor, correction: float) -> torch.Tensor:
+    """Add ``correction`` to the dustbin (last) logit: (B, |S| + 1) -> (B, |S| + 1)."""
+    out = logits.clone()
+    out[:, -1] += correction
+    return out
+
+
+@torch.no_grad()
+def build_specialist(generalist: nn.Module, group: torch.Tensor, features: torch.Tensor | None = None,
+                     ridge: float = 1e-3) -> Classifier:
+    """A specialist initialised from the generalist (METHOD §4, initialisation).
+
+    Every body weight is copied; the head has |S| + 1 outputs; the rows for S are the generalist's
+    rows for those classes. The dustbin row is **(choice)** the linear function of the features
+    closest, in least squares, to the exact collapsed dustbin logit log Σ_{j∉S} exp(z_j(x)) over
+    ``features`` (the body's outputs on a sample of natural-distribution inputs, (N, feature_dim));
+    with that row the untrained specialist's prediction is the generalist's collapsed distribution
+    up to the fit's residual. Without ``features`` the row is the mean of the non-special rows and
+    the bias their log-sum-exp, exact when the features are zero.
+    """
+    head: nn.Linear = generalist.head
+    w, b = head.weight.detach().double(), head.bias.detach().double()  # (C, D), (C,)
+    outside = torch.ones(len(b), dtype=torch.bool)
+    outside[group] = False
+    if features is not None and len(features) > 1:
+        h = features.double()  # (N, D)
+        target = (h @ w[outside].T + b[outside]).logsumexp(1)  # (N,) the exact dustbin logit
+        x = torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype)], 1)  # (N, D + 1)
+        reg = ridge * torch.eye(x.shape[1], dtype=h.dtype) * len(h)
+        reg[-1, -1] = 0  # no penalty on the bias
+        sol = torch.linalg.solve(x.T @ x + reg, x.T @ target)  # (D + 1,)
+        w_d, b_d = sol[:-1], sol[-1]
+    else:
+        w_d, b_d = w[outside].mean(0), b[outside].logsumexp(0)
+    new_head = nn.Linear(head.in_features, len(group) + 1)
+    new_head.weight.copy_(torch.cat([w[group], w_d[None]]).to(head.weight.dtype))
+    new_head.bias.copy_(torch.cat([b[group], b_d[None]]).to(head.bias.dtype))
+    return Classifier(copy.deepcopy(generalist.body), new_head)
+
+
+def specialist_loss(logits: torch.Tensor, labels: torch.Tensor, generalist_logits: torch.Tensor | None,
+                    group: torch.Tensor, n_classes: int, alpha: float, temperature: float) -> torch.Tensor:
+    """The §1 loss on S ∪ {d}: hard targets :func:`hard_targets`, soft targets the generalist's
+    ``softmax_T`` collapsed onto S ∪ {d} (None: hard targets only).
+
+    logits: (B, |S| + 1) the specialist's; labels: (B,) over all C classes; generalist_logits: (B, C).
+    """
+    from specens.generalist.losses import distillation_loss
+
+    soft = None
+    if generalist_logits is not None:
+        soft = collapse(F.softmax(generalist_logits.float() / temperature, dim=1), group)
+    return distillation_loss(logits, hard_targets(labels, group, n_classes), soft, alpha=alpha, temperature=temperature)

@@ -94,10 +94,27 @@ def build_specialist(generalist: nn.Module, group: torch.Tensor, features: torch
     return Classifier(copy.deepcopy(generalist.body), new_head)
 
 
+def enriched_soft_targets(soft: torch.Tensor, correction: float, temperature: float) -> torch.Tensor:
+    """Shift collapsed soft targets (B, |S| + 1) at temperature T to the enriched training prior:
+    the dustbin's probability is multiplied by exp(−correction / T) and the rows renormalised.
+
+    **(choice)** The generalist's posteriors carry the natural prior π whatever the batch mix, so
+    literal soft targets would teach the specialist the natural prior through the soft term and the
+    enriched one through the hard term, and no single dustbin correction would then be right. With
+    this shift both terms agree on the enriched prior, and the §4 correction applied after training
+    restores the natural prior exactly.
+    """
+    out = soft.clone()
+    out[:, -1] *= math.exp(-correction / temperature)
+    return out / out.sum(1, keepdim=True)
+
+
 def specialist_loss(logits: torch.Tensor, labels: torch.Tensor, generalist_logits: torch.Tensor | None,
-                    group: torch.Tensor, n_classes: int, alpha: float, temperature: float) -> torch.Tensor:
+                    group: torch.Tensor, n_classes: int, alpha: float, temperature: float,
+                    soft_shift: float = 0.0) -> torch.Tensor:
     """The §1 loss on S ∪ {d}: hard targets :func:`hard_targets`, soft targets the generalist's
-    ``softmax_T`` collapsed onto S ∪ {d} (None: hard targets only).
+    ``softmax_T`` collapsed onto S ∪ {d} (None: hard targets only), shifted to the enriched prior by
+    :func:`enriched_soft_targets` when ``soft_shift`` (the dustbin correction) is non-zero.
 
     logits: (B, |S| + 1) the specialist's; labels: (B,) over all C classes; generalist_logits: (B, C).
     """
@@ -106,4 +123,6 @@ def specialist_loss(logits: torch.Tensor, labels: torch.Tensor, generalist_logit
     soft = None
     if generalist_logits is not None:
         soft = collapse(F.softmax(generalist_logits.float() / temperature, dim=1), group)
+        if soft_shift:
+            soft = enriched_soft_targets(soft, soft_shift, temperature)
     return distillation_loss(logits, hard_targets(labels, group, n_classes), soft, alpha=alpha, temperature=temperature)

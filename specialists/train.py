@@ -64,7 +64,8 @@ class SpecialistConfig:
     schedule: str = "cosine"
     warmup: float = 0.0
     alpha: float = 0.5  # weight of the generalist's collapsed soft targets; 0 = hard targets only
-    temperature: float = 2.0  # T of the soft targets
+    temperature: float = 1.0  # T of the soft targets; above 1 the collapsed dustbin is inflated (see README)
+    soft_prior: str = "enriched"  # "enriched": soft targets shifted to the batches' prior (see model.py); "natural": literal
     val_split: str = "val"  # enriched validation for model selection; "" keeps the last epoch
     val_batches: int = 20  # enriched validation batches
     init_batches: int = 8  # natural-distribution batches used to fit the dustbin row at initialisation
@@ -91,6 +92,8 @@ class SpecialistConfig:
             p.append(f"alpha must be in [0, 1], got {self.alpha}")
         if self.temperature <= 0:
             p.append(f"temperature must be > 0, got {self.temperature}")
+        if self.soft_prior not in ("enriched", "natural"):
+            p.append(f"soft_prior must be 'enriched' or 'natural', got {self.soft_prior!r}")
         if self.optimizer not in ("adamw", "sgd"):
             p.append(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):
@@ -167,6 +170,8 @@ def train_specialist(cfg: SpecialistConfig, index: int, progress: Callable[[dict
     if not 0 < pi < 1:
         raise ConfigError(f"group {index} has {int(n_special)} training examples of {int(counts.sum())}: "
                           "a specialist needs examples both in and outside its group")
+    correction = dustbin_correction(pi, cfg.rho)
+    shift = correction if cfg.soft_prior == "enriched" else 0.0
     final, work = specialist_dir(cfg.out, index), specialist_dir(cfg.out, index).with_name(f".s{index:03d}.work")
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed * 1009 + index)
@@ -209,7 +214,7 @@ def train_specialist(cfg: SpecialistConfig, index: int, progress: Callable[[dict
                 soft = gen.model(x) if cfg.alpha > 0 else None
             with autocast(device, cfg.amp):
                 logits = model(x)
-            loss = specialist_loss(logits, y, soft, group.to(device), gen.n_classes, cfg.alpha, cfg.temperature)
+            loss = specialist_loss(logits, y, soft, group.to(device), gen.n_classes, cfg.alpha, cfg.temperature, shift)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -218,7 +223,7 @@ def train_specialist(cfg: SpecialistConfig, index: int, progress: Callable[[dict
             seen += len(y)
         record = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "seconds": time.perf_counter() - t0}
         if val is not None:
-            record.update(evaluate_enriched(model, gen.model, val, group, gen.n_classes, cfg, device))
+            record.update(evaluate_enriched(model, gen.model, val, group, gen.n_classes, cfg, device, shift))
         history.append(record)
         score = record.get("val_loss", -epoch)
         if score <= best["val_loss"]:
@@ -231,7 +236,6 @@ def train_specialist(cfg: SpecialistConfig, index: int, progress: Callable[[dict
         _maybe_fail(work, index, epoch)
 
     load_weights(model, work / "best.safetensors")
-    correction = dustbin_correction(pi, cfg.rho)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "index": index,
             "group": group.tolist(), "classes": [gen.classes[c] for c in group.tolist()], "n_classes": gen.n_classes,
             "pi": pi, "rho": cfg.rho, "dustbin_correction": correction,
@@ -273,7 +277,7 @@ def _init_features(generalist: torch.nn.Module, cfg: SpecialistConfig, info, dev
 
 @torch.no_grad()
 def evaluate_enriched(model, generalist, stream: EnrichedStream, group, n_classes, cfg: SpecialistConfig,
-                      device) -> dict[str, float]:
+                      device, shift: float = 0.0) -> dict[str, float]:
     """Loss and accuracy on enriched batches (drawn as the training batches are)."""
     model.eval()
     stream.set_epoch(0)
@@ -283,7 +287,7 @@ def evaluate_enriched(model, generalist, stream: EnrichedStream, group, n_classe
         x, y = batch.inputs.to(device), batch.labels.to(device)
         logits = model(x).float()
         soft = generalist(x) if cfg.alpha > 0 else None
-        total += float(specialist_loss(logits, y, soft, g, n_classes, cfg.alpha, cfg.temperature)) * len(y)
+        total += float(specialist_loss(logits, y, soft, g, n_classes, cfg.alpha, cfg.temperature, shift)) * len(y)
         correct += int((logits.argmax(1) == hard_targets(y, g, n_classes)).sum())
         n += len(y)
     return {"val_loss": total / max(n, 1), "val_top1": correct / max(n, 1)}

@@ -50,3 +50,19 @@ def glyph_generalist(glyph_ds, tmp_path_factory) -> str:
     cfg = TrainConfig(data=glyph_ds, out=str(out), epochs=8, batch_size=48, lr=5e-3,
                       model_kwargs={"width": 16, "hidden": 128}, threads=2)
     return train_generalist(cfg, progress=False).run_dir
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(synthetic_ds, tmp_path_factory) -> dict:
+    """A generalist on ``synthetic_ds`` and 4 groups clustered from its validation predictions."""
+    from specens.clustering.cluster import ClusterConfig, cluster
+    from specens.generalist.config import TrainConfig
+    from specens.generalist.train import train_generalist
+
+    root = tmp_path_factory.mktemp("synthetic_run")
+    gen = train_generalist(TrainConfig(data=synthetic_ds, out=str(root / "generalist"), epochs=3, batch_size=64,
+                                       lr=3e-3, model_kwargs={"hidden": [64]}, threads=2), progress=False)
+    cluster(ClusterConfig(generalist=gen.run_dir, data=synthetic_ds, out=str(root / "clusters"), n_groups=4),
+            progress=False)
+    return {"root": root, "generalist": gen.run_dir, "clusters": str(root / "clusters" / "clusters.json"),
+            "data": synthetic_ds}

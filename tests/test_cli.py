@@ -68,3 +68,14 @@ def test_bad_source_files_are_named(tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip() == (f"Error: {tmp_path}/train-images-idx3-ubyte: header says (5, 5, 5), "
                                 "but holds 10 values (truncated?)")
+
+
+def test_specialists_refuse_clusters_of_another_generalist(synthetic_run, tmp_path):
+    d = json.loads(open(synthetic_run["clusters"]).read())
+    (tmp_path / "c.json").write_text(json.dumps({**d, "generalist_fingerprint": "ffffffffffffffff"}))
+    r = specens("specialists", "train", "--local", "--generalist", synthetic_run["generalist"], "--clusters",
+                tmp_path / "c.json", "--data", synthetic_run["data"], "--out", tmp_path / "run")
+    assert r.returncode == 1
+    fp = json.loads((Path(synthetic_run["generalist"]) / "model.json").read_text())["fingerprint"]
+    assert r.stderr.strip() == (f"Error: {tmp_path}/c.json: made from generalist ffffffffffffffff, but the "
+                                f"generalist given is {fp}")

@@ -1,0 +1,177 @@
+"""Specialists (METHOD §4): initialisation, enriched sampling, bias correction, regularisation."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from specens.data.format import InputSpec, load_info
+from specens.data.shards import DatasetWriter, iter_split
+from specens.generalist.checkpoint import load_generalist
+from specens.specialists.model import (apply_correction, build_specialist, collapse, collapse_logits,
+                                       dustbin_correction, hard_targets)
+from specens.specialists.sampling import EnrichedStream
+from specens.specialists.train import SpecialistConfig, load_specialist, train_specialist
+
+
+def test_collapse_by_hand():
+    p = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.0, 1.0, 0.0, 0.0]])
+    g = torch.tensor([1, 3])
+    assert torch.allclose(collapse(p, g), torch.tensor([[0.2, 0.4, 0.4], [1.0, 0.0, 0.0]]))
+    z = torch.randn(5, 9, dtype=torch.float64)
+    g = torch.tensor([0, 4, 7])
+    assert torch.allclose(torch.softmax(collapse_logits(z, g), 1), collapse(torch.softmax(z, 1), g))
+    assert hard_targets(torch.tensor([4, 2, 0, 7]), g, 9).tolist() == [1, 3, 0, 2]
+
+
+def test_dustbin_correction_by_hand():
+    assert dustbin_correction(0.1) == pytest.approx(math.log(9.0))  # rho = 0.5: log((1 - pi) / pi)
+    assert dustbin_correction(0.2, 0.3) == pytest.approx(math.log((0.3 / 0.2) / (0.7 / 0.8)))
+    assert dustbin_correction(0.5, 0.5) == 0.0
+    with pytest.raises(ValueError):
+        dustbin_correction(0.0)
+    z = torch.zeros(2, 3)
+    assert apply_correction(z, 1.5)[:, -1].tolist() == [1.5, 1.5] and z.abs().sum() == 0
+
+
+def test_initialisation_copies_the_generalist(glyph_generalist, glyph_ds):
+    g = load_generalist(glyph_generalist).model
+    group = torch.tensor([2, 5, 11, 17])
+    batch = next(iter(iter_split(glyph_ds, "test", batch_size=120)))
+    with torch.no_grad():
+        train_feats = g.body(next(iter(iter_split(glyph_ds, "train", batch_size=600))).inputs)
+    spec = build_specialist(g, group, train_feats).eval()
+    assert torch.equal(spec.head.weight[:4], g.head.weight[group]) and torch.equal(spec.head.bias[:4], g.head.bias[group])
+    gs, ss = g.body.state_dict(), spec.body.state_dict()
+    assert all(torch.equal(gs[k], ss[k]) for k in gs)  # every body weight copied
+    assert spec.body is not g.body
+    with torch.no_grad():
+        target = collapse(torch.softmax(g(batch.inputs), 1), group)
+        got = torch.softmax(spec(batch.inputs), 1)
+        fallback = torch.softmax(build_specialist(g, group).eval()(batch.inputs), 1)
+    # Held-out test faces: the least-squares dustbin row keeps the untrained specialist within
+    # 0.05 of the generalist's collapsed distribution on average (total variation).
+    tv = 0.5 * (got - target).abs().sum(1).mean()
+    assert tv < 0.05, float(tv)
+    assert tv < 0.5 * (0.5 * (fallback - target).abs().sum(1).mean())  # and beats the no-data fallback
+
+
+def _skewed_dataset(root) -> str:
+    """6 classes with natural frequencies 1:2:3:4:5:6 (repeated), 16-d inputs, 1,260 samples."""
+    rng = np.random.default_rng(0)
+    ys = np.concatenate([np.full(30 * (c + 1), c) for c in range(6)])
+    rng.shuffle(ys)
+    with DatasetWriter(root, "skewed", [f"c{c}" for c in range(6)], InputSpec("array", (16,), "float32"),
+                       shard_size=200) as w:
+        with w.split("train") as s:
+            for i, y in enumerate(ys):
+                s.write(f"k{i:05d}", rng.normal(size=16).astype(np.float32), int(y))
+    return str(root)
+
+
+def test_enriched_batches_are_half_special_with_natural_proportions(tmp_path):
+    root = _skewed_dataset(tmp_path)
+    group = [1, 4]  # natural fraction: (2 + 5) / 21 = 1/3
+    stream = EnrichedStream(root, "train", group, batch_size=40, batches_per_epoch=60, seed=3)
+    special, rest, total = np.zeros(6), np.zeros(6), 0
+    for epoch in range(2):
+        stream.set_epoch(epoch)
+        for b in stream:
+            y = b.labels.numpy()
+            assert np.isin(y[:20], group).all() and not np.isin(y[20:], group).any()  # exactly half
+            special += np.bincount(y[:20], minlength=6)
+            rest += np.bincount(y[20:], minlength=6)
+            total += len(y)
+    assert total == 2 * 60 * 40
+    assert special[group].sum() / total == 0.5
+    # Within each half, the natural class proportions (tolerance 0.04 in each class's share).
+    np.testing.assert_allclose(special[group] / special.sum(), [2 / 7, 5 / 7], atol=0.04)
+    np.testing.assert_allclose(rest[[0, 2, 3, 5]] / rest.sum(), np.array([1, 3, 4, 6]) / 14, atol=0.04)
+
+
+def _cfg(run, out, **kw):
+    base = dict(generalist=run["generalist"], clusters=run["clusters"], data=run["data"], out=str(out), epochs=3,
+                batch_size=64, lr=3e-3, threads=1)
+    return SpecialistConfig(**{**base, **kw})
+
+
+def _mean_dustbin(model, meta, data, corrected: bool) -> float:
+    ps = []
+    with torch.no_grad():
+        for b in iter_split(data, "test", 500):
+            z = model(b.inputs)
+            ps.append(torch.softmax(apply_correction(z, meta["dustbin_correction"]) if corrected else z, 1)[:, -1])
+    return float(torch.cat(ps).mean())
+
+
+def test_bias_correction_restores_the_natural_dustbin_rate(tmp_path):
+    """On heavily overlapping classes the specialist's posteriors are soft, so the 50/50 training
+    prior shows: uncorrected, it calls the dustbin far less often than the natural rate 1 − π."""
+    from specens.clustering.cluster import save_clusters
+    from specens.data.synthetic import import_synthetic
+    from specens.generalist.config import TrainConfig
+    from specens.generalist.train import train_generalist
+
+    data = str(tmp_path / "noisy")
+    import_synthetic(data, n_classes=8, n_groups=4, dim=4, n_train=300, n_val=50, n_test=200, noise=3.0, seed=1)
+    gen = train_generalist(TrainConfig(data=data, out=str(tmp_path / "gen"), epochs=2, model_kwargs={"hidden": [32]},
+                                       threads=1), progress=False)
+    info = load_info(data)
+    save_clusters(tmp_path / "clusters.json", [np.array([0, 1])], info.classes, gen.fingerprint, {})
+    run = {"generalist": gen.run_dir, "clusters": str(tmp_path / "clusters.json"), "data": data}
+    test_counts = np.array(info.split("test").class_counts)
+    true_rest = 1 - test_counts[[0, 1]].sum() / test_counts.sum()  # 0.75
+    seen = {}
+    for name, kw in (("hard", {"alpha": 0.0}), ("soft-enriched", {"alpha": 0.5, "temperature": 1.0}),
+                     ("soft-natural", {"alpha": 0.5, "temperature": 1.0, "soft_prior": "natural"})):
+        train_specialist(_cfg(run, tmp_path / name, epochs=4, **kw), 0)
+        model, meta = load_specialist(tmp_path / name / "specialists" / "s000")
+        counts = np.array(info.split("train").class_counts)
+        assert meta["pi"] == pytest.approx(counts[[0, 1]].sum() / counts.sum()) == pytest.approx(0.25)
+        assert meta["dustbin_correction"] == pytest.approx(math.log(3.0))
+        seen[name] = (_mean_dustbin(model, meta, data, True), _mean_dustbin(model, meta, data, False))
+    g = load_generalist(gen.run_dir).model
+    with torch.no_grad():
+        gen_rest = float(torch.cat([collapse(torch.softmax(g(b.inputs), 1), torch.tensor([0, 1]))[:, -1]
+                                    for b in iter_split(data, "test", 500)]).mean())
+    # Hard targets: the formula restores the natural rate; without it the dustbin is under-called.
+    corrected, uncorrected = seen["hard"]
+    assert abs(corrected - true_rest) < 0.05 and true_rest - uncorrected > 0.1, seen
+    # With soft targets the specialist also learns the generalist's calibration, so the corrected
+    # rate tracks the generalist's own dustbin rate; literal soft targets overshoot it. (At T > 1
+    # collapsing does not commute with the temperature: 2·LSE(z/2) > LSE(z), so T = 2 soft targets
+    # inflate the dustbin logit by up to log of the number of outside classes; T = 1 here.)
+    assert abs(seen["soft-enriched"][0] - gen_rest) < 0.05, (gen_rest, seen)
+    assert seen["soft-natural"][0] - gen_rest > abs(seen["soft-enriched"][0] - gen_rest), (gen_rest, seen)
+
+
+def test_soft_targets_regularise_a_specialist_on_little_data(glyph_generalist, tmp_path):
+    """Section 6: trained on a small subset, hard targets alone overfit more than hard + soft.
+
+    Measure: the specialist's cross-entropy on its hard targets over the enriched validation
+    batches (faces never seen in training), after training on 6 images per class."""
+    from specens.data.glyphs import import_glyphs
+    from specens.clustering.cluster import ClusterConfig, cluster
+
+    small = tmp_path / "small"
+    import_glyphs(str(small), n_classes=30, train_per_class=6, val_per_class=8, test_per_class=2, seed=0,
+                  progress=False)
+    cluster(ClusterConfig(generalist=glyph_generalist, data=str(small), out=str(tmp_path / "cl"), n_groups=4),
+            progress=False)
+    run = {"generalist": glyph_generalist, "clusters": str(tmp_path / "cl" / "clusters.json"), "data": str(small)}
+    losses = {}
+    for name, alpha in (("hard", 0.0), ("soft", 0.7)):
+        cfg = _cfg(run, tmp_path / name, epochs=12, epoch_size=256, lr=3e-3, alpha=alpha, temperature=1.0, val_split="")
+        nll, n = 0.0, 0
+        for index in (0, 1):  # two specialists, so one lucky draw does not decide
+            train_specialist(cfg, index)
+            model, meta = load_specialist(tmp_path / name / "specialists" / f"s{index:03d}")
+            group = torch.tensor(meta["group"])
+            with torch.no_grad():
+                for b in EnrichedStream(str(small), "val", group, 64, 8, seed=99):
+                    t = hard_targets(b.labels, group, 30)
+                    nll += float(torch.nn.functional.cross_entropy(model(b.inputs), t, reduction="sum"))
+                    n += len(t)
+        losses[name] = nll / n  # seen: hard 0.43, soft 0.40
+    assert losses["soft"] < losses["hard"], losses

@@ -7,7 +7,6 @@ fingerprint of the generalist whose predictions they came from; later stages loa
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,7 +17,7 @@ from tqdm import tqdm
 
 from specens.data.format import load_info, write_json_atomic
 from specens.data.shards import iter_split
-from specens.generalist.checkpoint import CheckpointError, load_generalist
+from specens.generalist.checkpoint import CheckpointError, fingerprint, load_generalist, read_artifact_json
 from specens.generalist.config import ConfigError, config_to_json
 from specens.generalist.evaluate import resolve_device
 
@@ -128,17 +127,8 @@ class Clusters:
 def load_clusters(path: str | Path, generalist_fingerprint: str | None = None, n_classes: int | None = None) -> Clusters:
     """Read and check ``clusters.json``; with ``generalist_fingerprint``, refuse groups made from
     another generalist. Every group must be non-empty, sorted-unique, and within [0, n_classes)."""
-    from specens.generalist.checkpoint import fingerprint
-
     path = Path(path)
-    try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing") from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-    if d.get("format") != FORMAT or d.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} file")
+    d = read_artifact_json(path, FORMAT, FORMAT_VERSION)
     if generalist_fingerprint is not None and d.get("generalist_fingerprint") != generalist_fingerprint:
         raise CheckpointError(f"{path}: made from generalist {d.get('generalist_fingerprint')}, but the generalist "
                               f"given is {generalist_fingerprint}")

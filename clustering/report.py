@@ -13,7 +13,6 @@ covariance, the generalist's labelled predictions and a known grouping:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence

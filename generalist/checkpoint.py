@@ -108,20 +108,28 @@ def save_generalist(run_dir: str | os.PathLike, model: torch.nn.Module, spec: Mo
     return fp
 
 
-def read_meta(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Read and check ``model.json`` of an exported generalist."""
-    path = Path(run_dir) / META
+def read_artifact_json(path: str | os.PathLike, fmt: str, version: int, hint: str = "") -> dict[str, Any]:
+    """Read an artifact's JSON and check its ``format`` and ``format_version``; every problem is a
+    :class:`CheckpointError` naming the file (``hint`` is appended when the file is missing)."""
+    path = Path(path)
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing; is {run_dir} a trained generalist's run directory?") from None
+        raise CheckpointError(f"{path}: missing{hint}") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: 'format' is {meta.get('format')!r}, expected {FORMAT!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: 'format_version' is {meta.get('format_version')!r}, "
-                              f"this specens reads {FORMAT_VERSION}")
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{path}: 'format' is {got!r}, expected {fmt!r}")
+    if meta.get("format_version") != version:
+        raise CheckpointError(f"{path}: 'format_version' is {meta.get('format_version')!r}, this specens reads {version}")
+    return meta
+
+
+def read_meta(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read and check ``model.json`` of an exported generalist."""
+    path = Path(run_dir) / META
+    meta = read_artifact_json(path, FORMAT, FORMAT_VERSION, f"; is {run_dir} a trained generalist's run directory?")
     for key in ("model", "classes", "fingerprint"):
         if key not in meta:
             raise CheckpointError(f"{path}: missing key {key!r}")

@@ -14,8 +14,6 @@ examples of 15,000 classes) and would fix the augmentation; the generalist is in
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
 import shutil
@@ -30,7 +28,7 @@ import torch
 from specens.clustering.cluster import load_clusters
 from specens.data.format import load_info, write_json_atomic
 from specens.generalist.checkpoint import (CheckpointError, load_generalist, load_training_state, load_weights,
-                                           save_training_state, save_weights)
+                                           read_artifact_json, save_training_state, save_weights)
 from specens.generalist.config import ConfigError, config_to_json
 from specens.generalist.evaluate import autocast, resolve_device
 from specens.generalist.train import lr_lambda, make_optimizer
@@ -129,15 +127,7 @@ def read_specialist(path: str | Path) -> dict[str, Any]:
     """Read and check ``specialist.json``."""
     path = Path(path)
     meta_path = path / META if path.is_dir() else path
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{meta_path}: missing") from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{meta_path}: not valid JSON ({e})") from None
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{meta_path}: not a {FORMAT} v{FORMAT_VERSION} file")
-    return meta
+    return read_artifact_json(meta_path, FORMAT, FORMAT_VERSION)
 
 
 def is_complete(cfg: SpecialistConfig, index: int, generalist_fp: str, clusters_fp: str) -> bool:

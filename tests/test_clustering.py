@@ -1,11 +1,9 @@
 """Clustering (METHOD §3): the covariance against numpy, planted groups recovered, options, errors."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
-import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import adjusted_rand_score
 

@@ -2,9 +2,7 @@
 
 import json
 import os
-import shutil
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
 import torch
+from _results import markdown_table, record
 
 
 def prepare(work: Path, data_root: Path):
@@ -71,15 +71,11 @@ def main() -> None:
                 cap = error_capture(cl.groups_, y, z.argmax(1).numpy(), info.n_classes)["captured"]
                 rows.append((name, k, t, rep, a, cap))
                 print(rows[-1], flush=True)
-    table = ["| dataset | K | T | representation | ARI vs known groups | errors captured |", "|---|---|---|---|---|---|"]
-    table += [f"| {n} | {k} | {t:g} | {r} | {a:.3f} | {c:.1%} |" for n, k, t, r, a, c in rows]
-    text = "\n".join(table)
+    text = markdown_table(["dataset", "K", "T", "representation", "ARI vs known groups", "errors captured"],
+                          [[n, k, f"{t:g}", r, f"{a:.3f}", f"{c:.1%}"] for n, k, t, r, a, c in rows])
     print(text)
     if args.record:
-        with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
-            f.write(f"\n### cluster_choices ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)\n\n"
-                    f"`python benchmarks/cluster_choices.py --data-root ../shared/data --record`\n\n{text}\n")
-
+        record("cluster_choices", "python benchmarks/cluster_choices.py --data-root ../shared/data --record", text)
 
 if __name__ == "__main__":
     main()

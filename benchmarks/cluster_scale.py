@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
+
+from _results import markdown_table, record
 
 
 def one(c: int, samples: int, top_k: int, group_size: int, dtype: str) -> dict:
@@ -83,16 +84,10 @@ def main() -> None:
         print(rows[-1], flush=True)
     cols = ["classes", "samples", "top_k", "storage", "covariance_s", "grouping_s", "total_s", "peak_gib", "ari",
             "dropped_mass", "generate_s"]
-    table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    table += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    text = "\n".join(table)
+    text = markdown_table(cols, [[r[c] for c in cols] for r in rows])
     print(text)
     if args.record:
-        machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {__import__('torch').__version__}"
-        with open(os.path.join(os.path.dirname(__file__), "RESULTS.md"), "a") as f:
-            f.write(f"\n### cluster_scale ({time.strftime('%Y-%m-%d')}, {machine})\n\n"
-                    f"`python benchmarks/cluster_scale.py --samples {args.samples} --record`\n\n{text}\n")
-
+        record("cluster_scale", f"python benchmarks/cluster_scale.py --samples {args.samples} --record", text)
 
 if __name__ == "__main__":
     main()

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _results import markdown_table, record
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,16 +62,13 @@ def main() -> None:
         print(f"{n} specialists on {w} worker(s): {times[w]:.1f} s", flush=True)
     speedup = times[1] / times[args.workers]
     ideal = min(args.workers, n)
-    table = ("| specialists | workers | wall s (1 worker) | wall s (W workers) | speed-up | ideal | of ideal |\n"
-             "|---|---|---|---|---|---|---|\n"
-             f"| {n} | {args.workers} | {times[1]:.1f} | {times[args.workers]:.1f} | {speedup:.2f} | {ideal} | "
-             f"{speedup / ideal:.0%} |")
+    table = markdown_table(["specialists", "workers", "wall s (1 worker)", "wall s (W workers)", "speed-up", "ideal",
+                            "of ideal"], [[n, args.workers, f"{times[1]:.1f}", f"{times[args.workers]:.1f}",
+                                           f"{speedup:.2f}", ideal, f"{speedup / ideal:.0%}"]])
     print(table)
     if args.record:
-        with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
-            f.write(f"\n### ray_scaling ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, no GPU)\n\n"
-                    f"`python benchmarks/ray_scaling.py --specialists {n} --workers {args.workers} "
-                    f"--epochs {args.epochs} --record`\n\n{table}\n")
+        record("ray_scaling", f"python benchmarks/ray_scaling.py --specialists {n} --workers {args.workers} "
+                              f"--epochs {args.epochs} --record", table)
     shutil.rmtree(work, ignore_errors=True)
 
 

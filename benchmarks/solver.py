@@ -12,12 +12,11 @@ appends it to RESULTS.md. Target (issue 5): exact at least 20× faster at equal 
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from _results import markdown_table, record
 
 
 def main() -> None:
@@ -52,16 +51,13 @@ def main() -> None:
     qg = _gradient(*sub, tol=0.0, max_iter=args.max_iter, target=f_exact + 1e-6)
     t_grad = time.perf_counter() - t0
     f_grad = float(objective(qg, *sub).mean())
-    table = ("| examples | classes | groups | mean active | exact s | gradient s | ratio | "
-             "objective gap (gradient − exact) |\n|---|---|---|---|---|---|---|---|\n"
-             f"| {b} | {c} | {len(groups)} | {float(active.sum(1).float().mean()):.2f} | {t_exact:.2f} | "
-             f"{t_grad:.1f} | {t_grad / t_exact:.0f}× | {f_grad - f_exact:.1e} |")
+    table = markdown_table(["examples", "classes", "groups", "mean active", "exact s", "gradient s", "ratio",
+                            "objective gap (gradient − exact)"],
+                           [[b, c, len(groups), f"{float(active.sum(1).float().mean()):.2f}", f"{t_exact:.2f}",
+                             f"{t_grad:.1f}", f"{t_grad / t_exact:.0f}×", f"{f_grad - f_exact:.1e}"]])
     print(table)
     if args.record:
-        with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
-            f.write(f"\n### solver ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, no GPU, torch "
-                    f"{torch.__version__})\n\n`python benchmarks/solver.py --record`\n\n{table}\n")
-
+        record("solver", "python benchmarks/solver.py --record", table)
 
 if __name__ == "__main__":
     main()

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -158,6 +158,23 @@ def load_generalist(run_dir: str | os.PathLike, device: str | torch.device = "cp
 # ----------------------------------------------------------------------------- training state
 
 
+def publish_dir(final: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Create directory ``final`` atomically: ``write(tmp)`` fills a fresh hidden sibling, which
+    then replaces ``final`` by rename. A crash leaves either the old ``final`` or the new one
+    (plus, at worst, a hidden ``.name.*`` leftover), never a half-written ``final``."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    try:
+        write(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def save_training_state(run_dir: str | os.PathLike, epoch: int, model: torch.nn.Module,
                         state: dict[str, Any], progress: dict[str, Any], keep: int = 2) -> None:
     """Write the state after ``epoch`` into its own directory, then point ``latest.json`` at it.
@@ -168,18 +185,12 @@ def save_training_state(run_dir: str | os.PathLike, epoch: int, model: torch.nn.
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     name = f"epoch-{epoch:04d}"
-    tmp = Path(tempfile.mkdtemp(dir=ckpt_root, prefix=f".{name}."))
-    try:
+
+    def write(tmp: Path) -> None:
         save_weights(model, tmp / WEIGHTS)
         torch.save(state, tmp / "state.pt")
         write_json_atomic(tmp / "progress.json", {"epoch": epoch, **progress})
-        final = ckpt_root / name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    publish_dir(ckpt_root / name, write)
     write_json_atomic(ckpt_root / "latest.json", {"epoch": epoch, "dir": name})
     for old in sorted(ckpt_root.glob("epoch-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 from specens.clustering.cluster import load_clusters
 from specens.data.format import load_info, write_json_atomic
 from specens.generalist.checkpoint import (CheckpointError, load_generalist, load_training_state, load_weights,
-                                           read_artifact_json, save_training_state, save_weights)
+                                           publish_dir, read_artifact_json, save_training_state, save_weights)
 from specens.generalist.config import ConfigError, config_to_json
 from specens.generalist.evaluate import autocast, resolve_device
 from specens.generalist.train import lr_lambda, make_optimizer
@@ -238,17 +237,11 @@ def train_specialist(cfg: SpecialistConfig, index: int, progress: Callable[[dict
 
 
 def _publish(work: Path, final: Path, model: torch.nn.Module, meta: dict) -> None:
-    """Write the artifact into a fresh directory and rename it into place (atomic)."""
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.publish."))
-    try:
+    """Write the artifact into a fresh directory, rename it into place, drop the work directory."""
+    def write(tmp: Path) -> None:
         save_weights(model, tmp / "model.safetensors")
         write_json_atomic(tmp / META, meta)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    publish_dir(final, write)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -196,6 +196,15 @@ def save_training_state(run_dir: str | os.PathLike, epoch: int, model: torch.nn.
         shutil.rmtree(old, ignore_errors=True)
 
 
+def training_progress(run_dir: str | os.PathLike) -> dict | None:
+    """``progress.json`` of the newest complete training state, or None when there is none."""
+    latest = Path(run_dir) / "checkpoints" / "latest.json"
+    if not latest.is_file():
+        return None
+    pointer = json.loads(latest.read_text())
+    return json.loads((latest.parent / pointer["dir"] / "progress.json").read_text())
+
+
 def load_training_state(run_dir: str | os.PathLike, model: torch.nn.Module) -> tuple[dict, dict] | None:
     """Load the newest complete training state into ``model``; returns (state, progress) or None."""
     ckpt_root = Path(run_dir) / "checkpoints"

@@ -148,7 +148,7 @@ def _newton(pg, ps, groups, active, tol, max_iter):
         return torch.where(valid, lam * r - dust, torch.zeros_like(lam)), r
 
     lam = dust.clone()  # the solution when the special classes hold no mass
-    q, den = q_of(lam)
+    q, _ = q_of(lam)
     g, r = residual(lam, q)
     for _ in range(max_iter):
         err = g.abs().amax(1)
@@ -171,7 +171,7 @@ def _newton(pg, ps, groups, active, tol, max_iter):
             t = torch.where(ok[:, None], t, t / 2)
         accept = (ok & todo)[:, None]
         lam = torch.where(accept, cand, lam)
-        q, den = q_of(lam)
+        q, _ = q_of(lam)
         g, r = residual(lam, q)
     q = q.clamp_min(0)
     q = q / q.sum(1, keepdim=True)
@@ -191,8 +191,10 @@ def _em(pg, ps, groups, active, q0, tol, max_iter):
     a = pg + spread.sum(1)
     out_f = ((~inside) & valid[:, :, None]).to(pg.dtype)
     n_active = valid.sum(1, keepdim=True).to(pg.dtype)
-    q = (a / (1 + n_active)) if q0 is None else q0.clone()
-    q = 0.5 * q + 0.5 / c if q0 is None else q  # start with full support so mass can move anywhere
+    if q0 is None:  # start with full support, so that mass can move to any class
+        q = 0.5 * a / (1 + n_active) + 0.5 / c
+    else:
+        q = q0.clone()
     for _ in range(max_iter):
         rest = torch.einsum("bkc,bc->bk", out_f, q).clamp_min(1e-300)  # 1 − q(S_m)
         coef = torch.einsum("bk,bkc->bc", dust / rest, out_f)  # Σ_{m: i∉S_m} p_m(d) / (1 − q(S_m))

@@ -175,3 +175,20 @@ def test_soft_targets_regularise_a_specialist_on_little_data(glyph_generalist, t
                     n += len(t)
         losses[name] = nll / n  # seen: hard 0.43, soft 0.40
     assert losses["soft"] < losses["hard"], losses
+
+
+def test_checkpoints_of_another_config_are_discarded(synthetic_run, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from specens.specialists.train import InjectedFailure
+
+    monkeypatch.setenv("SPECENS_FAIL_ONCE", "0:0")
+    with pytest.raises(InjectedFailure):  # leaves an epoch-1 checkpoint trained with lr 3e-3
+        train_specialist(_cfg(synthetic_run, tmp_path / "run", epochs=2), 0)
+    monkeypatch.delenv("SPECENS_FAIL_ONCE")
+    meta = train_specialist(_cfg(synthetic_run, tmp_path / "run", epochs=2, lr=1e-3), 0)
+    assert [h["epoch"] for h in meta["metrics"]["history"]] == [1, 2]  # started over, not resumed
+    train_specialist(_cfg(synthetic_run, tmp_path / "fresh", epochs=2, lr=1e-3), 0)
+    a = load_file(tmp_path / "run" / "specialists" / "s000" / "model.safetensors")
+    b = load_file(tmp_path / "fresh" / "specialists" / "s000" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

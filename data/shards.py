@@ -12,6 +12,7 @@ shard and the sample key; ``on_error="skip"`` drops them instead and counts them
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import os
@@ -255,11 +256,14 @@ class ShardStream(torch.utils.data.IterableDataset):
             :attr:`Batch.skipped`.
         labels: keep only samples whose label is in this collection (``exclude=True``: not in
             it). The label is read before the input is decoded, so filtered samples cost little.
+        shards: read only these shards of the split (names as in ``dataset.json``), e.g. one
+            shard at a time for per-shard outputs.
     """
 
     def __init__(self, root: str | os.PathLike, split: str, batch_size: int, *, train: bool = False,
                  epoch_size: int | None = None, buffer: int = 2000, seed: int = 0,
-                 on_error: str = "raise", info: DatasetInfo | None = None, labels=None, exclude: bool = False):
+                 on_error: str = "raise", info: DatasetInfo | None = None, labels=None, exclude: bool = False,
+                 shards: Sequence[str] | None = None):
         super().__init__()
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -268,6 +272,13 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.root = Path(root)
         self.info = info if info is not None else load_info(root)
         self.split_info = self.info.split(split)
+        if shards is not None:
+            known = {s.name: s for s in self.split_info.shards}
+            unknown = [n for n in shards if n not in known]
+            if unknown:
+                raise DataError(f"{self.root / INFO_FILE}: split {split!r} has no shard {unknown[0]!r}")
+            self.split_info = dataclasses.replace(self.split_info, shards=tuple(known[n] for n in shards),
+                                                  num_samples=sum(known[n].num_samples for n in shards))
         self.split, self.batch_size, self.train = split, batch_size, train
         self.epoch_size = epoch_size if epoch_size is not None else self.split_info.num_samples
         self.buffer, self.seed, self.on_error = buffer, seed, on_error

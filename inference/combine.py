@@ -116,16 +116,16 @@ def _membership(groups, slot, c):
 
 def _gather_specialists(p_specialists, groups, slot, c):
     """Per slot: the specialist's probabilities scattered onto C classes (B, K, C) and its
-    dustbin probability (B, K); zeros for empty slots."""
+    dustbin probability (B, K); zeros for empty slots. One scatter per specialist."""
     b, k = slot.shape
-    spread = torch.zeros(b, k, c, dtype=p_specialists[0].dtype if p_specialists else torch.float64, device=slot.device)
-    dust = torch.zeros(b, k, dtype=spread.dtype, device=slot.device)
+    dtype = p_specialists[0].dtype if p_specialists else torch.float64
+    spread = torch.zeros(b, k, c, dtype=dtype, device=slot.device)
+    dust = torch.zeros(b, k, dtype=dtype, device=slot.device)
     for j, (p, g) in enumerate(zip(p_specialists, groups)):
-        for s in range(k):
-            here = slot[:, s] == j
-            if here.any():
-                spread[here.nonzero(), s, g] = p[here][:, :-1]
-                dust[here, s] = p[here, -1]
+        rows, s = (slot == j).nonzero(as_tuple=True)  # each example holds specialist j in at most one slot
+        if len(rows):
+            spread[rows[:, None], s[:, None], g[None, :]] = p[rows, :-1]
+            dust[rows, s] = p[rows, -1]
     return spread, dust
 
 

@@ -1,0 +1,163 @@
+"""The specialist ensemble at inference time (METHOD §5; the paper's section 5.4).
+
+:class:`Ensemble` holds the generalist, the groups of ``clusters.json`` and one trained specialist
+per group. For a batch it
+
+1. runs the generalist and takes its n most probable classes (``top_n``, default 1 as in the paper);
+2. routes: specialist m is active for an example when its group holds one of those classes
+   (:func:`route`); an example with no active specialist keeps q = p_g;
+3. runs each specialist only on the examples routed to it (gather, one batch per specialist,
+   scatter back), so the cost grows with the number of active specialists, not with M;
+4. adds the §4 dustbin correction to each specialist's dustbin logit, so its distribution refers to
+   the natural class prior again, and
+5. solves for q with :func:`~specens.inference.combine.combine_distributions`.
+
+A run directory holds ``generalist/``, ``clusters/clusters.json`` and ``specialists/sNNN/``, the
+layout the ``specens`` commands write; :meth:`Ensemble.load` checks that they belong together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from specens.clustering.cluster import load_clusters
+from specens.generalist.checkpoint import CheckpointError, Generalist, fingerprint, load_generalist
+from specens.generalist.evaluate import resolve_device
+from specens.specialists.model import apply_correction
+from specens.specialists.train import META as SPECIALIST_META
+from specens.specialists.train import load_specialist, read_specialist, specialist_dir
+
+from .combine import combine_distributions
+
+
+def route(p_general: torch.Tensor, membership: torch.Tensor, top_n: int = 1) -> torch.Tensor:
+    """Active specialists (METHOD §5, steps 1-2): ``active[b, m]`` is True when group m holds one
+    of example b's ``top_n`` most probable classes under the generalist.
+
+    p_general: (B, C); membership: (M, C) bool, ``membership[m, c]`` = class c ∈ S_m. Returns (B, M).
+    """
+    top = p_general.topk(min(top_n, p_general.shape[1]), dim=1).indices  # (B, n)
+    return membership[:, top].any(2).T  # (M, B, n) -> (B, M)
+
+
+@dataclass
+class EnsembleOutput:
+    """What :meth:`Ensemble.forward` computes for a batch: q (B, C), the generalist's p_g (B, C),
+    and the routing ``active`` (B, M) bool."""
+
+    q: torch.Tensor
+    p_general: torch.Tensor
+    active: torch.Tensor
+
+
+class Ensemble:
+    """A generalist with its specialists, ready for inference. Build it with :meth:`load`.
+
+    Example::
+
+        ens = Ensemble.load("runs/glyphs")
+        q = ens.predict_proba(images)          # (B, C) on the simplex
+        labels = ens.predict(images)           # (B,)
+    """
+
+    def __init__(self, generalist: Generalist, groups: Sequence[torch.Tensor], specialists: Sequence[torch.nn.Module],
+                 corrections: Sequence[float], *, top_n: int = 1, method: str = "newton",
+                 device: torch.device | str = "cpu", fingerprints: dict | None = None):
+        if not len(groups) == len(specialists) == len(corrections):
+            raise ValueError(f"{len(groups)} groups, {len(specialists)} specialists, {len(corrections)} corrections")
+        if top_n < 1:
+            raise ValueError(f"top_n must be at least 1, got {top_n}")
+        self.device = torch.device(device)
+        self.generalist = generalist
+        self.groups = [torch.as_tensor(g, dtype=torch.int64, device=self.device) for g in groups]
+        self.specialists = list(specialists)
+        self.corrections = [float(c) for c in corrections]
+        self.top_n, self.method = top_n, method
+        self.fingerprints = fingerprints or {}
+        self.membership = torch.zeros(len(self.groups), generalist.n_classes, dtype=torch.bool, device=self.device)
+        for m, g in enumerate(self.groups):
+            self.membership[m, g] = True
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.generalist.classes
+
+    @property
+    def n_classes(self) -> int:
+        return self.generalist.n_classes
+
+    @classmethod
+    def load(cls, run_dir: str | Path, *, generalist: str | Path | None = None, clusters: str | Path | None = None,
+             device: str = "auto", top_n: int = 1, method: str = "newton") -> "Ensemble":
+        """Load ``run_dir``'s generalist, ``clusters.json`` and every specialist, and check that
+        they fit together: the groups were made from this generalist, and each specialist
+        ``sNNN`` was trained from this generalist for group NNN of this ``clusters.json``. Any
+        mismatch raises :class:`CheckpointError` naming the artifact at fault.
+
+        ``generalist`` and ``clusters`` override the default locations ``run_dir/generalist`` and
+        ``run_dir/clusters/clusters.json``.
+        """
+        run_dir = Path(run_dir)
+        dev = resolve_device(device)
+        gen_dir = Path(generalist or run_dir / "generalist")
+        gen = load_generalist(gen_dir, dev)
+        clusters_path = Path(clusters or run_dir / "clusters" / "clusters.json")
+        cl = load_clusters(clusters_path, gen.fingerprint, gen.n_classes)
+        specialists, corrections = [], []
+        for m, group in enumerate(cl.groups):
+            d = specialist_dir(run_dir, m)
+            meta_path = d / SPECIALIST_META
+            meta = read_specialist(d) if meta_path.is_file() else None
+            if meta is None:
+                raise CheckpointError(f"{meta_path}: missing; group {m} of {clusters_path} has no trained specialist "
+                                      "(run `specens specialists train`)")
+            if meta["generalist_fingerprint"] != gen.fingerprint:
+                raise CheckpointError(f"{meta_path}: trained from generalist {meta['generalist_fingerprint']}, but "
+                                      f"{gen_dir} is {gen.fingerprint}")
+            if meta["clusters_fingerprint"] != cl.fingerprint:
+                raise CheckpointError(f"{meta_path}: trained for another clusters.json than {clusters_path} "
+                                      f"({meta['clusters_fingerprint']} vs {cl.fingerprint})")
+            if meta["group"] != group.tolist():
+                raise CheckpointError(f"{meta_path}: its group differs from group {m} of {clusters_path}")
+            model, _ = load_specialist(d, gen.model, dev)
+            specialists.append(model)
+            corrections.append(meta["dustbin_correction"])
+        extra = sorted(p.name for p in (run_dir / "specialists").glob("s[0-9][0-9][0-9]")
+                       if int(p.name[1:]) >= len(cl.groups))
+        if extra:
+            raise CheckpointError(f"{run_dir / 'specialists' / extra[0]}: no such group in {clusters_path} "
+                                  f"({len(cl.groups)} groups); the specialists come from another clustering")
+        fps = {"generalist": gen.fingerprint, "clusters": cl.fingerprint,
+               "specialists": [fingerprint(specialist_dir(run_dir, m) / "model.safetensors") for m in range(len(cl.groups))]}
+        return cls(gen, [torch.as_tensor(g) for g in cl.groups], specialists, corrections, top_n=top_n,
+                   method=method, device=dev, fingerprints=fps)
+
+    @torch.no_grad()
+    def forward(self, inputs: torch.Tensor) -> EnsembleOutput:
+        """q, p_g and the routing for a batch of model inputs (B, *input_shape)."""
+        x = inputs.to(self.device)
+        p_g = F.softmax(self.generalist.model(x).float(), dim=1)
+        active = route(p_g, self.membership, self.top_n)
+        p_specs = []
+        for m, (model, group) in enumerate(zip(self.specialists, self.groups)):
+            p = torch.zeros(len(x), len(group) + 1, device=self.device)
+            rows = active[:, m].nonzero().flatten()
+            if len(rows):  # only the examples routed to m: inactive rows stay 0 and are ignored
+                logits = apply_correction(model(x[rows]).float(), self.corrections[m])
+                p[rows] = F.softmax(logits, dim=1)
+            p_specs.append(p)
+        q = combine_distributions(p_g, p_specs, self.groups, active, method=self.method)
+        return EnsembleOutput(q, p_g, active)
+
+    def predict_proba(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The ensemble's distribution q over all classes, (B, C)."""
+        return self.forward(inputs).q
+
+    def predict(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The ensemble's most probable class, (B,) int64."""
+        return self.predict_proba(inputs).argmax(1)

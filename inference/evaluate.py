@@ -1,0 +1,193 @@
+"""The paper's evaluation of a specialist ensemble (METHOD §6; the paper's section 5.5 and Table 4).
+
+:class:`EnsembleTally` is the arithmetic: it accumulates, batch by batch, what the report needs
+from the generalist's p_g, the ensemble's q, the routing and the labels; :func:`evaluate_ensemble`
+streams a labelled split through an :class:`~specens.inference.ensemble.Ensemble` into a tally;
+``specens evaluate`` prints the report and saves it as JSON and a PNG.
+
+Definitions:
+
+- top-1 / top-5 of p_g (generalist alone) and of q (ensemble);
+- conditional accuracy (METHOD §6): over the examples whose true class is in U, the union of the
+  specialists' groups, with the arg-max taken over the classes of U only;
+- Table 4: examples grouped by how many specialists' groups hold their true class (0, 1, …, 10+),
+  with their count, the change in the number correct at top-1 (ensemble − generalist), and the
+  relative improvement (that change / the generalist's number correct);
+- routing misses: the true class is in some group, but no specialist whose group holds it was
+  active, so the specialists could not have helped.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from specens.data.format import INFO_FILE, DataError, load_info, write_json_atomic
+from specens.data.shards import iter_split
+
+from .ensemble import Ensemble
+
+MAX_BUCKET = 10  # Table 4's last row is "10 or more"
+
+
+class EnsembleTally:
+    """Running counts for the report. ``membership``: (M, C) bool, class c in group m."""
+
+    def __init__(self, membership: torch.Tensor):
+        self.membership = membership.cpu()
+        self.union = self.membership.any(0)  # (C,) U
+        self.n = 0
+        self.correct = {"generalist": {"top1": 0, "top5": 0, "conditional": 0},
+                        "ensemble": {"top1": 0, "top5": 0, "conditional": 0}}
+        self.nll = {"generalist": 0.0, "ensemble": 0.0}
+        self.n_in_union = 0
+        self.active_total = 0
+        self.routed = 0  # examples with at least one active specialist
+        self.covered = 0  # true class in U
+        self.missed = 0  # covered, yet no specialist holding the true class active
+        # per number of covering specialists: [count, generalist correct, ensemble correct]
+        self.buckets = np.zeros((MAX_BUCKET + 1, 3), dtype=np.int64)
+
+    def update(self, p_general: torch.Tensor, q: torch.Tensor, active: torch.Tensor, labels: torch.Tensor) -> None:
+        """p_general, q: (B, C); active: (B, M) bool; labels: (B,) int64."""
+        p_general, q, active, y = p_general.cpu().double(), q.cpu().double(), active.cpu(), labels.cpu()
+        k = min(5, q.shape[1])
+        in_u = self.union[y]
+        n_cover = self.membership[:, y].sum(0)  # (B,)
+        holds = self.membership[:, y].T  # (B, M): group m holds the true class
+        hit1 = {}
+        for name, p in (("generalist", p_general), ("ensemble", q)):
+            top = p.topk(k, dim=1).indices
+            hit1[name] = top[:, 0] == y
+            self.correct[name]["top1"] += int(hit1[name].sum())
+            self.correct[name]["top5"] += int((top == y[:, None]).any(1).sum())
+            restricted = p.masked_fill(~self.union, -1.0).argmax(1)  # arg-max over U only
+            self.correct[name]["conditional"] += int(((restricted == y) & in_u).sum())
+            self.nll[name] -= float(torch.log(p.gather(1, y[:, None]).clamp_min(1e-30)).sum())
+        self.n += len(y)
+        self.n_in_union += int(in_u.sum())
+        self.active_total += int(active.sum())
+        self.routed += int(active.any(1).sum())
+        self.covered += int((n_cover > 0).sum())
+        self.missed += int(((n_cover > 0) & ~(active & holds).any(1)).sum())
+        bucket = n_cover.clamp_max(MAX_BUCKET).numpy()
+        np.add.at(self.buckets, (bucket, 0), 1)
+        np.add.at(self.buckets, (bucket, 1), hit1["generalist"].numpy().astype(np.int64))
+        np.add.at(self.buckets, (bucket, 2), hit1["ensemble"].numpy().astype(np.int64))
+
+    def result(self) -> dict:
+        n = max(self.n, 1)
+        out = {"n": self.n}
+        for name in ("generalist", "ensemble"):
+            c = self.correct[name]
+            out[name] = {"top1": c["top1"] / n, "top5": c["top5"] / n, "nll": self.nll[name] / n,
+                         "conditional": c["conditional"] / max(self.n_in_union, 1)}
+        g1, e1 = out["generalist"]["top1"], out["ensemble"]["top1"]
+        out["top1_relative_improvement"] = (e1 - g1) / g1 if g1 else math.nan
+        out["top1_error_relative_cut"] = ((1 - g1) - (1 - e1)) / (1 - g1) if g1 < 1 else math.nan
+        gc, ec = out["generalist"]["conditional"], out["ensemble"]["conditional"]
+        out["conditional_relative_improvement"] = (ec - gc) / gc if gc else math.nan
+        out["n_in_union"] = self.n_in_union
+        out["mean_active_specialists"] = self.active_total / n
+        out["routed_fraction"] = self.routed / n
+        out["routing"] = {"covered": self.covered, "missed": self.missed,
+                          "missed_fraction": self.missed / max(self.covered, 1)}
+        rows = []
+        for b, (count, gen, ens) in enumerate(self.buckets.tolist()):
+            if count:
+                rows.append({"covering": f"{b}+" if b == MAX_BUCKET else str(b), "count": count,
+                             "generalist_correct": gen, "ensemble_correct": ens, "delta_correct": ens - gen,
+                             "relative_improvement": (ens - gen) / gen if gen else math.nan})
+        out["table4"] = rows
+        return out
+
+
+@torch.no_grad()
+def evaluate_ensemble(ens: Ensemble, data: str, split: str = "test", batch_size: int = 256,
+                      progress: bool = True) -> dict:
+    """Stream ``data``'s labelled ``split`` through ``ens``; returns :meth:`EnsembleTally.result`."""
+    info = load_info(data)
+    if tuple(info.classes) != tuple(ens.classes):
+        raise DataError(f"{Path(data) / INFO_FILE}: its {info.n_classes} classes are not the {ens.n_classes} "
+                        "classes of the ensemble's generalist")
+    tally = EnsembleTally(ens.membership)
+    bar = tqdm(total=info.split(split).num_samples, unit="ex", unit_scale=True, desc=f"evaluate {split}",
+               disable=not progress)
+    for batch in iter_split(data, split, batch_size, info=info):
+        res = ens.forward(batch.inputs)
+        tally.update(res.p_general, res.q, res.active, batch.labels)
+        bar.update(len(batch))
+    bar.close()
+    result = tally.result()
+    result.update({"dataset": info.name, "split": split, "n_specialists": len(ens.groups), "top_n": ens.top_n,
+                   "fingerprints": ens.fingerprints})
+    return result
+
+
+def format_report(r: dict) -> str:
+    """The report as aligned plain-text tables."""
+    g, e = r["generalist"], r["ensemble"]
+    lines = [f"{r.get('dataset', '')} {r.get('split', '')}: {r['n']} examples, {r.get('n_specialists', '?')} "
+             f"specialists, top-{r.get('top_n', 1)} routing, {r['mean_active_specialists']:.2f} active on average",
+             "",
+             f"{'':<22}{'generalist':>12}{'ensemble':>12}{'relative':>10}",
+             f"{'top-1 accuracy':<22}{g['top1']:>12.4f}{e['top1']:>12.4f}{r['top1_relative_improvement']:>+10.1%}",
+             f"{'top-5 accuracy':<22}{g['top5']:>12.4f}{e['top5']:>12.4f}",
+             f"{'conditional accuracy':<22}{g['conditional']:>12.4f}{e['conditional']:>12.4f}"
+             f"{r['conditional_relative_improvement']:>+10.1%}",
+             f"{'NLL':<22}{g['nll']:>12.4f}{e['nll']:>12.4f}",
+             f"top-1 error cut by {r['top1_error_relative_cut']:+.1%} (relative); routing missed "
+             f"{r['routing']['missed']} of {r['routing']['covered']} covered examples "
+             f"({r['routing']['missed_fraction']:.1%})",
+             "",
+             "Table 4: by number of specialists covering the true class",
+             f"{'covering':>9}{'examples':>10}{'Δ correct':>11}{'relative':>10}"]
+    for row in r["table4"]:
+        rel = row["relative_improvement"]
+        lines.append(f"{row['covering']:>9}{row['count']:>10}{row['delta_correct']:>+11d}"
+                     f"{'n/a' if math.isnan(rel) else format(rel, '+.1%'):>10}")
+    return "\n".join(lines)
+
+
+def save_report(r: dict, out: str | Path) -> None:
+    """``evaluation.json`` and ``table4.png`` into ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "evaluation.json", _json_safe(r))
+    rows = r["table4"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    labels = [row["covering"] for row in rows]
+    a1.bar(labels, [row["count"] for row in rows], color="#888")
+    a1.set_xlabel("specialists covering the true class")
+    a1.set_ylabel("test examples")
+    rel = [0.0 if math.isnan(row["relative_improvement"]) else 100 * row["relative_improvement"] for row in rows]
+    a2.bar(labels, rel, color=["#2a7" if v >= 0 else "#c33" for v in rel])
+    a2.axhline(0, color="k", lw=0.8)
+    a2.set_xlabel("specialists covering the true class")
+    a2.set_ylabel("relative top-1 improvement (%)")
+    g, e = r["generalist"]["top1"], r["ensemble"]["top1"]
+    fig.suptitle(f"{r.get('dataset', '')}: top-1 {g:.3f} → {e:.3f} ({r['top1_relative_improvement']:+.1%})")
+    fig.tight_layout()
+    tmp = out / ".table4.png.tmp"
+    fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    tmp.replace(out / "table4.png")
+
+
+def _json_safe(x):
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
+    return x

@@ -134,6 +134,7 @@ class TrainConfig:
     temperature: float = 1.0  # T of the soft term
     use_labels: bool = True  # False treats the transfer set as unlabelled: hard term dropped
     train_split: str = "train"
+    exclude_classes: tuple[int, ...] = ()  # leave these classes out of the training (transfer) set
     val_split: str = "val"  # "" skips validation (the last epoch's weights are then exported)
     shuffle_buffer: int = 2000  # samples in the streaming shuffle buffer
     num_workers: int = 0  # DataLoader workers decoding shards
@@ -165,6 +166,8 @@ class TrainConfig:
         _check(p, self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
         _check(p, self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"),
                f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        _check(p, all(isinstance(c, int) and c >= 0 for c in self.exclude_classes),
+               f"exclude_classes must be class indices, got {list(self.exclude_classes)}")
         _check(p, self.on_error in ("raise", "skip"), f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
         if p:
             raise ConfigError("; ".join(p))

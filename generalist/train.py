@@ -105,12 +105,14 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
     model = spec.build().to(device)
     teacher = Teacher(cfg.teacher, device, info.classes, cfg.teacher_mean) if cfg.teacher else None
 
-    epoch_size = cfg.epoch_size or info.split(cfg.train_split).num_samples
+    counts = info.split(cfg.train_split).class_counts
+    epoch_size = cfg.epoch_size or info.split(cfg.train_split).num_samples - sum(counts[c] for c in cfg.exclude_classes)
     steps_per_epoch = math.ceil(epoch_size / cfg.batch_size)
     opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.schedule, cfg.warmup, cfg.epochs * steps_per_epoch))
     train_stream = ShardStream(cfg.data, cfg.train_split, cfg.batch_size, train=True, epoch_size=epoch_size,
-                               buffer=cfg.shuffle_buffer, seed=cfg.seed, on_error=cfg.on_error, info=info)
+                               buffer=cfg.shuffle_buffer, seed=cfg.seed, on_error=cfg.on_error, info=info,
+                               labels=cfg.exclude_classes or None, exclude=True)
     loader = ShardLoader(train_stream, cfg.num_workers)
 
     start, history, best = 0, [], {"epoch": -1, "top1": -1.0}

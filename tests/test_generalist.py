@@ -74,6 +74,18 @@ def test_distillation_from_teacher_without_labels(trained, synthetic_ds, tmp_pat
     assert meta["metrics"]["teacher_fingerprints"] == [trained.fingerprint]
 
 
+def test_excluded_classes_are_never_trained_on(trained, synthetic_ds, tmp_path):
+    """The paper's omitted-3 experiment needs a transfer set without some classes: a net trained
+    without classes 0-2 (and with no teacher) almost never predicts them; the full net does."""
+    run = train_generalist(_cfg(synthetic_ds, tmp_path / "no012", exclude_classes=(0, 1, 2)), progress=False).run_dir
+    for path, low, high in ((run, 0.0, 0.01), (trained.run_dir, 0.1, 0.2)):
+        predict_generalist(path, synthetic_ds, "test", str(tmp_path / "p"), progress=False)
+        share = float(np.isin(np.load(tmp_path / "p" / "logits.npy").argmax(1), [0, 1, 2]).mean())
+        assert low <= share <= high, (path, share)
+    with pytest.raises(ConfigError, match="exclude_classes"):
+        _cfg(synthetic_ds, tmp_path / "bad", exclude_classes=(-1,))
+
+
 def test_predict_writes_logits_in_split_order(trained, synthetic_ds, tmp_path):
     meta = predict_generalist(trained.run_dir, synthetic_ds, "test", str(tmp_path), progress=False)
     logits = np.load(tmp_path / "logits.npy")

@@ -114,8 +114,8 @@ class ClusterReport:
         from specens.data.format import write_json_atomic
         write_json_atomic(path, self.to_json())
 
-    def table(self, max_names: int = 8) -> str:
-        """A readable summary: totals, then one line per group."""
+    def summary(self) -> str:
+        """The totals: groups, coverage, error capture, agreement with the known grouping."""
         lines = [f"{len(self.groups)} groups over {self.n_classes} classes; classes by number of groups "
                  "holding them: " + ", ".join(f"{k}: {v}" for k, v in self.coverage().items())]
         cap = self.error_capture()
@@ -126,6 +126,11 @@ class ClusterReport:
         if agr:
             lines.append(f"agreement with the known grouping: ARI {agr['ari']:.3f}, NMI {agr['nmi']:.3f}, "
                          f"purity {agr['purity']:.3f}")
+        return "\n".join(lines)
+
+    def table(self, max_names: int = 8) -> str:
+        """A readable summary: :meth:`summary`, then one line per group."""
+        lines = [self.summary()]
         lines.append(f"{'group':>5} {'size':>5} {'confus.':>7} {'errors':>7}  classes")
         for r in self.group_rows():
             conf = "" if r["confusability"] is None else f"{r['confusability']:.2f}"

@@ -67,8 +67,7 @@ def demo(run_dir, n_classes, epochs, n_groups, specialist_epochs, local, device)
         stage(3, f"clustering the generalist's confusions into {k} groups")
         report = cluster(ClusterConfig(generalist=gen_cfg.out, data=str(data), out=str(clusters.parent),
                                        n_groups=k, device=device))
-        summary_lines = report.table().splitlines()
-        click.echo("\n".join(summary_lines[:[i for i, l in enumerate(summary_lines) if l.lstrip().startswith("group")][0]]))
+        click.echo(report.summary())
 
     stage(4, f"specialists: {k}, {'sequentially' if local else 'in parallel on a local Ray cluster'}")
     spec_cfg = SpecialistConfig(generalist=gen_cfg.out, clusters=str(clusters), data=str(data), out=str(root),

@@ -1,0 +1,160 @@
+"""Specialist ensembles on real label spaces (issue 6, part 2): the whole pipeline and its ablations.
+
+For one dataset (CLINC150, Banking77, or the glyphs at many classes): import, train the generalist,
+cluster its confusions (agreement with the known grouping where there is one, error capture),
+train the specialists through Ray, and evaluate generalist vs ensemble on the test split (top-1,
+relative improvement, conditional accuracy, Table 4, routing misses). Variants, each a set of
+specialists in its own run directory that shares the generalist:
+
+- ``base``: the defaults (disjoint groups, soft targets alpha = 0.5 at T = 1, dustbin correction);
+- ``hard``: hard targets only (alpha = 0), no soft-target regularisation;
+- ``overlap``: overlapping groups (distance-ratio overlap 1.5);
+- ``double``: twice as many groups;
+
+and, on the base specialists at inference time only, ``top2`` (n = 2 routing) and
+``nocorrect`` (no dustbin bias correction). Every stage is reused when rerun. Prints a table and
+saves each variant's evaluation (JSON + Table 4 PNG) under ``--work``; ``--record`` appends the
+table to RESULTS.md.
+
+    python benchmarks/specialists_real.py clinc150 --source ../shared/data/clinc150 --work runs/real/clinc150
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from _results import markdown_table, record
+
+SETTINGS = {  # generalist and clustering per dataset, sized for 2 CPU cores
+    "clinc150": dict(gen=dict(model="bag", epochs=8, batch_size=64, lr=2e-3), groups=10, spec_epochs=4),
+    "banking77": dict(gen=dict(model="bag", epochs=10, batch_size=64, lr=2e-3), groups=8, spec_epochs=4),
+    "glyphs": dict(gen=dict(model="cnn", epochs=8, batch_size=128, lr=2e-3, model_kwargs={"width": 32, "hidden": 256}),
+                   groups=100, spec_epochs=4),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dataset", choices=sorted(SETTINGS))
+    ap.add_argument("--source", help="the raw dataset folder (not needed for glyphs)")
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--classes", type=int, default=1000, help="glyph classes")
+    ap.add_argument("--variants", default="base,top2,nocorrect,hard,overlap,double")
+    ap.add_argument("--spec-epochs", type=int, default=0, help="0: the dataset's default")
+    ap.add_argument("--local", action="store_true", help="specialists in this process, not through Ray")
+    ap.add_argument("--record", action="store_true")
+    args = ap.parse_args()
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    from specens.clustering.cluster import ClusterConfig, cluster
+    from specens.data.format import INFO_FILE
+    from specens.generalist.config import TrainConfig
+    from specens.generalist.train import train_generalist
+    from specens.inference import Ensemble
+    from specens.inference.evaluate import evaluate_ensemble, save_report
+    from specens.specialists.parallel import train_all
+    from specens.specialists.train import SpecialistConfig
+
+    s = SETTINGS[args.dataset]
+    work = Path(args.work).resolve()
+    data = work / "data"
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    if not (data / INFO_FILE).is_file():
+        _import(args.dataset, args.source, str(data), args.classes)
+    timings["import"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    gen_dir = work / "generalist"
+    train_generalist(TrainConfig(data=str(data), out=str(gen_dir), threads=2, **s["gen"]), progress=False)
+    timings["generalist"] = time.perf_counter() - t
+
+    def variant_run(name: str, groups: int, overlap: float = 0.0, **spec) -> Path:
+        run = work / name
+        (run / "clusters").mkdir(parents=True, exist_ok=True)
+        if not (run / "generalist").exists():
+            os.symlink(gen_dir, run / "generalist")
+        t = time.perf_counter()
+        if not (run / "clusters" / "clusters.json").is_file():
+            rep = cluster(ClusterConfig(generalist=str(gen_dir), data=str(data), out=str(run / "clusters"),
+                                        n_groups=groups, overlap=overlap), progress=False)
+            print(f"{name}: {rep.summary()}", flush=True)
+        cfg = SpecialistConfig(generalist=str(gen_dir), clusters=str(run / "clusters" / "clusters.json"),
+                               data=str(data), out=str(run), epochs=args.spec_epochs or s["spec_epochs"], **spec)
+        train_all(cfg, local=args.local, echo=lambda *a: None)
+        timings[name] = time.perf_counter() - t
+        return run
+
+    rows, results = [], {}
+    wanted = args.variants.split(",")
+
+    def evaluate(name: str, run: Path, **change) -> None:
+        ens = Ensemble.load(run, top_n=change.pop("top_n", 1))
+        if change.pop("nocorrect", False):
+            ens.corrections = [0.0] * len(ens.corrections)
+        r = evaluate_ensemble(ens, str(data), "test", progress=False)
+        save_report(r, work / "evaluations" / name)
+        report = json.loads((run / "clusters" / "report.json").read_text())
+        results[name] = r
+        g, e = r["generalist"], r["ensemble"]
+        agr = report.get("agreement") or {}
+        rows.append([name, r["n_specialists"], f"{r['mean_active_specialists']:.2f}",
+                     f"{agr['ari']:.2f}" if agr else "–", f"{report['error_capture']['captured']:.0%}",
+                     f"{g['top1']:.4f}", f"{e['top1']:.4f}", f"{r['top1_relative_improvement']:+.1%}",
+                     f"{r['top1_error_relative_cut']:+.1%}", f"{g['conditional']:.4f} → {e['conditional']:.4f}",
+                     f"{r['routing']['missed_fraction']:.1%}"])
+        print(rows[-1], flush=True)
+
+    base = variant_run("base", s["groups"]) if wanted else None
+    for name in wanted:
+        if name == "base":
+            evaluate("base", base)
+        elif name == "top2":
+            evaluate("top2 (n = 2 routing)", base, top_n=2)
+        elif name == "nocorrect":
+            evaluate("no dustbin correction", base, nocorrect=True)
+        elif name == "hard":
+            evaluate("hard targets only", variant_run("hard", s["groups"], alpha=0.0))
+        elif name == "overlap":
+            evaluate("overlapping groups", variant_run("overlap", s["groups"], overlap=1.5))
+        elif name == "double":
+            evaluate(f"{2 * s['groups']} groups", variant_run("double", 2 * s["groups"]))
+    try:
+        import ray
+
+        ray.shutdown()
+    except ImportError:
+        pass
+    table = markdown_table(["variant", "specialists", "mean active", "ARI", "error capture", "generalist top-1",
+                            "ensemble top-1", "relative", "error cut", "conditional", "routing missed"], rows)
+    print(table)
+    print("seconds:", {k: round(v) for k, v in timings.items()})
+    (work / "results.json").write_text(json.dumps({"rows": rows, "timings": timings, "results": results}, indent=1,
+                                                  default=str))
+    if args.record:
+        src = f" --source {args.source}" if args.source else ""
+        cls = f" --classes {args.classes}" if args.dataset == "glyphs" else ""
+        record(f"specialists_real {args.dataset}",
+               f"python benchmarks/specialists_real.py {args.dataset}{src}{cls} --work {args.work} "
+               f"--variants {args.variants} --record", table + f"\n\nWall seconds: {json.dumps({k: round(v) for k, v in timings.items()})}")
+
+
+def _import(dataset: str, source: str | None, out: str, n_classes: int) -> None:
+    from specens.data import importers
+    from specens.data.glyphs import import_glyphs
+
+    if dataset == "glyphs":
+        import_glyphs(out, n_classes=n_classes)
+    elif source is None:
+        raise SystemExit(f"{dataset}: --source is required")
+    elif dataset == "clinc150":
+        importers.import_clinc150(source, out)
+    else:
+        importers.import_banking77(source, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -45,8 +45,8 @@ def shard_stem(name: str) -> str:
 
 
 def _maybe_die(shard_index: int) -> None:
-    """Fault injection for tests: ``SPECENS_KILL_IN_SHARD=<i>`` SIGKILLs the process in the
-    middle of shard i, after part of its output has gone to a temporary file."""
+    """Fault injection for tests: ``SPECENS_KILL_IN_SHARD=<i>`` SIGKILLs the process halfway
+    through shard i, after the shards before it are finished."""
     if os.environ.get("SPECENS_KILL_IN_SHARD") == str(shard_index):
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -107,7 +107,7 @@ def infer(run_dir: str, data: str, out: str, *, split: str = "test", top_k: int 
             write_bytes_atomic(out_dir / f"{stem}.q.npy", buf.getvalue())
         write_bytes_atomic(out_dir / f"{stem}.jsonl", ("\n".join(lines) + "\n" if lines else "").encode())
     bar.close()
-    total = sum(sum(1 for _ in open(out_dir / f"{shard_stem(s.name)}.jsonl")) for s in shards)
+    total = sum((out_dir / f"{shard_stem(s.name)}.jsonl").read_bytes().count(b"\n") for s in shards)
     manifest = {**settings, "complete": True, "n_samples": total}
     write_json_atomic(out_dir / MANIFEST, manifest)
     return manifest

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from specens.clustering.cluster import load_clusters
+from specens.data.format import INFO_FILE, DataError, load_info
 from specens.generalist.checkpoint import CheckpointError, Generalist, fingerprint, load_generalist
 from specens.generalist.evaluate import resolve_device
 from specens.specialists.model import apply_correction
@@ -90,6 +91,14 @@ class Ensemble:
     @property
     def n_classes(self) -> int:
         return self.generalist.n_classes
+
+    def dataset_info(self, data: str | Path):
+        """``data``'s :class:`DatasetInfo`, after checking that its classes are the ensemble's."""
+        info = load_info(data)
+        if tuple(info.classes) != tuple(self.classes):
+            raise DataError(f"{Path(data) / INFO_FILE}: its {info.n_classes} classes are not the {self.n_classes} "
+                            "classes the ensemble's generalist was trained on")
+        return info
 
     @classmethod
     def load(cls, run_dir: str | Path, *, generalist: str | Path | None = None, clusters: str | Path | None = None,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from specens.data.format import INFO_FILE, DataError, load_info, write_json_atomic
+from specens.data.format import write_json_atomic
 from specens.data.shards import iter_split
 
 from .ensemble import Ensemble
@@ -110,10 +110,7 @@ class EnsembleTally:
 def evaluate_ensemble(ens: Ensemble, data: str, split: str = "test", batch_size: int = 256,
                       progress: bool = True) -> dict:
     """Stream ``data``'s labelled ``split`` through ``ens``; returns :meth:`EnsembleTally.result`."""
-    info = load_info(data)
-    if tuple(info.classes) != tuple(ens.classes):
-        raise DataError(f"{Path(data) / INFO_FILE}: its {info.n_classes} classes are not the {ens.n_classes} "
-                        "classes of the ensemble's generalist")
+    info = ens.dataset_info(data)
     tally = EnsembleTally(ens.membership)
     bar = tqdm(total=info.split(split).num_samples, unit="ex", unit_scale=True, desc=f"evaluate {split}",
                disable=not progress)

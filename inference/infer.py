@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from specens.data.format import INFO_FILE, DataError, load_info, write_bytes_atomic, write_json_atomic
+from specens.data.format import DataError, write_bytes_atomic, write_json_atomic
 from specens.data.shards import iter_split
 
 from .ensemble import Ensemble
@@ -67,10 +67,7 @@ def infer(run_dir: str, data: str, out: str, *, split: str = "test", top_k: int 
     """Predict every sample of ``data``'s ``split`` with the ensemble of ``run_dir``; see the
     module docstring for the outputs. Returns the final manifest."""
     ens = ensemble or Ensemble.load(run_dir, device=device, top_n=top_n)
-    info = load_info(data)
-    if tuple(info.classes) != tuple(ens.classes):
-        raise DataError(f"{Path(data) / INFO_FILE}: its {info.n_classes} classes are not the {ens.n_classes} "
-                        f"classes the generalist of {run_dir} was trained on")
+    info = ens.dataset_info(data)
     shards = info.split(split).shards
     k = min(top_k, ens.n_classes)
     out_dir = Path(out)

@@ -13,6 +13,7 @@ shard and the sample key; ``on_error="skip"`` drops them instead and counts them
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import math
 import os
@@ -239,6 +240,12 @@ def _collate(items: list[tuple[str, np.ndarray, int]], skipped: int) -> Batch:
                  list(keys), skipped)
 
 
+def key_fraction(key: str) -> float:
+    """A sample key's stable position in [0, 1) (BLAKE2b of the key): ``key_fraction(k) < f`` picks
+    a fraction ``f`` of a split that does not depend on shard order, workers or the machine."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") / 2**64
+
+
 class ShardStream(torch.utils.data.IterableDataset):
     """Batches from one split of a dataset directory; one pass of ``__iter__`` is one epoch.
 
@@ -258,13 +265,18 @@ class ShardStream(torch.utils.data.IterableDataset):
             it). The label is read before the input is decoded, so filtered samples cost little.
         shards: read only these shards of the split (names as in ``dataset.json``), e.g. one
             shard at a time for per-shard outputs.
+        fraction: keep only this fraction of the samples, chosen by a stable hash of each sample's
+            key (:func:`key_fraction`): the same subset on every machine, epoch and worker, and
+            the subset at a smaller fraction lies inside the one at a larger fraction.
     """
 
     def __init__(self, root: str | os.PathLike, split: str, batch_size: int, *, train: bool = False,
                  epoch_size: int | None = None, buffer: int = 2000, seed: int = 0,
                  on_error: str = "raise", info: DatasetInfo | None = None, labels=None, exclude: bool = False,
-                 shards: Sequence[str] | None = None):
+                 shards: Sequence[str] | None = None, fraction: float = 1.0):
         super().__init__()
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if batch_size < 1:
@@ -282,7 +294,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.split, self.batch_size, self.train = split, batch_size, train
         self.epoch_size = epoch_size if epoch_size is not None else self.split_info.num_samples
         self.buffer, self.seed, self.on_error = buffer, seed, on_error
-        self.epoch = 0
+        self.epoch, self.fraction = 0, fraction
         self._keep = None  # bool (n_classes,): which labels pass the filter
         if labels is not None:
             keep = np.zeros(self.info.n_classes, dtype=bool)
@@ -304,10 +316,12 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     def _shard_samples(self, shard: ShardInfo, tally: list[int]) -> Iterator[tuple[str, np.ndarray, int]]:
         url = str(self.root / shard.name)
-        seen = 0
+        seen, fraction = 0, self.fraction
         for raw in wds.tariterators.tarfile_samples([{"url": url}], handler=self._raise_tar_error(url)):
             seen += 1
             if self._keep is not None and not self._passes(raw):
+                continue
+            if fraction < 1 and key_fraction(raw.get("__key__", "")) >= fraction:
                 continue
             try:
                 yield decode_sample(raw, self.info.input, self.info.n_classes)

@@ -135,6 +135,7 @@ class TrainConfig:
     use_labels: bool = True  # False treats the transfer set as unlabelled: hard term dropped
     train_split: str = "train"
     exclude_classes: tuple[int, ...] = ()  # leave these classes out of the training (transfer) set
+    train_fraction: float = 1.0  # train on this fraction of the split (a stable subset by key hash; METHOD §6)
     val_split: str = "val"  # "" skips validation (the last epoch's weights are then exported)
     shuffle_buffer: int = 2000  # samples in the streaming shuffle buffer
     num_workers: int = 0  # DataLoader workers decoding shards
@@ -168,6 +169,7 @@ class TrainConfig:
                f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         _check(p, all(isinstance(c, int) and c >= 0 for c in self.exclude_classes),
                f"exclude_classes must be class indices, got {list(self.exclude_classes)}")
+        _check(p, 0 < self.train_fraction <= 1, f"train_fraction must be in (0, 1], got {self.train_fraction}")
         _check(p, self.on_error in ("raise", "skip"), f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
         if p:
             raise ConfigError("; ".join(p))

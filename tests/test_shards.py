@@ -87,6 +87,28 @@ def test_epoch_size_is_fixed(synthetic_ds):
     assert sum(len(b) for b in ShardLoader(stream)) == 1000
 
 
+def test_fraction_is_a_stable_nested_subset(synthetic_ds):
+    """``fraction`` (METHOD §6's small-data runs) keeps the samples whose key hashes below it: the
+    same ones in every epoch and evaluation order, about the fraction asked for, and nested."""
+    from specens.data.shards import key_fraction
+
+    def keys(fraction, train=True, epoch=0):
+        stream = ShardStream(synthetic_ds, "train", 64, train=train, fraction=fraction, buffer=10_000,
+                             epoch_size=4000 if train else None)
+        stream.set_epoch(epoch)
+        return [k for b in ShardLoader(stream) for k in b.keys]
+
+    every = [k for b in iter_split(synthetic_ds, "train", 500) for k in b.keys]
+    tenth = set(keys(0.1, train=False))
+    assert tenth == {k for k in every if key_fraction(k) < 0.1}
+    assert 0.08 * len(every) < len(tenth) < 0.12 * len(every)
+    cycled = keys(0.1)  # a training epoch cycles the subset until epoch_size
+    assert len(cycled) == 4000 and set(cycled) == tenth and set(keys(0.1, epoch=3)) == tenth
+    assert tenth < set(keys(0.3, train=False))
+    with pytest.raises(ValueError, match="fraction"):
+        ShardStream(synthetic_ds, "train", 64, fraction=0.0)
+
+
 def test_crash_inside_a_split_leaves_no_complete_looking_files(tmp_path):
     spec = InputSpec("array", (2,), "float32")
     with pytest.raises(RuntimeError):

@@ -146,37 +146,6 @@ def test_bias_correction_restores_the_natural_dustbin_rate(tmp_path):
     assert seen["soft-natural"][0] - gen_rest > abs(seen["soft-enriched"][0] - gen_rest), (gen_rest, seen)
 
 
-def test_soft_targets_regularise_a_specialist_on_little_data(glyph_generalist, tmp_path):
-    """Section 6: trained on a small subset, hard targets alone overfit more than hard + soft.
-
-    Measure: the specialist's cross-entropy on its hard targets over the enriched validation
-    batches (faces never seen in training), after training on 6 images per class."""
-    from specens.data.glyphs import import_glyphs
-    from specens.clustering.cluster import ClusterConfig, cluster
-
-    small = tmp_path / "small"
-    import_glyphs(str(small), n_classes=30, train_per_class=6, val_per_class=8, test_per_class=2, seed=0,
-                  progress=False)
-    cluster(ClusterConfig(generalist=glyph_generalist, data=str(small), out=str(tmp_path / "cl"), n_groups=4),
-            progress=False)
-    run = {"generalist": glyph_generalist, "clusters": str(tmp_path / "cl" / "clusters.json"), "data": str(small)}
-    losses = {}
-    for name, alpha in (("hard", 0.0), ("soft", 0.7)):
-        cfg = _cfg(run, tmp_path / name, epochs=12, epoch_size=256, lr=3e-3, alpha=alpha, temperature=1.0, val_split="")
-        nll, n = 0.0, 0
-        for index in (0, 1):  # two specialists, so one lucky draw does not decide
-            train_specialist(cfg, index)
-            model, meta = load_specialist(tmp_path / name / "specialists" / f"s{index:03d}")
-            group = torch.tensor(meta["group"])
-            with torch.no_grad():
-                for b in EnrichedStream(str(small), "val", group, 64, 8, seed=99):
-                    t = hard_targets(b.labels, group, 30)
-                    nll += float(torch.nn.functional.cross_entropy(model(b.inputs), t, reduction="sum"))
-                    n += len(t)
-        losses[name] = nll / n  # seen: hard 0.43, soft 0.40
-    assert losses["soft"] < losses["hard"], losses
-
-
 def test_checkpoints_of_another_config_are_discarded(synthetic_run, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 

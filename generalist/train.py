@@ -9,6 +9,7 @@ after the last completed epoch; an epoch's data order and augmentation depend on
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -89,7 +90,13 @@ def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: f
 
 
 def _check_resumable(saved: dict, cfg: TrainConfig, run_dir: str) -> None:
+    """Refuse to resume a run made with another config. A field the saved config lacks (a run
+    written before the field existed) counts as the field's default."""
     now = config_to_json(cfg)
+    missing = [f for f in dataclasses.fields(TrainConfig) if f.name not in saved]
+    if missing:
+        old = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory() for f in missing}
+        saved = {**config_to_json(dataclasses.replace(cfg, **old)), **saved}
     diff = sorted(k for k in set(saved) | set(now)
                   if k not in TrainConfig.RESUMABLE_CHANGES and saved.get(k) != now.get(k))
     if diff:

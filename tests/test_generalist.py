@@ -64,6 +64,19 @@ def test_resume_refuses_another_config(synthetic_ds, tmp_path):
         train_generalist(_cfg(synthetic_ds, tmp_path, epochs=1, lr=0.01), progress=False)
 
 
+def test_resume_of_a_run_saved_before_a_config_field_existed(synthetic_ds, tmp_path):
+    """A saved config without a newer field resumes when the field has its default, and is refused
+    when it does not."""
+    train_generalist(_cfg(synthetic_ds, tmp_path, epochs=1), progress=False)
+    for progress in (tmp_path / "checkpoints").glob("*/progress.json"):
+        saved = json.loads(progress.read_text())
+        del saved["config"]["train_fraction"]
+        progress.write_text(json.dumps(saved))
+    with pytest.raises(CheckpointError, match=r"train_fraction: 1.0 -> 0.5"):
+        train_generalist(_cfg(synthetic_ds, tmp_path, epochs=1, train_fraction=0.5), progress=False)
+    assert train_generalist(_cfg(synthetic_ds, tmp_path, epochs=1), progress=False).run_dir
+
+
 def test_distillation_from_teacher_without_labels(trained, synthetic_ds, tmp_path):
     """A student that never sees a label learns from the teacher's soft targets alone."""
     cfg = _cfg(synthetic_ds, tmp_path, teacher=(trained.run_dir,), use_labels=False, temperature=4.0, alpha=1.0)

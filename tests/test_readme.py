@@ -46,6 +46,6 @@ def test_main_job_runs_as_written(tmp_path):
     assert len(list((run / "specialists").glob("s*/model.safetensors"))) == 3  # one per 10 classes, via Ray
     assert "submitted 3 Ray tasks" in r.stdout
     ev = json.loads((run / "evaluation" / "evaluation.json").read_text())
-    assert ev["n"] == 30 * 8 and abs(ev["generalist"]["top1"] - float(m.group(1))) < 1e-9
+    assert ev["n"] == 30 * 8 and abs(ev["generalist"]["top1"] - float(m.group(1))) <= 5e-5  # printed to 4 places
     assert re.search(r"top-1 accuracy\s+[0-9.]+\s+[0-9.]+", r.stdout) and "Table 4" in r.stdout
     assert len(list((run / "predictions").glob("*.jsonl"))) == 1 and (run / "evaluation" / "table4.png").is_file()

@@ -64,7 +64,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from specens.clustering.cluster import ClusterConfig, cluster
-    from specens.data.format import INFO_FILE
+    from specens.data.format import INFO_FILE, load_info
     from specens.generalist.config import TrainConfig
     from specens.generalist.train import train_generalist
     from specens.inference import Ensemble
@@ -135,7 +135,7 @@ def main() -> None:
 
         full = evaluate_generalist(str(gen_dir), str(data), "test", progress=False)
         small_rows.append(["all the data, hard targets", "100%", f"{full['top1']:.4f}", f"{full['nll']:.3f}"])
-        n_train = json.loads((data / INFO_FILE).read_text())["splits"]["train"]["num_samples"]
+        n_train = load_info(str(data)).split("train").num_samples
         for label, teacher in (("hard targets only", ()), ("soft targets of the full generalist", (str(gen_dir),))):
             t = time.perf_counter()
             out = work / ("small-soft" if teacher else "small-hard")

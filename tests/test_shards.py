@@ -109,6 +109,36 @@ def test_fraction_is_a_stable_nested_subset(synthetic_ds):
         ShardStream(synthetic_ds, "train", 64, fraction=0.0)
 
 
+def test_a_filtering_stream_reads_each_shard_once_and_yields_the_same_batches(synthetic_ds, monkeypatch):
+    """A training stream that keeps a small subset (a specialist's classes, a fraction) cycles over
+    the split many times per epoch; it reads each shard from disk once and then from memory, and
+    its batches are the ones it yields without the cache, epoch after epoch."""
+    from specens.data import shards
+
+    opened = []
+    read = shards.wds.tariterators.tarfile_samples
+    monkeypatch.setattr(shards.wds.tariterators, "tarfile_samples", lambda src, **kw: opened.append(src) or read(src, **kw))
+
+    def epochs(cache_bytes, **filt):
+        stream = ShardStream(synthetic_ds, "train", 50, train=True, epoch_size=3000, cache_bytes=cache_bytes, **filt)
+        out = []
+        for epoch in range(2):
+            stream.set_epoch(epoch)
+            out += [(b.keys, b.inputs, b.labels) for b in ShardLoader(stream)]
+        return out
+
+    n_shards = len(load_info(synthetic_ds).split("train").shards)
+    for filt in (dict(labels=[0, 1]), dict(fraction=0.1)):
+        opened.clear()
+        cached = epochs(256 * 2**20, **filt)
+        assert len(opened) == n_shards, filt
+        opened.clear()
+        uncached = epochs(0, **filt)
+        assert len(opened) > 5 * n_shards, filt  # 10% of the split, cycled to 3,000 samples twice
+        assert [k for k, _, _ in cached] == [k for k, _, _ in uncached]
+        assert all(torch.equal(a, c) and torch.equal(b, d) for (_, a, b), (_, c, d) in zip(cached, uncached))
+
+
 def test_crash_inside_a_split_leaves_no_complete_looking_files(tmp_path):
     spec = InputSpec("array", (2,), "float32")
     with pytest.raises(RuntimeError):

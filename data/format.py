@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,13 +197,22 @@ def load_info(root: str | os.PathLike) -> DatasetInfo:
     return info
 
 
+def temp_sibling(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
+    """A fresh hidden name next to ``path`` for writing before a rename over it. The caller creates
+    it (exclusively: ``open(.., "x")``, ``mkdir``), so it gets the umask's permissions like any new
+    file, not ``tempfile``'s owner-only 0600/0700, which other users of a shared run directory (Ray
+    workers, a team) could not read."""
+    path = Path(path)
+    return path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to a temporary file in the same directory, fsync it, then rename it over
     ``path``: readers see the old file or the whole new one, never a part."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = temp_sibling(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +25,7 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file, save_file
 
-from specens.data.format import write_json_atomic
+from specens.data.format import temp_sibling, write_json_atomic
 
 from .models import ModelSpec
 
@@ -49,11 +48,13 @@ def fingerprint(path: str | os.PathLike) -> str:
 
 
 def save_weights(model: torch.nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_sibling(path)
     try:
+        open(tmp, "xb").close()
+        mode = tmp.stat().st_mode  # the umask's; safetensors writes owner-only files
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, tmp, metadata=metadata)
+        tmp.chmod(mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -164,7 +165,8 @@ def publish_dir(final: str | os.PathLike, write: Callable[[Path], None]) -> None
     (plus, at worst, a hidden ``.name.*`` leftover), never a half-written ``final``."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    tmp = temp_sibling(final, suffix="")
+    tmp.mkdir()
     try:
         write(tmp)
         if final.exists():

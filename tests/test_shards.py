@@ -294,3 +294,24 @@ def test_input_shape_disagreeing_with_dataset_json(tmp_path, synthetic_ds):
     (root / "dataset.json").write_text(json.dumps(info))
     with pytest.raises(DataError, match=r"test-000000.tar: sample .* input shape \(16,\) disagrees with dataset.json's \[8\]"):
         _read_all(str(root), "test")
+
+
+def test_atomic_writes_leave_files_readable_as_the_umask_allows(tmp_path):
+    """Atomically written files and published directories get the umask's permissions, as any new
+    file does; ``tempfile`` would leave them owner-only, unreadable to Ray workers running as
+    another user or to a team sharing a run directory."""
+    import os
+
+    from specens.data.format import write_json_atomic
+    from specens.generalist.checkpoint import publish_dir, save_weights
+
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "a.json", {"x": 1})
+        save_weights(torch.nn.Linear(2, 2), tmp_path / "w.safetensors")
+        publish_dir(tmp_path / "run", lambda d: (d / "f.txt").write_text("x"))
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"a.json": 0o644, "w.safetensors": 0o644, "run": 0o755}
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1}

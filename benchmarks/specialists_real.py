@@ -11,6 +11,7 @@ specialists in its own run directory that shares the generalist:
 - ``overlap``: overlapping groups (distance-ratio overlap 1.5);
 - ``double``: twice as many groups;
 - ``long``: the base specialists trained for three times as many epochs;
+- ``longhard``: ``long`` with hard targets only (the two changes that helped, together);
 
 ``smalldata`` is METHOD §6's soft-targets-as-regulariser experiment: two generalists trained on the
 same 10% of the training split (``--small-fraction``, a stable subset by key hash) for as many
@@ -148,7 +149,7 @@ def main() -> None:
             timings[out.name] = time.perf_counter() - t
             print(small_rows[-1], flush=True)
         wanted.remove("smalldata")
-    base = variant_run("base", s["groups"]) if wanted else None
+    base = variant_run("base", s["groups"]) if {"base", "top2", "nocorrect", "calibrated"} & set(wanted) else None
     for name in wanted:
         if name == "base":
             evaluate("base", base)
@@ -164,6 +165,9 @@ def main() -> None:
             evaluate("overlapping groups", variant_run("overlap", s["groups"], overlap=1.5))
         elif name == "long":
             evaluate(f"specialists trained {3 * spec_epochs} epochs", variant_run("long", s["groups"], epochs=3 * spec_epochs))
+        elif name == "longhard":
+            evaluate(f"hard targets, {3 * spec_epochs} epochs",
+                     variant_run("longhard", s["groups"], epochs=3 * spec_epochs, alpha=0.0))
         elif name == "double":
             evaluate(f"{2 * s['groups']} groups", variant_run("double", 2 * s["groups"]))
     try:

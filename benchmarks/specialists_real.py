@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--variants", default="base,top2,nocorrect,calibrated,hard,overlap,double,long")
     ap.add_argument("--small-fraction", type=float, default=0.1, help="training fraction of the smalldata variant")
     ap.add_argument("--spec-epochs", type=int, default=0, help="0: the dataset's default")
+    ap.add_argument("--gen-epochs", type=int, default=0,
+                    help="0: the dataset's default; fewer gives a compute-limited generalist, the paper's regime")
     ap.add_argument("--local", action="store_true", help="specialists in this process, not through Ray")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
@@ -84,6 +86,8 @@ def main() -> None:
 
     t = time.perf_counter()
     gen_dir = work / "generalist"
+    if args.gen_epochs:
+        s["gen"]["epochs"] = args.gen_epochs
     train_generalist(TrainConfig(data=str(data), out=str(gen_dir), threads=2, **s["gen"]), progress=False)
     timings["generalist"] = time.perf_counter() - t
 
@@ -192,6 +196,8 @@ def main() -> None:
     if args.record:
         src = f" --source {args.source}" if args.source else ""
         cls = f" --classes {args.classes}" if args.dataset == "glyphs" else ""
+        cls += f" --gen-epochs {args.gen_epochs}" * bool(args.gen_epochs)
+        cls += f" --spec-epochs {args.spec_epochs}" * bool(args.spec_epochs)
         record(f"specialists_real {args.dataset}",
                f"python benchmarks/specialists_real.py {args.dataset}{src}{cls} --work {args.work} "
                f"--variants {args.variants} --record", "\n\n".join(tables) + f"\n\nWall seconds: {json.dumps(seconds)}")

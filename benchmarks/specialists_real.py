@@ -19,9 +19,10 @@ steps as the full one, one with hard targets only and one with the full generali
 (alpha 0.9, T = 1), each exported at its best validation epoch (early stopping), next to the
 generalist trained on all the data.
 
-And, on the base specialists at inference time only, ``top2`` (n = 2 routing), ``nocorrect``
-(no dustbin bias correction) and ``calibrated`` (a diagnostic, not the method: each dustbin bias
-fitted by NLL on the validation examples routed to that specialist). A second table shows, on the
+And, at inference time only, ``top2`` (n = 2 routing), ``nocorrect`` (no dustbin bias
+correction) and ``calibrated`` (a diagnostic, not the method: each dustbin bias fitted by NLL on
+the validation examples routed to that specialist), on the base specialists or, written
+``SET:CHANGE`` (``longhard:nocorrect``), on another set. A second table shows, on the
 test examples routed to the specialist of their own class, how often the generalist, the
 specialist alone (arg-max within its group) and the ensemble are right: the ensemble can only gain
 what the specialists know better. Every stage is reused when rerun. Prints a table and
@@ -76,6 +77,31 @@ def main() -> None:
     from specens.specialists.train import SpecialistConfig
 
     s = SETTINGS[args.dataset]
+    spec_epochs = args.spec_epochs or s["spec_epochs"]
+    wanted = args.variants.split(",")
+    n_groups, long = s["groups"], 3 * spec_epochs
+    sets = {  # specialist sets: (label, variant_run arguments)
+        "base": ("base", dict(groups=n_groups)),
+        "hard": ("hard targets only", dict(groups=n_groups, alpha=0.0)),
+        "overlap": ("overlapping groups", dict(groups=n_groups, overlap=1.5)),
+        "long": (f"specialists trained {long} epochs", dict(groups=n_groups, epochs=long)),
+        "longhard": (f"hard targets, {long} epochs", dict(groups=n_groups, epochs=long, alpha=0.0)),
+        "double": (f"{2 * n_groups} groups", dict(groups=2 * n_groups)),
+    }
+    at_inference = {  # changes at inference only: (label, evaluate arguments)
+        "top2": ("n = 2 routing", dict(top_n=2)),
+        "nocorrect": ("no dustbin correction", dict(nocorrect=True)),
+        "calibrated": ("dustbin bias fitted on routed val (diagnostic)", dict(calibrated=True)),
+    }
+    plan = []
+    for name in (w for w in wanted if w != "smalldata"):  # "SET", "CHANGE" (of the base set) or "SET:CHANGE"
+        set_name, _, change = name.rpartition(":") if ":" in name else ("base", "", name)
+        if change in sets:
+            set_name, change = change, ""
+        if set_name not in sets or change and change not in at_inference:
+            raise SystemExit(f"--variants: unknown variant {name!r}; sets {sorted(sets)}, "
+                             f"changes at inference {sorted(at_inference)}")
+        plan.append((set_name, change))
     work = Path(args.work).resolve()
     data = work / "data"
     t0 = time.perf_counter()
@@ -91,7 +117,11 @@ def main() -> None:
     train_generalist(TrainConfig(data=str(data), out=str(gen_dir), threads=2, **s["gen"]), progress=False)
     timings["generalist"] = time.perf_counter() - t
 
+    trained: dict[str, Path] = {}
+
     def variant_run(name: str, groups: int, overlap: float = 0.0, epochs: int = 0, **spec) -> Path:
+        if name in trained:
+            return trained[name]
         run = work / name
         (run / "clusters").mkdir(parents=True, exist_ok=True)
         if not (run / "generalist").exists():
@@ -105,11 +135,10 @@ def main() -> None:
                                data=str(data), out=str(run), epochs=epochs or spec_epochs, **spec)
         train_all(cfg, local=args.local, echo=lambda *a: None)
         timings[name] = time.perf_counter() - t
+        trained[name] = run
         return run
 
-    spec_epochs = args.spec_epochs or s["spec_epochs"]
     rows, results = [], {}
-    wanted = args.variants.split(",")
 
     runs: dict[str, Path] = {}  # variants with specialists of their own, for the within-group table
 
@@ -152,28 +181,14 @@ def main() -> None:
                                f"{m['top1']:.4f}", f"{m['nll']:.3f}"])
             timings[out.name] = time.perf_counter() - t
             print(small_rows[-1], flush=True)
-        wanted.remove("smalldata")
-    base = variant_run("base", s["groups"]) if {"base", "top2", "nocorrect", "calibrated"} & set(wanted) else None
-    for name in wanted:
-        if name == "base":
-            evaluate("base", base)
-        elif name == "top2":
-            evaluate("top2 (n = 2 routing)", base, top_n=2)
-        elif name == "nocorrect":
-            evaluate("no dustbin correction", base, nocorrect=True)
-        elif name == "calibrated":
-            evaluate("dustbin bias fitted on routed val (diagnostic)", base, calibrated=True)
-        elif name == "hard":
-            evaluate("hard targets only", variant_run("hard", s["groups"], alpha=0.0))
-        elif name == "overlap":
-            evaluate("overlapping groups", variant_run("overlap", s["groups"], overlap=1.5))
-        elif name == "long":
-            evaluate(f"specialists trained {3 * spec_epochs} epochs", variant_run("long", s["groups"], epochs=3 * spec_epochs))
-        elif name == "longhard":
-            evaluate(f"hard targets, {3 * spec_epochs} epochs",
-                     variant_run("longhard", s["groups"], epochs=3 * spec_epochs, alpha=0.0))
-        elif name == "double":
-            evaluate(f"{2 * s['groups']} groups", variant_run("double", 2 * s["groups"]))
+    for set_name, change in plan:
+        label, kw = sets[set_name]
+        run = variant_run(set_name, **kw)
+        if change:
+            what, how = at_inference[change]
+            evaluate(f"{what}" if set_name == "base" else f"{label}, {what}", run, **how)
+        else:
+            evaluate(label, run)
     try:
         import ray
 

@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--spec-epochs", type=int, default=0, help="0: the dataset's default")
     ap.add_argument("--gen-epochs", type=int, default=0,
                     help="0: the dataset's default; fewer gives a compute-limited generalist, the paper's regime")
+    ap.add_argument("--split", default="test",
+                    help="split the ensembles are evaluated on: 'val' to choose among variants, 'test' to report")
     ap.add_argument("--local", action="store_true", help="specialists in this process, not through Ray")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
@@ -150,8 +152,8 @@ def main() -> None:
             ens.corrections = [0.0] * len(ens.corrections)
         if change.pop("calibrated", False):
             ens.corrections = _routed_fit(ens, str(data), "val")
-        r = evaluate_ensemble(ens, str(data), "test", progress=False)
-        save_report(r, work / "evaluations" / name)
+        r = evaluate_ensemble(ens, str(data), args.split, progress=False)
+        save_report(r, work / "evaluations" / (name if args.split == "test" else f"{name} ({args.split})"))
         report = json.loads((run / "clusters" / "report.json").read_text())
         results[name] = r
         g, e = r["generalist"], r["ensemble"]
@@ -198,9 +200,9 @@ def main() -> None:
     tables = [markdown_table(["variant", "specialists", "mean active", "ARI", "error capture", "generalist top-1",
                               "ensemble top-1", "relative", "error cut", "conditional", "routing missed"], rows)]
     if runs:
-        tables.append(markdown_table(["routed test examples of the specialist's own group", "examples",
+        tables.append(markdown_table([f"routed {args.split} examples of the specialist's own group", "examples",
                                       "generalist right", "specialist alone right", "ensemble right"],
-                                     [[name, *_within_group(Ensemble.load(run), str(data))] for name, run in runs.items()]))
+                                     [[name, *_within_group(Ensemble.load(run), str(data), args.split)] for name, run in runs.items()]))
     if small_rows:
         tables.append(markdown_table(["METHOD §6: generalist trained on", "training data", "test top-1", "test NLL"],
                                      small_rows))
@@ -213,6 +215,7 @@ def main() -> None:
         cls = f" --classes {args.classes}" if args.dataset == "glyphs" else ""
         cls += f" --gen-epochs {args.gen_epochs}" * bool(args.gen_epochs)
         cls += f" --spec-epochs {args.spec_epochs}" * bool(args.spec_epochs)
+        cls += f" --split {args.split}" * (args.split != "test")
         record(f"specialists_real {args.dataset}",
                f"python benchmarks/specialists_real.py {args.dataset}{src}{cls} --work {args.work} "
                f"--variants {args.variants} --record", "\n\n".join(tables) + f"\n\nWall seconds: {json.dumps(seconds)}")
@@ -249,8 +252,8 @@ def _routed_fit(ens, data: str, split: str) -> list[float]:
 
 
 @torch.no_grad()
-def _within_group(ens, data: str) -> list:
-    x, y, out = _routed(ens, data, "test")
+def _within_group(ens, data: str, split: str) -> list:
+    x, y, out = _routed(ens, data, split)
     n = gen = alone = both = 0
     for m, (spec, g) in enumerate(zip(ens.specialists, ens.groups)):
         rows = (out.active[:, m] & torch.isin(y, g)).nonzero().flatten()

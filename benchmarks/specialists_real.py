@@ -105,7 +105,7 @@ def main() -> None:
                              f"changes at inference {sorted(at_inference)}")
         plan.append((set_name, change))
     work = Path(args.work).resolve()
-    data = work / "data"
+    data = (work / "data").resolve()  # a link to another work directory shares its data and generalist
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     if not (data / INFO_FILE).is_file():
@@ -113,7 +113,7 @@ def main() -> None:
     timings["import"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    gen_dir = work / "generalist"
+    gen_dir = (work / "generalist").resolve()
     if args.gen_epochs:
         s["gen"]["epochs"] = args.gen_epochs
     train_generalist(TrainConfig(data=str(data), out=str(gen_dir), threads=2, **s["gen"]), progress=False)

@@ -135,7 +135,9 @@ def main() -> None:
             print(f"{name}: {rep.summary()}", flush=True)
         cfg = SpecialistConfig(generalist=str(gen_dir), clusters=str(run / "clusters" / "clusters.json"),
                                data=str(data), out=str(run), epochs=epochs or spec_epochs, **spec)
-        train_all(cfg, local=args.local, echo=lambda *a: None)
+        summary = train_all(cfg, local=args.local, echo=lambda *a: None)
+        if summary.failed:
+            raise SystemExit(f"{name}: specialists failed: {summary.failed}; rerun to resume them")
         timings[name] = time.perf_counter() - t
         trained[name] = run
         return run

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,11 @@ def test_ray_job_submit_trains_every_specialist(ray_head, synthetic_run, tmp_pat
            "specens", "specialists", "train", "--generalist", synthetic_run["generalist"],
            "--clusters", synthetic_run["clusters"], "--data", synthetic_run["data"], "--out", str(out),
            "--epochs", "2", "--set", "threads=1"]
-    r = subprocess.run(cmd, env=ray_head, capture_output=True, text=True, timeout=600)
+    for attempt in range(3):  # a head just started may not have its job agent yet: Ray says to try again
+        r = subprocess.run(cmd, env=ray_head, capture_output=True, text=True, timeout=600)
+        if "No available agent to submit job" not in r.stderr:
+            break
+        time.sleep(10)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     assert "succeeded" in r.stdout
     n = len(json.loads(open(synthetic_run["clusters"]).read())["groups"])

@@ -23,9 +23,9 @@ And, at inference time only, ``top2`` (n = 2 routing), ``nocorrect`` (no dustbin
 correction) and ``calibrated`` (a diagnostic, not the method: each dustbin bias fitted by NLL on
 the validation examples routed to that specialist), on the base specialists or, written
 ``SET:CHANGE`` (``longhard:nocorrect``), on another set. A second table shows, on the
-test examples routed to the specialist of their own class, how often the generalist, the
-specialist alone (arg-max within its group) and the ensemble are right: the ensemble can only gain
-what the specialists know better. Every stage is reused when rerun. Prints a table and
+examples of the evaluated split (``--split``) routed to the specialist of their own class, how
+often the generalist, the specialist alone (arg-max within its group) and the ensemble are right:
+the ensemble can only gain what the specialists know better. Every stage is reused when rerun. Prints a table and
 saves each variant's evaluation (JSON + Table 4 PNG) under ``--work``; ``--record`` appends the
 table to RESULTS.md.
 

@@ -114,9 +114,8 @@ def main() -> None:
 
     t = time.perf_counter()
     gen_dir = (work / "generalist").resolve()
-    if args.gen_epochs:
-        s["gen"]["epochs"] = args.gen_epochs
-    train_generalist(TrainConfig(data=str(data), out=str(gen_dir), threads=2, **s["gen"]), progress=False)
+    gen = {**s["gen"], "epochs": args.gen_epochs or s["gen"]["epochs"]}
+    train_generalist(TrainConfig(data=str(data), out=str(gen_dir), threads=2, **gen), progress=False)
     timings["generalist"] = time.perf_counter() - t
 
     trained: dict[str, Path] = {}
@@ -178,7 +177,7 @@ def main() -> None:
             t = time.perf_counter()
             out = work / ("small-soft" if teacher else "small-hard")
             cfg = TrainConfig(data=str(data), out=str(out), threads=2, train_fraction=args.small_fraction,
-                              epoch_size=n_train, teacher=teacher, alpha=0.9, temperature=1.0, **s["gen"])
+                              epoch_size=n_train, teacher=teacher, alpha=0.9, temperature=1.0, **gen)
             train_generalist(cfg, progress=False)
             m = evaluate_generalist(str(out), str(data), "test", progress=False)
             small_rows.append([f"{args.small_fraction:.0%} of the data, {label}", f"{args.small_fraction:.0%}",

@@ -35,7 +35,7 @@ def test_ray_job_submit_trains_every_specialist(ray_head, synthetic_run, tmp_pat
            "specens", "specialists", "train", "--generalist", synthetic_run["generalist"],
            "--clusters", synthetic_run["clusters"], "--data", synthetic_run["data"], "--out", str(out),
            "--epochs", "2", "--set", "threads=1"]
-    for attempt in range(3):  # a head just started may not have its job agent yet: Ray says to try again
+    for _ in range(3):  # a head just started may not have its job agent yet: Ray says to try again
         r = subprocess.run(cmd, env=ray_head, capture_output=True, text=True, timeout=600)
         if "No available agent to submit job" not in r.stderr:
             break

@@ -20,8 +20,9 @@ steps as the full one, one with hard targets only and one with the full generali
 generalist trained on all the data.
 
 And, at inference time only, ``top2`` (n = 2 routing), ``nocorrect`` (no dustbin bias
-correction) and ``calibrated`` (a diagnostic, not the method: each dustbin bias fitted by NLL on
-the validation examples routed to that specialist), on the base specialists or, written
+correction), ``calibrated`` (a diagnostic, not the method: each dustbin bias fitted by NLL on
+the validation examples routed to that specialist) and ``weighted`` (a diagnostic: the
+specialists' KL terms weighted by a w fitted by NLL on validation), on the base specialists or, written
 ``SET:CHANGE`` (``longhard:nocorrect``), on another set. A second table shows, on the
 examples of the evaluated split (``--split``) routed to the specialist of their own class, how
 often the generalist, the specialist alone (arg-max within its group) and the ensemble are right:
@@ -94,6 +95,7 @@ def main() -> None:
         "top2": ("n = 2 routing", dict(top_n=2)),
         "nocorrect": ("no dustbin correction", dict(nocorrect=True)),
         "calibrated": ("dustbin bias fitted on routed val (diagnostic)", dict(calibrated=True)),
+        "weighted": ("specialists' KL weight w fitted on val (diagnostic)", dict(weighted=True)),
     }
     plan = []
     for name in (w for w in wanted if w != "smalldata"):  # "SET", "CHANGE" (of the base set) or "SET:CHANGE"
@@ -153,6 +155,9 @@ def main() -> None:
             ens.corrections = [0.0] * len(ens.corrections)
         if change.pop("calibrated", False):
             ens.corrections = _routed_fit(ens, str(data), "val")
+        if change.pop("weighted", False):
+            ens.specialist_weight = _weight_fit(ens, str(data), "val")
+            name = f"{name}: w = {ens.specialist_weight:g}"
         r = evaluate_ensemble(ens, str(data), args.split, progress=False)
         save_report(r, work / "evaluations" / (name if args.split == "test" else f"{name} ({args.split})"))
         report = json.loads((run / "clusters" / "report.json").read_text())
@@ -202,7 +207,9 @@ def main() -> None:
                               "ensemble top-1", "relative", "error cut", "conditional", "routing missed"], rows)]
     if runs:
         tables.append(markdown_table([f"routed {args.split} examples of the specialist's own group", "examples",
-                                      "generalist right", "specialist alone right", "ensemble right"],
+                                      "generalist right", "specialist alone right", "ensemble right",
+                                      "specialist right, q sent out by its dustbin",
+                                      "routed, class in no active group", "ensemble right"],
                                      [[name, *_within_group(Ensemble.load(run), str(data), args.split)] for name, run in runs.items()]))
     if small_rows:
         tables.append(markdown_table(["METHOD §6: generalist trained on", "training data", "test top-1", "test NLL"],
@@ -253,9 +260,28 @@ def _routed_fit(ens, data: str, split: str) -> list[float]:
 
 
 @torch.no_grad()
+def _weight_fit(ens, data: str, split: str, grid=(0.5, 1, 1.5, 2, 3, 4, 6, 8, 16)) -> float:
+    """The specialists' KL weight w (combine_distributions' ``specialist_weight``) of ``grid`` with
+    the lowest NLL of q on ``split``; the networks run once, the solve once per w."""
+    from specens.data.shards import iter_split
+
+    parts = [(*ens.experts(b.inputs), b.labels) for b in iter_split(data, split, 512)]
+    nll = {}
+    for w in grid:
+        nll[w] = -sum(float(torch.log(ens.combine(p_g, a, ps, w).double().gather(1, y[:, None]).clamp_min(1e-30)).sum())
+                      for p_g, a, ps, y in parts)
+        print(f"w = {w:g}: {split} NLL {nll[w] / sum(len(p[3]) for p in parts):.4f}", flush=True)
+    return float(min(grid, key=nll.get))
+
+
+@torch.no_grad()
 def _within_group(ens, data: str, split: str) -> list:
+    """Routed examples of the specialist's own group: [count, generalist right, specialist alone
+    right (arg-max within its group), ensemble right, the specialist alone right but the ensemble's
+    arg-max outside the group (its dustbin sent q away)]; then routed examples whose class no
+    active specialist holds (the generalist is wrong on them by construction): [count, ensemble right]."""
     x, y, out = _routed(ens, data, split)
-    n = gen = alone = both = 0
+    n = gen = alone = both = sent_out = 0
     for m, (spec, g) in enumerate(zip(ens.specialists, ens.groups)):
         rows = (out.active[:, m] & torch.isin(y, g)).nonzero().flatten()
         if len(rows):
@@ -263,8 +289,11 @@ def _within_group(ens, data: str, split: str) -> list:
             n += len(rows)
             gen += int((out.p_general[rows].argmax(1) == y[rows]).sum())
             alone += int((pred == y[rows]).sum())
-            both += int((out.q[rows].argmax(1) == y[rows]).sum())
-    return [n, gen, alone, both]
+            pred_q = out.q[rows].argmax(1)
+            both += int((pred_q == y[rows]).sum())
+            sent_out += int(((pred == y[rows]) & ~torch.isin(pred_q, g)).sum())
+    elsewhere = out.active.any(1) & ~(out.active & ens.membership[:, y].T).any(1)
+    return [n, gen, alone, both, sent_out, int(elsewhere.sum()), int((out.q[elsewhere].argmax(1) == y[elsewhere]).sum())]
 
 
 def _import(dataset: str, source: str | None, out: str, n_classes: int) -> None:

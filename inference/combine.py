@@ -2,14 +2,17 @@
 
 For each example, q over all C classes minimises
 
-    F(q) = KL(p_g ‖ q) + Σ_{m∈A} KL(p_m ‖ q_m),     q_m = q collapsed onto S_m ∪ {d}.
+    F(q) = KL(p_g ‖ q) + w Σ_{m∈A} KL(p_m ‖ q_m),     q_m = q collapsed onto S_m ∪ {d},
 
-Up to constants F(q) = −Σ_i a_i log q_i − Σ_{m∈A} p_m(d) log(1 − q(S_m)) with
-a_i = p_g(i) + Σ_{m∈A, i∈S_m} p_m(i). At the optimum (METHOD §5), with λ_m = p_m(d)/(1 − q(S_m)),
+with w = 1, the paper's objective, unless a ``specialist_weight`` is given (an extension: w > 1
+trusts the specialists more than the generalist inside their groups; see :func:`combine_distributions`).
+Up to constants F(q) = −Σ_i a_i log q_i − w Σ_{m∈A} p_m(d) log(1 − q(S_m)) with
+a_i = p_g(i) + w Σ_{m∈A, i∈S_m} p_m(i). At the optimum (METHOD §5, where w = 1), with
+λ_m = w p_m(d)/(1 − q(S_m)),
 
-    q_i = a_i / (1 + |A| − Σ_{m∈A, i∉S_m} λ_m),
+    q_i = a_i / (1 + w|A| − Σ_{m∈A, i∉S_m} λ_m),
 
-so the whole problem is |A| equations g_m(λ) = λ_m · Σ_{i∉S_m} q_i(λ) − p_m(d) = 0 (normalisation
+so the whole problem is |A| equations g_m(λ) = λ_m · Σ_{i∉S_m} q_i(λ) − w p_m(d) = 0 (normalisation
 follows from them). ``method="newton"`` solves them by Newton's method, batched over examples,
 with a step-halving safeguard that keeps every denominator positive, then finishes with EM steps
 (which never increase F) only where Newton has not converged. ``method="em"`` is plain EM;
@@ -25,8 +28,9 @@ import torch
 
 
 def objective(q: torch.Tensor, p_general: torch.Tensor, p_specialists: Sequence[torch.Tensor],
-              groups: Sequence[torch.Tensor], active: torch.Tensor) -> torch.Tensor:
-    """F(q) of METHOD §5 per example, up to constants (terms with zero weight count as 0).
+              groups: Sequence[torch.Tensor], active: torch.Tensor, specialist_weight: float = 1.0) -> torch.Tensor:
+    """F(q) of METHOD §5 per example, up to constants (terms with zero weight count as 0), with
+    the specialists' terms weighted by ``specialist_weight``.
 
     q, p_general: (B, C); p_specialists[m]: (B, |S_m| + 1); active: (B, M) bool. Returns (B,).
     """
@@ -35,11 +39,13 @@ def objective(q: torch.Tensor, p_general: torch.Tensor, p_specialists: Sequence[
         a = active[:, m].to(q.dtype)
         inside = q[:, g].sum(1)
         term = -torch.xlogy(p[:, :-1], q[:, g]).sum(1) - torch.xlogy(p[:, -1], (1 - inside).clamp_min(0))
-        f = f + a * term
+        f = f + specialist_weight * a * term
     return f
 
 
-def _validate(p_general, p_specialists, groups, active):
+def _validate(p_general, p_specialists, groups, active, specialist_weight):
+    if not (isinstance(specialist_weight, (int, float)) and 0 < specialist_weight < float("inf")):
+        raise ValueError(f"specialist_weight must be a positive finite number, got {specialist_weight!r}")
     if p_general.ndim != 2:
         raise ValueError(f"p_general must be (B, C), got shape {tuple(p_general.shape)}")
     b, c = p_general.shape
@@ -56,8 +62,9 @@ def _validate(p_general, p_specialists, groups, active):
 
 def combine_distributions(p_general: torch.Tensor, p_specialists: Sequence[torch.Tensor],
                           groups: Sequence[torch.Tensor], active: torch.Tensor, *, method: str = "newton",
-                          tol: float = 1e-10, max_iter: int = 100, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """q minimising KL(p_g ‖ q) + Σ_{m active} KL(p_m ‖ q_m) for each example (METHOD §5).
+                          specialist_weight: float = 1.0, tol: float = 1e-10, max_iter: int = 100,
+                          dtype: torch.dtype | None = None) -> torch.Tensor:
+    """q minimising KL(p_g ‖ q) + w Σ_{m active} KL(p_m ‖ q_m) for each example (METHOD §5).
 
     Args:
         p_general: (B, C), rows on the simplex.
@@ -66,6 +73,10 @@ def combine_distributions(p_general: torch.Tensor, p_specialists: Sequence[torch
         groups: M one-dimensional int64 tensors of class indices.
         active: (B, M) bool, which specialists take part for each example.
         method: ``"newton"`` (exact, default), ``"em"``, or ``"gradient"`` (the paper's reference).
+        specialist_weight: w. 1 (default) is the paper's objective. With one active specialist,
+            q inside its group is proportional to p_g + w·p_m, so at w = 1 the ensemble keeps only
+            part of what a specialist knows better than the generalist; a larger w, chosen on
+            held-out data (``specens evaluate --fit-weight``), keeps more. Not in the paper.
         tol: stopping tolerance on the KKT residual max_m |g_m| (Newton) or on max |Δq| (EM,
             gradient). With the default, the objective is within 1e-9 of optimal (tested against
             an independent float64 solver).
@@ -73,22 +84,22 @@ def combine_distributions(p_general: torch.Tensor, p_specialists: Sequence[torch
     Returns:
         q: (B, C). Rows with no active specialist are ``p_general`` exactly.
     """
-    _validate(p_general, p_specialists, groups, active)
+    _validate(p_general, p_specialists, groups, active, specialist_weight)
     out_dtype = p_general.dtype
     work = dtype or torch.float64
     pg = p_general.to(work)
-    ps = [p.to(work) for p in p_specialists]
+    ps = [p.to(work) * specialist_weight for p in p_specialists]  # w p_m: the solvers' weighted terms
     gs = [torch.as_tensor(g, dtype=torch.int64, device=pg.device) for g in groups]
     q = pg.clone()
     rows = active.any(1).nonzero().flatten()  # examples with at least one specialist
     if len(rows):
-        sub = (pg[rows], [p[rows] for p in ps], gs, active[rows])
+        sub = (pg[rows], [p[rows] for p in ps], gs, active[rows], float(specialist_weight))
         if method == "newton":
             q[rows] = _newton(*sub, tol=tol, max_iter=max_iter)
         elif method == "em":
             q[rows] = _em(*sub, q0=None, tol=tol, max_iter=max(max_iter, 10_000))
         elif method == "gradient":
-            q[rows] = _gradient(*sub, tol=tol, max_iter=max(max_iter, 20_000))
+            q[rows] = _gradient(*sub[:-1], tol=tol, max_iter=max(max_iter, 20_000))  # F is linear in w·p_m
         else:
             raise ValueError(f"method must be 'newton', 'em' or 'gradient', got {method!r}")
     return q.to(out_dtype)
@@ -129,14 +140,15 @@ def _gather_specialists(p_specialists, groups, slot, c):
     return spread, dust
 
 
-def _newton(pg, ps, groups, active, tol, max_iter):
+def _newton(pg, ps, groups, active, weight, tol, max_iter):
+    """Newton on the λ equations; ``ps`` already carry the weight w, which enters again as w|A|."""
     b, c = pg.shape
     slot, valid = _slots(groups, active)  # (B, K)
     inside = _membership(groups, slot, c)  # (B, K, C)
     spread, dust = _gather_specialists(ps, groups, slot, c)
     a = pg + spread.sum(1)  # (B, C): a_i
     outside = (~inside) & valid[:, :, None]  # (B, K, C): i ∉ S_m, for real slots only
-    n_active = valid.sum(1, keepdim=True).to(pg.dtype)  # (B, 1)
+    n_active = weight * valid.sum(1, keepdim=True).to(pg.dtype)  # (B, 1): w|A|
     out_f = outside.to(pg.dtype)
 
     def q_of(lam):  # (B, K) -> q (B, C), denominators (B, C)
@@ -178,19 +190,21 @@ def _newton(pg, ps, groups, active, tol, max_iter):
     unconverged = g.abs().amax(1) > tol
     if unconverged.any():  # degenerate examples (zeros in p_g where mass must go): EM from here
         idx = unconverged.nonzero().flatten()
-        q[idx] = _em(pg[idx], [p[idx] for p in ps], groups, active[idx], q0=q[idx], tol=tol * 1e-2, max_iter=20_000)
+        q[idx] = _em(pg[idx], [p[idx] for p in ps], groups, active[idx], weight, q0=q[idx], tol=tol * 1e-2,
+                     max_iter=20_000)
     return q
 
 
-def _em(pg, ps, groups, active, q0, tol, max_iter):
-    """EM (METHOD §5): q_i ← [a_i + Σ_{m∈A, i∉S_m} p_m(d) q_i / (1 − q(S_m))] / (1 + |A|)."""
+def _em(pg, ps, groups, active, weight, q0, tol, max_iter):
+    """EM (METHOD §5): q_i ← [a_i + Σ_{m∈A, i∉S_m} w p_m(d) q_i / (1 − q(S_m))] / (1 + w|A|), with
+    ``ps`` already carrying w."""
     b, c = pg.shape
     slot, valid = _slots(groups, active)
     inside = _membership(groups, slot, c)
     spread, dust = _gather_specialists(ps, groups, slot, c)
     a = pg + spread.sum(1)
     out_f = ((~inside) & valid[:, :, None]).to(pg.dtype)
-    n_active = valid.sum(1, keepdim=True).to(pg.dtype)
+    n_active = weight * valid.sum(1, keepdim=True).to(pg.dtype)
     if q0 is None:  # start with full support, so that mass can move to any class
         q = 0.5 * a / (1 + n_active) + 0.5 / c
     else:

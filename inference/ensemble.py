@@ -10,7 +10,9 @@ per group. For a batch it
    scatter back), so the cost grows with the number of active specialists, not with M;
 4. adds the §4 dustbin correction to each specialist's dustbin logit, so its distribution refers to
    the natural class prior again, and
-5. solves for q with :func:`~specens.inference.combine.combine_distributions`.
+5. solves for q with :func:`~specens.inference.combine.combine_distributions`, the paper's
+   objective by default; ``specialist_weight`` w > 1 (an extension, fitted on held-out data by
+   :func:`~specens.inference.evaluate.fit_specialist_weight`) weights the specialists' KL terms.
 
 A run directory holds ``generalist/``, ``clusters/clusters.json`` and ``specialists/sNNN/``, the
 layout the ``specens`` commands write; :meth:`Ensemble.load` checks that they belong together.
@@ -68,7 +70,8 @@ class Ensemble:
 
     def __init__(self, generalist: Generalist, groups: Sequence[torch.Tensor], specialists: Sequence[torch.nn.Module],
                  corrections: Sequence[float], *, top_n: int = 1, method: str = "newton",
-                 device: torch.device | str = "cpu", fingerprints: dict | None = None):
+                 specialist_weight: float = 1.0, device: torch.device | str = "cpu",
+                 fingerprints: dict | None = None):
         if not len(groups) == len(specialists) == len(corrections):
             raise ValueError(f"{len(groups)} groups, {len(specialists)} specialists, {len(corrections)} corrections")
         if top_n < 1:
@@ -79,6 +82,7 @@ class Ensemble:
         self.specialists = list(specialists)
         self.corrections = [float(c) for c in corrections]
         self.top_n, self.method = top_n, method
+        self.specialist_weight = specialist_weight
         self.fingerprints = fingerprints or {}
         self.membership = torch.zeros(len(self.groups), generalist.n_classes, dtype=torch.bool, device=self.device)
         for m, g in enumerate(self.groups):
@@ -102,7 +106,8 @@ class Ensemble:
 
     @classmethod
     def load(cls, run_dir: str | Path, *, generalist: str | Path | None = None, clusters: str | Path | None = None,
-             device: str = "auto", top_n: int = 1, method: str = "newton") -> "Ensemble":
+             device: str = "auto", top_n: int = 1, method: str = "newton",
+             specialist_weight: float = 1.0) -> "Ensemble":
         """Load ``run_dir``'s generalist, ``clusters.json`` and every specialist, and check that
         they fit together: the groups were made from this generalist, and each specialist
         ``sNNN`` was trained from this generalist for group NNN of this ``clusters.json``. Any
@@ -144,11 +149,36 @@ class Ensemble:
         fps = {"generalist": gen.fingerprint, "clusters": cl.fingerprint,
                "specialists": [fingerprint(specialist_dir(run_dir, m) / "model.safetensors") for m in range(len(cl.groups))]}
         return cls(gen, [torch.as_tensor(g) for g in cl.groups], specialists, corrections, top_n=top_n,
-                   method=method, device=dev, fingerprints=fps)
+                   method=method, specialist_weight=specialist_weight, device=dev, fingerprints=fps)
+
+    @property
+    def specialist_weight(self) -> float:
+        """w, the weight of the specialists' KL terms in the combination (1: the paper's)."""
+        return self._specialist_weight
+
+    @specialist_weight.setter
+    def specialist_weight(self, w: float) -> None:
+        if not (isinstance(w, (int, float)) and 0 < w < float("inf")):
+            raise ValueError(f"specialist_weight must be a positive finite number, got {w!r}")
+        self._specialist_weight = float(w)
 
     @torch.no_grad()
     def forward(self, inputs: torch.Tensor) -> EnsembleOutput:
         """q, p_g and the routing for a batch of model inputs (B, *input_shape)."""
+        p_g, active, p_specs = self.experts(inputs)
+        q = self.combine(p_g, active, p_specs)
+        return EnsembleOutput(q, p_g, active)
+
+    def combine(self, p_g: torch.Tensor, active: torch.Tensor, p_specs: Sequence[torch.Tensor],
+                specialist_weight: float | None = None) -> torch.Tensor:
+        """q from what :meth:`experts` returned (step 5), with this ensemble's w unless one is given."""
+        w = self.specialist_weight if specialist_weight is None else specialist_weight
+        return combine_distributions(p_g, p_specs, self.groups, active, method=self.method, specialist_weight=w)
+
+    @torch.no_grad()
+    def experts(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Steps 1-4 for a batch: p_g (B, C), the routing ``active`` (B, M) and each specialist's
+        corrected distribution (B, |S_m| + 1), zero on the rows not routed to it."""
         x = inputs.to(self.device)
         p_g = F.softmax(self.generalist.model(x).float(), dim=1)
         active = route(p_g, self.membership, self.top_n)
@@ -160,8 +190,7 @@ class Ensemble:
                 logits = apply_correction(model(x[rows]).float(), self.corrections[m])
                 p[rows] = F.softmax(logits, dim=1)
             p_specs.append(p)
-        q = combine_distributions(p_g, p_specs, self.groups, active, method=self.method)
-        return EnsembleOutput(q, p_g, active)
+        return p_g, active, p_specs
 
     def predict_proba(self, inputs: torch.Tensor) -> torch.Tensor:
         """The ensemble's distribution q over all classes, (B, C)."""

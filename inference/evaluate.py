@@ -121,7 +121,7 @@ def evaluate_ensemble(ens: Ensemble, data: str, split: str = "test", batch_size:
     bar.close()
     result = tally.result()
     result.update({"dataset": info.name, "split": split, "n_specialists": len(ens.groups), "top_n": ens.top_n,
-                   "fingerprints": ens.fingerprints})
+                   "specialist_weight": ens.specialist_weight, "fingerprints": ens.fingerprints})
     return result
 
 

@@ -37,6 +37,7 @@ from .ensemble import Ensemble
 
 FORMAT, FORMAT_VERSION = "specens.predictions", 1
 MANIFEST = "infer.json"
+SETTING_DEFAULTS = {"specialist_weight": 1.0}  # settings added later: what an older manifest meant
 
 
 def shard_stem(name: str) -> str:
@@ -75,7 +76,7 @@ def infer(run_dir: str, data: str, out: str, *, split: str = "test", top_k: int 
     settings = {"format": FORMAT, "format_version": FORMAT_VERSION, "fingerprints": ens.fingerprints,
                 "n_specialists": len(ens.groups), "dataset": info.name, "split": split,
                 "shards": [s.name for s in shards], "top_k": k, "top_n": ens.top_n, "save_q": save_q,
-                "method": ens.method, "batch_size": batch_size}
+                "method": ens.method, "specialist_weight": ens.specialist_weight, "batch_size": batch_size}
     _check_manifest(out_dir, settings)
     write_json_atomic(out_dir / MANIFEST, {**settings, "complete": False})
     for leftover in out_dir.glob(".*.tmp"):  # temporaries of a killed run
@@ -122,6 +123,6 @@ def _check_manifest(out_dir: Path, settings: dict) -> None:
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e}); delete {out_dir} or choose another --out") from None
     for key, value in settings.items():
-        if old.get(key) != value:
+        if old.get(key, SETTING_DEFAULTS.get(key)) != value:
             raise DataError(f"{path}: these predictions were made with {key} = {old.get(key)!r}, this run has "
                             f"{value!r}; choose another --out (or delete it) to start afresh")

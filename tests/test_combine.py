@@ -8,8 +8,9 @@ from scipy.optimize import minimize
 from specens.inference.combine import _em, combine_distributions, objective
 
 
-def _reference(pg, ps, groups, act):
-    """Independent solver: SLSQP on the simplex in float64 (scipy), best of two starts."""
+def _reference(pg, ps, groups, act, w=1.0):
+    """Independent solver: SLSQP on the simplex in float64 (scipy), best of two starts; the
+    specialists' terms weighted by w."""
     c = len(pg)
 
     def f(q):
@@ -17,7 +18,7 @@ def _reference(pg, ps, groups, act):
         v = -(pg * np.log(q)).sum()
         for p, g, a in zip(ps, groups, act):
             if a:
-                v -= (p[:-1] * np.log(q[g])).sum() + p[-1] * np.log(max(1 - q[g].sum(), 1e-300))
+                v -= w * ((p[:-1] * np.log(q[g])).sum() + p[-1] * np.log(max(1 - q[g].sum(), 1e-300)))
         return v
 
     runs = [minimize(f, x0, method="SLSQP", bounds=[(1e-15, 1)] * c, options={"ftol": 1e-15, "maxiter": 3000},
@@ -55,6 +56,51 @@ def test_objective_within_1e6_of_an_independent_reference(seed):
             assert float(f[b]) <= ref + 1e-6, (float(f[b]), ref)
 
 
+@pytest.mark.parametrize("w", [0.3, 2.0, 7.5])
+def test_weighted_objective_within_1e6_of_an_independent_reference(w):
+    rng = np.random.default_rng(int(w * 10))
+    for _ in range(6):
+        pg, ps, gs, act, raw = _instance(rng, zeros=w > 5)
+        q = combine_distributions(pg, ps, gs, act, specialist_weight=w)
+        assert torch.allclose(q.sum(1), torch.ones(len(q), dtype=q.dtype))
+        f = objective(q, pg, ps, gs, act, specialist_weight=w)
+        for b in range(len(q)):
+            ref = _reference(raw[0][b], [p[b] for p in raw[1]], raw[2], raw[3][b], w)
+            assert float(f[b]) <= ref + 1e-6, (float(f[b]), ref)
+
+
+@pytest.mark.parametrize("method", ["em", "gradient"])
+def test_weighted_em_and_gradient_agree_with_newton(method):
+    rng = np.random.default_rng(11)
+    pg, ps, gs, act, _ = _instance(rng, b=6)
+    exact = combine_distributions(pg, ps, gs, act, specialist_weight=3.0)
+    other = combine_distributions(pg, ps, gs, act, method=method, tol=1e-12, specialist_weight=3.0)
+    fe, fo = (objective(x, pg, ps, gs, act, specialist_weight=3.0) for x in (exact, other))
+    assert (fo - fe).max() < 1e-6 and (fe - fo).max() < 1e-9
+    assert (exact - other).abs().max() < 1e-3
+
+
+def test_one_specialist_weighted_gives_p_g_plus_w_p_m_inside_its_group():
+    """With one active specialist, q on S_m is proportional to p_g + w·p_m and q(S_m) solves the
+    two-outcome problem: (p_g(S) + w(1 − p_m(d))) / (1 + w) (METHOD §5 with w)."""
+    rng = np.random.default_rng(12)
+    c, g = 9, torch.tensor([1, 4, 6])
+    pg = torch.tensor(rng.dirichlet(np.ones(c), 5))
+    pm = torch.tensor(rng.dirichlet(np.ones(4), 5))
+    for w in (1.0, 4.0):
+        q = combine_distributions(pg, [pm], [g], torch.ones(5, 1, dtype=torch.bool), specialist_weight=w)
+        inside = pg[:, g] + w * pm[:, :-1]
+        mass = (pg[:, g].sum(1) + w * (1 - pm[:, -1])) / (1 + w)
+        assert torch.allclose(q[:, g], inside / inside.sum(1, keepdim=True) * mass[:, None], atol=1e-10)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan"), "2"])
+def test_a_bad_specialist_weight_is_refused(bad):
+    pg, ps, gs, act, _ = _instance(np.random.default_rng(0))
+    with pytest.raises(ValueError, match="specialist_weight"):
+        combine_distributions(pg, ps, gs, act, specialist_weight=bad)
+
+
 @pytest.mark.parametrize("method", ["em", "gradient"])
 def test_em_and_the_papers_gradient_method_agree(method):
     rng = np.random.default_rng(10)
@@ -73,7 +119,7 @@ def test_em_never_increases_the_objective():
     q = None
     values = []
     for _ in range(30):
-        q = _em(pg, ps, gs, act, q0=q, tol=0.0, max_iter=1)
+        q = _em(pg, ps, gs, act, 1.0, q0=q, tol=0.0, max_iter=1)
         values.append(objective(q, pg, ps, gs, act))
     diffs = torch.stack(values).diff(dim=0)
     assert (diffs <= 1e-12).all()

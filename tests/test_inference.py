@@ -111,6 +111,20 @@ def test_examples_with_no_active_specialist_keep_the_generalist(ensemble_run):
     assert not torch.equal(out.q[~idle], out.p_general[~idle])
 
 
+def test_the_specialist_weight_reaches_the_solve(ensemble_run):
+    x, _ = _test_inputs(ensemble_run["data"])
+    ens = Ensemble.load(ensemble_run["root"], device="cpu", specialist_weight=3.0)
+    p_g, active, p_specs = ens.experts(x)
+    want = combine_distributions(p_g, p_specs, ens.groups, active, specialist_weight=3.0)
+    torch.testing.assert_close(ens.forward(x).q, want, atol=0, rtol=0)
+    paper = ens.combine(p_g, active, p_specs, specialist_weight=1.0)
+    assert (ens.forward(x).q - paper).abs().max() > 1e-3
+    ens.specialist_weight = 1
+    torch.testing.assert_close(ens.forward(x).q, paper, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="specialist_weight"):
+        ens.specialist_weight = 0.0
+
+
 # ----------------------------------------------------------------------------- loading
 
 
@@ -215,6 +229,16 @@ def test_infer_refuses_mismatched_inputs(ensemble_run, multi_shard_ds, glyph_ds,
     assert CliRunner().invoke(cli, ["infer", "--run", str(run), "--data", multi_shard_ds, "--out", str(out)]).exit_code == 0
     r = CliRunner().invoke(cli, ["infer", "--run", str(run), "--data", multi_shard_ds, "--out", str(out), "--top-k", "2"])
     assert r.exit_code == 1 and "infer.json: these predictions were made with top_k = 5" in r.output
+    from specens.data.format import DataError
+    from specens.inference.infer import infer
+
+    manifest = json.loads((out / "infer.json").read_text())
+    del manifest["specialist_weight"]  # written before the setting existed: it meant w = 1
+    (out / "infer.json").write_text(json.dumps(manifest))
+    assert infer(str(run), multi_shard_ds, str(out), progress=False)["complete"]
+    weighted = Ensemble.load(run, device="cpu", specialist_weight=2.0)
+    with pytest.raises(DataError, match="specialist_weight = 1.0"):
+        infer(str(run), multi_shard_ds, str(out), ensemble=weighted, progress=False)
 
     broken = tmp_path / "broken"
     shutil.copytree(multi_shard_ds, broken)

@@ -102,6 +102,19 @@ def config_to_json(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+def with_defaults(saved: dict[str, Any], cls: type) -> dict[str, Any]:
+    """A config saved (as JSON) before some of ``cls``'s fields existed, with each of those fields
+    at its default, the value that run used implicitly; fields without a default stay absent."""
+    out = dict(saved)
+    for f in dataclasses.fields(cls):
+        if f.name not in out and f.init:
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = json.loads(json.dumps(f.default))
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = json.loads(json.dumps(f.default_factory()))
+    return out
+
+
 def _check(problems: list[str], ok: bool, message: str) -> None:
     if not ok:
         problems.append(message)

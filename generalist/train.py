@@ -9,7 +9,6 @@ after the last completed epoch; an epoch's data order and augmentation depend on
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from specens.data.shards import ShardLoader, ShardStream, iter_split
 
 from .checkpoint import (CheckpointError, load_generalist, load_training_state, load_weights,
                          save_generalist, save_training_state, save_weights)
-from .config import TrainConfig, config_to_json
+from .config import TrainConfig, config_to_json, with_defaults
 from .evaluate import autocast, evaluate, resolve_device
 from .losses import distillation_loss, ensemble_soft_targets
 from .models import ModelSpec, default_model
@@ -93,10 +92,7 @@ def _check_resumable(saved: dict, cfg: TrainConfig, run_dir: str) -> None:
     """Refuse to resume a run made with another config. A field the saved config lacks (a run
     written before the field existed) counts as the field's default."""
     now = config_to_json(cfg)
-    missing = [f for f in dataclasses.fields(TrainConfig) if f.name not in saved]
-    if missing:
-        old = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory() for f in missing}
-        saved = {**config_to_json(dataclasses.replace(cfg, **old)), **saved}
+    saved = with_defaults(saved, TrainConfig)
     diff = sorted(k for k in set(saved) | set(now)
                   if k not in TrainConfig.RESUMABLE_CHANGES and saved.get(k) != now.get(k))
     if diff:

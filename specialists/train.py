@@ -28,7 +28,7 @@ from specens.clustering.cluster import load_clusters
 from specens.data.format import load_info, write_json_atomic
 from specens.generalist.checkpoint import (CheckpointError, load_generalist, load_training_state, load_weights,
                                            publish_dir, read_artifact_json, save_training_state, save_weights)
-from specens.generalist.config import ConfigError, config_to_json
+from specens.generalist.config import ConfigError, config_to_json, with_defaults
 from specens.generalist.evaluate import autocast, resolve_device
 from specens.generalist.train import lr_lambda, make_optimizer
 
@@ -104,6 +104,12 @@ class SpecialistConfig:
     def result_key(self) -> dict[str, Any]:
         return {k: v for k, v in config_to_json(self).items() if k not in self.RESUMABLE_CHANGES}
 
+    def same_result(self, saved_key: dict[str, Any]) -> bool:
+        """Whether a specialist saved with ``saved_key`` is what this config would train; a field
+        the saved key lacks (written before the field existed) counts as the field's default."""
+        saved = {k: v for k, v in with_defaults(saved_key, type(self)).items() if k not in self.RESUMABLE_CHANGES}
+        return saved == self.result_key()
+
 
 def specialist_dir(out: str | Path, index: int) -> Path:
     return Path(out) / "specialists" / f"s{index:03d}"
@@ -137,7 +143,7 @@ def is_complete(cfg: SpecialistConfig, index: int, generalist_fp: str, clusters_
     except CheckpointError:
         return False
     return (meta["generalist_fingerprint"] == generalist_fp and meta["clusters_fingerprint"] == clusters_fp
-            and meta["config_key"] == cfg.result_key() and (d / "model.safetensors").is_file())
+            and cfg.same_result(meta["config_key"]) and (d / "model.safetensors").is_file())
 
 
 def train_specialist(cfg: SpecialistConfig, index: int, progress: Callable[[dict], None] | None = None) -> dict:
@@ -176,7 +182,7 @@ def train_specialist(cfg: SpecialistConfig, index: int, progress: Callable[[dict
     resumed = load_training_state(work, model)
     if resumed is not None:
         state, prog = resumed
-        if prog["config_key"] != cfg.result_key():
+        if not cfg.same_result(prog["config_key"]):
             shutil.rmtree(work / "checkpoints")  # a stale attempt under another config: start over
             model = build_specialist(gen.model, group, _init_features(gen.model, cfg, info, device)).to(device)
             opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)

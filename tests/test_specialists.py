@@ -161,3 +161,20 @@ def test_checkpoints_of_another_config_are_discarded(synthetic_run, tmp_path, mo
     a = load_file(tmp_path / "run" / "specialists" / "s000" / "model.safetensors")
     b = load_file(tmp_path / "fresh" / "specialists" / "s000" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_specialist_saved_before_a_config_field_existed_is_reused_at_its_default(synthetic_run, tmp_path):
+    import json
+
+    from specens.specialists.train import META, is_complete, specialist_dir
+
+    cfg = _cfg(synthetic_run, tmp_path, epochs=1)
+    meta = train_specialist(cfg, 0)
+    fps = meta["generalist_fingerprint"], meta["clusters_fingerprint"]
+    path = specialist_dir(tmp_path, 0) / META
+    saved = json.loads(path.read_text())
+    del saved["config_key"]["soft_prior"]  # as if written before the field existed
+    path.write_text(json.dumps(saved))
+    assert is_complete(cfg, 0, *fps)
+    assert not is_complete(_cfg(synthetic_run, tmp_path, epochs=1, soft_prior="natural"), 0, *fps)
+    assert not is_complete(_cfg(synthetic_run, tmp_path, epochs=2), 0, *fps)

@@ -4,8 +4,8 @@ For each example, q over all C classes minimises
 
     F(q) = KL(p_g ‖ q) + w Σ_{m∈A} KL(p_m ‖ q_m),     q_m = q collapsed onto S_m ∪ {d},
 
-with w = 1, the paper's objective, unless a ``specialist_weight`` is given (an extension: w > 1
-trusts the specialists more than the generalist inside their groups; see :func:`combine_distributions`).
+with w = 1, the paper's objective, unless a ``specialist_weight`` is given (an extension for
+diagnosis: w > 1 trusts the specialists more than the generalist; see :func:`combine_distributions`).
 Up to constants F(q) = −Σ_i a_i log q_i − w Σ_{m∈A} p_m(d) log(1 − q(S_m)) with
 a_i = p_g(i) + w Σ_{m∈A, i∈S_m} p_m(i). At the optimum (METHOD §5, where w = 1), with
 λ_m = w p_m(d)/(1 − q(S_m)),
@@ -73,10 +73,11 @@ def combine_distributions(p_general: torch.Tensor, p_specialists: Sequence[torch
         groups: M one-dimensional int64 tensors of class indices.
         active: (B, M) bool, which specialists take part for each example.
         method: ``"newton"`` (exact, default), ``"em"``, or ``"gradient"`` (the paper's reference).
-        specialist_weight: w. 1 (default) is the paper's objective. With one active specialist,
-            q inside its group is proportional to p_g + w·p_m, so at w = 1 the ensemble keeps only
-            part of what a specialist knows better than the generalist; a larger w, chosen on
-            held-out data (``specens evaluate --fit-weight``), keeps more. Not in the paper.
+        specialist_weight: w. 1 (default) is the paper's objective; not in the paper otherwise.
+            With one active specialist, q inside its group is proportional to p_g + w·p_m and
+            q(S_m) = (p_g(S_m) + w(1 − p_m(d))) / (1 + w): a larger w follows the specialist more,
+            its dustbin included. For diagnosis (benchmarks/RESULTS.md: a w fitted on validation
+            did not beat w = 1 on CLINC150 or Banking77).
         tol: stopping tolerance on the KKT residual max_m |g_m| (Newton) or on max |Δq| (EM,
             gradient). With the default, the objective is within 1e-9 of optimal (tested against
             an independent float64 solver).

@@ -11,8 +11,7 @@ per group. For a batch it
 4. adds the §4 dustbin correction to each specialist's dustbin logit, so its distribution refers to
    the natural class prior again, and
 5. solves for q with :func:`~specens.inference.combine.combine_distributions`, the paper's
-   objective by default; ``specialist_weight`` w > 1 (an extension, fitted on held-out data by
-   :func:`~specens.inference.evaluate.fit_specialist_weight`) weights the specialists' KL terms.
+   objective unless ``specialist_weight`` w ≠ 1 weights the specialists' KL terms (diagnosis).
 
 A run directory holds ``generalist/``, ``clusters/clusters.json`` and ``specialists/sNNN/``, the
 layout the ``specens`` commands write; :meth:`Ensemble.load` checks that they belong together.

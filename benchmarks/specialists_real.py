@@ -12,6 +12,7 @@ specialists in its own run directory that shares the generalist:
 - ``double``: twice as many groups;
 - ``long``: the base specialists trained for three times as many epochs;
 - ``longhard``: ``long`` with hard targets only (the two changes that helped, together);
+- ``longhard-overlap``: ``longhard`` on the overlapping groups;
 
 ``smalldata`` is METHOD §6's soft-targets-as-regulariser experiment: two generalists trained on the
 same 10% of the training split (``--small-fraction``, a stable subset by key hash) for as many
@@ -89,6 +90,8 @@ def main() -> None:
         "overlap": ("overlapping groups", dict(groups=n_groups, overlap=1.5)),
         "long": (f"specialists trained {long} epochs", dict(groups=n_groups, epochs=long)),
         "longhard": (f"hard targets, {long} epochs", dict(groups=n_groups, epochs=long, alpha=0.0)),
+        "longhard-overlap": (f"hard targets, {long} epochs, overlapping groups",
+                             dict(groups=n_groups, epochs=long, alpha=0.0, overlap=1.5)),
         "double": (f"{2 * n_groups} groups", dict(groups=2 * n_groups)),
     }
     at_inference = {  # changes at inference only: (label, evaluate arguments)

@@ -43,9 +43,15 @@ def objective(q: torch.Tensor, p_general: torch.Tensor, p_specialists: Sequence[
     return f
 
 
+def check_specialist_weight(w) -> float:
+    """w as a float, or ValueError unless it is a positive finite number."""
+    if not (isinstance(w, (int, float)) and 0 < w < float("inf")):
+        raise ValueError(f"specialist_weight must be a positive finite number, got {w!r}")
+    return float(w)
+
+
 def _validate(p_general, p_specialists, groups, active, specialist_weight):
-    if not (isinstance(specialist_weight, (int, float)) and 0 < specialist_weight < float("inf")):
-        raise ValueError(f"specialist_weight must be a positive finite number, got {specialist_weight!r}")
+    check_specialist_weight(specialist_weight)
     if p_general.ndim != 2:
         raise ValueError(f"p_general must be (B, C), got shape {tuple(p_general.shape)}")
     b, c = p_general.shape

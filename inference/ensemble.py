@@ -34,7 +34,7 @@ from specens.specialists.model import apply_correction
 from specens.specialists.train import META as SPECIALIST_META
 from specens.specialists.train import load_specialist, read_specialist, specialist_dir
 
-from .combine import combine_distributions
+from .combine import check_specialist_weight, combine_distributions
 
 
 def route(p_general: torch.Tensor, membership: torch.Tensor, top_n: int = 1) -> torch.Tensor:
@@ -157,9 +157,7 @@ class Ensemble:
 
     @specialist_weight.setter
     def specialist_weight(self, w: float) -> None:
-        if not (isinstance(w, (int, float)) and 0 < w < float("inf")):
-            raise ValueError(f"specialist_weight must be a positive finite number, got {w!r}")
-        self._specialist_weight = float(w)
+        self._specialist_weight = check_specialist_weight(w)
 
     @torch.no_grad()
     def forward(self, inputs: torch.Tensor) -> EnsembleOutput:

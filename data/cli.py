@@ -83,8 +83,11 @@ _register_idx()
 
 
 def _featurizer_options(f):
-    f = click.option("--buckets", default=2**18, show_default=True, help="Hash buckets of the n-gram featuriser.")(f)
-    f = click.option("--max-tokens", default=96, show_default=True, help="Token ids kept per text.")(f)
+    from .text import HashedNgrams
+
+    d = HashedNgrams()
+    f = click.option("--buckets", default=d.buckets, show_default=True, help="Hash buckets of the n-gram featuriser.")(f)
+    f = click.option("--max-tokens", default=d.max_tokens, show_default=True, help="Token ids kept per text.")(f)
     return f
 
 

@@ -120,10 +120,10 @@ def _import_text(out, name, classes, splits_text, featurizer: HashedNgrams, grou
                   featurizer=featurizer.to_json(), shard_size=shard_size)
 
 
-def import_clinc150(source: str, out: str, featurizer: HashedNgrams = HashedNgrams(),
-                    shard_size: int = 10_000) -> None:
-    """CLINC150 from ``data_full.json`` (+ ``domains.json`` for the known groups): the 150 in-scope
-    intents with their train/val/test splits; the out-of-scope examples are left out."""
+def read_clinc150(source: str) -> tuple[list[str], dict[str, list[tuple[str, str]]], list[list[int]], list[str]]:
+    """CLINC150's in-scope examples from ``data_full.json`` (+ ``domains.json``): the class names
+    (sorted intents), ``{split: [(text, intent)]}`` for train/val/test, and the 10 domains as
+    groups of class indices with their names. The out-of-scope examples are left out."""
     src = Path(source)
     try:
         data = json.loads((src / "data_full.json").read_text())
@@ -142,9 +142,15 @@ def import_clinc150(source: str, out: str, featurizer: HashedNgrams = HashedNgra
     if unknown:
         raise DataError(f"{src / 'domains.json'}: intents not in the training data: {unknown[:5]}")
     groups = [sorted(index[c] for c in domains[d]) for d in names]
-    _import_text(out, "clinc150", classes, {k: data[k] for k in ("train", "val", "test")}, featurizer,
-                 groups=groups, group_names=names, source=dict(importer="clinc150", source=str(source)),
-                 shard_size=shard_size)
+    return classes, {k: [(t, c) for t, c in data[k]] for k in ("train", "val", "test")}, groups, names
+
+
+def import_clinc150(source: str, out: str, featurizer: HashedNgrams = HashedNgrams(),
+                    shard_size: int = 10_000) -> None:
+    """CLINC150 (:func:`read_clinc150`) as a dataset whose known groups are the 10 domains."""
+    classes, splits, groups, names = read_clinc150(source)
+    _import_text(out, "clinc150", classes, splits, featurizer, groups=groups, group_names=names,
+                 source=dict(importer="clinc150", source=str(source)), shard_size=shard_size)
 
 
 def _read_csv(path: Path) -> list[tuple[str, str]]:
@@ -158,10 +164,10 @@ def _read_csv(path: Path) -> list[tuple[str, str]]:
     return [(r["text"], r["category"]) for r in rows]
 
 
-def import_banking77(source: str, out: str, featurizer: HashedNgrams = HashedNgrams(), val_fraction: float = 0.1,
-                     seed: int = 0, shard_size: int = 10_000) -> None:
-    """Banking77 from ``train.csv``/``test.csv`` (+ ``categories.json``); a stratified
-    ``val_fraction`` of the training set becomes the validation split. No known groups."""
+def read_banking77(source: str, val_fraction: float = 0.1,
+                   seed: int = 0) -> tuple[list[str], dict[str, list[tuple[str, str]]]]:
+    """Banking77 from ``train.csv``/``test.csv`` (+ ``categories.json``): the class names and
+    ``{split: [(text, category)]}``, a stratified ``val_fraction`` of train held out as val."""
     src = Path(source)
     train, test = _read_csv(src / "train.csv"), _read_csv(src / "test.csv")
     cats = src / "categories.json"
@@ -171,7 +177,13 @@ def import_banking77(source: str, out: str, featurizer: HashedNgrams = HashedNgr
         raise DataError(f"{src}: categories not in categories.json: {unknown[:5]}")
     y = np.array([classes.index(c) for _, c in train])
     rest, held = _split_indices(y, val_fraction, seed)
-    splits = {"train": [train[i] for i in rest], "val": [train[i] for i in held], "test": test}
+    return classes, {"train": [train[i] for i in rest], "val": [train[i] for i in held], "test": test}
+
+
+def import_banking77(source: str, out: str, featurizer: HashedNgrams = HashedNgrams(), val_fraction: float = 0.1,
+                     seed: int = 0, shard_size: int = 10_000) -> None:
+    """Banking77 (:func:`read_banking77`) as a dataset; no known groups."""
+    classes, splits = read_banking77(source, val_fraction, seed)
     _import_text(out, "banking77", classes, splits, featurizer,
                  source=dict(importer="banking77", source=str(source), val_fraction=val_fraction, seed=seed),
                  shard_size=shard_size)

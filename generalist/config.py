@@ -131,7 +131,8 @@ class TrainConfig:
     out: str  # run directory for checkpoints and the final model
     model: str = ""  # registry name (cnn, mlp, bag) or "module:callable"; "" picks by input kind
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model factory
-    epochs: int = 10  # passes of `epoch_size` samples
+    epochs: int = 30  # at most this many passes of `epoch_size` samples (the schedule's length)
+    patience: int = 5  # stop after this many epochs without a better validation score; 0: run every epoch
     epoch_size: int = 0  # samples per epoch; 0 means the training split's size
     batch_size: int = 128
     optimizer: str = "adamw"  # "adamw" or "sgd" (with Nesterov momentum)
@@ -163,6 +164,7 @@ class TrainConfig:
         _check(p, bool(self.data), "data: a dataset directory is required")
         _check(p, bool(self.out), "out: a run directory is required")
         _check(p, self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _check(p, self.patience >= 0, f"patience must be >= 0, got {self.patience}")
         _check(p, self.epoch_size >= 0, f"epoch_size must be >= 0, got {self.epoch_size}")
         _check(p, self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(p, self.optimizer in ("adamw", "sgd"), f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
@@ -188,4 +190,5 @@ class TrainConfig:
             raise ConfigError("; ".join(p))
 
     # Fields that may change when a run resumes: they do not change what is computed.
-    RESUMABLE_CHANGES: typing.ClassVar[frozenset[str]] = frozenset({"num_workers", "device", "threads", "out"})
+    RESUMABLE_CHANGES: typing.ClassVar[frozenset[str]] = frozenset({"num_workers", "device", "threads", "out",
+                                                                    "patience"})

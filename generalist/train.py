@@ -1,10 +1,11 @@
 """Training the generalist (METHOD §2), plainly or distilled from a teacher (METHOD §1).
 
 ``train_generalist(cfg)`` streams the training split, validates after each epoch, writes a
-resumable checkpoint after each epoch, and finally exports the epoch with the best validation
-top-1 as ``model.safetensors`` + ``model.json``. Calling it again on the same ``out`` resumes
-after the last completed epoch; an epoch's data order and augmentation depend only on
-(seed, epoch), so a resumed run computes exactly what an uninterrupted one does.
+resumable checkpoint after each epoch, stops early once ``cfg.patience`` epochs in a row bring no
+better validation score (top-1, ties broken by lower NLL), and finally exports the best epoch as
+``model.safetensors`` + ``model.json``. Calling it again on the same ``out`` resumes after the
+last completed epoch; an epoch's data order and augmentation depend only on (seed, epoch), so a
+resumed run computes exactly what an uninterrupted one does, and stops where it would have.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .checkpoint import (CheckpointError, load_generalist, load_training_state, 
 from .config import TrainConfig, config_to_json, with_defaults
 from .evaluate import autocast, evaluate, resolve_device
 from .losses import distillation_loss, ensemble_soft_targets
-from .models import ModelSpec, default_model
+from .models import ModelSpec, data_defaults, default_model
 
 
 class Teacher:
@@ -88,6 +89,19 @@ def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: f
     return torch.optim.AdamW(groups, lr=lr, fused=fused)
 
 
+def _better(record: dict, best: dict) -> bool:
+    """Whether an epoch's validation ``record`` beats ``best``: higher top-1, or equal top-1 and
+    lower NLL (top-1 on a small split ties often; NLL then says which epoch generalises better)."""
+    nll = record.get("val_nll", math.inf)
+    best_nll = math.inf if best.get("nll") is None else best["nll"]  # a run saved before NLL ties has none
+    return (record["val_top1"], -nll) > (best["top1"], -best_nll)
+
+
+def _patience_spent(best: dict, epochs_done: int, patience: int) -> bool:
+    """Early stopping: ``patience`` epochs since the best one (never, with ``patience`` 0)."""
+    return patience > 0 and best["epoch"] > 0 and epochs_done - best["epoch"] >= patience
+
+
 def _check_resumable(saved: dict, cfg: TrainConfig, run_dir: str) -> None:
     """Refuse to resume a run made with another config. A field the saved config lacks (a run
     written before the field existed) counts as the field's default."""
@@ -109,8 +123,9 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
     info = load_info(cfg.data)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    spec = ModelSpec(cfg.model or default_model(info.input.kind, info.input.dtype), info.input.shape,
-                     info.n_classes, dict(cfg.model_kwargs))
+    name = cfg.model or default_model(info.input.kind, info.input.dtype)
+    kwargs = {**data_defaults(name, info.n_classes, info.featurizer), **cfg.model_kwargs}
+    spec = ModelSpec(name, info.input.shape, info.n_classes, kwargs).resolved()
     model = spec.build().to(device)
     teacher = Teacher(cfg.teacher, device, info.classes, cfg.teacher_mean) if cfg.teacher else None
 
@@ -139,6 +154,8 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
 
     best_path = Path(cfg.out) / "checkpoints" / "best.safetensors"
     for epoch in range(start, cfg.epochs):
+        if cfg.val_split and _patience_spent(best, epoch, cfg.patience):
+            break  # also where a resumed run had already stopped
         model.train()
         loader.set_epoch(epoch)
         jitter_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
@@ -167,9 +184,8 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
             val = evaluate(model, iter_split(cfg.data, cfg.val_split, 512, info=info), device, cfg.amp)
             record.update({f"val_{k}": v for k, v in val.items() if k != "n"})
         history.append(record)
-        score = record.get("val_top1", epoch)  # without validation, the last epoch is the best
-        if score >= best["top1"]:
-            best = {"epoch": epoch + 1, "top1": score}
+        if not cfg.val_split or _better(record, best):  # without validation, the last epoch is the best
+            best = {"epoch": epoch + 1, "top1": record.get("val_top1", -1.0), "nll": record.get("val_nll")}
             best_path.parent.mkdir(parents=True, exist_ok=True)
             save_weights(model, best_path)
         if progress:
@@ -181,7 +197,11 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
             on_epoch_end(epoch, record)
 
     load_weights(model, best_path)
-    metrics = {"best_epoch": best["epoch"], "history": history,
+    stopped = len(history) < cfg.epochs
+    if progress and stopped:
+        print(f"stopped after epoch {len(history)}: no better validation score for {cfg.patience} epochs "
+              f"(best: epoch {best['epoch']})")
+    metrics = {"best_epoch": best["epoch"], "epochs_run": len(history), "stopped_early": stopped, "history": history,
                "teacher_fingerprints": teacher.fingerprints if teacher else []}
     fp = save_generalist(cfg.out, model, spec, info.classes, config_to_json(cfg), metrics)
     return TrainResult(cfg.out, fp, best["epoch"], history)

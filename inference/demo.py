@@ -53,8 +53,7 @@ def demo(run_dir, n_classes, epochs, n_groups, specialist_epochs, local, device)
         import_glyphs(str(data), n_classes=n_classes)
 
     stage(2, "generalist: training")
-    gen_cfg = TrainConfig(data=str(data), out=str(root / "generalist"), epochs=epochs, device=device,
-                          model_kwargs={"width": 32, "hidden": 256})
+    gen_cfg = TrainConfig(data=str(data), out=str(root / "generalist"), epochs=epochs, device=device)
     train_generalist(gen_cfg)
     m = evaluate_generalist(gen_cfg.out, str(data), "test", device=device, progress=False)
     click.echo(f"generalist test top-1 {m['top1']:.4f}, top-5 {m['top5']:.4f}")

@@ -8,7 +8,7 @@ from PIL import Image
 from specens.data.format import DataError, load_info
 from specens.data.importers import import_arrays, import_banking77, import_clinc150, import_folder, import_idx, MNIST_CLASSES
 from specens.data.shards import iter_split
-from specens.data.text import HashedNgrams
+from specens.data.text import FORMER_DEFAULT, HashedNgrams
 
 
 def test_featurizer_is_stable_and_padded():
@@ -17,13 +17,29 @@ def test_featurizer_is_stable_and_padded():
     assert a.dtype == np.int64 and a.shape == (40,)
     assert np.array_equal(a, HashedNgrams(buckets=1000, max_tokens=40)("freeze MY card, please!"))  # lower-cased
     toks = f.tokens("Freeze my card")
-    assert toks[:5] == ["freeze", "my", "card", "freeze_my", "my_card"] and "#<fr" in toks
+    assert toks[:5] == ["freeze", "my", "card", "freeze_my", "my_card"]
+    assert toks[5:9] == ["#<f", "#fr", "#re", "#ee"] and "#<freez" not in toks and "#<free" in toks  # orders 2-5
+    assert len(toks) == len(set(toks))  # each distinct token once ("ee" and "e>" of "freeze" appear once)
     n = len(f.tokens("Freeze my card, please!"))
     assert (a[:n] > 0).all() and (a[n:] == 0).all() and a.max() < 1000
     # Pinned ids: the hash must never change, or stored datasets stop matching new text.
-    assert HashedNgrams()("hello")[:3].tolist() == [94504, 12496, 230202]
+    assert HashedNgrams()("hello")[:3].tolist() == [94504, 34498, 156638]
     assert HashedNgrams(buckets=2**18)("hello")[0] == 1 + int.from_bytes(
         hashlib.blake2b(b"hello", digest_size=8).digest(), "little") % (2**18 - 1)
+
+
+def test_featurizer_settings_of_an_older_dataset_json_give_its_ids():
+    """dataset.json written before char_min / unique existed: one character order, repeats kept."""
+    old = {"kind": "hashed-ngrams", "buckets": 2**18, "max_tokens": 96, "word_ngrams": 2, "char_ngrams": 3}
+    f = HashedNgrams.from_json(old)
+    assert f == FORMER_DEFAULT
+    assert f("hello")[:3].tolist() == [94504, 12496, 230202]  # the ids the former default wrote
+    assert f.tokens("no no")[:3] == ["no", "no", "no_no"]
+    assert HashedNgrams.from_json(HashedNgrams(max_tokens=7).to_json()) == HashedNgrams(max_tokens=7)
+    with pytest.raises(ValueError, match="featurizer kind 'tfidf'"):
+        HashedNgrams.from_json({"kind": "tfidf"})
+    with pytest.raises(ValueError, match="char_min must be in"):
+        HashedNgrams(char_min=6)
 
 
 def test_clinc150(shared_data, tmp_path):

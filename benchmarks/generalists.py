@@ -63,7 +63,8 @@ def main() -> None:
             rows.append(_generalist_row(name, fdata, work / "former", FORMER[name], "former default", args.threads))
         if name in ("clinc150", "banking77"):
             rows.append(_tfidf_row(name, args.data_root))
-    columns = ["dataset", "model", "test top-1", "test NLL", "epochs (best / run)", "train wall s", "parameters"]
+    columns = ["dataset", "model", "val top-1", "test top-1", "test NLL", "epochs (best / run)", "train wall s",
+               "parameters"]
     table = markdown_table(columns, rows)
     print(table)
     if args.record:
@@ -117,8 +118,9 @@ def _generalist_row(name: str, data: str, out: Path, settings: dict, label: str,
     n_params = sum(p.numel() for p in load_generalist(out).model.parameters())
     model = f"{label}: {spec['name']} {json.dumps(spec['kwargs'], separators=(',', ':'))}"
     print(f"{name} {label}: top-1 {m['top1']:.4f} in {wall:.0f} s")
-    return [name, model, f"{m['top1']:.4f}", f"{m['nll']:.3f}", f"{meta['metrics']['best_epoch']} / {len(hist)}",
-            f"{wall:.0f}", f"{n_params / 1e6:.2f} M"]
+    val = hist[meta["metrics"]["best_epoch"] - 1].get("val_top1")
+    return [name, model, f"{val:.4f}" if val is not None else "", f"{m['top1']:.4f}", f"{m['nll']:.3f}",
+            f"{meta['metrics']['best_epoch']} / {len(hist)}", f"{wall:.0f}", f"{n_params / 1e6:.2f} M"]
 
 
 def _tfidf_row(name: str, data_root: str) -> list:
@@ -138,13 +140,14 @@ def _tfidf_row(name: str, data_root: str) -> list:
         LogisticRegression(C=10, max_iter=1000))
     model.fit([x for x, _ in splits["train"]], [c for _, c in splits["train"]])
     wall = time.perf_counter() - t
+    val = model.score([x for x, _ in splits["val"]], [c for _, c in splits["val"]])
     texts, labels = [x for x, _ in splits["test"]], [c for _, c in splits["test"]]
     top1 = model.score(texts, labels)
     nll = log_loss(labels, model.predict_proba(texts), labels=model.classes_)
     print(f"{name} TF-IDF + LR: top-1 {top1:.4f} in {wall:.0f} s")
     n_params = model[-1].coef_.size + model[-1].intercept_.size
-    return [name, "TF-IDF (word 1-2 + char_wb 2-5, sublinear) + LogisticRegression(C=10)", f"{top1:.4f}",
-            f"{nll:.3f}", "", f"{wall:.0f}", f"{n_params / 1e6:.2f} M"]
+    return [name, "TF-IDF (word 1-2 + char_wb 2-5, sublinear) + LogisticRegression(C=10)", f"{val:.4f}",
+            f"{top1:.4f}", f"{nll:.3f}", "", f"{wall:.0f}", f"{n_params / 1e6:.2f} M"]
 
 
 if __name__ == "__main__":

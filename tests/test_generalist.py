@@ -1,6 +1,7 @@
 """Generalist training: it learns, resumes exactly, distils, and its artifacts check themselves."""
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -245,3 +246,19 @@ def test_ngram_model_learns_real_intents(shared_data, tmp_path):
     g = load_generalist(res.run_dir)
     assert g.spec.name == "ngram" and g.spec.kwargs["buckets"] == 2**14
     assert evaluate_generalist(res.run_dir, str(tmp_path / "data"), "test", progress=False)["top1"] >= 0.85
+
+
+def test_ngram_pooling_by_hand():
+    """Σ w_t e_t / sqrt(Σ w_t²) over a text's tokens, padding ignored; all weights 1 at the start,
+    so the weighted and the unweighted model agree until training moves the weights."""
+    from specens.generalist.models import ngram
+
+    weighted, plain = ngram((6,), 3, buckets=50, dim=4), ngram((6,), 3, buckets=50, dim=4, weighted=False)
+    plain.body[0].embed.weight.data.copy_(weighted.body[0].embed.weight.data)
+    e = weighted.body[0].embed.weight.detach()
+    x = torch.tensor([[3, 4, 0, 0, 0, 0], [5, 6, 7, 8, 0, 0]])
+    with torch.no_grad():
+        assert torch.allclose(weighted.body[0](x), plain.body[0](x))
+        assert torch.allclose(plain.body[0](x)[0], (e[3] + e[4]) / 2**0.5)
+        weighted.body[0].log_weight.weight[5] = math.log(3.0)  # w_5 = 3, the others 1
+        assert torch.allclose(weighted.body[0](x)[1], (3 * e[5] + e[6] + e[7] + e[8]) / 12**0.5)

@@ -211,24 +211,30 @@ def test_saved_model_spec_spells_out_every_argument(trained, glyph_generalist):
     the same model whatever later versions choose as defaults."""
     assert load_generalist(trained.run_dir).spec.kwargs == {"hidden": [64], "dropout": 0.0, "input_dropout": 0.0}
     spec = load_generalist(glyph_generalist).spec
-    assert spec.name == "resnet" and spec.kwargs == {"width": 16, "depth": 1, "dropout": 0.1}
+    assert spec.name == "resnet" and spec.kwargs == {"width": 16, "depth": 1, "dropout": 0.1, "pool": 2}
 
 
-def test_resnet_scales_with_the_class_count_and_starts_as_its_shortcuts():
+def test_resnet_scales_with_the_class_count_and_pools_to_a_grid():
     from specens.generalist.models import resnet, resnet_size
 
     assert resnet_size(10) == resnet_size(1000) == (32, 1) and resnet_size(1001) == (48, 2)
     small, large = resnet((1, 28, 28), 10), resnet((1, 32, 32), 2000)
-    assert small.head.in_features == 128 and large.head.in_features == 192
+    assert small.head.in_features == 4 * 128 and large.head.in_features == 4 * 192  # 2 x 2 grid of 4w channels
+    assert resnet((1, 28, 28), 10, pool=1).head.in_features == 128  # global pooling
     blocks = [m for m in large.body.modules() if type(m).__name__ == "_Residual"]
     assert len(blocks) == 6
     x = torch.randn(4, 1, 32, 32)
     assert large(x).shape == (4, 2000) and small(torch.randn(3, 1, 28, 28)).shape == (3, 10)
-    block = blocks[1].eval()  # identity shortcut: with bn2's scale at zero the block is relu(x)
+    assert resnet((3, 40, 24), 7)(torch.randn(2, 3, 40, 24)).shape == (2, 7)  # any input size
+    block = blocks[1].eval()  # an identity shortcut: with the residual branch silenced the block is relu(x)
+    torch.nn.init.zeros_(block.conv2.weight)
+    block.bn2.reset_running_stats()  # the forward passes above moved them
     h = torch.randn(2, 48, 8, 8)
     assert torch.equal(block(h), torch.relu(h))
     with pytest.raises(ValueError, match="resnet takes images"):
         resnet((16,), 5)
+    with pytest.raises(ValueError, match="pool must be >= 1"):
+        resnet((1, 8, 8), 5, pool=0)
 
 
 def test_ngram_model_learns_real_intents(shared_data, tmp_path):

@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
 
-    from specens.generalist.config import parse_overrides
+    from specens.core.config import parse_overrides
 
     overrides = parse_overrides(args.overrides)
     rows = []
@@ -99,7 +99,8 @@ def _dataset(name: str, out: Path, args, former: bool = False) -> str:
 
 def _generalist_row(name: str, data: str, out: Path, settings: dict, label: str, threads: int) -> list:
     from specens.generalist.checkpoint import load_generalist, read_meta
-    from specens.generalist.config import TrainConfig, load_config
+    from specens.core.config import load_config
+    from specens.generalist.config import TrainConfig
     from specens.generalist.evaluate import evaluate_generalist
     from specens.generalist.train import train_generalist
 

@@ -55,7 +55,7 @@ def main() -> None:
         cfg = SpecialistConfig(generalist=gen.run_dir, clusters=str(work / "clusters.json"), data=str(work / "data"),
                                out=str(work / f"run{w}"), epochs=args.epochs, threads=1, val_split="val")
         t0 = time.perf_counter()
-        s = train_all(cfg, cpus_per_specialist=1, echo=lambda line: None)
+        s = train_all(cfg, cpus_per_specialist=1, restart=True, echo=lambda line: None)
         times[w] = time.perf_counter() - t0
         assert len(s.trained) == n, s
         ray.shutdown()

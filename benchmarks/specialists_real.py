@@ -71,7 +71,6 @@ def main() -> None:
     ap.add_argument("--local", action="store_true", help="specialists in this process, not through Ray")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from specens.clustering.cluster import ClusterConfig, cluster
     from specens.data.format import INFO_FILE, load_info
     from specens.generalist.config import TrainConfig
@@ -140,7 +139,7 @@ def main() -> None:
             print(f"{name}: {rep.summary()}", flush=True)
         cfg = SpecialistConfig(generalist=str(gen_dir), clusters=str(run / "clusters" / "clusters.json"),
                                data=str(data), out=str(run), epochs=epochs or spec_epochs, **spec)
-        summary = train_all(cfg, local=args.local, echo=lambda *a: None)
+        summary = train_all(cfg, local=args.local, restart=True, echo=lambda *a: None)
         if summary.failed:
             raise SystemExit(f"{name}: specialists failed: {summary.failed}; rerun to resume them")
         timings[name] = time.perf_counter() - t
@@ -201,12 +200,6 @@ def main() -> None:
             evaluate(f"{what}" if set_name == "base" else f"{label}, {what}", run, **how)
         else:
             evaluate(label, run)
-    try:
-        import ray
-
-        ray.shutdown()
-    except ImportError:
-        pass
     tables = [markdown_table(["variant", "specialists", "mean active", "ARI", "error capture", "generalist top-1",
                               "ensemble top-1", "relative", "error cut", "conditional", "routing missed"], rows)]
     if runs:

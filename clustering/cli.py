@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from specens.generalist.config import load_config, parse_overrides
+from specens.core.config import load_config, parse_overrides
 
 from .cluster import ClusterConfig
 

@@ -15,11 +15,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from specens.data.format import load_info, write_json_atomic
+from specens.core.config import config_to_json
+from specens.core.device import resolve_device
+from specens.core.errors import CheckpointError, ConfigError, check_same_classes
+from specens.core.io import fingerprint, read_artifact_json, write_json_atomic
+from specens.data.format import INFO_FILE, load_info
 from specens.data.shards import iter_split
-from specens.generalist.checkpoint import CheckpointError, fingerprint, load_generalist, read_artifact_json
-from specens.generalist.config import ConfigError, config_to_json
-from specens.generalist.evaluate import resolve_device
+from specens.generalist.checkpoint import load_generalist
 
 from .covariance import CovarianceAccumulator
 from .groups import ConfusionClusterer
@@ -65,6 +67,13 @@ class ClusterConfig:
             p.append(f"overlap must be 0 or >= 1, got {self.overlap}")
         if self.top_k < 0 or self.max_size < 0 or self.n_components < 0:
             p.append("top_k, max_size and n_components must be >= 0")
+        if self.batch_size < 1:
+            p.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if not p:  # the clusterer's own checks (representation, algorithm, small, ...), before any data is read
+            try:
+                self.clusterer().check_params()
+            except ValueError as e:
+                p.append(str(e).removeprefix("ConfusionClusterer: "))
         if p:
             raise ConfigError("; ".join(p))
 
@@ -81,9 +90,13 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
     device = resolve_device(cfg.device)
     g = load_generalist(cfg.generalist, device)
     info = load_info(cfg.data)
-    if g.classes != info.classes:
-        raise CheckpointError(f"{cfg.generalist} was trained on other classes than {cfg.data}/dataset.json")
+    check_same_classes(g.classes, info.classes, cfg.generalist, f"{cfg.data}/{INFO_FILE}")
+    info.split(cfg.split)
     clusterer = cfg.clusterer()
+    try:
+        clusterer.check_params(info.n_classes)  # n_groups against the label space, before the pass over the data
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     acc = CovarianceAccumulator(g.n_classes, top_k=cfg.top_k or None)
     y_true, y_pred = [], []
     for batch in tqdm(iter_split(cfg.data, cfg.split, cfg.batch_size, info=info), desc=f"covariance {cfg.split}",

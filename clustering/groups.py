@@ -22,6 +22,7 @@ The steps, each a small function:
 from __future__ import annotations
 
 import numpy as np
+from sklearn.base import BaseEstimator
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.extmath import randomized_svd
@@ -124,7 +125,7 @@ def bound_sizes(groups: list[np.ndarray], features: np.ndarray, min_size: int, m
     return sorted(unique.values(), key=lambda g: (g[0], len(g)))
 
 
-class ConfusionClusterer:
+class ConfusionClusterer(BaseEstimator):
     """Groups of classes the generalist confuses, for specialists to own (METHOD §3).
 
     Parameters:
@@ -208,7 +209,6 @@ class ConfusionClusterer:
         return self
 
     def _validate(self, cov: np.ndarray) -> None:
-        problems = []
         if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
             raise ValueError(f"covariance must be square (n_classes, n_classes), got shape {cov.shape}")
         if not np.isfinite(cov).all():
@@ -217,9 +217,16 @@ class ConfusionClusterer:
         for i in range(0, len(cov), 1024):  # block-wise: no C×C temporaries
             if np.abs(cov[i:i + 1024] - cov[:, i:i + 1024].T).max() > tol:
                 raise ValueError("covariance is not symmetric")
-        c = cov.shape[0]
-        if not isinstance(self.n_groups, int | np.integer) or not 1 <= self.n_groups <= c:
-            problems.append(f"n_groups must be an int in [1, n_classes={c}], got {self.n_groups!r}")
+        self.check_params(cov.shape[0])
+
+    def check_params(self, n_classes: int | None = None) -> None:
+        """Raise one :class:`ValueError` listing every bad parameter; with ``n_classes``, also
+        check ``n_groups`` against it. Runs before any data is read (``ClusterConfig``)."""
+        problems = []
+        c = n_classes
+        if not isinstance(self.n_groups, int | np.integer) or self.n_groups < 1 or (c is not None and self.n_groups > c):
+            bound = f"in [1, n_classes={c}]" if c is not None else ">= 1"
+            problems.append(f"n_groups must be an int {bound}, got {self.n_groups!r}")
         if self.representation not in REPRESENTATIONS:
             problems.append(f"representation must be one of {REPRESENTATIONS}, got {self.representation!r}")
         if self.algorithm not in ("kmeans", "minibatch"):
@@ -250,8 +257,3 @@ class ConfusionClusterer:
         for g in self.groups_:
             counts[g] += 1
         return counts
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {k: getattr(self, k) for k in ("n_groups", "representation", "algorithm", "n_components", "overlap",
-                                              "n_runs", "min_size", "max_size", "small", "min_confusion",
-                                              "random_state")}

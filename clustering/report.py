@@ -20,6 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from specens.core.io import atomic_path
+
 from .groups import group_confusability
 
 
@@ -111,7 +113,7 @@ class ClusterReport:
                 **self.extra}
 
     def save_json(self, path: str | Path) -> None:
-        from specens.data.format import write_json_atomic
+        from specens.core.io import write_json_atomic
         write_json_atomic(path, self.to_json())
 
     def summary(self) -> str:
@@ -163,7 +165,8 @@ class ClusterReport:
             ax.set_title(f"correlation of soft predictions, {self.n_classes} classes ordered by group")
             fig.colorbar(im, ax=ax, shrink=0.8)
             paths.append(out_dir / "covariance.png")
-            fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
+            with atomic_path(paths[-1]) as tmp:
+                fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
             plt.close(fig)
         fig, ax = plt.subplots(figsize=(7, 3))
         ax.bar(range(len(self.groups)), [len(g) for g in self.groups], color="tab:blue")
@@ -171,6 +174,7 @@ class ClusterReport:
         ax.set_ylabel("classes")
         ax.set_title("group sizes")
         paths.append(out_dir / "group_sizes.png")
-        fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
+        with atomic_path(paths[-1]) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)
         return paths

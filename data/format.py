@@ -24,20 +24,17 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from specens.core.errors import DataError
 
 FORMAT = "specens.dataset"
 FORMAT_VERSION = 1
 INFO_FILE = "dataset.json"
 INPUT_KINDS = {"image": "png", "array": "npy"}
 DTYPES = ("uint8", "float32", "int64")
-
-
-class DataError(ValueError):
-    """Bad input data: the message names the file (and sample key or field) at fault."""
 
 
 @dataclass(frozen=True)
@@ -195,33 +192,3 @@ def load_info(root: str | os.PathLike) -> DatasetInfo:
         raise DataError(f"{path}: lists shards that do not exist: {', '.join(missing[:5])}"
                         + (" …" if len(missing) > 5 else ""))
     return info
-
-
-def temp_sibling(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
-    """A fresh hidden name next to ``path`` for writing before a rename over it. The caller creates
-    it (exclusively: ``open(.., "x")``, ``mkdir``), so it gets the umask's permissions like any new
-    file, not ``tempfile``'s owner-only 0600/0700, which other users of a shared run directory (Ray
-    workers, a team) could not read."""
-    path = Path(path)
-    return path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file in the same directory, fsync it, then rename it over
-    ``path``: readers see the old file or the whole new one, never a part."""
-    path = Path(path)
-    tmp = temp_sibling(path)
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON to a temporary file in the same directory, then rename it over ``path``."""
-    write_bytes_atomic(path, (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode())

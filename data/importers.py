@@ -15,22 +15,28 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
+from sklearn.model_selection import train_test_split
 
-from .format import DataError, InputSpec
+from specens.core.errors import DataError
+
+from .format import InputSpec
 from .shards import DatasetWriter
 from .text import HashedNgrams
 
 
-def _split_indices(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified random split: (rest, held_out) index arrays, ``fraction`` of each class held out."""
-    rng = np.random.default_rng(seed)
-    held = []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        held.append(idx[: int(round(fraction * len(idx)))])
-    held = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
-    rest = np.setdiff1d(np.arange(len(y)), held)
-    return rest, held
+def _split_indices(y: np.ndarray, fraction: float, seed: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded split by scikit-learn: sorted (rest, held_out) index arrays with
+    ``fraction`` of the examples held out in the classes' proportions. ``where`` names the source
+    in the error raised when the classes are too small to stratify."""
+    idx = np.arange(len(y))
+    if fraction <= 0:
+        return idx, idx[:0]
+    try:
+        rest, held = train_test_split(idx, test_size=fraction, stratify=y, random_state=seed)
+    except ValueError as e:  # a class with one example, or fewer held-out examples than classes
+        raise DataError(f"{where}: cannot hold out a stratified {fraction:g} of {len(y)} examples in "
+                        f"{len(np.unique(y))} classes ({e})") from None
+    return np.sort(rest), np.sort(held)
 
 
 def _write_splits(out, name, classes, spec, splits: dict[str, tuple[np.ndarray, np.ndarray]], **kw):
@@ -176,7 +182,7 @@ def read_banking77(source: str, val_fraction: float = 0.1,
     if unknown:
         raise DataError(f"{src}: categories not in categories.json: {unknown[:5]}")
     y = np.array([classes.index(c) for _, c in train])
-    rest, held = _split_indices(y, val_fraction, seed)
+    rest, held = _split_indices(y, val_fraction, seed, str(src / "train.csv"))
     return classes, {"train": [train[i] for i in rest], "val": [train[i] for i in held], "test": test}
 
 
@@ -230,16 +236,16 @@ def import_folder(source: str, out: str, size: int | None = None, grayscale: boo
     shape = None
     shape = load(0).shape  # the first image fixes the shape every other must have
     y = np.array(labels)
-    splits = _three_way(y, val_fraction, test_fraction, seed)
+    splits = _three_way(y, val_fraction, test_fraction, seed, str(src))
     _write_splits(out, src.name, classes, InputSpec("image", shape, "uint8"),
                   {k: ((lambda i, idx=idx: load(int(idx[i]))), y[idx]) for k, idx in splits.items()},
                   source=dict(importer="folder", source=str(source), size=size, grayscale=grayscale, seed=seed),
                   shard_size=shard_size)
 
 
-def _three_way(y, val_fraction, test_fraction, seed) -> dict[str, np.ndarray]:
-    rest, test = _split_indices(y, test_fraction, seed)
-    inner_train, inner_val = _split_indices(y[rest], val_fraction / max(1e-9, 1 - test_fraction), seed + 1)
+def _three_way(y, val_fraction, test_fraction, seed, where: str) -> dict[str, np.ndarray]:
+    rest, test = _split_indices(y, test_fraction, seed, where)
+    inner_train, inner_val = _split_indices(y[rest], val_fraction / max(1e-9, 1 - test_fraction), seed + 1, where)
     return {"train": rest[inner_train], "val": rest[inner_val], "test": test}
 
 
@@ -271,7 +277,7 @@ def import_arrays(x_path: str, y_path: str, out: str, classes: Sequence[str] | N
     classes = list(classes) if classes is not None else [str(c) for c in range(n_classes)]
     if y.min() < 0 or n_classes > len(classes):
         raise DataError(f"{y_path}: labels span [{y.min()}, {y.max()}], outside [0, {len(classes)})")
-    splits = _three_way(y, val_fraction, test_fraction, seed)
+    splits = _three_way(y, val_fraction, test_fraction, seed, str(y_path))
     _write_splits(out, Path(x_path).stem, classes, InputSpec("array", tuple(x.shape[1:]), dtype),
                   {k: ((lambda i, idx=idx: np.asarray(x[idx[i]], dtype=dtype)), y[idx]) for k, idx in splits.items()},
                   source=dict(importer="arrays", x=str(x_path), y=str(y_path), seed=seed), shard_size=shard_size)

@@ -1,7 +1,8 @@
 """Writing and streaming WebDataset shards in the format of :mod:`specens.data.format`.
 
-Writing is atomic at two levels: a shard is written under a hidden ``.partial`` name and renamed
-only once it is closed, and ``dataset.json`` is written last, so a crashed import never leaves a
+Writing is atomic at two levels: a shard is written under a hidden temporary name of the form
+:func:`specens.core.io.temp_sibling` gives (unique per writer, so concurrent imports never share
+one) and renamed only once it is closed, and ``dataset.json`` is written last, so a crashed import never leaves a
 shard or a dataset that looks complete.
 
 Reading streams :class:`Batch` objects, either for training (shards and samples shuffled with a
@@ -28,8 +29,10 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from .format import (DataError, DatasetInfo, InputSpec, ShardInfo, SplitInfo, INFO_FILE,
-                     load_info, write_json_atomic)
+from specens.core.errors import DataError
+from specens.core.io import temp_sibling, write_json_atomic
+
+from .format import DatasetInfo, InputSpec, ShardInfo, SplitInfo, INFO_FILE, load_info
 
 _KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
 
@@ -100,7 +103,9 @@ class _SplitWriter:
         self.class_counts = np.zeros(len(parent.classes), dtype=np.int64)
         self._in_shard = 0
         root = str(parent.root).replace("%", "%%")
-        self._writer = wds.ShardWriter(f"{root}/.{split}-%06d.tar.partial",
+        # ShardWriter numbers its files itself: temp_sibling's pattern with one token per writer
+        self._suffix = temp_sibling("x").name[len(".x"):]  # ".<token>.tmp"
+        self._writer = wds.ShardWriter(f"{root}/.{split}-%06d.tar{self._suffix}",
                                        maxcount=parent.shard_size, post=self._finish_shard,
                                        verbose=0, mtime=0.0)
 
@@ -109,7 +114,7 @@ class _SplitWriter:
         if self._in_shard == 0:  # ShardWriter opens its first shard eagerly
             partial.unlink()
             return
-        final = partial.with_name(partial.name[1:].removesuffix(".partial"))
+        final = partial.with_name(partial.name[1:].removesuffix(self._suffix))
         os.replace(partial, final)
         self.shards.append(ShardInfo(final.name, self._in_shard))
         self._in_shard = 0

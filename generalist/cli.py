@@ -6,7 +6,9 @@ import json
 
 import click
 
-from .config import TrainConfig, load_config, parse_overrides
+from specens.core.config import load_config, parse_overrides
+
+from .config import TrainConfig
 
 
 @click.group("generalist")
@@ -24,15 +26,17 @@ def generalist_cli():
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any config field, e.g. --set lr=0.001 --set 'model_kwargs={\"width\": 32}'.")
+@click.option("--restart", is_flag=True,
+              help="Discard checkpoints in OUT made with another config and train afresh (default: refuse).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train(config_path, data, out, epochs, teacher, device, sets, quiet):
+def train(config_path, data, out, epochs, teacher, device, sets, restart, quiet):
     """Train a generalist; the best validation epoch is exported to OUT/model.safetensors + model.json."""
     from .train import train_generalist
 
     overrides = {"data": data, "out": out, "epochs": epochs, "device": device,
                  "teacher": list(teacher) or None, **parse_overrides(sets)}
     cfg = load_config(TrainConfig, config_path, overrides)
-    result = train_generalist(cfg, progress=not quiet)
+    result = train_generalist(cfg, progress=not quiet, restart=restart)
     last = result.history[-1] if result.history else {}
     click.echo(f"generalist {result.fingerprint} in {result.run_dir}: best epoch {result.best_epoch}, "
                f"val top-1 {last.get('val_top1', float('nan')):.4f} (last epoch)")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -13,27 +10,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from specens.data.format import write_json_atomic
+from specens.core.device import autocast, resolve_device
+from specens.core.errors import check_same_classes
+from specens.core.io import atomic_path, write_bytes_atomic, write_json_atomic
+from specens.data.format import INFO_FILE
 from specens.data.shards import Batch, iter_split
 
 from .checkpoint import load_generalist
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` is CUDA when available, else CPU; anything else is checked to exist."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: CUDA is not available on this machine")
-    return dev
-
-
-def autocast(device: torch.device, enabled: bool = True):
-    """bfloat16 autocast on CUDA; a no-op elsewhere."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 class Metrics:
@@ -78,14 +61,8 @@ def evaluate_generalist(run_dir: str, data: str, split: str = "test", batch_size
     dev = resolve_device(device)
     g = load_generalist(run_dir, dev)
     loader = iter_split(data, split, batch_size)
-    _check_classes(g.classes, loader.stream.info.classes, run_dir, data)
+    check_same_classes(g.classes, loader.stream.info.classes, run_dir, f"{data}/{INFO_FILE}")
     return evaluate(g.model, loader, dev, progress=progress, desc=f"eval {split}")
-
-
-def _check_classes(model_classes, data_classes, run_dir, data) -> None:
-    if tuple(model_classes) != tuple(data_classes):
-        raise ValueError(f"{run_dir} was trained on {len(model_classes)} classes that differ from the "
-                         f"{len(data_classes)} of {data}/dataset.json")
 
 
 @torch.no_grad()
@@ -101,16 +78,15 @@ def predict_generalist(run_dir: str, data: str, split: str, out: str, batch_size
     g = load_generalist(run_dir, dev)
     loader = iter_split(data, split, batch_size)
     info = loader.stream.info
-    _check_classes(g.classes, info.classes, run_dir, data)
+    check_same_classes(g.classes, info.classes, run_dir, f"{data}/{INFO_FILE}")
     n, c = info.split(split).num_samples, g.n_classes
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "predictions.json").unlink(missing_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".predict."))
-    try:
-        logits = np.lib.format.open_memmap(tmp / "logits.npy", mode="w+", dtype=np.float32, shape=(n, c))
-        labels = np.empty(n, dtype=np.int64)
-        keys: list[str] = []
+    labels = np.empty(n, dtype=np.int64)
+    keys: list[str] = []
+    with atomic_path(out_dir / "logits.npy") as tmp:
+        logits = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, c))
         i = 0
         for batch in tqdm(loader, desc=f"predict {split}", disable=not progress, unit="batch"):
             z = g.model(batch.inputs.to(dev)).float().cpu().numpy()
@@ -120,14 +96,9 @@ def predict_generalist(run_dir: str, data: str, split: str, out: str, batch_size
             i += len(z)
         logits.flush()
         del logits
-        np.save(tmp / "labels.npy", labels)
-        (tmp / "keys.txt").write_text("\n".join(keys) + "\n")
-        for name in ("logits.npy", "labels.npy", "keys.txt"):
-            os.replace(tmp / name, out_dir / name)
-    finally:
-        for f in tmp.iterdir():
-            f.unlink()
-        tmp.rmdir()
+    with atomic_path(out_dir / "labels.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, labels)
+    write_bytes_atomic(out_dir / "keys.txt", ("\n".join(keys) + "\n").encode())
     meta = {"generalist": str(run_dir), "generalist_fingerprint": g.fingerprint, "data": str(data),
             "split": split, "n_samples": n, "n_classes": c}
     write_json_atomic(out_dir / "predictions.json", meta)

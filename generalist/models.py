@@ -16,6 +16,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from specens.core.errors import ConfigError
+
 
 class Classifier(nn.Module):
     """``logits = head(body(x))``.
@@ -208,8 +210,8 @@ class ModelSpec:
             try:
                 return getattr(importlib.import_module(module), attr)
             except (ImportError, AttributeError) as e:
-                raise ValueError(f"model {self.name!r}: cannot import it ({e})") from None
-        raise ValueError(f"model {self.name!r}: not one of {sorted(REGISTRY)} and not 'module:callable'")
+                raise ConfigError(f"model {self.name!r}: cannot import it ({e})") from None
+        raise ConfigError(f"model {self.name!r}: not one of {sorted(REGISTRY)} and not 'module:callable'")
 
     def resolved(self) -> "ModelSpec":
         """This spec with the factory's defaults written into ``kwargs`` for every argument not
@@ -224,12 +226,14 @@ class ModelSpec:
         try:
             model = factory(tuple(self.input_shape), self.n_classes, **self.kwargs)
         except TypeError as e:
-            raise ValueError(f"model {self.name!r}: bad arguments {self.kwargs} ({e})") from None
+            raise ConfigError(f"model {self.name!r}: bad arguments {self.kwargs} ({e})") from None
+        except ValueError as e:  # the factory refuses these inputs or arguments
+            raise ConfigError(f"model {self.name!r}: {e}") from None
         head = getattr(model, "head", None)
         if not isinstance(getattr(model, "body", None), nn.Module) or not isinstance(head, nn.Linear):
-            raise ValueError(f"model {self.name!r}: must have a `body` module and a `head` nn.Linear")
+            raise ConfigError(f"model {self.name!r}: must have a `body` module and a `head` nn.Linear")
         if head.out_features != self.n_classes:
-            raise ValueError(f"model {self.name!r}: head has {head.out_features} outputs, expected {self.n_classes}")
+            raise ConfigError(f"model {self.name!r}: head has {head.out_features} outputs, expected {self.n_classes}")
         return model
 
     def to_json(self) -> dict[str, Any]:

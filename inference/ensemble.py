@@ -27,9 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from specens.clustering.cluster import load_clusters
-from specens.data.format import INFO_FILE, DataError, load_info
-from specens.generalist.checkpoint import CheckpointError, Generalist, fingerprint, load_generalist
-from specens.generalist.evaluate import resolve_device
+from specens.core.device import resolve_device
+from specens.core.errors import CheckpointError, ConfigError, check_same_classes
+from specens.core.io import fingerprint
+from specens.data.format import INFO_FILE, load_info
+from specens.generalist.checkpoint import Generalist, load_generalist
 from specens.specialists.model import apply_correction
 from specens.specialists.train import META as SPECIALIST_META
 from specens.specialists.train import load_specialist, read_specialist, specialist_dir
@@ -74,7 +76,7 @@ class Ensemble:
         if not len(groups) == len(specialists) == len(corrections):
             raise ValueError(f"{len(groups)} groups, {len(specialists)} specialists, {len(corrections)} corrections")
         if top_n < 1:
-            raise ValueError(f"top_n must be at least 1, got {top_n}")
+            raise ConfigError(f"top_n must be at least 1, got {top_n}")
         self.device = torch.device(device)
         self.generalist = generalist
         self.groups = [torch.as_tensor(g, dtype=torch.int64, device=self.device) for g in groups]
@@ -98,9 +100,7 @@ class Ensemble:
     def dataset_info(self, data: str | Path):
         """``data``'s :class:`DatasetInfo`, after checking that its classes are the ensemble's."""
         info = load_info(data)
-        if tuple(info.classes) != tuple(self.classes):
-            raise DataError(f"{Path(data) / INFO_FILE}: its {info.n_classes} classes are not the {self.n_classes} "
-                            "classes the ensemble's generalist was trained on")
+        check_same_classes(self.classes, info.classes, "the ensemble's generalist", str(Path(data) / INFO_FILE))
         return info
 
     @classmethod

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from specens.data.format import write_json_atomic
+from specens.core.io import atomic_path, write_json_atomic
 from specens.data.shards import iter_split
 
 from .ensemble import Ensemble
@@ -174,10 +174,9 @@ def save_report(r: dict, out: str | Path) -> None:
     g, e = r["generalist"]["top1"], r["ensemble"]["top1"]
     fig.suptitle(f"{r.get('dataset', '')}: top-1 {g:.3f} → {e:.3f} ({r['top1_relative_improvement']:+.1%})")
     fig.tight_layout()
-    tmp = out / ".table4.png.tmp"
-    fig.savefig(tmp, format="png", dpi=110)
+    with atomic_path(out / "table4.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(out / "table4.png")
 
 
 def _json_safe(x):

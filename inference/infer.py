@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from specens.data.format import DataError, write_bytes_atomic, write_json_atomic
+from specens.core.errors import DataError
+from specens.core.io import TEMP_GLOB, write_bytes_atomic, write_json_atomic
 from specens.data.shards import iter_split
 
 from .ensemble import Ensemble
@@ -45,13 +45,6 @@ def shard_stem(name: str) -> str:
     return name[:-4] if name.endswith(".tar") else name
 
 
-def _maybe_die(shard_index: int) -> None:
-    """Fault injection for tests: ``SPECENS_KILL_IN_SHARD=<i>`` SIGKILLs the process halfway
-    through shard i, after the shards before it are finished."""
-    if os.environ.get("SPECENS_KILL_IN_SHARD") == str(shard_index):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _lines(keys, q: torch.Tensor, active: torch.Tensor, names, k: int) -> list[str]:
     probs, idx = q.topk(k, dim=1)
     out = []
@@ -64,9 +57,13 @@ def _lines(keys, q: torch.Tensor, active: torch.Tensor, names, k: int) -> list[s
 
 def infer(run_dir: str, data: str, out: str, *, split: str = "test", top_k: int = 5, save_q: bool = False,
           batch_size: int = 256, top_n: int = 1, device: str = "auto", progress: bool = True,
-          ensemble: Ensemble | None = None) -> dict:
+          ensemble: Ensemble | None = None,
+          on_batch: Callable[[int, int, int], None] | None = None) -> dict:
     """Predict every sample of ``data``'s ``split`` with the ensemble of ``run_dir``; see the
-    module docstring for the outputs. Returns the final manifest."""
+    module docstring for the outputs. Returns the final manifest.
+
+    ``on_batch(shard_index, done, shard_samples)`` is called after each batch with the samples
+    of the shard done so far (progress reporting; tests kill the process through it)."""
     ens = ensemble or Ensemble.load(run_dir, device=device, top_n=top_n)
     info = ens.dataset_info(data)
     shards = info.split(split).shards
@@ -79,7 +76,7 @@ def infer(run_dir: str, data: str, out: str, *, split: str = "test", top_k: int 
                 "method": ens.method, "specialist_weight": ens.specialist_weight, "batch_size": batch_size}
     _check_manifest(out_dir, settings)
     write_json_atomic(out_dir / MANIFEST, {**settings, "complete": False})
-    for leftover in out_dir.glob(".*.tmp"):  # temporaries of a killed run
+    for leftover in out_dir.glob(TEMP_GLOB):  # temporaries of a killed run
         leftover.unlink()
 
     done = [s for s in shards if (out_dir / f"{shard_stem(s.name)}.jsonl").is_file()]
@@ -97,8 +94,8 @@ def infer(run_dir: str, data: str, out: str, *, split: str = "test", top_k: int 
                 qs.append(res.q.float().cpu().numpy())
             seen += len(batch)
             bar.update(len(batch))
-            if seen * 2 >= shard.num_samples:
-                _maybe_die(i)
+            if on_batch is not None:
+                on_batch(i, seen, shard.num_samples)
         if save_q:
             buf = io.BytesIO()
             np.save(buf, np.concatenate(qs) if qs else np.zeros((0, ens.n_classes), np.float32))

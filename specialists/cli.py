@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from specens.generalist.config import load_config, parse_overrides
+from specens.core.config import load_config, parse_overrides
 
 from .train import SpecialistConfig
 
@@ -27,9 +27,11 @@ def specialists_cli():
 @click.option("--gpus-per-specialist", type=float, default=None,
               help="Ray GPUs per task; default 1 when the cluster has GPUs, else 0. A fraction packs small ones.")
 @click.option("--max-retries", default=2, show_default=True, help="Retries of a failed specialist (it resumes).")
+@click.option("--restart", is_flag=True,
+              help="Retrain specialists trained (or started) with another config (default: refuse).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any config field.")
 def train(config_path, generalist, clusters, data, out, epochs, local, cpus_per_specialist, gpus_per_specialist,
-          max_retries, sets):
+          max_retries, restart, sets):
     """Train every specialist not already complete. Inside `ray job submit` it joins that
     cluster (RAY_ADDRESS); otherwise it starts a local one. Rerunning skips finished specialists."""
     from .parallel import train_all
@@ -38,7 +40,7 @@ def train(config_path, generalist, clusters, data, out, epochs, local, cpus_per_
                  **parse_overrides(sets)}
     cfg = load_config(SpecialistConfig, config_path, overrides)
     summary = train_all(cfg, local=local, max_retries=max_retries, cpus_per_specialist=cpus_per_specialist,
-                        gpus_per_specialist=gpus_per_specialist, echo=click.echo)
+                        gpus_per_specialist=gpus_per_specialist, restart=restart, echo=click.echo)
     click.echo(f"trained {len(summary.trained)}, skipped {len(summary.skipped)} complete, failed "
                f"{len(summary.failed)} in {summary.seconds:.0f} s; artifacts in {cfg.out}/specialists/")
     if summary.failed:

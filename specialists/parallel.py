@@ -1,7 +1,8 @@
 """Training every specialist: one Ray task each, or sequentially with ``local=True``.
 
-This is the only module that imports Ray. It checks the inputs before anything trains, skips
-specialists whose artifacts are complete for the current generalist, clusters and config,
+This is the only module that imports Ray, and it owns Ray's lifetime: it checks the inputs before
+anything trains, skips specialists whose artifacts are complete for the current generalist,
+clusters and config (and refuses, or with ``restart`` retrains, those made with another config),
 submits one task per remaining specialist with declared resources (a GPU or a fraction of one
 where the cluster has GPUs, CPUs otherwise; ``max_calls=1`` so no worker process, and no GPU
 memory, is reused between specialists; ``max_retries`` with ``retry_exceptions``), and collects
@@ -9,21 +10,27 @@ them with ``ray.wait``, reporting done / running / failed, each one's metrics an
 retried task resumes from the specialist's last epoch checkpoint.
 
 Connection: inside ``ray job submit`` (``RAY_ADDRESS`` is set) it joins that cluster; otherwise it
-starts a local one on 127.0.0.1.
+starts a local one on 127.0.0.1 and shuts it down when the specialists are done. A Ray session the
+caller started is used as it is and left running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from specens.clustering.cluster import load_clusters
-from specens.data.format import load_info
-from specens.generalist.checkpoint import CheckpointError, load_generalist
+from specens.core.checkpoint import training_progress
+from specens.core.config import config_changes
+from specens.core.errors import CheckpointError, check_same_classes
+from specens.data.format import INFO_FILE, load_info
+from specens.generalist.checkpoint import load_generalist
 
-from .train import SpecialistConfig, is_complete, train_specialist
+from .train import SpecialistConfig, complete_changes, specialist_dir, train_specialist
 
 
 @dataclass
@@ -40,8 +47,7 @@ def check_inputs(cfg: SpecialistConfig):
     gen = load_generalist(cfg.generalist)
     clusters = load_clusters(cfg.clusters, gen.fingerprint, gen.n_classes)
     info = load_info(cfg.data)
-    if info.classes != gen.classes:
-        raise CheckpointError(f"{cfg.generalist} was trained on other classes than {cfg.data}/dataset.json")
+    check_same_classes(gen.classes, info.classes, cfg.generalist, f"{cfg.data}/{INFO_FILE}")
     counts = info.split("train").class_counts
     for m, g in enumerate(clusters.groups):
         n = sum(counts[c] for c in g)
@@ -58,55 +64,103 @@ def _summary_line(m: int, meta: dict) -> str:
             f"{meta['dustbin_correction']:+.3f}, best epoch {meta['metrics']['best_epoch']}{val}")
 
 
+def plan(cfg: SpecialistConfig, wanted: list[int], gen_fp: str, clusters_fp: str,
+         restart: bool = False) -> tuple[list[int], list[int]]:
+    """Split ``wanted`` into (to train, already complete). A specialist, or an interrupted attempt
+    at one, made with another generalist, clusters or config is refused with one error naming the
+    differences, or retrained with ``restart`` (the rerun policy of :mod:`specens.core.loop`)."""
+    todo, done, stale = [], [], []
+    for m in wanted:
+        changes = complete_changes(cfg, m, gen_fp, clusters_fp)
+        if changes == []:
+            done.append(m)
+            continue
+        todo.append(m)
+        if changes is None:  # not complete: an interrupted attempt must match too
+            work = specialist_dir(cfg.out, m).with_name(f".s{m:03d}.work")
+            prog = training_progress(work) if work.is_dir() else None
+            changes = config_changes(prog.get("config", prog.get("config_key", {})), cfg) if prog else []
+        if changes:
+            stale.append(f"{specialist_dir(cfg.out, m)} ({'; '.join(changes)})")
+    if stale and not restart:
+        raise CheckpointError(f"{len(stale)} specialist(s) were trained, or started, with other settings: "
+                              f"{stale[0]}{' …' if len(stale) > 1 else ''}; rerun with --restart (restart=True) "
+                              "to retrain them, or use another --out")
+    return todo, done
+
+
 def train_all(cfg: SpecialistConfig, *, local: bool = False, max_retries: int = 2, cpus_per_specialist: int = 1,
-              gpus_per_specialist: float | None = None, indices: list[int] | None = None,
-              echo=print) -> RunSummary:
+              gpus_per_specialist: float | None = None, indices: list[int] | None = None, restart: bool = False,
+              on_epoch_end: Callable[[int, dict], None] | None = None, echo=print) -> RunSummary:
     """Train the specialists of ``cfg.clusters`` that are not complete yet; see the module doc.
 
     gpus_per_specialist: None = 1 when the cluster has GPUs, else 0; a fraction packs several
-    small specialists on one GPU.
+    small specialists on one GPU. on_epoch_end(epoch, record) runs inside each specialist's
+    process after each epoch (with Ray it must pickle); tests inject faults through it.
     """
     t0 = time.perf_counter()
     gen_fp, clusters = check_inputs(cfg)
     wanted = list(range(len(clusters.groups))) if indices is None else indices
     summary = RunSummary()
-    todo = []
-    for m in wanted:
-        (summary.skipped if is_complete(cfg, m, gen_fp, clusters.fingerprint) else todo).append(m)
+    todo, summary.skipped = plan(cfg, wanted, gen_fp, clusters.fingerprint, restart)
     echo(f"{len(wanted)} specialists: {len(summary.skipped)} already complete, {len(todo)} to train")
     if cfg.threads == 0:
         cfg = dataclasses.replace(cfg, threads=cpus_per_specialist)
     if local:
         for m in todo:
-            meta = train_specialist(cfg, m, progress=lambda r: echo(f"  specialist {r['index']}: epoch {r['epoch']}"))
+            def report(epoch: int, record: dict) -> None:
+                echo(f"  specialist {record['index']}: epoch {record['epoch']}")
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, record)
+            meta = train_specialist(cfg, m, on_epoch_end=report, restart=restart)
             summary.trained.append(m)
             summary.metrics[m] = meta["metrics"]
             echo(_summary_line(m, meta))
     elif todo:
-        _train_with_ray(cfg, todo, summary, max_retries, cpus_per_specialist, gpus_per_specialist, echo)
+        with _ray_session():
+            _train_with_ray(cfg, todo, summary, max_retries, cpus_per_specialist, gpus_per_specialist, restart,
+                            on_epoch_end, echo)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def _task(cfg: SpecialistConfig, index: int) -> dict:
-    return train_specialist(cfg, index, progress=lambda r: print(
-        f"specialist {r['index']}: epoch {r['epoch']} loss {r['train_loss']:.4f} "
-        f"val {r.get('val_top1', float('nan')):.3f}", flush=True))
-
-
-def _train_with_ray(cfg, todo, summary, max_retries, cpus, gpus, echo) -> None:
+@contextlib.contextmanager
+def _ray_session():
+    """Join the cluster of ``ray job submit`` (``RAY_ADDRESS``), use a session the caller already
+    started, or start a local one on loopback and shut it down afterwards."""
     import ray
 
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(log_to_driver=True)
-        else:
-            ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
+    if ray.is_initialized():
+        yield
+        return
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+    else:
+        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _task(cfg: SpecialistConfig, index: int, restart: bool, on_epoch_end) -> dict:
+    def report(epoch: int, r: dict) -> None:
+        print(f"specialist {r['index']}: epoch {r['epoch']} loss {r['train_loss']:.4f} "
+              f"val {r.get('val_top1', float('nan')):.3f}", flush=True)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, r)
+    return train_specialist(cfg, index, on_epoch_end=report, restart=restart)
+
+
+def _train_with_ray(cfg, todo, summary, max_retries, cpus, gpus, restart, on_epoch_end, echo) -> None:
+    import ray
+
     if gpus is None:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
     remote = ray.remote(max_calls=1)(_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=max_retries,
                                                     retry_exceptions=True)
-    pending = {remote.remote(cfg, m): m for m in todo}  # submit everything first
+    pending = {remote.remote(cfg, m, restart, on_epoch_end): m for m in todo}  # submit everything first
     started = time.perf_counter()
     echo(f"submitted {len(pending)} Ray tasks ({cpus} CPU, {gpus} GPU each)")
     while pending:

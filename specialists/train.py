@@ -15,9 +15,7 @@ examples of 15,000 classes) and would fix the augmentation; the generalist is in
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -25,12 +23,15 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from specens.clustering.cluster import load_clusters
-from specens.data.format import load_info, write_json_atomic
-from specens.generalist.checkpoint import (CheckpointError, load_generalist, load_training_state, load_weights,
-                                           publish_dir, read_artifact_json, save_training_state, save_weights)
-from specens.generalist.config import ConfigError, config_to_json, with_defaults
-from specens.generalist.evaluate import autocast, resolve_device
-from specens.generalist.train import lr_lambda, make_optimizer
+from specens.core.checkpoint import load_weights, save_weights
+from specens.core.config import config_changes, config_to_json
+from specens.core.device import autocast, resolve_device
+from specens.core.errors import CheckpointError, ConfigError, check_same_classes
+from specens.core.io import publish_dir, read_artifact_json, write_json_atomic
+from specens.core.loop import EpochLoop
+from specens.core.optim import make_optimizer, make_schedule
+from specens.data.format import INFO_FILE, load_info
+from specens.generalist.checkpoint import load_generalist
 
 from .model import build_specialist, dustbin_correction, hard_targets, specialist_loss
 from .sampling import EnrichedStream
@@ -97,35 +98,26 @@ class SpecialistConfig:
             p.append(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.lr <= 0:
             p.append(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            p.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.warmup < 1:
+            p.append(f"warmup must be in [0, 1), got {self.warmup}")
+        if self.epoch_size < 0 or self.init_batches < 0 or self.num_workers < 0 or self.threads < 0:
+            p.append("epoch_size, init_batches, num_workers and threads must be >= 0")
+        if self.val_batches < 1:
+            p.append(f"val_batches must be >= 1, got {self.val_batches}")
+        if not (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda")):
+            p.append(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         if p:
             raise ConfigError("; ".join(p))
 
-    # Fields that do not change the result: excluded from the fingerprint that decides reuse.
     def result_key(self) -> dict[str, Any]:
+        """The fields that decide what is trained (all but ``RESUMABLE_CHANGES``)."""
         return {k: v for k, v in config_to_json(self).items() if k not in self.RESUMABLE_CHANGES}
-
-    def same_result(self, saved_key: dict[str, Any]) -> bool:
-        """Whether a specialist saved with ``saved_key`` is what this config would train; a field
-        the saved key lacks (written before the field existed) counts as the field's default."""
-        saved = {k: v for k, v in with_defaults(saved_key, type(self)).items() if k not in self.RESUMABLE_CHANGES}
-        return saved == self.result_key()
 
 
 def specialist_dir(out: str | Path, index: int) -> Path:
     return Path(out) / "specialists" / f"s{index:03d}"
-
-
-class InjectedFailure(RuntimeError):
-    """Raised by the fault-injection hook (tests): ``SPECENS_FAIL_ONCE=<index>:<epoch>``."""
-
-
-def _maybe_fail(work: Path, index: int, epoch: int) -> None:
-    spec = os.environ.get("SPECENS_FAIL_ONCE", "")
-    if spec and spec == f"{index}:{epoch}":
-        marker = work / f".failed-once-{epoch}"
-        if not marker.exists():
-            marker.write_text("injected\n")
-            raise InjectedFailure(f"specialist {index}: injected failure after epoch {epoch + 1}")
 
 
 def read_specialist(path: str | Path) -> dict[str, Any]:
@@ -135,19 +127,41 @@ def read_specialist(path: str | Path) -> dict[str, Any]:
     return read_artifact_json(meta_path, FORMAT, FORMAT_VERSION)
 
 
-def is_complete(cfg: SpecialistConfig, index: int, generalist_fp: str, clusters_fp: str) -> bool:
-    """True when specialist ``index`` is already trained for this generalist, clusters and config."""
+def complete_changes(cfg: SpecialistConfig, index: int, generalist_fp: str, clusters_fp: str) -> list[str] | None:
+    """Whether specialist ``index`` is already trained: None when it is not (no complete artifact);
+    otherwise what differs between the artifact and what ``cfg`` would train now (generalist,
+    clusters, config fields as ``"key: old -> new"``), an empty list when nothing does."""
     d = specialist_dir(cfg.out, index)
     try:
         meta = read_specialist(d)
     except CheckpointError:
-        return False
-    return (meta["generalist_fingerprint"] == generalist_fp and meta["clusters_fingerprint"] == clusters_fp
-            and cfg.same_result(meta["config_key"]) and (d / "model.safetensors").is_file())
+        return None
+    if not (d / "model.safetensors").is_file():
+        return None
+    changes = [] if meta["generalist_fingerprint"] == generalist_fp else [
+        f"generalist: {meta['generalist_fingerprint']} -> {generalist_fp}"]
+    if meta["clusters_fingerprint"] != clusters_fp:
+        changes.append(f"clusters.json: {meta['clusters_fingerprint']} -> {clusters_fp}")
+    return changes + config_changes(meta["config_key"], cfg)
 
 
-def train_specialist(cfg: SpecialistConfig, index: int, progress: Callable[[dict], None] | None = None) -> dict:
-    """Train specialist ``index`` (a position in ``clusters.json``); returns its metadata."""
+def is_complete(cfg: SpecialistConfig, index: int, generalist_fp: str, clusters_fp: str) -> bool:
+    """True when specialist ``index`` is already trained for this generalist, clusters and config."""
+    return complete_changes(cfg, index, generalist_fp, clusters_fp) == []
+
+
+def _better(record: dict, best: dict) -> bool:
+    """Lower enriched validation loss; without validation, the last epoch."""
+    return record.get("val_loss", -record["epoch"]) <= best.get("val_loss", -best["epoch"])
+
+
+def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[int, dict], None] | None = None,
+                     restart: bool = False) -> dict:
+    """Train specialist ``index`` (a position in ``clusters.json``); returns its metadata.
+
+    ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint (``record`` includes
+    ``"index"``). An interrupted run resumes; checkpoints made with another config are refused, or
+    discarded with ``restart=True`` (:mod:`specens.core.loop`)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -156,8 +170,7 @@ def train_specialist(cfg: SpecialistConfig, index: int, progress: Callable[[dict
     if not 0 <= index < len(clusters.groups):
         raise ConfigError(f"specialist index {index} outside the {len(clusters.groups)} groups of {cfg.clusters}")
     info = load_info(cfg.data)
-    if info.classes != gen.classes:
-        raise CheckpointError(f"{cfg.generalist} was trained on other classes than {cfg.data}/dataset.json")
+    check_same_classes(gen.classes, info.classes, cfg.generalist, f"{cfg.data}/{INFO_FILE}")
     group = torch.as_tensor(clusters.groups[index])
     counts = torch.tensor(info.split("train").class_counts, dtype=torch.float64)
     n_special = float(counts[group].sum())
@@ -177,30 +190,10 @@ def train_specialist(cfg: SpecialistConfig, index: int, progress: Callable[[dict
     stream = EnrichedStream(cfg.data, "train", group, cfg.batch_size, steps, cfg.rho, seed=cfg.seed * 1009 + index,
                             num_workers=cfg.num_workers, info=info)
     opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.schedule, cfg.warmup, cfg.epochs * steps))
-    start, history, best = 0, [], {"epoch": 0, "val_loss": math.inf}
-    resumed = load_training_state(work, model)
-    if resumed is not None:
-        state, prog = resumed
-        if not cfg.same_result(prog["config_key"]):
-            shutil.rmtree(work / "checkpoints")  # a stale attempt under another config: start over
-            model = build_specialist(gen.model, group, _init_features(gen.model, cfg, info, device)).to(device)
-            opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.schedule, cfg.warmup, cfg.epochs * steps))
-        else:
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"])
-            start, history, best = prog["epoch"] + 1, prog["history"], prog["best"]
+    sched = make_schedule(opt, cfg.schedule, cfg.warmup, cfg.epochs * steps)
+    g = group.to(device)
 
-    val = None
-    if cfg.val_split:  # as many enriched batches as the split's special examples fill, at most val_batches
-        n_val = sum(info.split(cfg.val_split).class_counts[c] for c in group.tolist())
-        n_batches = max(1, min(cfg.val_batches, math.ceil(n_val / max(1, round(cfg.rho * cfg.batch_size)))))
-        val = EnrichedStream(cfg.data, cfg.val_split, group, cfg.batch_size, n_batches, cfg.rho, seed=12345, info=info)
-    for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
-        model.train()
+    def train_epoch(epoch: int) -> dict:
         stream.set_epoch(epoch)
         total, seen = 0.0, 0
         for batch in stream:
@@ -209,35 +202,34 @@ def train_specialist(cfg: SpecialistConfig, index: int, progress: Callable[[dict
                 soft = gen.model(x) if cfg.alpha > 0 else None
             with autocast(device, cfg.amp):
                 logits = model(x)
-            loss = specialist_loss(logits, y, soft, group.to(device), gen.n_classes, cfg.alpha, cfg.temperature, shift)
+            loss = specialist_loss(logits, y, soft, g, gen.n_classes, cfg.alpha, cfg.temperature, shift)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(y)
             seen += len(y)
-        record = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "seconds": time.perf_counter() - t0}
-        if val is not None:
-            record.update(evaluate_enriched(model, gen.model, val, group, gen.n_classes, cfg, device, shift))
-        history.append(record)
-        score = record.get("val_loss", -epoch)
-        if score <= best["val_loss"]:
-            best = {"epoch": epoch + 1, "val_loss": score}
-            save_weights(model, work / "best.safetensors")
-        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state()}
-        save_training_state(work, epoch, model, state, {"config_key": cfg.result_key(), "history": history, "best": best})
-        if progress is not None:
-            progress({"index": index, **record})
-        _maybe_fail(work, index, epoch)
+        return {"train_loss": total / max(seen, 1)}
 
-    load_weights(model, work / "best.safetensors")
+    validate = None
+    if cfg.val_split:  # as many enriched batches as the split's special examples fill, at most val_batches
+        n_val = sum(info.split(cfg.val_split).class_counts[c] for c in group.tolist())
+        n_batches = max(1, min(cfg.val_batches, math.ceil(n_val / max(1, round(cfg.rho * cfg.batch_size)))))
+        val = EnrichedStream(cfg.data, cfg.val_split, group, cfg.batch_size, n_batches, cfg.rho, seed=12345, info=info)
+
+        def validate() -> dict:
+            return evaluate_enriched(model, gen.model, val, group, gen.n_classes, cfg, device, shift)
+
+    callbacks = [] if on_epoch_end is None else [lambda epoch, record: on_epoch_end(epoch, {"index": index, **record})]
+    loop = EpochLoop(work, model, opt, sched, cfg, cfg.epochs, _better, restart=restart, on_epoch_end=callbacks)
+    result = loop.run(train_epoch, validate)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "index": index,
             "group": group.tolist(), "classes": [gen.classes[c] for c in group.tolist()], "n_classes": gen.n_classes,
             "pi": pi, "rho": cfg.rho, "dustbin_correction": correction,
             "generalist_fingerprint": gen.fingerprint, "clusters_fingerprint": clusters.fingerprint,
             "model": {"input_shape": list(gen.spec.input_shape), "generalist_model": gen.spec.to_json()},
             "config": config_to_json(cfg), "config_key": cfg.result_key(),
-            "metrics": {"best_epoch": best["epoch"], "history": history}}
+            "metrics": {"best_epoch": result.best["epoch"], "history": result.history}}
     _publish(work, final, model, meta)
     return meta
 

@@ -78,3 +78,67 @@ def test_specialists_refuse_clusters_of_another_generalist(synthetic_run, tmp_pa
     fp = json.loads((Path(synthetic_run["generalist"]) / "model.json").read_text())["fingerprint"]
     assert r.stderr.strip() == (f"Error: {tmp_path}/c.json: made from generalist ffffffffffffffff, but the "
                                 f"generalist given is {fp}")
+
+
+def _one_line_error(args, expected: str) -> None:
+    """``specens ARGS`` fails with exit status 1 and one line, ``Error: …`` containing ``expected``
+    (in process: an uncaught exception would show as ``r.exception``, not as a SystemExit)."""
+    from click.testing import CliRunner
+
+    from specens.cli.main import cli
+
+    r = CliRunner().invoke(cli, [str(a) for a in args])
+    assert isinstance(r.exception, SystemExit) and r.exit_code == 1, (args, r.exception, r.output)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), (args, r.stderr)
+    assert expected in lines[0], (args, lines[0])
+
+
+def test_every_bad_input_is_one_line_naming_the_culprit(synthetic_run, glyph_ds, tmp_path):
+    import shutil
+
+    import torch
+
+    syn, gen = synthetic_run["data"], synthetic_run["generalist"]
+    copy = tmp_path / "gen"
+    shutil.copytree(gen, copy)
+    saved = json.loads((Path(gen) / "model.json").read_text())["config"]
+    spec = ["specialists", "train", "--local", "--generalist", gen, "--clusters", synthetic_run["clusters"],
+            "--data", syn, "--out", tmp_path / "s"]
+    cases = [
+        (["generalist", "train", "--data", syn, "--out", tmp_path / "a", "--set", "model=nosuch"],
+         "model must be one of ['bag', 'cnn', 'mlp', 'ngram', 'resnet'], 'module:callable' or '' (by input kind), "
+         "got 'nosuch'"),
+        (["generalist", "train", "--data", syn, "--out", tmp_path / "b", "--set", "model=resnet"],
+         "model 'resnet': resnet takes images of shape (C, H, W), got input shape [16]"),
+        (["generalist", "train", "--data", syn, "--out", tmp_path / "c", "--device", "cuda:7"],
+         "device 'cuda:7': "),
+        (["generalist", "train", "--data", syn, "--out", tmp_path / "d", "--device", "tpu"],
+         "device must be 'auto', 'cpu' or 'cuda[:N]', got 'tpu'"),
+        (["generalist", "train", "--data", syn, "--out", copy, "--set", f"lr={saved['lr'] * 2}",
+          "--set", f"epochs={saved['epochs']}", "--set", 'model_kwargs={"hidden": [64]}', "--set", "batch_size=64"],
+         f"{copy}/checkpoints holds a run made with another config (lr: {saved['lr']} -> {saved['lr'] * 2})"),
+        (["generalist", "train", "--config", tmp_path / "none.toml"], f"{tmp_path}/none.toml: no such config file"),
+        (["generalist", "eval", "--run", gen, "--data", glyph_ds],
+         f"{gen} was trained on 20 classes, {glyph_ds}/dataset.json has 30 that differ (class 0 is"),
+        (["generalist", "predict", "--run", gen, "--data", glyph_ds, "--out", tmp_path / "p"],
+         "has 30 that differ"),
+        (["cluster", "--generalist", gen, "--data", syn, "--out", tmp_path / "cl", "--set", "representation=cov"],
+         "representation must be one of ('literal', 'offdiag', 'correlation', 'offdiag-scaled'), got 'cov'"),
+        (["cluster", "--generalist", gen, "--data", glyph_ds, "--out", tmp_path / "cl"], "has 30 that differ"),
+        (["cluster", "--generalist", gen, "--data", syn, "--out", tmp_path / "cl", "--set", "split=dev"],
+         "dataset.json: no split 'dev'"),
+        ([*spec, "--set", "alpha=2"], "config: alpha must be in [0, 1], got 2.0"),
+        ([*spec, "--set", "device=cuda:7"], "device 'cuda:7': "),
+        ([*spec[:-4], "--data", glyph_ds, "--out", tmp_path / "s"], "has 30 that differ"),
+        (["evaluate", "--run", tmp_path / "nothing", "--data", syn],
+         "model.json: missing; is"),
+        (["infer", "--run", synthetic_run["root"], "--data", syn, "--out", tmp_path / "i"],
+         "s000/specialist.json: missing"),
+    ]
+    for args, expected in cases:
+        if "cuda" in " ".join(map(str, args)) and torch.cuda.device_count() > 7:
+            continue
+        _one_line_error(args, expected)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "cl").exists()  # refused before writing anything
+    assert json.loads((copy / "model.json").read_text()) == json.loads((Path(gen) / "model.json").read_text())

@@ -12,8 +12,7 @@ from specens.clustering.cluster import ClusterConfig, cluster, load_clusters
 from specens.clustering.groups import assign_overlapping, column_features, confusion_scores
 from specens.clustering.report import ClusterReport, agreement, error_capture
 from specens.data.synthetic import synthetic_predictions
-from specens.generalist.checkpoint import CheckpointError
-from specens.generalist.config import ConfigError
+from specens.core.errors import CheckpointError, ConfigError
 
 
 def _random_probs(n, c, seed=0):

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from specens.generalist.checkpoint import CheckpointError, load_generalist
-from specens.generalist.config import ConfigError, TrainConfig, load_config
+from specens.core.config import load_config
+from specens.core.errors import CheckpointError, ConfigError
+from specens.generalist.checkpoint import load_generalist
+from specens.generalist.config import TrainConfig
 from specens.generalist.evaluate import evaluate_generalist, predict_generalist
 from specens.generalist.models import ModelSpec
 from specens.generalist.train import train_generalist
@@ -58,11 +60,15 @@ def test_resume_continues_exactly_where_it_stopped(synthetic_ds, tmp_path, train
     assert resumed.fingerprint == trained.fingerprint
 
 
-def test_resume_refuses_another_config(synthetic_ds, tmp_path):
+def test_resume_refuses_another_config_unless_restarted(synthetic_ds, tmp_path):
     cfg = _cfg(synthetic_ds, tmp_path, epochs=1)
-    train_generalist(cfg, progress=False)
-    with pytest.raises(CheckpointError, match=r"another config \(lr: 0.003 -> 0.01\)"):
+    first = train_generalist(cfg, progress=False)
+    with pytest.raises(CheckpointError, match=r"another config \(lr: 0.003 -> 0.01\); rerun with --restart"):
         train_generalist(_cfg(synthetic_ds, tmp_path, epochs=1, lr=0.01), progress=False)
+    assert load_generalist(tmp_path).fingerprint == first.fingerprint  # the refusal lost nothing
+    again = train_generalist(_cfg(synthetic_ds, tmp_path, epochs=1, lr=0.01), progress=False, restart=True)
+    assert again.fingerprint != first.fingerprint and len(again.history) == 1
+    assert json.loads((tmp_path / "model.json").read_text())["config"]["lr"] == 0.01
 
 
 def test_resume_of_a_run_saved_before_a_config_field_existed(synthetic_ds, tmp_path):

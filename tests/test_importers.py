@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from specens.data.format import DataError, load_info
+from specens.core.errors import DataError
+from specens.data.format import load_info
 from specens.data.importers import import_arrays, import_banking77, import_clinc150, import_folder, import_idx, MNIST_CLASSES
 from specens.data.shards import iter_split
 from specens.data.text import FORMER_DEFAULT, HashedNgrams

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from specens.data.shards import iter_split
-from specens.generalist.checkpoint import CheckpointError
+from specens.core.errors import CheckpointError
 from specens.inference import Ensemble, combine_distributions, route
-from specens.inference.cli import cli
+from specens.cli.main import cli
 from specens.inference.evaluate import EnsembleTally
 from specens.specialists.model import apply_correction
 
@@ -197,8 +197,17 @@ def test_infer_resumes_after_a_kill_with_byte_identical_output(ensemble_run, mul
     whole = _infer(run, multi_shard_ds, tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr
 
-    killed = _infer(run, multi_shard_ds, tmp_path / "resumed", env={"SPECENS_KILL_IN_SHARD": "2"})
-    assert killed.returncode == -9  # SIGKILL in the middle of the third shard
+    # SIGKILL in the middle of the third shard, through infer's on_batch callback
+    script = ("import os, signal, sys\n"
+              "from specens.inference.infer import infer\n"
+              "def die(shard, done, n):\n"
+              "    if shard == 2 and 2 * done >= n:\n"
+              "        os.kill(os.getpid(), signal.SIGKILL)\n"
+              "infer(sys.argv[1], sys.argv[2], sys.argv[3], top_k=3, save_q=True, batch_size=64, progress=False, "
+              "on_batch=die)\n")
+    killed = subprocess.run([sys.executable, "-c", script, str(run), multi_shard_ds, str(tmp_path / "resumed")],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
     names = sorted(p.name for p in (tmp_path / "resumed").iterdir())
     assert names == ["infer.json", "test-000000.jsonl", "test-000000.q.npy", "test-000001.jsonl", "test-000001.q.npy"]
     assert json.loads((tmp_path / "resumed" / "infer.json").read_text())["complete"] is False
@@ -223,13 +232,14 @@ def test_infer_resumes_after_a_kill_with_byte_identical_output(ensemble_run, mul
 def test_infer_refuses_mismatched_inputs(ensemble_run, multi_shard_ds, glyph_ds, tmp_path):
     run = ensemble_run["root"]
     r = CliRunner().invoke(cli, ["infer", "--run", str(run), "--data", glyph_ds, "--out", str(tmp_path / "a")])
-    assert r.exit_code == 1 and "dataset.json: its 30 classes are not the 20 classes" in r.output
+    assert r.exit_code == 1 and "the ensemble's generalist was trained on 20 classes, " in r.output
+    assert "dataset.json has 30 that differ" in r.output
 
     out = tmp_path / "b"
     assert CliRunner().invoke(cli, ["infer", "--run", str(run), "--data", multi_shard_ds, "--out", str(out)]).exit_code == 0
     r = CliRunner().invoke(cli, ["infer", "--run", str(run), "--data", multi_shard_ds, "--out", str(out), "--top-k", "2"])
     assert r.exit_code == 1 and "infer.json: these predictions were made with top_k = 5" in r.output
-    from specens.data.format import DataError
+    from specens.core.errors import DataError
     from specens.inference.infer import infer
 
     manifest = json.loads((out / "infer.json").read_text())

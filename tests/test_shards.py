@@ -10,7 +10,8 @@ import pytest
 import torch
 import webdataset as wds
 
-from specens.data.format import DataError, InputSpec, load_info
+from specens.core.errors import DataError
+from specens.data.format import InputSpec, load_info
 from specens.data.shards import DatasetWriter, ShardLoader, ShardStream, encode_input, iter_split
 
 
@@ -302,8 +303,8 @@ def test_atomic_writes_leave_files_readable_as_the_umask_allows(tmp_path):
     another user or to a team sharing a run directory."""
     import os
 
-    from specens.data.format import write_json_atomic
-    from specens.generalist.checkpoint import publish_dir, save_weights
+    from specens.core.checkpoint import save_weights
+    from specens.core.io import publish_dir, write_json_atomic
 
     old = os.umask(0o022)
     try:

@@ -146,16 +146,19 @@ def test_bias_correction_restores_the_natural_dustbin_rate(tmp_path):
     assert seen["soft-natural"][0] - gen_rest > abs(seen["soft-enriched"][0] - gen_rest), (gen_rest, seen)
 
 
-def test_checkpoints_of_another_config_are_discarded(synthetic_run, tmp_path, monkeypatch):
+def test_checkpoints_of_another_config_are_refused_or_discarded_on_restart(synthetic_run, tmp_path):
+    """The generalist's rerun policy (core.loop): refuse, naming the fields, or restart afresh."""
+    from faults import FailOnce, InjectedFailure
     from safetensors.torch import load_file
 
-    from specens.specialists.train import InjectedFailure
+    from specens.core.errors import CheckpointError
 
-    monkeypatch.setenv("SPECENS_FAIL_ONCE", "0:0")
     with pytest.raises(InjectedFailure):  # leaves an epoch-1 checkpoint trained with lr 3e-3
-        train_specialist(_cfg(synthetic_run, tmp_path / "run", epochs=2), 0)
-    monkeypatch.delenv("SPECENS_FAIL_ONCE")
-    meta = train_specialist(_cfg(synthetic_run, tmp_path / "run", epochs=2, lr=1e-3), 0)
+        train_specialist(_cfg(synthetic_run, tmp_path / "run", epochs=2), 0,
+                         on_epoch_end=FailOnce(0, 0, tmp_path / "marker"))
+    with pytest.raises(CheckpointError, match=r"another config \(lr: 0.003 -> 0.001\); rerun with --restart"):
+        train_specialist(_cfg(synthetic_run, tmp_path / "run", epochs=2, lr=1e-3), 0)
+    meta = train_specialist(_cfg(synthetic_run, tmp_path / "run", epochs=2, lr=1e-3), 0, restart=True)
     assert [h["epoch"] for h in meta["metrics"]["history"]] == [1, 2]  # started over, not resumed
     train_specialist(_cfg(synthetic_run, tmp_path / "fresh", epochs=2, lr=1e-3), 0)
     a = load_file(tmp_path / "run" / "specialists" / "s000" / "model.safetensors")

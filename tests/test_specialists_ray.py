@@ -3,15 +3,17 @@
 import json
 import os
 
+import faults
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from specens.generalist.checkpoint import CheckpointError
+from specens.core.errors import CheckpointError
 from specens.specialists.parallel import train_all
 from specens.specialists.train import SpecialistConfig, train_specialist
 
 ray = pytest.importorskip("ray")
+ray.cloudpickle.register_pickle_by_value(faults)  # Ray workers cannot import the tests folder
 
 
 # A loopback test cluster: no token authentication (Ray 2.5x turns it on whenever ~/.ray/auth_token
@@ -24,7 +26,7 @@ def ray_local():
     saved = {k: os.environ.get(k) for k in RAY_ENV}
     os.environ.update(RAY_ENV)
     ray.init(num_cpus=2, num_gpus=0, _node_ip_address="127.0.0.1", include_dashboard=False,
-             runtime_env={"env_vars": {"SPECENS_FAIL_ONCE": "1:0", **RAY_ENV}})
+             runtime_env={"env_vars": RAY_ENV})
     try:
         yield
     finally:
@@ -41,13 +43,16 @@ def _cfg(run, out, **kw):
                                       out=str(out), epochs=2, batch_size=64, lr=3e-3, threads=1), **kw})
 
 
+@pytest.mark.slow
 def test_failed_specialist_is_retried_resumes_and_matches_an_uninterrupted_run(ray_local, synthetic_run, tmp_path):
     cfg = _cfg(synthetic_run, tmp_path / "ray")
     lines = []
-    summary = train_all(cfg, max_retries=2, echo=lines.append)
+    fail = faults.FailOnce(index=1, epoch=0, marker=tmp_path / "failed-once")
+    summary = train_all(cfg, max_retries=2, on_epoch_end=fail, echo=lines.append)
     assert sorted(summary.trained) == [0, 1, 2, 3] and not summary.failed
     assert any("[4/4] done 4" in line for line in lines)
-    # Specialist 1 failed once after its first epoch (SPECENS_FAIL_ONCE=1:0) and was retried:
+    assert (tmp_path / "failed-once").is_file()
+    # Specialist 1 failed once after its first epoch and was retried:
     history = json.loads((tmp_path / "ray" / "specialists" / "s001" / "specialist.json").read_text())["metrics"]["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     # ... and resumed from its checkpoint to exactly what an uninterrupted run computes.
@@ -59,8 +64,12 @@ def test_failed_specialist_is_retried_resumes_and_matches_an_uninterrupted_run(r
 
     again = train_all(cfg, echo=lines.append)  # a resubmitted finished job trains nothing
     assert again.trained == [] and sorted(again.skipped) == [0, 1, 2, 3]
-    changed = train_all(_cfg(synthetic_run, tmp_path / "ray", epochs=3), indices=[2], local=True, echo=lines.append)
-    assert changed.trained == [2]  # another config is not "complete"
+    # another config is refused, naming what differs, unless restart retrains
+    with pytest.raises(CheckpointError, match=r"s002 \(epochs: 2 -> 3\); rerun with --restart"):
+        train_all(_cfg(synthetic_run, tmp_path / "ray", epochs=3), indices=[2], local=True, echo=lines.append)
+    changed = train_all(_cfg(synthetic_run, tmp_path / "ray", epochs=3), indices=[2], local=True, restart=True,
+                        echo=lines.append)
+    assert changed.trained == [2]
 
 
 def test_bad_inputs_stop_before_training(synthetic_run, tmp_path):

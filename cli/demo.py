@@ -7,7 +7,6 @@ batch inference over the test shards, and the evaluation (generalist vs ensemble
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -32,12 +31,11 @@ def demo(run_dir, n_classes, epochs, n_groups, specialist_epochs, local, device)
     from specens.generalist.config import TrainConfig
     from specens.generalist.evaluate import evaluate_generalist
     from specens.generalist.train import train_generalist
+    from specens.inference.ensemble import Ensemble
+    from specens.inference.evaluate import evaluate_ensemble, format_report, save_report
+    from specens.inference.infer import infer
     from specens.specialists.parallel import train_all
     from specens.specialists.train import SpecialistConfig
-
-    from .ensemble import Ensemble
-    from .evaluate import evaluate_ensemble, format_report, save_report
-    from .infer import infer
 
     t0 = time.perf_counter()
 
@@ -71,12 +69,7 @@ def demo(run_dir, n_classes, epochs, n_groups, specialist_epochs, local, device)
     stage(4, f"specialists: {k}, {'sequentially' if local else 'in parallel on a local Ray cluster'}")
     spec_cfg = SpecialistConfig(generalist=gen_cfg.out, clusters=str(clusters), data=str(data), out=str(root),
                                 epochs=specialist_epochs, device=device)
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     summary = train_all(spec_cfg, local=local, echo=click.echo)
-    if not local:
-        import ray
-
-        ray.shutdown()
     if summary.failed:
         raise click.ClickException(f"specialists {sorted(summary.failed)} failed; rerun to retry them")
 

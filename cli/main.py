@@ -1,0 +1,57 @@
+"""The ``specens`` command: one group per stage, each stage's subcommands in that stage's own
+``cli`` module (thin wrappers over its Python API), and the one error policy: a
+:class:`~specens.core.errors.SpecensError` (or a file the system cannot open) is printed as one
+line, ``Error: <message>``, with exit status 1; anything else is a bug and keeps its traceback."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import click
+
+from specens.clustering.cli import cluster_cli
+from specens.core.errors import SpecensError
+from specens.data.cli import data_cli
+from specens.generalist.cli import generalist_cli
+from specens.inference.cli import evaluate_cmd, infer_cmd
+from specens.specialists.cli import specialists_cli
+
+from .demo import demo
+
+
+class _Root(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SpecensError as e:
+            raise click.ClickException(str(e)) from e
+        except OSError as e:  # a path the system cannot open or write: missing, a directory, no permission
+            if e.filename is None:
+                raise
+            raise click.ClickException(f"{e.filename}: {e.strerror}") from e
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(importlib.metadata.version("specens"), prog_name="specens")
+def cli():
+    """specens: specialist ensembles for classifiers with large label spaces
+    (Hinton, Vinyals & Dean 2015, sections 5-6).
+
+    \b
+    The pipeline, one command group per stage:
+      specens data …         import datasets into WebDataset shards
+      specens generalist …   train / eval / predict the generalist
+      specens cluster        group the classes the generalist confuses
+      specens specialists …  train one specialist per group, in parallel with Ray
+      specens infer          batch inference with the ensemble over shards
+      specens evaluate       generalist vs ensemble: top-1, conditional accuracy, Table 4
+      specens demo           the whole pipeline on the embedded glyph dataset
+    """
+
+
+for command in (data_cli, generalist_cli, cluster_cli, specialists_cli, infer_cmd, evaluate_cmd, demo):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="specens")

@@ -1,0 +1,101 @@
+"""Weights and resumable training state, shared by every stage that trains.
+
+Weights are safetensors files (no pickle). Training state for resumption lives in
+``<work>/checkpoints/epoch-NNNN/`` (weights, optimizer and RNG state, progress);
+``<work>/checkpoints/latest.json`` names the newest complete one and is switched atomically only
+after that directory is fully written. Optimizer state is saved with ``torch.save`` and read back
+with ``torch.load(weights_only=True)``, which refuses pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import CheckpointError
+from .io import atomic_path, publish_dir, read_json, write_json_atomic
+
+WEIGHTS = "model.safetensors"
+
+
+def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Write ``model``'s state dict to a safetensors file, atomically."""
+    with atomic_path(path) as tmp:
+        mode = tmp.stat().st_mode  # the umask's; safetensors writes owner-only files
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, tmp, metadata=metadata)
+        tmp.chmod(mode)
+
+
+def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Load a safetensors file into ``model``; names and shapes must fit exactly."""
+    try:
+        state = load_file(str(path))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except Exception as e:  # safetensors raises its own error type for corrupt files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit the model: missing {sorted(missing)[:5]}, "
+                              f"unexpected {sorted(unexpected)[:5]}")
+    for k, v in model.state_dict().items():
+        if v.shape != state[k].shape:
+            raise CheckpointError(f"{path}: {k} has shape {list(state[k].shape)}, the model's is {list(v.shape)}")
+    model.load_state_dict(state)
+
+
+def save_training_state(work: str | os.PathLike, epoch: int, model: torch.nn.Module,
+                        state: dict[str, Any], progress: dict[str, Any], keep: int = 2) -> None:
+    """Write the state after ``epoch`` into its own directory, then point ``latest.json`` at it.
+
+    ``state`` holds tensors and plain containers only (optimizer, scheduler and RNG states), so
+    that it loads with ``weights_only=True``. Older epoch directories beyond ``keep`` are removed.
+    """
+    ckpt_root = Path(work) / "checkpoints"
+    name = f"epoch-{epoch:04d}"
+
+    def write(tmp: Path) -> None:
+        save_weights(model, tmp / WEIGHTS)
+        torch.save(state, tmp / "state.pt")
+        write_json_atomic(tmp / "progress.json", {"epoch": epoch, **progress})
+    publish_dir(ckpt_root / name, write)
+    write_json_atomic(ckpt_root / "latest.json", {"epoch": epoch, "dir": name})
+    for old in sorted(ckpt_root.glob("epoch-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _latest(work: str | os.PathLike) -> Path | None:
+    latest = Path(work) / "checkpoints" / "latest.json"
+    if not latest.is_file():
+        return None
+    return latest.parent / read_json(latest)["dir"]
+
+
+def training_progress(work: str | os.PathLike) -> dict | None:
+    """``progress.json`` of the newest complete training state, or None when there is none."""
+    d = _latest(work)
+    return None if d is None else read_json(d / "progress.json")
+
+
+def load_training_state(work: str | os.PathLike, model: torch.nn.Module) -> tuple[dict, dict] | None:
+    """Load the newest complete training state into ``model``; returns (state, progress) or None."""
+    d = _latest(work)
+    if d is None:
+        return None
+    load_weights(model, d / WEIGHTS)
+    try:
+        state = torch.load(d / "state.pt", weights_only=True, map_location="cpu")
+    except Exception as e:
+        raise CheckpointError(f"{d / 'state.pt'}: cannot be read ({e})") from None
+    return state, read_json(d / "progress.json")
+
+
+def discard_training_state(work: str | os.PathLike) -> None:
+    """Remove ``<work>/checkpoints`` (a restart)."""
+    shutil.rmtree(Path(work) / "checkpoints", ignore_errors=True)

@@ -1,0 +1,124 @@
+"""Writing files so that nothing already written is lost, and reading artifacts' JSON.
+
+One mechanism for every file the project writes: :func:`atomic_path` hands out a fresh hidden
+name next to the destination (unique per call, so concurrent runs never collide), and renames it
+over the destination only once the writer has finished; on any error the temporary is removed and
+the old file, if any, is untouched. :func:`write_bytes_atomic`, :func:`write_json_atomic`,
+:func:`publish_dir` (a whole directory) and the weights writer in :mod:`specens.core.checkpoint`
+are built on it; writers that need a path (``savefig``, ``np.save``, safetensors) use it directly::
+
+    with atomic_path(out / "table4.png") as tmp:
+        fig.savefig(tmp, format="png")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .errors import CheckpointError
+
+TEMP_GLOB = ".*.tmp"  # what atomic_path's temporaries look like: a killed run's leftovers match it
+
+
+def temp_sibling(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
+    """A fresh hidden name next to ``path`` for writing before a rename over it. The caller creates
+    it (exclusively: ``open(.., "x")``, ``mkdir``), so it gets the umask's permissions like any new
+    file, not ``tempfile``'s owner-only 0600/0700, which other users of a shared run directory (Ray
+    workers, a team) could not read."""
+    path = Path(path)
+    return path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary sibling of ``path`` (created empty: a file, or a directory with
+    ``directory=True``); when the block ends without error, rename it over ``path`` (a directory
+    replaces the old one whole). On error the temporary is removed and ``path`` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(path)
+    if directory:
+        tmp.mkdir()
+    else:
+        open(tmp, "xb").close()
+    try:
+        yield tmp
+        if directory:
+            if path.exists():
+                shutil.rmtree(path)
+        else:
+            _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: readers see the old file or the whole new one."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented UTF-8 JSON to ``path`` atomically."""
+    write_bytes_atomic(path, (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode())
+
+
+def publish_dir(final: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Create directory ``final`` atomically: ``write(tmp)`` fills a fresh hidden sibling, which
+    then replaces ``final``. A crash leaves either the old ``final`` or the new one (plus, at
+    worst, a hidden leftover), never a half-written ``final``."""
+    with atomic_path(final, directory=True) as tmp:
+        write(tmp)
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    """First 16 hex digits of the SHA-256 of a file: identifies a trained model's weights."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def read_json(path: str | os.PathLike, hint: str = "") -> Any:
+    """Parse a JSON file; a missing or malformed file is a :class:`CheckpointError` naming it
+    (``hint`` is appended when the file is missing)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing{hint}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+
+
+def read_artifact_json(path: str | os.PathLike, fmt: str, version: int, hint: str = "") -> dict[str, Any]:
+    """Read an artifact's JSON and check its ``format`` and ``format_version``; every problem is a
+    :class:`CheckpointError` naming the file."""
+    meta = read_json(path, hint)
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{path}: 'format' is {got!r}, expected {fmt!r}")
+    if meta.get("format_version") != version:
+        raise CheckpointError(f"{path}: 'format_version' is {meta.get('format_version')!r}, this specens reads {version}")
+    return meta

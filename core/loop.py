@@ -1,0 +1,106 @@
+"""The epoch loop every training stage shares: resume, train an epoch, validate, keep the best,
+checkpoint, stop early.
+
+A stage supplies what differs (how to train one epoch, how to validate, which record is better)
+and :class:`EpochLoop` does the rest, the same way for the generalist and every specialist:
+
+- **resume**: the newest complete state under ``<work>/checkpoints`` is loaded (weights,
+  optimiser, schedule, RNG, history, best record) and training continues after its epoch;
+- **rerun policy**: state written under another config (fields outside the config class's
+  ``RESUMABLE_CHANGES``) is refused with a :class:`CheckpointError` naming the fields that differ,
+  or discarded with ``restart=True``, which is idempotent: a retried job that finds state made
+  with its own config resumes it;
+- **best epoch**: the weights of the best record so far are kept in ``<work>/checkpoints/best.safetensors``
+  and loaded into the model when the loop ends;
+- **early stopping**: with validation, ``patience`` epochs in a row without a better record stop
+  the loop (0: never), also where a resumed run had already stopped;
+- **callbacks**: ``on_epoch_end(epoch, record)`` after each epoch's checkpoint (progress printing,
+  tests' fault injection).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .checkpoint import (discard_training_state, load_training_state, load_weights, save_training_state,
+                         save_weights, training_progress)
+from .config import config_changes, config_to_json
+from .errors import CheckpointError
+
+BEST = "checkpoints/best.safetensors"
+
+
+@dataclass
+class LoopResult:
+    history: list[dict]  # one record per epoch run: "epoch" (1-based), the stage's metrics, "seconds"
+    best: dict  # the best epoch's record
+    stopped_early: bool
+
+
+@dataclass
+class EpochLoop:
+    work: Path  # holds checkpoints/ (the epochs' states and best.safetensors)
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    config: Any  # the stage's config dataclass: saved with each checkpoint, compared on resume
+    epochs: int
+    better: Callable[[dict, dict], bool]  # whether an epoch's record beats the best so far
+    patience: int = 0
+    restart: bool = False
+    on_epoch_end: Sequence[Callable[[int, dict], None]] = ()
+
+    def _resume(self) -> tuple[int, list[dict], dict | None]:
+        prog = training_progress(self.work)
+        if prog is not None:
+            saved = prog.get("config", prog.get("config_key", {}))
+            changes = config_changes(saved, self.config)
+            if changes and self.restart:
+                discard_training_state(self.work)
+            elif changes:
+                raise CheckpointError(f"{self.work}/checkpoints holds a run made with another config "
+                                      f"({'; '.join(changes)}); rerun with --restart (restart=True) to discard "
+                                      "it, or use a new run directory")
+        resumed = load_training_state(self.work, self.model)
+        if resumed is None:
+            return 0, [], None
+        state, prog = resumed
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        return prog["epoch"] + 1, prog["history"], prog["best"]
+
+    def _patience_spent(self, best: dict | None, epochs_done: int) -> bool:
+        return self.patience > 0 and best is not None and epochs_done - best["epoch"] >= self.patience
+
+    def run(self, train_epoch: Callable[[int], dict], validate: Callable[[], dict] | None = None) -> LoopResult:
+        """Train epochs ``start .. epochs - 1`` (``train_epoch(epoch)`` returns its metrics), then
+        load the best epoch's weights into the model."""
+        start, history, best = self._resume()
+        for epoch in range(start, self.epochs):
+            if validate is not None and self._patience_spent(best, epoch):
+                break
+            self.model.train()
+            t0 = time.perf_counter()
+            record = {"epoch": epoch + 1, **train_epoch(epoch), "seconds": time.perf_counter() - t0}
+            if validate is not None:
+                record.update(validate())
+            history.append(record)
+            if best is None or self.better(record, best):
+                best = record
+                save_weights(self.model, self.work / BEST)
+            state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                     "rng": torch.get_rng_state()}
+            save_training_state(self.work, epoch, self.model, state,
+                                {"config": config_to_json(self.config), "history": history, "best": best})
+            for callback in self.on_epoch_end:
+                callback(epoch, record)
+        if best is None:
+            raise CheckpointError(f"{self.work}: no epoch was trained (epochs = {self.epochs})")
+        load_weights(self.model, self.work / BEST)
+        return LoopResult(history, best, stopped_early=len(history) < self.epochs)

@@ -1,0 +1,87 @@
+"""The shared infrastructure: atomic writes, the rerun policy, the error family, the scikit-learn
+contract of the clusterer."""
+
+import json
+
+import numpy as np
+import pytest
+
+from specens.core.config import config_changes
+from specens.core.errors import CheckpointError, ConfigError, DataError, SpecensError, check_same_classes
+from specens.core.io import TEMP_GLOB, atomic_path, write_bytes_atomic
+
+
+def test_atomic_path_replaces_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "f.bin"
+    write_bytes_atomic(target, b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"old" and list(tmp_path.glob(TEMP_GLOB)) == []
+    with atomic_path(target) as a, atomic_path(target) as b:  # two concurrent writers never share a name
+        assert a != b and a.match(TEMP_GLOB) and b.match(TEMP_GLOB)
+        a.write_bytes(b"a")
+        b.write_bytes(b"b")
+    assert target.read_bytes() == b"a"  # the last to finish wins, whole
+    with atomic_path(tmp_path / "d", directory=True) as d:
+        (d / "x").write_text("1")
+    with atomic_path(tmp_path / "d", directory=True) as d:
+        (d / "y").write_text("2")
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["y"]
+
+
+def test_config_changes_ignore_resumable_fields_and_fill_defaults():
+    from specens.generalist.config import TrainConfig
+
+    cfg = TrainConfig(data="d", out="o", lr=0.01)
+    saved = json.loads(json.dumps(TrainConfig(data="d", out="elsewhere", device="cpu", threads=3).__dict__))
+    assert config_changes(saved, cfg) == ["lr: 0.002 -> 0.01"]  # out, device, threads may change
+    del saved["train_fraction"], saved["lr"]  # written before these fields existed: their defaults
+    assert config_changes(saved, cfg) == ["lr: 0.002 -> 0.01"]
+
+
+def test_every_user_error_is_one_family_and_classes_are_checked_once():
+    for e in (ConfigError, DataError, CheckpointError):
+        assert issubclass(e, SpecensError) and issubclass(e, ValueError)
+    check_same_classes(["a", "b"], ("a", "b"), "x", "y")
+    with pytest.raises(CheckpointError, match=r"^run was trained on 2 classes, d/dataset.json has 2 that differ "
+                                              r"\(class 1 is 'b' there and 'c' here\)$"):
+        check_same_classes(["a", "b"], ["a", "c"], "run", "d/dataset.json")
+    with pytest.raises(CheckpointError, match="has 3 that differ \\(one list extends the other\\)"):
+        check_same_classes(["a", "b"], ["a", "b", "c"], "run", "d")
+
+
+def test_resolve_device_names_the_bad_value():
+    import torch
+
+    from specens.core.device import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="device 'tpu': expected"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="device 'cuda': CUDA is not available on this machine"):
+            resolve_device("cuda")
+
+
+def test_confusion_clusterer_follows_the_scikit_learn_estimator_contract():
+    from sklearn.base import clone
+    from sklearn.model_selection import ParameterGrid
+
+    from specens.clustering import ConfusionClusterer
+
+    est = ConfusionClusterer(3, representation="offdiag", random_state=4)
+    assert est.get_params()["representation"] == "offdiag" and est.get_params()["n_groups"] == 3
+    assert est.set_params(n_groups=2, overlap=1.5) is est and est.n_groups == 2 and est.overlap == 1.5
+    twin = clone(est)
+    assert twin is not est and twin.get_params() == est.get_params()
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(6) * 0.3, size=400)
+    sizes = {}
+    for params in ParameterGrid({"n_groups": [2, 3], "min_size": [1]}):  # what a grid search does
+        fitted = clone(est).set_params(**params).fit(p)
+        sizes[params["n_groups"]] = len(fitted.groups_)
+    assert set(sizes) == {2, 3} and all(v >= 1 for v in sizes.values())
+    with pytest.raises(ValueError, match="representation must be one of"):
+        ConfusionClusterer(2, representation="cov").check_params()

@@ -2,9 +2,14 @@
 
 import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -13,30 +18,65 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
-def ray_head(tmp_path):
+def ray_head():
+    """A loopback Ray head of this test's own: its own ports and temp dir, started with ``--block``
+    in a new process group, and stopped by signalling that group, so that no other Ray process on
+    the machine (``ray stop`` would stop them all) is touched. Yields (env, dashboard address)."""
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
            "PATH": f"{BIN}:{os.environ['PATH']}"}
-    start = [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
-             "--disable-usage-stats", "--num-cpus", "2", "--num-gpus", "0"]
-    r = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180)
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    dashboard = _free_port()
+    start = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+             "--port", str(_free_port()), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+             "--ray-client-server-port", str(_free_port()), "--dashboard-agent-listen-port", str(_free_port()),
+             "--disable-usage-stats", "--num-cpus", "2", "--num-gpus", "0", "--temp-dir", temp_dir]
+    log = open(Path(temp_dir) / "head.log", "w+")
+    head = subprocess.Popen(start, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
     try:
-        assert r.returncode == 0, r.stderr[-2000:]
-        yield env
+        deadline = time.monotonic() + 180
+        while True:
+            assert head.poll() is None, open(log.name).read()[-3000:]
+            try:
+                urllib.request.urlopen(f"{address}/api/version", timeout=2).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the Ray head did not come up in 180 s"
+                time.sleep(1)
+        yield env, address
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 30)):
+            try:
+                os.killpg(head.pid, sig)  # the head and every process it started, and nothing else
+                head.wait(timeout=wait)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_ray_job_submit_trains_every_specialist(ray_head, synthetic_run, tmp_path):
     out = tmp_path / "run"
     runtime_env = json.dumps({"excludes": [".git", ".venv", "runs", "*.tar"]})
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", "http://127.0.0.1:8265", "--working-dir", str(REPO),
+    env, address = ray_head
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
            "--runtime-env-json", runtime_env, "--",
            "specens", "specialists", "train", "--generalist", synthetic_run["generalist"],
            "--clusters", synthetic_run["clusters"], "--data", synthetic_run["data"], "--out", str(out),
            "--epochs", "2", "--set", "threads=1"]
     for _ in range(3):  # a head just started may not have its job agent yet: Ray says to try again
-        r = subprocess.run(cmd, env=ray_head, capture_output=True, text=True, timeout=600)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         if "No available agent to submit job" not in r.stderr:
             break
         time.sleep(10)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -29,23 +31,93 @@ def test_install_steps_use_the_constraints_file():
     assert (REPO / "configs" / "constraints.txt").read_text().split() == ["torch==2.13.0"]
 
 
-def test_main_job_runs_as_written(tmp_path):
-    """Runs the main command's job (the part after the install) in this environment, on a smaller
-    dataset so that the suite stays fast; the defaults are exercised by the README's own command."""
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The main command's job (the part after the install), run once in this environment on a
+    smaller dataset so that the suite stays fast; the defaults are exercised by the README's own
+    command. Returns (completed process, run directory)."""
     job = _command("main-command").split("&&")[-1].strip()
     argv = shlex.split(job)
     assert argv[0] == "specens"
     exe = Path(sys.executable).with_name("specens")
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
-    r = subprocess.run([str(exe), *argv[1:], "--run", str(tmp_path / "demo"), "--classes", "30", "--epochs", "8",
+    run = tmp_path_factory.mktemp("readme") / "demo"
+    r = subprocess.run([str(exe), *argv[1:], "--run", str(run), "--classes", "30", "--epochs", "8",
                         "--specialist-epochs", "2"], capture_output=True, text=True, timeout=600, env=env)
+    return r, run
+
+
+@pytest.mark.slow
+def test_main_job_runs_as_written(demo_run):
+    r, run = demo_run
     assert r.returncode == 0, r.stderr[-2000:]
     m = re.search(r"generalist test top-1 ([0-9.]+)", r.stdout)
-    assert m and float(m.group(1)) > 0.3, r.stdout  # 30 classes: chance is 0.033
-    run = tmp_path / "demo"
+    assert m, r.stdout
     assert len(list((run / "specialists").glob("s*/model.safetensors"))) == 3  # one per 10 classes, via Ray
     assert "submitted 3 Ray tasks" in r.stdout
     ev = json.loads((run / "evaluation" / "evaluation.json").read_text())
     assert ev["n"] == 30 * 8 and abs(ev["generalist"]["top1"] - float(m.group(1))) <= 5e-5  # printed to 4 places
     assert re.search(r"top-1 accuracy\s+[0-9.]+\s+[0-9.]+", r.stdout) and "Table 4" in r.stdout
     assert len(list((run / "predictions").glob("*.jsonl"))) == 1 and (run / "evaluation" / "table4.png").is_file()
+
+
+def _test_predictions(run: Path):
+    """Per test example: labels, inputs, generalist logits and ensemble q of the demo run."""
+    import torch
+
+    from specens.data.shards import iter_split
+    from specens.inference.ensemble import Ensemble
+
+    ens = Ensemble.load(run, device="cpu")
+    ys, xs, zs, qs = [], [], [], []
+    with torch.no_grad():
+        for b in iter_split(str(run / "glyphs"), "test", 256):
+            ys.append(b.labels)
+            xs.append(b.inputs)
+            zs.append(ens.generalist.model(b.inputs))
+            qs.append(ens.forward(b.inputs).q)
+    return tuple(torch.cat(t) for t in (ys, xs, zs, qs))
+
+
+@pytest.mark.slow
+def test_the_demo_learns(demo_run):
+    """Learning, with margins that hold for any healthy run of this size (30 classes, 240 test
+    images, chance 1/30): the generalist and the ensemble far above chance, and each specialist,
+    restricted to its own classes S, more than 3 standard errors above its chance 1/|S|."""
+    import math
+
+    import torch
+
+    from specens.specialists.train import load_specialist
+
+    r, run = demo_run
+    assert r.returncode == 0, r.stderr[-2000:]
+    y, x, z, q = _test_predictions(run)
+    assert (z.argmax(1) == y).float().mean() > 10 / 30, "generalist"
+    assert (q.argmax(1) == y).float().mean() > 10 / 30, "ensemble"
+    for d in sorted((run / "specialists").glob("s*")):
+        model, meta = load_specialist(d)
+        group = torch.tensor(meta["group"])
+        mine = torch.isin(y, group)
+        with torch.no_grad():
+            pred = group[model(x[mine])[:, :-1].argmax(1)]  # its own classes only, the dustbin left out
+        n, chance = int(mine.sum()), 1 / len(group)
+        acc = float((pred == y[mine]).float().mean())
+        assert acc > chance + 3 * math.sqrt(chance * (1 - chance) / n), f"{d.name}: {acc:.3f} on {n}, chance {chance:.3f}"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="known defect, issue 15: with the default recipe the specialists end below "
+                   "the generalist restricted to their own classes (measured 0.31 vs 0.68 on this run's largest "
+                   "loss), so the ensemble loses to its generalist; the validation gate of issue 15 fixes this")
+def test_the_ensemble_is_not_below_its_generalist_beyond_noise(demo_run):
+    """McNemar: the ensemble's net loss against the generalist within 2 standard deviations of the
+    number of discordant test examples."""
+    import math
+
+    r, run = demo_run
+    assert r.returncode == 0, r.stderr[-2000:]
+    y, x, z, q = _test_predictions(run)
+    gen_ok, ens_ok = z.argmax(1) == y, q.argmax(1) == y
+    won, lost = int((ens_ok & ~gen_ok).sum()), int((gen_ok & ~ens_ok).sum())
+    assert lost - won <= 2 * math.sqrt(won + lost) + 1, f"the ensemble loses {lost - won} net ({won} won, {lost} lost)"

@@ -64,7 +64,9 @@ def _better(record: dict, best: dict) -> bool:
     if "val_top1" not in record:  # without validation, the last epoch is the best
         return True
     nll = record.get("val_nll", math.inf)
-    return (record["val_top1"], -nll) > (best["val_top1"], -best.get("val_nll", math.inf))
+    # a run checkpointed before the shared epoch loop saved its best as {"epoch", "top1", "nll"}
+    best_top1, best_nll = best.get("val_top1", best.get("top1", -1.0)), best.get("val_nll", best.get("nll"))
+    return (record["val_top1"], -nll) > (best_top1, -(math.inf if best_nll is None else best_nll))
 
 
 def train_generalist(cfg: TrainConfig, progress: bool = True,

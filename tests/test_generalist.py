@@ -274,3 +274,17 @@ def test_ngram_pooling_by_hand():
         assert torch.allclose(plain.body[0](x)[0], (e[3] + e[4]) / 2**0.5)
         weighted.body[0].log_weight.weight[5] = math.log(3.0)  # w_5 = 3, the others 1
         assert torch.allclose(weighted.body[0](x)[1], (3 * e[5] + e[6] + e[7] + e[8]) / 12**0.5)
+
+
+def test_a_run_checkpointed_before_the_shared_epoch_loop_resumes(synthetic_ds, tmp_path):
+    """Older checkpoints saved the best epoch as {"epoch", "top1", "nll"} under checkpoints/."""
+    cfg = _cfg(synthetic_ds, tmp_path / "old", epochs=2)
+    train_generalist(_cfg(synthetic_ds, tmp_path / "old", epochs=1), progress=False)
+    for progress in (tmp_path / "old" / "checkpoints").glob("*/progress.json"):
+        saved = json.loads(progress.read_text())
+        saved["config"]["epochs"] = 2
+        record = saved["best"]
+        saved["best"] = {"epoch": record["epoch"], "top1": record["val_top1"], "nll": record["val_nll"]}
+        progress.write_text(json.dumps(saved))
+    resumed = train_generalist(cfg, progress=False)
+    assert [h["epoch"] for h in resumed.history] == [1, 2] and resumed.best_epoch in (1, 2)

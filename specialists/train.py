@@ -28,7 +28,7 @@ from specens.core.config import config_changes, config_to_json
 from specens.core.device import autocast, resolve_device
 from specens.core.errors import CheckpointError, ConfigError, check_same_classes
 from specens.core.io import publish_dir, read_artifact_json, write_json_atomic
-from specens.core.loop import EpochLoop
+from specens.core.loop import BEST, EpochLoop
 from specens.core.optim import make_optimizer, make_schedule
 from specens.data.format import INFO_FILE, load_info
 from specens.generalist.checkpoint import load_generalist
@@ -220,6 +220,9 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
         def validate() -> dict:
             return evaluate_enriched(model, gen.model, val, group, gen.n_classes, cfg, device, shift)
 
+    legacy = work / "best.safetensors"  # where an attempt started before the shared epoch loop kept its best
+    if legacy.is_file() and (work / "checkpoints").is_dir():
+        legacy.replace(work / BEST)
     callbacks = [] if on_epoch_end is None else [lambda epoch, record: on_epoch_end(epoch, {"index": index, **record})]
     loop = EpochLoop(work, model, opt, sched, cfg, cfg.epochs, _better, restart=restart, on_epoch_end=callbacks)
     result = loop.run(train_epoch, validate)

@@ -24,7 +24,7 @@ import click
 @click.option("--device", default="auto", show_default=True)
 def demo(run_dir, n_classes, epochs, n_groups, specialist_epochs, local, device):
     """The whole pipeline on the embedded glyph dataset: data, generalist, clusters, specialists
-    (Ray), batch inference, evaluation. About 6 minutes on 2 CPU cores with the defaults."""
+    (Ray), batch inference, evaluation. About 9 minutes on 2 CPU cores with the defaults."""
     from specens.clustering.cluster import ClusterConfig, cluster
     from specens.data.format import INFO_FILE
     from specens.data.glyphs import import_glyphs

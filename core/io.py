@@ -27,13 +27,19 @@ from .errors import CheckpointError
 TEMP_GLOB = ".*.tmp"  # what atomic_path's temporaries look like: a killed run's leftovers match it
 
 
+def temp_suffix(suffix: str = ".tmp") -> str:
+    """``.<random token><suffix>``: what makes a temporary name unique (for writers that name
+    their own files, like WebDataset's ShardWriter, ``<name><temp_suffix()>`` hidden by a dot)."""
+    return f".{secrets.token_hex(6)}{suffix}"
+
+
 def temp_sibling(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
     """A fresh hidden name next to ``path`` for writing before a rename over it. The caller creates
     it (exclusively: ``open(.., "x")``, ``mkdir``), so it gets the umask's permissions like any new
     file, not ``tempfile``'s owner-only 0600/0700, which other users of a shared run directory (Ray
     workers, a team) could not read."""
     path = Path(path)
-    return path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
+    return path.parent / f".{path.name}{temp_suffix(suffix)}"
 
 
 @contextlib.contextmanager

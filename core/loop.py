@@ -35,6 +35,15 @@ from .errors import CheckpointError
 BEST = "checkpoints/best.safetensors"
 
 
+def stale_changes(work: str | Path, config: Any) -> list[str]:
+    """What differs (``"key: old -> new"``) between ``config`` and the one the training state under
+    ``<work>/checkpoints`` was made with; empty when there is no state or it matches."""
+    prog = training_progress(work)
+    if prog is None:
+        return []
+    return config_changes(prog.get("config", prog.get("config_key", {})), config)  # config_key: older specialists
+
+
 @dataclass
 class LoopResult:
     history: list[dict]  # one record per epoch run: "epoch" (1-based), the stage's metrics, "seconds"
@@ -56,13 +65,11 @@ class EpochLoop:
     on_epoch_end: Sequence[Callable[[int, dict], None]] = ()
 
     def _resume(self) -> tuple[int, list[dict], dict | None]:
-        prog = training_progress(self.work)
-        if prog is not None:
-            saved = prog.get("config", prog.get("config_key", {}))
-            changes = config_changes(saved, self.config)
-            if changes and self.restart:
+        changes = stale_changes(self.work, self.config)
+        if changes:
+            if self.restart:
                 discard_training_state(self.work)
-            elif changes:
+            else:
                 raise CheckpointError(f"{self.work}/checkpoints holds a run made with another config "
                                       f"({'; '.join(changes)}); rerun with --restart (restart=True) to discard "
                                       "it, or use a new run directory")

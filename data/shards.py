@@ -1,7 +1,7 @@
 """Writing and streaming WebDataset shards in the format of :mod:`specens.data.format`.
 
 Writing is atomic at two levels: a shard is written under a hidden temporary name of the form
-:func:`specens.core.io.temp_sibling` gives (unique per writer, so concurrent imports never share
+:func:`specens.core.io.temp_suffix` gives (unique per writer, so concurrent imports never share
 one) and renamed only once it is closed, and ``dataset.json`` is written last, so a crashed import never leaves a
 shard or a dataset that looks complete.
 
@@ -30,7 +30,7 @@ import webdataset as wds
 from PIL import Image
 
 from specens.core.errors import DataError
-from specens.core.io import temp_sibling, write_json_atomic
+from specens.core.io import temp_suffix, write_json_atomic
 
 from .format import DatasetInfo, InputSpec, ShardInfo, SplitInfo, INFO_FILE, load_info
 
@@ -103,8 +103,7 @@ class _SplitWriter:
         self.class_counts = np.zeros(len(parent.classes), dtype=np.int64)
         self._in_shard = 0
         root = str(parent.root).replace("%", "%%")
-        # ShardWriter numbers its files itself: temp_sibling's pattern with one token per writer
-        self._suffix = temp_sibling("x").name[len(".x"):]  # ".<token>.tmp"
+        self._suffix = temp_suffix()  # ShardWriter numbers its files itself: one token per writer
         self._writer = wds.ShardWriter(f"{root}/.{split}-%06d.tar{self._suffix}",
                                        maxcount=parent.shard_size, post=self._finish_shard,
                                        verbose=0, mtime=0.0)

@@ -24,13 +24,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from specens.clustering.cluster import load_clusters
-from specens.core.checkpoint import training_progress
-from specens.core.config import config_changes
 from specens.core.errors import CheckpointError, check_same_classes
+from specens.core.loop import stale_changes
 from specens.data.format import INFO_FILE, load_info
 from specens.generalist.checkpoint import load_generalist
 
-from .train import SpecialistConfig, complete_changes, specialist_dir, train_specialist
+from .train import SpecialistConfig, complete_changes, specialist_dir, train_specialist, work_dir
 
 
 @dataclass
@@ -77,9 +76,7 @@ def plan(cfg: SpecialistConfig, wanted: list[int], gen_fp: str, clusters_fp: str
             continue
         todo.append(m)
         if changes is None:  # not complete: an interrupted attempt must match too
-            work = specialist_dir(cfg.out, m).with_name(f".s{m:03d}.work")
-            prog = training_progress(work) if work.is_dir() else None
-            changes = config_changes(prog.get("config", prog.get("config_key", {})), cfg) if prog else []
+            changes = stale_changes(work_dir(cfg.out, m), cfg)
         if changes:
             stale.append(f"{specialist_dir(cfg.out, m)} ({'; '.join(changes)})")
     if stale and not restart:

@@ -120,6 +120,11 @@ def specialist_dir(out: str | Path, index: int) -> Path:
     return Path(out) / "specialists" / f"s{index:03d}"
 
 
+def work_dir(out: str | Path, index: int) -> Path:
+    """Where specialist ``index`` keeps its checkpoints while it trains (hidden, beside the artifact)."""
+    return Path(out) / "specialists" / f".s{index:03d}.work"
+
+
 def read_specialist(path: str | Path) -> dict[str, Any]:
     """Read and check ``specialist.json``."""
     path = Path(path)
@@ -180,7 +185,7 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
                           "a specialist needs examples both in and outside its group")
     correction = dustbin_correction(pi, cfg.rho)
     shift = correction if cfg.soft_prior == "enriched" else 0.0
-    final, work = specialist_dir(cfg.out, index), specialist_dir(cfg.out, index).with_name(f".s{index:03d}.work")
+    final, work = specialist_dir(cfg.out, index), work_dir(cfg.out, index)
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed * 1009 + index)
 

@@ -23,17 +23,23 @@ from .io import atomic_path, publish_dir, read_json, write_json_atomic
 WEIGHTS = "model.safetensors"
 
 
-def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
-    """Write ``model``'s state dict to a safetensors file, atomically."""
+def save_weights(model: torch.nn.Module | dict[str, torch.Tensor], path: str | os.PathLike,
+                 metadata: dict[str, str] | None = None) -> None:
+    """Write ``model``'s state dict (or a state dict) to a safetensors file, atomically."""
     with atomic_path(path) as tmp:
         mode = tmp.stat().st_mode  # the umask's; safetensors writes owner-only files
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        weights = model.state_dict() if isinstance(model, torch.nn.Module) else model
+        state = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
         save_file(state, tmp, metadata=metadata)
         tmp.chmod(mode)
 
 
-def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Load a safetensors file into ``model``; names and shapes must fit exactly."""
+def load_weights(model: torch.nn.Module, path: str | os.PathLike | dict[str, torch.Tensor]) -> None:
+    """Load a safetensors file (or a state dict held in memory) into ``model``; names and shapes
+    must fit exactly."""
+    if isinstance(path, dict):
+        model.load_state_dict(path)
+        return
     try:
         state = load_file(str(path))
     except FileNotFoundError:

@@ -21,6 +21,7 @@ class TrainConfig:
     out: str  # run directory for checkpoints and the final model
     model: str = ""  # registry name (cnn, mlp, bag) or "module:callable"; "" picks by input kind
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model factory
+    init: str = ""  # an exported generalist to start from (continued training); its model and classes must match
     epochs: int = 30  # at most this many passes of `epoch_size` samples (the schedule's length)
     patience: int = 5  # stop after this many epochs without a better validation score; 0: run every epoch
     epoch_size: int = 0  # samples per epoch; 0 means the training split's size
@@ -47,6 +48,7 @@ class TrainConfig:
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
     on_error: str = "raise"  # bad samples: "raise", or "skip" and count them
+    checkpoint_every: float = 60.0  # seconds between resumable checkpoints (and after the last epoch); 0: every epoch
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -76,6 +78,7 @@ class TrainConfig:
                f"exclude_classes must be class indices, got {list(self.exclude_classes)}")
         _check(p, 0 < self.train_fraction <= 1, f"train_fraction must be in (0, 1], got {self.train_fraction}")
         _check(p, self.on_error in ("raise", "skip"), f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        _check(p, self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         from .models import REGISTRY  # torch: imported only when a config is built
 
         _check(p, self.model == "" or self.model in REGISTRY or ":" in self.model,
@@ -85,4 +88,4 @@ class TrainConfig:
 
     # Fields that may change when a run resumes: they do not change what is computed.
     RESUMABLE_CHANGES: typing.ClassVar[frozenset[str]] = frozenset({"num_workers", "device", "threads", "out",
-                                                                    "patience"})
+                                                                    "patience", "checkpoint_every"})

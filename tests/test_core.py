@@ -85,3 +85,54 @@ def test_confusion_clusterer_follows_the_scikit_learn_estimator_contract():
     assert set(sizes) == {2, 3} and all(v >= 1 for v in sizes.values())
     with pytest.raises(ValueError, match="representation must be one of"):
         ConfusionClusterer(2, representation="cov").check_params()
+
+
+def _loop(tmp_path, epochs, checkpoint_every, scores):
+    """An EpochLoop over a one-weight model whose weight is the epoch number, scored by ``scores``."""
+    from dataclasses import dataclass
+
+    import torch
+
+    from specens.core.loop import EpochLoop
+
+    @dataclass(frozen=True)
+    class Cfg:
+        lr: float = 0.1
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    seen = []
+
+    def train_epoch(epoch):
+        with torch.no_grad():
+            model.weight.fill_(epoch + 1.0)
+        return {"examples": 4, "steps": 1}
+
+    def checkpoints(epoch, record):
+        from specens.core.checkpoint import training_progress
+
+        prog = training_progress(tmp_path)
+        seen.append(None if prog is None else prog["epoch"])
+
+    loop = EpochLoop(tmp_path, model, opt, sched, Cfg(), epochs, lambda r, b: r["score"] > b["score"],
+                     on_epoch_end=[checkpoints], checkpoint_every=checkpoint_every)
+    result = loop.run(train_epoch, lambda: {"score": scores[len(seen)]})
+    return model, result, seen
+
+
+def test_the_loop_checkpoints_by_time_and_keeps_the_best_in_memory(tmp_path):
+    """checkpoint_every=0: a state after every epoch; a long interval: only after the last one.
+    Either way the model ends with the best epoch's weights and records carry their cost."""
+    from safetensors.torch import load_file
+
+    from specens.core.loop import BEST
+
+    scores = [0.1, 0.9, 0.5, 0.2]
+    model, result, seen = _loop(tmp_path / "every", 4, 0, scores)
+    assert seen == [0, 1, 2, 3] and float(model.weight.detach()) == 2.0 and result.best["epoch"] == 2
+    model, result, seen = _loop(tmp_path / "rarely", 4, 3600, scores)
+    assert seen == [None, None, None, 3] and float(model.weight.detach()) == 2.0
+    assert float(load_file(tmp_path / "rarely" / BEST)["weight"]) == 2.0
+    for r in result.history:
+        assert r["examples"] == 4 and r["seconds"] >= 0 and r["cpu_seconds"] >= 0 and r["val_seconds"] >= 0

@@ -18,7 +18,8 @@ from specens.generalist.train import train_generalist
 
 
 def _cfg(data, out, **kw):
-    base = dict(data=data, out=str(out), epochs=3, batch_size=64, lr=3e-3, model_kwargs={"hidden": [64]}, threads=2)
+    base = dict(data=data, out=str(out), epochs=3, batch_size=64, lr=3e-3, model_kwargs={"hidden": [64]}, threads=2,
+                checkpoint_every=0)
     return TrainConfig(**{**base, **kw})
 
 

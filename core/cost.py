@@ -1,0 +1,99 @@
+"""What training and inference cost: examples, steps, FLOPs and seconds (issue 15's accounting).
+
+Every trained artifact records a ``cost`` block built by :func:`training_cost` from its epoch
+records, so that "for the compute I spend, what do I get?" can be answered from the run directory
+alone:
+
+- ``examples`` / ``steps``: examples processed forward and backward, optimiser steps;
+- ``train_flops``: ``examples × (3 · f_model + f_teacher) + steps × 10 · parameters``, where f is
+  a forward pass's FLOPs per example counted once by :func:`forward_flops`
+  (``torch.utils.flop_counter``; a backward pass costs about twice its forward pass), f_teacher
+  the forward pass of a model whose soft targets the trainee learns from (the generalist, for a
+  specialist), and the last term the optimiser's update (AdamW: about ten operations per
+  parameter per step; it dominates for the text models, whose 67 M embedding parameters cost
+  almost nothing forward but are all updated at every step);
+- ``train_seconds`` / ``train_cpu_seconds``: wall and process CPU time of the training epochs
+  proper (the optimiser steps), ``validation_seconds``, and ``wall_seconds`` of the whole call, so
+  that ``overhead_seconds`` = wall − train − validation is what loading, initialisation and
+  checkpointing took. Times cover the attempt that finished; ``epochs_resumed`` says how many
+  epochs an earlier, interrupted attempt ran (their seconds are in the records, not in the wall).
+
+FLOP counts ignore embedding lookups (no multiply-adds), which undercounts text models slightly;
+they are estimates for comparing runs of the same model family, not hardware measurements.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+BACKWARD_FACTOR = 3.0  # forward + backward ≈ 3 forward passes (the backward pass computes two products per layer)
+OPTIMIZER_FLOPS_PER_PARAMETER = 10.0  # one AdamW update: moments, square root, division, decay
+
+
+@torch.no_grad()
+def forward_flops(model: torch.nn.Module, example: torch.Tensor) -> float:
+    """FLOPs of one forward pass per example, counted on ``example`` (a batch, (B, *input_shape))
+    with :class:`torch.utils.flop_counter.FlopCounterMode`. The model is left in the mode it was."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(example)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / max(len(example), 1)
+
+
+@dataclass
+class Stopwatch:
+    """Wall and process-CPU seconds since it was made (CPU time covers every thread)."""
+
+    wall0: float = field(default_factory=time.perf_counter)
+    cpu0: float = field(default_factory=time.process_time)
+
+    def wall(self) -> float:
+        return time.perf_counter() - self.wall0
+
+    def cpu(self) -> float:
+        return time.process_time() - self.cpu0
+
+
+def training_cost(history: list[dict], flops_per_example: float, teacher_flops_per_example: float,
+                  parameters: int, wall_seconds: float, cpu_seconds: float, epochs_resumed: int = 0) -> dict:
+    """The ``cost`` block of an artifact from its epoch records (each with ``examples``, ``steps``,
+    ``seconds``, ``cpu_seconds`` and, where it validated, ``val_seconds``)."""
+    examples = sum(r.get("examples", 0) for r in history)
+    steps = sum(r.get("steps", 0) for r in history)
+    ran = history[epochs_resumed:]  # the epochs of the attempt that finished
+    train_s = sum(r.get("seconds", 0.0) for r in ran)
+    val_s = sum(r.get("val_seconds", 0.0) for r in ran)
+    return {
+        "examples": examples,
+        "steps": steps,
+        "epochs": len(history),
+        "flops_per_example": flops_per_example,
+        "teacher_flops_per_example": teacher_flops_per_example,
+        "parameters": parameters,
+        "train_flops": (examples * (BACKWARD_FACTOR * flops_per_example + teacher_flops_per_example)
+                        + steps * OPTIMIZER_FLOPS_PER_PARAMETER * parameters),
+        "train_seconds": sum(r.get("seconds", 0.0) for r in history),
+        "train_cpu_seconds": sum(r.get("cpu_seconds", 0.0) for r in history),
+        "validation_seconds": sum(r.get("val_seconds", 0.0) for r in history),
+        "wall_seconds": wall_seconds,
+        "cpu_seconds": cpu_seconds,
+        "overhead_seconds": max(0.0, wall_seconds - train_s - val_s),
+        "epochs_resumed": epochs_resumed,
+    }
+
+
+def format_flops(flops: float) -> str:
+    """1.23e15 -> '1.23 PFLOP'."""
+    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+        if flops >= scale:
+            return f"{flops / scale:.3g} {unit}"
+    return f"{flops:.3g} FLOP"

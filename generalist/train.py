@@ -10,6 +10,7 @@ resumed run computes exactly what an uninterrupted one does, and stops where it 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,9 @@ import torch
 from tqdm import tqdm
 
 from specens.core.config import config_to_json
+from specens.core.cost import Stopwatch, forward_flops, training_cost
 from specens.core.device import autocast, resolve_device
-from specens.core.errors import check_same_classes
+from specens.core.errors import CheckpointError, ConfigError, check_same_classes
 from specens.core.loop import EpochLoop
 from specens.core.optim import make_optimizer, make_schedule
 from specens.data.augment import random_shift
@@ -69,12 +71,34 @@ def _better(record: dict, best: dict) -> bool:
     return (record["val_top1"], -nll) > (best_top1, -(math.inf if best_nll is None else best_nll))
 
 
+def _start_from(model: torch.nn.Module, spec: ModelSpec, classes: tuple[str, ...], run_dir: str) -> None:
+    """Load an exported generalist's weights into ``model`` (``init``: continued training)."""
+    from .checkpoint import load_generalist
+
+    init = load_generalist(run_dir)
+    check_same_classes(init.classes, classes, f"init {run_dir}", "the dataset")
+    if json.loads(json.dumps(init.spec.to_json())) != json.loads(json.dumps(spec.to_json())):  # tuples vs lists
+        raise ConfigError(f"init {run_dir}: its model {init.spec.to_json()} is not the one configured "
+                          f"{spec.to_json()}; set model and model_kwargs to match it")
+    model.load_state_dict(init.model.state_dict())
+
+
+def _exported_cost(run_dir: str) -> dict | None:
+    from .checkpoint import read_meta
+
+    try:
+        return read_meta(run_dir)["metrics"].get("cost")
+    except CheckpointError:  # nothing exported yet: nothing to keep
+        return None
+
+
 def train_generalist(cfg: TrainConfig, progress: bool = True,
                      on_epoch_end: Callable[[int, dict], None] | None = None, restart: bool = False) -> TrainResult:
     """Train (or resume training) a generalist as ``cfg`` says and export the best epoch.
 
     A rerun on ``cfg.out`` resumes; checkpoints made with another config are refused, or discarded
     with ``restart=True`` (see :mod:`specens.core.loop`)."""
+    clock = Stopwatch()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -83,7 +107,10 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
     name = cfg.model or default_model(info.input.kind, info.input.dtype)
     kwargs = {**data_defaults(name, info.n_classes, info.featurizer), **cfg.model_kwargs}
     spec = ModelSpec(name, info.input.shape, info.n_classes, kwargs).resolved()
-    model = spec.build().to(device)
+    model = spec.build()
+    if cfg.init:
+        _start_from(model, spec, info.classes, cfg.init)
+    model = model.to(device)
     teacher = Teacher(cfg.teacher, device, info.classes, cfg.teacher_mean) if cfg.teacher else None
 
     counts = info.split(cfg.train_split).class_counts
@@ -100,7 +127,7 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
     def train_epoch(epoch: int) -> dict:
         loader.set_epoch(epoch)
         jitter_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        seen, correct, loss_sum = 0, 0, 0.0
+        seen, correct, loss_sum, steps = 0, 0, 0.0, 0
         bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, unit="batch")
         for batch in bar:
@@ -116,10 +143,12 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
             opt.step()
             sched.step()
             seen += len(y)
+            steps += 1
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += float(loss.detach()) * len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        return {"train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1), "skipped": loader.skipped}
+        return {"train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1), "skipped": loader.skipped,
+                "examples": seen, "steps": steps}
 
     def validate() -> dict:
         val = evaluate(model, iter_split(cfg.data, cfg.val_split, 512, info=info), device, cfg.amp)
@@ -130,13 +159,20 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
 
     callbacks = ([report] if progress else []) + ([on_epoch_end] if on_epoch_end else [])
     loop = EpochLoop(Path(cfg.out), model, opt, sched, cfg, cfg.epochs, _better, patience=cfg.patience,
-                     restart=restart, on_epoch_end=callbacks)
+                     restart=restart, on_epoch_end=callbacks, checkpoint_every=cfg.checkpoint_every)
     result = loop.run(train_epoch, validate if cfg.val_split else None)
+    example = next(iter(iter_split(cfg.data, cfg.val_split or cfg.train_split, 8, info=info))).inputs.to(device)
+    teacher_flops = sum(forward_flops(g.model, example) for g in teacher.members) if teacher else 0.0
+    cost = training_cost(result.history, forward_flops(model, example), teacher_flops,
+                         sum(p.numel() for p in model.parameters()), clock.wall(), clock.cpu(), result.epochs_resumed)
+    if result.epochs_resumed == len(result.history):  # a rerun of a finished run: keep the times it measured
+        cost = _exported_cost(cfg.out) or cost
     best_epoch = result.best["epoch"]
     if progress and result.stopped_early:
         print(f"stopped after epoch {len(result.history)}: no better validation score for {cfg.patience} epochs "
               f"(best: epoch {best_epoch})")
     metrics = {"best_epoch": best_epoch, "epochs_run": len(result.history), "stopped_early": result.stopped_early,
-               "history": result.history, "teacher_fingerprints": teacher.fingerprints if teacher else []}
+               "history": result.history, "teacher_fingerprints": teacher.fingerprints if teacher else [],
+               "cost": cost}
     fp = save_generalist(cfg.out, model, spec, info.classes, config_to_json(cfg), metrics)
     return TrainResult(cfg.out, fp, best_epoch, result.history)

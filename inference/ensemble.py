@@ -19,6 +19,7 @@ layout the ``specens`` commands write; :meth:`Ensemble.load` checks that they be
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -32,21 +33,11 @@ from specens.core.errors import CheckpointError, ConfigError, check_same_classes
 from specens.core.io import fingerprint
 from specens.data.format import INFO_FILE, load_info
 from specens.generalist.checkpoint import Generalist, load_generalist
-from specens.specialists.model import apply_correction
+from specens.specialists.model import apply_correction, route
 from specens.specialists.train import META as SPECIALIST_META
 from specens.specialists.train import load_specialist, read_specialist, specialist_dir
 
 from .combine import check_specialist_weight, combine_distributions
-
-
-def route(p_general: torch.Tensor, membership: torch.Tensor, top_n: int = 1) -> torch.Tensor:
-    """Active specialists (METHOD §5, steps 1-2): ``active[b, m]`` is True when group m holds one
-    of example b's ``top_n`` most probable classes under the generalist.
-
-    p_general: (B, C); membership: (M, C) bool, ``membership[m, c]`` = class c ∈ S_m. Returns (B, M).
-    """
-    top = p_general.topk(min(top_n, p_general.shape[1]), dim=1).indices  # (B, n)
-    return membership[:, top].any(2).T  # (M, B, n) -> (B, M)
 
 
 @dataclass
@@ -72,7 +63,8 @@ class Ensemble:
     def __init__(self, generalist: Generalist, groups: Sequence[torch.Tensor], specialists: Sequence[torch.nn.Module],
                  corrections: Sequence[float], *, top_n: int = 1, method: str = "newton",
                  specialist_weight: float = 1.0, device: torch.device | str = "cpu",
-                 fingerprints: dict | None = None):
+                 fingerprints: dict | None = None, indices: Sequence[int] | None = None,
+                 gated_off: Sequence[int] = ()):
         if not len(groups) == len(specialists) == len(corrections):
             raise ValueError(f"{len(groups)} groups, {len(specialists)} specialists, {len(corrections)} corrections")
         if top_n < 1:
@@ -85,6 +77,10 @@ class Ensemble:
         self.top_n, self.method = top_n, method
         self.specialist_weight = specialist_weight
         self.fingerprints = fingerprints or {}
+        self.indices = list(range(len(groups)) if indices is None else indices)  # positions in clusters.json
+        self.gated_off = list(gated_off)  # trained specialists the gate left out
+        self.training_costs: dict = {}  # "generalist": its cost block, "specialists": every trained one's (load fills it)
+        self.seconds = {"generalist": 0.0, "specialists": 0.0, "combine": 0.0}  # time spent in each step so far
         self.membership = torch.zeros(len(self.groups), generalist.n_classes, dtype=torch.bool, device=self.device)
         for m, g in enumerate(self.groups):
             self.membership[m, g] = True
@@ -106,14 +102,16 @@ class Ensemble:
     @classmethod
     def load(cls, run_dir: str | Path, *, generalist: str | Path | None = None, clusters: str | Path | None = None,
              device: str = "auto", top_n: int = 1, method: str = "newton",
-             specialist_weight: float = 1.0) -> "Ensemble":
+             specialist_weight: float = 1.0, all_specialists: bool = False) -> "Ensemble":
         """Load ``run_dir``'s generalist, ``clusters.json`` and every specialist, and check that
         they fit together: the groups were made from this generalist, and each specialist
         ``sNNN`` was trained from this generalist for group NNN of this ``clusters.json``. Any
         mismatch raises :class:`CheckpointError` naming the artifact at fault.
 
         ``generalist`` and ``clusters`` override the default locations ``run_dir/generalist`` and
-        ``run_dir/clusters/clusters.json``.
+        ``run_dir/clusters/clusters.json``. Specialists their gate switched off (they did not improve
+        the validation examples routed to them; :mod:`specens.specialists.gate`) are checked but
+        left out, unless ``all_specialists`` forces every one on.
         """
         run_dir = Path(run_dir)
         dev = resolve_device(device)
@@ -121,7 +119,7 @@ class Ensemble:
         gen = load_generalist(gen_dir, dev)
         clusters_path = Path(clusters or run_dir / "clusters" / "clusters.json")
         cl = load_clusters(clusters_path, gen.fingerprint, gen.n_classes)
-        specialists, corrections = [], []
+        specialists, corrections, kept, gated_off, costs = [], [], [], [], []
         for m, group in enumerate(cl.groups):
             d = specialist_dir(run_dir, m)
             meta_path = d / SPECIALIST_META
@@ -137,18 +135,26 @@ class Ensemble:
                                       f"({meta['clusters_fingerprint']} vs {cl.fingerprint})")
             if meta["group"] != group.tolist():
                 raise CheckpointError(f"{meta_path}: its group differs from group {m} of {clusters_path}")
+            costs.append(meta.get("cost"))
+            if not (all_specialists or meta.get("gate", {}).get("on", True)):  # older artifacts have no gate: on
+                gated_off.append(m)
+                continue
             model, _ = load_specialist(d, gen.model, dev)
             specialists.append(model)
             corrections.append(meta["dustbin_correction"])
+            kept.append(m)
         extra = sorted(p.name for p in (run_dir / "specialists").glob("s[0-9][0-9][0-9]")
                        if int(p.name[1:]) >= len(cl.groups))
         if extra:
             raise CheckpointError(f"{run_dir / 'specialists' / extra[0]}: no such group in {clusters_path} "
                                   f"({len(cl.groups)} groups); the specialists come from another clustering")
         fps = {"generalist": gen.fingerprint, "clusters": cl.fingerprint,
-               "specialists": [fingerprint(specialist_dir(run_dir, m) / "model.safetensors") for m in range(len(cl.groups))]}
-        return cls(gen, [torch.as_tensor(g) for g in cl.groups], specialists, corrections, top_n=top_n,
-                   method=method, specialist_weight=specialist_weight, device=dev, fingerprints=fps)
+               "specialists": [fingerprint(specialist_dir(run_dir, m) / "model.safetensors") for m in kept]}
+        ens = cls(gen, [torch.as_tensor(cl.groups[m]) for m in kept], specialists, corrections, top_n=top_n,
+                  method=method, specialist_weight=specialist_weight, device=dev, fingerprints=fps, indices=kept,
+                  gated_off=gated_off)
+        ens.training_costs = {"generalist": gen.meta.get("metrics", {}).get("cost"), "specialists": costs}
+        return ens
 
     @property
     def specialist_weight(self) -> float:
@@ -163,7 +169,9 @@ class Ensemble:
     def forward(self, inputs: torch.Tensor) -> EnsembleOutput:
         """q, p_g and the routing for a batch of model inputs (B, *input_shape)."""
         p_g, active, p_specs = self.experts(inputs)
+        t0 = time.perf_counter()
         q = self.combine(p_g, active, p_specs)
+        self.seconds["combine"] += time.perf_counter() - t0
         return EnsembleOutput(q, p_g, active)
 
     def combine(self, p_g: torch.Tensor, active: torch.Tensor, p_specs: Sequence[torch.Tensor],
@@ -176,9 +184,12 @@ class Ensemble:
     def experts(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Steps 1-4 for a batch: p_g (B, C), the routing ``active`` (B, M) and each specialist's
         corrected distribution (B, |S_m| + 1), zero on the rows not routed to it."""
+        t0 = time.perf_counter()  # on CUDA these times are launch times unless the caller synchronises
         x = inputs.to(self.device)
         p_g = F.softmax(self.generalist.model(x).float(), dim=1)
         active = route(p_g, self.membership, self.top_n)
+        t1 = time.perf_counter()
+        self.seconds["generalist"] += t1 - t0
         p_specs = []
         for m, (model, group) in enumerate(zip(self.specialists, self.groups)):
             p = torch.zeros(len(x), len(group) + 1, device=self.device)
@@ -187,6 +198,7 @@ class Ensemble:
                 logits = apply_correction(model(x[rows]).float(), self.corrections[m])
                 p[rows] = F.softmax(logits, dim=1)
             p_specs.append(p)
+        self.seconds["specialists"] += time.perf_counter() - t1
         return p_g, active, p_specs
 
     def predict_proba(self, inputs: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from specens.core.cost import format_flops, forward_flops
 from specens.core.io import atomic_path, write_json_atomic
 from specens.data.shards import iter_split
 
@@ -112,24 +113,59 @@ def evaluate_ensemble(ens: Ensemble, data: str, split: str = "test", batch_size:
     """Stream ``data``'s labelled ``split`` through ``ens``; returns :meth:`EnsembleTally.result`."""
     info = ens.dataset_info(data)
     tally = EnsembleTally(ens.membership)
+    ens.seconds = dict.fromkeys(ens.seconds, 0.0)
+    example = None
     bar = tqdm(total=info.split(split).num_samples, unit="ex", unit_scale=True, desc=f"evaluate {split}",
                disable=not progress)
     for batch in iter_split(data, split, batch_size, info=info):
         res = ens.forward(batch.inputs)
         tally.update(res.p_general, res.q, res.active, batch.labels)
+        example = batch.inputs[:8] if example is None else example
         bar.update(len(batch))
     bar.close()
     result = tally.result()
     result.update({"dataset": info.name, "split": split, "n_specialists": len(ens.groups), "top_n": ens.top_n,
-                   "specialist_weight": ens.specialist_weight, "fingerprints": ens.fingerprints})
+                   "specialist_weight": ens.specialist_weight, "fingerprints": ens.fingerprints,
+                   "specialists_on": ens.indices, "specialists_gated_off": ens.gated_off})
+    if example is not None:
+        result["cost"] = cost_report(ens, result["mean_active_specialists"], example)
     return result
+
+
+def cost_report(ens: Ensemble, mean_active: float, example: torch.Tensor) -> dict:
+    """What the ensemble cost to train and costs per example to run (:mod:`specens.core.cost`).
+
+    training: the generalist's cost block and the specialists' summed (every trained one, gated off
+    or not: all were paid for). inference: passes per example (one generalist, ``mean_active``
+    specialists), the FLOP-predicted ratio to the generalist alone, 1 + mean_active · f_s / f_g,
+    and the measured one, the time of the whole ensemble over the generalist's share of it."""
+    gen = ens.training_costs.get("generalist") or {}
+    specs = [c for c in ens.training_costs.get("specialists", []) if c]
+    keys = ("train_flops", "examples", "steps", "wall_seconds", "train_seconds", "validation_seconds",
+            "overhead_seconds")
+    total = {k: sum(c.get(k, 0) for c in specs) for k in keys}
+    x = example.to(ens.device)
+    f_g = forward_flops(ens.generalist.model, x)
+    f_s = forward_flops(ens.specialists[0], x) if ens.specialists else 0.0
+    sec = ens.seconds
+    return {"training": {"generalist": gen, "specialists": {"count": len(specs), **total},
+                         "specialists_over_generalist": (total["train_flops"] / gen["train_flops"]
+                                                         if gen.get("train_flops") else None)},
+            "inference": {"generalist_passes": 1.0, "specialist_passes": mean_active,
+                          "flops_per_example": {"generalist": f_g, "specialist": f_s},
+                          "predicted_ratio": 1 + mean_active * f_s / f_g if f_g else None,
+                          "measured_ratio": sum(sec.values()) / sec["generalist"] if sec["generalist"] else None,
+                          "seconds": dict(sec)}}
 
 
 def format_report(r: dict) -> str:
     """The report as aligned plain-text tables."""
     g, e = r["generalist"], r["ensemble"]
+    off = r.get("specialists_gated_off", [])
+    gated = f" ({len(off)} more gated off on validation: {', '.join(map(str, off))})" if off else ""
     lines = [f"{r.get('dataset', '')} {r.get('split', '')}: {r['n']} examples, {r.get('n_specialists', '?')} "
-             f"specialists, top-{r.get('top_n', 1)} routing, {r['mean_active_specialists']:.2f} active on average",
+             f"specialists on{gated}, top-{r.get('top_n', 1)} routing, {r['mean_active_specialists']:.2f} active "
+             "on average",
              "",
              f"{'':<22}{'generalist':>12}{'ensemble':>12}{'relative':>10}",
              f"{'top-1 accuracy':<22}{g['top1']:>12.4f}{e['top1']:>12.4f}{r['top1_relative_improvement']:>+10.1%}",
@@ -140,6 +176,7 @@ def format_report(r: dict) -> str:
              f"top-1 error cut by {r['top1_error_relative_cut']:+.1%} (relative); routing missed "
              f"{r['routing']['missed']} of {r['routing']['covered']} covered examples "
              f"({r['routing']['missed_fraction']:.1%})",
+             *_cost_lines(r.get("cost")),
              "",
              "Table 4: by number of specialists covering the true class",
              f"{'covering':>9}{'examples':>10}{'Δ correct':>11}{'relative':>10}"]
@@ -148,6 +185,25 @@ def format_report(r: dict) -> str:
         lines.append(f"{row['covering']:>9}{row['count']:>10}{row['delta_correct']:>+11d}"
                      f"{'n/a' if math.isnan(rel) else format(rel, '+.1%'):>10}")
     return "\n".join(lines)
+
+
+def _cost_lines(cost: dict | None) -> list[str]:
+    if not cost:
+        return []
+    gen, spec, inf = cost["training"]["generalist"], cost["training"]["specialists"], cost["inference"]
+    lines = []
+    if gen:
+        lines.append(f"training: generalist {format_flops(gen['train_flops'])}, {gen['wall_seconds']:.0f} s; "
+                     f"{spec['count']} specialists {format_flops(spec['train_flops'])}, {spec['wall_seconds']:.0f} s "
+                     f"summed (training {spec['train_seconds']:.0f} s, validation {spec['validation_seconds']:.0f} s, "
+                     f"overhead {spec['overhead_seconds']:.0f} s)"
+                     + (f"; specialists = {cost['training']['specialists_over_generalist']:.2f} x the generalist's FLOPs"
+                        if cost["training"]["specialists_over_generalist"] else ""))
+    if inf["predicted_ratio"] and inf["measured_ratio"]:
+        lines.append(f"inference per example: 1 generalist pass + {inf['specialist_passes']:.2f} specialist passes; "
+                     f"{inf['predicted_ratio']:.2f} x the generalist's FLOPs predicted, {inf['measured_ratio']:.2f} x its "
+                     "time measured")
+    return lines
 
 
 def save_report(r: dict, out: str | Path) -> None:

@@ -57,21 +57,21 @@ def _lines(keys, q: torch.Tensor, active: torch.Tensor, names, k: int) -> list[s
 
 def infer(run_dir: str, data: str, out: str, *, split: str = "test", top_k: int = 5, save_q: bool = False,
           batch_size: int = 256, top_n: int = 1, device: str = "auto", progress: bool = True,
-          ensemble: Ensemble | None = None,
+          ensemble: Ensemble | None = None, all_specialists: bool = False,
           on_batch: Callable[[int, int, int], None] | None = None) -> dict:
     """Predict every sample of ``data``'s ``split`` with the ensemble of ``run_dir``; see the
     module docstring for the outputs. Returns the final manifest.
 
     ``on_batch(shard_index, done, shard_samples)`` is called after each batch with the samples
     of the shard done so far (progress reporting; tests kill the process through it)."""
-    ens = ensemble or Ensemble.load(run_dir, device=device, top_n=top_n)
+    ens = ensemble or Ensemble.load(run_dir, device=device, top_n=top_n, all_specialists=all_specialists)
     info = ens.dataset_info(data)
     shards = info.split(split).shards
     k = min(top_k, ens.n_classes)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = {"format": FORMAT, "format_version": FORMAT_VERSION, "fingerprints": ens.fingerprints,
-                "n_specialists": len(ens.groups), "dataset": info.name, "split": split,
+                "n_specialists": len(ens.groups), "specialists_on": ens.indices, "dataset": info.name, "split": split,
                 "shards": [s.name for s in shards], "top_k": k, "top_n": ens.top_n, "save_q": save_q,
                 "method": ens.method, "specialist_weight": ens.specialist_weight, "batch_size": batch_size}
     _check_manifest(out_dir, settings)

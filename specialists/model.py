@@ -94,6 +94,36 @@ def build_specialist(generalist: nn.Module, group: torch.Tensor, features: torch
     return Classifier(copy.deepcopy(generalist.body), new_head)
 
 
+def route(p_general: torch.Tensor, membership: torch.Tensor, top_n: int = 1) -> torch.Tensor:
+    """Active specialists (METHOD §5, steps 1-2): ``active[b, m]`` is True when group m holds one
+    of example b's ``top_n`` most probable classes under the generalist.
+
+    p_general: (B, C); membership: (M, C) bool, ``membership[m, c]`` = class c ∈ S_m. Returns (B, M).
+    """
+    top = p_general.topk(min(top_n, p_general.shape[1]), dim=1).indices  # (B, n)
+    return membership[:, top].any(2).T  # (M, B, n) -> (B, M)
+
+
+def combine_one(p_general: torch.Tensor, p_specialist: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """q of METHOD §5 when exactly one specialist is active: the closed form of the KL solve.
+
+    With A = {m}, the stationarity conditions give q_i = (p_g(i) + p_m(i)) / 2 for i ∈ S and
+    q_i = p_g(i) · (p_g(S̄) + p_m(d)) / (2 p_g(S̄)) outside S (S̄ the classes outside S), so that
+    q(S) = (p_g(S) + 1 − p_m(d)) / 2. It is what the ensemble computes for an example routed to this
+    specialist alone, without the iterative solver (tested against it).
+
+    p_general: (B, C); p_specialist: (B, |S| + 1), the dustbin last, already corrected to the
+    natural prior; group: (|S|,) int64. Returns q: (B, C).
+    """
+    outside = p_general.clone()
+    outside[:, group] = 0
+    mass_out = outside.sum(1, keepdim=True)  # p_g(S̄), (B, 1)
+    scale = (mass_out + p_specialist[:, -1:]) / (2 * mass_out.clamp_min(torch.finfo(p_general.dtype).tiny))
+    q = outside * scale
+    q[:, group] = (p_general[:, group] + p_specialist[:, :-1]) / 2
+    return q / q.sum(1, keepdim=True)  # sums to 1 already, unless p_g(S̄) underflowed to 0
+
+
 def enriched_soft_targets(soft: torch.Tensor, correction: float, temperature: float) -> torch.Tensor:
     """Shift collapsed soft targets (B, |S| + 1) at temperature T to the enriched training prior:
     the dustbin's probability is multiplied by exp(−correction / T) and the rows renormalised.

@@ -57,10 +57,11 @@ def check_inputs(cfg: SpecialistConfig):
 
 
 def _summary_line(m: int, meta: dict) -> str:
-    last = meta["metrics"]["history"][-1] if meta["metrics"]["history"] else {}
-    val = f", val top-1 {last['val_top1']:.3f}" if "val_top1" in last else ""
-    return (f"specialist {m:3d}: {len(meta['group'])} classes, pi {meta['pi']:.4f}, dustbin correction "
-            f"{meta['dustbin_correction']:+.3f}, best epoch {meta['metrics']['best_epoch']}{val}")
+    gate, cost = meta.get("gate", {}), meta.get("cost", {})
+    return (f"specialist {m:3d}: {len(meta['group'])} classes, pi {meta['pi']:.4f}, best epoch "
+            f"{meta['metrics']['best_epoch']} of {len(meta['metrics']['history'])}, "
+            f"{'ON' if gate.get('on', True) else 'gated off'} ({gate.get('why', 'no gate record')}); "
+            f"{cost.get('wall_seconds', 0):.0f} s, of which training {cost.get('train_seconds', 0):.0f} s")
 
 
 def plan(cfg: SpecialistConfig, wanted: list[int], gen_fp: str, clusters_fp: str,
@@ -143,8 +144,8 @@ def _ray_session():
 
 def _task(cfg: SpecialistConfig, index: int, restart: bool, on_epoch_end) -> dict:
     def report(epoch: int, r: dict) -> None:
-        print(f"specialist {r['index']}: epoch {r['epoch']} loss {r['train_loss']:.4f} "
-              f"val {r.get('val_top1', float('nan')):.3f}", flush=True)
+        val = f" routed val NLL {r['val_nll']:.4f}, {r['val_correct']}/{r['val_routed']} right" if "val_nll" in r else ""
+        print(f"specialist {r['index']}: epoch {r['epoch']} loss {r['train_loss']:.4f}{val}", flush=True)
         if on_epoch_end is not None:
             on_epoch_end(epoch, r)
     return train_specialist(cfg, index, on_epoch_end=report, restart=restart)

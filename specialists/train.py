@@ -2,10 +2,12 @@
 
 ``train_specialist(cfg, index)`` builds specialist ``index`` of ``clusters.json`` from the
 generalist, trains it on enriched batches with the §1 loss (hard targets on S ∪ {d} plus the
-generalist's collapsed soft targets, computed on the fly), keeps the epoch with the best enriched
-validation loss, and writes ``<out>/specialists/sNNN/`` atomically: ``model.safetensors`` (the
-uncorrected weights) and ``specialist.json`` (group, class names, π, ρ, the dustbin correction,
-config, fingerprints, metrics). Interrupted, it resumes from its last epoch checkpoint.
+generalist's collapsed soft targets, computed on the fly), keeps the epoch whose combination with
+the generalist has the lowest NLL on the validation examples routed to it, stops after
+``patience`` epochs without a better one, gates it on those examples (:mod:`.gate`), and writes
+``<out>/specialists/sNNN/`` atomically: ``model.safetensors`` (the uncorrected weights) and
+``specialist.json`` (group, class names, π, ρ, the dustbin correction, the gate, config,
+fingerprints, metrics, cost). Interrupted, it resumes from its last checkpoint.
 
 Soft targets on the fly (the default, and the only mode here): the generalist's forward pass costs
 about as much as the specialist's, but stored logits would take N × C floats (6 GB for 100,000
@@ -25,15 +27,18 @@ import torch
 from specens.clustering.cluster import load_clusters
 from specens.core.checkpoint import load_weights, save_weights
 from specens.core.config import config_changes, config_to_json
+from specens.core.cost import Stopwatch, forward_flops, training_cost
 from specens.core.device import autocast, resolve_device
 from specens.core.errors import CheckpointError, ConfigError, check_same_classes
 from specens.core.io import publish_dir, read_artifact_json, write_json_atomic
 from specens.core.loop import BEST, EpochLoop
 from specens.core.optim import make_optimizer, make_schedule
 from specens.data.format import INFO_FILE, load_info
+from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist
 
-from .model import build_specialist, dustbin_correction, hard_targets, specialist_loss
+from .gate import RoutedValidation, gate_on
+from .model import build_specialist, dustbin_correction, specialist_loss
 from .sampling import EnrichedStream
 
 FORMAT, FORMAT_VERSION = "specens.specialist", 1
@@ -64,16 +69,19 @@ class SpecialistConfig:
     alpha: float = 0.5  # weight of the generalist's collapsed soft targets; 0 = hard targets only
     temperature: float = 1.0  # T of the soft targets; above 1 the collapsed dustbin is inflated (see README)
     soft_prior: str = "enriched"  # "enriched": soft targets shifted to the batches' prior (see model.py); "natural": literal
-    val_split: str = "val"  # enriched validation for model selection; "" keeps the last epoch
-    val_batches: int = 20  # enriched validation batches
+    patience: int = 3  # stop after this many epochs without a lower routed-validation NLL; 0: run every epoch
+    val_split: str = "val"  # routed validation: model selection, early stopping, the gate; "" keeps the last epoch, gate on
+    top_n: int = 1  # the routing the validation assumes (inference's --top-n)
     init_batches: int = 8  # natural-distribution batches used to fit the dustbin row at initialisation
     num_workers: int = 0
     device: str = "auto"
     amp: bool = True
     threads: int = 0  # torch CPU threads per specialist; 0 leaves torch's default
+    checkpoint_every: float = 60.0  # seconds between resumable checkpoints (and after the last epoch); 0: every epoch
     seed: int = 0
 
-    RESUMABLE_CHANGES: ClassVar[frozenset[str]] = frozenset({"num_workers", "device", "threads", "out"})
+    RESUMABLE_CHANGES: ClassVar[frozenset[str]] = frozenset({"num_workers", "device", "threads", "out", "patience",
+                                                             "checkpoint_every"})
 
     def __post_init__(self):
         p = []
@@ -104,8 +112,12 @@ class SpecialistConfig:
             p.append(f"warmup must be in [0, 1), got {self.warmup}")
         if self.epoch_size < 0 or self.init_batches < 0 or self.num_workers < 0 or self.threads < 0:
             p.append("epoch_size, init_batches, num_workers and threads must be >= 0")
-        if self.val_batches < 1:
-            p.append(f"val_batches must be >= 1, got {self.val_batches}")
+        if self.patience < 0:
+            p.append(f"patience must be >= 0, got {self.patience}")
+        if self.top_n < 1:
+            p.append(f"top_n must be >= 1, got {self.top_n}")
+        if self.checkpoint_every < 0:
+            p.append(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         if not (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda")):
             p.append(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         if p:
@@ -156,8 +168,11 @@ def is_complete(cfg: SpecialistConfig, index: int, generalist_fp: str, clusters_
 
 
 def _better(record: dict, best: dict) -> bool:
-    """Lower enriched validation loss; without validation, the last epoch."""
-    return record.get("val_loss", -record["epoch"]) <= best.get("val_loss", -best["epoch"])
+    """Lower NLL of the combination on the routed validation examples; without validation (or
+    none routed), the last epoch."""
+    if not record.get("val_routed"):
+        return True
+    return record["val_nll"] < best.get("val_nll", float("inf"))
 
 
 def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[int, dict], None] | None = None,
@@ -167,6 +182,7 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
     ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint (``record`` includes
     ``"index"``). An interrupted run resumes; checkpoints made with another config are refused, or
     discarded with ``restart=True`` (:mod:`specens.core.loop`)."""
+    clock = Stopwatch()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -200,7 +216,7 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
 
     def train_epoch(epoch: int) -> dict:
         stream.set_epoch(epoch)
-        total, seen = 0.0, 0
+        total, seen, steps = 0.0, 0, 0
         for batch in stream:
             x, y = batch.inputs.to(device), batch.labels.to(device)
             with torch.no_grad(), autocast(device, cfg.amp):
@@ -214,32 +230,57 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
             sched.step()
             total += float(loss.detach()) * len(y)
             seen += len(y)
-        return {"train_loss": total / max(seen, 1)}
+            steps += 1
+        return {"train_loss": total / max(seen, 1), "examples": seen, "steps": steps}
 
-    validate = None
-    if cfg.val_split:  # as many enriched batches as the split's special examples fill, at most val_batches
-        n_val = sum(info.split(cfg.val_split).class_counts[c] for c in group.tolist())
-        n_batches = max(1, min(cfg.val_batches, math.ceil(n_val / max(1, round(cfg.rho * cfg.batch_size)))))
-        val = EnrichedStream(cfg.data, cfg.val_split, group, cfg.batch_size, n_batches, cfg.rho, seed=12345, info=info)
+    validate, routed = None, None
+    if cfg.val_split:
+        routed = RoutedValidation.collect(gen.model, iter_split(cfg.data, cfg.val_split, 512, info=info), group,
+                                          correction, cfg.top_n, device)
 
         def validate() -> dict:
-            return evaluate_enriched(model, gen.model, val, group, gen.n_classes, cfg, device, shift)
+            score = routed.score(model, device)
+            return {"val_routed": len(routed), "val_correct": score["correct"], "val_nll": score["nll"]}
 
     legacy = work / "best.safetensors"  # where an attempt started before the shared epoch loop kept its best
     if legacy.is_file() and (work / "checkpoints").is_dir():
         legacy.replace(work / BEST)
     callbacks = [] if on_epoch_end is None else [lambda epoch, record: on_epoch_end(epoch, {"index": index, **record})]
-    loop = EpochLoop(work, model, opt, sched, cfg, cfg.epochs, _better, restart=restart, on_epoch_end=callbacks)
+    loop = EpochLoop(work, model, opt, sched, cfg, cfg.epochs, _better, patience=cfg.patience, restart=restart,
+                     on_epoch_end=callbacks, checkpoint_every=cfg.checkpoint_every)
     result = loop.run(train_epoch, validate)
+    gate = _gate(routed, result.best, cfg)
+    example = routed.inputs[:8] if routed is not None and len(routed) else None
+    if example is None:
+        example = next(iter(iter_split(cfg.data, "train", 8, info=info))).inputs
+    example = example.to(device)
+    cost = training_cost(result.history, forward_flops(model, example),
+                         forward_flops(gen.model, example) if cfg.alpha > 0 else 0.0,
+                         sum(p.numel() for p in model.parameters()), clock.wall(), clock.cpu(), result.epochs_resumed)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "index": index,
             "group": group.tolist(), "classes": [gen.classes[c] for c in group.tolist()], "n_classes": gen.n_classes,
             "pi": pi, "rho": cfg.rho, "dustbin_correction": correction,
             "generalist_fingerprint": gen.fingerprint, "clusters_fingerprint": clusters.fingerprint,
             "model": {"input_shape": list(gen.spec.input_shape), "generalist_model": gen.spec.to_json()},
             "config": config_to_json(cfg), "config_key": cfg.result_key(),
-            "metrics": {"best_epoch": result.best["epoch"], "history": result.history}}
+            "gate": gate, "cost": cost,
+            "metrics": {"best_epoch": result.best["epoch"], "epochs_run": len(result.history),
+                        "stopped_early": result.stopped_early, "history": result.history}}
     _publish(work, final, model, meta)
     return meta
+
+
+def _gate(routed: RoutedValidation | None, best: dict, cfg: SpecialistConfig) -> dict:
+    """The gate's record (:mod:`.gate`): the generalist alone and with this specialist on the
+    validation examples routed to it, and whether the specialist is on."""
+    if routed is None:
+        return {"on": True, "why": "no validation split: not gated"}
+    gen, combined = routed.generalist_score(), {"correct": best.get("val_correct", 0), "nll": best.get("val_nll", 0.0)}
+    on = gate_on(gen, combined)
+    why = (f"{len(routed)} routed {cfg.val_split} examples: {gen['correct']} -> {combined['correct']} right, "
+           f"NLL {gen['nll']:.4f} -> {combined['nll']:.4f}")
+    return {"on": on, "why": why if len(routed) else f"no {cfg.val_split} example is routed to it",
+            "split": cfg.val_split, "top_n": cfg.top_n, "routed": len(routed), "generalist": gen, "combined": combined}
 
 
 def _publish(work: Path, final: Path, model: torch.nn.Module, meta: dict) -> None:
@@ -262,24 +303,6 @@ def _init_features(generalist: torch.nn.Module, cfg: SpecialistConfig, info, dev
                          seed=cfg.seed + 777, info=info)
     feats = [generalist.body(b.inputs.to(device)).float().cpu() for b in ShardLoader(stream)]
     return torch.cat(feats) if feats else None
-
-
-@torch.no_grad()
-def evaluate_enriched(model, generalist, stream: EnrichedStream, group, n_classes, cfg: SpecialistConfig,
-                      device, shift: float = 0.0) -> dict[str, float]:
-    """Loss and accuracy on enriched batches (drawn as the training batches are)."""
-    model.eval()
-    stream.set_epoch(0)
-    total, correct, n = 0.0, 0, 0
-    g = group.to(device)
-    for batch in stream:
-        x, y = batch.inputs.to(device), batch.labels.to(device)
-        logits = model(x).float()
-        soft = generalist(x) if cfg.alpha > 0 else None
-        total += float(specialist_loss(logits, y, soft, g, n_classes, cfg.alpha, cfg.temperature, shift)) * len(y)
-        correct += int((logits.argmax(1) == hard_targets(y, g, n_classes)).sum())
-        n += len(y)
-    return {"val_loss": total / max(n, 1), "val_top1": correct / max(n, 1)}
 
 
 def load_specialist(path: str | Path, generalist_model: torch.nn.Module | None = None,

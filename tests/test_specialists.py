@@ -92,7 +92,7 @@ def test_enriched_batches_are_half_special_with_natural_proportions(tmp_path):
 
 def _cfg(run, out, **kw):
     base = dict(generalist=run["generalist"], clusters=run["clusters"], data=run["data"], out=str(out), epochs=3,
-                batch_size=64, lr=3e-3, threads=1)
+                batch_size=64, lr=3e-3, threads=1, checkpoint_every=0)
     return SpecialistConfig(**{**base, **kw})
 
 

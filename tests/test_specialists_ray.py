@@ -40,7 +40,8 @@ def ray_local():
 
 def _cfg(run, out, **kw):
     return SpecialistConfig(**{**dict(generalist=run["generalist"], clusters=run["clusters"], data=run["data"],
-                                      out=str(out), epochs=2, batch_size=64, lr=3e-3, threads=1), **kw})
+                                      out=str(out), epochs=2, batch_size=64, lr=3e-3, threads=1,
+                                      checkpoint_every=0), **kw})
 
 
 @pytest.mark.slow

@@ -1,0 +1,102 @@
+"""Scoring a specialist where inference will use it: on the validation examples routed to it.
+
+The enriched batches a specialist trains on are half its own classes; at inference it sees only
+the examples the generalist routes to it (METHOD §5: its group holds one of their top-n classes),
+in natural proportions, and its output counts only through the KL combination with the
+generalist. :class:`RoutedValidation` scores it there, with the generalist's distributions
+computed once:
+
+- **model selection / early stopping**: each epoch's NLL of the combined q (the generalist with
+  this one specialist, :func:`~specens.specialists.model.combine_one`) on those examples, the
+  loss at the place it is used; the best epoch is kept and training stops after ``patience``
+  epochs without a lower one;
+- **the gate** (:func:`gate_on`): the specialist is switched on only if the combination is at
+  least as good as the generalist alone on those examples in both respects, as many of them right
+  at top-1 or more, and a lower NLL. A specialist that is not is kept on disk but left out of the
+  ensemble (:meth:`specens.inference.ensemble.Ensemble.load`), unless forced on. (Top-1 alone
+  would let through a specialist that gets one more example right by luck while doubling the NLL,
+  which a wrecked specialist does on the test suite's data; NLL alone, one that costs top-1.)
+
+With disjoint groups and top-1 routing every example meets at most one specialist, so on the
+validation split the ensemble's gains in correct examples and in summed log-loss are exactly the
+sums of the kept specialists' gains: it is never below its generalist there, in top-1 or NLL.
+With overlapping groups or top-n > 1 an example can meet several, and the sum is an
+approximation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .model import apply_correction, combine_one, route
+
+
+@dataclass
+class RoutedValidation:
+    """The validation examples routed to one specialist: inputs (N, ...), labels (N,), and the
+    generalist's distributions on them, p_general (N, C) float64."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    p_general: torch.Tensor
+    group: torch.Tensor
+    correction: float  # the specialist's dustbin correction (METHOD §4)
+    batch_size: int = 512
+
+    @classmethod
+    @torch.no_grad()
+    def collect(cls, generalist: torch.nn.Module, batches, group: torch.Tensor, correction: float,
+                top_n: int, device: torch.device) -> "RoutedValidation":
+        """Run the generalist over ``batches`` (a split, each example once) and keep the examples
+        routed to ``group``."""
+        membership = torch.zeros(1, 0, dtype=torch.bool)
+        xs, ys, ps = [], [], []
+        for batch in batches:
+            p = F.softmax(generalist(batch.inputs.to(device)).float(), dim=1).cpu().double()  # (B, C)
+            if membership.shape[1] != p.shape[1]:
+                membership = torch.zeros(1, p.shape[1], dtype=torch.bool)
+                membership[0, group] = True
+            keep = route(p, membership, top_n)[:, 0]
+            xs.append(batch.inputs[keep])
+            ys.append(batch.labels[keep])
+            ps.append(p[keep])
+        if not xs:
+            raise ValueError("the validation split is empty")
+        return cls(torch.cat(xs), torch.cat(ys), torch.cat(ps), group, correction)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def generalist_score(self) -> dict[str, float]:
+        """The generalist alone on these examples: ``correct`` (count) and mean ``nll``."""
+        return _score(self.p_general, self.labels)
+
+    @torch.no_grad()
+    def score(self, specialist: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        """The generalist combined with ``specialist`` (uncorrected weights; the correction is
+        applied here) on these examples: ``correct`` (count) and mean ``nll``."""
+        was_training = specialist.training
+        specialist.eval()
+        qs = []
+        for i in range(0, len(self), self.batch_size):
+            logits = specialist(self.inputs[i:i + self.batch_size].to(device)).float().cpu().double()
+            p_m = F.softmax(apply_correction(logits, self.correction), dim=1)
+            qs.append(combine_one(self.p_general[i:i + self.batch_size], p_m, self.group))
+        specialist.train(was_training)
+        return _score(torch.cat(qs) if qs else self.p_general, self.labels)
+
+
+def _score(q: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    if not len(labels):
+        return {"correct": 0, "nll": 0.0}
+    nll = -torch.log(q.gather(1, labels[:, None]).clamp_min(1e-300)).mean()
+    return {"correct": int((q.argmax(1) == labels).sum()), "nll": float(nll)}
+
+
+def gate_on(generalist: dict, combined: dict) -> bool:
+    """Whether the specialist improves the examples routed to it: no fewer right at top-1 and a
+    lower NLL (``generalist`` and ``combined`` as :meth:`RoutedValidation.score` returns)."""
+    return combined["correct"] >= generalist["correct"] and combined["nll"] < generalist["nll"]

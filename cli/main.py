@@ -13,7 +13,7 @@ from specens.clustering.cli import cluster_cli
 from specens.core.errors import SpecensError
 from specens.data.cli import data_cli
 from specens.generalist.cli import generalist_cli
-from specens.inference.cli import evaluate_cmd, infer_cmd
+from specens.inference.cli import baseline_cmd, evaluate_cmd, infer_cmd
 from specens.specialists.cli import specialists_cli
 
 from .demo import demo
@@ -44,12 +44,14 @@ def cli():
       specens cluster        group the classes the generalist confuses
       specens specialists …  train one specialist per group, in parallel with Ray
       specens infer          batch inference with the ensemble over shards
-      specens evaluate       generalist vs ensemble: top-1, conditional accuracy, Table 4
+      specens evaluate       generalist vs ensemble: top-1, conditional accuracy, Table 4, cost
+      specens baseline       the specialists vs the same compute spent otherwise
       specens demo           the whole pipeline on the embedded glyph dataset
     """
 
 
-for command in (data_cli, generalist_cli, cluster_cli, specialists_cli, infer_cmd, evaluate_cmd, demo):
+for command in (data_cli, generalist_cli, cluster_cli, specialists_cli, infer_cmd, evaluate_cmd, baseline_cmd,
+                demo):
     cli.add_command(command)
 
 

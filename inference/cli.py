@@ -16,13 +16,15 @@ import click
 @click.option("--save-q", is_flag=True, help="Also write the full q of each shard as <shard>.q.npy.")
 @click.option("--top-n", default=1, show_default=True, help="Route to the specialists of the generalist's top n classes.")
 @click.option("--batch-size", default=256, show_default=True)
+@click.option("--all-specialists", is_flag=True,
+              help="Use every trained specialist, also those the validation gate switched off.")
 @click.option("--device", default="auto", show_default=True)
-def infer_cmd(run_dir, data, out, split, top_k, save_q, top_n, batch_size, device):
+def infer_cmd(run_dir, data, out, split, top_k, save_q, top_n, batch_size, all_specialists, device):
     """Predict every sample of a split with the ensemble; one output file per input shard."""
     from .infer import infer
 
     m = infer(run_dir, data, out, split=split, top_k=top_k, save_q=save_q, batch_size=batch_size, top_n=top_n,
-              device=device)
+              device=device, all_specialists=all_specialists)
     click.echo(f"{m['n_samples']} predictions in {len(m['shards'])} shard file(s) under {out}")
 
 
@@ -35,15 +37,38 @@ def infer_cmd(run_dir, data, out, split, top_k, save_q, top_n, batch_size, devic
               help="Where evaluation.json and table4.png go [default: RUN/evaluation].")
 @click.option("--top-n", default=1, show_default=True, help="Route to the specialists of the generalist's top n classes.")
 @click.option("--batch-size", default=256, show_default=True)
+@click.option("--all-specialists", is_flag=True,
+              help="Use every trained specialist, also those the validation gate switched off.")
 @click.option("--device", default="auto", show_default=True)
-def evaluate_cmd(run_dir, data, split, out, top_n, batch_size, device):
-    """Generalist alone vs the ensemble: top-1/5, conditional accuracy, the paper's Table 4."""
+def evaluate_cmd(run_dir, data, split, out, top_n, batch_size, all_specialists, device):
+    """Generalist alone vs the ensemble: top-1/5, conditional accuracy, the paper's Table 4, and
+    what both cost to train and to run."""
     from .ensemble import Ensemble
     from .evaluate import evaluate_ensemble, format_report, save_report
 
-    ens = Ensemble.load(run_dir, device=device, top_n=top_n)
+    ens = Ensemble.load(run_dir, device=device, top_n=top_n, all_specialists=all_specialists)
     r = evaluate_ensemble(ens, data, split, batch_size)
     out = out or f"{run_dir}/evaluation"
     save_report(r, out)
     click.echo(format_report(r))
     click.echo(f"saved {out}/evaluation.json and {out}/table4.png")
+
+
+@click.command("baseline")
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
+              help="Run directory with a trained generalist and specialists.")
+@click.option("--data", required=True, type=click.Path(file_okay=False), help="Labelled dataset directory.")
+@click.option("--split", default="test", show_default=True)
+@click.option("--only", type=click.Choice(["continued", "seeds", "tfidf"]), multiple=True,
+              help="Train only these alternatives (repeatable) [default: all that apply].")
+@click.option("--device", default="auto", show_default=True)
+def baseline_cmd(run_dir, data, split, only, device):
+    """The specialists against the same training compute spent otherwise: (a) the generalist
+    trained further, (b) an ensemble of generalists from other seeds, and for text TF-IDF +
+    logistic regression. Trained alternatives go to RUN/baselines/ (rerun: reused)."""
+    from .baselines import compute_matched, format_table
+
+    r = compute_matched(run_dir, data, split, device, alternatives=only or ("continued", "seeds", "tfidf"),
+                        echo=click.echo)
+    click.echo(format_table(r))
+    click.echo(f"saved {run_dir}/baselines/baselines.json")

@@ -1,0 +1,201 @@
+"""Compute-matched alternatives to the specialists: what the same training compute buys otherwise.
+
+The question an adopter asks of a specialist ensemble is not "does it beat its generalist?" but
+"does it beat what I would do with the same compute instead?". For a run directory holding a
+trained generalist and its specialists, :func:`compute_matched` trains and evaluates, side by side
+on one split:
+
+- **continued**: the generalist trained further from its own weights with the specialists' total
+  training FLOPs B, converted to generalist examples at the generalist's own FLOPs per training
+  example (``cost.train_flops / cost.examples``); a fresh optimiser with the generalist's schedule
+  (warm-up, cosine) over that many examples, early stopping on validation as for the generalist;
+- **seeds**: an ensemble of k generalists, the run's own and k − 1 trained exactly as it was but
+  from seeds 1 … k − 1, with k = round((G + B) / G) so that its training cost matches generalist +
+  specialists (G the generalist's FLOPs); the mean of their probabilities; inference costs k
+  generalist passes;
+- **tfidf** (datasets of hashed n-gram tokens, :mod:`specens.data.text`): TF-IDF over the tokens
+  (each distinct token once, sublinear TF) + ``LogisticRegression(C=10)`` from scikit-learn, the
+  plain strong baseline of text classification, on the very features the text generalist sees;
+- the **generalist** and the **specialist ensemble** themselves (:func:`evaluate_ensemble`).
+
+Trained alternatives live under ``RUN/baselines/`` and resume or skip like any generalist run; the
+table is written to ``RUN/baselines/baselines.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from specens.core.config import load_config
+from specens.core.cost import format_flops, forward_flops
+from specens.core.device import resolve_device
+from specens.core.errors import ConfigError
+from specens.core.io import write_json_atomic
+from specens.data.format import load_info
+from specens.data.shards import iter_split
+from specens.generalist.checkpoint import load_generalist, read_meta
+from specens.generalist.config import TrainConfig
+from specens.generalist.evaluate import Metrics
+
+from .ensemble import Ensemble
+from .evaluate import evaluate_ensemble
+
+BASELINES = "baselines"
+
+
+def budget(ens: Ensemble) -> dict:
+    """The generalist's training cost G, the specialists' B (every trained one, gated off or not),
+    and the examples / epochs / seeds they buy for the alternatives."""
+    gen = ens.training_costs.get("generalist")
+    specs = [c for c in ens.training_costs.get("specialists", []) if c]
+    if not gen or not gen.get("examples") or len(specs) < len(ens.training_costs.get("specialists", [])):
+        raise ConfigError("the run's generalist or specialists carry no training cost (trained before costs were "
+                          "recorded); retrain them with this version to compare at matched compute")
+    g, b = gen["train_flops"], sum(c["train_flops"] for c in specs)
+    return {"generalist_flops": g, "specialists_flops": b, "examples": math.ceil(b / (g / gen["examples"])),
+            "seeds": max(2, round((g + b) / g))}
+
+
+def _generalist_config(run_dir: Path, **changes) -> TrainConfig:
+    saved = read_meta(run_dir / "generalist")["config"]
+    return load_config(TrainConfig, None, {**saved, **changes})
+
+
+def _probabilities(models: list[torch.nn.Module], data: str, split: str, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean of the models' probabilities on ``split`` (N, C) and the labels (N,)."""
+    ps, ys = [], []
+    with torch.no_grad():
+        for batch in iter_split(data, split, 512):
+            x = batch.inputs.to(device)
+            ps.append(torch.stack([F.softmax(m(x).float(), 1) for m in models]).mean(0).cpu())
+            ys.append(batch.labels)
+    return torch.cat(ps), torch.cat(ys)
+
+
+def _metrics(p: torch.Tensor, y: torch.Tensor) -> dict:
+    m = Metrics()
+    m.update(torch.log(p.clamp_min(1e-30)), y)
+    r = m.result()
+    return {"top1": r["top1"], "nll": r["nll"]}
+
+
+def tfidf_baseline(data: str, split: str = "test", train_split: str = "train") -> dict:
+    """TF-IDF + logistic regression on a token dataset's hashed n-grams (scikit-learn)."""
+    from scipy.sparse import csr_matrix
+    from sklearn.feature_extraction.text import TfidfTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    info = load_info(data)
+
+    def matrix(name):
+        rows, labels = [], []
+        for batch in iter_split(data, name, 1024, info=info):
+            rows.append(batch.inputs.numpy())
+            labels.append(batch.labels.numpy())
+        ids, y = np.concatenate(rows), np.concatenate(labels)
+        r, c = np.nonzero(ids)  # 0 is padding
+        x = csr_matrix((np.ones(len(r)), (r, ids[r, c])), shape=(len(ids), int(ids.max()) + 1 if ids.size else 1))
+        x.sum_duplicates()
+        x.data[:] = 1.0  # each distinct token once
+        return x, y
+
+    x_train, y_train = matrix(train_split)
+    x_test, y_test = matrix(split)
+    width = max(x_train.shape[1], x_test.shape[1])
+    x_train.resize(x_train.shape[0], width)
+    x_test.resize(x_test.shape[0], width)
+    t0 = time.perf_counter()
+    model = make_pipeline(TfidfTransformer(sublinear_tf=True), LogisticRegression(C=10, max_iter=1000))
+    model.fit(x_train, y_train)
+    seconds = time.perf_counter() - t0
+    proba = np.zeros((len(y_test), info.n_classes))
+    proba[:, model.classes_] = model.predict_proba(x_test)
+    return {**_metrics(torch.from_numpy(proba), torch.from_numpy(y_test)), "train_seconds": seconds,
+            "train_flops": None, "inference_flops_per_example": None}
+
+
+def compute_matched(run_dir: str | Path, data: str, split: str = "test", device: str = "auto",
+                    alternatives: tuple[str, ...] = ("continued", "seeds", "tfidf"), progress: bool = True,
+                    echo=print) -> dict:
+    """Train (or reuse) the compute-matched alternatives of ``run_dir`` and evaluate them beside
+    the generalist and the specialist ensemble on ``split``; returns and saves the table."""
+    from specens.generalist.train import train_generalist
+
+    run_dir = Path(run_dir)
+    dev = resolve_device(device)
+    ens = Ensemble.load(run_dir, device=device)
+    b = budget(ens)
+    gen_cost = ens.training_costs["generalist"]
+    out = run_dir / BASELINES
+    example = next(iter(iter_split(data, split, 8))).inputs.to(dev)
+    f_g = forward_flops(ens.generalist.model, example)
+    rows = {}
+
+    r = evaluate_ensemble(ens, data, split, progress=progress)
+    rows["generalist"] = {**{k: r["generalist"][k] for k in ("top1", "nll")}, "train_flops": b["generalist_flops"],
+                          "train_seconds": gen_cost["wall_seconds"], "inference_flops_per_example": f_g}
+    inf = r["cost"]["inference"]
+    spec_cost = r["cost"]["training"]["specialists"]
+    rows["specialists"] = {**{k: r["ensemble"][k] for k in ("top1", "nll")},
+                           "train_flops": b["generalist_flops"] + b["specialists_flops"],
+                           "train_seconds": gen_cost["wall_seconds"] + spec_cost["wall_seconds"],
+                           "inference_flops_per_example": f_g * inf["predicted_ratio"],
+                           "specialists_on": len(ens.indices), "specialists_gated_off": len(ens.gated_off)}
+
+    if "continued" in alternatives:
+        base = _generalist_config(run_dir)
+        per_epoch = base.epoch_size or load_info(data).split(base.train_split).num_samples
+        epochs = max(1, math.ceil(b["examples"] / per_epoch))
+        cfg = _generalist_config(run_dir, init=str(run_dir / "generalist"), out=str(out / "continued"),
+                                 epochs=epochs, device=device)
+        echo(f"continued: the generalist + {epochs} epochs ({b['examples']} examples = the specialists' "
+             f"{format_flops(b['specialists_flops'])})")
+        res = train_generalist(cfg, progress=progress)
+        g = load_generalist(res.run_dir, dev)
+        cost = g.meta["metrics"]["cost"]
+        rows["continued"] = {**_metrics(*_probabilities([g.model], data, split, dev)),
+                             "train_flops": b["generalist_flops"] + cost["train_flops"],
+                             "train_seconds": gen_cost["wall_seconds"] + cost["wall_seconds"],
+                             "inference_flops_per_example": f_g, "epochs_run": len(res.history)}
+
+    if "seeds" in alternatives:
+        k = b["seeds"]
+        models, flops, seconds = [ens.generalist.model], b["generalist_flops"], gen_cost["wall_seconds"]
+        for seed in range(1, k):
+            cfg = _generalist_config(run_dir, seed=seed, out=str(out / f"seed{seed}"), device=device)
+            echo(f"seeds: generalist {seed + 1} of {k} (seed {seed})")
+            res = train_generalist(cfg, progress=progress)
+            g = load_generalist(res.run_dir, dev)
+            models.append(g.model)
+            flops += g.meta["metrics"]["cost"]["train_flops"]
+            seconds += g.meta["metrics"]["cost"]["wall_seconds"]
+        rows["seeds"] = {**_metrics(*_probabilities(models, data, split, dev)), "train_flops": flops,
+                         "train_seconds": seconds, "inference_flops_per_example": k * f_g, "members": k}
+
+    if "tfidf" in alternatives and load_info(data).featurizer:  # a text dataset of hashed n-grams
+        echo("tfidf: TF-IDF over the hashed n-grams + logistic regression")
+        rows["tfidf"] = tfidf_baseline(data, split)
+
+    result = {"split": split, "budget": b, "rows": rows}
+    write_json_atomic(out / "baselines.json", result)
+    return result
+
+
+def format_table(result: dict) -> str:
+    """The comparison as an aligned plain-text table."""
+    names = {"generalist": "generalist", "specialists": "specialist ensemble", "continued": "(a) generalist continued",
+             "seeds": "(b) ensemble of generalists", "tfidf": "TF-IDF + logistic regression"}
+    lines = [f"{'':<30}{'top-1':>8}{'NLL':>8}{'train FLOPs':>14}{'train s':>9}{'infer FLOPs/ex':>16}"]
+    for key, row in result["rows"].items():
+        label = names[key] + (f" (k={row['members']})" if "members" in row else "")
+        tf = format_flops(row["train_flops"]) if row.get("train_flops") else "n/a"
+        inf = format_flops(row["inference_flops_per_example"]) if row.get("inference_flops_per_example") else "n/a"
+        lines.append(f"{label:<30}{row['top1']:>8.4f}{row['nll']:>8.4f}{tf:>14}{row['train_seconds']:>9.0f}{inf:>16}")
+    return "\n".join(lines)

@@ -123,9 +123,12 @@ def tfidf_baseline(data: str, split: str = "test", train_split: str = "train") -
 
 def compute_matched(run_dir: str | Path, data: str, split: str = "test", device: str = "auto",
                     alternatives: tuple[str, ...] = ("continued", "seeds", "tfidf"), progress: bool = True,
-                    echo=print) -> dict:
+                    echo=print, evaluation: dict | None = None, restart: bool = False) -> dict:
     """Train (or reuse) the compute-matched alternatives of ``run_dir`` and evaluate them beside
-    the generalist and the specialist ensemble on ``split``; returns and saves the table."""
+    the generalist and the specialist ensemble on ``split``; returns and saves the table.
+    ``evaluation``: the ensemble's :func:`evaluate_ensemble` result on ``split``, if already made.
+    An alternative trained for another budget (the specialists were retrained) is refused unless
+    ``restart``, which retrains it (the rerun policy of :mod:`specens.core.loop`)."""
     from specens.generalist.train import train_generalist
 
     run_dir = Path(run_dir)
@@ -138,7 +141,7 @@ def compute_matched(run_dir: str | Path, data: str, split: str = "test", device:
     f_g = forward_flops(ens.generalist.model, example)
     rows = {}
 
-    r = evaluate_ensemble(ens, data, split, progress=progress)
+    r = evaluation or evaluate_ensemble(ens, data, split, progress=progress)
     rows["generalist"] = {**{k: r["generalist"][k] for k in ("top1", "nll")}, "train_flops": b["generalist_flops"],
                           "train_seconds": gen_cost["wall_seconds"], "inference_flops_per_example": f_g}
     inf = r["cost"]["inference"]
@@ -157,7 +160,7 @@ def compute_matched(run_dir: str | Path, data: str, split: str = "test", device:
                                  epochs=epochs, device=device)
         echo(f"continued: the generalist + {epochs} epochs ({b['examples']} examples = the specialists' "
              f"{format_flops(b['specialists_flops'])})")
-        res = train_generalist(cfg, progress=progress)
+        res = train_generalist(cfg, progress=progress, restart=restart)
         g = load_generalist(res.run_dir, dev)
         cost = g.meta["metrics"]["cost"]
         rows["continued"] = {**_metrics(*_probabilities([g.model], data, split, dev)),
@@ -171,7 +174,7 @@ def compute_matched(run_dir: str | Path, data: str, split: str = "test", device:
         for seed in range(1, k):
             cfg = _generalist_config(run_dir, seed=seed, out=str(out / f"seed{seed}"), device=device)
             echo(f"seeds: generalist {seed + 1} of {k} (seed {seed})")
-            res = train_generalist(cfg, progress=progress)
+            res = train_generalist(cfg, progress=progress, restart=restart)
             g = load_generalist(res.run_dir, dev)
             models.append(g.model)
             flops += g.meta["metrics"]["cost"]["train_flops"]

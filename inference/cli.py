@@ -61,14 +61,15 @@ def evaluate_cmd(run_dir, data, split, out, top_n, batch_size, all_specialists, 
 @click.option("--split", default="test", show_default=True)
 @click.option("--only", type=click.Choice(["continued", "seeds", "tfidf"]), multiple=True,
               help="Train only these alternatives (repeatable) [default: all that apply].")
+@click.option("--restart", is_flag=True, help="Retrain alternatives trained for another budget (default: refuse).")
 @click.option("--device", default="auto", show_default=True)
-def baseline_cmd(run_dir, data, split, only, device):
+def baseline_cmd(run_dir, data, split, only, restart, device):
     """The specialists against the same training compute spent otherwise: (a) the generalist
     trained further, (b) an ensemble of generalists from other seeds, and for text TF-IDF +
     logistic regression. Trained alternatives go to RUN/baselines/ (rerun: reused)."""
     from .baselines import compute_matched, format_table
 
     r = compute_matched(run_dir, data, split, device, alternatives=only or ("continued", "seeds", "tfidf"),
-                        echo=click.echo)
+                        echo=click.echo, restart=restart)
     click.echo(format_table(r))
     click.echo(f"saved {run_dir}/baselines/baselines.json")

@@ -216,7 +216,7 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
 
     def train_epoch(epoch: int) -> dict:
         stream.set_epoch(epoch)
-        total, seen, steps = 0.0, 0, 0
+        total, seen, taken = 0.0, 0, 0
         for batch in stream:
             x, y = batch.inputs.to(device), batch.labels.to(device)
             with torch.no_grad(), autocast(device, cfg.amp):
@@ -230,8 +230,8 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
             sched.step()
             total += float(loss.detach()) * len(y)
             seen += len(y)
-            steps += 1
-        return {"train_loss": total / max(seen, 1), "examples": seen, "steps": steps}
+            taken += 1
+        return {"train_loss": total / max(seen, 1), "examples": seen, "steps": taken}
 
     validate, routed = None, None
     if cfg.val_split:

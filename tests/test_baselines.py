@@ -76,6 +76,17 @@ def test_baseline_command_trains_the_compute_matched_alternatives(small_run):
     assert again.exit_code == 0 and json.loads((root / "baselines" / "baselines.json").read_text()) == out  # reused
 
 
+def test_a_run_without_recorded_costs_is_refused_by_name(small_run):
+    from specens.core.errors import ConfigError
+    from specens.inference.baselines import budget
+    from specens.inference.ensemble import Ensemble
+
+    ens = Ensemble.load(small_run[0], device="cpu")
+    ens.training_costs["specialists"][1] = None  # as if trained before costs were recorded
+    with pytest.raises(ConfigError, match="carry no training cost"):
+        budget(ens)
+
+
 def test_tfidf_on_hashed_ngrams_matches_tfidf_on_the_raw_texts(shared_data, tmp_path):
     """The baseline's features are the dataset's hashed word 1-2 and character 2-5 grams; on 20
     CLINC150 intents it is within a point of scikit-learn's TF-IDF on the raw texts."""

@@ -135,6 +135,7 @@ def test_every_bad_input_is_one_line_naming_the_culprit(synthetic_run, glyph_ds,
          "model.json: missing; is"),
         (["infer", "--run", synthetic_run["root"], "--data", syn, "--out", tmp_path / "i"],
          "s000/specialist.json: missing"),
+        (["baseline", "--run", synthetic_run["root"], "--data", syn], "s000/specialist.json: missing"),
     ]
     for args, expected in cases:
         if "cuda" in " ".join(map(str, args)) and torch.cuda.device_count() > 7:

@@ -1,0 +1,141 @@
+"""Specialists against the same compute spent otherwise, with every default (issue 15).
+
+Per dataset, the whole pipeline as a user runs it without flags (``specens generalist train``,
+``specens cluster``, ``specens specialists train``; ``demo`` is the run ``specens demo`` leaves in
+``--demo-run``, made first if missing),
+then ``specens baseline``'s alternatives side by side on the test split: (a) the generalist
+continued with the specialists' training FLOPs, (b) an ensemble of generalists from other seeds
+costing generalist + specialists, and TF-IDF + logistic regression for text. One table per
+dataset (top-1, NLL, training FLOPs and seconds, inference FLOPs per example), the specialists'
+time split (training / validation / overhead) and gate, and one plot of top-1 against training
+FLOPs for every dataset (``benchmarks/figures/compute_matched.png``).
+
+Runs live under ``--work`` (datasets are shared with ``benchmarks/generalists.py``) and are reused
+when rerun:
+
+    python benchmarks/compute_matched.py banking77 clinc150 demo --data-root ../shared/data --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from _results import markdown_table, record
+from generalists import _dataset
+
+FIGURE = Path(__file__).with_name("figures") / "compute_matched.png"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("datasets", nargs="+", choices=("clinc150", "banking77", "glyphs", "demo"))
+    ap.add_argument("--data-root", default="../shared/data")
+    ap.add_argument("--work", default="runs/generalists")
+    ap.add_argument("--classes", type=int, default=1000, help="glyph classes (the glyphs dataset)")
+    ap.add_argument("--demo-run", default="runs/demo", help="run directory of `specens demo` (made if missing)")
+    ap.add_argument("--record", action="store_true")
+    args = ap.parse_args()
+
+    results = {}
+    cmd = f"python benchmarks/compute_matched.py {' '.join(args.datasets)} --data-root {args.data_root}"
+    for name in args.datasets:
+        results[name] = r = _run(name, args)
+        print(_table(r))
+        if args.record:  # each dataset as it is done
+            record(f"compute_matched {name}", cmd, _table(r) + "\n\n" + _split(r))
+    _plot(results)
+
+
+def _run(name: str, args) -> dict:
+    from specens.clustering.cluster import ClusterConfig, cluster
+    from specens.generalist.config import TrainConfig
+    from specens.generalist.train import train_generalist
+    from specens.inference.baselines import compute_matched
+    from specens.specialists.parallel import train_all
+    from specens.specialists.train import SpecialistConfig
+
+    if name == "demo":
+        run, data = Path(args.demo_run), str(Path(args.demo_run) / "glyphs")
+        if not (run / "evaluation" / "evaluation.json").is_file():
+            subprocess.run(["specens", "demo", "--run", str(run), "--no-baseline"], check=True)
+    else:
+        work = Path(args.work) / (f"glyphs{args.classes}" if name == "glyphs" else name)
+        data = _dataset(name, work / "data", args)
+        run = work / "compute_matched"
+        t = time.perf_counter()
+        gen = train_generalist(TrainConfig(data=data, out=str(run / "generalist")), progress=False)
+        clusters = run / "clusters" / "clusters.json"
+        if not clusters.is_file():
+            cluster(ClusterConfig(generalist=gen.run_dir, data=data, out=str(clusters.parent)), progress=False)
+        summary = train_all(SpecialistConfig(generalist=gen.run_dir, clusters=str(clusters), data=data, out=str(run)))
+        print(f"{name}: pipeline in {time.perf_counter() - t:.0f} s ({len(summary.trained)} specialists trained)")
+    r = compute_matched(run, data, "test", progress=False)
+    r["name"], r["specialists"] = name, [json.loads(p.read_text()) for p in sorted(run.glob("specialists/s*/specialist.json"))]
+    return r
+
+
+def _table(r: dict) -> str:
+    from specens.core.cost import format_flops
+
+    labels = {"generalist": "generalist", "specialists": "specialist ensemble (defaults)",
+              "continued": "(a) generalist continued, same FLOPs", "seeds": "(b) ensemble of generalists",
+              "tfidf": "TF-IDF + logistic regression"}
+    g = r["rows"]["generalist"]
+    rows = []
+    for key, row in r["rows"].items():
+        label = labels[key] + (f", k = {row['members']}" if "members" in row else "")
+        err_cut = (row["top1"] - g["top1"]) / (1 - g["top1"])
+        flops = f"{format_flops(row['train_flops'])} ({row['train_flops'] / g['train_flops']:.2f}x)" if row.get("train_flops") else "n/a"
+        inf = (f"{row['inference_flops_per_example'] / g['inference_flops_per_example']:.2f}x"
+               if row.get("inference_flops_per_example") else "n/a")
+        rows.append([label, f"{row['top1']:.4f}", f"{err_cut:+.1%}", f"{row['nll']:.4f}", flops,
+                     f"{row['train_seconds']:.0f}", inf])
+    return markdown_table(["", "test top-1", "error cut vs generalist", "test NLL", "training FLOPs (x generalist)",
+                           "training wall s", "inference FLOPs / example (x generalist)"], rows)
+
+
+def _split(r: dict) -> str:
+    specs = r["specialists"]
+    on = sum(s["gate"]["on"] for s in specs)
+    c = {k: sum(s["cost"][k] for s in specs) for k in ("wall_seconds", "train_seconds", "validation_seconds",
+                                                        "overhead_seconds")}
+    epochs = [len(s["metrics"]["history"]) for s in specs]
+    best = [s["metrics"]["best_epoch"] for s in specs]
+    return (f"{len(specs)} specialists, {on} on after the gate; epochs run {min(epochs)}-{max(epochs)} (best "
+            f"{min(best)}-{max(best)}); summed over specialists: {c['wall_seconds']:.0f} s wall = training "
+            f"{c['train_seconds']:.0f} s ({c['train_seconds'] / c['wall_seconds']:.0%}) + validation "
+            f"{c['validation_seconds']:.0f} s + overhead {c['overhead_seconds']:.0f} s (loading, initialisation, "
+            "checkpoints; Ray process start-up not included)")
+
+
+def _plot(results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    markers = {"generalist": "o", "specialists": "*", "continued": "s", "seeds": "^"}
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
+    for ax, (name, r) in zip(axes[0], results.items()):
+        g = r["rows"]["generalist"]["train_flops"]
+        for key, row in r["rows"].items():
+            if row.get("train_flops"):
+                ax.scatter(row["train_flops"] / g, row["top1"], marker=markers[key], s=80, label=key)
+            else:
+                ax.axhline(row["top1"], color="grey", ls="--", lw=0.8, label=key)
+        ax.set_xlabel("training FLOPs (x the generalist's)")
+        ax.set_ylabel("test top-1")
+        ax.set_title(name)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    FIGURE.parent.mkdir(exist_ok=True)
+    fig.savefig(FIGURE, dpi=110)
+    print(f"saved {FIGURE}")
+
+
+if __name__ == "__main__":
+    main()

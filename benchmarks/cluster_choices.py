@@ -4,8 +4,12 @@ Trains (or reuses) a generalist on CLINC150 (known groups: its 10 domains) and o
 dataset (known groups: base letters), computes its soft predictions on the validation split at
 several temperatures, and clusters them with each representation. Prints adjusted Rand index
 against the known grouping and the share of the generalist's errors captured inside a group.
+By default the generalists are the former defaults the first table was made with (pinned, so it
+reproduces); ``--current`` uses today's defaults (the ``ngram`` text model on the default
+featuriser with early stopping; the ``resnet`` on the glyphs, 6 epochs as in the demo).
 
     python benchmarks/cluster_choices.py --data-root ../shared/data --work runs/bench_choices --record
+    python benchmarks/cluster_choices.py --data-root ../shared/data --work runs/bench_choices --current --record
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch
 from _results import markdown_table, record
 
 
-def prepare(work: Path, data_root: Path):
+def prepare(work: Path, data_root: Path, current: bool = False):
     from specens.data.format import INFO_FILE
     from specens.data.glyphs import import_glyphs
     from specens.data.importers import import_clinc150
@@ -26,16 +30,20 @@ def prepare(work: Path, data_root: Path):
     from specens.generalist.config import TrainConfig
     from specens.generalist.train import train_generalist
 
-    sets = {}
-    if not (work / "clinc" / INFO_FILE).is_file():
-        import_clinc150(str(data_root / "clinc150"), str(work / "clinc"), FORMER_DEFAULT)
-    # The generalists of the recorded table: the former defaults (bag and cnn), pinned so it reproduces.
-    sets["clinc150"] = (work / "clinc", TrainConfig(data=str(work / "clinc"), out=str(work / "clinc_gen"), epochs=8, lr=5e-3,
-                                                    model="bag", patience=0))
-    if not (work / "glyphs" / INFO_FILE).is_file():
-        import_glyphs(str(work / "glyphs"), n_classes=200, progress=False)
-    sets["glyphs-200"] = (work / "glyphs", TrainConfig(data=str(work / "glyphs"), out=str(work / "glyphs_gen"), epochs=6,
-                                                       model="cnn", model_kwargs={"width": 32, "hidden": 256}, patience=0))
+    root = work / "current" if current else work
+    if not (root / "clinc" / INFO_FILE).is_file():
+        import_clinc150(str(data_root / "clinc150"), str(root / "clinc"), *(() if current else (FORMER_DEFAULT,)))
+    if not (root / "glyphs" / INFO_FILE).is_file():
+        import_glyphs(str(root / "glyphs"), n_classes=200, progress=False)
+    clinc, glyphs = str(root / "clinc"), str(root / "glyphs")
+    if current:  # today's defaults
+        cfgs = (TrainConfig(data=clinc, out=str(root / "clinc_gen")),
+                TrainConfig(data=glyphs, out=str(root / "glyphs_gen"), epochs=6))
+    else:  # the former defaults (bag and cnn) of the first recorded table, pinned so it reproduces
+        cfgs = (TrainConfig(data=clinc, out=str(root / "clinc_gen"), epochs=8, lr=5e-3, model="bag", patience=0),
+                TrainConfig(data=glyphs, out=str(root / "glyphs_gen"), epochs=6, model="cnn",
+                            model_kwargs={"width": 32, "hidden": 256}, patience=0))
+    sets = {"clinc150": (root / "clinc", cfgs[0]), "glyphs-200": (root / "glyphs", cfgs[1])}
     for _, cfg in sets.values():
         if not (Path(cfg.out) / "model.json").is_file():
             train_generalist(cfg, progress=False)
@@ -46,6 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", default=os.environ.get("SPECENS_DATA", "../shared/data"))
     ap.add_argument("--work", default="runs/bench_choices")
+    ap.add_argument("--current", action="store_true", help="today's default generalists instead of the former ones")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     from specens.clustering import ConfusionClusterer, prediction_covariance
@@ -58,7 +67,7 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name, (ds, cfg) in prepare(work, Path(args.data_root)).items():
+    for name, (ds, cfg) in prepare(work, Path(args.data_root), args.current).items():
         info = load_info(ds)
         g = load_generalist(cfg.out)
         with torch.no_grad():
@@ -78,7 +87,9 @@ def main() -> None:
                           [[n, k, f"{t:g}", r, f"{a:.3f}", f"{c:.1%}"] for n, k, t, r, a, c in rows])
     print(text)
     if args.record:
-        record("cluster_choices", "python benchmarks/cluster_choices.py --data-root ../shared/data --record", text)
+        current = " --current" if args.current else ""
+        record("cluster_choices" + (", today's default generalists" if args.current else ""),
+               f"python benchmarks/cluster_choices.py --data-root ../shared/data{current} --record", text)
 
 if __name__ == "__main__":
     main()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 
@@ -63,31 +64,38 @@ class Stopwatch:
         return time.process_time() - self.cpu0
 
 
-def training_cost(history: list[dict], flops_per_example: float, teacher_flops_per_example: float,
-                  parameters: int, wall_seconds: float, cpu_seconds: float, epochs_resumed: int = 0) -> dict:
-    """The ``cost`` block of an artifact from its epoch records (each with ``examples``, ``steps``,
-    ``seconds``, ``cpu_seconds`` and, where it validated, ``val_seconds``)."""
+def training_cost(result, model: torch.nn.Module, example: torch.Tensor, teachers: Sequence[torch.nn.Module],
+                  clock: Stopwatch) -> dict:
+    """The ``cost`` block of an artifact: ``result`` is the epoch loop's
+    :class:`~specens.core.loop.LoopResult` (records with ``examples``, ``steps``, ``seconds``,
+    ``cpu_seconds`` and, where it validated, ``val_seconds``), ``model`` the trainee, ``example``
+    a batch of its inputs on its device, ``teachers`` the models whose forward passes gave soft
+    targets, ``clock`` started when the stage began."""
+    history = result.history
+    flops, teacher_flops = forward_flops(model, example), sum(forward_flops(t, example) for t in teachers)
+    parameters = sum(p.numel() for p in model.parameters())
     examples = sum(r.get("examples", 0) for r in history)
     steps = sum(r.get("steps", 0) for r in history)
-    ran = history[epochs_resumed:]  # the epochs of the attempt that finished
+    ran = history[result.epochs_resumed:]  # the epochs of the attempt that finished
     train_s = sum(r.get("seconds", 0.0) for r in ran)
     val_s = sum(r.get("val_seconds", 0.0) for r in ran)
+    wall = clock.wall()
     return {
         "examples": examples,
         "steps": steps,
         "epochs": len(history),
-        "flops_per_example": flops_per_example,
-        "teacher_flops_per_example": teacher_flops_per_example,
+        "flops_per_example": flops,
+        "teacher_flops_per_example": teacher_flops,
         "parameters": parameters,
-        "train_flops": (examples * (BACKWARD_FACTOR * flops_per_example + teacher_flops_per_example)
+        "train_flops": (examples * (BACKWARD_FACTOR * flops + teacher_flops)
                         + steps * OPTIMIZER_FLOPS_PER_PARAMETER * parameters),
         "train_seconds": sum(r.get("seconds", 0.0) for r in history),
         "train_cpu_seconds": sum(r.get("cpu_seconds", 0.0) for r in history),
         "validation_seconds": sum(r.get("val_seconds", 0.0) for r in history),
-        "wall_seconds": wall_seconds,
-        "cpu_seconds": cpu_seconds,
-        "overhead_seconds": max(0.0, wall_seconds - train_s - val_s),
-        "epochs_resumed": epochs_resumed,
+        "wall_seconds": wall,
+        "cpu_seconds": clock.cpu(),
+        "overhead_seconds": max(0.0, wall - train_s - val_s),
+        "epochs_resumed": result.epochs_resumed,
     }
 
 

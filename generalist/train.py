@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from specens.core.config import config_to_json
-from specens.core.cost import Stopwatch, forward_flops, training_cost
+from specens.core.cost import Stopwatch, training_cost
 from specens.core.device import autocast, resolve_device
 from specens.core.errors import CheckpointError, ConfigError, check_same_classes
 from specens.core.loop import EpochLoop
@@ -162,9 +162,7 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
                      restart=restart, on_epoch_end=callbacks, checkpoint_every=cfg.checkpoint_every)
     result = loop.run(train_epoch, validate if cfg.val_split else None)
     example = next(iter(iter_split(cfg.data, cfg.val_split or cfg.train_split, 8, info=info))).inputs.to(device)
-    teacher_flops = sum(forward_flops(g.model, example) for g in teacher.members) if teacher else 0.0
-    cost = training_cost(result.history, forward_flops(model, example), teacher_flops,
-                         sum(p.numel() for p in model.parameters()), clock.wall(), clock.cpu(), result.epochs_resumed)
+    cost = training_cost(result, model, example, [g.model for g in teacher.members] if teacher else [], clock)
     if result.epochs_resumed == len(result.history):  # a rerun of a finished run: keep the times it measured
         cost = _exported_cost(cfg.out) or cost
     best_epoch = result.best["epoch"]

@@ -153,8 +153,7 @@ def compute_matched(run_dir: str | Path, data: str, split: str = "test", device:
                            "specialists_on": len(ens.indices), "specialists_gated_off": len(ens.gated_off)}
 
     if "continued" in alternatives:
-        base = _generalist_config(run_dir)
-        per_epoch = base.epoch_size or load_info(data).split(base.train_split).num_samples
+        per_epoch = gen_cost["examples"] / gen_cost["epochs"]  # as the generalist trained: subset, exclusions
         epochs = max(1, math.ceil(b["examples"] / per_epoch))
         cfg = _generalist_config(run_dir, init=str(run_dir / "generalist"), out=str(out / "continued"),
                                  epochs=epochs, device=device)

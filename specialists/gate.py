@@ -52,11 +52,11 @@ class RoutedValidation:
                 top_n: int, device: torch.device) -> "RoutedValidation":
         """Run the generalist over ``batches`` (a split, each example once) and keep the examples
         routed to ``group``."""
-        membership = torch.zeros(1, 0, dtype=torch.bool)
+        membership = None  # (1, C): the group as route() takes it, once C is known
         xs, ys, ps = [], [], []
         for batch in batches:
             p = F.softmax(generalist(batch.inputs.to(device)).float(), dim=1).cpu().double()  # (B, C)
-            if membership.shape[1] != p.shape[1]:
+            if membership is None:
                 membership = torch.zeros(1, p.shape[1], dtype=torch.bool)
                 membership[0, group] = True
             keep = route(p, membership, top_n)[:, 0]

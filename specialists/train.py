@@ -27,7 +27,7 @@ import torch
 from specens.clustering.cluster import load_clusters
 from specens.core.checkpoint import load_weights, save_weights
 from specens.core.config import config_changes, config_to_json
-from specens.core.cost import Stopwatch, forward_flops, training_cost
+from specens.core.cost import Stopwatch, training_cost
 from specens.core.device import autocast, resolve_device
 from specens.core.errors import CheckpointError, ConfigError, check_same_classes
 from specens.core.io import publish_dir, read_artifact_json, write_json_atomic
@@ -250,13 +250,8 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
                      on_epoch_end=callbacks, checkpoint_every=cfg.checkpoint_every)
     result = loop.run(train_epoch, validate)
     gate = _gate(routed, result.best, cfg)
-    example = routed.inputs[:8] if routed is not None and len(routed) else None
-    if example is None:
-        example = next(iter(iter_split(cfg.data, "train", 8, info=info))).inputs
-    example = example.to(device)
-    cost = training_cost(result.history, forward_flops(model, example),
-                         forward_flops(gen.model, example) if cfg.alpha > 0 else 0.0,
-                         sum(p.numel() for p in model.parameters()), clock.wall(), clock.cpu(), result.epochs_resumed)
+    example = next(iter(iter_split(cfg.data, "train", 8, info=info))).inputs.to(device)
+    cost = training_cost(result, model, example, [gen.model] if cfg.alpha > 0 else [], clock)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "index": index,
             "group": group.tolist(), "classes": [gen.classes[c] for c in group.tolist()], "n_classes": gen.n_classes,
             "pi": pi, "rho": cfg.rho, "dustbin_correction": correction,

@@ -37,11 +37,15 @@ def main() -> None:
     ap.add_argument("--work", default="runs/generalists")
     ap.add_argument("--classes", type=int, default=1000, help="glyph classes (the glyphs dataset)")
     ap.add_argument("--demo-run", default="runs/demo", help="run directory of `specens demo` (made if missing)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a generalist setting changed from its default (every dataset but demo), e.g. epochs=10")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
 
     results = {}
-    cmd = f"python benchmarks/compute_matched.py {' '.join(args.datasets)} --data-root {args.data_root}"
+    cmd = (f"python benchmarks/compute_matched.py {' '.join(args.datasets)} --data-root {args.data_root}"
+           + (f" --classes {args.classes}" if "glyphs" in args.datasets else "")
+           + "".join(f" --set {s}" for s in args.sets))
     for name in args.datasets:
         results[name] = r = _run(name, args)
         print(_table(r))
@@ -52,6 +56,7 @@ def main() -> None:
 
 def _run(name: str, args) -> dict:
     from specens.clustering.cluster import ClusterConfig, cluster
+    from specens.core.config import load_config, parse_overrides
     from specens.generalist.config import TrainConfig
     from specens.generalist.train import train_generalist
     from specens.inference.baselines import compute_matched
@@ -67,7 +72,9 @@ def _run(name: str, args) -> dict:
         data = _dataset(name, work / "data", args)
         run = work / "compute_matched"
         t = time.perf_counter()
-        gen = train_generalist(TrainConfig(data=data, out=str(run / "generalist")), progress=False)
+        gen_cfg = load_config(TrainConfig, None, {"data": data, "out": str(run / "generalist"),
+                                                      **parse_overrides(args.sets)})
+        gen = train_generalist(gen_cfg, progress=False)
         clusters = run / "clusters" / "clusters.json"
         if not clusters.is_file():
             cluster(ClusterConfig(generalist=gen.run_dir, data=data, out=str(clusters.parent)), progress=False)

@@ -14,6 +14,13 @@ specialists in its own run directory that shares the generalist:
 - ``longhard``: ``long`` with hard targets only (the two changes that helped, together);
 - ``longhard-overlap``: ``longhard`` on the overlapping groups;
 
+``--current`` runs the variants on today's defaults instead of the former pinned settings: the
+generalist given by ``--generalist`` (e.g. the one ``compute_matched.py`` trained with every
+default), 8 groups (the former default; ``auto``: the number ``specens cluster`` chooses, ``half``
+and ``double``), ``specens specialists train``'s default length (``long``: three times it). With
+``--split val`` this is issue 15's protocol for choosing the specialists' defaults on validation
+splits only.
+
 ``smalldata`` is METHOD §6's soft-targets-as-regulariser experiment: two generalists trained on the
 same 10% of the training split (``--small-fraction``, a stable subset by key hash) for as many
 steps as the full one, one with hard targets only and one with the full generalist's soft targets
@@ -69,6 +76,9 @@ def main() -> None:
     ap.add_argument("--split", default="test",
                     help="split the ensembles are evaluated on: 'val' to choose among variants, 'test' to report")
     ap.add_argument("--local", action="store_true", help="specialists in this process, not through Ray")
+    ap.add_argument("--current", action="store_true",
+                    help="today's defaults (clustering, specialists) on the generalist of --generalist")
+    ap.add_argument("--generalist", help="with --current: an exported generalist of this dataset, used as is")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     from specens.clustering.cluster import ClusterConfig, cluster
@@ -81,6 +91,10 @@ def main() -> None:
     from specens.specialists.train import SpecialistConfig
 
     s = SETTINGS[args.dataset]
+    if args.current:
+        if not args.generalist:
+            raise SystemExit("--current needs --generalist (an exported generalist of this dataset)")
+        s = dict(s, groups=8, spec_epochs=SpecialistConfig.epochs)  # 8: the former default K
     spec_epochs = args.spec_epochs or s["spec_epochs"]
     wanted = args.variants.split(",")
     n_groups, long = s["groups"], 3 * spec_epochs
@@ -93,6 +107,8 @@ def main() -> None:
         "longhard-overlap": (f"hard targets, {long} epochs, overlapping groups",
                              dict(groups=n_groups, epochs=long, alpha=0.0, overlap=1.5)),
         "double": (f"{2 * n_groups} groups", dict(groups=2 * n_groups)),
+        "half": (f"{max(2, n_groups // 2)} groups", dict(groups=max(2, n_groups // 2))),
+        "auto": ("K chosen by specens cluster (n_groups = 0)", dict(groups=0)),
     }
     at_inference = {  # changes at inference only: (label, evaluate arguments)
         "top2": ("n = 2 routing", dict(top_n=2)),
@@ -120,7 +136,10 @@ def main() -> None:
     t = time.perf_counter()
     gen_dir = (work / "generalist").resolve()
     gen = {**s["gen"], "epochs": args.gen_epochs or s["gen"]["epochs"]}
-    train_generalist(TrainConfig(data=str(data), out=str(gen_dir), threads=2, **gen), progress=False)
+    if args.current:
+        gen_dir = Path(args.generalist).resolve()
+    else:
+        train_generalist(TrainConfig(data=str(data), out=str(gen_dir), threads=2, **gen), progress=False)
     timings["generalist"] = time.perf_counter() - t
 
     trained: dict[str, Path] = {}
@@ -221,6 +240,7 @@ def main() -> None:
         cls += f" --gen-epochs {args.gen_epochs}" * bool(args.gen_epochs)
         cls += f" --spec-epochs {args.spec_epochs}" * bool(args.spec_epochs)
         cls += f" --split {args.split}" * (args.split != "test")
+        cls += f" --current --generalist {args.generalist}" * args.current
         record(f"specialists_real {args.dataset}",
                f"python benchmarks/specialists_real.py {args.dataset}{src}{cls} --work {args.work} "
                f"--variants {args.variants} --record", "\n\n".join(tables) + f"\n\nWall seconds: {json.dumps(seconds)}")

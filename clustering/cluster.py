@@ -25,7 +25,7 @@ from specens.generalist.checkpoint import load_generalist
 
 from .covariance import CovarianceAccumulator
 from .groups import ConfusionClusterer
-from .report import ClusterReport
+from .report import ClusterReport, choose_n_groups
 
 FORMAT, FORMAT_VERSION = "specens.clusters", 1
 
@@ -42,7 +42,10 @@ class ClusterConfig:
     out: str  # folder for clusters.json, report.json and the plots
     split: str = "val"  # the transfer set's split: held-out predictions show the real confusions
     temperature: float = 4.0  # T of the soft predictions p = softmax_T(z)
-    n_groups: int = 8  # K of k-means
+    n_groups: int = 0  # K of k-means; 0 = chosen from the class count and the error capture (choose_n_groups)
+    min_capture: float = 0.5  # automatic K: the largest whose groups capture this share of the top-1 errors
+    min_mean_size: int = 8  # automatic K: groups of at least this many classes on average
+    max_groups: int = 32  # automatic K: at most this many specialists
     representation: str = "offdiag-scaled"  # see specens.clustering.groups.column_features
     algorithm: str = "kmeans"  # "kmeans" or "minibatch"
     n_components: int = 0  # randomized-SVD dimension before k-means; 0 = automatic (128 when C > 2000)
@@ -61,8 +64,12 @@ class ClusterConfig:
         p = []
         if self.temperature <= 0:
             p.append(f"temperature must be > 0, got {self.temperature}")
-        if self.n_groups < 1:
-            p.append(f"n_groups must be >= 1, got {self.n_groups}")
+        if self.n_groups < 0:
+            p.append(f"n_groups must be >= 1, or 0 (automatic), got {self.n_groups}")
+        if not 0 <= self.min_capture <= 1:
+            p.append(f"min_capture must be in [0, 1], got {self.min_capture}")
+        if self.min_mean_size < 1 or self.max_groups < 2:
+            p.append(f"min_mean_size must be >= 1 and max_groups >= 2, got {self.min_mean_size}, {self.max_groups}")
         if self.overlap and self.overlap < 1:
             p.append(f"overlap must be 0 or >= 1, got {self.overlap}")
         if self.top_k < 0 or self.max_size < 0 or self.n_components < 0:
@@ -77,8 +84,9 @@ class ClusterConfig:
         if p:
             raise ConfigError("; ".join(p))
 
-    def clusterer(self) -> ConfusionClusterer:
-        return ConfusionClusterer(self.n_groups, representation=self.representation, algorithm=self.algorithm,
+    def clusterer(self, n_groups: int | None = None) -> ConfusionClusterer:
+        """The estimator; ``n_groups`` stands in for an automatic ``self.n_groups`` (0)."""
+        return ConfusionClusterer(n_groups or self.n_groups or 2, representation=self.representation, algorithm=self.algorithm,
                                   n_components=self.n_components or "auto", overlap=self.overlap or None,
                                   n_runs=self.n_runs, min_size=self.min_size, max_size=self.max_size or None,
                                   small=self.small, min_confusion=self.min_confusion, random_state=self.random_state)
@@ -94,7 +102,8 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
     info.split(cfg.split)
     clusterer = cfg.clusterer()
     try:
-        clusterer.check_params(info.n_classes)  # n_groups against the label space, before the pass over the data
+        if cfg.n_groups:
+            clusterer.check_params(info.n_classes)  # n_groups against the label space, before the pass over the data
     except ValueError as e:
         raise ConfigError(str(e)) from None
     acc = CovarianceAccumulator(g.n_classes, top_k=cfg.top_k or None)
@@ -105,13 +114,21 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
         acc.update(torch.softmax(logits.double() / cfg.temperature, dim=1))
         y_true.append(batch.labels.numpy())
         y_pred.append(logits.argmax(1).numpy())
+    cov, y_true, y_pred = acc.covariance(), np.concatenate(y_true), np.concatenate(y_pred)
+    extra: dict[str, Any] = {"transfer_samples": acc.count, "dropped_mass": acc.dropped_mass / acc.count}
     try:
-        clusterer.fit_covariance(acc.covariance())
+        if not cfg.n_groups:
+            labelled = y_true >= 0
+            k, search = choose_n_groups(lambda k: cfg.clusterer(k).fit_covariance(cov).groups_, y_true[labelled],
+                                        y_pred[labelled], info.n_classes, min_capture=cfg.min_capture,
+                                        min_mean_size=cfg.min_mean_size, max_groups=cfg.max_groups)
+            clusterer = cfg.clusterer(k)
+            extra["n_groups_search"] = {"chosen": k, "min_capture": cfg.min_capture, "tried": search}
+        clusterer.fit_covariance(cov)
     except ValueError as e:  # parameters that do not fit this label space, e.g. n_groups > C
         raise ConfigError(str(e)) from None
-    report = ClusterReport(clusterer.groups_, info.classes, clusterer.covariance_, np.concatenate(y_true),
-                           np.concatenate(y_pred), info.group_labels(), clusterer.labels_,
-                           extra={"transfer_samples": acc.count, "dropped_mass": acc.dropped_mass / acc.count})
+    report = ClusterReport(clusterer.groups_, info.classes, clusterer.covariance_, y_true, y_pred,
+                           info.group_labels(), clusterer.labels_, extra=extra)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_clusters(out / "clusters.json", clusterer.groups_, info.classes, g.fingerprint, config_to_json(cfg))

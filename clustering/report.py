@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -40,6 +40,41 @@ def error_capture(groups: Sequence[np.ndarray], y_true: np.ndarray, y_pred: np.n
     both = member[:, y_true[wrong]] & member[:, y_pred[wrong]]  # (G, errors)
     return {"errors": n_err, "captured": float(both.any(0).sum() / n_err) if n_err else 0.0,
             "per_group": [float(v / n_err) if n_err else 0.0 for v in both.sum(1)]}
+
+
+def n_groups_candidates(n_classes: int, min_mean_size: int, max_groups: int) -> list[int]:
+    """The K :func:`choose_n_groups` tries: 2, 3, 4, 6, 8, 12, 16, … (two per octave), each at
+    most ``max_groups`` and with groups of ``min_mean_size`` classes or more on average."""
+    top = min(max_groups, n_classes // max(min_mean_size, 1))
+    grid = [k for i in range(1, top.bit_length() + 1) for k in (2 ** i, 3 * 2 ** (i - 1)) if 2 <= k <= top]
+    return sorted(set(grid)) or [min(2, n_classes)]
+
+
+def choose_n_groups(fit: Callable[[int], Sequence[np.ndarray]], y_true: np.ndarray, y_pred: np.ndarray,
+                    n_classes: int, *, min_capture: float = 0.5, min_mean_size: int = 8,
+                    max_groups: int = 32) -> tuple[int, list[dict]]:
+    """The number of groups K from the class count and the generalist's errors (METHOD §3).
+
+    A specialist can only fix an error whose true and predicted classes share its group, so the
+    share of the generalist's top-1 errors the groups capture (:func:`error_capture`) bounds what
+    the ensemble can gain; it falls as K grows. Smaller groups make sharper specialists. The
+    choice: the largest K of :func:`n_groups_candidates` whose groups (``fit(K)``) still capture
+    at least ``min_capture`` of the errors; the K of highest capture if none does. Without
+    labelled errors there is nothing to measure: K = min(8, the largest candidate).
+
+    Returns (K, one row per candidate tried: k, groups made, captured share).
+    """
+    grid = n_groups_candidates(n_classes, min_mean_size, max_groups)
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if not (y_true != y_pred).any():
+        return max([k for k in grid if k <= 8] or grid[:1]), []
+    rows = []
+    for k in grid:
+        groups = fit(k)
+        rows.append({"k": k, "groups": len(groups), "captured": error_capture(groups, y_true, y_pred, n_classes)["captured"]})
+    passing = [r["k"] for r in rows if r["captured"] >= min_capture]
+    best = max(passing) if passing else max(rows, key=lambda r: r["captured"])["k"]
+    return best, rows
 
 
 def agreement(labels: np.ndarray, known: np.ndarray) -> dict:
@@ -124,6 +159,11 @@ class ClusterReport:
         if cap:
             lines.append(f"error capture: {cap['captured']:.1%} of the generalist's {cap['errors']} top-1 errors "
                          "fall inside a group")
+        search = self.extra.get("n_groups_search")
+        if search and search["tried"]:
+            lines.append(f"K = {search['chosen']} chosen: the most groups still capturing >= {search['min_capture']:.0%} "
+                         "of the errors (K: capture " + ", ".join(f"{r['k']}: {r['captured']:.0%}" for r in search["tried"])
+                         + ")")
         agr = self.agreement()
         if agr:
             lines.append(f"agreement with the known grouping: ARI {agr['ari']:.3f}, NMI {agr['nmi']:.3f}, "

@@ -10,7 +10,7 @@ from sklearn.metrics import adjusted_rand_score
 from specens.clustering import ConfusionClusterer, CovarianceAccumulator, prediction_covariance
 from specens.clustering.cluster import ClusterConfig, cluster, load_clusters
 from specens.clustering.groups import assign_overlapping, column_features, confusion_scores
-from specens.clustering.report import ClusterReport, agreement, error_capture
+from specens.clustering.report import ClusterReport, agreement, choose_n_groups, error_capture, n_groups_candidates
 from specens.data.synthetic import synthetic_predictions
 from specens.core.errors import CheckpointError, ConfigError
 
@@ -235,3 +235,50 @@ def test_clusters_json_checks(glyph_generalist, glyph_ds, tmp_path):
             load_clusters(tmp_path / "bad.json")
     with pytest.raises(ConfigError, match="n_groups must be an int in"):
         cluster(ClusterConfig(generalist=glyph_generalist, data=glyph_ds, out=str(tmp_path), n_groups=31), progress=False)
+
+
+def test_n_groups_candidates():
+    assert n_groups_candidates(1000, 8, 32) == [2, 3, 4, 6, 8, 12, 16, 24, 32]
+    assert n_groups_candidates(150, 8, 32) == [2, 3, 4, 6, 8, 12, 16]  # groups of >= 8 classes on average
+    assert n_groups_candidates(77, 8, 32) == [2, 3, 4, 6, 8]
+    assert n_groups_candidates(10, 8, 32) == [2]  # too few classes for the bound: still two groups
+    assert n_groups_candidates(1000, 1, 6) == [2, 3, 4, 6]
+
+
+def test_choose_n_groups_against_brute_force():
+    """The largest K whose groups capture >= min_capture of the errors, on random errors and
+    contiguous-block groups (capture falls as the blocks shrink), against a direct count."""
+    rng = np.random.default_rng(0)
+    c = 96
+    blocks = lambda k: np.array_split(np.arange(c), k)  # noqa: E731
+    y_true = rng.integers(0, c, 500)
+    y_pred = np.clip(y_true + rng.integers(-10, 11, 500), 0, c - 1)  # confusions between nearby classes
+    for min_capture in (0.3, 0.5, 0.7, 0.95):
+        k, rows = choose_n_groups(blocks, y_true, y_pred, c, min_capture=min_capture, min_mean_size=4, max_groups=24)
+        wrong = y_true != y_pred
+        brute = {}
+        for kk in (2, 3, 4, 6, 8, 12, 16, 24):
+            label = np.concatenate([np.full(len(b), i) for i, b in enumerate(blocks(kk))])
+            brute[kk] = float(np.mean(label[y_true[wrong]] == label[y_pred[wrong]]))
+        assert [r["k"] for r in rows] == list(brute) and np.allclose([r["captured"] for r in rows], list(brute.values()))
+        passing = [kk for kk, v in brute.items() if v >= min_capture]
+        assert k == (max(passing) if passing else max(brute, key=brute.get)), (min_capture, k, brute)
+    assert choose_n_groups(blocks, y_true, y_true, c)[0] == 8  # no errors to capture: 8 groups (or fewer)
+
+
+def test_cluster_chooses_n_groups(glyph_generalist, glyph_ds, tmp_path):
+    """n_groups = 0 (the default): K from the error capture on the transfer split, recorded in
+    report.json, printed by the summary, and equal to what choose_n_groups picks."""
+    report = cluster(ClusterConfig(generalist=glyph_generalist, data=glyph_ds, out=str(tmp_path), split="train",
+                                   min_mean_size=3, min_size=1), progress=False)
+    search = json.loads((tmp_path / "report.json").read_text())["n_groups_search"]
+    tried = {r["k"]: r["captured"] for r in search["tried"]}
+    assert list(tried) == n_groups_candidates(30, 3, 32) == [2, 3, 4, 6, 8]
+    passing = [k for k, v in tried.items() if v >= 0.5]
+    assert search["chosen"] == (max(passing) if passing else max(tried, key=tried.get))
+    assert len(report.groups) == search["chosen"]  # min_size 1: nothing merged
+    assert report.error_capture()["captured"] == pytest.approx(tried[search["chosen"]])
+    assert f"K = {search['chosen']} chosen" in report.summary()
+    assert ClusterConfig.n_groups == 0
+    with pytest.raises(ConfigError, match="min_capture must be in"):
+        ClusterConfig(generalist="g", data="d", out="o", min_capture=1.5)

@@ -27,7 +27,8 @@ from specens.clustering.cluster import load_clusters
 from specens.core.errors import CheckpointError, check_same_classes
 from specens.core.loop import stale_changes
 from specens.data.format import INFO_FILE, load_info
-from specens.generalist.checkpoint import load_generalist
+from specens.generalist.checkpoint import load_generalist, read_meta
+from specens.generalist.train import still_improving
 
 from .train import SpecialistConfig, complete_changes, specialist_dir, train_specialist, work_dir
 
@@ -102,6 +103,9 @@ def train_all(cfg: SpecialistConfig, *, local: bool = False, max_retries: int = 
     summary = RunSummary()
     todo, summary.skipped = plan(cfg, wanted, gen_fp, clusters.fingerprint, restart)
     echo(f"{len(wanted)} specialists: {len(summary.skipped)} already complete, {len(todo)} to train")
+    if todo and still_improving(read_meta(cfg.generalist)["metrics"]):
+        echo(f"note: {cfg.generalist} was still improving at its last epoch; its own further training is the "
+             "alternative to beat: `specens baseline` trains it with the specialists' compute and compares")
     if cfg.threads == 0:
         cfg = dataclasses.replace(cfg, threads=cpus_per_specialist)
     if local:

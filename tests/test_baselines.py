@@ -109,3 +109,17 @@ def test_tfidf_on_hashed_ngrams_matches_tfidf_on_the_raw_texts(shared_data, tmp_
     raw.fit([t for t, _ in sub["train"]], [c for _, c in sub["train"]])
     raw_top1 = raw.score([t for t, _ in sub["test"]], [c for _, c in sub["test"]])
     assert hashed["top1"] > 0.85 and abs(hashed["top1"] - raw_top1) < 0.01, (hashed, raw_top1)
+
+
+def test_still_improving():
+    """A generalist that used every epoch and was best in the last two is flagged; one that stopped
+    early, or peaked well before its last epoch, is not."""
+    from specens.generalist.train import still_improving
+
+    hist = lambda n: [{"epoch": i} for i in range(n)]  # noqa: E731
+    assert still_improving({"history": hist(6), "best_epoch": 6, "stopped_early": False})
+    assert still_improving({"history": hist(6), "best_epoch": 5, "stopped_early": False})  # the demo's
+    assert not still_improving({"history": hist(30), "best_epoch": 25, "stopped_early": False})  # CLINC150's
+    assert not still_improving({"history": hist(24), "best_epoch": 19, "stopped_early": True})
+    assert not still_improving({"history": hist(6), "best_epoch": 6, "stopped_early": True})
+    assert not still_improving({"history": [], "best_epoch": 0})

@@ -104,7 +104,7 @@ def train_all(cfg: SpecialistConfig, *, local: bool = False, max_retries: int = 
     todo, summary.skipped = plan(cfg, wanted, gen_fp, clusters.fingerprint, restart)
     echo(f"{len(wanted)} specialists: {len(summary.skipped)} already complete, {len(todo)} to train")
     if todo and still_improving(read_meta(cfg.generalist)["metrics"]):
-        echo(f"note: {cfg.generalist} was still improving at its last epoch; its own further training is the "
+        echo(f"note: {cfg.generalist} was still improving in its last epochs; its own further training is the "
              "alternative to beat: `specens baseline` trains it with the specialists' compute and compares")
     if cfg.threads == 0:
         cfg = dataclasses.replace(cfg, threads=cpus_per_specialist)

@@ -117,14 +117,21 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
     cov, y_true, y_pred = acc.covariance(), np.concatenate(y_true), np.concatenate(y_pred)
     extra: dict[str, Any] = {"transfer_samples": acc.count, "dropped_mass": acc.dropped_mass / acc.count}
     try:
-        if not cfg.n_groups:
+        if cfg.n_groups:
+            clusterer.fit_covariance(cov)
+        else:
+            fitted: dict[int, ConfusionClusterer] = {}  # each K tried, fitted once
+
+            def fit(k: int) -> list[np.ndarray]:
+                fitted[k] = cfg.clusterer(k).fit_covariance(cov)
+                return fitted[k].groups_
+
             labelled = y_true >= 0
-            k, search = choose_n_groups(lambda k: cfg.clusterer(k).fit_covariance(cov).groups_, y_true[labelled],
-                                        y_pred[labelled], info.n_classes, min_capture=cfg.min_capture,
-                                        min_mean_size=cfg.min_mean_size, max_groups=cfg.max_groups)
-            clusterer = cfg.clusterer(k)
+            k, search = choose_n_groups(fit, y_true[labelled], y_pred[labelled], info.n_classes,
+                                        min_capture=cfg.min_capture, min_mean_size=cfg.min_mean_size,
+                                        max_groups=cfg.max_groups)
+            clusterer = fitted.get(k) or cfg.clusterer(k).fit_covariance(cov)  # not tried: no labelled errors
             extra["n_groups_search"] = {"chosen": k, "min_capture": cfg.min_capture, "tried": search}
-        clusterer.fit_covariance(cov)
     except ValueError as e:  # parameters that do not fit this label space, e.g. n_groups > C
         raise ConfigError(str(e)) from None
     report = ClusterReport(clusterer.groups_, info.classes, clusterer.covariance_, y_true, y_pred,

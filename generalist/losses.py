@@ -13,6 +13,21 @@ def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.softmax(logits.float() / temperature, dim=-1)
 
 
+def temper(q: torch.Tensor, temperature: float) -> torch.Tensor:
+    """A distribution q raised to the power 1/T and renormalised, along the last axis (METHOD §1, §5).
+
+    The specialist ensemble's q is the minimiser of a sum of KL divergences (METHOD §5), not the
+    softmax of any logits, so "q at temperature T" needs a definition: ``q_T ∝ q^(1/T)``, computed
+    as ``softmax(log q / T)``. Where q = softmax(z) this is exactly ``softmax(z / T)``, the paper's
+    soft targets, since log q = z − logsumexp(z) differs from z by a constant per row; T = 1 returns
+    q itself. A class with q_i = 0 keeps probability 0 at every T. Computed in float32 at least.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    q = q.float() if q.dtype in (torch.float16, torch.bfloat16) else q
+    return F.softmax(torch.log(q) / temperature, dim=-1)
+
+
 def ensemble_soft_targets(logits: Sequence[torch.Tensor], temperature: float,
                           mean: str = "arithmetic") -> torch.Tensor:
     """Soft targets of an ensemble teacher (METHOD §1).

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from specens.generalist.losses import distillation_loss, ensemble_soft_targets, soft_targets
+from specens.generalist.losses import distillation_loss, ensemble_soft_targets, soft_targets, temper
 
 
 def _np_softmax(z, t=1.0):
@@ -109,3 +109,50 @@ def test_golden_values():
     p = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]])
     assert float(distillation_loss(z, y, p, alpha=0.9, temperature=2.0)) == pytest.approx(0.600632, abs=1e-5)
     assert float(distillation_loss(z, y, None)) == pytest.approx(1.848911, abs=1e-5)
+
+
+# -- temper: the temperature of a distribution that is not a softmax (issue 16) -------------------
+
+def test_temper_by_hand():
+    """q = (1/2, 1/4, 1/4) at T = 2: the square roots (√½, ½, ½) renormalised = (√2 − 1, 1 − √2/2, 1 − √2/2)."""
+    got = temper(torch.tensor([[0.5, 0.25, 0.25]], dtype=torch.float64), 2.0)
+    r2 = np.sqrt(2.0)
+    assert np.allclose(got.numpy(), [[r2 - 1, 1 - r2 / 2, 1 - r2 / 2]], atol=1e-12)
+
+
+@pytest.mark.parametrize("t", [0.5, 1.0, 2.0, 4.0, 20.0])
+def test_temper_of_a_softmax_is_the_softmax_at_that_temperature(t):
+    z = torch.randn(32, 50, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 3
+    assert torch.allclose(temper(torch.softmax(z, -1), t), soft_targets(z, t).double(), atol=1e-6)
+    assert torch.allclose(temper(torch.softmax(z, -1), t), torch.from_numpy(_np_softmax(z.numpy(), t)), atol=1e-12)
+
+
+def test_temper_of_an_ensemble_q_against_numpy_power():
+    """On q from the exact KL solve (METHOD §5), temper is q^(1/T) / Σ q^(1/T) in float64 NumPy;
+    T = 1 returns q; an exact zero stays zero at every T."""
+    from specens.inference.combine import combine_distributions
+
+    g = torch.Generator().manual_seed(2)
+    p_g = torch.softmax(torch.randn(6, 12, generator=g, dtype=torch.float64) * 2, -1)
+    groups = [torch.tensor([0, 1, 2, 3]), torch.tensor([3, 4, 5])]
+    p_specs = [torch.softmax(torch.randn(6, len(s) + 1, generator=g, dtype=torch.float64) * 2, -1) for s in groups]
+    active = torch.ones(6, 2, dtype=torch.bool)
+    q = combine_distributions(p_g, p_specs, groups, active, method="newton")
+    for t in (0.5, 2.0, 5.0):
+        ref = q.numpy() ** (1 / t)
+        assert np.allclose(temper(q, t).numpy(), ref / ref.sum(-1, keepdims=True), atol=1e-10)
+    assert torch.allclose(temper(q, 1.0), q, atol=1e-12)
+    z = torch.tensor([[0.0, 0.6, 0.4]])
+    assert temper(z, 3.0)[0, 0] == 0 and temper(z, 3.0).sum() == pytest.approx(1.0)
+
+
+def test_distillation_from_an_ensemble_q_by_hand():
+    """The student's loss on one example, written out: q = (1/2, 1/4, 1/4), T = 2, α = 0.5, label
+    0, student logits 0 (uniform at every T): 0.5 · 4 · KL(q_T ‖ uniform) + 0.5 · ln 3, with
+    q_T = (√2 − 1, 1 − √2/2, 1 − √2/2) and KL(q_T ‖ uniform) = ln 3 + Σ q_T ln q_T."""
+    r2 = np.sqrt(2.0)
+    q_t = np.array([r2 - 1, 1 - r2 / 2, 1 - r2 / 2])
+    expected = 0.5 * 4 * (np.log(3) + (q_t * np.log(q_t)).sum()) + 0.5 * np.log(3)
+    soft = temper(torch.tensor([[0.5, 0.25, 0.25]]), 2.0)
+    got = distillation_loss(torch.zeros(1, 3), torch.tensor([0]), soft, alpha=0.5, temperature=2.0)
+    assert float(got) == pytest.approx(expected, rel=1e-6)

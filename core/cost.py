@@ -64,15 +64,17 @@ class Stopwatch:
         return time.process_time() - self.cpu0
 
 
-def training_cost(result, model: torch.nn.Module, example: torch.Tensor, teachers: Sequence[torch.nn.Module],
-                  clock: Stopwatch) -> dict:
+def training_cost(result, model: torch.nn.Module, example: torch.Tensor,
+                  teachers: Sequence[torch.nn.Module | float], clock: Stopwatch) -> dict:
     """The ``cost`` block of an artifact: ``result`` is the epoch loop's
     :class:`~specens.core.loop.LoopResult` (records with ``examples``, ``steps``, ``seconds``,
     ``cpu_seconds`` and, where it validated, ``val_seconds``), ``model`` the trainee, ``example``
     a batch of its inputs on its device, ``teachers`` the models whose forward passes gave soft
-    targets, ``clock`` started when the stage began."""
+    targets (or, for a teacher that is not one module, such as a specialist ensemble, its FLOPs per
+    example), ``clock`` started when the stage began."""
     history = result.history
-    flops, teacher_flops = forward_flops(model, example), sum(forward_flops(t, example) for t in teachers)
+    flops, teacher_flops = forward_flops(model, example), sum(
+        float(t) if isinstance(t, int | float) else forward_flops(t, example) for t in teachers)
     parameters = sum(p.numel() for p in model.parameters())
     examples = sum(r.get("examples", 0) for r in history)
     steps = sum(r.get("steps", 0) for r in history)

@@ -448,6 +448,44 @@ class ShardLoader:
         self.stream.set_epoch(epoch)
 
 
+class MixedLoader:
+    """The batches of several :class:`ShardLoader` s, interleaved: each epoch consumes one epoch of
+    every loader, in a random order of sources that depends only on (``seed``, epoch), so a resumed
+    epoch is the same as an uninterrupted one. Yields ``(source, batch)``, ``source`` the loader's
+    index. With one loader it yields exactly that loader's batches.
+
+    Used to train on a labelled split together with extra transfer sets (METHOD §1: unlabelled
+    transfer data), a batch never mixing the two, so that the hard term is dropped per batch.
+    """
+
+    def __init__(self, loaders: Sequence[ShardLoader], seed: int = 0):
+        self.loaders, self.seed, self.epoch = list(loaders), seed, 0
+
+    def batches_per_epoch(self) -> list[int]:
+        return [math.ceil(ld.stream.epoch_size / ld.stream.batch_size) for ld in self.loaders]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        for ld in self.loaders:
+            ld.set_epoch(epoch)
+
+    @property
+    def skipped(self) -> int:
+        return sum(ld.skipped for ld in self.loaders)
+
+    def __iter__(self) -> Iterator[tuple[int, Batch]]:
+        order = [i for i, n in enumerate(self.batches_per_epoch()) for _ in range(n)]
+        random.Random(f"{self.seed}/{self.epoch}/mix").shuffle(order)
+        iterators = [iter(ld) for ld in self.loaders]
+        for i in order:
+            batch = next(iterators[i], None)
+            if batch is not None:
+                yield i, batch
+        for i, it in enumerate(iterators):  # a loader with more batches than expected: nothing is dropped
+            for batch in it:
+                yield i, batch
+
+
 def _identity(x):
     return x
 

@@ -38,6 +38,8 @@ class TrainConfig:
     alpha: float = 0.9  # weight of the soft (teacher) term; ignored without a teacher
     temperature: float = 1.0  # T of the soft term
     use_labels: bool = True  # False treats the transfer set as unlabelled: hard term dropped
+    transfer: tuple[str, ...] = ()  # extra transfer sets (dataset directories with the same classes): soft term only
+    transfer_split: str = "train"  # the split of each transfer set that is read; its labels are never used
     train_split: str = "train"
     exclude_classes: tuple[int, ...] = ()  # leave these classes out of the training (transfer) set
     train_fraction: float = 1.0  # train on this fraction of the split (a stable subset by key hash; METHOD §6)
@@ -69,7 +71,9 @@ class TrainConfig:
                f"teacher_mean must be 'arithmetic' or 'geometric', got {self.teacher_mean!r}")
         _check(p, 0 <= self.alpha <= 1, f"alpha must be in [0, 1], got {self.alpha}")
         _check(p, self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
-        _check(p, self.use_labels or bool(self.teacher), "use_labels=false needs a teacher (nothing to learn from)")
+        _check(p, self.use_labels or self.has_teacher, "use_labels=false needs a teacher (nothing to learn from)")
+        _check(p, not self.transfer or self.has_teacher, "transfer sets need a teacher (they are learnt from its "
+               "soft targets only)")
         _check(p, self.shuffle_buffer >= 1, f"shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
         _check(p, self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
         _check(p, self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"),
@@ -85,6 +89,11 @@ class TrainConfig:
                f"model must be one of {sorted(REGISTRY)}, 'module:callable' or '' (by input kind), got {self.model!r}")
         if p:
             raise ConfigError("; ".join(p))
+
+    @property
+    def has_teacher(self) -> bool:
+        """Whether soft targets come from a teacher (a config with another kind of teacher says so)."""
+        return bool(self.teacher)
 
     # Fields that may change when a run resumes: they do not change what is computed.
     RESUMABLE_CHANGES: typing.ClassVar[frozenset[str]] = frozenset({"num_workers", "device", "threads", "out",

@@ -20,14 +20,14 @@ import torch
 from tqdm import tqdm
 
 from specens.core.config import config_to_json
-from specens.core.cost import Stopwatch, training_cost
+from specens.core.cost import Stopwatch, forward_flops, training_cost
 from specens.core.device import autocast, resolve_device
-from specens.core.errors import CheckpointError, ConfigError, check_same_classes
+from specens.core.errors import CheckpointError, ConfigError, DataError, check_same_classes
 from specens.core.loop import EpochLoop
 from specens.core.optim import make_optimizer, make_schedule
 from specens.data.augment import random_shift
 from specens.data.format import load_info
-from specens.data.shards import ShardLoader, ShardStream, iter_split
+from specens.data.shards import MixedLoader, ShardLoader, ShardStream, iter_split
 
 from .checkpoint import load_generalist, save_generalist
 from .config import TrainConfig
@@ -37,7 +37,11 @@ from .models import ModelSpec, data_defaults, default_model
 
 
 class Teacher:
-    """One or several exported generalists whose soft targets a student learns from."""
+    """One or several exported generalists whose soft targets a student learns from.
+
+    The interface every teacher of :func:`train_generalist` offers (a specialist ensemble's too,
+    :mod:`specens.inference.distill`): ``soft_targets(x, temperature, keys, source)``, the
+    ``fingerprints`` of what it is made of, and ``flops(example)``, its FLOPs per example."""
 
     def __init__(self, run_dirs: tuple[str, ...], device: torch.device, classes: tuple[str, ...],
                  mean: str = "arithmetic"):
@@ -47,9 +51,15 @@ class Teacher:
         self.mean, self.fingerprints = mean, [g.fingerprint for g in self.members]
 
     @torch.no_grad()
-    def soft_targets(self, x: torch.Tensor, temperature: float) -> torch.Tensor:
-        """(B, ...) inputs -> (B, C) soft targets at ``temperature``."""
+    def soft_targets(self, x: torch.Tensor, temperature: float, keys: list[str] | None = None,
+                     source: int = 0) -> torch.Tensor:
+        """(B, ...) inputs -> (B, C) soft targets at ``temperature``. ``keys`` (the samples' keys)
+        and ``source`` (0: the training split, i > 0: transfer set i) serve teachers that look
+        their targets up; this one computes them from ``x``."""
         return ensemble_soft_targets([g.model(x) for g in self.members], temperature, self.mean)
+
+    def flops(self, example: torch.Tensor) -> float:
+        return sum(forward_flops(g.model, example) for g in self.members)
 
 
 @dataclass
@@ -102,12 +112,33 @@ def _exported_cost(run_dir: str) -> dict | None:
         return None
 
 
+def _transfer_loaders(cfg: TrainConfig, info) -> list[ShardLoader]:
+    """One training stream per extra transfer set, after checking it matches the dataset."""
+    loaders = []
+    for i, root in enumerate(cfg.transfer):
+        t = load_info(root)
+        check_same_classes(t.classes, info.classes, f"transfer set {root}", f"{cfg.data}/dataset.json")
+        if t.input != info.input:
+            raise DataError(f"{root}/dataset.json: input {t.input} differs from {cfg.data}'s {info.input}")
+        split = t.split(cfg.transfer_split)  # raises, naming the file, when the split is missing
+        stream = ShardStream(root, cfg.transfer_split, cfg.batch_size, train=True, epoch_size=split.num_samples,
+                             buffer=cfg.shuffle_buffer, seed=cfg.seed + 1 + i, on_error=cfg.on_error, info=t)
+        loaders.append(ShardLoader(stream, cfg.num_workers))
+    return loaders
+
+
 def train_generalist(cfg: TrainConfig, progress: bool = True,
-                     on_epoch_end: Callable[[int, dict], None] | None = None, restart: bool = False) -> TrainResult:
+                     on_epoch_end: Callable[[int, dict], None] | None = None, restart: bool = False,
+                     teacher=None) -> TrainResult:
     """Train (or resume training) a generalist as ``cfg`` says and export the best epoch.
 
     A rerun on ``cfg.out`` resumes; checkpoints made with another config are refused, or discarded
-    with ``restart=True`` (see :mod:`specens.core.loop`)."""
+    with ``restart=True`` (see :mod:`specens.core.loop`). ``teacher``: soft targets from elsewhere
+    than ``cfg.teacher`` (an object with :class:`Teacher`'s interface; the caller's config must
+    name what it is, so that a resumed run is refused with another one).
+
+    Batches come from the training split and, interleaved, from every ``cfg.transfer`` set, whose
+    labels are not used (the hard term is dropped for their batches; METHOD §1)."""
     clock = Stopwatch()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -121,32 +152,36 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
     if cfg.init:
         _start_from(model, spec, info.classes, cfg.init)
     model = model.to(device)
-    teacher = Teacher(cfg.teacher, device, info.classes, cfg.teacher_mean) if cfg.teacher else None
+    if teacher is None and cfg.teacher:
+        teacher = Teacher(cfg.teacher, device, info.classes, cfg.teacher_mean)
+    if cfg.has_teacher and teacher is None:
+        raise ConfigError(f"{type(cfg).__name__} names a teacher that train_generalist cannot build; pass teacher=")
 
     counts = info.split(cfg.train_split).class_counts
     kept = info.split(cfg.train_split).num_samples - sum(counts[c] for c in cfg.exclude_classes)
     epoch_size = cfg.epoch_size or max(1, round(kept * cfg.train_fraction))  # the subset's expected size
-    steps_per_epoch = math.ceil(epoch_size / cfg.batch_size)
-    opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
-    sched = make_schedule(opt, cfg.schedule, cfg.warmup, cfg.epochs * steps_per_epoch)
     train_stream = ShardStream(cfg.data, cfg.train_split, cfg.batch_size, train=True, epoch_size=epoch_size,
                                buffer=cfg.shuffle_buffer, seed=cfg.seed, on_error=cfg.on_error, info=info,
                                labels=cfg.exclude_classes or None, exclude=True, fraction=cfg.train_fraction)
-    loader = ShardLoader(train_stream, cfg.num_workers)
+    loader = MixedLoader([ShardLoader(train_stream, cfg.num_workers), *_transfer_loaders(cfg, info)], cfg.seed)
+    steps_per_epoch = sum(loader.batches_per_epoch())
+    opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+    sched = make_schedule(opt, cfg.schedule, cfg.warmup, cfg.epochs * steps_per_epoch)
 
     def train_epoch(epoch: int) -> dict:
         loader.set_epoch(epoch)
         jitter_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        seen, correct, loss_sum, steps = 0, 0, 0.0, 0
+        seen, labelled, correct, loss_sum, steps = 0, 0, 0, 0.0, 0
         bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, unit="batch")
-        for batch in bar:
+        for source, batch in bar:
             x = random_shift(batch.inputs, cfg.jitter, jitter_gen) if cfg.jitter else batch.inputs
             x, y = x.to(device, non_blocking=True), batch.labels.to(device, non_blocking=True)
             with autocast(device, cfg.amp):
                 logits = model(x)
-                soft = teacher.soft_targets(x, cfg.temperature) if teacher else None
-            loss = distillation_loss(logits, y if cfg.use_labels else None, soft, alpha=cfg.alpha,
+                soft = teacher.soft_targets(x, cfg.temperature, batch.keys, source) if teacher else None
+            hard = y if cfg.use_labels and source == 0 else None  # transfer sets: soft term only
+            loss = distillation_loss(logits, hard, soft, alpha=cfg.alpha,
                                      temperature=cfg.temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -154,11 +189,13 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
             sched.step()
             seen += len(y)
             steps += 1
-            correct += int((logits.argmax(1) == y).sum())
+            if source == 0:
+                labelled += len(y)
+                correct += int((logits.argmax(1) == y).sum())
             loss_sum += float(loss.detach()) * len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        return {"train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1), "skipped": loader.skipped,
-                "examples": seen, "steps": steps}
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / max(labelled, 1):.3f}")
+        return {"train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(labelled, 1),
+                "skipped": loader.skipped, "examples": seen, "steps": steps}
 
     def validate() -> dict:
         val = evaluate(model, iter_split(cfg.data, cfg.val_split, 512, info=info), device, cfg.amp)
@@ -172,7 +209,7 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
                      restart=restart, on_epoch_end=callbacks, checkpoint_every=cfg.checkpoint_every)
     result = loop.run(train_epoch, validate if cfg.val_split else None)
     example = next(iter(iter_split(cfg.data, cfg.val_split or cfg.train_split, 8, info=info))).inputs.to(device)
-    cost = training_cost(result, model, example, [g.model for g in teacher.members] if teacher else [], clock)
+    cost = training_cost(result, model, example, [teacher.flops(example)] if teacher else [], clock)
     if result.epochs_resumed == len(result.history):  # a rerun of a finished run: keep the times it measured
         cost = _exported_cost(cfg.out) or cost
     best_epoch = result.best["epoch"]

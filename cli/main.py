@@ -13,7 +13,7 @@ from specens.clustering.cli import cluster_cli
 from specens.core.errors import SpecensError
 from specens.data.cli import data_cli
 from specens.generalist.cli import generalist_cli
-from specens.inference.cli import baseline_cmd, evaluate_cmd, infer_cmd
+from specens.inference.cli import baseline_cmd, distill_cmd, evaluate_cmd, infer_cmd
 from specens.specialists.cli import specialists_cli
 
 from .demo import demo
@@ -46,12 +46,13 @@ def cli():
       specens infer          batch inference with the ensemble over shards
       specens evaluate       generalist vs ensemble: top-1, conditional accuracy, Table 4, cost
       specens baseline       the specialists vs the same compute spent otherwise
+      specens distill        the ensemble distilled back into one network
       specens demo           the whole pipeline on the embedded glyph dataset
     """
 
 
 for command in (data_cli, generalist_cli, cluster_cli, specialists_cli, infer_cmd, evaluate_cmd, baseline_cmd,
-                demo):
+                distill_cmd, demo):
     cli.add_command(command)
 
 

@@ -73,3 +73,34 @@ def baseline_cmd(run_dir, data, split, only, restart, device):
                         echo=click.echo, restart=restart)
     click.echo(format_table(r))
     click.echo(f"saved {run_dir}/baselines/baselines.json")
+
+
+@click.command("distill")
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
+              help="Run directory whose ensemble teaches: generalist/, clusters/clusters.json, specialists/.")
+@click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset directory (its training split).")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="The student's run directory [default: RUN/student]; rerun to resume.")
+@click.option("--q-cache", multiple=True, type=click.Path(file_okay=False),
+              help="A `specens infer --save-q` output to read q from (one per split read) instead of running the "
+                   "ensemble; repeatable.")
+@click.option("--transfer", multiple=True, type=click.Path(file_okay=False),
+              help="An extra transfer set (dataset directory, same classes) learnt from q alone; repeatable.")
+@click.option("--split", default="test", show_default=True, help="Split of the final comparison.")
+@click.option("--epochs", type=int, help="At most this many epochs [default 10, early-stopped].")
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any DistillConfig field, e.g. --set temperature=4 --set alpha=0.5.")
+@click.option("--restart", is_flag=True, help="Discard checkpoints in OUT made with another config (default: refuse).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def distill_cmd(run_dir, data, out, q_cache, transfer, split, epochs, device, sets, restart, quiet):
+    """Distil the specialist ensemble into one student network of the generalist's size, then
+    compare student, generalist and ensemble (top-1, NLL, inference cost, the share of the
+    ensemble's gain kept). The student is an exported generalist: OUT/model.safetensors + model.json."""
+    from specens.core.config import parse_overrides
+
+    from .distill import distill
+
+    overrides = {"q_cache": list(q_cache) or None, "transfer": list(transfer) or None, "epochs": epochs,
+                 "device": device, **parse_overrides(sets)}
+    distill(run_dir, data, out, overrides=overrides, split=split, progress=not quiet, restart=restart, echo=click.echo)

@@ -66,3 +66,23 @@ def synthetic_run(synthetic_ds, tmp_path_factory) -> dict:
             progress=False)
     return {"root": root, "generalist": gen.run_dir, "clusters": str(root / "clusters" / "clusters.json"),
             "data": synthetic_ds}
+
+
+@pytest.fixture(scope="session")
+def ensemble_run(synthetic_run, tmp_path_factory) -> dict:
+    """``synthetic_run``'s generalist and groups, copied, plus their 4 specialists (trained
+    in-process, 2 epochs) in the run layout (``synthetic_run`` itself stays without specialists)."""
+    import shutil
+
+    from specens.specialists.parallel import train_all
+    from specens.specialists.train import SpecialistConfig
+
+    root = tmp_path_factory.mktemp("ensemble_run")
+    for part in ("generalist", "clusters"):
+        shutil.copytree(synthetic_run["root"] / part, root / part)
+    run = {**synthetic_run, "root": root, "generalist": str(root / "generalist"),
+           "clusters": str(root / "clusters" / "clusters.json")}
+    train_all(SpecialistConfig(generalist=run["generalist"], clusters=run["clusters"], data=run["data"],
+                               out=str(run["root"]), epochs=2, batch_size=64, lr=3e-3, threads=1),
+              local=True, echo=lambda *_: None)
+    return run

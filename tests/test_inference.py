@@ -26,19 +26,6 @@ SPECENS = str(Path(sys.executable).with_name("specens"))
 
 
 @pytest.fixture(scope="module")
-def ensemble_run(synthetic_run) -> dict:
-    """``synthetic_run`` plus its 4 specialists (trained in-process, 2 epochs) in the run layout."""
-    from specens.specialists.parallel import train_all
-    from specens.specialists.train import SpecialistConfig
-
-    run = synthetic_run
-    train_all(SpecialistConfig(generalist=run["generalist"], clusters=run["clusters"], data=run["data"],
-                               out=str(run["root"]), epochs=2, batch_size=64, lr=3e-3, threads=1),
-              local=True, echo=lambda *_: None)
-    return run
-
-
-@pytest.fixture(scope="module")
 def multi_shard_ds(tmp_path_factory) -> str:
     """The synthetic dataset's classes again, with the 1,000 test samples in 4 shards."""
     from specens.data.synthetic import import_synthetic

@@ -1,0 +1,331 @@
+"""Distilling the specialist ensemble back into one network: ``specens distill`` (issue 16).
+
+The paper (section 5) leaves open how to put what the specialists know back into a single net.
+Here the ensemble becomes a teacher: a *student*, by default the generalist's architecture started
+from the generalist's weights, is trained with the loss of METHOD §1 on the ensemble's combined
+distribution q (METHOD §5), so that at inference one model of the generalist's size and speed
+replaces the generalist plus its active specialists.
+
+**The temperature of q.** q minimises a sum of KL divergences; it is not the softmax of logits, so
+``softmax(z / T)`` has no z to apply to. The soft targets at temperature T are q^(1/T)
+renormalised, ``softmax(log q / T)`` (:func:`~specens.generalist.losses.temper`), which is
+exactly ``softmax(z / T)`` when q = softmax(z): for a single model it is the paper's definition,
+and for the ensemble it sharpens (T < 1) or flattens (T > 1) q the same way. The student's loss is
+
+    α · T² · KL( temper(q, T) ‖ softmax_T(z_student) ) + (1 − α) · CE( y, softmax(z_student) )
+
+on the training split, plus, for every extra transfer set (``transfer``), the soft term alone.
+
+**Where q comes from.** On the fly (:class:`EnsembleTeacher`: sparse routing, the exact KL solve,
+on the very inputs the student sees, augmentation included), or from the ``<shard>.q.npy`` files
+that ``specens infer --save-q`` wrote (:class:`QCacheTeacher`: memory-mapped, looked up by sample
+key, never loaded whole). A cache is used only if its manifest's fingerprints, routing settings,
+dataset and shards are those of this run's ensemble and data; anything else is refused with the
+field at fault. A cache holds q of the un-augmented inputs.
+
+**What the student is.** An exported generalist (``model.safetensors`` + ``model.json``):
+``specens generalist eval/predict`` work on it, and it can be the generalist of a second round
+(``specens cluster --generalist RUN/student``, then specialists and ``Ensemble.load``). Its training
+is :func:`~specens.generalist.train.train_generalist` with a :class:`DistillConfig`, so it
+resumes, stops early on validation top-1 and records its cost like every generalist; a rerun with
+another config is refused (or restarted), and one with another teacher too, since the run, the
+routing and the cache directories are fields of the config.
+
+**The report** (:func:`compare`): student vs generalist vs ensemble on one split, top-1 and NLL,
+inference FLOPs and measured seconds per example (side by side in one pass), and the share of the
+ensemble's top-1 gain over the generalist that the student keeps; written to ``distill.json``
+beside the student, with the run's compute-matched baselines where ``specens baseline`` made them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from specens.core.config import check, config_to_json, load_config
+from specens.core.cost import format_flops, forward_flops
+from specens.core.errors import ConfigError, DataError
+from specens.core.io import read_json, write_json_atomic
+from specens.data.format import load_info
+from specens.data.shards import iter_split
+from specens.generalist.checkpoint import load_generalist, read_meta
+from specens.generalist.config import TrainConfig
+from specens.generalist.evaluate import Metrics
+from specens.generalist.losses import temper
+
+from .ensemble import Ensemble
+from .infer import MANIFEST, SETTING_DEFAULTS, shard_stem
+
+REPORT = "distill.json"
+# What the student inherits from the generalist's own training config unless overridden: its model
+# and how it was optimised. Not inherited: epochs and stopping, the teacher, the data's subsets.
+INHERITED = ("model", "model_kwargs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
+             "warmup", "jitter", "train_split", "val_split", "shuffle_buffer", "amp", "seed")
+
+
+@dataclass(frozen=True)
+class DistillConfig(TrainConfig):
+    """A student's training (issue 16): :class:`TrainConfig` with the specialist ensemble of ``run``
+    as its teacher. ``specens distill`` fills ``data``, ``out``, ``init`` and the fields in
+    :data:`INHERITED` from the run's generalist; ``--set`` overrides any field."""
+
+    SECTION: typing.ClassVar[str] = "distill"
+
+    run: str = ""  # the run directory whose ensemble (generalist, clusters, specialists) is the teacher
+    top_n: int = 1  # the ensemble's routing: specialists of the generalist's top n classes
+    all_specialists: bool = False  # also the specialists the validation gate switched off
+    q_cache: tuple[str, ...] = ()  # `specens infer --save-q` outputs, one per split read; () computes q on the fly
+    epochs: int = 10  # the student starts from the generalist: a fine-tuning budget, early-stopped
+    patience: int = 3
+    alpha: float = 0.9  # METHOD §1's typical weight of the soft term
+    temperature: float = 2.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        p: list[str] = []
+        check(p, bool(self.run), "run: the run directory of the teaching ensemble is required")
+        check(p, not self.teacher, "teacher: a distillation's teacher is its run's ensemble; leave teacher empty")
+        check(p, self.top_n >= 1, f"top_n must be >= 1, got {self.top_n}")
+        if p:
+            raise ConfigError("; ".join(p))
+
+    @property
+    def has_teacher(self) -> bool:
+        return True
+
+
+class EnsembleTeacher:
+    """q from the ensemble, computed on each batch (METHOD §5), tempered (:func:`temper`)."""
+
+    def __init__(self, ens: Ensemble):
+        self.ens = ens
+        self.fingerprints = [ens.fingerprints]
+        self.examples, self.active = 0, 0  # for the mean number of specialist passes per example
+
+    @torch.no_grad()
+    def soft_targets(self, x: torch.Tensor, temperature: float, keys=None, source: int = 0) -> torch.Tensor:
+        out = self.ens.forward(x)
+        self.examples += len(x)
+        self.active += int(out.active.sum())
+        return temper(out.q, temperature)
+
+    def flops(self, example: torch.Tensor) -> float:
+        """One generalist pass plus the mean number of specialist passes seen so far."""
+        f_s = forward_flops(self.ens.specialists[0], example) if self.ens.specialists else 0.0
+        return forward_flops(self.ens.generalist.model, example) + self.active / max(self.examples, 1) * f_s
+
+
+@dataclass
+class _Cache:
+    """One ``specens infer --save-q`` output: the rows of q by sample key, memory-mapped."""
+
+    path: Path
+    index: dict[str, tuple[int, int]]  # key -> (shard, row)
+    arrays: list[np.ndarray]
+
+
+class QCacheTeacher:
+    """q read from caches written by ``specens infer --save-q``, one per source (the training split
+    and each transfer set), after checking each belongs to ``ens`` and to its source."""
+
+    def __init__(self, caches: typing.Sequence[str], ens: Ensemble, sources: typing.Sequence[tuple[str, str]]):
+        """``sources``: (dataset directory, split) of the training split (0) and each transfer set."""
+        self.fingerprints = [ens.fingerprints]
+        expected = {"fingerprints": ens.fingerprints, "specialists_on": ens.indices, "top_n": ens.top_n,
+                    "method": ens.method, "specialist_weight": ens.specialist_weight, "save_q": True, "complete": True}
+        by_source: dict[int, _Cache] = {}
+        for d in caches:
+            path = Path(d) / MANIFEST
+            m = read_json(path, f"; is {d} the --out of `specens infer --save-q`?")
+            for key, want in expected.items():
+                got = m.get(key, SETTING_DEFAULTS.get(key))
+                if got != want:
+                    raise ConfigError(f"{path}: {key} is {got!r}, but the run's ensemble has {want!r}; the q it holds "
+                                      "is not this ensemble's (rerun `specens infer --save-q` into a new --out)")
+            matches = [i for i, (root, split) in enumerate(sources)
+                       if m.get("split") == split and m.get("dataset") == load_info(root).name]
+            if not matches:
+                names = ", ".join(f"{root} split {split!r}" for root, split in sources)
+                raise ConfigError(f"{path}: holds q of dataset {m.get('dataset')!r} split {m.get('split')!r}, which "
+                                  f"is none of the splits this student reads ({names})")
+            i = matches[0]
+            root, split = sources[i]
+            shards = [s.name for s in load_info(root).split(split).shards]
+            if m.get("shards") != shards:
+                raise ConfigError(f"{path}: made for shards {m.get('shards')} of {split!r}, but {root} has {shards}")
+            if i in by_source:
+                raise ConfigError(f"{path}: a second cache for {root} split {split!r} (the first: {by_source[i].path})")
+            by_source[i] = self._open(Path(d), shards, ens.n_classes)
+        missing = [f"{root} split {split!r}" for i, (root, split) in enumerate(sources) if i not in by_source]
+        if missing:
+            raise ConfigError(f"q_cache: no cache for {missing[0]}; write one with `specens infer --save-q "
+                              "--split ...` or leave q_cache empty to compute q on the fly")
+        self.caches = [by_source[i] for i in range(len(sources))]
+
+    @staticmethod
+    def _open(d: Path, shards: list[str], n_classes: int) -> _Cache:
+        index, arrays = {}, []
+        for s, name in enumerate(shards):
+            stem = shard_stem(name)
+            with open(d / f"{stem}.jsonl", encoding="utf-8") as f:
+                keys = [json.loads(line)["key"] for line in f if line.strip()]
+            q = np.load(d / f"{stem}.q.npy", mmap_mode="r", allow_pickle=False)
+            if q.shape != (len(keys), n_classes):
+                raise DataError(f"{d / (stem + '.q.npy')}: shape {q.shape}, expected ({len(keys)}, {n_classes}) "
+                                f"from {stem}.jsonl and the ensemble")
+            index.update((k, (s, r)) for r, k in enumerate(keys))
+            arrays.append(q)
+        return _Cache(d, index, arrays)
+
+    def soft_targets(self, x: torch.Tensor, temperature: float, keys=None, source: int = 0) -> torch.Tensor:
+        cache = self.caches[source]
+        rows = []
+        for k in keys:
+            where = cache.index.get(k)
+            if where is None:
+                raise DataError(f"{cache.path}: no q for sample {k!r}")
+            rows.append(cache.arrays[where[0]][where[1]])
+        return temper(torch.from_numpy(np.stack(rows)).to(x.device), temperature)
+
+    def flops(self, example: torch.Tensor) -> float:
+        return 0.0  # paid when the cache was written (`specens infer`'s cost)
+
+
+def distill_config(run_dir: str | Path, data: str, out: str | None = None,
+                   overrides: dict | None = None) -> DistillConfig:
+    """The student's config: the generalist's model and optimisation (:data:`INHERITED`), its
+    weights as the start (unless another model is asked for), ``DistillConfig``'s defaults for the
+    rest, then ``overrides`` (field -> value or string, as ``--set`` gives them)."""
+    run_dir = Path(run_dir)
+    gen_dir = run_dir / "generalist"
+    saved = read_meta(gen_dir)["config"]
+    values = {k: saved[k] for k in INHERITED if k in saved}
+    values.update(data=data, out=out or str(run_dir / "student"), run=str(run_dir), init=str(gen_dir))
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    cfg = load_config(DistillConfig, None, {**values, **overrides})
+    same_model = (cfg.model, config_to_json(cfg)["model_kwargs"]) == (saved.get("model", ""), saved.get("model_kwargs", {}))
+    if not same_model and "init" not in overrides:  # another architecture starts from scratch
+        cfg = load_config(DistillConfig, None, {**values, **overrides, "init": ""})
+    return cfg
+
+
+def distill(run_dir: str | Path, data: str, out: str | None = None, *, overrides: dict | None = None,
+            split: str = "test", progress: bool = True, restart: bool = False, echo=print) -> dict:
+    """Train (or resume) the student of ``run_dir``'s ensemble on ``data`` and compare it with
+    the generalist and the ensemble on ``split``; returns the report, also saved as
+    ``<out>/distill.json``."""
+    from specens.generalist.train import train_generalist
+
+    cfg = distill_config(run_dir, data, out, overrides)
+    ens = Ensemble.load(cfg.run, device=cfg.device, top_n=cfg.top_n, all_specialists=cfg.all_specialists)
+    ens.dataset_info(data)
+    if cfg.q_cache:
+        sources = [(cfg.data, cfg.train_split)] + [(t, cfg.transfer_split) for t in cfg.transfer]
+        teacher = QCacheTeacher(cfg.q_cache, ens, sources)
+    else:
+        teacher = EnsembleTeacher(ens)
+    result = train_generalist(cfg, progress=progress, restart=restart, teacher=teacher)
+    report = compare(ens, result.run_dir, data, split, progress=progress)
+    report["config"] = config_to_json(cfg)
+    baselines = Path(cfg.run) / "baselines" / "baselines.json"
+    if baselines.is_file():
+        b = json.loads(baselines.read_text())
+        if b.get("split") == split:
+            report["baselines"] = {k: {"top1": v["top1"], "nll": v["nll"]} for k, v in b.get("rows", {}).items()
+                                   if isinstance(v, dict) and "top1" in v and k not in ("generalist", "specialists")}
+    write_json_atomic(Path(result.run_dir) / REPORT, report)
+    echo(format_report(report))
+    return report
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def compare(ens: Ensemble, student_dir: str | Path, data: str, split: str = "test", batch_size: int = 256,
+            progress: bool = True) -> dict:
+    """Student vs generalist vs ensemble on ``split``: top-1, NLL, inference FLOPs and seconds per
+    example. The three run over the same batches in one pass, each timed on its own (synchronised
+    on CUDA), so the time ratios are side by side. ``kept`` is the share of the ensemble's top-1
+    gain over the generalist that the student keeps: (s − g) / (e − g), None when e ≤ g."""
+    info = ens.dataset_info(data)
+    student = load_generalist(student_dir, ens.device)
+    metrics = {name: Metrics() for name in ("generalist", "ensemble", "student")}
+    seconds = dict.fromkeys(metrics, 0.0)
+    active, example = 0, None
+    bar = tqdm(total=info.split(split).num_samples, unit="ex", unit_scale=True, desc=f"compare {split}",
+               disable=not progress)
+    for batch in iter_split(data, split, batch_size, info=info):
+        x, y = batch.inputs.to(ens.device), batch.labels
+        example = x[:8] if example is None else example
+        timed = {}
+        for name, run in (("student", lambda: F.log_softmax(student.model(x).float(), 1)),
+                          ("generalist", lambda: F.log_softmax(ens.generalist.model(x).float(), 1)),
+                          ("ensemble", lambda: ens.forward(x))):
+            _sync(ens.device)
+            t0 = time.perf_counter()
+            timed[name] = run()
+            _sync(ens.device)
+            seconds[name] += time.perf_counter() - t0
+        out = timed["ensemble"]
+        active += int(out.active.sum())
+        metrics["student"].update(timed["student"].cpu(), y)
+        metrics["generalist"].update(torch.log(out.p_general.clamp_min(1e-30)).cpu(), y)
+        metrics["ensemble"].update(torch.log(out.q.clamp_min(1e-30)).cpu(), y)
+        bar.update(len(batch))
+    bar.close()
+    n = metrics["student"].n
+    f_g = forward_flops(ens.generalist.model, example)
+    f_s = forward_flops(ens.specialists[0], example) if ens.specialists else 0.0
+    flops = {"generalist": f_g, "ensemble": f_g + active / max(n, 1) * f_s,
+             "student": forward_flops(student.model, example)}
+    rows = {name: {**{k: v for k, v in m.result().items() if k in ("top1", "top5", "nll")},
+                   "flops_per_example": flops[name], "seconds_per_example": seconds[name] / max(n, 1)}
+            for name, m in metrics.items()}
+    g, e, s = (rows[k]["top1"] for k in ("generalist", "ensemble", "student"))
+    cost = {k: (student.meta.get("metrics", {}).get("cost") or {}).get(k)
+            for k in ("train_flops", "teacher_flops_per_example", "wall_seconds", "epochs")}
+    return {"dataset": info.name, "split": split, "n": n, "rows": rows,
+            "ensemble_gain": e - g, "student_gain": s - g, "kept": (s - g) / (e - g) if e > g else None,
+            "student_over_generalist_seconds": seconds["student"] / seconds["generalist"],
+            "ensemble_over_generalist_seconds": seconds["ensemble"] / seconds["generalist"],
+            "mean_active_specialists": active / max(n, 1), "student_training": cost,
+            "generalist_training_flops": (ens.training_costs.get("generalist") or {}).get("train_flops"),
+            "fingerprints": {"student": student.fingerprint, **ens.fingerprints}}
+
+
+def format_report(r: dict) -> str:
+    """The report as an aligned plain-text table."""
+    lines = [f"{r['dataset']} {r['split']}: {r['n']} examples; the ensemble runs "
+             f"{r['mean_active_specialists']:.2f} specialists per example on average",
+             f"{'':<14}{'top-1':>8}{'NLL':>9}{'FLOP/example':>16}{'time':>8}"]
+    for name in ("generalist", "ensemble", "student"):
+        row = r["rows"][name]
+        rel = row["seconds_per_example"] / r["rows"]["generalist"]["seconds_per_example"]
+        lines.append(f"{name:<14}{row['top1']:>8.4f}{row['nll']:>9.4f}{format_flops(row['flops_per_example']):>16}"
+                     f"{rel:>7.2f}x")
+    for name, row in (r.get("baselines") or {}).items():
+        lines.append(f"{name:<14}{row['top1']:>8.4f}{row['nll']:>9.4f}   (specens baseline, same split)")
+    if r["kept"] is None:
+        lines.append(f"the ensemble does not beat the generalist at top-1 here ({r['ensemble_gain']:+.4f}): no gain to "
+                     f"keep; the student is {r['student_gain']:+.4f} from the generalist")
+    else:
+        lines.append(f"the student keeps {r['kept']:.0%} of the ensemble's top-1 gain "
+                     f"({r['student_gain']:+.4f} of {r['ensemble_gain']:+.4f})")
+    t = r.get("student_training") or {}
+    if t.get("train_flops") and r.get("generalist_training_flops"):
+        lines.append(f"student training: {format_flops(t['train_flops'])} "
+                     f"({t['train_flops'] / r['generalist_training_flops']:.2f}x the generalist's), "
+                     f"{t['wall_seconds']:.0f} s, {t['epochs']} epochs")
+    return "\n".join(lines)

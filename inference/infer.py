@@ -12,7 +12,8 @@ For every shard of the chosen split, ``infer`` writes into ``out``:
   totals).
 
 Every file is written to a temporary name and renamed into place, ``.q.npy`` before ``.jsonl``,
-so a shard is finished exactly when its ``.jsonl`` exists. A rerun on the same ``out`` skips the
+so a shard is finished exactly when its ``.jsonl`` exists. With ``workers`` > 1 the shards are
+written in parallel by Ray tasks (the q cache of ``specens distill``, over a large training split). A rerun on the same ``out`` skips the
 finished shards; as each shard's batches depend on that shard alone, the outputs of an
 interrupted and resumed run are byte-identical to an uninterrupted run's. A rerun with other
 settings or another run directory is refused rather than mixed in.
@@ -57,13 +58,16 @@ def _lines(keys, q: torch.Tensor, active: torch.Tensor, names, k: int) -> list[s
 
 def infer(run_dir: str, data: str, out: str, *, split: str = "test", top_k: int = 5, save_q: bool = False,
           batch_size: int = 256, top_n: int = 1, device: str = "auto", progress: bool = True,
-          ensemble: Ensemble | None = None, all_specialists: bool = False,
+          ensemble: Ensemble | None = None, all_specialists: bool = False, workers: int = 1,
           on_batch: Callable[[int, int, int], None] | None = None) -> dict:
     """Predict every sample of ``data``'s ``split`` with the ensemble of ``run_dir``; see the
     module docstring for the outputs. Returns the final manifest.
 
-    ``on_batch(shard_index, done, shard_samples)`` is called after each batch with the samples
-    of the shard done so far (progress reporting; tests kill the process through it)."""
+    ``workers`` > 1 writes the unfinished shards in that many Ray tasks (a local Ray cluster on
+    loopback, or the cluster of ``ray job submit``), each loading the ensemble itself with one CPU;
+    every shard's files are what a single process writes at one torch thread, byte for byte. ``on_batch(shard_index, done,
+    shard_samples)`` is called after each batch with the samples of the shard done so far
+    (progress reporting; tests kill the process through it; single process only)."""
     ens = ensemble or Ensemble.load(run_dir, device=device, top_n=top_n, all_specialists=all_specialists)
     info = ens.dataset_info(data)
     shards = info.split(split).shards
@@ -79,33 +83,71 @@ def infer(run_dir: str, data: str, out: str, *, split: str = "test", top_k: int 
     for leftover in out_dir.glob(TEMP_GLOB):  # temporaries of a killed run
         leftover.unlink()
 
-    done = [s for s in shards if (out_dir / f"{shard_stem(s.name)}.jsonl").is_file()]
-    bar = tqdm(total=info.split(split).num_samples, initial=sum(s.num_samples for s in done), unit="ex",
-               unit_scale=True, desc=f"infer {split}", disable=not progress, smoothing=0.1)
-    for i, shard in enumerate(shards):
-        stem = shard_stem(shard.name)
-        if shard in done:
-            continue
+    todo = [s.name for s in shards if not (out_dir / f"{shard_stem(s.name)}.jsonl").is_file()]
+    if workers > 1 and len(todo) > 1:
+        _infer_with_ray(run_dir, data, out, todo, workers, dict(split=split, top_k=k, save_q=save_q,
+                        batch_size=batch_size, top_n=ens.top_n, device=device, all_specialists=all_specialists),
+                        settings["fingerprints"])
+    else:
+        bar = tqdm(total=info.split(split).num_samples, initial=sum(s.num_samples for s in shards if s.name not in todo),
+                   unit="ex", unit_scale=True, desc=f"infer {split}", disable=not progress, smoothing=0.1)
+        write_shards(ens, data, out_dir, split, todo, k, save_q, batch_size, bar.update, on_batch)
+        bar.close()
+    total = sum((out_dir / f"{shard_stem(s.name)}.jsonl").read_bytes().count(b"\n") for s in shards)
+    manifest = {**settings, "complete": True, "n_samples": total}
+    write_json_atomic(out_dir / MANIFEST, manifest)
+    return manifest
+
+
+def write_shards(ens: Ensemble, data: str, out_dir: Path, split: str, names: list[str], top_k: int, save_q: bool,
+                 batch_size: int, advance: Callable[[int], None] = lambda n: None,
+                 on_batch: Callable[[int, int, int], None] | None = None) -> None:
+    """Predict the shards ``names`` of ``split`` and write each one's ``.q.npy`` and ``.jsonl``
+    (the latter last: it marks the shard finished). A shard's output depends on that shard alone."""
+    info = ens.dataset_info(data)
+    index = {s.name: i for i, s in enumerate(info.split(split).shards)}
+    for name in names:
+        stem = shard_stem(name)
+        n_shard = info.split(split).shards[index[name]].num_samples
         lines, qs, seen = [], [], 0
-        for batch in iter_split(data, split, batch_size, info=info, shards=[shard.name]):
+        for batch in iter_split(data, split, batch_size, info=info, shards=[name]):
             res = ens.forward(batch.inputs)
-            lines += _lines(batch.keys, res.q.cpu(), res.active.cpu(), ens.classes, k)
+            lines += _lines(batch.keys, res.q.cpu(), res.active.cpu(), ens.classes, top_k)
             if save_q:
                 qs.append(res.q.float().cpu().numpy())
             seen += len(batch)
-            bar.update(len(batch))
+            advance(len(batch))
             if on_batch is not None:
-                on_batch(i, seen, shard.num_samples)
+                on_batch(index[name], seen, n_shard)
         if save_q:
             buf = io.BytesIO()
             np.save(buf, np.concatenate(qs) if qs else np.zeros((0, ens.n_classes), np.float32))
             write_bytes_atomic(out_dir / f"{stem}.q.npy", buf.getvalue())
         write_bytes_atomic(out_dir / f"{stem}.jsonl", ("\n".join(lines) + "\n" if lines else "").encode())
-    bar.close()
-    total = sum((out_dir / f"{shard_stem(s.name)}.jsonl").read_bytes().count(b"\n") for s in shards)
-    manifest = {**settings, "complete": True, "n_samples": total}
-    write_json_atomic(out_dir / MANIFEST, manifest)
-    return manifest
+
+
+def _shards_task(run_dir: str, data: str, out: str, names: list[str], options: dict, fingerprints: dict) -> list[str]:
+    """One Ray task: load the ensemble, check it is the driver's, write its shards."""
+    ens = Ensemble.load(run_dir, device=options["device"], top_n=options["top_n"],
+                        all_specialists=options["all_specialists"])
+    if ens.fingerprints != fingerprints:
+        raise DataError(f"{run_dir}: its models changed while `specens infer` ran ({ens.fingerprints} vs "
+                        f"{fingerprints})")
+    write_shards(ens, data, Path(out), options["split"], names, options["top_k"], options["save_q"],
+                 options["batch_size"])
+    return names
+
+
+def _infer_with_ray(run_dir, data, out, todo, workers, options, fingerprints) -> None:
+    import ray
+
+    from specens.core.raysession import ray_session
+
+    with ray_session():
+        task = ray.remote(_shards_task).options(num_cpus=1, max_retries=2, retry_exceptions=True)
+        parts = [todo[i::workers] for i in range(min(workers, len(todo)))]
+        paths = [str(Path(p).resolve()) for p in (run_dir, data, out)]  # a worker's directory is not ours
+        ray.get([task.remote(*paths, part, options, fingerprints) for part in parts])
 
 
 def _check_manifest(out_dir: Path, settings: dict) -> None:

@@ -1,6 +1,6 @@
 """Training every specialist: one Ray task each, or sequentially with ``local=True``.
 
-This is the only module that imports Ray, and it owns Ray's lifetime: it checks the inputs before
+Ray's lifetime is :func:`specens.core.raysession.ray_session`'s; it checks the inputs before
 anything trains, skips specialists whose artifacts are complete for the current generalist,
 clusters and config (and refuses, or with ``restart`` retrains, those made with another config),
 submits one task per remaining specialist with declared resources (a GPU or a fraction of one
@@ -9,16 +9,14 @@ memory, is reused between specialists; ``max_retries`` with ``retry_exceptions``
 them with ``ray.wait``, reporting done / running / failed, each one's metrics and an ETA. A
 retried task resumes from the specialist's last epoch checkpoint.
 
-Connection: inside ``ray job submit`` (``RAY_ADDRESS`` is set) it joins that cluster; otherwise it
-starts a local one on 127.0.0.1 and shuts it down when the specialists are done. A Ray session the
-caller started is used as it is and left running.
+Connection (:func:`~specens.core.raysession.ray_session`): inside ``ray job submit`` it joins
+that cluster; otherwise it starts a local one on 127.0.0.1 and shuts it down when the specialists
+are done. A Ray session the caller started is used as it is and left running.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -26,6 +24,7 @@ from typing import Callable
 from specens.clustering.cluster import load_clusters
 from specens.core.errors import CheckpointError, check_same_classes
 from specens.core.loop import stale_changes
+from specens.core.raysession import ray_session
 from specens.data.format import INFO_FILE, load_info
 from specens.generalist.checkpoint import load_generalist, read_meta
 from specens.generalist.train import still_improving
@@ -119,31 +118,11 @@ def train_all(cfg: SpecialistConfig, *, local: bool = False, max_retries: int = 
             summary.metrics[m] = meta["metrics"]
             echo(_summary_line(m, meta))
     elif todo:
-        with _ray_session():
+        with ray_session():
             _train_with_ray(cfg, todo, summary, max_retries, cpus_per_specialist, gpus_per_specialist, restart,
                             on_epoch_end, echo)
     summary.seconds = time.perf_counter() - t0
     return summary
-
-
-@contextlib.contextmanager
-def _ray_session():
-    """Join the cluster of ``ray job submit`` (``RAY_ADDRESS``), use a session the caller already
-    started, or start a local one on loopback and shut it down afterwards."""
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
-    else:
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def _task(cfg: SpecialistConfig, index: int, restart: bool, on_epoch_end) -> dict:

@@ -216,6 +216,23 @@ def test_infer_resumes_after_a_kill_with_byte_identical_output(ensemble_run, mul
                for r in rows)
 
 
+def test_infer_with_ray_workers_writes_what_one_process_writes(ensemble_run, multi_shard_ds, tmp_path):
+    """Four shards over two Ray tasks (a local cluster on loopback, started and stopped by infer),
+    one shard already finished beforehand: the same files, byte for byte, as one process with as
+    many torch threads as a task (Ray gives a 1-CPU task one; float sums depend on the split)."""
+    run = ensemble_run["root"]
+    one = _infer(run, multi_shard_ds, tmp_path / "one", env={"OMP_NUM_THREADS": "1"})
+    assert one.returncode == 0, one.stderr
+    (tmp_path / "two").mkdir()
+    shutil.copy(tmp_path / "one" / "infer.json", tmp_path / "two" / "infer.json")
+    for name in ("test-000002.jsonl", "test-000002.q.npy"):  # finished by an earlier attempt: kept, not rewritten
+        shutil.copy(tmp_path / "one" / name, tmp_path / "two" / name)
+    two = _infer(run, multi_shard_ds, tmp_path / "two", "--workers", "2",
+                 env={"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    assert two.returncode == 0, two.stderr
+    assert _files(tmp_path / "two") == _files(tmp_path / "one")
+
+
 def test_infer_refuses_mismatched_inputs(ensemble_run, multi_shard_ds, glyph_ds, tmp_path):
     run = ensemble_run["root"]
     r = CliRunner().invoke(cli, ["infer", "--run", str(run), "--data", glyph_ds, "--out", str(tmp_path / "a")])

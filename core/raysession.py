@@ -1,0 +1,27 @@
+"""Ray's lifetime for the stages that fan work out to Ray tasks (specialists, ``specens infer
+--workers``): the one place that decides which cluster a run joins."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+
+@contextlib.contextmanager
+def ray_session():
+    """Join the cluster of ``ray job submit`` (``RAY_ADDRESS``), use a session the caller already
+    started, or start a local one on loopback and shut it down afterwards."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+    else:
+        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -9,6 +9,10 @@ Variants are ``NAME`` or ``NAME:KEY=VALUE,KEY=VALUE`` (DistillConfig fields); ``
 default, ``hard`` (alpha = 0: the same fine-tuning on labels alone, the teacher unused) is what the
 same extra epochs buy without the ensemble. Choose settings with ``--split val``; report with test.
 
+``--second-round VARIANT`` then takes that variant's student as the generalist of a new round with
+every default (``specens cluster``, ``specens specialists train`` through Ray, the gate) in
+``--work/<dataset>/round2`` and reports whether its ensemble gains over it again.
+
     python benchmarks/distill_real.py banking77 clinc150 --split val --variant default \\
         --variant T1:temperature=1 --variant hard:alpha=0
 """
@@ -39,8 +43,11 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=None, help="NAME[:KEY=VALUE,...]; repeatable")
     ap.add_argument("--split", default="val")
     ap.add_argument("--work", default="runs/distill")
+    ap.add_argument("--second-round", metavar="VARIANT", help="a second round on this variant's student")
     ap.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = ap.parse_args()
+    if args.second_round:
+        return second_round(args)
     from specens.inference.distill import distill
 
     rows = []
@@ -68,6 +75,38 @@ def main() -> None:
         cmd = "python benchmarks/distill_real.py " + " ".join(args.datasets) + f" --split {args.split} " + " ".join(
             f"--variant {v}" for v in args.variant or ["default"])
         record(f"Distilled student, {args.split} split", cmd, table)
+
+
+def second_round(args) -> None:
+    from specens.clustering.cluster import ClusterConfig, cluster
+    from specens.inference import Ensemble
+    from specens.inference.evaluate import evaluate_ensemble
+    from specens.specialists.parallel import train_all
+    from specens.specialists.train import SpecialistConfig
+
+    rows = []
+    for ds in args.datasets:
+        run, data = RUNS[ds]
+        student = Path(args.work) / ds / args.second_round
+        round2 = Path(args.work) / ds / f"round2-{args.second_round}"
+        clusters = round2 / "clusters" / "clusters.json"
+        if not clusters.is_file():
+            cluster(ClusterConfig(generalist=str(student), data=data, out=str(clusters.parent)), progress=False)
+        train_all(SpecialistConfig(generalist=str(student), clusters=str(clusters), data=data, out=str(round2)))
+        first = evaluate_ensemble(Ensemble.load(run), data, args.split, progress=False)
+        second = evaluate_ensemble(Ensemble.load(round2, generalist=student), data, args.split, progress=False)
+        for name, r in (("round 1: generalist + specialists", first), ("round 2: student + its specialists", second)):
+            rows.append([ds, name, f"{r['generalist']['top1']:.4f}", f"{r['ensemble']['top1']:.4f}",
+                         f"{r['top1_error_relative_cut']:+.1%}", f"{r['generalist']['nll']:.4f} / {r['ensemble']['nll']:.4f}",
+                         f"{len(r['specialists_on'])} of {len(r['specialists_on']) + len(r['specialists_gated_off'])}"])
+        (round2 / "summary.json").write_text(json.dumps({"round1": first, "round2": second}, indent=1, default=str))
+    table = markdown_table(["dataset", "round", "its generalist", "its ensemble", "error cut", "NLL g / e",
+                            "specialists on"], rows)
+    print(table)
+    if args.record:
+        cmd = (f"python benchmarks/distill_real.py {' '.join(args.datasets)} --split {args.split} "
+               f"--second-round {args.second_round}")
+        record(f"Distilled student, second round, {args.split} split", cmd, table)
 
 
 if __name__ == "__main__":

@@ -257,27 +257,32 @@ def compare(ens: Ensemble, student_dir: str | Path, data: str, split: str = "tes
             progress: bool = True) -> dict:
     """Student vs generalist vs ensemble on ``split``: top-1, NLL, inference FLOPs and seconds per
     example. The three run over the same batches in one pass, each timed on its own (synchronised
-    on CUDA), so the time ratios are side by side. ``kept`` is the share of the ensemble's top-1
+    on CUDA, first in turn, the first batch untimed as a warm-up), so the time ratios are side by side. ``kept`` is the share of the ensemble's top-1
     gain over the generalist that the student keeps: (s − g) / (e − g), None when e ≤ g."""
     info = ens.dataset_info(data)
     student = load_generalist(student_dir, ens.device)
+    single_batch = info.split(split).num_samples <= batch_size
     metrics = {name: Metrics() for name in ("generalist", "ensemble", "student")}
     seconds = dict.fromkeys(metrics, 0.0)
     active, example = 0, None
     bar = tqdm(total=info.split(split).num_samples, unit="ex", unit_scale=True, desc=f"compare {split}",
                disable=not progress)
-    for batch in iter_split(data, split, batch_size, info=info):
+    timed_examples = 0
+    for i, batch in enumerate(iter_split(data, split, batch_size, info=info)):
         x, y = batch.inputs.to(ens.device), batch.labels
         example = x[:8] if example is None else example
+        runs = [("student", lambda: F.log_softmax(student.model(x).float(), 1)),
+                ("generalist", lambda: F.log_softmax(ens.generalist.model(x).float(), 1)),
+                ("ensemble", lambda: ens.forward(x))]
         timed = {}
-        for name, run in (("student", lambda: F.log_softmax(student.model(x).float(), 1)),
-                          ("generalist", lambda: F.log_softmax(ens.generalist.model(x).float(), 1)),
-                          ("ensemble", lambda: ens.forward(x))):
+        for name, run in runs[i % 3:] + runs[:i % 3]:  # each goes first in turn: no order advantage
             _sync(ens.device)
             t0 = time.perf_counter()
             timed[name] = run()
             _sync(ens.device)
-            seconds[name] += time.perf_counter() - t0
+            if i > 0 or single_batch:  # the first batch warms up (allocations, kernels): not timed
+                seconds[name] += time.perf_counter() - t0
+        timed_examples += len(y) if i > 0 or single_batch else 0
         out = timed["ensemble"]
         active += int(out.active.sum())
         metrics["student"].update(timed["student"].cpu(), y)
@@ -291,7 +296,7 @@ def compare(ens: Ensemble, student_dir: str | Path, data: str, split: str = "tes
     flops = {"generalist": f_g, "ensemble": f_g + active / max(n, 1) * f_s,
              "student": forward_flops(student.model, example)}
     rows = {name: {**{k: v for k, v in m.result().items() if k in ("top1", "top5", "nll")},
-                   "flops_per_example": flops[name], "seconds_per_example": seconds[name] / max(n, 1)}
+                   "flops_per_example": flops[name], "seconds_per_example": seconds[name] / max(timed_examples, 1)}
             for name, m in metrics.items()}
     g, e, s = (rows[k]["top1"] for k in ("generalist", "ensemble", "student"))
     cost = {k: (student.meta.get("metrics", {}).get("cost") or {}).get(k)

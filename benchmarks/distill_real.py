@@ -29,6 +29,7 @@ RUNS = {  # dataset -> (run directory, dataset directory), as compute_matched.py
     "banking77": ("runs/generalists/banking77/compute_matched", "runs/generalists/banking77/data"),
     "clinc150": ("runs/generalists/clinc150/compute_matched", "runs/generalists/clinc150/data"),
     "glyphs1000": ("runs/generalists/glyphs1000/compute_matched", "runs/generalists/glyphs1000/data"),
+    "demo": ("runs/demo", "runs/demo/glyphs"),  # what `specens demo --out runs/demo` leaves (+ specens baseline)
 }
 
 

@@ -29,7 +29,8 @@ field at fault. A cache holds q of the un-augmented inputs.
 is :func:`~specens.generalist.train.train_generalist` with a :class:`DistillConfig`, so it
 resumes, stops early on validation top-1 and records its cost like every generalist; a rerun with
 another config is refused (or restarted), and one with another teacher too, since the run, the
-routing and the cache directories are fields of the config.
+routing and the cache directories are fields of the config, and the ensemble's fingerprints are
+recorded in ``teacher.json`` and checked on resumption.
 
 **The report** (:func:`compare`): student vs generalist vs ensemble on one split, top-1 and NLL,
 inference FLOPs and measured seconds per example (side by side in one pass), and the share of the
@@ -53,7 +54,7 @@ from tqdm import tqdm
 
 from specens.core.config import check, config_to_json, load_config
 from specens.core.cost import format_flops, forward_flops
-from specens.core.errors import ConfigError, DataError
+from specens.core.errors import CheckpointError, ConfigError, DataError
 from specens.core.io import read_json, write_json_atomic
 from specens.data.format import load_info
 from specens.data.shards import iter_split
@@ -233,6 +234,7 @@ def distill(run_dir: str | Path, data: str, out: str | None = None, *, overrides
         teacher = QCacheTeacher(cfg.q_cache, ens, sources)
     else:
         teacher = EnsembleTeacher(ens)
+    _check_teacher(Path(cfg.out), ens.fingerprints, restart)
     result = train_generalist(cfg, progress=progress, restart=restart, teacher=teacher)
     report = compare(ens, result.run_dir, data, split, progress=progress)
     report["config"] = config_to_json(cfg)
@@ -245,6 +247,19 @@ def distill(run_dir: str | Path, data: str, out: str | None = None, *, overrides
     write_json_atomic(Path(result.run_dir) / REPORT, report)
     echo(format_report(report))
     return report
+
+
+def _check_teacher(out: Path, fingerprints: dict, restart: bool) -> None:
+    """Refuse to resume a student whose teaching ensemble changed under the same run directory
+    (specialists retrained, the gate re-decided): the config names the run, not its weights.
+    ``<out>/teacher.json`` records the fingerprints the student was started with."""
+    path = out / "teacher.json"
+    if path.is_file() and not restart:
+        old = read_json(path)
+        if old != fingerprints:
+            raise CheckpointError(f"{path}: this student was trained from another ensemble ({old}) than the run's "
+                                  f"now ({fingerprints}); rerun with --restart (restart=True) or use another --out")
+    write_json_atomic(path, fingerprints)
 
 
 def _sync(device: torch.device) -> None:

@@ -149,6 +149,10 @@ def test_distill_resumes_exactly_and_refuses_another_teacher_setting(ensemble_ru
                                for k, v in whole["rows"].items()}
     with pytest.raises(CheckpointError, match="top_n: 1 -> 2"):
         distill(run, data, str(tmp_path / "resumed"), overrides={**settings, "top_n": 2}, progress=False)
+    teacher = tmp_path / "resumed" / "teacher.json"  # as if the run's specialists had been retrained since
+    teacher.write_text(json.dumps({**json.loads(teacher.read_text()), "specialists": ["0123456789abcdef"]}))
+    with pytest.raises(CheckpointError, match="teacher.json: this student was trained from another ensemble"):
+        distill(run, data, str(tmp_path / "resumed"), overrides=settings, progress=False)
 
 
 def test_the_student_is_a_generalist_for_every_later_stage(ensemble_run, tmp_path):

@@ -124,6 +124,39 @@ def banking77(source, out, buckets, max_tokens, val_fraction, seed, shard_size):
     _summary(out)
 
 
+@data_cli.command("text")
+@click.option("--train", "train_file", required=True, type=click.Path(dir_okay=False),
+              help="Training examples: .csv, .tsv (with a header line) or .jsonl (one JSON object a line).")
+@click.option("--val", "val_file", type=click.Path(dir_okay=False),
+              help="Validation examples (same layout); default: --val-fraction of --train, stratified.")
+@click.option("--test", "test_file", type=click.Path(dir_okay=False),
+              help="Test examples (same layout); default: --test-fraction of --train, stratified.")
+@_out
+@click.option("--text-column", default="text", show_default=True, help="Column (JSON field) of the text.")
+@click.option("--label-column", default="label", show_default=True, help="Column (JSON field) of the label.")
+@click.option("--group-column", default=None,
+              help="Optional column naming each label's group (a known grouping of the labels).")
+@click.option("--val-fraction", default=0.1, show_default=True, help="Of --train, when --val is not given.")
+@click.option("--test-fraction", default=0.1, show_default=True, help="Of --train, when --test is not given.")
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the files.")
+@click.option("--name", default=None, help="Dataset name (default: the --out folder's name).")
+@_featurizer_options
+@_seed
+@_shard
+def text(train_file, val_file, test_file, out, text_column, label_column, group_column, val_fraction, test_fraction,
+         encoding, name, buckets, max_tokens, seed, shard_size):
+    """Your own text classification data (intents, topics, ...): CSV, TSV or JSON Lines files of a
+    text and a label column, featurised like CLINC150 and Banking77."""
+    from .importers import import_text
+    from .text import HashedNgrams
+
+    import_text(train_file, out, val=val_file, test=test_file, text=text_column, label=label_column,
+                group=group_column, featurizer=HashedNgrams(buckets=buckets, max_tokens=max_tokens),
+                val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, encoding=encoding, name=name,
+                shard_size=shard_size)
+    _summary(out)
+
+
 @data_cli.command("folder")
 @click.option("--source", required=True, type=click.Path(exists=True, file_okay=False),
               help="Root with one sub-folder of .png/.jpg images per class.")

@@ -13,7 +13,7 @@ from .cluster import ClusterConfig
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="TOML file of ClusterConfig fields (top level or a [cluster] table).")
 @click.option("--generalist", help="Run directory of the generalist.")
-@click.option("--data", help="Dataset directory of the transfer set.")
+@click.option("--data", help="Dataset directory or URL of the transfer set.")
 @click.option("--out", help="Folder for clusters.json, report.json, covariance.png, group_sizes.png.")
 @click.option("--groups", "n_groups", type=int, help="K, the number of k-means groups.")
 @click.option("--temperature", type=float, help="T of the soft predictions (default 4).")

@@ -177,18 +177,33 @@ class DatasetInfo:
 
 
 def load_info(root: str | os.PathLike) -> DatasetInfo:
-    """Read and validate ``<root>/dataset.json`` and check that every listed shard exists."""
-    path = Path(root) / INFO_FILE
-    if not path.is_file():
-        raise DataError(f"{path}: missing; a dataset directory needs its {INFO_FILE} "
-                        "(an import that was interrupted writes it last)")
+    """Read and validate ``<root>/dataset.json`` and check that every listed shard exists.
+
+    ``root`` may be a URL (:mod:`specens.data.remote`); its shards are then checked as they are
+    read, each error naming the shard's URL.
+    """
+    from .remote import is_url, join, local_path, read_bytes
+
+    if is_url(root):
+        where = join(str(root), INFO_FILE)
+        text = read_bytes(where).decode("utf-8", errors="replace")
+    else:
+        root = local_path(root)
+        path = Path(root) / INFO_FILE
+        where = str(path)
+        if not path.is_file():
+            raise DataError(f"{path}: missing; a dataset directory needs its {INFO_FILE} "
+                            "(an import that was interrupted writes it last)")
+        text = path.read_text()
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(text)
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
-    info = DatasetInfo.from_json(raw, where=str(path))
+        raise DataError(f"{where}: not valid JSON ({e})") from None
+    info = DatasetInfo.from_json(raw, where=where)
+    if is_url(root):
+        return info
     missing = [s.name for sp in info.splits.values() for s in sp.shards if not (Path(root) / s.name).is_file()]
     if missing:
-        raise DataError(f"{path}: lists shards that do not exist: {', '.join(missing[:5])}"
+        raise DataError(f"{where}: lists shards that do not exist: {', '.join(missing[:5])}"
                         + (" …" if len(missing) > 5 else ""))
     return info

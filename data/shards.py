@@ -33,6 +33,7 @@ from specens.core.errors import DataError
 from specens.core.io import temp_suffix, write_json_atomic
 
 from .format import DatasetInfo, InputSpec, ShardInfo, SplitInfo, INFO_FILE, load_info
+from .remote import is_url, join, local_path, open_stream
 
 _KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
 
@@ -289,14 +290,14 @@ class ShardStream(torch.utils.data.IterableDataset):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.root = Path(root)
+        self.root = str(root) if is_url(root) else Path(local_path(root))
         self.info = info if info is not None else load_info(root)
         self.split_info = self.info.split(split)
         if shards is not None:
             known = {s.name: s for s in self.split_info.shards}
             unknown = [n for n in shards if n not in known]
             if unknown:
-                raise DataError(f"{self.root / INFO_FILE}: split {split!r} has no shard {unknown[0]!r}")
+                raise DataError(f"{self._url(INFO_FILE)}: split {split!r} has no shard {unknown[0]!r}")
             self.split_info = dataclasses.replace(self.split_info, shards=tuple(known[n] for n in shards),
                                                   num_samples=sum(known[n].num_samples for n in shards))
         self.split, self.batch_size, self.train = split, batch_size, train
@@ -322,13 +323,28 @@ class ShardStream(torch.utils.data.IterableDataset):
         def handler(exn: Exception) -> bool:
             if self.on_error == "skip":
                 return False  # stop reading this shard; the shortfall is counted as skipped
+            if isinstance(exn, DataError):  # a URL no retry could read (WebDataset appends to args)
+                raise DataError(exn.args[0]) from None
             raise DataError(f"{url}: corrupt or truncated tar archive ({exn.args[0] if exn.args else exn})") from None
         return handler
 
+    def _url(self, name: str) -> str:
+        return join(self.root, name) if isinstance(self.root, str) else str(self.root / name)
+
+    def _tar_samples(self, url: str) -> Iterator[dict]:
+        """Raw samples of one shard, local (WebDataset's own opener) or streamed from a URL."""
+        handler = self._raise_tar_error(url)
+        if isinstance(self.root, Path):
+            yield from wds.tariterators.tarfile_samples([{"url": url}], handler=handler)
+            return
+        with open_stream(url) as stream:
+            files = wds.tariterators.tar_file_expander([{"url": url, "stream": stream}], handler=handler)
+            yield from wds.tariterators.group_by_keys(files, handler=handler)
+
     def _shard_samples(self, shard: ShardInfo, tally: list[int]) -> Iterator[tuple[str, np.ndarray, int]]:
-        url = str(self.root / shard.name)
+        url = self._url(shard.name)
         seen, fraction = 0, self.fraction
-        for raw in wds.tariterators.tarfile_samples([{"url": url}], handler=self._raise_tar_error(url)):
+        for raw in self._tar_samples(url):
             seen += 1
             if self._keep is not None and not self._passes(raw):
                 continue

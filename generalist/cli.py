@@ -19,7 +19,7 @@ def generalist_cli():
 @generalist_cli.command("train")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="TOML file of TrainConfig fields (top level or a [generalist] table).")
-@click.option("--data", help="Dataset directory (overrides the config).")
+@click.option("--data", help="Dataset directory or URL (overrides the config).")
 @click.option("--out", help="Run directory (overrides the config). Rerunning resumes it.")
 @click.option("--epochs", type=int, help="Training epochs.")
 @click.option("--teacher", multiple=True, help="Run directory of a teacher to distil from; repeat for an ensemble.")
@@ -45,7 +45,7 @@ def train(config_path, data, out, epochs, teacher, device, sets, restart, quiet)
 @generalist_cli.command("eval")
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Run directory of a trained generalist.")
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--data", required=True, help="Dataset directory or URL (dataset.json + shards).")
 @click.option("--split", default="test", show_default=True)
 @click.option("--batch-size", default=512, show_default=True)
 @click.option("--device", default="auto", show_default=True)
@@ -59,7 +59,7 @@ def eval_cmd(run_dir, data, split, batch_size, device):
 
 @generalist_cli.command("predict")
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--data", required=True, help="Dataset directory or URL (dataset.json + shards).")
 @click.option("--split", default="train", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for logits.npy, labels.npy, keys.txt and predictions.json.")

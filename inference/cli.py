@@ -9,7 +9,7 @@ import click
 @click.command("infer")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
               help="Run directory: generalist/, clusters/clusters.json, specialists/.")
-@click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset directory (dataset.json + shards).")
+@click.option("--data", required=True, help="Dataset directory or URL (dataset.json + shards).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory; rerun to resume.")
 @click.option("--split", default="test", show_default=True)
 @click.option("--top-k", default=5, show_default=True, help="Classes written per sample.")
@@ -33,7 +33,7 @@ def infer_cmd(run_dir, data, out, split, top_k, save_q, top_n, batch_size, all_s
 @click.command("evaluate")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
               help="Run directory: generalist/, clusters/clusters.json, specialists/.")
-@click.option("--data", required=True, type=click.Path(file_okay=False), help="Labelled dataset directory.")
+@click.option("--data", required=True, help="Labelled dataset directory or URL.")
 @click.option("--split", default="test", show_default=True)
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Where evaluation.json and table4.png go [default: RUN/evaluation].")
@@ -59,7 +59,7 @@ def evaluate_cmd(run_dir, data, split, out, top_n, batch_size, all_specialists, 
 @click.command("baseline")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
               help="Run directory with a trained generalist and specialists.")
-@click.option("--data", required=True, type=click.Path(file_okay=False), help="Labelled dataset directory.")
+@click.option("--data", required=True, help="Labelled dataset directory or URL.")
 @click.option("--split", default="test", show_default=True)
 @click.option("--only", type=click.Choice(["continued", "seeds", "tfidf"]), multiple=True,
               help="Train only these alternatives (repeatable) [default: all that apply].")
@@ -80,7 +80,7 @@ def baseline_cmd(run_dir, data, split, only, restart, device):
 @click.command("distill")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
               help="Run directory whose ensemble teaches: generalist/, clusters/clusters.json, specialists/.")
-@click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset directory (its training split).")
+@click.option("--data", required=True, help="Dataset directory or URL (its training split).")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="The student's run directory [default: RUN/student]; rerun to resume.")
 @click.option("--q-cache", multiple=True, type=click.Path(file_okay=False),

@@ -96,7 +96,7 @@ class Ensemble:
     def dataset_info(self, data: str | Path):
         """``data``'s :class:`DatasetInfo`, after checking that its classes are the ensemble's."""
         info = load_info(data)
-        check_same_classes(self.classes, info.classes, "the ensemble's generalist", str(Path(data) / INFO_FILE))
+        check_same_classes(self.classes, info.classes, "the ensemble's generalist", f"{data}/{INFO_FILE}")
         return info
 
     @classmethod

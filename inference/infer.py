@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from specens.core.errors import DataError
 from specens.core.io import TEMP_GLOB, write_bytes_atomic, write_json_atomic
+from specens.data.remote import is_url
 from specens.data.shards import iter_split
 
 from .ensemble import Ensemble
@@ -146,7 +147,7 @@ def _infer_with_ray(run_dir, data, out, todo, workers, options, fingerprints) ->
     with ray_session():
         task = ray.remote(_shards_task).options(num_cpus=1, max_retries=2, retry_exceptions=True)
         parts = [todo[i::workers] for i in range(min(workers, len(todo)))]
-        paths = [str(Path(p).resolve()) for p in (run_dir, data, out)]  # a worker's directory is not ours
+        paths = [p if is_url(p) else str(Path(p).resolve()) for p in map(str, (run_dir, data, out))]  # not the worker's cwd
         ray.get([task.remote(*paths, part, options, fingerprints) for part in parts])
 
 

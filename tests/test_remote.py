@@ -1,0 +1,165 @@
+"""Datasets read from a URL: a real HTTP server on 127.0.0.1 (one that drops connections too) and
+fsspec's memory:// protocol give exactly the local dataset's samples, or an error naming the URL."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+
+from specens.core.errors import DataError
+from specens.data import remote
+from specens.data.format import load_info
+from specens.data.shards import ShardStream, iter_split
+
+
+class _Server:
+    """Serves a directory over HTTP/1.1 with ``Range: bytes=N-``. ``drop[name] = (at, times)``
+    sends the full ``Content-Length`` but closes the connection after ``at`` bytes of the body,
+    ``times`` times (then serves the file whole); ``requests`` counts requests per file."""
+
+    def __init__(self, root: Path, honour_range: bool = True):
+        self.root, self.honour_range = root, honour_range
+        self.drop: dict[str, list[int]] = {}
+        self.requests: dict[str, int] = {}
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                name = self.path.lstrip("/")
+                server.requests[name] = server.requests.get(name, 0) + 1
+                path = server.root / name
+                if not path.is_file():
+                    self.send_error(404, "Not Found")
+                    return
+                body = path.read_bytes()
+                start = 0
+                rng = self.headers.get("Range")
+                if rng and server.honour_range:
+                    start = int(rng.removeprefix("bytes=").split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                part = body[start:]
+                self.send_header("Content-Length", str(len(part)))
+                self.end_headers()
+                drop = server.drop.get(name)
+                if drop and drop[1] > 0:
+                    drop[1] -= 1
+                    self.wfile.write(part[:drop[0]])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)  # mid-body: the client sees the connection closed early
+                    return
+                self.wfile.write(part)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _fast_retries(monkeypatch):
+    monkeypatch.setattr(remote, "BACKOFF", 0.01)
+
+
+def _samples(root, split, **kw):
+    out = []
+    for b in ShardStream(root, split, 64, **kw):
+        out += list(zip(b.keys, b.inputs, b.labels.tolist()))
+    return out
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(ka == kb and ya == yb and torch.equal(xa, xb)
+                                    for (ka, xa, ya), (kb, xb, yb) in zip(a, b))
+
+
+def test_a_dataset_at_an_http_url_reads_as_the_local_one(synthetic_ds):
+    """Every split in order and a seeded training epoch are sample for sample the local ones, also
+    when every shard's connection drops mid-shard twice and when the server ignores Range."""
+    local = {s: _samples(synthetic_ds, s) for s in ("train", "val", "test")}
+    local_train = _samples(synthetic_ds, "train", train=True, seed=3, buffer=500)
+    info = load_info(synthetic_ds)
+    shards = [s.name for sp in info.splits.values() for s in sp.shards]
+    for honour_range in (True, False):
+        with _Server(Path(synthetic_ds), honour_range) as srv:
+            assert load_info(srv.url) == info
+            for name in shards:
+                srv.drop[name] = [5000, 2]  # past the first samples: the resume must not repeat any
+            for split in ("train", "val", "test"):
+                assert _same(_samples(srv.url, split), local[split]), (honour_range, split)
+            assert all(srv.requests[n] == 3 for n in shards)  # two drops, two resumes, no copy
+            assert _same(_samples(srv.url, "train", train=True, seed=3, buffer=500), local_train)
+
+
+def test_url_errors_name_the_url(synthetic_ds, tmp_path, monkeypatch):
+    monkeypatch.setattr(remote, "RETRIES", 2)
+    shutil.copytree(synthetic_ds, tmp_path / "ds")
+    info = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    shard = info["splits"]["val"]["shards"][0]["name"]
+    with _Server(tmp_path) as srv:
+        with pytest.raises(DataError, match=f"{srv.url}/nope/dataset.json: HTTP 404"):
+            load_info(f"{srv.url}/nope")
+        url = f"{srv.url}/ds"
+        srv.drop[f"ds/{shard}"] = [0, 10]  # headers, then the connection closes: never any progress
+        with pytest.raises(DataError, match=rf"{url}/{shard}: connection closed at byte \d+ of \d+|"
+                                            rf"{url}/{shard}: .*IncompleteRead.*gave up after 2 retries"):
+            _samples(url, "val")
+        assert srv.requests[f"ds/{shard}"] == 3  # the first try and 2 retries
+        del srv.drop[f"ds/{shard}"]
+        body = (tmp_path / "ds" / shard).read_bytes()  # the per-sample checks are the local ones
+        (tmp_path / "ds" / shard).write_bytes(body[: len(body) // 2])
+        with pytest.raises(DataError, match=f"{url}/{shard}: (corrupt or truncated|holds)"):
+            _samples(url, "val")
+    with pytest.raises(DataError, match="127.0.0.1:1/ds/dataset.json: cannot connect.*gave up after 2 retries"):
+        load_info("http://127.0.0.1:1/ds")
+
+
+def test_a_dataset_through_fsspec_memory_protocol(synthetic_ds):
+    fsspec = pytest.importorskip("fsspec")  # in the dev extra; optional for users
+    fs = fsspec.filesystem("memory")
+    for f in Path(synthetic_ds).iterdir():
+        fs.pipe(f"/specens-test/{f.name}", f.read_bytes())
+    try:
+        assert _same(_samples("memory://specens-test", "test"), _samples(synthetic_ds, "test"))
+        with pytest.raises(DataError, match="memory://nothing-here/dataset.json: FileNotFoundError"):
+            load_info("memory://nothing-here")
+        with pytest.raises(DataError, match="nosuchproto://x/dataset.json: .*nosuchproto"):
+            load_info("nosuchproto://x")
+    finally:
+        fs.rm("/specens-test", recursive=True)
+
+
+def test_generalist_eval_on_url_data_equals_local(synthetic_run):
+    from click.testing import CliRunner
+
+    from specens.cli.main import cli
+
+    def run(data):
+        r = CliRunner().invoke(cli, ["generalist", "eval", "--run", synthetic_run["generalist"], "--data", data,
+                                     "--split", "val"])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.stdout)
+
+    with _Server(Path(synthetic_run["data"])) as srv:
+        assert run(srv.url) == run(synthetic_run["data"])

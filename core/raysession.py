@@ -20,7 +20,9 @@ def ray_session():
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
+        # address="local": a new instance even when another is running on this machine (a bare
+        # ray.init() would join the latest `ray start` cluster it finds in /tmp/ray).
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
     try:
         yield
     finally:

@@ -19,7 +19,7 @@ def specialists_cli():
               help="TOML file of SpecialistConfig fields (top level or a [specialists] table).")
 @click.option("--generalist", help="Run directory of the generalist.")
 @click.option("--clusters", help="clusters.json from `specens cluster`.")
-@click.option("--data", help="Dataset directory.")
+@click.option("--data", help="Dataset directory or URL.")
 @click.option("--out", help="Run directory; specialists are written to OUT/specialists/sNNN/.")
 @click.option("--epochs", type=int)
 @click.option("--local", is_flag=True, help="Train sequentially in this process, without Ray (debugging).")

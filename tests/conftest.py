@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# Before anything imports Ray: Ray reads this once, at import, and then keeps every address it
+# resolves on loopback (otherwise ray.init(address="127.0.0.1:…") is rewritten to this machine's
+# external IP, where a loopback test cluster does not listen).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 SHARED_DATA = Path(os.environ.get("SPECENS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 

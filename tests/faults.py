@@ -20,3 +20,21 @@ class FailOnce:
         if record.get("index") == self.index and epoch == self.epoch and not self.marker.exists():
             self.marker.write_text("failed once\n")
             raise InjectedFailure(f"specialist {self.index}: injected failure after epoch {epoch + 1}")
+
+
+class RecordNode:
+    """An ``on_epoch_end`` callback that marks, in ``folder``, which Ray node ran each epoch of each
+    specialist (``s<index>-e<epoch>-<node id>``), then sleeps ``delay`` seconds so that a test has
+    time to remove a node while specialists run."""
+
+    def __init__(self, folder: str | Path, delay: float = 0.0):
+        self.folder, self.delay = Path(folder), delay
+
+    def __call__(self, epoch: int, record: dict) -> None:
+        import time
+
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        (self.folder / f"s{record['index']}-e{epoch}-{node}").touch()
+        time.sleep(self.delay)

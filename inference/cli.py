@@ -20,13 +20,18 @@ import click
               help="Use every trained specialist, also those the validation gate switched off.")
 @click.option("--workers", default=1, show_default=True,
               help="Write the shards in this many Ray tasks (a local Ray cluster, or the cluster of `ray job submit`).")
+@click.option("--specialist-memory", default=2048, show_default=True,
+              help="MiB of specialist weights kept loaded (per worker); beyond it specialists load as batches "
+                   "route to them, least recently used dropped first.")
 @click.option("--device", default="auto", show_default=True)
-def infer_cmd(run_dir, data, out, split, top_k, save_q, top_n, batch_size, all_specialists, workers, device):
+def infer_cmd(run_dir, data, out, split, top_k, save_q, top_n, batch_size, all_specialists, workers,
+              specialist_memory, device):
     """Predict every sample of a split with the ensemble; one output file per input shard."""
     from .infer import infer
 
     m = infer(run_dir, data, out, split=split, top_k=top_k, save_q=save_q, batch_size=batch_size, top_n=top_n,
-              device=device, all_specialists=all_specialists, workers=workers)
+              device=device, all_specialists=all_specialists, workers=workers,
+              specialist_memory=specialist_memory * 2**20)
     click.echo(f"{m['n_samples']} predictions in {len(m['shards'])} shard file(s) under {out}")
 
 

@@ -20,6 +20,7 @@ layout the ``specens`` commands write; :meth:`Ensemble.load` checks that they be
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -38,6 +39,45 @@ from specens.specialists.train import META as SPECIALIST_META
 from specens.specialists.train import load_specialist, read_specialist, specialist_dir
 
 from .combine import check_specialist_weight, combine_distributions
+
+
+SPECIALIST_MEMORY = 2 * 2**30  # bytes of specialist weights an Ensemble keeps loaded by default
+
+
+class SpecialistStore(Sequence):
+    """The specialists of a run, each loaded from its directory on first use and kept in a
+    least-recently-used cache of at most ``max_bytes`` of weights (always at least the one in use),
+    so an ensemble of hundreds of specialists needs the memory of the few a batch routes to, not
+    of all M. ``store[m]`` is specialist m's model; ``loads`` counts loads from disk."""
+
+    def __init__(self, dirs: Sequence[Path], generalist_model: torch.nn.Module, device: torch.device,
+                 max_bytes: int):
+        self.dirs, self.base, self.device, self.max_bytes = list(dirs), generalist_model, device, max_bytes
+        self._cache: OrderedDict[int, tuple[torch.nn.Module, int]] = OrderedDict()
+        self.loads = 0
+
+    def __len__(self) -> int:
+        return len(self.dirs)
+
+    def __getitem__(self, m):
+        if isinstance(m, slice):
+            return [self[i] for i in range(len(self))[m]]
+        m = int(m)
+        if m in self._cache:
+            self._cache.move_to_end(m)
+            return self._cache[m][0]
+        if not -len(self) <= m < len(self):
+            raise IndexError(f"specialist {m} of {len(self)}")
+        model, _ = load_specialist(self.dirs[m], self.base, self.device)
+        self.loads += 1
+        self._cache[m] = (model, sum(t.numel() * t.element_size() for t in model.state_dict().values()))
+        while len(self._cache) > 1 and self.loaded_bytes > self.max_bytes:
+            self._cache.popitem(last=False)
+        return model
+
+    @property
+    def loaded_bytes(self) -> int:
+        return sum(size for _, size in self._cache.values())
 
 
 @dataclass
@@ -72,7 +112,7 @@ class Ensemble:
         self.device = torch.device(device)
         self.generalist = generalist
         self.groups = [torch.as_tensor(g, dtype=torch.int64, device=self.device) for g in groups]
-        self.specialists = list(specialists)
+        self.specialists = specialists if isinstance(specialists, SpecialistStore) else list(specialists)
         self.corrections = [float(c) for c in corrections]
         self.top_n, self.method = top_n, method
         self.specialist_weight = specialist_weight
@@ -102,7 +142,8 @@ class Ensemble:
     @classmethod
     def load(cls, run_dir: str | Path, *, generalist: str | Path | None = None, clusters: str | Path | None = None,
              device: str = "auto", top_n: int = 1, method: str = "newton",
-             specialist_weight: float = 1.0, all_specialists: bool = False) -> "Ensemble":
+             specialist_weight: float = 1.0, all_specialists: bool = False,
+             specialist_memory: int = SPECIALIST_MEMORY) -> "Ensemble":
         """Load ``run_dir``'s generalist, ``clusters.json`` and every specialist, and check that
         they fit together: the groups were made from this generalist, and each specialist
         ``sNNN`` was trained from this generalist for group NNN of this ``clusters.json``. Any
@@ -112,6 +153,10 @@ class Ensemble:
         ``run_dir/clusters/clusters.json``. Specialists their gate switched off (they did not improve
         the validation examples routed to them; :mod:`specens.specialists.gate`) are checked but
         left out, unless ``all_specialists`` forces every one on.
+
+        Specialists whose weight files together fit in ``specialist_memory`` bytes are loaded now;
+        beyond that they are a :class:`SpecialistStore`, loaded as batches route to them and
+        dropped least recently used first, so memory stays bounded at any M.
         """
         run_dir = Path(run_dir)
         dev = resolve_device(device)
@@ -139,8 +184,7 @@ class Ensemble:
             if not (all_specialists or meta.get("gate", {}).get("on", True)):  # older artifacts have no gate: on
                 gated_off.append(m)
                 continue
-            model, _ = load_specialist(d, gen.model, dev)
-            specialists.append(model)
+            specialists.append(d)
             corrections.append(meta["dustbin_correction"])
             kept.append(m)
         extra = sorted(p.name for p in (run_dir / "specialists").glob("s[0-9][0-9][0-9]")
@@ -150,6 +194,10 @@ class Ensemble:
                                   f"({len(cl.groups)} groups); the specialists come from another clustering")
         fps = {"generalist": gen.fingerprint, "clusters": cl.fingerprint,
                "specialists": [fingerprint(specialist_dir(run_dir, m) / "model.safetensors") for m in kept]}
+        if sum((d / "model.safetensors").stat().st_size for d in specialists) <= specialist_memory:
+            specialists = [load_specialist(d, gen.model, dev)[0] for d in specialists]
+        else:
+            specialists = SpecialistStore(specialists, gen.model, dev, specialist_memory)
         ens = cls(gen, [torch.as_tensor(cl.groups[m]) for m in kept], specialists, corrections, top_n=top_n,
                   method=method, specialist_weight=specialist_weight, device=dev, fingerprints=fps, indices=kept,
                   gated_off=gated_off)
@@ -190,14 +238,11 @@ class Ensemble:
         active = route(p_g, self.membership, self.top_n)
         t1 = time.perf_counter()
         self.seconds["generalist"] += t1 - t0
-        p_specs = []
-        for m, (model, group) in enumerate(zip(self.specialists, self.groups)):
-            p = torch.zeros(len(x), len(group) + 1, device=self.device)
-            rows = active[:, m].nonzero().flatten()
-            if len(rows):  # only the examples routed to m: inactive rows stay 0 and are ignored
-                logits = apply_correction(model(x[rows]).float(), self.corrections[m])
-                p[rows] = F.softmax(logits, dim=1)
-            p_specs.append(p)
+        p_specs = [torch.zeros(len(x), len(g) + 1, device=self.device) for g in self.groups]
+        for m in active.any(0).nonzero().flatten().tolist():  # each routed-to specialist once per batch
+            rows = active[:, m].nonzero().flatten()  # only its examples: the other rows stay 0, ignored
+            logits = apply_correction(self.specialists[m](x[rows]).float(), self.corrections[m])
+            p_specs[m][rows] = F.softmax(logits, dim=1)
         self.seconds["specialists"] += time.perf_counter() - t1
         return p_g, active, p_specs
 

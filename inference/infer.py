@@ -35,7 +35,7 @@ from specens.core.io import TEMP_GLOB, write_bytes_atomic, write_json_atomic
 from specens.data.remote import is_url
 from specens.data.shards import iter_split
 
-from .ensemble import Ensemble
+from .ensemble import SPECIALIST_MEMORY, Ensemble
 
 FORMAT, FORMAT_VERSION = "specens.predictions", 1
 MANIFEST = "infer.json"
@@ -60,7 +60,7 @@ def _lines(keys, q: torch.Tensor, active: torch.Tensor, names, k: int) -> list[s
 def infer(run_dir: str, data: str, out: str, *, split: str = "test", top_k: int = 5, save_q: bool = False,
           batch_size: int = 256, top_n: int = 1, device: str = "auto", progress: bool = True,
           ensemble: Ensemble | None = None, all_specialists: bool = False, workers: int = 1,
-          on_batch: Callable[[int, int, int], None] | None = None) -> dict:
+          specialist_memory: int = SPECIALIST_MEMORY, on_batch: Callable[[int, int, int], None] | None = None) -> dict:
     """Predict every sample of ``data``'s ``split`` with the ensemble of ``run_dir``; see the
     module docstring for the outputs. Returns the final manifest.
 
@@ -68,8 +68,10 @@ def infer(run_dir: str, data: str, out: str, *, split: str = "test", top_k: int 
     loopback, or the cluster of ``ray job submit``), each loading the ensemble itself with one CPU;
     every shard's files are what a single process writes at one torch thread, byte for byte. ``on_batch(shard_index, done,
     shard_samples)`` is called after each batch with the samples of the shard done so far
-    (progress reporting; tests kill the process through it; single process only)."""
-    ens = ensemble or Ensemble.load(run_dir, device=device, top_n=top_n, all_specialists=all_specialists)
+    (progress reporting; tests kill the process through it; single process only). At most
+    ``specialist_memory`` bytes of specialist weights are loaded at a time (per worker)."""
+    ens = ensemble or Ensemble.load(run_dir, device=device, top_n=top_n, all_specialists=all_specialists,
+                                    specialist_memory=specialist_memory)
     info = ens.dataset_info(data)
     shards = info.split(split).shards
     k = min(top_k, ens.n_classes)
@@ -87,7 +89,8 @@ def infer(run_dir: str, data: str, out: str, *, split: str = "test", top_k: int 
     todo = [s.name for s in shards if not (out_dir / f"{shard_stem(s.name)}.jsonl").is_file()]
     if workers > 1 and len(todo) > 1:
         _infer_with_ray(run_dir, data, out, todo, workers, dict(split=split, top_k=k, save_q=save_q,
-                        batch_size=batch_size, top_n=ens.top_n, device=device, all_specialists=all_specialists),
+                        batch_size=batch_size, top_n=ens.top_n, device=device, all_specialists=all_specialists,
+                        specialist_memory=specialist_memory),
                         settings["fingerprints"])
     else:
         bar = tqdm(total=info.split(split).num_samples, initial=sum(s.num_samples for s in shards if s.name not in todo),
@@ -130,7 +133,7 @@ def write_shards(ens: Ensemble, data: str, out_dir: Path, split: str, names: lis
 def _shards_task(run_dir: str, data: str, out: str, names: list[str], options: dict, fingerprints: dict) -> list[str]:
     """One Ray task: load the ensemble, check it is the driver's, write its shards."""
     ens = Ensemble.load(run_dir, device=options["device"], top_n=options["top_n"],
-                        all_specialists=options["all_specialists"])
+                        all_specialists=options["all_specialists"], specialist_memory=options["specialist_memory"])
     if ens.fingerprints != fingerprints:
         raise DataError(f"{run_dir}: its models changed while `specens infer` ran ({ens.fingerprints} vs "
                         f"{fingerprints})")

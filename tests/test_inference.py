@@ -87,6 +87,35 @@ def test_sparse_execution_equals_dense_specialists_masked(ensemble_run):
     assert torch.equal(ens.predict(x), got.q.argmax(1))
 
 
+def test_a_bounded_specialist_store_computes_the_same_q(ensemble_run, multi_shard_ds, tmp_path):
+    """Beyond ``specialist_memory`` the specialists load as batches route to them, each once per
+    batch, least recently used dropped: memory of one specialist, the same q, the same files."""
+    from specens.inference.ensemble import SpecialistStore
+    from specens.inference.infer import infer
+
+    full = Ensemble.load(ensemble_run["root"], device="cpu", top_n=2)
+    small = Ensemble.load(ensemble_run["root"], device="cpu", top_n=2, specialist_memory=1)
+    store = small.specialists
+    assert isinstance(store, SpecialistStore) and store.loads == 0 and not isinstance(full.specialists, SpecialistStore)
+    one = sum(t.numel() * t.element_size() for t in full.specialists[0].state_dict().values())
+    x, _ = _test_inputs(ensemble_run["data"])
+    for batch in (x[:150], x[150:]):
+        got, want = small.forward(batch), full.forward(batch)
+        assert torch.equal(got.q, want.q) and torch.equal(got.active, want.active)
+    routed = [int(out.active.any(0).sum()) for out in (full.forward(x[:150]), full.forward(x[150:]))]
+    assert store.loads == sum(routed) and min(routed) >= 2  # each routed-to specialist once per batch
+    assert store.loaded_bytes == one  # only the last one used stays
+    two = Ensemble.load(ensemble_run["root"], device="cpu", top_n=2, specialist_memory=2 * one + 1).specialists
+    for m in (0, 1, 0, 2, 0, 1):
+        two[m]
+    assert two.loads == 4  # 0, 1, then 2 evicts 1 (0 was used more recently), then 1 again
+    for mem, out in ((None, "eager"), (1, "lazy")):
+        infer(ensemble_run["root"], multi_shard_ds, str(tmp_path / out), device="cpu", progress=False,
+              **({} if mem is None else {"specialist_memory": mem}))
+    for f in sorted((tmp_path / "eager").glob("*.jsonl")):
+        assert f.read_bytes() == (tmp_path / "lazy" / f.name).read_bytes()
+
+
 def test_examples_with_no_active_specialist_keep_the_generalist(ensemble_run):
     full = Ensemble.load(ensemble_run["root"], device="cpu")
     part = Ensemble(full.generalist, full.groups[:1], full.specialists[:1], full.corrections[:1])

@@ -1,0 +1,153 @@
+"""The whole pipeline at C = 1,000 to 10,000 classes and M = 100 to 500 specialists (issue 17, part 4).
+
+The data are the synthetic hierarchical importer's (``specens data synthetic``: C classes in
+planted groups of 10, 32-d inputs, 20 training, 5 validation and 5 test examples per class), so
+the label space can grow without a larger real dataset; the models are the default array model
+(an MLP, one hidden layer of 256). Each stage runs in a fresh process, so its peak resident memory
+(``ru_maxrss``) is its own:
+
+1. import — write the shards;
+2. generalist — 2 epochs;
+3. cluster — the C x C covariance of the soft predictions on the validation split and k-means
+   into M groups (``n_groups = M``);
+4. specialists — every specialist, 1 epoch each with routed validation and the gate, trained one
+   after another in one process (``train_all(local=True)``: on 2 cores Ray would add a worker
+   process per specialist and nothing else, and one process makes its peak memory measurable);
+5. infer — ``specens infer`` over the test split with the default specialist memory budget.
+
+Per stage: wall seconds and peak MiB, and, across the sizes run, the growth exponent of each
+(the slope of log time against log C, and against log M at a fixed C). Runs are kept under
+``--work`` and stages already done are reused (delete the folder to remeasure):
+
+    python benchmarks/scale.py --classes 1000 3000 10000 --specialists 100 --record
+    python benchmarks/scale.py --classes 3000 --specialists 100 300 500 --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import resource
+import time
+from pathlib import Path
+
+from _results import markdown_table, record
+
+STAGES = ("import", "generalist", "cluster", "specialists", "infer")
+
+
+def _stage(name: str, c: int, m: int, root: str, threads: int) -> dict:
+    """One stage, in its own process: returns its wall seconds and peak RSS (MiB)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    root = Path(root)
+    data, run = str(root / "data"), root / f"M{m}"
+    t = time.perf_counter()
+    extra = {}
+    if name == "import":
+        from specens.data.synthetic import import_synthetic
+
+        import_synthetic(data, n_classes=c, n_groups=c // 10, dim=32, n_train=20, n_val=5, n_test=5, seed=0)
+    elif name == "generalist":
+        from specens.generalist.config import TrainConfig
+        from specens.generalist.train import train_generalist
+
+        train_generalist(TrainConfig(data=data, out=str(root / "generalist"), epochs=2, batch_size=256,
+                                     lr=3e-3, model_kwargs={"hidden": [256]}, threads=threads), progress=False)
+        meta = json.loads((root / "generalist" / "model.json").read_text())
+        extra["val_top1"] = meta["metrics"]["history"][-1].get("val_top1")
+    elif name == "cluster":
+        from specens.clustering.cluster import ClusterConfig, cluster
+
+        run.mkdir(parents=True, exist_ok=True)
+        if not (run / "generalist").exists():  # the run layout Ensemble.load reads; one generalist for every M
+            (run / "generalist").symlink_to("../generalist")
+        cluster(ClusterConfig(generalist=str(root / "generalist"), data=data, out=str(run / "clusters"), n_groups=m),
+                progress=False)
+        extra["groups"] = len(json.loads((run / "clusters" / "clusters.json").read_text())["groups"])
+    elif name == "specialists":
+        from specens.specialists.parallel import train_all
+        from specens.specialists.train import SpecialistConfig
+
+        s = train_all(SpecialistConfig(generalist=str(root / "generalist"), clusters=str(run / "clusters" / "clusters.json"),
+                                       data=data, out=str(run), epochs=1, threads=threads, checkpoint_every=600),
+                      local=True, echo=lambda _: None)
+        extra["trained"] = len(s.trained) + len(s.skipped)
+    elif name == "infer":
+        from specens.inference.infer import infer
+
+        man = infer(str(run), data, str(run / "predictions"), split="test", device="cpu", progress=False)
+        extra["examples"] = man["n_samples"]
+    seconds = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"seconds": seconds, "peak_mib": peak, **extra}
+
+
+def _run(name, c, m, root, threads) -> dict:
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_stage, (name, c, m, root, threads))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--classes", type=int, nargs="+", default=[1000, 3000, 10000])
+    ap.add_argument("--specialists", type=int, nargs="+", default=[100])
+    ap.add_argument("--work", default="runs/scale")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--record", action="store_true")
+    args = ap.parse_args()
+    results = {}
+    for c in args.classes:
+        root = Path(args.work) / f"C{c}"
+        for m in args.specialists:
+            for name in STAGES:
+                if name in ("import", "generalist") and m != args.specialists[0]:
+                    results[c, m, name] = results[c, args.specialists[0], name]
+                    continue
+                done = root / f"M{m}" / f"{name}.json" if name not in ("import", "generalist") else root / f"{name}.json"
+                if not done.is_file():
+                    done.parent.mkdir(parents=True, exist_ok=True)
+                    done.write_text(json.dumps(_run(name, c, m, str(root), args.threads)))
+                results[c, m, name] = json.loads(done.read_text())
+                r = results[c, m, name]
+                print(f"C={c} M={m} {name}: {r['seconds']:.0f} s, peak {r['peak_mib']:.0f} MiB", flush=True)
+    rows = []
+    for (c, m) in sorted({(c, m) for c, m, _ in results}):
+        per = [results[c, m, s] for s in STAGES]
+        inf = results[c, m, "infer"]
+        rows.append([f"{c:,}", m, *(f"{r['seconds']:.0f} s / {r['peak_mib']:,.0f}" for r in per),
+                     f"{sum(r['seconds'] for r in per) / 60:.1f} min", f"{max(r['peak_mib'] for r in per) / 1024:.2f}",
+                     f"{inf['examples'] / inf['seconds']:,.0f}"])
+    table = markdown_table(["C", "M", *(f"{s} (s / peak MiB)" for s in STAGES), "total", "peak GiB",
+                            "infer examples/s"], rows)
+    growth = _growth(results, args)
+    print(table + "\n\n" + growth)
+    if args.record:
+        cmd = ("python benchmarks/scale.py --classes " + " ".join(map(str, args.classes)) + " --specialists "
+               + " ".join(map(str, args.specialists)))
+        record("scale", cmd, table + "\n\n" + growth)
+
+
+def _growth(results, args) -> str:
+    """Slopes of log seconds and log peak memory against log C (and log M), between the extremes."""
+    lines = []
+    cs, ms = sorted(args.classes), sorted(args.specialists)
+    for axis, pairs in (("C", [((c, ms[0]), c) for c in cs]), ("M", [((cs[-1], m), m) for m in ms])):
+        if len(pairs) < 2:
+            continue
+        (a, xa), (b, xb) = pairs[0], pairs[-1]
+        parts = []
+        for s in STAGES:
+            ra, rb = results[(*a, s)], results[(*b, s)]
+            t = math.log(rb["seconds"] / ra["seconds"]) / math.log(xb / xa)
+            mem = math.log(rb["peak_mib"] / ra["peak_mib"]) / math.log(xb / xa)
+            parts.append(f"{s} time ~{axis}^{t:.2f}, memory ~{axis}^{mem:.2f}")
+        lines.append(f"Growth with {axis} ({xa:,} -> {xb:,}): " + "; ".join(parts) + ".")
+    return "\n\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

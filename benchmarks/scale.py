@@ -44,7 +44,7 @@ def _stage(name: str, c: int, m: int, root: str, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     root = Path(root)
-    data, run = str(root / "data"), root / f"M{m}"
+    data, run = str(root / "data"), root / (m if isinstance(m, str) else f"M{m}")
     t = time.perf_counter()
     extra = {}
     if name == "import":
@@ -65,7 +65,8 @@ def _stage(name: str, c: int, m: int, root: str, threads: int) -> dict:
         run.mkdir(parents=True, exist_ok=True)
         if not (run / "generalist").exists():  # the run layout Ensemble.load reads; one generalist for every M
             (run / "generalist").symlink_to("../generalist")
-        cluster(ClusterConfig(generalist=str(root / "generalist"), data=data, out=str(run / "clusters"), n_groups=m),
+        cluster(ClusterConfig(generalist=str(root / "generalist"), data=data, out=str(run / "clusters"),
+                              n_groups=int(str(m).lstrip("MT"))),
                 progress=False)
         extra["groups"] = len(json.loads((run / "clusters" / "clusters.json").read_text())["groups"])
     elif name == "specialists":
@@ -76,10 +77,26 @@ def _stage(name: str, c: int, m: int, root: str, threads: int) -> dict:
                                        data=data, out=str(run), epochs=1, threads=threads, checkpoint_every=600),
                       local=True, echo=lambda _: None)
         extra["trained"] = len(s.trained) + len(s.skipped)
-    elif name == "infer":
+    elif name == "quick-specialists":  # for inference throughput only: one batch of training each
+        from specens.specialists.parallel import train_all
+        from specens.specialists.train import SpecialistConfig
+
+        s = train_all(SpecialistConfig(generalist=str(root / "generalist"), clusters=str(run / "clusters" / "clusters.json"),
+                                       data=data, out=str(run), epochs=1, epoch_size=128, val_split="", init_batches=1,
+                                       threads=threads, checkpoint_every=600), local=True, echo=lambda _: None)
+        extra["trained"] = len(s.trained) + len(s.skipped)
+    elif name.startswith("infer"):
+        from specens.inference.ensemble import Ensemble
         from specens.inference.infer import infer
 
-        man = infer(str(run), data, str(run / "predictions"), split="test", device="cpu", progress=False)
+        kw = {}
+        if name == "infer-budget":  # memory for 10 specialists: the rest load from disk as routed
+            one = sum(t.numel() * t.element_size() for t in Ensemble.load(str(run), device="cpu").specialists[0]
+                      .state_dict().values())
+            kw["specialist_memory"] = 10 * one
+        t = time.perf_counter()
+        split = "train" if run.name.startswith("T") else "test"  # throughput: the larger split, steadier
+        man = infer(str(run), data, str(run / f"predictions-{name}"), split=split, device="cpu", progress=False, **kw)
         extra["examples"] = man["n_samples"]
     seconds = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -97,8 +114,12 @@ def main() -> None:
     ap.add_argument("--specialists", type=int, nargs="+", default=[100])
     ap.add_argument("--work", default="runs/scale")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--throughput", type=int, nargs="*", default=[], metavar="M",
+                    help="inference throughput at these M on the first C (specialists trained on one batch each)")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
+    if args.throughput:
+        return throughput(args)
     results = {}
     for c in args.classes:
         root = Path(args.work) / f"C{c}"
@@ -129,6 +150,37 @@ def main() -> None:
         cmd = ("python benchmarks/scale.py --classes " + " ".join(map(str, args.classes)) + " --specialists "
                + " ".join(map(str, args.specialists)))
         record("scale", cmd, table + "\n\n" + growth)
+
+
+def throughput(args) -> None:
+    """Inference at several M on one generalist: specialists trained on a single batch each (the
+    cost of inference does not depend on how well they were trained), ``specens infer`` over the
+    training split (20 examples per class) with every specialist loaded (the default memory
+    budget) and with room for 10; examples per second of the whole command, loading included."""
+    c = args.classes[0]
+    root = Path(args.work) / f"C{c}"
+    rows = []
+    for name in ("import", "generalist"):
+        if not (root / f"{name}.json").is_file():
+            root.mkdir(parents=True, exist_ok=True)
+            (root / f"{name}.json").write_text(json.dumps(_run(name, c, 0, str(root), args.threads)))
+    for m in args.throughput:
+        r = {}
+        for name in ("cluster", "quick-specialists", "infer", "infer-budget"):
+            done = root / f"T{m}" / f"{name}.json"
+            if not done.is_file():
+                done.parent.mkdir(parents=True, exist_ok=True)
+                done.write_text(json.dumps(_run(name, c, f"T{m}", str(root), args.threads)))
+            r[name] = json.loads(done.read_text())
+        rows.append([f"{c:,}", m, r["cluster"]["groups"], f"{r['infer']['examples'] / r['infer']['seconds']:,.0f}",
+                     f"{r['infer']['peak_mib']:,.0f}", f"{r['infer-budget']['examples'] / r['infer-budget']['seconds']:,.0f}",
+                     f"{r['infer-budget']['peak_mib']:,.0f}"])
+    table = markdown_table(["C", "M asked", "groups", "examples/s, all loaded", "peak MiB",
+                            "examples/s, room for 10", "peak MiB"], rows)
+    print(table)
+    if args.record:
+        record("scale throughput", f"python benchmarks/scale.py --classes {c} --throughput "
+               + " ".join(map(str, args.throughput)), table)
 
 
 def _growth(results, args) -> str:

@@ -110,7 +110,7 @@ class ResumingReader(io.RawIOBase):
     def __init__(self, url: str, open_at: Callable[[int], object], retries: int | None = None):
         self.url, self._open_at = url, open_at
         self.retries = RETRIES if retries is None else retries
-        self.pos, self.size, self.resumes = 0, None, 0
+        self.pos, self.size = 0, None
         self._f = None
 
     def readable(self) -> bool:
@@ -144,7 +144,6 @@ class ResumingReader(io.RawIOBase):
                         from None
                 time.sleep(BACKOFF * 2**failures)
                 failures += 1
-                self.resumes += 1
 
     def _close_inner(self) -> None:
         if self._f is not None:

@@ -6,7 +6,6 @@ on the head, and the final weights equal an uninterrupted run's."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -17,21 +16,21 @@ import torch
 from safetensors.torch import load_file
 
 from httpserve import Server
+from test_specialists_ray import RAY_ENV
 from specens.specialists.parallel import train_all
 from specens.specialists.train import SpecialistConfig
 
 ray = pytest.importorskip("ray")
 ray.cloudpickle.register_pickle_by_value(faults)
 
-RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 
 
 @pytest.fixture
-def two_nodes():
+def two_nodes(monkeypatch):
     from ray.cluster_utils import Cluster
 
-    saved = {k: os.environ.get(k) for k in RAY_ENV}
-    os.environ.update(RAY_ENV)
+    for k, v in RAY_ENV.items():
+        monkeypatch.setenv(k, v)
     loopback = dict(num_cpus=1, num_gpus=0, node_ip_address="127.0.0.1")
     cluster = Cluster(initialize_head=True, head_node_args=dict(include_dashboard=False, **loopback))
     try:
@@ -41,11 +40,6 @@ def two_nodes():
     finally:
         ray.shutdown()
         cluster.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.mark.slow

@@ -1,7 +1,6 @@
 """Many specialists through Ray: retries resume exactly, reruns skip, bad inputs stop early."""
 
 import json
-import os
 
 import faults
 import pytest
@@ -23,19 +22,15 @@ RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"
 
 @pytest.fixture(scope="module")
 def ray_local():
-    saved = {k: os.environ.get(k) for k in RAY_ENV}
-    os.environ.update(RAY_ENV)
-    ray.init(num_cpus=2, num_gpus=0, _node_ip_address="127.0.0.1", include_dashboard=False,
-             runtime_env={"env_vars": RAY_ENV})
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with pytest.MonkeyPatch.context() as env:  # restored afterwards, even after a failure
+        for k, v in RAY_ENV.items():
+            env.setenv(k, v)
+        ray.init(num_cpus=2, num_gpus=0, _node_ip_address="127.0.0.1", include_dashboard=False,
+                 runtime_env={"env_vars": RAY_ENV})
+        try:
+            yield
+        finally:
+            ray.shutdown()
 
 
 def _cfg(run, out, **kw):

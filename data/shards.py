@@ -95,6 +95,12 @@ def decode_sample(sample: dict, spec: InputSpec, n_classes: int) -> tuple[str, n
 # ----------------------------------------------------------------------------- writing
 
 
+def sample_record(key: str, x: np.ndarray, label: int, spec: InputSpec) -> dict:
+    """One sample as WebDataset writes it: ``__key__``, ``cls`` and the encoded input field."""
+    return {"__key__": key, "cls": str(int(label)).encode(), spec.field: encode_input(x, spec)}
+
+
+
 class _SplitWriter:
     """Writes one split's shards; use through :meth:`DatasetWriter.split`."""
 
@@ -131,8 +137,7 @@ class _SplitWriter:
                             f"dataset's {spec.dtype}{list(spec.shape)}")
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             raise DataError(f"sample {key!r}: input has non-finite values")
-        self._writer.write({"__key__": key, "cls": str(int(label)).encode(),
-                            spec.field: encode_input(x, spec)})
+        self._writer.write(sample_record(key, x, label, spec))
         self._in_shard += 1
         self.class_counts[int(label)] += 1
 
@@ -318,6 +323,14 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.epoch = epoch
 
     # -- one worker's view -------------------------------------------------------------------
+
+    def samples(self) -> Iterator[tuple[str, np.ndarray, int]]:
+        """Every sample of this reader's shards once, in order, as ``(key, x, label)`` with ``x``
+        as stored (images not scaled): what re-writing the split reads
+        (:mod:`specens.data.parts`). Filters apply; ``on_error="skip"`` drops bad samples."""
+        tally = [0]
+        for shard in self._worker_shards()[0]:
+            yield from self._shard_samples(shard, tally)
 
     def _raise_tar_error(self, url: str):
         def handler(exn: Exception) -> bool:

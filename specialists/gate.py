@@ -49,9 +49,10 @@ class RoutedValidation:
     @classmethod
     @torch.no_grad()
     def collect(cls, generalist: torch.nn.Module, batches, group: torch.Tensor, correction: float,
-                top_n: int, device: torch.device) -> "RoutedValidation":
+                top_n: int, device: torch.device, routed: bool = False) -> "RoutedValidation":
         """Run the generalist over ``batches`` (a split, each example once) and keep the examples
-        routed to ``group``."""
+        routed to ``group``; ``routed=True``: ``batches`` are those examples already (the
+        specialists' partition routed them), keep them all."""
         membership = None  # (1, C): the group as route() takes it, once C is known
         xs, ys, ps = [], [], []
         for batch in batches:
@@ -59,12 +60,16 @@ class RoutedValidation:
             if membership is None:
                 membership = torch.zeros(1, p.shape[1], dtype=torch.bool)
                 membership[0, group] = True
-            keep = route(p, membership, top_n)[:, 0]
+            keep = torch.ones(len(p), dtype=torch.bool) if routed else route(p, membership, top_n)[:, 0]
             xs.append(batch.inputs[keep])
             ys.append(batch.labels[keep])
             ps.append(p[keep])
-        if not xs:
+        if not xs and not routed:
             raise ValueError("the validation split is empty")
+        if not xs:  # no example is routed to this group
+            n_classes = 0 if membership is None else membership.shape[1]
+            return cls(torch.empty(0), torch.empty(0, dtype=torch.int64),
+                       torch.empty(0, n_classes, dtype=torch.float64), group, correction)
         return cls(torch.cat(xs), torch.cat(ys), torch.cat(ps), group, correction)
 
     def __len__(self) -> int:

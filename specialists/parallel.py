@@ -21,7 +21,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
+
 from specens.clustering.cluster import load_clusters
+from specens.core.device import resolve_device
 from specens.core.errors import CheckpointError, check_same_classes
 from specens.core.loop import stale_changes
 from specens.core.raysession import ray_session
@@ -29,6 +32,7 @@ from specens.data.format import INFO_FILE, load_info
 from specens.generalist.checkpoint import load_generalist, read_meta
 from specens.generalist.train import still_improving
 
+from .partition import ensure_partition
 from .train import SpecialistConfig, complete_changes, specialist_dir, train_specialist, work_dir
 
 
@@ -105,6 +109,8 @@ def train_all(cfg: SpecialistConfig, *, local: bool = False, max_retries: int = 
     if todo and still_improving(read_meta(cfg.generalist)["metrics"]):
         echo(f"note: {cfg.generalist} was still improving in its last epochs; its own further training is the "
              "alternative to beat: `specens baseline` trains it with the specialists' compute and compares")
+    if todo:  # one pass over the data for all of them, before any starts (:mod:`.partition`)
+        _partition(cfg, echo)
     if cfg.threads == 0:
         cfg = dataclasses.replace(cfg, threads=cpus_per_specialist)
     if local:
@@ -123,6 +129,14 @@ def train_all(cfg: SpecialistConfig, *, local: bool = False, max_retries: int = 
                             on_epoch_end, echo)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _partition(cfg: SpecialistConfig, echo) -> None:
+    """Partition the data on this (the driver's) node: its GPU if it has one and ``cfg`` allows."""
+    device = resolve_device(cfg.device if torch.cuda.is_available() else "cpu")
+    gen = load_generalist(cfg.generalist, device)
+    clusters = load_clusters(cfg.clusters, gen.fingerprint, gen.n_classes)
+    ensure_partition(cfg.out, gen, clusters, cfg.data, load_info(cfg.data), cfg.val_split, cfg.top_n, device, echo)
 
 
 def _task(cfg: SpecialistConfig, index: int, restart: bool, on_epoch_end) -> dict:

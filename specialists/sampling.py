@@ -1,11 +1,14 @@
 """Enriched batches for a specialist (METHOD §4): a fraction ρ (= 0.5) of each batch from
 examples whose label is in S, the rest from the other classes, each part at random.
 
-Design: two filtered streams of the same shards, mixed batch by batch. Each stream is an ordinary
-:class:`~specens.data.shards.ShardStream` with a label filter, so within each part the natural
-class proportions are kept, nothing is loaded into memory, and shards are still split across
-nodes and DataLoader workers. The cost is that each stream reads every shard: a filtered sample
-costs its tar read but is never decoded (the label is checked first).
+Design: two streams, mixed batch by batch, each an ordinary
+:class:`~specens.data.shards.ShardStream`, so within each part the natural class proportions are
+kept, nothing is loaded into memory, and shards are still split across nodes and DataLoader
+workers. The rest is the split with S filtered out: it is most of the split, so reading the
+epoch's share of it costs about that share. The special part is read from the group's own shards
+(``special_source``: the specialists' one-pass partition, :mod:`specens.specialists.partition`)
+when there are some; otherwise it is the split filtered to S, which walks every shard of the split
+to find the group's examples (a filtered sample costs its tar read, never its decoding).
 """
 
 from __future__ import annotations
@@ -27,17 +30,26 @@ class EnrichedStream:
         batches_per_epoch: batches in one epoch.
         rho: the special fraction of each batch.
         seed: seeds both streams; epoch e's batches depend only on (seed, e).
+        special_source: ``(root, info)`` of a dataset whose split ``split`` holds exactly the
+            examples of S (a part of :mod:`specens.data.parts`); None filters the full split.
     """
 
     def __init__(self, root: str, split: str, group, batch_size: int, batches_per_epoch: int, rho: float = 0.5,
-                 seed: int = 0, buffer: int = 2000, num_workers: int = 0, on_error: str = "raise", info=None):
+                 seed: int = 0, buffer: int = 2000, num_workers: int = 0, on_error: str = "raise", info=None,
+                 special_source=None):
         n_special = int(round(rho * batch_size))
         if not 0 < n_special < batch_size:
             raise ValueError(f"rho={rho} leaves no room for one of the two parts in batches of {batch_size}")
         group = np.asarray(group, dtype=np.int64)
         common = dict(train=True, buffer=buffer, on_error=on_error, info=info)
-        self.special = ShardLoader(ShardStream(root, split, n_special, epoch_size=n_special * batches_per_epoch,
-                                               seed=seed * 2 + 1, labels=group, **common), num_workers)
+        special = dict(epoch_size=n_special * batches_per_epoch, seed=seed * 2 + 1)
+        if special_source is None:
+            stream = ShardStream(root, split, n_special, labels=group, **special, **common)
+        else:
+            part_root, part_info = special_source
+            stream = ShardStream(part_root, split, n_special, **special, **{**common, "info": part_info})
+        # a part may hold fewer shards than there are workers: each worker needs one
+        self.special = ShardLoader(stream, min(num_workers, len(stream.split_info.shards)))
         self.rest = ShardLoader(ShardStream(root, split, batch_size - n_special,
                                             epoch_size=(batch_size - n_special) * batches_per_epoch,
                                             seed=seed * 2, labels=group, exclude=True, **common), num_workers)

@@ -7,7 +7,9 @@ the generalist has the lowest NLL on the validation examples routed to it, stops
 ``patience`` epochs without a better one, gates it on those examples (:mod:`.gate`), and writes
 ``<out>/specialists/sNNN/`` atomically: ``model.safetensors`` (the uncorrected weights) and
 ``specialist.json`` (group, class names, π, ρ, the dustbin correction, the gate, config,
-fingerprints, metrics, cost). Interrupted, it resumes from its last checkpoint.
+fingerprints, metrics, cost). Interrupted, it resumes from its last checkpoint. Its group's
+training examples and its routed validation examples come from the run's one-pass partition
+(:mod:`.partition`), built by the first specialist that needs it (``train_all`` builds it first).
 
 Soft targets on the fly (the default, and the only mode here): the generalist's forward pass costs
 about as much as the specialist's, but stored logits would take N × C floats (6 GB for 100,000
@@ -39,6 +41,7 @@ from specens.generalist.checkpoint import load_generalist
 
 from .gate import RoutedValidation, gate_on
 from .model import build_specialist, dustbin_correction, specialist_loss
+from .partition import ensure_partition
 from .sampling import EnrichedStream
 
 FORMAT, FORMAT_VERSION = "specens.specialist", 1
@@ -208,8 +211,9 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
     model = build_specialist(gen.model, group, _init_features(gen.model, cfg, info, device)).to(device)
     epoch_size = cfg.epoch_size or int(2 * n_special)
     steps = max(1, math.ceil(epoch_size / cfg.batch_size))
+    parts = ensure_partition(cfg.out, gen, clusters, cfg.data, info, cfg.val_split, cfg.top_n, device)
     stream = EnrichedStream(cfg.data, "train", group, cfg.batch_size, steps, cfg.rho, seed=cfg.seed * 1009 + index,
-                            num_workers=cfg.num_workers, info=info)
+                            num_workers=cfg.num_workers, info=info, special_source=parts.source(index, "train"))
     opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
     sched = make_schedule(opt, cfg.schedule, cfg.warmup, cfg.epochs * steps)
     g = group.to(device)
@@ -235,8 +239,9 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
 
     validate, routed = None, None
     if cfg.val_split:
-        routed = RoutedValidation.collect(gen.model, iter_split(cfg.data, cfg.val_split, 512, info=info), group,
-                                          correction, cfg.top_n, device)
+        root, part_info = parts.source(index, "val")
+        routed = RoutedValidation.collect(gen.model, iter_split(root, "val", 512, info=part_info), group,
+                                          correction, cfg.top_n, device, routed=True)
 
         def validate() -> dict:
             score = routed.score(model, device)

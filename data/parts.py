@@ -1,0 +1,139 @@
+"""One split written out again as parts, in one pass: each sample goes to any number of parts
+(for the specialists, a group's classes, or the validation examples routed to a group), and
+each part becomes its own shards, readable by :class:`~specens.data.shards.ShardStream` through
+:meth:`Parts.info`.
+
+Why: M readers that each want a small subset of a split would otherwise each walk the whole
+split (M·N sample reads); a partition costs one pass (N reads) plus what each reader takes.
+
+Layout: one flat directory of shards named ``<prefix>-<part:04d>-<n:06d>.tar`` in the dataset's
+own sample format (:mod:`specens.data.format`). Samples are buffered in memory up to ``memory``
+bytes; when the buffer is full the largest part is written out as one shard, so the number of
+open files never depends on the number of parts. Each shard is written under a hidden temporary
+name and renamed when closed; publishing the directory as a whole is the caller's business.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import webdataset as wds
+
+from specens.core.io import temp_suffix
+
+from .format import DatasetInfo, ShardInfo, SplitInfo
+from .shards import ShardStream, sample_record, to_model_input
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The parts of one split: ``splits[p]`` lists part p's shards (names relative to ``root``)
+    and its class counts."""
+
+    root: Path
+    splits: tuple[SplitInfo, ...]
+
+    def info(self, dataset: DatasetInfo, part: int, split: str) -> DatasetInfo:
+        """``dataset`` with one split, ``split``, holding part ``part``'s shards: open it with
+        ``ShardStream(parts.root, split, ..., info=parts.info(dataset, part, split))``."""
+        return dataclasses.replace(dataset, splits={split: self.splits[part]})
+
+    def to_json(self) -> list[dict]:
+        """Shards and the non-zero class counts of each part (counts sparse: a part is small)."""
+        return [{"shards": [[s.name, s.num_samples] for s in sp.shards],
+                 "counts": {str(c): n for c, n in enumerate(sp.class_counts) if n}} for sp in self.splits]
+
+    @classmethod
+    def from_json(cls, root: str | os.PathLike, parts: list[dict], n_classes: int) -> "Parts":
+        splits = []
+        for p in parts:
+            shards = tuple(ShardInfo(str(name), int(n)) for name, n in p["shards"])
+            counts = np.zeros(n_classes, dtype=np.int64)
+            for c, n in p["counts"].items():
+                counts[int(c)] = int(n)
+            splits.append(SplitInfo(shards, int(counts.sum()), tuple(int(n) for n in counts)))
+        return cls(Path(root), tuple(splits))
+
+
+class PartWriter:
+    """Writes samples into ``n_parts`` parts under ``root`` (see the module doc)."""
+
+    def __init__(self, root: str | os.PathLike, prefix: str, n_parts: int, info: DatasetInfo, *,
+                 shard_size: int = 10_000, memory: int = 256 * 2**20):
+        self.root, self.prefix, self.info = Path(root), prefix, info
+        self.shard_size, self.memory = shard_size, memory
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._buffers: list[list[dict]] = [[] for _ in range(n_parts)]
+        self._sizes = np.zeros(n_parts, dtype=np.int64)  # buffered bytes per part
+        self._shards: list[list[ShardInfo]] = [[] for _ in range(n_parts)]
+        self._counts = np.zeros((n_parts, info.n_classes), dtype=np.int64)
+
+    def write(self, part: int, key: str, x: np.ndarray, label: int) -> None:
+        """Append one sample (as stored: the dataset's input dtype and shape) to part ``part``."""
+        record = sample_record(key, x, label, self.info.input)
+        self._buffers[part].append(record)
+        self._sizes[part] += len(record[self.info.input.field]) + 64
+        self._counts[part, label] += 1
+        if len(self._buffers[part]) >= self.shard_size:
+            self._flush(part)
+        elif self._sizes.sum() > self.memory:
+            self._flush(int(self._sizes.argmax()))
+
+    def _flush(self, part: int) -> None:
+        records = self._buffers[part]
+        if not records:
+            return
+        name = f"{self.prefix}-{part:04d}-{len(self._shards[part]):06d}.tar"
+        tmp = self.root / f".{name}{temp_suffix()}"
+        with wds.TarWriter(str(tmp), mtime=0.0) as tar:
+            for r in records:
+                tar.write(r)
+        os.replace(tmp, self.root / name)
+        self._shards[part].append(ShardInfo(name, len(records)))
+        self._buffers[part], self._sizes[part] = [], 0
+
+    def close(self) -> Parts:
+        """Write what is buffered; returns the parts."""
+        for p in range(len(self._buffers)):
+            self._flush(p)
+        splits = tuple(SplitInfo(tuple(sh), int(c.sum()), tuple(int(n) for n in c))
+                       for sh, c in zip(self._shards, self._counts))
+        return Parts(self.root, splits)
+
+
+def partition_split(root: str | os.PathLike, split: str, out: str | os.PathLike, n_parts: int,
+                    assign: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, info: DatasetInfo,
+                    prefix: str | None = None, batch_size: int = 512, **writer) -> Parts:
+    """Read ``split`` of the dataset at ``root`` once and write it into ``n_parts`` parts in ``out``.
+
+    assign(inputs, labels) -> Tensor of shape (B, n_parts), bool: which parts each sample of a
+    batch goes to (inputs as models take them, shape (B, *input_shape); labels (B,)). A sample may
+    go to several parts or to none. ``writer`` goes to :class:`PartWriter`.
+    """
+    stream = ShardStream(root, split, batch_size, info=info)
+    out_parts = PartWriter(out, prefix or split, n_parts, info, **writer)
+    items: list = []
+
+    def flush():
+        keys, xs, ys = zip(*items)
+        labels = torch.tensor(ys, dtype=torch.int64)
+        where = assign(torch.from_numpy(to_model_input(np.stack(xs))), labels)
+        if tuple(where.shape) != (len(items), n_parts):
+            raise ValueError(f"assign returned shape {tuple(where.shape)}, expected {(len(items), n_parts)}")
+        for b, p in where.nonzero().tolist():
+            out_parts.write(p, keys[b], xs[b], ys[b])
+        items.clear()
+
+    for item in stream.samples():
+        items.append(item)
+        if len(items) == batch_size:
+            flush()
+    if items:
+        flush()
+    return out_parts.close()

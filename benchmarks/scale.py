@@ -10,17 +10,20 @@ the label space can grow without a larger real dataset; the models are the defau
 2. generalist — 2 epochs;
 3. cluster — the C x C covariance of the soft predictions on the validation split and k-means
    into M groups (``n_groups = M``);
-4. specialists — every specialist, 1 epoch each with routed validation and the gate, trained one
-   after another in one process (``train_all(local=True)``: on 2 cores Ray would add a worker
-   process per specialist and nothing else, and one process makes its peak memory measurable);
-5. infer — ``specens infer`` over the test split with the default specialist memory budget.
+4. specialists — the one-pass partition of the data (``specialists/partition.py``), then every
+   specialist, 1 epoch each with routed validation and the gate, trained one after another in one
+   process (``train_all(local=True)``: on 2 cores Ray would add a worker process per specialist
+   and nothing else, and one process makes its peak memory measurable);
+5. infer — ``specens infer`` over the test split with the default specialist memory budget and
+   the specialists the gate kept (``--budget``: again with every specialist on, all loaded and
+   with memory for only 10 of them).
 
 Per stage: wall seconds and peak MiB, and, across the sizes run, the growth exponent of each
 (the slope of log time against log C, and against log M at a fixed C). Runs are kept under
 ``--work`` and stages already done are reused (delete the folder to remeasure):
 
     python benchmarks/scale.py --classes 1000 3000 10000 --specialists 100 --record
-    python benchmarks/scale.py --classes 3000 --specialists 100 300 500 --record
+    python benchmarks/scale.py --classes 10000 --specialists 100 300 500 --budget --record
 """
 
 from __future__ import annotations
@@ -90,9 +93,11 @@ def _stage(name: str, c: int, m: int, root: str, threads: int) -> dict:
         from specens.inference.infer import infer
 
         kw = {}
+        if name in ("infer-all", "infer-budget"):  # every specialist on, whatever its gate says
+            kw["all_specialists"] = True
         if name == "infer-budget":  # memory for 10 specialists: the rest load from disk as routed
-            one = sum(t.numel() * t.element_size() for t in Ensemble.load(str(run), device="cpu").specialists[0]
-                      .state_dict().values())
+            one = sum(t.numel() * t.element_size() for t in Ensemble.load(str(run), device="cpu", all_specialists=True)
+                      .specialists[0].state_dict().values())
             kw["specialist_memory"] = 10 * one
         t = time.perf_counter()
         split = "train" if run.name.startswith("T") else "test"  # throughput: the larger split, steadier
@@ -116,6 +121,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--throughput", type=int, nargs="*", default=[], metavar="M",
                     help="inference throughput at these M on the first C (specialists trained on one batch each)")
+    ap.add_argument("--budget", action="store_true",
+                    help="also run inference with memory for only 10 specialists (the rest loaded as routed)")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     if args.throughput:
@@ -145,10 +152,22 @@ def main() -> None:
     table = markdown_table(["C", "M", *(f"{s} (s / peak MiB)" for s in STAGES), "total", "peak GiB",
                             "infer examples/s"], rows)
     growth = _growth(results, args)
+    if args.budget:
+        rows = []
+        for (c, m) in sorted({(c, m) for c, m, _ in results}):
+            r = {}
+            for name in ("infer-all", "infer-budget"):
+                done = Path(args.work) / f"C{c}" / f"M{m}" / f"{name}.json"
+                if not done.is_file():
+                    done.write_text(json.dumps(_run(name, c, m, str(Path(args.work) / f"C{c}"), args.threads)))
+                r[name] = json.loads(done.read_text())
+            rows.append(_throughput_row(c, m, results[c, m, "cluster"], r["infer-all"], r["infer-budget"]))
+        growth += ("\n\nInference on the test split with every specialist on (gates overridden):\n\n"
+                   + _throughput_table(rows))
     print(table + "\n\n" + growth)
     if args.record:
         cmd = ("python benchmarks/scale.py --classes " + " ".join(map(str, args.classes)) + " --specialists "
-               + " ".join(map(str, args.specialists)))
+               + " ".join(map(str, args.specialists)) + (" --budget" if args.budget else ""))
         record("scale", cmd, table + "\n\n" + growth)
 
 
@@ -172,15 +191,22 @@ def throughput(args) -> None:
                 done.parent.mkdir(parents=True, exist_ok=True)
                 done.write_text(json.dumps(_run(name, c, f"T{m}", str(root), args.threads)))
             r[name] = json.loads(done.read_text())
-        rows.append([f"{c:,}", m, r["cluster"]["groups"], f"{r['infer']['examples'] / r['infer']['seconds']:,.0f}",
-                     f"{r['infer']['peak_mib']:,.0f}", f"{r['infer-budget']['examples'] / r['infer-budget']['seconds']:,.0f}",
-                     f"{r['infer-budget']['peak_mib']:,.0f}"])
-    table = markdown_table(["C", "M asked", "groups", "examples/s, all loaded", "peak MiB",
-                            "examples/s, room for 10", "peak MiB"], rows)
+        rows.append(_throughput_row(c, m, r["cluster"], r["infer"], r["infer-budget"]))
+    table = _throughput_table(rows)
     print(table)
     if args.record:
         record("scale throughput", f"python benchmarks/scale.py --classes {c} --throughput "
                + " ".join(map(str, args.throughput)), table)
+
+
+def _throughput_row(c, m, cluster, infer, budget) -> list:
+    return [f"{c:,}", m, cluster["groups"], f"{infer['examples'] / infer['seconds']:,.0f}", f"{infer['peak_mib']:,.0f}",
+            f"{budget['examples'] / budget['seconds']:,.0f}", f"{budget['peak_mib']:,.0f}"]
+
+
+def _throughput_table(rows) -> str:
+    return markdown_table(["C", "M asked", "groups", "examples/s, all loaded", "peak MiB",
+                           "examples/s, room for 10", "peak MiB"], rows)
 
 
 def _growth(results, args) -> str:

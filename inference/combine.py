@@ -15,7 +15,9 @@ a_i = p_g(i) + w Σ_{m∈A, i∈S_m} p_m(i). At the optimum (METHOD §5, where w
 so the whole problem is |A| equations g_m(λ) = λ_m · Σ_{i∉S_m} q_i(λ) − w p_m(d) = 0 (normalisation
 follows from them). ``method="newton"`` solves them by Newton's method, batched over examples,
 with a step-halving safeguard that keeps every denominator positive, then finishes with EM steps
-(which never increase F) only where Newton has not converged. ``method="em"`` is plain EM;
+(which never increase F) only where Newton has not converged; an example with exactly one active
+specialist (|A| = 1: every routed example, with disjoint groups and top-1 routing) needs no
+iterations: its q has a closed form (:func:`~specens.specialists.model.combine_one`), O(C). ``method="em"`` is plain EM;
 ``method="gradient"`` is the paper's procedure, gradient descent on logits (q = softmax(z)), kept
 as the reference.
 """
@@ -25,6 +27,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+
+from specens.specialists.model import combine_one
 
 
 def objective(q: torch.Tensor, p_general: torch.Tensor, p_specialists: Sequence[torch.Tensor],
@@ -98,7 +102,10 @@ def combine_distributions(p_general: torch.Tensor, p_specialists: Sequence[torch
     ps = [p.to(work) * specialist_weight for p in p_specialists]  # w p_m: the solvers' weighted terms
     gs = [torch.as_tensor(g, dtype=torch.int64, device=pg.device) for g in groups]
     q = pg.clone()
-    rows = active.any(1).nonzero().flatten()  # examples with at least one specialist
+    rows = active.any(1)  # examples with at least one specialist
+    if method == "newton":  # exactly one: the closed form (most examples, with disjoint groups and top-1 routing)
+        rows &= ~_one_active(q, pg, [p.to(work) for p in p_specialists], gs, active, float(specialist_weight))
+    rows = rows.nonzero().flatten()
     if len(rows):
         sub = (pg[rows], [p[rows] for p in ps], gs, active[rows], float(specialist_weight))
         if method == "newton":
@@ -113,6 +120,25 @@ def combine_distributions(p_general: torch.Tensor, p_specialists: Sequence[torch
 
 
 # ----------------------------------------------------------------------------- the solvers
+
+
+def _one_active(q, pg, ps, groups, active, weight):
+    """Fill the rows of ``q`` that have exactly one active specialist with the closed form of
+    :func:`~specens.specialists.model.combine_one` (O(C) per example instead of Newton's
+    iterations), except rows where p_g(S̄) = 0 with dustbin mass to place, whose minimiser is not
+    unique: those stay with the iterative solver. ``ps`` unweighted. Returns the rows filled, (B,) bool."""
+    filled = torch.zeros(len(pg), dtype=torch.bool, device=pg.device)
+    single = active & (active.sum(1) == 1)[:, None]  # (B, M)
+    for m in single.any(0).nonzero().flatten().tolist():
+        rows = single[:, m].nonzero().flatten()
+        pr, pm, g = pg[rows], ps[m][rows], groups[m]
+        outside = pr.clone()
+        outside[:, g] = 0
+        ok = (outside.sum(1) > 0) | (pm[:, -1] == 0)
+        rows = rows[ok]
+        q[rows] = combine_one(pr[ok], pm[ok], g, weight)
+        filled[rows] = True
+    return filled
 
 
 def _slots(groups, active):
@@ -169,15 +195,21 @@ def _newton(pg, ps, groups, active, weight, tol, max_iter):
     lam = dust.clone()  # the solution when the special classes hold no mass
     q, _ = q_of(lam)
     g, r = residual(lam, q)
+    stuck = torch.zeros(b, dtype=torch.bool, device=pg.device)  # a singular Newton system: left to EM below
     for _ in range(max_iter):
         err = g.abs().amax(1)
-        todo = err > tol
+        todo = (err > tol) & ~stuck
         if not todo.any():
             break
         w = torch.where(a > 0, q * q / a.clamp_min(1e-300), torch.zeros_like(q))  # ∂q_i/∂λ_k = w_i [i ∉ S_k]
         jac = torch.einsum("bmc,bkc,bc->bmk", out_f, out_f, w) * lam[:, :, None]  # (B, K, K)
         jac = jac + torch.diag_embed(torch.where(valid, r, torch.ones_like(r)))
-        step = torch.linalg.solve(jac, -g)  # (B, K)
+        step, info = torch.linalg.solve_ex(jac, -g)  # (B, K)
+        singular = info != 0  # e.g. p_g(S̄_m) = 0 with dustbin mass to place: no unique minimiser
+        if singular.any():
+            stuck |= singular
+            todo &= ~singular
+            step = torch.where(singular[:, None], torch.zeros_like(step), step)
         t = torch.ones(b, 1, dtype=pg.dtype, device=pg.device)
         for _ in range(60):  # halve until denominators stay positive and the residual falls
             cand = lam + t * step

@@ -104,13 +104,17 @@ def route(p_general: torch.Tensor, membership: torch.Tensor, top_n: int = 1) -> 
     return membership[:, top].any(2).T  # (M, B, n) -> (B, M)
 
 
-def combine_one(p_general: torch.Tensor, p_specialist: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+def combine_one(p_general: torch.Tensor, p_specialist: torch.Tensor, group: torch.Tensor,
+                weight: float = 1.0) -> torch.Tensor:
     """q of METHOD §5 when exactly one specialist is active: the closed form of the KL solve.
 
-    With A = {m}, the stationarity conditions give q_i = (p_g(i) + p_m(i)) / 2 for i ∈ S and
-    q_i = p_g(i) · (p_g(S̄) + p_m(d)) / (2 p_g(S̄)) outside S (S̄ the classes outside S), so that
-    q(S) = (p_g(S) + 1 − p_m(d)) / 2. It is what the ensemble computes for an example routed to this
-    specialist alone, without the iterative solver (tested against it).
+    With A = {m} and the specialist's term weighted by w (1: the paper's objective), the
+    stationarity conditions give q_i = (p_g(i) + w p_m(i)) / (1 + w) for i ∈ S and
+    q_i = p_g(i) · (p_g(S̄) + w p_m(d)) / ((1 + w) p_g(S̄)) outside S (S̄ the classes outside S), so
+    that q(S) = (p_g(S) + w(1 − p_m(d))) / (1 + w). It is what the ensemble computes for an example
+    routed to this specialist alone (tested against the iterative solver). Where p_g(S̄) = 0 and
+    p_m(d) > 0 the minimiser is not unique (the dustbin's mass may go to any class outside S);
+    this returns the rows renormalised inside S, the iterative solver one of the minimisers.
 
     p_general: (B, C); p_specialist: (B, |S| + 1), the dustbin last, already corrected to the
     natural prior; group: (|S|,) int64. Returns q: (B, C).
@@ -118,9 +122,9 @@ def combine_one(p_general: torch.Tensor, p_specialist: torch.Tensor, group: torc
     outside = p_general.clone()
     outside[:, group] = 0
     mass_out = outside.sum(1, keepdim=True)  # p_g(S̄), (B, 1)
-    scale = (mass_out + p_specialist[:, -1:]) / (2 * mass_out.clamp_min(torch.finfo(p_general.dtype).tiny))
+    scale = (mass_out + weight * p_specialist[:, -1:]) / ((1 + weight) * mass_out.clamp_min(torch.finfo(p_general.dtype).tiny))
     q = outside * scale
-    q[:, group] = (p_general[:, group] + p_specialist[:, :-1]) / 2
+    q[:, group] = (p_general[:, group] + weight * p_specialist[:, :-1]) / (1 + weight)
     return q / q.sum(1, keepdim=True)  # sums to 1 already, unless p_g(S̄) underflowed to 0
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
-from specens.inference.combine import _em, combine_distributions, objective
+from specens.inference.combine import _em, _newton, combine_distributions, objective
 
 
 def _reference(pg, ps, groups, act, w=1.0):
@@ -163,3 +163,31 @@ def test_shape_errors():
         combine_distributions(pg, [torch.full((2, 3), 1 / 3)], [torch.tensor([0, 1])], torch.ones(2, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="outside"):
         combine_distributions(pg, [torch.full((2, 3), 1 / 3)], [torch.tensor([0, 9])], torch.ones(2, 1, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("w", [1.0, 2.5])
+def test_mixed_batch_equals_the_iterative_solver_row_by_row(w):
+    """Rows with one active specialist take the closed form, the others Newton: the batch equals
+    Newton alone on every row with none, one or several active. A degenerate row (p_g(S̄) = 0
+    with dustbin mass to place, which made the batched Newton step raise on a singular system)
+    leaves the batch finite."""
+    rng = np.random.default_rng(21)
+    c, groups = 12, [torch.tensor([0, 1, 2, 3]), torch.tensor([3, 4, 5, 6, 7]), torch.tensor([8, 9, 10, 11])]
+    b = 40
+    pg = torch.tensor(rng.dirichlet(np.full(c, 0.5), b))
+    pg[0] = 0.0
+    pg[0, :4] = 0.25  # all of p_g inside group 0
+    ps = [torch.tensor(rng.dirichlet(np.full(len(g) + 1, 0.5), b)) for g in groups]
+    act = torch.tensor(rng.random((b, 3)) < 0.45)
+    act[0] = torch.tensor([True, False, False])
+    assert (act.sum(1) == 1).sum() >= 10 and (act.sum(1) > 1).any() and (act.sum(1) == 0).any()
+    q = combine_distributions(pg, ps, groups, act, specialist_weight=w)
+    assert torch.isfinite(q).all() and torch.allclose(q.sum(1), torch.ones(b, dtype=q.dtype))
+    for r in range(1, b):  # row 0 has no minimiser (the infimum puts the dustbin's mass where p_g is 0)
+        if not act[r].any():
+            assert torch.equal(q[r], pg[r])
+            continue
+        want = _newton(pg[r:r + 1], [w * p[r:r + 1] for p in ps], groups, act[r:r + 1], w, tol=1e-10, max_iter=100)
+        f = lambda x: objective(x, pg[r:r + 1], [p[r:r + 1] for p in ps], groups, act[r:r + 1], specialist_weight=w)
+        assert float(f(q[r:r + 1])) <= float(f(want)) + 1e-9, r
+        assert torch.allclose(q[r], want[0], atol=1e-8), (r, (q[r] - want[0]).abs().max())

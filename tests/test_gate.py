@@ -7,23 +7,28 @@ import torch
 from specens.core.cost import BACKWARD_FACTOR, OPTIMIZER_FLOPS_PER_PARAMETER
 from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist
-from specens.inference.combine import combine_distributions
+from specens.inference.combine import _newton, combine_distributions
 from specens.specialists.gate import RoutedValidation, gate_on
 from specens.specialists.model import build_specialist, combine_one, dustbin_correction
 from specens.specialists.train import SpecialistConfig, train_specialist
 
 
-def test_combine_one_is_the_kl_solve_with_one_specialist():
-    """The closed form for one active specialist against the batched Newton solver, float64."""
+@pytest.mark.parametrize("w", [1.0, 0.3, 4.0])
+def test_combine_one_is_the_kl_solve_with_one_specialist(w):
+    """The closed form for one active specialist against the iterative methods, float64: Newton
+    (which combine_distributions no longer uses for one specialist) and EM."""
     rng = np.random.default_rng(0)
     for _ in range(20):
         c = int(rng.integers(3, 30))
         group = torch.from_numpy(np.sort(rng.choice(c, size=int(rng.integers(1, c)), replace=False)))
         pg = torch.from_numpy(rng.dirichlet(np.full(c, 0.3), 16))
         pm = torch.from_numpy(rng.dirichlet(np.full(len(group) + 1, 0.3), 16))
-        want = combine_distributions(pg, [pm], [group], torch.ones(16, 1, dtype=torch.bool), tol=1e-13)
-        got = combine_one(pg, pm, group)
-        assert torch.allclose(got, want, atol=1e-9), (got - want).abs().max()
+        act = torch.ones(16, 1, dtype=torch.bool)
+        newton = _newton(pg, [w * pm], [group], act, w, tol=1e-13, max_iter=100)
+        em = combine_distributions(pg, [pm], [group], act, method="em", tol=1e-14, specialist_weight=w)
+        got = combine_one(pg, pm, group, w)
+        assert torch.allclose(got, newton, atol=1e-9), (got - newton).abs().max()
+        assert torch.allclose(got, em, atol=1e-6), (got - em).abs().max()
         assert torch.allclose(got.sum(1), torch.ones(16, dtype=torch.float64))
 
 

@@ -50,8 +50,8 @@ def partition_dir(out: str | Path) -> Path:
 @dataclass(frozen=True)
 class Partition:
     """Each group's training examples and routed validation examples (``val`` None without a
-    validation split). ``source(m, split)`` is what :class:`~specens.data.shards.ShardStream`
-    opens: ``ShardStream(*partition.source(m, "train"), split="train", ...)``."""
+    validation split). ``root, info = partition.source(m, "train")`` opens as
+    ``ShardStream(root, "train", batch_size, info=info)``."""
 
     root: Path
     dataset: DatasetInfo
@@ -111,8 +111,8 @@ def build_partition(out: str | Path, key: dict, generalist: torch.nn.Module, gro
 
     def write(tmp: Path) -> None:
         train = partition_split(data, "train", tmp, len(groups), by_label, info=info, batch_size=batch_size)
-        val = (partition_split(data, val_split, tmp, len(groups), by_route, info=info, batch_size=batch_size)
-               if val_split else None)
+        val = (partition_split(data, val_split, tmp, len(groups), by_route, info=info, prefix="val",
+                               batch_size=batch_size) if val_split else None)  # "val" even if val_split is "train"
         write_json_atomic(tmp / MANIFEST, {"format": FORMAT, "format_version": FORMAT_VERSION, "key": key,
                                            "train": train.to_json(), "val": None if val is None else val.to_json()})
 

@@ -33,32 +33,41 @@ from .shards import ShardStream, sample_record, to_model_input
 
 @dataclass(frozen=True)
 class Parts:
-    """The parts of one split: ``splits[p]`` lists part p's shards (names relative to ``root``)
-    and its class counts."""
+    """The parts of one split, as their manifest stores them: ``parts[p]`` is
+    ``{"shards": [[name, num_samples], ...], "counts": {class: count}}`` (names relative to
+    ``root``, counts sparse: a part is small). A part's :class:`SplitInfo` is built only when
+    asked for: with hundreds of parts of a 10,000-class split, building every part's dense class
+    counts took most of a second, and each reader wants one part."""
 
     root: Path
-    splits: tuple[SplitInfo, ...]
+    parts: tuple[dict, ...]
+    n_classes: int
+
+    def split(self, part: int) -> SplitInfo:
+        """Part ``part`` as a split: its shards, sample count and dense class counts."""
+        p = self.parts[part]
+        counts = np.zeros(self.n_classes, dtype=np.int64)
+        for c, n in p["counts"].items():
+            counts[int(c)] = int(n)
+        shards = tuple(ShardInfo(str(name), int(n)) for name, n in p["shards"])
+        return SplitInfo(shards, int(counts.sum()), tuple(int(n) for n in counts))
 
     def info(self, dataset: DatasetInfo, part: int, split: str) -> DatasetInfo:
         """``dataset`` with one split, ``split``, holding part ``part``'s shards: open it with
         ``ShardStream(parts.root, split, ..., info=parts.info(dataset, part, split))``."""
-        return dataclasses.replace(dataset, splits={split: self.splits[part]})
+        return dataclasses.replace(dataset, splits={split: self.split(part)})
+
+    @property
+    def num_samples(self) -> int:
+        """Samples in all parts (a sample in several parts counts in each)."""
+        return sum(n for p in self.parts for _, n in p["shards"])
 
     def to_json(self) -> list[dict]:
-        """Shards and the non-zero class counts of each part (counts sparse: a part is small)."""
-        return [{"shards": [[s.name, s.num_samples] for s in sp.shards],
-                 "counts": {str(c): n for c, n in enumerate(sp.class_counts) if n}} for sp in self.splits]
+        return list(self.parts)
 
     @classmethod
     def from_json(cls, root: str | os.PathLike, parts: list[dict], n_classes: int) -> "Parts":
-        splits = []
-        for p in parts:
-            shards = tuple(ShardInfo(str(name), int(n)) for name, n in p["shards"])
-            counts = np.zeros(n_classes, dtype=np.int64)
-            for c, n in p["counts"].items():
-                counts[int(c)] = int(n)
-            splits.append(SplitInfo(shards, int(counts.sum()), tuple(int(n) for n in counts)))
-        return cls(Path(root), tuple(splits))
+        return cls(Path(root), tuple(parts), n_classes)
 
 
 class PartWriter:
@@ -102,9 +111,10 @@ class PartWriter:
         """Write what is buffered; returns the parts."""
         for p in range(len(self._buffers)):
             self._flush(p)
-        splits = tuple(SplitInfo(tuple(sh), int(c.sum()), tuple(int(n) for n in c))
-                       for sh, c in zip(self._shards, self._counts))
-        return Parts(self.root, splits)
+        parts = tuple({"shards": [[sh.name, sh.num_samples] for sh in shards],
+                       "counts": {str(int(c)): int(counts[c]) for c in np.flatnonzero(counts)}}
+                      for shards, counts in zip(self._shards, self._counts))
+        return Parts(self.root, parts, self.info.n_classes)
 
 
 def partition_split(root: str | os.PathLike, split: str, out: str | os.PathLike, n_parts: int,

@@ -100,7 +100,6 @@ def sample_record(key: str, x: np.ndarray, label: int, spec: InputSpec) -> dict:
     return {"__key__": key, "cls": str(int(label)).encode(), spec.field: encode_input(x, spec)}
 
 
-
 class _SplitWriter:
     """Writes one split's shards; use through :meth:`DatasetWriter.split`."""
 

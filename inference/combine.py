@@ -99,12 +99,13 @@ def combine_distributions(p_general: torch.Tensor, p_specialists: Sequence[torch
     out_dtype = p_general.dtype
     work = dtype or torch.float64
     pg = p_general.to(work)
-    ps = [p.to(work) * specialist_weight for p in p_specialists]  # w p_m: the solvers' weighted terms
+    raw = [p.to(work) for p in p_specialists]
+    ps = [p * specialist_weight for p in raw]  # w p_m: the solvers' weighted terms
     gs = [torch.as_tensor(g, dtype=torch.int64, device=pg.device) for g in groups]
     q = pg.clone()
     rows = active.any(1)  # examples with at least one specialist
     if method == "newton":  # exactly one: the closed form (most examples, with disjoint groups and top-1 routing)
-        rows &= ~_one_active(q, pg, [p.to(work) for p in p_specialists], gs, active, float(specialist_weight))
+        rows &= ~_one_active(q, pg, raw, gs, active, float(specialist_weight))
     rows = rows.nonzero().flatten()
     if len(rows):
         sub = (pg[rows], [p[rows] for p in ps], gs, active[rows], float(specialist_weight))

@@ -110,7 +110,7 @@ def train_all(cfg: SpecialistConfig, *, local: bool = False, max_retries: int = 
         echo(f"note: {cfg.generalist} was still improving in its last epochs; its own further training is the "
              "alternative to beat: `specens baseline` trains it with the specialists' compute and compares")
     if todo:  # one pass over the data for all of them, before any starts (:mod:`.partition`)
-        _partition(cfg, echo)
+        _partition(cfg, clusters, echo)
     if cfg.threads == 0:
         cfg = dataclasses.replace(cfg, threads=cpus_per_specialist)
     if local:
@@ -131,11 +131,10 @@ def train_all(cfg: SpecialistConfig, *, local: bool = False, max_retries: int = 
     return summary
 
 
-def _partition(cfg: SpecialistConfig, echo) -> None:
+def _partition(cfg: SpecialistConfig, clusters, echo) -> None:
     """Partition the data on this (the driver's) node: its GPU if it has one and ``cfg`` allows."""
     device = resolve_device(cfg.device if torch.cuda.is_available() else "cpu")
     gen = load_generalist(cfg.generalist, device)
-    clusters = load_clusters(cfg.clusters, gen.fingerprint, gen.n_classes)
     ensure_partition(cfg.out, gen, clusters, cfg.data, load_info(cfg.data), cfg.val_split, cfg.top_n, device, echo)
 
 

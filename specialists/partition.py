@@ -132,8 +132,8 @@ def ensure_partition(out: str | Path, generalist, clusters, data: str, info: Dat
     part = build_partition(out, key, generalist.model, [list(g) for g in clusters.groups], data, info, val_split,
                            top_n, device)
     if echo is not None:
-        routed = "" if part.val is None else f", {sum(s.num_samples for s in part.val.splits)} routed {val_split} examples"
+        routed = "" if part.val is None else f", {part.val.num_samples} routed {val_split} examples"
         echo(f"partitioned the data for {len(clusters.groups)} specialists in {time.perf_counter() - t0:.1f} s: "
-             f"{sum(s.num_samples for s in part.train.splits)} training examples{routed} "
+             f"{part.train.num_samples} training examples{routed} "
              f"({partition_dir(out)})")
     return part

@@ -84,7 +84,7 @@ def test_part_writer_spills_to_more_shards_without_losing_a_sample(synthetic_ds,
     tight = partition_split(synthetic_ds, "train", tmp_path / "b", len(GROUPS), assign, info=info,
                             memory=20_000, shard_size=100)
     for m in range(len(GROUPS)):
-        assert len(tight.splits[m].shards) > len(roomy.splits[m].shards) == 1
+        assert len(tight.split(m).shards) > len(roomy.split(m).shards) == 1
         a = _keys(roomy.root, "train", roomy.info(info, m, "train"))
         assert _keys(tight.root, "train", tight.info(info, m, "train")) == a
     with pytest.raises(ValueError, match="assign returned shape"):

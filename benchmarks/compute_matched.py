@@ -14,6 +14,9 @@ Runs live under ``--work`` (datasets are shared with ``benchmarks/generalists.py
 when rerun:
 
     python benchmarks/compute_matched.py banking77 clinc150 demo --data-root ../shared/data --record
+
+``--pipeline-only`` stops after the specialists (no baselines, no table): the run that
+``distill_real.py`` needs, without the hour or more the baselines take at 1,000 glyph classes.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ def main() -> None:
     ap.add_argument("--demo-run", default="runs/demo", help="run directory of `specens demo` (made if missing)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="a generalist setting changed from its default (every dataset but demo), e.g. epochs=10")
+    ap.add_argument("--pipeline-only", action="store_true", help="stop after the specialists (no baselines)")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
 
@@ -48,13 +52,16 @@ def main() -> None:
            + "".join(f" --set {s}" for s in args.sets))
     for name in args.datasets:
         results[name] = r = _run(name, args)
+        if r is None:
+            continue
         print(_table(r))
         if args.record:  # each dataset as it is done
             record(f"compute_matched {name}", cmd, _table(r) + "\n\n" + _split(r))
-    _plot(results)
+    if not args.pipeline_only:
+        _plot(results)
 
 
-def _run(name: str, args) -> dict:
+def _run(name: str, args) -> dict | None:
     from specens.clustering.cluster import ClusterConfig, cluster
     from specens.core.config import load_config, parse_overrides
     from specens.generalist.config import TrainConfig
@@ -80,6 +87,8 @@ def _run(name: str, args) -> dict:
             cluster(ClusterConfig(generalist=gen.run_dir, data=data, out=str(clusters.parent)), progress=False)
         summary = train_all(SpecialistConfig(generalist=gen.run_dir, clusters=str(clusters), data=data, out=str(run)))
         print(f"{name}: pipeline in {time.perf_counter() - t:.0f} s ({len(summary.trained)} specialists trained)")
+    if args.pipeline_only:
+        return None
     r = compute_matched(run, data, "test", progress=False)
     r["name"], r["specialists"] = name, [json.loads(p.read_text()) for p in sorted(run.glob("specialists/s*/specialist.json"))]
     return r

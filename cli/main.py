@@ -6,6 +6,7 @@ line, ``Error: <message>``, with exit status 1; anything else is a bug and keeps
 from __future__ import annotations
 
 import importlib.metadata
+import warnings
 
 import click
 
@@ -13,18 +14,34 @@ from specens.clustering.cli import cluster_cli
 from specens.core.errors import SpecensError
 from specens.data.cli import data_cli
 from specens.generalist.cli import generalist_cli
+from specens.generalist.models import TrustedCodeWarning
 from specens.inference.cli import baseline_cmd, distill_cmd, evaluate_cmd, infer_cmd
 from specens.specialists.cli import specialists_cli
 
 from .demo import demo
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """specens' own warnings (building trusted code) as one ``Warning:`` line; others as Python shows them."""
+    if issubclass(category, TrustedCodeWarning):
+        click.echo(f"Warning: {message}", err=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 class _Root(click.Group):
     def invoke(self, ctx: click.Context):
+        warnings.showwarning = _show_warning
+        warnings.simplefilter("always", TrustedCodeWarning)
         try:
             return super().invoke(ctx)
         except SpecensError as e:
             raise click.ClickException(str(e)) from e
+        except click.BadParameter as e:  # an option's value out of its range or type: one line, as any bad input
+            raise click.ClickException(e.format_message()) from e
         except OSError as e:  # a path the system cannot open or write: missing, a directory, no permission
             if e.filename is None:
                 raise

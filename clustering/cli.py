@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from specens.core import options
 from specens.core.config import load_config, parse_overrides
 
 from .cluster import ClusterConfig
@@ -19,13 +20,14 @@ from .cluster import ClusterConfig
 @click.option("--temperature", type=float, help="T of the soft predictions (default 4).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any config field.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def cluster_cli(config_path, generalist, data, out, n_groups, temperature, sets, quiet):
+@options.trust_code
+def cluster_cli(config_path, generalist, data, out, n_groups, temperature, sets, quiet, trust_code):
     """Covariance of the generalist's soft predictions, k-means on its columns, and a report of
     whether the groups are worth specialists (METHOD §3)."""
     from .cluster import cluster
 
     overrides = {"generalist": generalist, "data": data, "out": out, "n_groups": n_groups,
-                 "temperature": temperature, **parse_overrides(sets)}
+                 "temperature": temperature, "trust_code": trust_code or None, **parse_overrides(sets)}
     report = cluster(load_config(ClusterConfig, config_path, overrides), progress=not quiet)
     click.echo(report.table())
     click.echo(f"wrote {out or 'out'}/clusters.json, report.json, covariance.png, group_sizes.png")

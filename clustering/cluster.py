@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from specens.core.config import config_to_json
 from specens.core.device import resolve_device
-from specens.core.errors import CheckpointError, ConfigError, check_same_classes
-from specens.core.io import fingerprint, read_artifact_json, write_json_atomic
+from specens.core.errors import CheckpointError, ConfigError
+from specens.core.io import check_target, fingerprint, publish_dir, read_artifact_json, write_json_atomic
 from specens.data.format import INFO_FILE, load_info
 from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist
@@ -59,6 +59,7 @@ class ClusterConfig:
     batch_size: int = 512
     device: str = "auto"
     random_state: int = 0
+    trust_code: bool = False  # build a generalist whose model.json names code (module:callable)
 
     def __post_init__(self):
         p = []
@@ -96,9 +97,10 @@ class ClusterConfig:
 def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
     """Stream the transfer set through the generalist, accumulate Σ, fit groups, write artifacts."""
     device = resolve_device(cfg.device)
-    g = load_generalist(cfg.generalist, device)
+    check_target(cfg.out, "clusters.json", "a `specens cluster` output")  # before the pass over the data
+    g = load_generalist(cfg.generalist, device, cfg.trust_code)
     info = load_info(cfg.data)
-    check_same_classes(g.classes, info.classes, cfg.generalist, f"{cfg.data}/{INFO_FILE}")
+    g.check_fits(info, cfg.generalist, f"{cfg.data}/{INFO_FILE}")
     info.split(cfg.split)
     clusterer = cfg.clusterer()
     try:
@@ -106,6 +108,9 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
             clusterer.check_params(info.n_classes)  # n_groups against the label space, before the pass over the data
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if cfg.n_groups >= info.n_classes:
+        raise ConfigError(f"n_groups must be below the {info.n_classes} classes of {cfg.data} (a specialist's "
+                          f"dustbin needs classes outside its group), got {cfg.n_groups}")
     acc = CovarianceAccumulator(g.n_classes, top_k=cfg.top_k or None)
     y_true, y_pred = [], []
     for batch in tqdm(iter_split(cfg.data, cfg.split, cfg.batch_size, info=info), desc=f"covariance {cfg.split}",
@@ -134,13 +139,16 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
             extra["n_groups_search"] = {"chosen": k, "min_capture": cfg.min_capture, "tried": search}
     except ValueError as e:  # parameters that do not fit this label space, e.g. n_groups > C
         raise ConfigError(str(e)) from None
+    if not len(clusterer.groups_):
+        raise ConfigError(f"no group of at least min_size={cfg.min_size} classes came out of {cfg.n_groups or 'the chosen'} "
+                          f"k-means groups over {info.n_classes} classes; use fewer groups or a smaller min_size")
     report = ClusterReport(clusterer.groups_, info.classes, clusterer.covariance_, y_true, y_pred,
                            info.group_labels(), clusterer.labels_, extra=extra)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_clusters(out / "clusters.json", clusterer.groups_, info.classes, g.fingerprint, config_to_json(cfg))
-    report.save_json(out / "report.json")
-    report.save_plots(out)
+    def write(tmp: Path) -> None:
+        save_clusters(tmp / "clusters.json", clusterer.groups_, info.classes, g.fingerprint, config_to_json(cfg))
+        report.save_json(tmp / "report.json")
+        report.save_plots(tmp)
+    publish_dir(cfg.out, write, marker="clusters.json", what="a `specens cluster` output")
     return report
 
 
@@ -169,6 +177,15 @@ def load_clusters(path: str | Path, generalist_fingerprint: str | None = None, n
     if generalist_fingerprint is not None and d.get("generalist_fingerprint") != generalist_fingerprint:
         raise CheckpointError(f"{path}: made from generalist {d.get('generalist_fingerprint')}, but the generalist "
                               f"given is {generalist_fingerprint}")
+    for key in ("generalist_fingerprint", "n_classes", "groups"):
+        if key not in d:
+            raise CheckpointError(f"{path}: missing key {key!r}")
+    if isinstance(d["n_classes"], bool) or not isinstance(d["n_classes"], int) or d["n_classes"] < 2:
+        raise CheckpointError(f"{path}: 'n_classes' must be an int >= 2, got {d['n_classes']!r}")
+    if not (isinstance(d["groups"], list) and all(isinstance(g, list) for g in d["groups"])):
+        raise CheckpointError(f"{path}: 'groups' must be a list of lists of class indices")
+    if not isinstance(d.get("config", {}), dict):
+        raise CheckpointError(f"{path}: 'config' must be an object")
     c = int(d["n_classes"]) if n_classes is None else n_classes
     if n_classes is not None and int(d["n_classes"]) != n_classes:
         raise CheckpointError(f"{path}: made for {d['n_classes']} classes, the generalist has {n_classes}")
@@ -176,7 +193,7 @@ def load_clusters(path: str | Path, generalist_fingerprint: str | None = None, n
     for i, g in enumerate(d.get("groups", [])):
         if not g:
             raise CheckpointError(f"{path}: group {i} is empty")
-        if not all(isinstance(x, int) and 0 <= x < c for x in g):
+        if not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < c for x in g):
             raise CheckpointError(f"{path}: group {i} has classes outside [0, {c})")
         if len(set(g)) != len(g):
             raise CheckpointError(f"{path}: group {i} repeats a class")

@@ -101,6 +101,24 @@ def training_cost(result, model: torch.nn.Module, example: torch.Tensor,
     }
 
 
+COST_KEYS = ("examples", "steps", "epochs", "flops_per_example", "teacher_flops_per_example", "parameters",
+             "train_flops", "train_seconds", "train_cpu_seconds", "validation_seconds", "wall_seconds",
+             "cpu_seconds", "overhead_seconds", "epochs_resumed")
+
+
+def check_cost(cost: dict, where: str) -> None:
+    """Refuse a ``cost`` block read from an artifact unless every number in it is a finite number
+    >= 0 (later stages add them up); raises :class:`CheckpointError` naming ``where`` and the key."""
+    import math
+
+    from .errors import CheckpointError
+
+    for key in COST_KEYS:
+        v = cost.get(key, 0)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+            raise CheckpointError(f"{where}.{key} must be a finite number >= 0, got {v!r:.60}")
+
+
 def format_flops(flops: float) -> str:
     """1.23e15 -> '1.23 PFLOP'."""
     for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):

@@ -31,6 +31,10 @@ class CheckpointError(SpecensError, ValueError):
     """An artifact is missing, malformed, or does not fit what it is used with."""
 
 
+class TrainingDiverged(SpecensError):
+    """Training produced a non-finite loss, gradient or weight; nothing was exported."""
+
+
 def check_same_classes(have: Sequence[str], want: Sequence[str], have_where: str, want_where: str) -> None:
     """Refuse to use an artifact trained on classes other than a dataset's (or another artifact's).
 
@@ -45,3 +49,11 @@ def check_same_classes(have: Sequence[str], want: Sequence[str], have_where: str
               else "one list extends the other")
     raise CheckpointError(f"{have_where} was trained on {len(have)} classes, {want_where} has {len(want)} "
                           f"that differ ({detail})")
+
+
+def check_same_input(model_shape: Sequence[int], data_shape: Sequence[int], model_where: str, data_where: str) -> None:
+    """Refuse to run a model on inputs of another shape than it was built for, before any batch
+    (a dataset with the right classes but, say, 64-pixel images for a 32-pixel model)."""
+    if tuple(model_shape) != tuple(data_shape):
+        raise CheckpointError(f"{model_where} takes inputs of shape {list(model_shape)}, {data_where} holds "
+                              f"{list(data_shape)}")

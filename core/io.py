@@ -46,7 +46,8 @@ def temp_sibling(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
 def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator[Path]:
     """Yield a fresh temporary sibling of ``path`` (created empty: a file, or a directory with
     ``directory=True``); when the block ends without error, rename it over ``path`` (a directory
-    replaces the old one whole). On error the temporary is removed and ``path`` is untouched."""
+    replaces the old one whole: the old one is first renamed aside, and put back if the swap
+    fails). On error the temporary is removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(path)
@@ -57,17 +58,32 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator
     try:
         yield tmp
         if directory:
-            if path.exists():
-                shutil.rmtree(path)
+            replace_dir(tmp, path)
         else:
             _fsync(tmp)
-        os.replace(tmp, path)
+            os.replace(tmp, path)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def replace_dir(new: Path, final: Path) -> None:
+    """Put directory ``new`` at ``final``; an old ``final`` is renamed aside first and removed only
+    once ``new`` is in place, so at every instant one of the two complete directories exists."""
+    if not final.exists():
+        os.replace(new, final)
+        return
+    aside = temp_sibling(final, ".old")
+    os.replace(final, aside)
+    try:
+        os.replace(new, final)
+    except BaseException:
+        os.replace(aside, final)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _fsync(path: Path) -> None:
@@ -89,12 +105,48 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode())
 
 
-def publish_dir(final: str | os.PathLike, write: Callable[[Path], None]) -> None:
+def check_target(final: str | os.PathLike, marker: str | tuple[str, ...], what: str) -> None:
+    """The one rule for a directory a stage writes: ``final`` may be absent, empty, or hold an
+    earlier output of the same stage (one of its ``marker`` files, e.g. ``dataset.json``);
+    anything else is someone's other files, and the stage refuses to replace or mix into it.
+    Raises :class:`CheckpointError` naming the directory."""
+    final = Path(final)
+    markers = (marker,) if isinstance(marker, str) else marker
+    if final.exists() and not final.is_dir():
+        raise CheckpointError(f"{final}: is a file, not a directory for {what}")
+    if not final.is_dir() or any((final / m).exists() for m in markers):
+        return
+    others = sorted(p.name for p in final.iterdir())
+    if others:
+        shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
+        raise CheckpointError(f"{final}: not empty ({shown}) and holds no {' or '.join(markers)}, so it is not "
+                              f"{what}; refusing to write into it (choose a new or empty directory)")
+
+
+def publish_dir(final: str | os.PathLike, write: Callable[[Path], None], *, marker: str | None = None,
+                what: str = "an earlier output of this stage") -> None:
     """Create directory ``final`` atomically: ``write(tmp)`` fills a fresh hidden sibling, which
     then replaces ``final``. A crash leaves either the old ``final`` or the new one (plus, at
-    worst, a hidden leftover), never a half-written ``final``."""
+    worst, a hidden leftover), never a half-written ``final``; on any error the old ``final`` is
+    untouched. With ``marker``, :func:`check_target` first refuses a ``final`` that holds files but
+    not ``marker`` (someone else's directory is never replaced)."""
+    if marker is not None:
+        check_target(final, marker, what)
     with atomic_path(final, directory=True) as tmp:
         write(tmp)
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def record_fingerprint(weights_fingerprint: str, fields: dict[str, Any]) -> str:
+    """The fingerprint of an exported model: the first 16 hex digits of the SHA-256 of its weights'
+    fingerprint and of the canonical JSON of ``fields``, every recorded field that changes its
+    predictions (architecture, classes, group, corrections). Editing any of them, or replacing the
+    weights, changes it; artifacts made from the model record this value."""
+    h = hashlib.sha256(weights_fingerprint.encode() + b"\0" + _canonical(fields))
+    return h.hexdigest()[:16]
 
 
 def fingerprint(path: str | os.PathLike) -> str:

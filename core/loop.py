@@ -22,12 +22,17 @@ and :class:`EpochLoop` does the rest, the same way for the generalist and every 
   the loop (0: never), also where a resumed run had already stopped;
 - **callbacks**: ``on_epoch_end(epoch, record)`` after each epoch (and its checkpoint, if one was
   due): progress printing, tests' fault injection;
+- **divergence**: a non-finite loss (every step, :func:`finite_loss`), gradient norm (every
+  ``GRAD_CHECK_EVERY`` steps and an epoch's last), weight or buffer (after every epoch, before
+  its checkpoint) or validation score stops training with :class:`TrainingDiverged`, naming the
+  stage, epoch and step; nothing of that epoch is checkpointed and nothing is exported;
 - **cost**: each record carries the epoch's wall and CPU ``seconds`` / ``cpu_seconds`` of training
   and ``val_seconds`` (:mod:`specens.core.cost` sums them into an artifact's cost).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +43,47 @@ import torch
 from .checkpoint import (discard_training_state, load_training_state, load_weights, save_training_state,
                          save_weights, training_progress)
 from .config import config_changes, config_to_json
-from .errors import CheckpointError
+from .errors import CheckpointError, TrainingDiverged
 
 BEST = "checkpoints/best.safetensors"
+GRAD_CHECK_EVERY = 16  # steps between gradient-norm checks (each reads every gradient once)
+
+
+def _diverged(stage: str, epoch: int, step: int | None, what: str, lr: float | None) -> TrainingDiverged:
+    at = f"epoch {epoch + 1}" + (f", step {step + 1}" if step is not None else "")
+    hint = f" (lr {lr:g})" if lr is not None else ""
+    return TrainingDiverged(f"{stage} training diverged at {at}: {what}{hint}; nothing was exported. "
+                            "Lower the learning rate (--set lr=...)")
+
+
+def finite_loss(loss: torch.Tensor, model: torch.nn.Module, stage: str, epoch: int, step: int, steps: int,
+                optimizer: torch.optim.Optimizer | None = None) -> float:
+    """The step's loss as a float, after its backward pass and before the optimiser step: raises
+    :class:`TrainingDiverged` when it is not finite, or (every ``GRAD_CHECK_EVERY`` steps and at
+    the epoch's last of ``steps``) when the gradients' norm is not."""
+    value = float(loss.detach())
+    lr = optimizer.param_groups[0]["lr"] if optimizer is not None else None
+    if not math.isfinite(value):
+        raise _diverged(stage, epoch, step, f"the loss is {value}", lr)
+    if step % GRAD_CHECK_EVERY == 0 or step == steps - 1:
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+        if not math.isfinite(norm):
+            raise _diverged(stage, epoch, step, f"the gradient norm is {norm}", lr)
+    return value
+
+
+def check_finite_state(model: torch.nn.Module, stage: str, epoch: int, record: dict,
+                       optimizer: torch.optim.Optimizer | None = None) -> None:
+    """After an epoch: every floating weight and buffer, and every number of the epoch's record
+    (its validation scores), must be finite."""
+    lr = optimizer.param_groups[0]["lr"] if optimizer is not None else None
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise _diverged(stage, epoch, None, f"{name} holds non-finite values", lr)
+    for key, v in record.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise _diverged(stage, epoch, None, f"{key} is {v}", lr)
 
 
 def stale_changes(work: str | Path, config: Any) -> list[str]:
@@ -73,6 +116,7 @@ class EpochLoop:
     restart: bool = False
     on_epoch_end: Sequence[Callable[[int, dict], None]] = ()
     checkpoint_every: float = 0.0  # seconds between training-state writes; 0: after every epoch
+    stage: str = "generalist"  # names the stage in messages ("specialist 3", "student")
 
     def _resume(self) -> tuple[int, list[dict], dict | None]:
         changes = stale_changes(self.work, self.config)
@@ -112,6 +156,7 @@ class EpochLoop:
                 t0 = time.perf_counter()
                 record.update(validate())
                 record["val_seconds"] = time.perf_counter() - t0
+            check_finite_state(self.model, self.stage, epoch, record, self.optimizer)
             history.append(record)
             if best is None or self.better(record, best):
                 best, unsaved = record, True

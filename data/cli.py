@@ -16,17 +16,20 @@ def data_cli():
 
 _out = click.option("--out", required=True, type=click.Path(file_okay=False), help="Dataset directory to write.")
 _seed = click.option("--seed", default=0, show_default=True, help="Seed of every random choice.")
-_shard = click.option("--shard-size", default=10_000, show_default=True, help="Samples per shard.")
+_shard = click.option("--shard-size", default=10_000, show_default=True, type=click.IntRange(min=1),
+                      help="Samples per shard.")
+_count = click.IntRange(min=1)
+_fraction = click.FloatRange(0, 1, max_open=True)
 
 
 @data_cli.command("glyphs")
 @_out
-@click.option("--classes", "n_classes", default=200, show_default=True,
+@click.option("--classes", "n_classes", default=200, show_default=True, type=click.IntRange(min=0),
               help="Number of letters; 0 takes all (about 1,400 after removing look-alikes).")
-@click.option("--train-per-class", default=48, show_default=True)
-@click.option("--val-per-class", default=8, show_default=True)
-@click.option("--test-per-class", default=8, show_default=True)
-@click.option("--size", default=32, show_default=True, help="Image side in pixels.")
+@click.option("--train-per-class", default=48, show_default=True, type=_count)
+@click.option("--val-per-class", default=8, show_default=True, type=_count)
+@click.option("--test-per-class", default=8, show_default=True, type=_count)
+@click.option("--size", default=32, show_default=True, type=click.IntRange(min=4), help="Image side in pixels.")
 @_seed
 @_shard
 def glyphs(out, n_classes, train_per_class, val_per_class, test_per_class, size, seed, shard_size):
@@ -41,10 +44,11 @@ def glyphs(out, n_classes, train_per_class, val_per_class, test_per_class, size,
 
 @data_cli.command("synthetic")
 @_out
-@click.option("--classes", "n_classes", default=20, show_default=True)
-@click.option("--groups", "n_groups", default=4, show_default=True, help="Planted groups of confusable classes.")
-@click.option("--dim", default=16, show_default=True, help="Input dimension.")
-@click.option("--train-per-class", default=200, show_default=True)
+@click.option("--classes", "n_classes", default=20, show_default=True, type=click.IntRange(min=2))
+@click.option("--groups", "n_groups", default=4, show_default=True, type=_count,
+              help="Planted groups of confusable classes.")
+@click.option("--dim", default=16, show_default=True, type=_count, help="Input dimension.")
+@click.option("--train-per-class", default=200, show_default=True, type=_count)
 @click.option("--noise", default=1.0, show_default=True, help="Within-class noise (larger: more confusion).")
 @_seed
 @_shard
@@ -62,7 +66,7 @@ def _idx_command(name: str, classes: list[str], doc: str):
     @click.option("--source", required=True, type=click.Path(exists=True, file_okay=False),
                   help="Folder of the idx files (train-images-idx3-ubyte.gz, ...).")
     @_out
-    @click.option("--val-size", default=5000, show_default=True, help="Last training images kept for validation.")
+    @click.option("--val-size", default=5000, show_default=True, type=click.IntRange(min=0), help="Last training images kept for validation.")
     @_shard
     def cmd(source, out, val_size, shard_size):
         from .importers import import_idx
@@ -111,7 +115,7 @@ def clinc150(source, out, buckets, max_tokens, shard_size):
               help="Folder holding train.csv, test.csv and categories.json.")
 @_out
 @_featurizer_options
-@click.option("--val-fraction", default=0.1, show_default=True)
+@click.option("--val-fraction", default=0.1, show_default=True, type=_fraction)
 @_seed
 @_shard
 def banking77(source, out, buckets, max_tokens, val_fraction, seed, shard_size):
@@ -136,8 +140,10 @@ def banking77(source, out, buckets, max_tokens, val_fraction, seed, shard_size):
 @click.option("--label-column", default="label", show_default=True, help="Column (JSON field) of the label.")
 @click.option("--group-column", default=None,
               help="Optional column naming each label's group (a known grouping of the labels).")
-@click.option("--val-fraction", default=0.1, show_default=True, help="Of --train, when --val is not given.")
-@click.option("--test-fraction", default=0.1, show_default=True, help="Of --train, when --test is not given.")
+@click.option("--val-fraction", default=0.1, show_default=True, type=_fraction,
+              help="Of --train, when --val is not given.")
+@click.option("--test-fraction", default=0.1, show_default=True, type=_fraction,
+              help="Of --train, when --test is not given.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the files.")
 @click.option("--name", default=None, help="Dataset name (default: the --out folder's name).")
 @_featurizer_options
@@ -161,10 +167,10 @@ def text(train_file, val_file, test_file, out, text_column, label_column, group_
 @click.option("--source", required=True, type=click.Path(exists=True, file_okay=False),
               help="Root with one sub-folder of .png/.jpg images per class.")
 @_out
-@click.option("--size", type=int, default=None, help="Resize every image to SIZE x SIZE.")
+@click.option("--size", type=click.IntRange(min=1), default=None, help="Resize every image to SIZE x SIZE.")
 @click.option("--grayscale", is_flag=True, help="Convert images to one channel.")
-@click.option("--val-fraction", default=0.1, show_default=True)
-@click.option("--test-fraction", default=0.1, show_default=True)
+@click.option("--val-fraction", default=0.1, show_default=True, type=_fraction)
+@click.option("--test-fraction", default=0.1, show_default=True, type=_fraction)
 @_seed
 @_shard
 def folder(source, out, size, grayscale, val_fraction, test_fraction, seed, shard_size):
@@ -182,8 +188,8 @@ def folder(source, out, size, grayscale, val_fraction, test_fraction, seed, shar
 @_out
 @click.option("--classes", "classes_file", type=click.Path(exists=True, dir_okay=False),
               help="Text file of class names, one a line (default: 0, 1, ...).")
-@click.option("--val-fraction", default=0.1, show_default=True)
-@click.option("--test-fraction", default=0.1, show_default=True)
+@click.option("--val-fraction", default=0.1, show_default=True, type=_fraction)
+@click.option("--test-fraction", default=0.1, show_default=True, type=_fraction)
 @_seed
 @_shard
 def arrays(x_path, y_path, out, classes_file, val_fraction, test_fraction, seed, shard_size):
@@ -197,10 +203,16 @@ def arrays(x_path, y_path, out, classes_file, val_fraction, test_fraction, seed,
 
 
 @data_cli.command("info")
-@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.argument("dataset")
 @click.option("--json", "as_json", is_flag=True, help="Print dataset.json as it is.")
-def info(dataset, as_json):
-    """Check a dataset directory and summarise it."""
+@click.option("--quick", is_flag=True, help="Check dataset.json and that its shards exist, without reading them.")
+def info(dataset, as_json, quick):
+    """Check a dataset directory (or URL) and summarise it: by default every sample of every shard
+    is read and checked as training would (counts, labels, shapes, dtypes, truncation)."""
+    from .shards import verify_dataset
+
+    if not quick:
+        verify_dataset(dataset, progress=not as_json)
     if as_json:
         click.echo(json.dumps(load_info(dataset).to_json(), indent=1, ensure_ascii=False))
     else:

@@ -123,7 +123,9 @@ class DatasetInfo:
             problems.append("'classes' has duplicate names")
         n = len(classes)
         inp = d.get("input") or {}
-        kind, shape, dtype = inp.get("kind"), inp.get("shape"), inp.get("dtype")
+        kind, shape, dtype = (inp.get("kind"), inp.get("shape"), inp.get("dtype")) if isinstance(inp, dict) else (None,) * 3
+        kind = kind if isinstance(kind, str) else repr(kind)
+        dtype = dtype if isinstance(dtype, str) else repr(dtype)
         if kind not in INPUT_KINDS:
             problems.append(f"'input.kind' is {kind!r}, expected one of {sorted(INPUT_KINDS)}")
         if not (isinstance(shape, list) and shape and all(isinstance(s, int) and s > 0 for s in shape)):
@@ -133,14 +135,33 @@ class DatasetInfo:
             problems.append(f"'input.dtype' is {dtype!r}, expected one of {list(DTYPES)}")
         groups = d.get("groups")
         if groups is not None:
-            flat = [c for g in groups for c in g] if isinstance(groups, list) else None
+            ok = isinstance(groups, list) and all(isinstance(g, list) for g in groups)
+            flat = [c for g in groups for c in g] if ok else None
             if flat is None or not all(isinstance(c, int) and 0 <= c < n for c in flat):
                 problems.append(f"'groups' must be lists of class indices in [0, {n})")
             elif sorted(flat) != list(range(n)):
                 problems.append("'groups' must cover every class exactly once")
             names = d.get("group_names")
-            if names is not None and len(names) != len(groups):
+            if names is not None and not (isinstance(names, list) and all(isinstance(x, str) for x in names)):
+                problems.append("'group_names' must be a list of strings")
+            elif names is not None and isinstance(groups, list) and len(names) != len(groups):
                 problems.append(f"'group_names' has {len(names)} names for {len(groups)} groups")
+        elif d.get("group_names") is not None:
+            problems.append("'group_names' given without 'groups'")
+        for key, kinds in (("name", str), ("source", dict), ("featurizer", dict)):
+            if d.get(key) is not None and not isinstance(d[key], kinds):
+                problems.append(f"{key!r} must be a {kinds.__name__}, got {type(d[key]).__name__}")
+        known = {"format", "format_version", "name", "classes", "groups", "group_names", "input", "splits",
+                 "source", "featurizer"}
+        if set(d) - known:
+            problems.append(f"unknown keys {sorted(set(d) - known)}")
+        if not isinstance(inp, dict):
+            problems.append("'input' must be an object")
+        elif inp.get("encoding", INPUT_KINDS.get(kind)) != INPUT_KINDS.get(kind):
+            problems.append(f"'input.encoding' is {inp.get('encoding')!r}, but kind {kind!r} is stored as "
+                            f"{INPUT_KINDS.get(kind)!r}")
+        if kind == "image" and dtype != "uint8" or kind == "image" and isinstance(shape, list) and len(shape) != 3:
+            problems.append("an 'image' input is uint8 of shape [channels, height, width]")
         splits: dict[str, SplitInfo] = {}
         raw_splits = d.get("splits")
         if not isinstance(raw_splits, dict) or not raw_splits:
@@ -148,12 +169,14 @@ class DatasetInfo:
             raw_splits = {}
         for sname, s in raw_splits.items():
             try:
-                shards = tuple(ShardInfo(str(x["name"]), int(x["num_samples"])) for x in s["shards"])
-                counts = tuple(int(c) for c in s["class_counts"])
-                total = int(s["num_samples"])
+                shards = tuple(ShardInfo(_name(x["name"]), _count(x["num_samples"])) for x in s["shards"])
+                counts = tuple(_count(c) for c in s["class_counts"])
+                total = _count(s["num_samples"])
             except (KeyError, TypeError, ValueError) as e:
                 problems.append(f"'splits.{sname}' is malformed ({e!r})")
                 continue
+            if not shards:
+                problems.append(f"'splits.{sname}.shards' is empty")
             if len(counts) != n:
                 problems.append(f"'splits.{sname}.class_counts' has {len(counts)} entries for {n} classes")
             if sum(counts) != total:
@@ -174,6 +197,20 @@ class DatasetInfo:
             source=dict(d.get("source") or {}),
             featurizer=d.get("featurizer"),
         )
+
+
+def _count(v: Any) -> int:
+    """A count as dataset.json stores it: a non-negative int (not a bool, not a float)."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"expected a count (an int >= 0), got {v!r}")
+    return v
+
+
+def _name(v: Any) -> str:
+    """A shard's file name: a plain name in the dataset directory, never a path out of it."""
+    if not isinstance(v, str) or not v or "/" in v or "\\" in v or v in (".", "..") or v.startswith("."):
+        raise ValueError(f"expected a shard file name, got {v!r}")
+    return v
 
 
 def load_info(root: str | os.PathLike) -> DatasetInfo:

@@ -34,6 +34,8 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from specens.core.errors import ConfigError
+
 from .format import InputSpec
 from .shards import DatasetWriter
 
@@ -171,7 +173,7 @@ def import_glyphs(out: str, *, n_classes: int | None = 200, train_per_class: int
     from tqdm import tqdm
 
     if n_classes is not None and n_classes < 2:
-        raise ValueError(f"n_classes must be at least 2, got {n_classes}")
+        raise ConfigError(f"n_classes must be at least 2, got {n_classes}")
     kept, dropped = distinct_letters(covered_letters(), size)
     cps = choose_classes(kept, n_classes, seed)
     classes = [f"{chr(cp)} U+{cp:04X}" for cp in cps]

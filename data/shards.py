@@ -1,9 +1,8 @@
 """Writing and streaming WebDataset shards in the format of :mod:`specens.data.format`.
 
-Writing is atomic at two levels: a shard is written under a hidden temporary name of the form
-:func:`specens.core.io.temp_suffix` gives (unique per writer, so concurrent imports never share
-one) and renamed only once it is closed, and ``dataset.json`` is written last, so a crashed import never leaves a
-shard or a dataset that looks complete.
+Writing is atomic: a dataset is built in a hidden sibling of its directory (shards under hidden
+temporary names until closed, ``dataset.json`` last) and published in one rename, so a crashed or
+failed import leaves the directory as it was, an earlier dataset there included.
 
 Reading streams :class:`Batch` objects, either for training (shards and samples shuffled with a
 seeded buffer, epochs of a fixed length, shards split across nodes and DataLoader workers) or for
@@ -20,6 +19,7 @@ import math
 import os
 import random
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -30,7 +30,7 @@ import webdataset as wds
 from PIL import Image
 
 from specens.core.errors import DataError
-from specens.core.io import temp_suffix, write_json_atomic
+from specens.core.io import check_target, replace_dir, temp_sibling, temp_suffix, write_json_atomic
 
 from .format import DatasetInfo, InputSpec, ShardInfo, SplitInfo, INFO_FILE, load_info
 from .remote import is_url, join, local_path, open_stream
@@ -108,7 +108,7 @@ class _SplitWriter:
         self.shards: list[ShardInfo] = []
         self.class_counts = np.zeros(len(parent.classes), dtype=np.int64)
         self._in_shard = 0
-        root = str(parent.root).replace("%", "%%")
+        root = str(parent.build_dir).replace("%", "%%")
         self._suffix = temp_suffix()  # ShardWriter numbers its files itself: one token per writer
         self._writer = wds.ShardWriter(f"{root}/.{split}-%06d.tar{self._suffix}",
                                        maxcount=parent.shard_size, post=self._finish_shard,
@@ -161,6 +161,11 @@ class _SplitWriter:
 class DatasetWriter:
     """Writes a dataset directory: shards per split, then ``dataset.json``.
 
+    Everything is written into a hidden sibling of ``root`` and published in one rename when the
+    writer closes without error, replacing an earlier dataset there; on any error the temporary is
+    removed and ``root`` is exactly as it was. A ``root`` that holds files but no ``dataset.json``
+    is refused (:func:`specens.core.io.check_target`).
+
     Example::
 
         with DatasetWriter(root, "mine", classes, InputSpec("array", (64,), "float32")) as w:
@@ -175,8 +180,10 @@ class DatasetWriter:
         if shard_size < 1:
             raise ValueError(f"shard_size must be at least 1, got {shard_size}")
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / INFO_FILE).unlink(missing_ok=True)  # the dataset is incomplete until closed
+        check_target(self.root, INFO_FILE, "a dataset directory")
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        self.build_dir = temp_sibling(self.root)  # where the shards go until the dataset is complete
+        self.build_dir.mkdir()
         self.name, self.classes, self.input = name, tuple(classes), input
         self.groups, self.group_names = groups, group_names
         self.source, self.featurizer, self.shard_size = source or {}, featurizer, shard_size
@@ -185,19 +192,27 @@ class DatasetWriter:
     def split(self, split: str) -> _SplitWriter:
         if split in self._splits:
             raise ValueError(f"split {split!r} was already written")
-        for old in self.root.glob(f"{split}-*.tar"):
-            old.unlink()  # leftovers of an earlier, interrupted import
         return _SplitWriter(self, split)
 
     def close(self) -> DatasetInfo:
-        info = DatasetInfo(
-            name=self.name, classes=self.classes, input=self.input, splits=dict(self._splits),
-            groups=None if self.groups is None else tuple(tuple(int(c) for c in g) for g in self.groups),
-            group_names=None if self.group_names is None else tuple(self.group_names),
-            source=self.source, featurizer=self.featurizer)
-        DatasetInfo.from_json(info.to_json(), where=str(self.root / INFO_FILE))  # validate
-        write_json_atomic(self.root / INFO_FILE, info.to_json())
+        """Write ``dataset.json`` and publish the directory; returns its description."""
+        try:
+            info = DatasetInfo(
+                name=self.name, classes=self.classes, input=self.input, splits=dict(self._splits),
+                groups=None if self.groups is None else tuple(tuple(int(c) for c in g) for g in self.groups),
+                group_names=None if self.group_names is None else tuple(self.group_names),
+                source=self.source, featurizer=self.featurizer)
+            DatasetInfo.from_json(info.to_json(), where=str(self.root / INFO_FILE))  # validate
+            write_json_atomic(self.build_dir / INFO_FILE, info.to_json())
+            replace_dir(self.build_dir, self.root)
+        except BaseException:
+            self.abandon()
+            raise
         return info
+
+    def abandon(self) -> None:
+        """Drop everything written so far; ``root`` stays as it was."""
+        shutil.rmtree(self.build_dir, ignore_errors=True)
 
     def __enter__(self) -> "DatasetWriter":
         return self
@@ -205,6 +220,8 @@ class DatasetWriter:
     def __exit__(self, exc_type, *_) -> None:
         if exc_type is None:
             self.close()
+        else:
+            self.abandon()
 
 
 # ----------------------------------------------------------------------------- reading
@@ -522,3 +539,26 @@ def iter_split(root, split: str, batch_size: int = 256, **kw) -> ShardLoader:
     """Evaluation-order batches of one split: in order, each sample once."""
     num_workers = kw.pop("num_workers", 0)
     return ShardLoader(ShardStream(root, split, batch_size, train=False, **kw), num_workers)
+
+
+def verify_dataset(root: str | os.PathLike, progress: bool = False) -> DatasetInfo:
+    """Read every sample of every split of ``root`` once and check all that a training or
+    evaluation reader checks, up front: each shard's sample count against ``dataset.json``
+    (truncation), each sample's fields, label range, shape, dtype and finiteness, and each split's
+    class counts. Raises :class:`DataError` naming the shard (and sample) at fault; returns the
+    dataset's description."""
+    from tqdm import tqdm
+
+    info = load_info(root)
+    where = join(str(root), INFO_FILE) if is_url(root) else str(Path(local_path(root)) / INFO_FILE)
+    for name, split in info.splits.items():
+        counts = np.zeros(info.n_classes, dtype=np.int64)
+        stream = ShardStream(root, name, 1, info=info)
+        for _, _, label in tqdm(stream.samples(), total=split.num_samples, desc=f"check {name}", unit="ex",
+                                disable=not progress):
+            counts[label] += 1
+        if tuple(int(c) for c in counts) != split.class_counts:
+            c = int(np.flatnonzero(counts != np.asarray(split.class_counts))[0])
+            raise DataError(f"{where}: splits.{name}.class_counts[{c}] is {split.class_counts[c]}, but the shards "
+                            f"hold {int(counts[c])} samples of class {c} ({info.classes[c]!r})")
+    return info

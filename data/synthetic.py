@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from specens.core.errors import ConfigError
+
 from .format import InputSpec
 from .shards import DatasetWriter
 
@@ -25,7 +27,7 @@ def make_synthetic(n_classes: int = 20, n_groups: int = 4, dim: int = 16, n_per_
         groups: list of ``n_groups`` sorted int arrays, the planted partition of the classes.
     """
     if not 1 <= n_groups <= n_classes:
-        raise ValueError(f"need 1 <= n_groups <= n_classes, got n_groups={n_groups}, n_classes={n_classes}")
+        raise ConfigError(f"need 1 <= n_groups <= n_classes, got n_groups={n_groups}, n_classes={n_classes}")
     rng = np.random.default_rng(seed)
     group_of = np.arange(n_classes) % n_groups
     centres = rng.normal(0.0, group_spread, size=(n_groups, dim))
@@ -77,7 +79,7 @@ def synthetic_predictions(n_samples: int, n_classes: int, group_size: int, *, ba
     import torch
 
     if not 1 <= group_size <= n_classes:
-        raise ValueError(f"group_size must be in [1, n_classes], got {group_size}")
+        raise ConfigError(f"group_size must be in [1, n_classes], got {group_size}")
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n_classes, generator=gen)
     group_of = torch.empty(n_classes, dtype=torch.int64)

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from specens.core import options
 from specens.core.config import load_config, parse_overrides
 
 from .config import TrainConfig
@@ -29,12 +30,13 @@ def generalist_cli():
 @click.option("--restart", is_flag=True,
               help="Discard checkpoints in OUT made with another config and train afresh (default: refuse).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train(config_path, data, out, epochs, teacher, device, sets, restart, quiet):
+@options.trust_code
+def train(config_path, data, out, epochs, teacher, device, sets, restart, quiet, trust_code):
     """Train a generalist; the best validation epoch is exported to OUT/model.safetensors + model.json."""
     from .train import train_generalist
 
     overrides = {"data": data, "out": out, "epochs": epochs, "device": device,
-                 "teacher": list(teacher) or None, **parse_overrides(sets)}
+                 "teacher": list(teacher) or None, "trust_code": trust_code or None, **parse_overrides(sets)}
     cfg = load_config(TrainConfig, config_path, overrides)
     result = train_generalist(cfg, progress=not quiet, restart=restart)
     last = result.history[-1] if result.history else {}
@@ -47,13 +49,14 @@ def train(config_path, data, out, epochs, teacher, device, sets, restart, quiet)
               help="Run directory of a trained generalist.")
 @click.option("--data", required=True, help="Dataset directory or URL (dataset.json + shards).")
 @click.option("--split", default="test", show_default=True)
-@click.option("--batch-size", default=512, show_default=True)
+@click.option("--batch-size", default=512, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True)
-def eval_cmd(run_dir, data, split, batch_size, device):
+@options.trust_code
+def eval_cmd(run_dir, data, split, batch_size, device, trust_code):
     """Top-1, top-5 and negative log-likelihood on one split, as JSON."""
     from .evaluate import evaluate_generalist
 
-    metrics = evaluate_generalist(run_dir, data, split, batch_size, device)
+    metrics = evaluate_generalist(run_dir, data, split, batch_size, device, trust_code=trust_code)
     click.echo(json.dumps(metrics, indent=1))
 
 
@@ -63,11 +66,12 @@ def eval_cmd(run_dir, data, split, batch_size, device):
 @click.option("--split", default="train", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for logits.npy, labels.npy, keys.txt and predictions.json.")
-@click.option("--batch-size", default=512, show_default=True)
+@click.option("--batch-size", default=512, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True)
-def predict(run_dir, data, split, out, batch_size, device):
+@options.trust_code
+def predict(run_dir, data, split, out, batch_size, device, trust_code):
     """Write the generalist's logits for a split, in the split's order, for later stages."""
     from .evaluate import predict_generalist
 
-    meta = predict_generalist(run_dir, data, split, out, batch_size, device)
+    meta = predict_generalist(run_dir, data, split, out, batch_size, device, trust_code=trust_code)
     click.echo(f"wrote logits of {meta['n_samples']} samples x {meta['n_classes']} classes to {out}")

@@ -10,6 +10,10 @@ from specens.core.config import check as _check
 from specens.core.errors import ConfigError
 
 
+MAX_EPOCHS = 100_000  # beyond this a schedule's learning rate is ~0 for every epoch a run could reach
+MAX_LR = 10.0  # far past any rate that trains; larger ones are typing mistakes
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Generalist training (METHOD §1-2). ``specens generalist train`` builds one from a TOML file
@@ -19,7 +23,7 @@ class TrainConfig:
 
     data: str  # dataset directory (holding dataset.json)
     out: str  # run directory for checkpoints and the final model
-    model: str = ""  # registry name (cnn, mlp, bag) or "module:callable"; "" picks by input kind
+    model: str = ""  # registry name (resnet, ngram, mlp, cnn, bag) or "module:callable"; "" picks by input kind
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model factory
     init: str = ""  # an exported generalist to start from (continued training); its model and classes must match
     epochs: int = 30  # at most this many passes of `epoch_size` samples (the schedule's length)
@@ -52,17 +56,18 @@ class TrainConfig:
     on_error: str = "raise"  # bad samples: "raise", or "skip" and count them
     checkpoint_every: float = 60.0  # seconds between resumable checkpoints (and after the last epoch); 0: every epoch
     seed: int = 0
+    trust_code: bool = False  # build models that the loaded teachers' model.json name as code (module:callable)
 
     def __post_init__(self) -> None:
         p: list[str] = []
         _check(p, bool(self.data), "data: a dataset directory is required")
         _check(p, bool(self.out), "out: a run directory is required")
-        _check(p, self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _check(p, 1 <= self.epochs <= MAX_EPOCHS, f"epochs must be in [1, {MAX_EPOCHS}], got {self.epochs}")
         _check(p, self.patience >= 0, f"patience must be >= 0, got {self.patience}")
         _check(p, self.epoch_size >= 0, f"epoch_size must be >= 0, got {self.epoch_size}")
         _check(p, self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(p, self.optimizer in ("adamw", "sgd"), f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
-        _check(p, self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(p, 0 < self.lr <= MAX_LR, f"lr must be in (0, {MAX_LR:g}], got {self.lr}")
         _check(p, self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         _check(p, self.schedule in ("cosine", "constant"), f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         _check(p, 0 <= self.warmup < 1, f"warmup must be in [0, 1), got {self.warmup}")
@@ -97,4 +102,4 @@ class TrainConfig:
 
     # Fields that may change when a run resumes: they do not change what is computed.
     RESUMABLE_CHANGES: typing.ClassVar[frozenset[str]] = frozenset({"num_workers", "device", "threads", "out",
-                                                                    "patience", "checkpoint_every"})
+                                                                    "patience", "checkpoint_every", "trust_code"})

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from specens.core.device import autocast, resolve_device
-from specens.core.errors import check_same_classes
-from specens.core.io import atomic_path, write_bytes_atomic, write_json_atomic
+from specens.core.errors import ConfigError
+from specens.core.io import check_target, publish_dir, write_json_atomic
 from specens.data.format import INFO_FILE
 from specens.data.shards import Batch, iter_split
 
@@ -55,38 +55,47 @@ def evaluate(model: torch.nn.Module, batches: Iterable[Batch], device: torch.dev
     return m.result()
 
 
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
+
+
 def evaluate_generalist(run_dir: str, data: str, split: str = "test", batch_size: int = 512,
-                        device: str = "auto", progress: bool = True) -> dict[str, float]:
+                        device: str = "auto", progress: bool = True, trust_code: bool = False) -> dict[str, float]:
     """``specens generalist eval``: top-1, top-5 and NLL of an exported generalist on one split."""
+    _check_batch_size(batch_size)
     dev = resolve_device(device)
-    g = load_generalist(run_dir, dev)
+    g = load_generalist(run_dir, dev, trust_code)
     loader = iter_split(data, split, batch_size)
-    check_same_classes(g.classes, loader.stream.info.classes, run_dir, f"{data}/{INFO_FILE}")
+    g.check_fits(loader.stream.info, run_dir, f"{data}/{INFO_FILE}")
     return evaluate(g.model, loader, dev, progress=progress, desc=f"eval {split}")
 
 
 @torch.no_grad()
 def predict_generalist(run_dir: str, data: str, split: str, out: str, batch_size: int = 512,
-                       device: str = "auto", progress: bool = True) -> dict:
+                       device: str = "auto", progress: bool = True, trust_code: bool = False) -> dict:
     """``specens generalist predict``: write the logits of one split, in the split's order.
 
     Writes into ``out``: ``logits.npy`` float32 of shape (n_samples, n_classes), ``labels.npy``
     int64 of shape (n_samples,), ``keys.txt`` (one sample key a line), then ``predictions.json``
-    (generalist fingerprint, dataset, split, count) last, so its presence marks a complete output.
+    (generalist fingerprint, dataset, split, count); the folder is published whole when complete,
+    replacing an earlier output (never a folder of other files).
     """
+    _check_batch_size(batch_size)
+    check_target(out, "predictions.json", "a `specens generalist predict` output")
     dev = resolve_device(device)
-    g = load_generalist(run_dir, dev)
+    g = load_generalist(run_dir, dev, trust_code)
     loader = iter_split(data, split, batch_size)
     info = loader.stream.info
-    check_same_classes(g.classes, info.classes, run_dir, f"{data}/{INFO_FILE}")
+    g.check_fits(info, run_dir, f"{data}/{INFO_FILE}")
     n, c = info.split(split).num_samples, g.n_classes
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "predictions.json").unlink(missing_ok=True)
-    labels = np.empty(n, dtype=np.int64)
-    keys: list[str] = []
-    with atomic_path(out_dir / "logits.npy") as tmp:
-        logits = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, c))
+    meta = {"generalist": str(run_dir), "generalist_fingerprint": g.fingerprint, "data": str(data),
+            "split": split, "n_samples": n, "n_classes": c}
+
+    def write(tmp: Path) -> None:
+        labels = np.empty(n, dtype=np.int64)
+        keys: list[str] = []
+        logits = np.lib.format.open_memmap(tmp / "logits.npy", mode="w+", dtype=np.float32, shape=(n, c))
         i = 0
         for batch in tqdm(loader, desc=f"predict {split}", disable=not progress, unit="batch"):
             z = g.model(batch.inputs.to(dev)).float().cpu().numpy()
@@ -96,10 +105,8 @@ def predict_generalist(run_dir: str, data: str, split: str, out: str, batch_size
             i += len(z)
         logits.flush()
         del logits
-    with atomic_path(out_dir / "labels.npy") as tmp, open(tmp, "wb") as f:
-        np.save(f, labels)
-    write_bytes_atomic(out_dir / "keys.txt", ("\n".join(keys) + "\n").encode())
-    meta = {"generalist": str(run_dir), "generalist_fingerprint": g.fingerprint, "data": str(data),
-            "split": split, "n_samples": n, "n_classes": c}
-    write_json_atomic(out_dir / "predictions.json", meta)
+        np.save(tmp / "labels.npy", labels)
+        (tmp / "keys.txt").write_bytes(("\n".join(keys) + "\n").encode())
+        write_json_atomic(tmp / "predictions.json", meta)
+    publish_dir(out, write, marker="predictions.json", what="a `specens generalist predict` output")
     return meta

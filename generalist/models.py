@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from specens.core.errors import ConfigError
+from specens.core.errors import CheckpointError, ConfigError
 
 
 class Classifier(nn.Module):
@@ -188,52 +189,80 @@ def ngram(input_shape: tuple[int, ...], n_classes: int, buckets: int = 2**18, di
 
 
 REGISTRY: dict[str, Callable[..., Classifier]] = {"resnet": resnet, "ngram": ngram, "mlp": mlp,
-                                                  "cnn": small_cnn, "bag": bag}  # cnn, bag: the former defaults
+                                                  "cnn": small_cnn, "bag": bag}
+
+
+class TrustedCodeWarning(UserWarning):
+    """Issued when an artifact's model is built from code it names, because the caller opted in."""
+
+
+def is_code(name: str) -> bool:
+    """Whether a model name names code (``"package.module:callable"``) rather than a registry model."""
+    return name not in REGISTRY and ":" in name
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """How to build a model: ``name`` is a key of :data:`REGISTRY` or ``"package.module:callable"``;
     the callable is called as ``f(input_shape, n_classes, **kwargs)`` and must return a module with
-    a ``body`` and a linear ``head`` (a :class:`Classifier` does)."""
+    a ``body`` and a linear ``head`` (a :class:`Classifier` does).
+
+    Trust: a spec read from an artifact (``model.json``, ``specialist.json``) is input from
+    whoever wrote the directory, so it builds only registered architectures unless the caller
+    passes ``trust_code=True`` (the CLI's ``--trust-code``); a spec from the user's own config
+    (training with ``model=pkg.mod:fn``) is built with ``trust_code=True``. :meth:`factory`,
+    :meth:`resolved` and :meth:`build` default to refusing code."""
 
     name: str
     input_shape: tuple[int, ...]
     n_classes: int
     kwargs: dict[str, Any] = field(default_factory=dict)
 
-    def factory(self) -> Callable[..., nn.Module]:
+    def factory(self, trust_code: bool = False, where: str = "") -> Callable[..., nn.Module]:
+        """The callable that builds this model. ``trust_code=False`` refuses a ``module:callable``
+        (nothing is imported); ``where`` names the file the spec came from in messages."""
         if self.name in REGISTRY:
             return REGISTRY[self.name]
+        at = f"{where}: " if where else ""
         if ":" in self.name:
+            if not trust_code:
+                raise CheckpointError(
+                    f"{at}model {self.name!r} names code to import, not one of the registered architectures "
+                    f"{sorted(REGISTRY)}; loading it would run that code. If you trust where this directory "
+                    "came from, pass --trust-code (trust_code=True)")
+            if where:
+                warnings.warn(f"{at}building model {self.name!r}, code the file names (trusted by the caller)",
+                              TrustedCodeWarning, stacklevel=3)
             module, _, attr = self.name.partition(":")
             try:
                 return getattr(importlib.import_module(module), attr)
             except (ImportError, AttributeError) as e:
-                raise ConfigError(f"model {self.name!r}: cannot import it ({e})") from None
-        raise ConfigError(f"model {self.name!r}: not one of {sorted(REGISTRY)} and not 'module:callable'")
+                raise ConfigError(f"{at}model {self.name!r}: cannot import it ({e})") from None
+        raise ConfigError(f"{at}model {self.name!r}: not one of {sorted(REGISTRY)} and not 'module:callable'")
 
-    def resolved(self) -> "ModelSpec":
+    def resolved(self, trust_code: bool = False) -> "ModelSpec":
         """This spec with the factory's defaults written into ``kwargs`` for every argument not
         given, so that a saved model keeps building the same way if a default changes later."""
-        params = list(inspect.signature(self.factory()).parameters.values())[2:]  # after (input_shape, n_classes)
+        params = list(inspect.signature(self.factory(trust_code)).parameters.values())[2:]  # after (input_shape, n_classes)
         defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty
                     and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
         return replace(self, kwargs={**defaults, **self.kwargs})
 
-    def build(self) -> nn.Module:
-        factory = self.factory()
+    def build(self, trust_code: bool = False, where: str = "") -> nn.Module:
+        """The model, with fresh weights; see :meth:`factory` for ``trust_code`` and ``where``."""
+        factory = self.factory(trust_code, where)
+        at = f"{where}: " if where else ""
         try:
             model = factory(tuple(self.input_shape), self.n_classes, **self.kwargs)
         except TypeError as e:
-            raise ConfigError(f"model {self.name!r}: bad arguments {self.kwargs} ({e})") from None
-        except ValueError as e:  # the factory refuses these inputs or arguments
-            raise ConfigError(f"model {self.name!r}: {e}") from None
+            raise ConfigError(f"{at}model {self.name!r}: bad arguments {self.kwargs} ({e})") from None
+        except (ValueError, RuntimeError) as e:  # the factory (or torch) refuses these inputs or arguments
+            raise ConfigError(f"{at}model {self.name!r}: {e}") from None
         head = getattr(model, "head", None)
         if not isinstance(getattr(model, "body", None), nn.Module) or not isinstance(head, nn.Linear):
-            raise ConfigError(f"model {self.name!r}: must have a `body` module and a `head` nn.Linear")
+            raise ConfigError(f"{at}model {self.name!r}: must have a `body` module and a `head` nn.Linear")
         if head.out_features != self.n_classes:
-            raise ConfigError(f"model {self.name!r}: head has {head.out_features} outputs, expected {self.n_classes}")
+            raise ConfigError(f"{at}model {self.name!r}: head has {head.out_features} outputs, expected {self.n_classes}")
         return model
 
     def to_json(self) -> dict[str, Any]:
@@ -241,8 +270,31 @@ class ModelSpec:
                 "kwargs": self.kwargs}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "ModelSpec":
-        return cls(d["name"], tuple(d["input_shape"]), int(d["n_classes"]), dict(d.get("kwargs") or {}))
+    def from_json(cls, d: Any, where: str = "model") -> "ModelSpec":
+        """A spec as :meth:`to_json` wrote it; a malformed one is a :class:`CheckpointError` naming
+        ``where`` (the file and key) and the field."""
+        problems = []
+        if not isinstance(d, dict):
+            raise CheckpointError(f"{where}: expected an object, got {type(d).__name__}")
+        name, shape, n, kwargs = d.get("name"), d.get("input_shape"), d.get("n_classes"), d.get("kwargs", {})
+        if not (isinstance(name, str) and name):
+            problems.append(f"'name' must be a non-empty string, got {name!r}")
+        if not (isinstance(shape, list) and shape and all(_is_int(s) and 0 < s <= 1 << 20 for s in shape)):
+            problems.append(f"'input_shape' must be a list of positive ints, got {shape!r}")
+        if not (_is_int(n) and 2 <= n <= 1 << 24):
+            problems.append(f"'n_classes' must be an int >= 2, got {n!r}")
+        if not (isinstance(kwargs, dict) and all(isinstance(k, str) for k in kwargs)):
+            problems.append(f"'kwargs' must be an object, got {kwargs!r}")
+        extra = sorted(set(d) - {"name", "input_shape", "n_classes", "kwargs"})
+        if extra:
+            problems.append(f"unknown keys {extra}")
+        if problems:
+            raise CheckpointError(f"{where}: " + "; ".join(problems))
+        return cls(name, tuple(shape), n, dict(kwargs))
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def data_defaults(name: str, n_classes: int, featurizer: dict[str, Any] | None) -> dict[str, Any]:

@@ -23,10 +23,11 @@ from specens.core.config import config_to_json
 from specens.core.cost import Stopwatch, forward_flops, training_cost
 from specens.core.device import autocast, resolve_device
 from specens.core.errors import CheckpointError, ConfigError, DataError, check_same_classes
-from specens.core.loop import EpochLoop
+from specens.core.io import check_target
+from specens.core.loop import EpochLoop, finite_loss
 from specens.core.optim import make_optimizer, make_schedule
 from specens.data.augment import random_shift
-from specens.data.format import load_info
+from specens.data.format import DatasetInfo, load_info
 from specens.data.shards import MixedLoader, ShardLoader, ShardStream, iter_split
 
 from .checkpoint import load_generalist, save_generalist
@@ -36,6 +37,9 @@ from .losses import distillation_loss, ensemble_soft_targets
 from .models import ModelSpec, data_defaults, default_model
 
 
+RUN_MARKERS = ("model.json", "checkpoints", "teacher.json")  # what a training run directory holds (a student: teacher.json)
+
+
 class Teacher:
     """One or several exported generalists whose soft targets a student learns from.
 
@@ -43,11 +47,11 @@ class Teacher:
     :mod:`specens.inference.distill`): ``soft_targets(x, temperature, keys, source)``, the
     ``fingerprints`` of what it is made of, and ``flops(example)``, its FLOPs per example."""
 
-    def __init__(self, run_dirs: tuple[str, ...], device: torch.device, classes: tuple[str, ...],
-                 mean: str = "arithmetic"):
-        self.members = [load_generalist(d, device) for d in run_dirs]
+    def __init__(self, run_dirs: tuple[str, ...], device: torch.device, info: DatasetInfo,
+                 mean: str = "arithmetic", trust_code: bool = False):
+        self.members = [load_generalist(d, device, trust_code) for d in run_dirs]
         for d, g in zip(run_dirs, self.members):
-            check_same_classes(g.classes, classes, f"teacher {d}", "the dataset")
+            g.check_fits(info, f"teacher {d}", "the dataset")
         self.mean, self.fingerprints = mean, [g.fingerprint for g in self.members]
 
     @torch.no_grad()
@@ -91,15 +95,18 @@ def still_improving(metrics: dict) -> bool:
     return bool(history) and not metrics.get("stopped_early", False) and metrics.get("best_epoch", 0) >= len(history) - 1
 
 
-def _start_from(model: torch.nn.Module, spec: ModelSpec, classes: tuple[str, ...], run_dir: str) -> None:
-    """Load an exported generalist's weights into ``model`` (``init``: continued training)."""
-    from .checkpoint import load_generalist
+def _start_from(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, run_dir: str) -> None:
+    """Load an exported generalist's weights into ``model`` (``init``: continued training). Its
+    recorded model must be the configured one, checked before anything is built from it (so a
+    run naming code is built only when that code is the user's own configured ``model``)."""
+    from .checkpoint import load_generalist, read_meta
 
-    init = load_generalist(run_dir)
-    check_same_classes(init.classes, classes, f"init {run_dir}", "the dataset")
-    if json.loads(json.dumps(init.spec.to_json())) != json.loads(json.dumps(spec.to_json())):  # tuples vs lists
-        raise ConfigError(f"init {run_dir}: its model {init.spec.to_json()} is not the one configured "
+    recorded = read_meta(run_dir)["model"]
+    if recorded != json.loads(json.dumps(spec.to_json())):  # tuples vs lists
+        raise ConfigError(f"init {run_dir}: its model {recorded} is not the one configured "
                           f"{spec.to_json()}; set model and model_kwargs to match it")
+    init = load_generalist(run_dir, trust_code=True)  # the configured model: the user's own choice
+    init.check_fits(info, f"init {run_dir}", "the dataset")
     model.load_state_dict(init.model.state_dict())
 
 
@@ -140,6 +147,7 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
     Batches come from the training split and, interleaved, from every ``cfg.transfer`` set, whose
     labels are not used (the hard term is dropped for their batches; METHOD §1)."""
     clock = Stopwatch()
+    check_target(cfg.out, RUN_MARKERS, "a training run directory")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -147,13 +155,13 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
     torch.manual_seed(cfg.seed)
     name = cfg.model or default_model(info.input.kind, info.input.dtype)
     kwargs = {**data_defaults(name, info.n_classes, info.featurizer), **cfg.model_kwargs}
-    spec = ModelSpec(name, info.input.shape, info.n_classes, kwargs).resolved()
-    model = spec.build()
+    spec = ModelSpec(name, info.input.shape, info.n_classes, kwargs).resolved(trust_code=True)  # the user's own
+    model = spec.build(trust_code=True)
     if cfg.init:
-        _start_from(model, spec, info.classes, cfg.init)
+        _start_from(model, spec, info, cfg.init)
     model = model.to(device)
     if teacher is None and cfg.teacher:
-        teacher = Teacher(cfg.teacher, device, info.classes, cfg.teacher_mean)
+        teacher = Teacher(cfg.teacher, device, info, cfg.teacher_mean, cfg.trust_code)
     if cfg.has_teacher and teacher is None:
         raise ConfigError(f"{type(cfg).__name__} names a teacher that train_generalist cannot build; pass teacher=")
 
@@ -165,6 +173,7 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
                                labels=cfg.exclude_classes or None, exclude=True, fraction=cfg.train_fraction)
     loader = MixedLoader([ShardLoader(train_stream, cfg.num_workers), *_transfer_loaders(cfg, info)], cfg.seed)
     steps_per_epoch = sum(loader.batches_per_epoch())
+    stage = "student" if teacher is not None and not cfg.teacher else "generalist"
     opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
     sched = make_schedule(opt, cfg.schedule, cfg.warmup, cfg.epochs * steps_per_epoch)
 
@@ -185,6 +194,7 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
                                      temperature=cfg.temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            value = finite_loss(loss, model, stage, epoch, steps, steps_per_epoch, opt)
             opt.step()
             sched.step()
             seen += len(y)
@@ -192,7 +202,7 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
             if source == 0:
                 labelled += len(y)
                 correct += int((logits.argmax(1) == y).sum())
-            loss_sum += float(loss.detach()) * len(y)
+            loss_sum += value * len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / max(labelled, 1):.3f}")
         return {"train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(labelled, 1),
                 "skipped": loader.skipped, "examples": seen, "steps": steps}
@@ -206,7 +216,7 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
 
     callbacks = ([report] if progress else []) + ([on_epoch_end] if on_epoch_end else [])
     loop = EpochLoop(Path(cfg.out), model, opt, sched, cfg, cfg.epochs, _better, patience=cfg.patience,
-                     restart=restart, on_epoch_end=callbacks, checkpoint_every=cfg.checkpoint_every)
+                     restart=restart, on_epoch_end=callbacks, checkpoint_every=cfg.checkpoint_every, stage=stage)
     result = loop.run(train_epoch, validate if cfg.val_split else None)
     example = next(iter(iter_split(cfg.data, cfg.val_split or cfg.train_split, 8, info=info))).inputs.to(device)
     cost = training_cost(result, model, example, [teacher.flops(example)] if teacher else [], clock)

@@ -39,7 +39,7 @@ from specens.core.errors import ConfigError
 from specens.core.io import write_json_atomic
 from specens.data.format import load_info
 from specens.data.shards import iter_split
-from specens.generalist.checkpoint import load_generalist, read_meta
+from specens.generalist.checkpoint import load_generalist, training_config
 from specens.generalist.config import TrainConfig
 from specens.generalist.evaluate import Metrics
 
@@ -62,9 +62,12 @@ def budget(ens: Ensemble) -> dict:
             "seeds": max(2, round((g + b) / g))}
 
 
-def _generalist_config(run_dir: Path, **changes) -> TrainConfig:
-    saved = read_meta(run_dir / "generalist")["config"]
-    return load_config(TrainConfig, None, {**saved, **changes})
+def _generalist_config(run_dir: Path, trust_code: bool, **changes) -> TrainConfig:
+    saved = training_config(run_dir / "generalist", trust_code)
+    try:
+        return load_config(TrainConfig, None, {**saved, **changes})
+    except ConfigError as e:
+        raise ConfigError(f"{run_dir / 'generalist' / 'model.json'}: its training {e}") from None
 
 
 def _probabilities(models: list[torch.nn.Module], data: str, split: str, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,17 +126,19 @@ def tfidf_baseline(data: str, split: str = "test", train_split: str = "train") -
 
 def compute_matched(run_dir: str | Path, data: str, split: str = "test", device: str = "auto",
                     alternatives: tuple[str, ...] = ("continued", "seeds", "tfidf"), progress: bool = True,
-                    echo=print, evaluation: dict | None = None, restart: bool = False) -> dict:
+                    echo=print, evaluation: dict | None = None, restart: bool = False,
+                    trust_code: bool = False) -> dict:
     """Train (or reuse) the compute-matched alternatives of ``run_dir`` and evaluate them beside
     the generalist and the specialist ensemble on ``split``; returns and saves the table.
     ``evaluation``: the ensemble's :func:`evaluate_ensemble` result on ``split``, if already made.
     An alternative trained for another budget (the specialists were retrained) is refused unless
-    ``restart``, which retrains it (the rerun policy of :mod:`specens.core.loop`)."""
+    ``restart``, which retrains it (the rerun policy of :mod:`specens.core.loop`). The alternatives
+    train as the run's generalist did; a run whose model names code needs ``trust_code``."""
     from specens.generalist.train import train_generalist
 
     run_dir = Path(run_dir)
     dev = resolve_device(device)
-    ens = Ensemble.load(run_dir, device=device)
+    ens = Ensemble.load(run_dir, device=device, trust_code=trust_code)
     b = budget(ens)
     gen_cost = ens.training_costs["generalist"]
     out = run_dir / BASELINES
@@ -155,12 +160,12 @@ def compute_matched(run_dir: str | Path, data: str, split: str = "test", device:
     if "continued" in alternatives:
         per_epoch = gen_cost["examples"] / gen_cost["epochs"]  # as the generalist trained: subset, exclusions
         epochs = max(1, math.ceil(b["examples"] / per_epoch))
-        cfg = _generalist_config(run_dir, init=str(run_dir / "generalist"), out=str(out / "continued"),
+        cfg = _generalist_config(run_dir, trust_code, init=str(run_dir / "generalist"), out=str(out / "continued"),
                                  epochs=epochs, device=device)
         echo(f"continued: the generalist + {epochs} epochs ({b['examples']} examples = the specialists' "
              f"{format_flops(b['specialists_flops'])})")
         res = train_generalist(cfg, progress=progress, restart=restart)
-        g = load_generalist(res.run_dir, dev)
+        g = load_generalist(res.run_dir, dev, trust_code)
         cost = g.meta["metrics"]["cost"]
         rows["continued"] = {**_metrics(*_probabilities([g.model], data, split, dev)),
                              "train_flops": b["generalist_flops"] + cost["train_flops"],
@@ -171,10 +176,10 @@ def compute_matched(run_dir: str | Path, data: str, split: str = "test", device:
         k = b["seeds"]
         models, flops, seconds = [ens.generalist.model], b["generalist_flops"], gen_cost["wall_seconds"]
         for seed in range(1, k):
-            cfg = _generalist_config(run_dir, seed=seed, out=str(out / f"seed{seed}"), device=device)
+            cfg = _generalist_config(run_dir, trust_code, seed=seed, out=str(out / f"seed{seed}"), device=device)
             echo(f"seeds: generalist {seed + 1} of {k} (seed {seed})")
             res = train_generalist(cfg, progress=progress, restart=restart)
-            g = load_generalist(res.run_dir, dev)
+            g = load_generalist(res.run_dir, dev, trust_code)
             models.append(g.model)
             flops += g.meta["metrics"]["cost"]["train_flops"]
             seconds += g.meta["metrics"]["cost"]["wall_seconds"]

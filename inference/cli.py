@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import click
 
+from specens.core import options
+
 
 @click.command("infer")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
@@ -12,26 +14,28 @@ import click
 @click.option("--data", required=True, help="Dataset directory or URL (dataset.json + shards).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory; rerun to resume.")
 @click.option("--split", default="test", show_default=True)
-@click.option("--top-k", default=5, show_default=True, help="Classes written per sample.")
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="Classes written per sample.")
 @click.option("--save-q", is_flag=True, help="Also write the full q of each shard as <shard>.q.npy.")
-@click.option("--top-n", default=1, show_default=True, help="Route to the specialists of the generalist's top n classes.")
-@click.option("--batch-size", default=256, show_default=True)
+@click.option("--top-n", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Route to the specialists of the generalist's top n classes.")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
 @click.option("--all-specialists", is_flag=True,
               help="Use every trained specialist, also those the validation gate switched off.")
-@click.option("--workers", default=1, show_default=True,
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Write the shards in this many Ray tasks (a local Ray cluster, or the cluster of `ray job submit`).")
-@click.option("--specialist-memory", default=2048, show_default=True,
+@click.option("--specialist-memory", default=2048, show_default=True, type=click.IntRange(min=0),
               help="MiB of specialist weights kept loaded (per worker); beyond it specialists load as batches "
                    "route to them, least recently used dropped first.")
 @click.option("--device", default="auto", show_default=True)
+@options.trust_code
 def infer_cmd(run_dir, data, out, split, top_k, save_q, top_n, batch_size, all_specialists, workers,
-              specialist_memory, device):
+              specialist_memory, device, trust_code):
     """Predict every sample of a split with the ensemble; one output file per input shard."""
     from .infer import infer
 
     m = infer(run_dir, data, out, split=split, top_k=top_k, save_q=save_q, batch_size=batch_size, top_n=top_n,
               device=device, all_specialists=all_specialists, workers=workers,
-              specialist_memory=specialist_memory * 2**20)
+              specialist_memory=specialist_memory * 2**20, trust_code=trust_code)
     click.echo(f"{m['n_samples']} predictions in {len(m['shards'])} shard file(s) under {out}")
 
 
@@ -42,18 +46,20 @@ def infer_cmd(run_dir, data, out, split, top_k, save_q, top_n, batch_size, all_s
 @click.option("--split", default="test", show_default=True)
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Where evaluation.json and table4.png go [default: RUN/evaluation].")
-@click.option("--top-n", default=1, show_default=True, help="Route to the specialists of the generalist's top n classes.")
-@click.option("--batch-size", default=256, show_default=True)
+@click.option("--top-n", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Route to the specialists of the generalist's top n classes.")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
 @click.option("--all-specialists", is_flag=True,
               help="Use every trained specialist, also those the validation gate switched off.")
 @click.option("--device", default="auto", show_default=True)
-def evaluate_cmd(run_dir, data, split, out, top_n, batch_size, all_specialists, device):
+@options.trust_code
+def evaluate_cmd(run_dir, data, split, out, top_n, batch_size, all_specialists, device, trust_code):
     """Generalist alone vs the ensemble: top-1/5, conditional accuracy, the paper's Table 4, and
     what both cost to train and to run."""
     from .ensemble import Ensemble
     from .evaluate import evaluate_ensemble, format_report, save_report
 
-    ens = Ensemble.load(run_dir, device=device, top_n=top_n, all_specialists=all_specialists)
+    ens = Ensemble.load(run_dir, device=device, top_n=top_n, all_specialists=all_specialists, trust_code=trust_code)
     r = evaluate_ensemble(ens, data, split, batch_size)
     out = out or f"{run_dir}/evaluation"
     save_report(r, out)
@@ -70,14 +76,15 @@ def evaluate_cmd(run_dir, data, split, out, top_n, batch_size, all_specialists, 
               help="Train only these alternatives (repeatable) [default: all that apply].")
 @click.option("--restart", is_flag=True, help="Retrain alternatives trained for another budget (default: refuse).")
 @click.option("--device", default="auto", show_default=True)
-def baseline_cmd(run_dir, data, split, only, restart, device):
+@options.trust_code
+def baseline_cmd(run_dir, data, split, only, restart, device, trust_code):
     """The specialists against the same training compute spent otherwise: (a) the generalist
     trained further, (b) an ensemble of generalists from other seeds, and for text TF-IDF +
     logistic regression. Trained alternatives go to RUN/baselines/ (rerun: reused)."""
     from .baselines import compute_matched, format_table
 
     r = compute_matched(run_dir, data, split, device, alternatives=only or ("continued", "seeds", "tfidf"),
-                        echo=click.echo, restart=restart)
+                        echo=click.echo, restart=restart, trust_code=trust_code)
     click.echo(format_table(r))
     click.echo(f"saved {run_dir}/baselines/baselines.json")
 
@@ -100,7 +107,8 @@ def baseline_cmd(run_dir, data, split, only, restart, device):
               help="Override any DistillConfig field, e.g. --set temperature=4 --set alpha=0.5.")
 @click.option("--restart", is_flag=True, help="Discard checkpoints in OUT made with another config (default: refuse).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def distill_cmd(run_dir, data, out, q_cache, transfer, split, epochs, device, sets, restart, quiet):
+@options.trust_code
+def distill_cmd(run_dir, data, out, q_cache, transfer, split, epochs, device, sets, restart, quiet, trust_code):
     """Distil the specialist ensemble into one student network of the generalist's size, then
     compare student, generalist and ensemble (top-1, NLL, inference cost, the share of the
     ensemble's gain kept). The student is an exported generalist: OUT/model.safetensors + model.json."""
@@ -109,5 +117,5 @@ def distill_cmd(run_dir, data, out, q_cache, transfer, split, epochs, device, se
     from .distill import distill
 
     overrides = {"q_cache": list(q_cache) or None, "transfer": list(transfer) or None, "epochs": epochs,
-                 "device": device, **parse_overrides(sets)}
+                 "device": device, "trust_code": trust_code or None, **parse_overrides(sets)}
     distill(run_dir, data, out, overrides=overrides, split=split, progress=not quiet, restart=restart, echo=click.echo)

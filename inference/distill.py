@@ -41,7 +41,6 @@ beside the student, with the run's compute-matched baselines where ``specens bas
 from __future__ import annotations
 
 import json
-import math
 import time
 import typing
 from dataclasses import dataclass
@@ -55,10 +54,10 @@ from tqdm import tqdm
 from specens.core.config import check, config_to_json, load_config
 from specens.core.cost import format_flops, forward_flops
 from specens.core.errors import CheckpointError, ConfigError, DataError
-from specens.core.io import read_json, write_json_atomic
+from specens.core.io import check_target, read_json, write_json_atomic
 from specens.data.format import load_info
 from specens.data.shards import iter_split
-from specens.generalist.checkpoint import load_generalist, read_meta
+from specens.generalist.checkpoint import load_generalist, training_config
 from specens.generalist.config import TrainConfig
 from specens.generalist.evaluate import Metrics
 from specens.generalist.losses import temper
@@ -208,8 +207,9 @@ def distill_config(run_dir: str | Path, data: str, out: str | None = None,
     rest, then ``overrides`` (field -> value or string, as ``--set`` gives them)."""
     run_dir = Path(run_dir)
     gen_dir = run_dir / "generalist"
-    saved = read_meta(gen_dir)["config"]
-    values = {k: saved[k] for k in INHERITED if k in saved}
+    trust_code = str((overrides or {}).get("trust_code", "false")).lower() == "true"
+    saved = training_config(gen_dir, trust_code)
+    values = {k: saved[k] for k in (*INHERITED, "trust_code") if k in saved}
     values.update(data=data, out=out or str(run_dir / "student"), run=str(run_dir), init=str(gen_dir))
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     cfg = load_config(DistillConfig, None, {**values, **overrides})
@@ -226,8 +226,12 @@ def distill(run_dir: str | Path, data: str, out: str | None = None, *, overrides
     ``<out>/distill.json``."""
     from specens.generalist.train import train_generalist
 
+    from specens.generalist.train import RUN_MARKERS
+
     cfg = distill_config(run_dir, data, out, overrides)
-    ens = Ensemble.load(cfg.run, device=cfg.device, top_n=cfg.top_n, all_specialists=cfg.all_specialists)
+    check_target(cfg.out, RUN_MARKERS, "a student's run directory")
+    ens = Ensemble.load(cfg.run, device=cfg.device, top_n=cfg.top_n, all_specialists=cfg.all_specialists,
+                        trust_code=cfg.trust_code)
     ens.dataset_info(data)
     if cfg.q_cache:
         sources = [(cfg.data, cfg.train_split)] + [(t, cfg.transfer_split) for t in cfg.transfer]
@@ -236,7 +240,7 @@ def distill(run_dir: str | Path, data: str, out: str | None = None, *, overrides
         teacher = EnsembleTeacher(ens)
     _check_teacher(Path(cfg.out), ens.fingerprints, restart)
     result = train_generalist(cfg, progress=progress, restart=restart, teacher=teacher)
-    report = compare(ens, result.run_dir, data, split, progress=progress)
+    report = compare(ens, result.run_dir, data, split, progress=progress, trust_code=cfg.trust_code)
     report["config"] = config_to_json(cfg)
     baselines = Path(cfg.run) / "baselines" / "baselines.json"
     if baselines.is_file():
@@ -269,7 +273,7 @@ def _sync(device: torch.device) -> None:
 
 @torch.no_grad()
 def compare(ens: Ensemble, student_dir: str | Path, data: str, split: str = "test", batch_size: int = 256,
-            progress: bool = True, timing_examples: int = 4096, rounds: int = 3) -> dict:
+            progress: bool = True, timing_examples: int = 4096, rounds: int = 3, trust_code: bool = False) -> dict:
     """Student vs generalist vs ensemble on ``split``: top-1, NLL, inference FLOPs and seconds per
     example. ``kept`` is the share of the ensemble's top-1 gain over the generalist that the
     student keeps: (s − g) / (e − g), None when e ≤ g.
@@ -280,7 +284,7 @@ def compare(ens: Ensemble, student_dir: str | Path, data: str, split: str = "tes
     student of the same architecture (1.9x on Banking77): its weights were still in the CPU caches
     from the ensemble's own generalist pass."""
     info = ens.dataset_info(data)
-    student = load_generalist(student_dir, ens.device)
+    student = load_generalist(student_dir, ens.device, trust_code)
     metrics = {name: Metrics() for name in ("generalist", "ensemble", "student")}
     active, held, n_held = 0, [], 0
     bar = tqdm(total=info.split(split).num_samples, unit="ex", unit_scale=True, desc=f"compare {split}",

@@ -30,8 +30,7 @@ import torch.nn.functional as F
 
 from specens.clustering.cluster import load_clusters
 from specens.core.device import resolve_device
-from specens.core.errors import CheckpointError, ConfigError, check_same_classes
-from specens.core.io import fingerprint
+from specens.core.errors import CheckpointError, ConfigError, check_same_classes, check_same_input
 from specens.data.format import INFO_FILE, load_info
 from specens.generalist.checkpoint import Generalist, load_generalist
 from specens.specialists.model import apply_correction, route
@@ -137,13 +136,15 @@ class Ensemble:
         """``data``'s :class:`DatasetInfo`, after checking that its classes are the ensemble's."""
         info = load_info(data)
         check_same_classes(self.classes, info.classes, "the ensemble's generalist", f"{data}/{INFO_FILE}")
+        check_same_input(self.generalist.spec.input_shape, info.input.shape, "the ensemble's generalist",
+                         f"{data}/{INFO_FILE}")
         return info
 
     @classmethod
     def load(cls, run_dir: str | Path, *, generalist: str | Path | None = None, clusters: str | Path | None = None,
              device: str = "auto", top_n: int = 1, method: str = "newton",
              specialist_weight: float = 1.0, all_specialists: bool = False,
-             specialist_memory: int = SPECIALIST_MEMORY) -> "Ensemble":
+             specialist_memory: int = SPECIALIST_MEMORY, trust_code: bool = False) -> "Ensemble":
         """Load ``run_dir``'s generalist, ``clusters.json`` and every specialist, and check that
         they fit together: the groups were made from this generalist, and each specialist
         ``sNNN`` was trained from this generalist for group NNN of this ``clusters.json``. Any
@@ -157,14 +158,17 @@ class Ensemble:
         Specialists whose weight files together fit in ``specialist_memory`` bytes are loaded now;
         beyond that they are a :class:`SpecialistStore`, loaded as batches route to them and
         dropped least recently used first, so memory stays bounded at any M.
+
+        A generalist whose ``model.json`` names code (``module:callable``) is refused unless
+        ``trust_code``; every specialist's weights must be the ones its record names.
         """
         run_dir = Path(run_dir)
         dev = resolve_device(device)
         gen_dir = Path(generalist or run_dir / "generalist")
-        gen = load_generalist(gen_dir, dev)
+        gen = load_generalist(gen_dir, dev, trust_code)
         clusters_path = Path(clusters or run_dir / "clusters" / "clusters.json")
         cl = load_clusters(clusters_path, gen.fingerprint, gen.n_classes)
-        specialists, corrections, kept, gated_off, costs = [], [], [], [], []
+        specialists, corrections, kept, gated_off, costs, specialist_fps = [], [], [], [], [], {}
         for m, group in enumerate(cl.groups):
             d = specialist_dir(run_dir, m)
             meta_path = d / SPECIALIST_META
@@ -180,11 +184,15 @@ class Ensemble:
                                       f"({meta['clusters_fingerprint']} vs {cl.fingerprint})")
             if meta["group"] != group.tolist():
                 raise CheckpointError(f"{meta_path}: its group differs from group {m} of {clusters_path}")
-            costs.append(meta.get("cost"))
-            if not (all_specialists or meta.get("gate", {}).get("on", True)):  # older artifacts have no gate: on
+            if meta["n_classes"] != gen.n_classes or meta["index"] != m:
+                raise CheckpointError(f"{meta_path}: made as specialist {meta['index']} of {meta['n_classes']} classes, "
+                                      f"but it sits at group {m} of a {gen.n_classes}-class generalist")
+            costs.append(meta["cost"])
+            if not (all_specialists or meta["gate"]["on"]):
                 gated_off.append(m)
                 continue
             specialists.append(d)
+            specialist_fps[m] = meta["fingerprint"]
             corrections.append(meta["dustbin_correction"])
             kept.append(m)
         extra = sorted(p.name for p in (run_dir / "specialists").glob("s[0-9][0-9][0-9]")
@@ -193,7 +201,10 @@ class Ensemble:
             raise CheckpointError(f"{run_dir / 'specialists' / extra[0]}: no such group in {clusters_path} "
                                   f"({len(cl.groups)} groups); the specialists come from another clustering")
         fps = {"generalist": gen.fingerprint, "clusters": cl.fingerprint,
-               "specialists": [fingerprint(specialist_dir(run_dir, m) / "model.safetensors") for m in kept]}
+               "specialists": [specialist_fps[m] for m in kept]}
+        for d in specialists:
+            if not (d / "model.safetensors").is_file():
+                raise CheckpointError(f"{d / 'model.safetensors'}: missing")
         if sum((d / "model.safetensors").stat().st_size for d in specialists) <= specialist_memory:
             specialists = [load_specialist(d, gen.model, dev)[0] for d in specialists]
         else:
@@ -201,7 +212,7 @@ class Ensemble:
         ens = cls(gen, [torch.as_tensor(cl.groups[m]) for m in kept], specialists, corrections, top_n=top_n,
                   method=method, specialist_weight=specialist_weight, device=dev, fingerprints=fps, indices=kept,
                   gated_off=gated_off)
-        ens.training_costs = {"generalist": gen.meta.get("metrics", {}).get("cost"), "specialists": costs}
+        ens.training_costs = {"generalist": gen.meta["metrics"].get("cost"), "specialists": costs}
         return ens
 
     @property

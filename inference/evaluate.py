@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from specens.core.cost import format_flops, forward_flops
-from specens.core.io import atomic_path, write_json_atomic
+from specens.core.io import atomic_path, publish_dir, write_json_atomic
 from specens.data.shards import iter_split
 
 from .ensemble import Ensemble
@@ -207,15 +207,20 @@ def _cost_lines(cost: dict | None) -> list[str]:
 
 
 def save_report(r: dict, out: str | Path) -> None:
-    """``evaluation.json`` and ``table4.png`` into ``out``."""
+    """``evaluation.json`` and ``table4.png`` into ``out``, published together (an earlier report
+    there is replaced only once the new one is complete; a folder of other files is refused)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "evaluation.json", _json_safe(r))
+    def write(tmp: Path) -> None:
+        write_json_atomic(tmp / "evaluation.json", _json_safe(r))
+        _plot_table4(r, tmp / "table4.png", plt)
+    publish_dir(out, write, marker="evaluation.json", what="a `specens evaluate` output")
+
+
+def _plot_table4(r: dict, path: Path, plt) -> None:
     rows = r["table4"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
     labels = [row["covering"] for row in rows]
@@ -230,7 +235,7 @@ def save_report(r: dict, out: str | Path) -> None:
     g, e = r["generalist"]["top1"], r["ensemble"]["top1"]
     fig.suptitle(f"{r.get('dataset', '')}: top-1 {g:.3f} → {e:.3f} ({r['top1_relative_improvement']:+.1%})")
     fig.tight_layout()
-    with atomic_path(out / "table4.png") as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
 

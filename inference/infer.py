@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from specens.core.errors import DataError
-from specens.core.io import TEMP_GLOB, write_bytes_atomic, write_json_atomic
+from specens.core.errors import ConfigError, DataError
+from specens.core.io import TEMP_GLOB, check_target, write_bytes_atomic, write_json_atomic
 from specens.data.remote import is_url
 from specens.data.shards import iter_split
 
@@ -60,7 +60,8 @@ def _lines(keys, q: torch.Tensor, active: torch.Tensor, names, k: int) -> list[s
 def infer(run_dir: str, data: str, out: str, *, split: str = "test", top_k: int = 5, save_q: bool = False,
           batch_size: int = 256, top_n: int = 1, device: str = "auto", progress: bool = True,
           ensemble: Ensemble | None = None, all_specialists: bool = False, workers: int = 1,
-          specialist_memory: int = SPECIALIST_MEMORY, on_batch: Callable[[int, int, int], None] | None = None) -> dict:
+          specialist_memory: int = SPECIALIST_MEMORY, on_batch: Callable[[int, int, int], None] | None = None,
+          trust_code: bool = False) -> dict:
     """Predict every sample of ``data``'s ``split`` with the ensemble of ``run_dir``; see the
     module docstring for the outputs. Returns the final manifest.
 
@@ -69,9 +70,15 @@ def infer(run_dir: str, data: str, out: str, *, split: str = "test", top_k: int 
     every shard's files are what a single process writes at one torch thread, byte for byte. ``on_batch(shard_index, done,
     shard_samples)`` is called after each batch with the samples of the shard done so far
     (progress reporting; tests kill the process through it; single process only). At most
-    ``specialist_memory`` bytes of specialist weights are loaded at a time (per worker)."""
+    ``specialist_memory`` bytes of specialist weights are loaded at a time (per worker).
+    ``trust_code``: build a generalist whose ``model.json`` names code (see :class:`ModelSpec`)."""
+    for name, value, least in (("top_k", top_k, 1), ("batch_size", batch_size, 1), ("top_n", top_n, 1),
+                               ("workers", workers, 1), ("specialist_memory", specialist_memory, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{name} must be an int >= {least}, got {value!r}")
+    check_target(out, MANIFEST, "a `specens infer` output")
     ens = ensemble or Ensemble.load(run_dir, device=device, top_n=top_n, all_specialists=all_specialists,
-                                    specialist_memory=specialist_memory)
+                                    specialist_memory=specialist_memory, trust_code=trust_code)
     info = ens.dataset_info(data)
     shards = info.split(split).shards
     k = min(top_k, ens.n_classes)
@@ -90,7 +97,7 @@ def infer(run_dir: str, data: str, out: str, *, split: str = "test", top_k: int 
     if workers > 1 and len(todo) > 1:
         _infer_with_ray(run_dir, data, out, todo, workers, dict(split=split, top_k=k, save_q=save_q,
                         batch_size=batch_size, top_n=ens.top_n, device=device, all_specialists=all_specialists,
-                        specialist_memory=specialist_memory),
+                        specialist_memory=specialist_memory, trust_code=trust_code),
                         settings["fingerprints"])
     else:
         bar = tqdm(total=info.split(split).num_samples, initial=sum(s.num_samples for s in shards if s.name not in todo),
@@ -133,7 +140,8 @@ def write_shards(ens: Ensemble, data: str, out_dir: Path, split: str, names: lis
 def _shards_task(run_dir: str, data: str, out: str, names: list[str], options: dict, fingerprints: dict) -> list[str]:
     """One Ray task: load the ensemble, check it is the driver's, write its shards."""
     ens = Ensemble.load(run_dir, device=options["device"], top_n=options["top_n"],
-                        all_specialists=options["all_specialists"], specialist_memory=options["specialist_memory"])
+                        all_specialists=options["all_specialists"], specialist_memory=options["specialist_memory"],
+                        trust_code=options["trust_code"])
     if ens.fingerprints != fingerprints:
         raise DataError(f"{run_dir}: its models changed while `specens infer` ran ({ens.fingerprints} vs "
                         f"{fingerprints})")
@@ -163,8 +171,10 @@ def _check_manifest(out_dir: Path, settings: dict) -> None:
         return
     try:
         old = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not valid JSON ({e}); delete {out_dir} or choose another --out") from None
+    if not isinstance(old, dict):
+        raise DataError(f"{path}: expected a JSON object; delete {out_dir} or choose another --out")
     for key, value in settings.items():
         if old.get(key, SETTING_DEFAULTS.get(key)) != value:
             raise DataError(f"{path}: these predictions were made with {key} = {old.get(key)!r}, this run has "

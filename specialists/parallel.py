@@ -25,7 +25,7 @@ import torch
 
 from specens.clustering.cluster import load_clusters
 from specens.core.device import resolve_device
-from specens.core.errors import CheckpointError, check_same_classes
+from specens.core.errors import CheckpointError
 from specens.core.loop import stale_changes
 from specens.core.raysession import ray_session
 from specens.data.format import INFO_FILE, load_info
@@ -47,10 +47,10 @@ class RunSummary:
 
 def check_inputs(cfg: SpecialistConfig):
     """Everything that can be wrong before training: returns (generalist fingerprint, clusters)."""
-    gen = load_generalist(cfg.generalist)
+    gen = load_generalist(cfg.generalist, trust_code=cfg.trust_code)
     clusters = load_clusters(cfg.clusters, gen.fingerprint, gen.n_classes)
     info = load_info(cfg.data)
-    check_same_classes(gen.classes, info.classes, cfg.generalist, f"{cfg.data}/{INFO_FILE}")
+    gen.check_fits(info, cfg.generalist, f"{cfg.data}/{INFO_FILE}")
     counts = info.split("train").class_counts
     for m, g in enumerate(clusters.groups):
         n = sum(counts[c] for c in g)
@@ -134,7 +134,7 @@ def train_all(cfg: SpecialistConfig, *, local: bool = False, max_retries: int = 
 def _partition(cfg: SpecialistConfig, clusters, echo) -> None:
     """Partition the data on this (the driver's) node: its GPU if it has one and ``cfg`` allows."""
     device = resolve_device(cfg.device if torch.cuda.is_available() else "cpu")
-    gen = load_generalist(cfg.generalist, device)
+    gen = load_generalist(cfg.generalist, device, cfg.trust_code)
     ensure_partition(cfg.out, gen, clusters, cfg.data, load_info(cfg.data), cfg.val_split, cfg.top_n, device, echo)
 
 

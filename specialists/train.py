@@ -18,6 +18,7 @@ examples of 15,000 classes) and would fix the augmentation; the generalist is in
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from dataclasses import dataclass
@@ -29,23 +30,29 @@ import torch
 from specens.clustering.cluster import load_clusters
 from specens.core.checkpoint import load_weights, save_weights
 from specens.core.config import config_changes, config_to_json
-from specens.core.cost import Stopwatch, training_cost
+from specens.core.cost import Stopwatch, check_cost, training_cost
 from specens.core.device import autocast, resolve_device
-from specens.core.errors import CheckpointError, ConfigError, check_same_classes
-from specens.core.io import publish_dir, read_artifact_json, write_json_atomic
-from specens.core.loop import BEST, EpochLoop
+from specens.core.errors import CheckpointError, ConfigError
+from specens.core.io import fingerprint, publish_dir, read_artifact_json, record_fingerprint, write_json_atomic
+from specens.core.loop import BEST, EpochLoop, finite_loss
 from specens.core.optim import make_optimizer, make_schedule
 from specens.data.format import INFO_FILE, load_info
 from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist
+from specens.generalist.config import MAX_EPOCHS, MAX_LR
 
 from .gate import RoutedValidation, gate_on
 from .model import build_specialist, dustbin_correction, specialist_loss
 from .partition import ensure_partition
 from .sampling import EnrichedStream
 
-FORMAT, FORMAT_VERSION = "specens.specialist", 1
+FORMAT, FORMAT_VERSION = "specens.specialist", 2  # 2: the record's fingerprint and its weights'
 META = "specialist.json"
+# The fields that change what a specialist predicts or where it applies: its record fingerprint covers them.
+PREDICTION_FIELDS = ("index", "group", "classes", "n_classes", "dustbin_correction", "generalist_fingerprint",
+                     "clusters_fingerprint", "model")
+KEYS = ("format", "format_version", "fingerprint", "weights_fingerprint", *PREDICTION_FIELDS, "pi", "rho", "config",
+        "config_key", "gate", "cost", "metrics")
 
 
 @dataclass(frozen=True)
@@ -82,17 +89,18 @@ class SpecialistConfig:
     threads: int = 0  # torch CPU threads per specialist; 0 leaves torch's default
     checkpoint_every: float = 60.0  # seconds between resumable checkpoints (and after the last epoch); 0: every epoch
     seed: int = 0
+    trust_code: bool = False  # build a generalist whose model.json names code (module:callable)
 
     RESUMABLE_CHANGES: ClassVar[frozenset[str]] = frozenset({"num_workers", "device", "threads", "out", "patience",
-                                                             "checkpoint_every"})
+                                                             "checkpoint_every", "trust_code"})
 
     def __post_init__(self):
         p = []
         for f in ("generalist", "clusters", "data", "out"):
             if not getattr(self, f):
                 p.append(f"{f}: required")
-        if self.epochs < 1:
-            p.append(f"epochs must be >= 1, got {self.epochs}")
+        if not 1 <= self.epochs <= MAX_EPOCHS:
+            p.append(f"epochs must be in [1, {MAX_EPOCHS}], got {self.epochs}")
         if self.batch_size < 2:
             p.append(f"batch_size must be >= 2, got {self.batch_size}")
         if not 0 < self.rho < 1:
@@ -107,8 +115,8 @@ class SpecialistConfig:
             p.append(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):
             p.append(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-        if self.lr <= 0:
-            p.append(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.lr <= MAX_LR:
+            p.append(f"lr must be in (0, {MAX_LR:g}], got {self.lr}")
         if self.weight_decay < 0:
             p.append(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not 0 <= self.warmup < 1:
@@ -140,11 +148,70 @@ def work_dir(out: str | Path, index: int) -> Path:
     return Path(out) / "specialists" / f".s{index:03d}.work"
 
 
+def specialist_fingerprint(meta: dict[str, Any]) -> str:
+    """The record's fingerprint: its weights' fingerprint, :data:`PREDICTION_FIELDS` and whether
+    its gate is on (which decides whether the ensemble uses it)."""
+    fields = {k: meta[k] for k in PREDICTION_FIELDS}
+    return record_fingerprint(meta["weights_fingerprint"], {**fields, "gate_on": meta["gate"]["on"]})
+
+
 def read_specialist(path: str | Path) -> dict[str, Any]:
-    """Read and check ``specialist.json``."""
+    """Read and check ``specialist.json``: every key present with its type, and the fingerprint
+    its fields give. Every problem is a :class:`CheckpointError` naming the file and the key."""
     path = Path(path)
     meta_path = path / META if path.is_dir() else path
-    return read_artifact_json(meta_path, FORMAT, FORMAT_VERSION)
+    meta = read_artifact_json(meta_path, FORMAT, FORMAT_VERSION)
+    missing, extra = [k for k in KEYS if k not in meta], sorted(set(meta) - set(KEYS))
+    if missing or extra:
+        raise CheckpointError(f"{meta_path}: " + "; ".join(
+            ([f"missing keys {missing}"] if missing else []) + ([f"unknown keys {extra}"] if extra else [])))
+    _check_record(meta, meta_path)
+    want = specialist_fingerprint(meta)
+    if want != meta["fingerprint"]:
+        raise CheckpointError(f"{meta_path}: 'fingerprint' is {meta['fingerprint']}, but its fields give {want} "
+                              "(edited after training?)")
+    return meta
+
+
+def _check_record(meta: dict[str, Any], where: Path) -> None:
+    from specens.generalist.checkpoint import check_metrics
+    from specens.generalist.models import ModelSpec
+
+    def is_int(v, lo=0):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+    def is_num(v):
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    n, group, gate = meta["n_classes"], meta["group"], meta["gate"]
+    checks = [
+        ("fingerprint", isinstance(meta["fingerprint"], str), "a string"),
+        ("weights_fingerprint", isinstance(meta["weights_fingerprint"], str), "a string"),
+        ("index", is_int(meta["index"]), "an int >= 0"),
+        ("n_classes", is_int(n, 2), "an int >= 2"),
+        ("group", isinstance(group, list) and group and all(is_int(c) for c in group)
+         and is_int(n) and group == sorted(set(group)) and group[-1] < n, "a sorted list of distinct class indices"),
+        ("classes", isinstance(meta["classes"], list) and isinstance(group, list)
+         and len(meta["classes"]) == len(group) and all(isinstance(c, str) for c in meta["classes"]),
+         "a list of one name per class of 'group'"),
+        ("pi", is_num(meta["pi"]) and 0 < meta["pi"] < 1, "a number in (0, 1)"),
+        ("rho", is_num(meta["rho"]) and 0 < meta["rho"] < 1, "a number in (0, 1)"),
+        ("dustbin_correction", is_num(meta["dustbin_correction"]), "a finite number"),
+        ("generalist_fingerprint", isinstance(meta["generalist_fingerprint"], str), "a string"),
+        ("clusters_fingerprint", isinstance(meta["clusters_fingerprint"], str), "a string"),
+        ("model", isinstance(meta["model"], dict) and "generalist_model" in meta["model"], "an object with 'generalist_model'"),
+        ("config", isinstance(meta["config"], dict), "an object"),
+        ("config_key", isinstance(meta["config_key"], dict), "an object"),
+        ("gate", isinstance(gate, dict) and isinstance(gate.get("on"), bool), "an object with 'on': true or false"),
+        ("cost", isinstance(meta["cost"], dict), "an object"),
+        ("metrics", isinstance(meta["metrics"], dict), "an object"),
+    ]
+    for key, ok, want in checks:
+        if not ok:
+            raise CheckpointError(f"{where}: {key!r} must be {want}, got {meta[key]!r:.60}")
+    ModelSpec.from_json(meta["model"]["generalist_model"], f"{where}: 'model.generalist_model'")
+    check_cost(meta["cost"], f"{where}: 'cost'")
+    check_metrics(meta["metrics"], f"{where}: 'metrics'")
 
 
 def complete_changes(cfg: SpecialistConfig, index: int, generalist_fp: str, clusters_fp: str) -> list[str] | None:
@@ -189,12 +256,12 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    gen = load_generalist(cfg.generalist, device)
+    gen = load_generalist(cfg.generalist, device, cfg.trust_code)
     clusters = load_clusters(cfg.clusters, gen.fingerprint, gen.n_classes)
     if not 0 <= index < len(clusters.groups):
         raise ConfigError(f"specialist index {index} outside the {len(clusters.groups)} groups of {cfg.clusters}")
     info = load_info(cfg.data)
-    check_same_classes(gen.classes, info.classes, cfg.generalist, f"{cfg.data}/{INFO_FILE}")
+    gen.check_fits(info, cfg.generalist, f"{cfg.data}/{INFO_FILE}")
     group = torch.as_tensor(clusters.groups[index])
     counts = torch.tensor(info.split("train").class_counts, dtype=torch.float64)
     n_special = float(counts[group].sum())
@@ -230,9 +297,10 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
             loss = specialist_loss(logits, y, soft, g, gen.n_classes, cfg.alpha, cfg.temperature, shift)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            value = finite_loss(loss, model, f"specialist {index}", epoch, taken, steps, opt)
             opt.step()
             sched.step()
-            total += float(loss.detach()) * len(y)
+            total += value * len(y)
             seen += len(y)
             taken += 1
         return {"train_loss": total / max(seen, 1), "examples": seen, "steps": taken}
@@ -252,7 +320,7 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
         legacy.replace(work / BEST)
     callbacks = [] if on_epoch_end is None else [lambda epoch, record: on_epoch_end(epoch, {"index": index, **record})]
     loop = EpochLoop(work, model, opt, sched, cfg, cfg.epochs, _better, patience=cfg.patience, restart=restart,
-                     on_epoch_end=callbacks, checkpoint_every=cfg.checkpoint_every)
+                     on_epoch_end=callbacks, checkpoint_every=cfg.checkpoint_every, stage=f"specialist {index}")
     result = loop.run(train_epoch, validate)
     gate = _gate(routed, result.best, cfg)
     example = next(iter(iter_split(cfg.data, "train", 8, info=info))).inputs.to(device)
@@ -284,11 +352,15 @@ def _gate(routed: RoutedValidation | None, best: dict, cfg: SpecialistConfig) ->
 
 
 def _publish(work: Path, final: Path, model: torch.nn.Module, meta: dict) -> None:
-    """Write the artifact into a fresh directory, rename it into place, drop the work directory."""
+    """Write the artifact into a fresh directory, rename it into place, drop the work directory.
+    ``meta`` gains the weights' fingerprint and the record's."""
     def write(tmp: Path) -> None:
         save_weights(model, tmp / "model.safetensors")
+        meta["weights_fingerprint"] = fingerprint(tmp / "model.safetensors")
+        meta["model"] = json.loads(json.dumps(meta["model"]))  # tuples as lists, as read back
+        meta["fingerprint"] = specialist_fingerprint(meta)
         write_json_atomic(tmp / META, meta)
-    publish_dir(final, write)
+    publish_dir(final, write, marker=META, what="a trained specialist")
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -306,14 +378,24 @@ def _init_features(generalist: torch.nn.Module, cfg: SpecialistConfig, info, dev
 
 
 def load_specialist(path: str | Path, generalist_model: torch.nn.Module | None = None,
-                    device: str | torch.device = "cpu"):
+                    device: str | torch.device = "cpu", trust_code: bool = False):
     """Load a trained specialist: (model in eval mode, metadata). The architecture is rebuilt from
-    the generalist's spec stored in the metadata; pass ``generalist_model`` to reuse its body."""
+    the generalist's spec stored in the metadata (code it names only with ``trust_code``); pass
+    ``generalist_model`` to reuse its body. The weights must be the ones the record names."""
     from specens.generalist.models import ModelSpec
 
     meta = read_specialist(path)
+    weights = Path(path) / "model.safetensors"
+    fp = fingerprint(weights) if weights.is_file() else None
+    if fp is None:
+        raise CheckpointError(f"{weights}: missing")
+    if fp != meta["weights_fingerprint"]:
+        raise CheckpointError(f"{weights}: fingerprint {fp} disagrees with {META}'s {meta['weights_fingerprint']} "
+                              "(weights replaced after training?)")
     group = torch.tensor(meta["group"])
-    base = generalist_model if generalist_model is not None else ModelSpec.from_json(meta["model"]["generalist_model"]).build()
-    model = build_specialist(base, group)
-    load_weights(model, Path(path) / "model.safetensors")
+    if generalist_model is None:
+        spec = ModelSpec.from_json(meta["model"]["generalist_model"])
+        generalist_model = spec.build(trust_code, str(Path(path) / META))
+    model = build_specialist(generalist_model, group)
+    load_weights(model, weights)
     return model.to(device).eval(), meta

@@ -57,7 +57,7 @@ def test_unknown_config_key_is_named(tmp_path):
     assert r.returncode == 1
     assert r.stderr.startswith("Error: config: unknown key 'epoch'; valid keys are alpha, amp, batch_size")
     r = specens("generalist", "train", "--data", tmp_path, "--out", tmp_path / "r", "--set", "lr=-1")
-    assert r.stderr.strip() == "Error: config: lr must be > 0, got -1.0"
+    assert r.stderr.strip() == "Error: config: lr must be in (0, 10], got -1.0"
 
 
 def test_bad_source_files_are_named(tmp_path):

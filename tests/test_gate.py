@@ -132,13 +132,14 @@ def test_gated_off_specialists_stay_out_of_inference_unless_forced(synthetic_run
     import json
 
     from specens.inference import Ensemble
-    from specens.specialists.train import META, specialist_dir
+    from specens.specialists.train import META, specialist_dir, specialist_fingerprint
 
     for m in range(4):
         train_specialist(_cfg(synthetic_run, tmp_path, epochs=1), m)
         path = specialist_dir(tmp_path, m) / META
         meta = json.loads(path.read_text())
-        meta["gate"]["on"] = m != 2
+        meta["gate"]["on"] = m != 2  # the gate is in the record's fingerprint: re-decided, the record is re-sealed
+        meta["fingerprint"] = specialist_fingerprint(meta)
         path.write_text(json.dumps(meta))
     ens = Ensemble.load(tmp_path, device="cpu", **_paths(synthetic_run))
     assert ens.indices == [0, 1, 3] and ens.gated_off == [2] and len(ens.specialists) == 3

@@ -163,7 +163,7 @@ def test_config_validation_lists_every_problem(tmp_path):
     with pytest.raises(ConfigError) as e:
         TrainConfig(data="d", out="o", epochs=0, lr=-1.0, optimizer="adam", alpha=2.0)
     msg = str(e.value)
-    for part in ("epochs must be >= 1", "lr must be > 0", "optimizer must be 'adamw' or 'sgd'", "alpha must be in [0, 1]"):
+    for part in ("epochs must be in [1, 100000]", "lr must be in (0, 10]", "optimizer must be 'adamw' or 'sgd'", "alpha must be in [0, 1]"):
         assert part in msg
     f = tmp_path / "c.toml"
     f.write_text('[generalist]\ndata = "d"\nout = "o"\nepoch = 3\n')
@@ -178,8 +178,10 @@ def test_config_validation_lists_every_problem(tmp_path):
 
 def test_user_model_from_module_callable(synthetic_ds, tmp_path):
     cfg = _cfg(synthetic_ds, tmp_path, epochs=1, model="specens.generalist.models:mlp", model_kwargs={"hidden": [8]})
-    res = train_generalist(cfg, progress=False)
-    assert load_generalist(res.run_dir).spec.name == "specens.generalist.models:mlp"
+    res = train_generalist(cfg, progress=False)  # the user names their own code: no opt-in needed
+    with pytest.raises(CheckpointError, match="names code to import.*pass --trust-code"):
+        load_generalist(res.run_dir)  # a run directory naming code is refused unless trusted
+    assert load_generalist(res.run_dir, trust_code=True).spec.name == "specens.generalist.models:mlp"
     with pytest.raises(ValueError, match="not one of"):
         ModelSpec("transformer", (16,), 20).build()
 

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from specens.data.shards import iter_split
 from specens.core.errors import CheckpointError
+from specens.specialists.train import specialist_fingerprint
 from specens.inference import Ensemble, combine_distributions, route
 from specens.cli.main import cli
 from specens.inference.evaluate import EnsembleTally
@@ -167,6 +168,10 @@ def test_load_refuses_a_missing_specialist(ensemble_run, tmp_path):
 def test_load_refuses_a_specialist_of_another_generalist(ensemble_run, tmp_path):
     run = _copy_run(ensemble_run, tmp_path)
     _edit_json(run / "specialists" / "s001" / "specialist.json", generalist_fingerprint="0123456789abcdef")
+    with pytest.raises(CheckpointError, match=r"s001/specialist.json: 'fingerprint' is .* \(edited after training\?\)"):
+        Ensemble.load(run, device="cpu")  # an edited record is caught first
+    path = run / "specialists" / "s001" / "specialist.json"
+    _edit_json(path, fingerprint=specialist_fingerprint(json.loads(path.read_text())))  # a record sealed as such
     with pytest.raises(CheckpointError, match=r"s001/specialist.json: trained from generalist 0123456789abcdef"):
         Ensemble.load(run, device="cpu")
 

@@ -1,0 +1,449 @@
+"""Hostile and malformed inputs through the real command tree: every one is refused with exit
+status 1 and one ``Error:`` line naming the culprit, and leaves every file already written
+byte-identical; a run directory never makes specens import the code it names."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from specens.cli.main import cli
+from specens.generalist.checkpoint import generalist_fingerprint
+from specens.specialists.train import specialist_fingerprint
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A complete run on 8 synthetic classes (generalist, 2 groups, 2 specialists) and its dataset."""
+    from specens.clustering.cluster import ClusterConfig, cluster
+    from specens.data.synthetic import import_synthetic
+    from specens.generalist.config import TrainConfig
+    from specens.generalist.train import train_generalist
+    from specens.specialists.parallel import train_all
+    from specens.specialists.train import SpecialistConfig
+
+    root = tmp_path_factory.mktemp("hostile")
+    import_synthetic(str(root / "ds"), n_classes=8, n_groups=2, dim=8, n_train=40, n_val=10, n_test=4, seed=0,
+                     shard_size=200)
+    import_synthetic(str(root / "ds_wide"), n_classes=8, n_groups=2, dim=12, n_train=4, n_val=2, n_test=2, seed=0)
+    run = root / "run"
+    train_generalist(TrainConfig(data=str(root / "ds"), out=str(run / "generalist"), epochs=2, batch_size=32,
+                                 lr=3e-3, model="mlp", model_kwargs={"hidden": [16]}, threads=1), progress=False)
+    cluster(ClusterConfig(generalist=str(run / "generalist"), data=str(root / "ds"), out=str(run / "clusters"),
+                          n_groups=2), progress=False)
+    train_all(SpecialistConfig(generalist=str(run / "generalist"), clusters=str(run / "clusters" / "clusters.json"),
+                               data=str(root / "ds"), out=str(run), epochs=1, batch_size=32, threads=1),
+              local=True, echo=lambda *_: None)
+    return root
+
+
+@pytest.fixture
+def work(tiny, tmp_path) -> Path:
+    """A fresh copy of ``tiny`` to mutate."""
+    shutil.copytree(tiny, tmp_path / "w")
+    return tmp_path / "w"
+
+
+def run_cli(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True)
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_refused(r, culprit: str) -> None:
+    """Exit 1, no traceback, exactly one line on stderr: ``Error: ...`` naming ``culprit``."""
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert r.exit_code == 1, (r.exit_code, r.output)
+    lines = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if ln.strip() and not _progress(ln)]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
+    assert culprit in lines[0], (culprit, lines[0])
+
+
+def _progress(line: str) -> bool:
+    """A progress bar's line (tqdm on stderr), not a message."""
+    return "it/s]" in line or "s/it]" in line or "ex/s]" in line or "?it" in line or "?ex" in line
+
+
+def edit_json(path: Path, change) -> None:
+    d = json.loads(path.read_text())
+    change(d)
+    path.write_text(json.dumps(d))
+
+
+def refingerprint_generalist(gdir: Path) -> None:
+    """What a hostile author does after editing model.json: make the fingerprint fit again."""
+    def fix(d):
+        d["fingerprint"] = generalist_fingerprint(d["weights_fingerprint"], d["model"], d["classes"])
+    edit_json(gdir / "model.json", fix)
+
+
+def refingerprint_specialist(sdir: Path) -> None:
+    edit_json(sdir / "specialist.json", lambda d: d.update(fingerprint=specialist_fingerprint(d)))
+
+
+# ----------------------------------------------------------------------------- the case table
+# (name, mutation of the copied tree, command arguments with {w} for its root, culprit in the message)
+
+G, S0, S1, CL, DS = "run/generalist/model.json", "run/specialists/s000", "run/specialists/s001", \
+    "run/clusters/clusters.json", "ds/dataset.json"
+
+
+def _j(rel, change):
+    return lambda w: edit_json(w / rel, change)
+
+
+def _text(rel, text):
+    return lambda w: (w / rel).write_text(text)
+
+
+def _swap_weights(w):
+    a, b = w / S0 / "model.safetensors", w / S1 / "model.safetensors"
+    data = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(data)
+
+
+def _truncate(rel, keep=0.5):
+    def f(w):
+        p = w / rel
+        p.write_bytes(p.read_bytes()[: int(p.stat().st_size * keep)])
+    return f
+
+
+def _shard(w):
+    return next((w / "ds").glob("test-*.tar")).name
+
+
+EVAL = ("generalist", "eval", "--run", "{w}/run/generalist", "--data", "{w}/ds")
+INFER = ("infer", "--run", "{w}/run", "--data", "{w}/ds", "--out", "{w}/pred")
+SPEC = ("specialists", "train", "--local", "--generalist", "{w}/run/generalist", "--clusters", "{w}/" + CL,
+        "--data", "{w}/ds", "--out", "{w}/run2", "--epochs", "1")
+CLUSTER = ("cluster", "--generalist", "{w}/run/generalist", "--data", "{w}/ds", "--out", "{w}/cl2", "--quiet")
+TRAIN = ("generalist", "train", "--data", "{w}/ds", "--out", "{w}/g2", "--quiet", "--set", "model=mlp",
+         "--set", 'model_kwargs={"hidden": [8]}')
+
+
+CASES = [
+    # the generalist's model.json
+    ("model.json not JSON", _text(G, "{oops"), EVAL, "model.json: not valid JSON"),
+    ("model.json empty", _text(G, ""), EVAL, "model.json: not valid JSON"),
+    ("model.json a list", _text(G, "[1, 2]"), EVAL, "model.json: 'format'"),
+    ("model.json other format", _j(G, lambda d: d.update(format="x")), EVAL, "'format' is 'x'"),
+    ("model.json old version", _j(G, lambda d: d.update(format_version=1)), EVAL, "'format_version' is 1"),
+    ("model.json no model", _j(G, lambda d: d.pop("model")), EVAL, "missing key 'model'"),
+    ("model.json extra key", _j(G, lambda d: d.update(evil=1)), EVAL, "unknown keys ['evil']"),
+    ("input_shape a string", _j(G, lambda d: d["model"].update(input_shape="abc")), EVAL, "'input_shape'"),
+    ("n_classes a bool", _j(G, lambda d: d["model"].update(n_classes=True)), EVAL, "'n_classes'"),
+    ("kwargs a list", _j(G, lambda d: d["model"].update(kwargs=[])), EVAL, "'kwargs'"),
+    ("classes repeated", _j(G, lambda d: d.update(classes=["a"] * 8)), EVAL, "'classes' must be a list of distinct"),
+    ("classes not strings", _j(G, lambda d: d.update(classes=list(range(8)))), EVAL, "'classes'"),
+    ("one class too few", _j(G, lambda d: d.update(classes=d["classes"][:-1])), EVAL, "7 classes but"),
+    ("fingerprint edited", _j(G, lambda d: d.update(fingerprint="0" * 16)), EVAL, "edited after export"),
+    ("spec edited, fingerprint not", _j(G, lambda d: d["model"]["kwargs"].update(hidden=[32])), EVAL,
+     "edited after export"),
+    ("cost not an object", _j(G, lambda d: d["metrics"].update(cost="x")), EVAL, "metrics'.cost"),
+    ("cost negative", _j(G, lambda d: d["metrics"]["cost"].update(train_flops=-1)), EVAL, "train_flops"),
+    ("history not a list", _j(G, lambda d: d["metrics"].update(history=5)), EVAL, "metrics'.history"),
+    ("weights replaced", _truncate("run/generalist/model.safetensors", 0.9), EVAL, "model.safetensors: fingerprint"),
+    ("weights missing", lambda w: (w / "run/generalist/model.safetensors").unlink(), EVAL,
+     "model.safetensors: missing"),
+    ("unknown registry model", lambda w: (_j(G, lambda d: d["model"].update(name="nosuch"))(w),
+                                          refingerprint_generalist(w / "run/generalist")), EVAL, "'nosuch'"),
+    ("registry model, bad kwargs", lambda w: (_j(G, lambda d: d["model"]["kwargs"].update(hidden="x"))(w),
+                                              refingerprint_generalist(w / "run/generalist")), EVAL, "model 'mlp'"),
+    ("code named by model.json", lambda w: (_j(G, lambda d: d["model"].update(name="os:system"))(w),
+                                            refingerprint_generalist(w / "run/generalist")), EVAL, "--trust-code"),
+    ("the reported attack", lambda w: (_j(G, lambda d: d["model"].update(
+        name="subprocess:Popen", input_shape=["sh", "-c", f"touch {w}/marker"], kwargs={}))(w),
+        refingerprint_generalist(w / "run/generalist")), EVAL, "model.json"),
+    # the dataset
+    ("dataset.json not JSON", _text(DS, "nope"), EVAL, "dataset.json: not valid JSON"),
+    ("classes not a list", _j(DS, lambda d: d.update(classes="abc")), EVAL, "'classes' must be"),
+    ("shape negative", _j(DS, lambda d: d["input"].update(shape=[-8])), EVAL, "'input.shape'"),
+    ("dtype unknown", _j(DS, lambda d: d["input"].update(dtype="float16")), EVAL, "'input.dtype'"),
+    ("input not an object", _j(DS, lambda d: d.update(input=[1])), EVAL, "'input"),
+    ("groups of ints", _j(DS, lambda d: d.update(groups=[1, 2])), EVAL, "'groups'"),
+    ("counts negative", _j(DS, lambda d: d["splits"]["test"].update(class_counts=[-1] + [5] * 7)), EVAL,
+     "'splits.test' is malformed"),
+    ("count a float", _j(DS, lambda d: d["splits"]["test"].update(num_samples=32.0)), EVAL, "'splits.test'"),
+    ("count disagrees", _j(DS, lambda d: d["splits"]["test"].update(num_samples=33)), EVAL, "num_samples=33"),
+    ("shard name escapes", _j(DS, lambda d: d["splits"]["test"]["shards"][0].update(name="../x.tar")), EVAL,
+     "'splits.test' is malformed"),
+    ("dataset.json extra key", _j(DS, lambda d: d.update(extra=1)), EVAL, "unknown keys ['extra']"),
+    ("shard missing", lambda w: (w / "ds" / _shard(w)).unlink(), EVAL, "lists shards that do not exist"),
+    ("shard truncated", lambda w: _truncate(f"ds/{_shard(w)}", 0.5)(w), EVAL, ".tar"),
+    ("classes of another dataset", _j(DS, lambda d: d.update(classes=[f"z{i}" for i in range(8)])), EVAL,
+     "differ (class 0"),
+    ("dataset of another input shape", lambda w: None,
+     ("generalist", "eval", "--run", "{w}/run/generalist", "--data", "{w}/ds_wide"), "takes inputs of shape [8]"),
+    ("infer on another input shape", lambda w: None, ("infer", "--run", "{w}/run", "--data", "{w}/ds_wide", "--out",
+                                                      "{w}/pred"), "takes inputs of shape [8]"),
+    ("cluster on another input shape", lambda w: None,
+     ("cluster", "--generalist", "{w}/run/generalist", "--data", "{w}/ds_wide", "--out", "{w}/cl2", "--quiet"),
+     "takes inputs of shape [8]"),
+    ("data info: truncated shard", lambda w: _truncate(f"ds/{_shard(w)}", 0.5)(w), ("data", "info", "{w}/ds"), ".tar"),
+    ("data info: counts of another import", _j(DS, lambda d: d["splits"]["test"].update(
+        class_counts=[5, 3] + d["splits"]["test"]["class_counts"][2:])), ("data", "info", "{w}/ds"), "class_counts[0]"),
+    # clusters.json
+    ("clusters not JSON", _text(CL, "]"), INFER, "clusters.json: not valid JSON"),
+    ("group out of range", _j(CL, lambda d: d["groups"][0].append(99)), INFER, "outside [0, 8)"),
+    ("group repeats a class", _j(CL, lambda d: d["groups"][0].append(d["groups"][0][0])), INFER, "repeats a class"),
+    ("no groups", _j(CL, lambda d: d.update(groups=[])), SPEC, "holds no groups"),
+    ("groups not lists", _j(CL, lambda d: d.update(groups=[1, 2])), SPEC, "clusters.json"),
+    ("clusters of another generalist", _j(CL, lambda d: d.update(generalist_fingerprint="f" * 16)), SPEC,
+     "made from generalist ffff"),
+    ("clusters for other n_classes", _j(CL, lambda d: d.update(n_classes=9)), SPEC, "made for 9 classes"),
+    ("clusters old version", _j(CL, lambda d: d.update(format_version=0)), SPEC, "'format_version' is 0"),
+    # specialists
+    ("specialist weights swapped", _swap_weights, INFER, "model.safetensors: fingerprint"),
+    ("specialist.json not JSON", _text(f"{S0}/specialist.json", "x"), INFER, "specialist.json: not valid JSON"),
+    ("gate.on a string", _j(f"{S0}/specialist.json", lambda d: d["gate"].update(on="yes")), INFER, "'gate'"),
+    ("correction a string", _j(f"{S0}/specialist.json", lambda d: d.update(dustbin_correction="x")), INFER,
+     "'dustbin_correction'"),
+    ("group edited", _j(f"{S0}/specialist.json", lambda d: d["group"].pop()), INFER, "specialist.json"),
+    ("specialist key missing", _j(f"{S0}/specialist.json", lambda d: d.pop("pi")), INFER, "missing keys ['pi']"),
+    ("specialist extra key", _j(f"{S0}/specialist.json", lambda d: d.update(x=1)), INFER, "unknown keys ['x']"),
+    ("specialist fingerprint edited", _j(f"{S0}/specialist.json", lambda d: d.update(fingerprint="1" * 16)), INFER,
+     "edited after training"),
+    ("specialist cost negative", lambda w: (_j(f"{S0}/specialist.json", lambda d: d["cost"].update(steps=-1))(w),
+                                            refingerprint_specialist(w / S0)), INFER, "steps"),
+    ("specialist of another index", lambda w: (_j(f"{S0}/specialist.json", lambda d: d.update(index=1))(w),
+                                               refingerprint_specialist(w / S0)), INFER, "specialist 1"),
+    ("specialist missing", lambda w: shutil.rmtree(w / S1), INFER, "has no trained specialist"),
+    # options
+    ("infer --top-k 0", lambda w: None, (*INFER, "--top-k", 0), "--top-k"),
+    ("infer --batch-size 0", lambda w: None, (*INFER, "--batch-size", 0), "--batch-size"),
+    ("infer --top-n 0", lambda w: None, (*INFER, "--top-n", 0), "--top-n"),
+    ("infer --workers 0", lambda w: None, (*INFER, "--workers", 0), "--workers"),
+    ("infer --split nosuch", lambda w: None, (*INFER, "--split", "nosuch"), "no split 'nosuch'"),
+    ("eval --batch-size 0", lambda w: None, (*EVAL, "--batch-size", 0), "--batch-size"),
+    ("cluster --groups C", lambda w: None, (*CLUSTER, "--groups", 8), "n_groups must be below the 8 classes"),
+    ("cluster --groups > C", lambda w: None, (*CLUSTER, "--groups", 9), "n_groups must be an int in [1, n_classes=8]"),
+    ("cluster --temperature 0", lambda w: None, (*CLUSTER, "--temperature", 0), "temperature must be > 0"),
+    ("cluster --out a file", lambda w: (w / "cl2").write_text("mine"), CLUSTER, "cl2: is a file"),
+    ("cluster --out someone's folder", lambda w: ((w / "cl2").mkdir(), (w / "cl2" / "notes.txt").write_text("x")),
+     CLUSTER, "not empty (notes.txt)"),
+    ("infer --out someone's folder", lambda w: ((w / "pred").mkdir(), (w / "pred" / "a.txt").write_text("x")),
+     INFER, "not empty (a.txt)"),
+    ("predict --out someone's folder", lambda w: ((w / "p").mkdir(), (w / "p" / "a.txt").write_text("x")),
+     ("generalist", "predict", "--run", "{w}/run/generalist", "--data", "{w}/ds", "--out", "{w}/p"),
+     "not empty (a.txt)"),
+    ("evaluate --out someone's folder", lambda w: ((w / "ev").mkdir(), (w / "ev" / "a.txt").write_text("x")),
+     ("evaluate", "--run", "{w}/run", "--data", "{w}/ds", "--out", "{w}/ev"), "not empty (a.txt)"),
+    ("train --out someone's folder", lambda w: ((w / "g2").mkdir(), (w / "g2" / "a.txt").write_text("x")),
+     TRAIN, "not empty (a.txt)"),
+    ("train --set lr=1e9", lambda w: None, (*TRAIN, "--set", "lr=1e9"), "lr must be in (0, 10]"),
+    ("train --set epochs=1e22", lambda w: None, (*TRAIN, "--set", "epochs=10000000000000000000000"),
+     "epochs must be in [1, 100000]"),
+    ("train --set warmup=1", lambda w: None, (*TRAIN, "--set", "warmup=1"), "warmup must be in [0, 1)"),
+    ("train --set batch_size=0", lambda w: None, (*TRAIN, "--set", "batch_size=0"), "batch_size must be >= 1"),
+    ("specialists --set rho=1", lambda w: None, (*SPEC, "--set", "rho=1"), "rho must be in (0, 1)"),
+    ("specialists --set lr=0", lambda w: None, (*SPEC, "--set", "lr=0"), "lr must be in (0, 10]"),
+    ("data synthetic --classes 1", lambda w: None, ("data", "synthetic", "--out", "{w}/s", "--classes", 1),
+     "classes"),
+    ("data glyphs --classes 1", lambda w: None, ("data", "glyphs", "--out", "{w}/s", "--classes", 1),
+     "n_classes must be at least 2"),
+    ("data arrays into a dataset: bad labels", lambda w: (np.save(w / "x.npy", np.zeros((4, 2), np.float32)),
+                                                          np.save(w / "y.npy", np.array([0, 1, 2, -1]))),
+     ("data", "arrays", "--x", "{w}/x.npy", "--y", "{w}/y.npy", "--out", "{w}/ds"), "y.npy: labels span"),
+]
+
+
+@pytest.mark.parametrize("name,mutate,args,culprit", CASES, ids=[c[0] for c in CASES])
+def test_hostile_input_is_refused_in_one_line_and_loses_nothing(work, name, mutate, args, culprit):
+    mutate(work)
+    before = snapshot(work)
+    r = run_cli(*(str(a).replace("{w}", str(work)) for a in args))
+    assert_refused(r, culprit)
+    assert snapshot(work) == before  # nothing already written changed or vanished; nothing half-written appeared
+
+
+def test_there_are_at_least_sixty_cases():
+    assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)
+
+
+# ----------------------------------------------------------------------------- code named by a run directory
+
+PAYLOAD = """
+import pathlib
+pathlib.Path({marker!r}).touch()  # what importing the named module does: anything at all
+
+from specens.generalist.models import mlp as make
+"""
+
+
+def _plant_code(w: Path, marker: Path, monkeypatch) -> None:
+    """The attack: model.json (and each specialist's record) names a module whose import runs
+    code, here a module beside the run that touches ``marker``; the fingerprints are recomputed to
+    fit, as a hostile author would."""
+    (w / "payload").mkdir()
+    (w / "payload" / "specens_payload.py").write_text(PAYLOAD.format(marker=str(marker)))
+    monkeypatch.syspath_prepend(str(w / "payload"))
+    name = "specens_payload:make"
+    gdir = w / "run" / "generalist"
+    edit_json(gdir / "model.json", lambda d: (d["model"].update(name=name), d["config"].update(model=name)))
+    refingerprint_generalist(gdir)
+    for sdir in (w / "run" / "specialists").glob("s*"):
+        edit_json(sdir / "specialist.json", lambda d: d["model"]["generalist_model"].update(name=name))
+        refingerprint_specialist(sdir)
+
+
+LOADERS = [
+    ("generalist", "eval", "--run", "{w}/run/generalist", "--data", "{w}/ds"),
+    ("generalist", "predict", "--run", "{w}/run/generalist", "--data", "{w}/ds", "--out", "{w}/p"),
+    ("generalist", "train", "--data", "{w}/ds", "--out", "{w}/g2", "--teacher", "{w}/run/generalist", "--quiet"),
+    ("cluster", "--generalist", "{w}/run/generalist", "--data", "{w}/ds", "--out", "{w}/cl2", "--quiet"),
+    SPEC,
+    ("infer", "--run", "{w}/run", "--data", "{w}/ds", "--out", "{w}/pred"),
+    ("evaluate", "--run", "{w}/run", "--data", "{w}/ds"),
+    ("baseline", "--run", "{w}/run", "--data", "{w}/ds", "--only", "continued"),
+    ("distill", "--run", "{w}/run", "--data", "{w}/ds", "--quiet"),
+]
+
+
+@pytest.mark.parametrize("args", LOADERS, ids=[" ".join(a[:2]) for a in LOADERS])
+def test_a_run_directory_never_runs_the_code_it_names(work, args, monkeypatch):
+    marker = work / "pwned"
+    _plant_code(work, marker, monkeypatch)
+    r = run_cli(*(str(a).replace("{w}", str(work)) for a in args))
+    assert_refused(r, "--trust-code")
+    assert not marker.exists()
+
+
+def test_trust_code_opts_in_and_says_so(work, monkeypatch):
+    marker = work / "pwned"
+    _plant_code(work, marker, monkeypatch)
+    r = run_cli("generalist", "eval", "--run", work / "run" / "generalist", "--data", work / "ds", "--trust-code")
+    assert r.exit_code == 0, r.output
+    assert marker.exists()  # the user asked for it: the named module was imported
+    warning = [ln for ln in r.stderr.splitlines() if ln.startswith("Warning: ")]
+    assert len(warning) == 1 and "specens_payload:make" in warning[0] and "trusted" in warning[0]
+
+
+def test_training_may_name_the_users_own_code(work):
+    r = run_cli("generalist", "train", "--data", work / "ds", "--out", work / "g2", "--quiet", "--epochs", 1,
+                "--set", "model=specens.generalist.models:mlp", "--set", 'model_kwargs={"hidden": [8]}')
+    assert r.exit_code == 0, r.output
+    # loading the result names that code: refused without the opt-in, allowed with it
+    assert_refused(run_cli("generalist", "eval", "--run", work / "g2", "--data", work / "ds"), "--trust-code")
+    r = run_cli("generalist", "eval", "--run", work / "g2", "--data", work / "ds", "--trust-code")
+    assert r.exit_code == 0 and json.loads(r.stdout)["top1"] >= 0
+
+
+# ----------------------------------------------------------------------------- nothing already written is lost
+
+def test_a_failed_import_leaves_the_dataset_there_intact(work, tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "imgs"
+    for c in ("a", "b"):
+        (src / c).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((4, 4), 40 * i, np.uint8)).save(src / c / f"{i}.png")
+    r = run_cli("data", "folder", "--source", src, "--out", work / "imgds")
+    assert r.exit_code == 0, r.output
+    before = snapshot(work / "imgds")
+    (src / "b" / "3.png").write_bytes(b"not a png")
+    r = run_cli("data", "folder", "--source", src, "--out", work / "imgds")
+    assert_refused(r, "3.png: cannot be read as an image")
+    assert snapshot(work / "imgds") == before
+    assert not [p for p in work.iterdir() if p.name.startswith(".")]  # no build directory left behind
+
+
+def test_a_diverging_run_stops_and_exports_nothing(work):
+    from specens.core.errors import TrainingDiverged
+    from specens.generalist.config import TrainConfig
+    from specens.generalist.train import train_generalist
+
+    cfg = TrainConfig(data=str(work / "ds"), out=str(work / "g2"), epochs=2, model="mlp", optimizer="sgd", lr=10.0,
+                      momentum=0.99, model_kwargs={"hidden": [64, 64]}, warmup=0.0, schedule="constant")
+    with pytest.raises(TrainingDiverged, match=r"generalist training diverged at epoch \d+, step \d+: .*nothing was "
+                                               r"exported. Lower the learning rate"):
+        train_generalist(cfg, progress=False)
+    assert not (work / "g2" / "model.json").exists() and not (work / "g2" / "checkpoints").exists()
+
+
+def test_a_non_finite_loss_or_gradient_is_caught_at_its_step():
+    import torch
+
+    from specens.core.errors import TrainingDiverged
+    from specens.core.loop import finite_loss
+
+    model = torch.nn.Linear(2, 2)
+    loss = model(torch.ones(1, 2)).sum()
+    loss.backward()
+    assert finite_loss(loss, model, "x", 0, 0, 1) == float(loss)
+    with pytest.raises(TrainingDiverged, match="x training diverged at epoch 3, step 5: the loss is nan"):
+        finite_loss(torch.tensor(float("nan")), model, "x", 2, 4, 10)
+    model.weight.grad[0, 0] = float("inf")
+    with pytest.raises(TrainingDiverged, match="the gradient norm is inf"):
+        finite_loss(loss, model, "x", 0, 0, 1)
+
+
+# ----------------------------------------------------------------------------- every field of every record
+
+def _paths(d: dict, nested=("model", "input", "gate", "metrics", "cost", "splits")) -> list[tuple[str, ...]]:
+    """Every top-level key, and the keys one level down in the objects named ``nested``."""
+    out = [(k,) for k in d]
+    out += [(k, k2) for k in nested if isinstance(d.get(k), dict) for k2 in d[k]]
+    return out
+
+
+_MUTATIONS = {"deleted": None, "null": lambda v: None, "a string": lambda v: "x", "a list": lambda v: [],
+              "negative": lambda v: -1, "huge": lambda v: 1e300}
+
+
+def _mutated(d: dict, path: tuple[str, ...], how: str) -> dict:
+    d = json.loads(json.dumps(d))
+    parent = d
+    for k in path[:-1]:
+        parent = parent[k]
+    if how == "deleted":
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = _MUTATIONS[how](parent[path[-1]])
+    return d
+
+
+def test_every_field_mutated_is_accepted_unchanged_or_refused_in_one_line(tiny, tmp_path):
+    w = tmp_path / "w"
+    shutil.copytree(tiny, w)
+
+    def predictions(out: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(out.glob("*.jsonl"))}
+
+    base = run_cli("infer", "--run", w / "run", "--data", w / "ds", "--out", tmp_path / "base")
+    assert base.exit_code == 0, base.output
+    expected = predictions(tmp_path / "base")
+    files = [w / G, w / S0 / "specialist.json", w / CL, w / DS]
+    tried, refused, n = 0, 0, 0
+    for f in files:
+        original = f.read_bytes()
+        record = json.loads(original)
+        cases = [(p, how) for p in _paths(record) for how in _MUTATIONS] + [(("extra_key",), "added")]
+        for path, how in cases:
+            mutated = {**record, "extra_key": 1} if how == "added" else _mutated(record, path, how)
+            f.write_text(json.dumps(mutated))
+            n += 1
+            r = run_cli("infer", "--run", w / "run", "--data", w / "ds", "--out", tmp_path / f"o{n}")
+            where = f"{f.name} {'.'.join(path)} {how}"
+            if r.exit_code == 0:
+                assert predictions(tmp_path / f"o{n}") == expected, where
+            else:
+                try:
+                    assert_refused(r, f.name)
+                except AssertionError as e:
+                    raise AssertionError(f"{where}: {e}") from None
+                refused += 1
+            tried += 1
+        f.write_bytes(original)
+    assert tried > 150 and refused > tried // 2  # most fields matter; the rest must not change a prediction

@@ -25,20 +25,34 @@ _fraction = click.FloatRange(0, 1, max_open=True)
 @data_cli.command("glyphs")
 @_out
 @click.option("--classes", "n_classes", default=200, show_default=True, type=click.IntRange(min=0),
-              help="Number of letters; 0 takes all (about 1,400 after removing look-alikes).")
+              help="Number of characters; 0 takes all (DejaVu letters: about 1,400 after removing look-alikes).")
 @click.option("--train-per-class", default=48, show_default=True, type=_count)
 @click.option("--val-per-class", default=8, show_default=True, type=_count)
 @click.option("--test-per-class", default=8, show_default=True, type=_count)
 @click.option("--size", default=32, show_default=True, type=click.IntRange(min=4), help="Image side in pixels.")
+@click.option("--font", "fonts", multiple=True, type=click.Path(exists=True),
+              help="A font file (.ttf/.otf/.ttc/.otc) or folder to render from; repeatable. Default: the "
+                   "embedded DejaVu faces.")
+@click.option("--charset", default=None,
+              help="letters, gb2312-1 (3,755 hanzi), gb2312 (6,763) or a UTF-8 file of characters "
+                   "[default: gb2312-1 with --font, letters without].")
+@click.option("--val-face", "val_faces", multiple=True, help="A face (name substring) for validation; repeatable.")
+@click.option("--test-face", "test_faces", multiple=True, help="A face (name substring) for test; repeatable.")
+@click.option("--like", type=click.Path(exists=True, file_okay=False),
+              help="Render this dataset's classes again from --font, every face into the test split.")
 @_seed
 @_shard
-def glyphs(out, n_classes, train_per_class, val_per_class, test_per_class, size, seed, shard_size):
-    """The embedded default: Unicode letters rendered from the DejaVu faces matplotlib ships,
-    grouped by base letter, with test faces never seen in training."""
+def glyphs(out, n_classes, train_per_class, val_per_class, test_per_class, size, fonts, charset, val_faces,
+           test_faces, like, seed, shard_size):
+    """Characters rendered from type faces, with test faces never seen in training: by default
+    Unicode letters from the DejaVu faces matplotlib ships, grouped by base letter; with --font,
+    any character set from your fonts (printed Chinese: --charset gb2312-1)."""
     from .glyphs import import_glyphs
 
     import_glyphs(out, n_classes=n_classes or None, train_per_class=train_per_class, val_per_class=val_per_class,
-                  test_per_class=test_per_class, size=size, seed=seed, shard_size=shard_size)
+                  test_per_class=test_per_class, size=size, seed=seed, shard_size=shard_size,
+                  fonts=list(fonts) or None, charset=charset or ("gb2312-1" if fonts else "letters"),
+                  val_faces=val_faces, test_faces=test_faces, like=like)
     _summary(out)
 
 

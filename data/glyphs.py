@@ -28,14 +28,17 @@ import hashlib
 import os
 import unicodedata
 from collections import defaultdict
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Sequence
 
 import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from specens.core.errors import ConfigError
+from specens.core.errors import ConfigError, DataError
 
+from .fonts import Face
 from .format import InputSpec
 from .shards import DatasetWriter
 
@@ -55,8 +58,15 @@ def font_dir() -> str:
 
 
 @lru_cache(maxsize=None)
-def _font(face: str, size: int) -> ImageFont.FreeTypeFont:
+def _font(face: str | Face, size: int) -> ImageFont.FreeTypeFont:
+    """A face at ``size`` pixels: one of the embedded DejaVu faces by name, or a :class:`Face`."""
+    if isinstance(face, Face):
+        return ImageFont.truetype(face.path, size, index=face.index)
     return ImageFont.truetype(os.path.join(font_dir(), face + ".ttf"), size)
+
+
+def face_name(face: str | Face) -> str:
+    return face.name if isinstance(face, Face) else face
 
 
 def covered_letters() -> list[int]:
@@ -79,16 +89,25 @@ def base_letter(ch: str) -> str:
     return unicodedata.normalize("NFD", ch)[0].casefold()[0]
 
 
-def render(ch: str, face: str, size: int = 32, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Render one letter as a uint8 array of shape (size, size): white glyph on black.
+def render(ch: str, face: str | Face, size: int = 32, rng: np.random.Generator | None = None,
+           placement: str = "baseline") -> np.ndarray:
+    """Render one character as a uint8 array of shape (size, size): white glyph on black.
 
-    With ``rng`` None the rendering is clean (no jitter, no noise); otherwise ``rng`` draws the
-    affine jitter, the stroke width and the pixel noise.
+    ``placement``: ``"baseline"`` (the embedded letters) draws on a fixed baseline, so that case
+    and size differences survive; ``"em"`` centres the glyph's em box (half its advance, halfway
+    between ascender and descender) on the canvas at a size that leaves room for the jitter, as
+    CJK faces place their glyphs at other offsets than DejaVu does. With ``rng`` None the
+    rendering is clean (no jitter, no noise); otherwise ``rng`` draws the affine jitter, the
+    stroke width and the pixel noise.
     """
     canvas = Image.new("L", (_CANVAS, _CANVAS), 0)
     stroke = 0 if rng is None else int(rng.integers(0, 2))
-    ImageDraw.Draw(canvas).text((_CANVAS / 2, _CANVAS * 0.64), ch, fill=255, anchor="ms",
-                                font=_font(face, int(_CANVAS * 0.53)), stroke_width=stroke, stroke_fill=255)
+    if placement == "em":
+        ImageDraw.Draw(canvas).text((_CANVAS / 2, _CANVAS / 2), ch, fill=255, anchor="mm",
+                                    font=_font(face, int(_CANVAS * 0.68)), stroke_width=stroke, stroke_fill=255)
+    else:
+        ImageDraw.Draw(canvas).text((_CANVAS / 2, _CANVAS * 0.64), ch, fill=255, anchor="ms",
+                                    font=_font(face, int(_CANVAS * 0.53)), stroke_width=stroke, stroke_fill=255)
     if rng is not None:
         angle = np.deg2rad(rng.uniform(-8, 8))
         scale = rng.uniform(0.88, 1.12)
@@ -108,18 +127,19 @@ def render(ch: str, face: str, size: int = 32, rng: np.random.Generator | None =
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def distinct_letters(code_points: list[int], size: int = 32) -> tuple[list[int], dict[int, int]]:
-    """Drop letters whose clean renderings are identical to a lower code point's in most faces.
+def distinct_letters(code_points: list[int], size: int = 32, faces: Sequence[str | Face] = ALL_FACES,
+                     placement: str = "baseline") -> tuple[list[int], dict[int, int]]:
+    """Drop characters whose clean renderings are identical to a lower code point's in most faces.
 
     Returns the kept code points and, for every dropped one, the kept code point it duplicates.
-    Letters that render blank in any face are dropped too (mapped to -1).
+    Characters that render blank in any face are dropped too (mapped to -1).
     """
     votes: dict[tuple[int, int], int] = defaultdict(int)
     blank: set[int] = set()
-    for face in ALL_FACES:
+    for face in faces:
         first_of: dict[bytes, int] = {}
         for cp in code_points:
-            img = render(chr(cp), face, size)
+            img = render(chr(cp), face, size, placement=placement)
             if not img.any():
                 blank.add(cp)
                 continue
@@ -130,7 +150,7 @@ def distinct_letters(code_points: list[int], size: int = 32) -> tuple[list[int],
                 first_of[digest] = cp
     dropped = {cp: -1 for cp in blank}
     for (cp, twin), n in sorted(votes.items()):
-        if n > len(ALL_FACES) / 2 and cp not in dropped:
+        if n > len(faces) / 2 and cp not in dropped:
             dropped[cp] = twin  # twin < cp: the first letter with this rendering in a face
     kept = [cp for cp in code_points if cp not in dropped]
     return kept, dropped
@@ -160,43 +180,203 @@ def choose_classes(code_points: list[int], n_classes: int | None, seed: int) -> 
 
 def import_glyphs(out: str, *, n_classes: int | None = 200, train_per_class: int = 48,
                   val_per_class: int = 8, test_per_class: int = 8, size: int = 32, seed: int = 0,
-                  shard_size: int = 10_000, progress: bool = True):
-    """Render the glyph dataset into ``out`` (train/val/test shards and ``dataset.json``).
+                  shard_size: int = 10_000, progress: bool = True, fonts: Sequence[str] | None = None,
+                  charset: str = "letters", val_faces: Sequence[str] = (), test_faces: Sequence[str] = (),
+                  like: str | None = None):
+    """Render a glyph dataset into ``out`` (train/val/test shards and ``dataset.json``).
 
     Args:
-        n_classes: number of letters (None: all distinct covered letters, about 1,500).
+        n_classes: number of characters (None: all distinct covered ones). Letters are taken in
+            whole base-letter groups (:func:`choose_classes`); other sets as a seeded sample.
         train_per_class, val_per_class, test_per_class: samples per class in each split, spread
             evenly over that split's faces.
         size: output image side in pixels.
-        seed: seeds the class choice and every sample's augmentation.
+        seed: seeds the class choice, the face split and every sample's augmentation.
+        fonts: font files or folders to render from (:func:`specens.data.fonts.find_faces`; one
+            face per design); None renders the embedded DejaVu faces with their fixed split.
+        charset: ``"letters"`` (Unicode letters, grouped by base letter), ``"gb2312-1"``,
+            ``"gb2312"`` or a UTF-8 file of characters (:func:`specens.data.fonts.charset`). Only
+            characters that every face maps and renders distinctly are kept; the rest are listed
+            in ``dataset.json``'s ``source``.
+        val_faces, test_faces: face names (exactly, else as substrings) that go to validation /
+            test (every one must match a face); by default a seeded rule spreads the styles over the splits
+            (:func:`specens.data.fonts.assign_splits`).
+        like: a dataset whose classes (and known groups) to render again from ``fonts``, every face
+            into the test split (``test_per_class`` each), to evaluate a run on faces it never saw;
+            a face lacking one of its characters is refused, the characters listed.
     """
-    from tqdm import tqdm
-
     if n_classes is not None and n_classes < 2:
         raise ConfigError(f"n_classes must be at least 2, got {n_classes}")
+    if fonts is None:
+        if charset != "letters" or like or val_faces or test_faces:
+            raise ConfigError("charset, like, val_faces and test_faces need fonts (the embedded DejaVu faces render "
+                              "letters with a fixed split)")
+        return _import_dejavu(out, n_classes, train_per_class, val_per_class, test_per_class, size, seed, shard_size,
+                              progress)
+    plan = _font_plan(fonts, n_classes, seed, charset, val_faces, test_faces, like, size,
+                      {"train": train_per_class, "val": val_per_class, "test": test_per_class})
+    source = dict(importer="glyphs", charset=charset, n_classes=len(plan.cps), size=size, seed=seed,
+                  per_class={k: v for k, v in plan.per_split.items()}, like=like, **plan.source)
+    return _write(out, plan.name, plan.cps, plan.groups, plan.group_names, plan.faces, plan.per_split, size, seed,
+                  shard_size, progress, source, plan.placement)
+
+
+def _import_dejavu(out, n_classes, train_per_class, val_per_class, test_per_class, size, seed, shard_size, progress):
+    """The embedded default: letters of the DejaVu faces, grouped by base letter."""
     kept, dropped = distinct_letters(covered_letters(), size)
     cps = choose_classes(kept, n_classes, seed)
-    classes = [f"{chr(cp)} U+{cp:04X}" for cp in cps]
-    bases = sorted({base_letter(chr(cp)) for cp in cps})
-    group_index = {b: g for g, b in enumerate(bases)}
-    groups = [[] for _ in bases]
-    for label, cp in enumerate(cps):
-        groups[group_index[base_letter(chr(cp))]].append(label)
+    bases, groups = _base_groups(cps)
     source = dict(importer="glyphs", n_classes=len(cps), train_per_class=train_per_class,
                   val_per_class=val_per_class, test_per_class=test_per_class, size=size, seed=seed,
                   faces={k: list(v) for k, v in FACES.items()},
                   duplicates_dropped={f"U+{cp:04X}": (f"U+{tw:04X}" if tw >= 0 else "blank")
                                       for cp, tw in sorted(dropped.items())})
     per_split = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
-    with DatasetWriter(out, "glyphs", classes, InputSpec("image", (1, size, size), "uint8"), groups=groups,
-                       group_names=bases, source=source, shard_size=shard_size) as w:
+    return _write(out, "glyphs", cps, groups, bases, FACES, per_split, size, seed, shard_size, progress, source,
+                  "baseline")
+
+
+def _base_groups(cps: list[int]) -> tuple[list[str], list[list[int]]]:
+    bases = sorted({base_letter(chr(cp)) for cp in cps})
+    group_index = {b: g for g, b in enumerate(bases)}
+    groups: list[list[int]] = [[] for _ in bases]
+    for label, cp in enumerate(cps):
+        groups[group_index[base_letter(chr(cp))]].append(label)
+    return bases, groups
+
+
+def class_name(cp: int) -> str:
+    return f"{chr(cp)} U+{cp:04X}"
+
+
+def class_code_point(name: str, where: str) -> int:
+    """The code point of a class name :func:`class_name` wrote (``"字 U+5B57"``)."""
+    try:
+        return int(name.rsplit("U+", 1)[1], 16)
+    except (IndexError, ValueError):
+        raise DataError(f"{where}: class {name!r} is not a glyph class ('<char> U+<hex>')") from None
+
+
+def _write(out, name, cps, groups, group_names, faces, per_split, size, seed, shard_size, progress, source, placement):
+    from tqdm import tqdm
+
+    classes = [class_name(cp) for cp in cps]
+    with DatasetWriter(out, name, classes, InputSpec("image", (1, size, size), "uint8"), groups=groups,
+                       group_names=group_names, source=source, shard_size=shard_size) as w:
         for split, n_per in per_split.items():
-            faces = FACES[split]
+            split_faces = faces[split]
             # Interleave classes so that every shard holds every class (good streaming shuffles).
             jobs = [(j, label, cp) for j in range(n_per) for label, cp in enumerate(cps)]
             rngs = {cp: np.random.default_rng([seed, cp, _SPLIT_ID[split]]) for cp in cps}
             with w.split(split) as s:
                 for j, label, cp in tqdm(jobs, desc=f"glyphs {split}", disable=not progress, unit="img"):
-                    img = render(chr(cp), faces[j % len(faces)], size, rngs[cp])
+                    img = render(chr(cp), split_faces[j % len(split_faces)], size, rngs[cp], placement)
                     s.write(f"{split}_{cp:05x}_{j:04d}", img[None], label)
     return w
+
+
+@dataclass
+class _Plan:
+    name: str
+    cps: list[int]
+    groups: list[list[int]] | None
+    group_names: list[str] | None
+    faces: dict[str, list[Face]]
+    per_split: dict[str, int]
+    placement: str
+    source: dict
+
+
+def _font_plan(fonts, n_classes, seed, charset_name, val_faces, test_faces, like, size, per_split) -> _Plan:
+    """What to render from users' fonts: faces per split, the classes, and what was dropped."""
+    from .fonts import assign_splits, charset, covered, find_faces, one_per_design
+
+    faces, same_design = one_per_design(find_faces(fonts))
+    placement = "baseline" if charset_name == "letters" else "em"
+    dropped_faces = [f.name for f in same_design]  # regional variants, then pixel-identical designs
+    if like:
+        from .format import load_info
+
+        info = load_info(like)
+        cps = [class_code_point(c, f"{like}/dataset.json") for c in info.classes]
+        _, lacking = covered(faces, cps)
+        if lacking:
+            face, missing = next(iter(lacking.items()))
+            raise DataError(f"{face}: lacks {len(missing)} of the {len(cps)} characters of {like} "
+                            f"({''.join(chr(c) for c in missing[:10])}{' …' if len(missing) > 10 else ''}); "
+                            "leave that face out")
+        groups = None if info.groups is None else [list(g) for g in info.groups]
+        names = None if info.group_names is None else list(info.group_names)
+        return _Plan(f"{info.name}-like", cps, groups, names, {"test": faces}, {"test": per_split["test"]},
+                     placement, {"faces": {"test": [f.to_json() for f in faces]}, "same_design_dropped": dropped_faces})
+    if charset_name == "letters":
+        wanted = sorted(cp for cp in set().union(*(_cmap_of(f) for f in faces))
+                        if unicodedata.category(chr(cp)).startswith("L"))
+    else:
+        wanted = charset(charset_name)
+    common, lacking = covered(faces, wanted)
+    faces, identical = distinct_faces(faces, common[:64], size, placement)
+    dropped_faces += [f.name for f in identical]
+    kept, dropped = distinct_letters(common, size, faces, placement)
+    if len(kept) < 2:
+        raise DataError(f"{', '.join(map(str, fonts))}: only {len(kept)} characters of {charset_name!r} are mapped "
+                        "and rendered distinctly by every face")
+    if charset_name == "letters":
+        cps = choose_classes(kept, n_classes, seed)
+        group_names, groups = _base_groups(cps)
+    else:
+        take = len(kept) if n_classes is None or n_classes >= len(kept) else n_classes
+        cps = sorted(int(c) for c in np.random.default_rng(seed).choice(kept, size=take, replace=False))
+        groups = group_names = None
+    splits = _split_faces(faces, val_faces, test_faces, seed, assign_splits)
+    source = {"faces": {k: [f.to_json() for f in v] for k, v in splits.items()},
+              "same_design_dropped": dropped_faces,
+              "not_covered": {face: len(missing) for face, missing in lacking.items()},
+              "duplicates_dropped": {f"U+{cp:04X}": (f"U+{tw:04X}" if tw >= 0 else "blank")
+                                     for cp, tw in sorted(dropped.items())}}
+    return _Plan("glyphs", cps, groups, group_names, splits, per_split, placement, source)
+
+
+def distinct_faces(faces: Sequence[Face], probe: Sequence[int], size: int = 32,
+                   placement: str = "em") -> tuple[list[Face], list[Face]]:
+    """(kept, dropped): a face whose clean renderings of every ``probe`` character are pixel-identical
+    to an earlier face's draws those characters in the same design (a collection's "Mono" face
+    differs from its sibling in Latin widths only), so it is dropped: it would put one design in
+    two splits."""
+    seen: set[bytes] = set()
+    kept, dropped = [], []
+    for f in faces:
+        h = hashlib.blake2b(digest_size=16)
+        for cp in probe:
+            h.update(render(chr(cp), f, size, placement=placement).tobytes())
+        (dropped if h.digest() in seen else kept).append(f)
+        seen.add(h.digest())
+    return kept, dropped
+
+
+def _cmap_of(face: Face) -> frozenset[int]:
+    from .fonts import _cmap
+
+    return _cmap(face.path, face.index)
+
+
+def _split_faces(faces, val_faces, test_faces, seed, assign_splits) -> dict[str, list[Face]]:
+    if not (val_faces or test_faces):
+        return assign_splits(faces, seed)
+    chosen: dict[str, list[Face]] = {}
+    for split, patterns in (("test", test_faces), ("val", val_faces)):
+        chosen[split] = []
+        for pat in patterns:
+            hits = ([f for f in faces if pat.lower() == f.name.lower()]  # an exact name, else every face it is part of
+                    or [f for f in faces if pat.lower() in f.name.lower()])
+            if not hits:
+                raise DataError(f"--{split}-face {pat!r}: matches none of the faces ({', '.join(f.name for f in faces)})")
+            chosen[split] += [f for f in hits if f not in chosen[split]]
+    overlap = set(chosen["test"]) & set(chosen["val"])
+    if overlap:
+        raise DataError(f"face {sorted(f.name for f in overlap)[0]!r} is given to both validation and test")
+    rest = [f for f in faces if f not in chosen["test"] and f not in chosen["val"]]
+    if not rest or not chosen["test"] or not chosen["val"]:
+        raise DataError("every split needs a face: give at least one --val-face and one --test-face and leave "
+                        "faces for training")
+    return {"train": rest, "val": chosen["val"], "test": chosen["test"]}

@@ -62,3 +62,120 @@ def test_every_split_has_every_class_and_images_are_not_blank(glyph_ds):
     assert batch.inputs.shape == (64, 1, 32, 32)
     ink = batch.inputs.amax(dim=(1, 2, 3))
     assert (ink > 0.5).all()
+
+
+# ----------------------------------------------------------------------------- users' fonts (printed Chinese and others)
+
+import shutil  # noqa: E402
+
+import pytest  # noqa: E402
+
+from specens.core.errors import DataError  # noqa: E402
+from specens.data import fonts  # noqa: E402
+
+SIX = ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSerif", "DejaVuSerif-Bold", "DejaVuSansMono", "DejaVuSansMono-Bold")
+
+
+@pytest.fixture
+def font_dir(tmp_path) -> Path:
+    """Six DejaVu faces copied into a folder, as a user's font folder."""
+    d = tmp_path / "fonts"
+    d.mkdir()
+    for name in SIX:
+        shutil.copy(Path(glyphs.font_dir()) / f"{name}.ttf", d)
+    return d
+
+
+def test_gb2312_sets_come_from_pythons_codec(tmp_path):
+    level1, everything = fonts.charset("gb2312-1"), fonts.charset("gb2312")
+    assert len(level1) == 3755 and len(everything) == 6763 and everything[:3755] == level1
+    assert chr(level1[0]) == "啊" and "己" in map(chr, level1) and "已" in map(chr, level1)
+    (tmp_path / "set.txt").write_text("ab\nba c\n", encoding="utf-8")
+    assert fonts.charset(str(tmp_path / "set.txt")) == [ord("a"), ord("b"), ord("c")]
+    with pytest.raises(DataError, match="not one of"):
+        fonts.charset(str(tmp_path / "nope.txt"))
+
+
+def test_faces_of_a_folder_and_a_bad_font_file(font_dir):
+    faces = fonts.find_faces([font_dir])
+    assert sorted(f.name for f in faces) == sorted(["DejaVu Sans", "DejaVu Sans Bold", "DejaVu Serif",
+                                                     "DejaVu Serif Bold", "DejaVu Sans Mono", "DejaVu Sans Mono Bold"])
+    (font_dir / "broken.ttf").write_bytes(b"not a font at all")
+    with pytest.raises(DataError, match=r"broken.ttf: cannot be read as a font"):
+        fonts.find_faces([font_dir])
+
+
+def test_regional_variants_are_one_design():
+    f = [fonts.Face("a.ttc", i, fam, "Regular") for i, fam in
+         enumerate(["Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC", "AR PL UKai TW", "AR PL UKai CN"])]
+    kept, dropped = fonts.one_per_design(f + [fonts.Face("b.ttf", 0, "Noto Sans CJK SC", "Bold")])
+    assert [k.name for k in kept] == ["Noto Sans CJK SC", "AR PL UKai CN", "Noto Sans CJK SC Bold"]
+    assert len(dropped) == 3
+
+
+def test_face_split_is_disjoint_seeded_and_spreads_the_styles(font_dir):
+    faces = fonts.find_faces([font_dir])
+    a, b = fonts.assign_splits(faces, seed=0, val=1, test=2), fonts.assign_splits(faces, seed=0, val=1, test=2)
+    assert a == b
+    assert len(a["test"]) == 2 and len(a["val"]) == 1 and len(a["train"]) == 3
+    assert not set(a["test"]) & set(a["train"]) and not set(a["val"]) & set(a["train"])
+    assert len({fonts.style_of(f) for f in a["test"]}) == 2  # two styles, not two weights of one
+    assert {fonts.style_of(f) for f in a["train"]} == {"sans", "serif", "mono"}
+    with pytest.raises(DataError, match="cannot be split"):
+        fonts.assign_splits(faces[:2])
+
+
+def _charset(tmp_path, chars: str) -> str:
+    p = tmp_path / "chars.txt"
+    p.write_text(chars, encoding="utf-8")
+    return str(p)
+
+
+def test_import_from_fonts_keeps_what_every_face_renders_distinctly(font_dir, tmp_path):
+    # Ж: every face; A and Greek Alpha render identically; 字 is in no DejaVu face
+    chars = _charset(tmp_path, "AΑЖжbd字")
+    kw = dict(fonts=[str(font_dir)], charset=chars, train_per_class=3, val_per_class=1, test_per_class=2,
+              test_faces=["Serif Bold", "Mono Bold"], val_faces=["DejaVu Sans Mono"], progress=False)
+    glyphs.import_glyphs(str(tmp_path / "a"), n_classes=None, **kw)
+    info = load_info(tmp_path / "a")
+    assert [c.split()[0] for c in info.classes] == ["A", "b", "d", "Ж", "ж"]
+    assert info.source["duplicates_dropped"] == {"U+0391": "U+0041"}
+    assert info.source["not_covered"] == {f: 1 for f in info.source["not_covered"]} and len(info.source["not_covered"]) == 6
+    names = {k: [f["name"] for f in v] for k, v in info.source["faces"].items()}
+    assert names["test"] == ["DejaVu Serif Bold", "DejaVu Sans Mono Bold"] and names["val"] == ["DejaVu Sans Mono"]
+    assert info.split("train").class_counts == (3,) * 5 and info.split("test").class_counts == (2,) * 5
+    glyphs.import_glyphs(str(tmp_path / "b"), n_classes=None, **kw)  # deterministic for a seed
+    for shard in sorted((tmp_path / "a").glob("*.tar")):
+        assert shard.read_bytes() == (tmp_path / "b" / shard.name).read_bytes()
+    with pytest.raises(DataError, match="--test-face 'Nope': matches none"):
+        glyphs.import_glyphs(str(tmp_path / "c"), **{**kw, "test_faces": ["Nope"]})
+
+
+def test_like_renders_the_same_classes_from_other_faces(font_dir, tmp_path):
+    train_faces = tmp_path / "train_fonts"
+    train_faces.mkdir()
+    for name in SIX[:3]:
+        shutil.move(str(font_dir / f"{name}.ttf"), train_faces)
+    glyphs.import_glyphs(str(tmp_path / "a"), n_classes=None, fonts=[str(train_faces)], charset=_charset(tmp_path, "ЖжЯя"),
+                         train_per_class=2, val_per_class=1, test_per_class=1, progress=False)
+    glyphs.import_glyphs(str(tmp_path / "b"), fonts=[str(font_dir)], like=str(tmp_path / "a"), test_per_class=3,
+                         progress=False)
+    a, b = load_info(tmp_path / "a"), load_info(tmp_path / "b")
+    assert b.classes == a.classes and list(b.splits) == ["test"] and b.split("test").class_counts == (3,) * 4
+    assert {f["name"] for f in b.source["faces"]["test"]}.isdisjoint(
+        f["name"] for v in a.source["faces"].values() for f in v)
+    shutil.copy(Path(glyphs.font_dir()) / "cmr10.ttf", font_dir)  # a face without Cyrillic
+    with pytest.raises(DataError, match=r"cmr10: lacks 4 of the 4 characters of .*\(ЖЯжя\)"):
+        glyphs.import_glyphs(str(tmp_path / "c"), fonts=[str(font_dir)], like=str(tmp_path / "a"), progress=False)
+
+
+def test_cjk_glyphs_are_centred_on_the_em_box_and_not_clipped(font_dir):
+    face = fonts.find_faces([font_dir / "DejaVuSans.ttf"])[0]
+    rng = np.random.default_rng(0)
+    for ch in "ЖШЮ":
+        for _ in range(20):  # with the strongest jitter the ink stays off the border
+            img = glyphs.render(ch, face, 32, rng, placement="em")
+            assert img[:, 0].max() < 128 and img[:, -1].max() < 128 and img[0].max() < 128 and img[-1].max() < 128
+        clean = glyphs.render(ch, face, 32, placement="em").astype(float)
+        ys, xs = np.nonzero(clean > 64)
+        assert abs(xs.mean() - 15.5) < 3 and abs(ys.mean() - 15.5) < 4

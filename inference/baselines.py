@@ -16,6 +16,10 @@ on one split:
 - **tfidf** (datasets of hashed n-gram tokens, :mod:`specens.data.text`): TF-IDF over the tokens
   (each distinct token once, sublinear TF) + ``LogisticRegression(C=10)`` from scikit-learn, the
   plain strong baseline of text classification, on the very features the text generalist sees;
+- **wider**: a larger generalist, the run's architecture widened (:func:`wider_spec`) until one
+  forward pass costs what the ensemble's does (its measured mean of specialist passes per example),
+  trained from scratch as the generalist was with the total FLOPs of generalist + specialists: the
+  alternative at the ensemble's serving cost;
 - the **generalist** and the **specialist ensemble** themselves (:func:`evaluate_ensemble`).
 
 Trained alternatives live under ``RUN/baselines/`` and resume or skip like any generalist run; the
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +47,7 @@ from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist, training_config
 from specens.generalist.config import TrainConfig
 from specens.generalist.evaluate import Metrics
+from specens.generalist.models import ModelSpec
 
 from .ensemble import Ensemble
 from .evaluate import evaluate_ensemble
@@ -60,6 +66,38 @@ def budget(ens: Ensemble) -> dict:
     g, b = gen["train_flops"], sum(c["train_flops"] for c in specs)
     return {"generalist_flops": g, "specialists_flops": b, "examples": math.ceil(b / (g / gen["examples"])),
             "seeds": max(2, round((g + b) / g))}
+
+
+WIDTH_KEYS = {"resnet": "width", "cnn": "width", "mlp": "hidden", "ngram": "dim", "bag": "dim"}  # what widens
+
+
+def wider_spec(spec: ModelSpec, example: torch.Tensor, target_flops: float) -> tuple[ModelSpec, float]:
+    """``spec`` widened until a forward pass costs about ``target_flops`` per example: its width
+    argument (:data:`WIDTH_KEYS`; an MLP's hidden widths all scaled alike) set to the integer whose
+    FLOPs, counted on ``example``, are closest to the target, searched by bisection (FLOPs grow with
+    the width). Returns the spec and its FLOPs per example; never narrower than ``spec``."""
+    key = WIDTH_KEYS.get(spec.name)
+    if key is None or key not in spec.kwargs:
+        raise ConfigError(f"model {spec.name!r}: no width argument to scale for the wider baseline "
+                          f"(known: {sorted(WIDTH_KEYS)})")
+    base = spec.kwargs[key]
+    unit0 = base[0] if isinstance(base, list | tuple) else int(base)
+
+    def at(unit: int) -> ModelSpec:
+        value = [max(1, round(h * unit / unit0)) for h in base] if isinstance(base, list | tuple) else unit
+        return replace(spec, kwargs={**spec.kwargs, key: value})
+
+    def flops(unit: int) -> float:
+        return forward_flops(at(unit).build(trust_code=True), example)  # the run's own (already loaded) model
+
+    lo, hi = unit0, unit0
+    while flops(hi) < target_flops and hi < 64 * unit0:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if flops(mid) < target_flops else (lo, mid)
+    best = min((lo, hi), key=lambda u: abs(flops(u) - target_flops))
+    return at(best), flops(best)
 
 
 def _generalist_config(run_dir: Path, trust_code: bool, **changes) -> TrainConfig:
@@ -125,7 +163,7 @@ def tfidf_baseline(data: str, split: str = "test", train_split: str = "train") -
 
 
 def compute_matched(run_dir: str | Path, data: str, split: str = "test", device: str = "auto",
-                    alternatives: tuple[str, ...] = ("continued", "seeds", "tfidf"), progress: bool = True,
+                    alternatives: tuple[str, ...] = ("continued", "seeds", "wider", "tfidf"), progress: bool = True,
                     echo=print, evaluation: dict | None = None, restart: bool = False,
                     trust_code: bool = False) -> dict:
     """Train (or reuse) the compute-matched alternatives of ``run_dir`` and evaluate them beside
@@ -186,6 +224,10 @@ def compute_matched(run_dir: str | Path, data: str, split: str = "test", device:
         rows["seeds"] = {**_metrics(*_probabilities(models, data, split, dev)), "train_flops": flops,
                          "train_seconds": seconds, "inference_flops_per_example": k * f_g, "members": k}
 
+    if "wider" in alternatives:
+        rows["wider"] = _wider(ens, run_dir, out, data, split, dev, b, example, rows["specialists"],
+                               trust_code, progress, restart, echo)
+
     if "tfidf" in alternatives and load_info(data).featurizer:  # a text dataset of hashed n-grams
         echo("tfidf: TF-IDF over the hashed n-grams + logistic regression")
         rows["tfidf"] = tfidf_baseline(data, split)
@@ -195,10 +237,38 @@ def compute_matched(run_dir: str | Path, data: str, split: str = "test", device:
     return result
 
 
+def _wider(ens, run_dir, out, data, split, dev, b, example, ensemble_row, trust_code, progress, restart, echo) -> dict:
+    """(c): the generalist widened to the ensemble's inference FLOPs, trained from scratch with the
+    FLOPs of generalist + specialists (in whole epochs of the generalist's own epoch size)."""
+    from specens.core.cost import BACKWARD_FACTOR, OPTIMIZER_FLOPS_PER_PARAMETER
+    from specens.generalist.train import train_generalist
+
+    target = ensemble_row["inference_flops_per_example"]
+    spec, f_w = wider_spec(ens.generalist.spec, example, target)
+    gen_cost = ens.training_costs["generalist"]
+    params = sum(p.numel() for p in spec.build(trust_code=True).parameters())
+    batch = gen_cost["examples"] / max(gen_cost["steps"], 1)
+    per_example = BACKWARD_FACTOR * f_w + OPTIMIZER_FLOPS_PER_PARAMETER * params / batch
+    per_epoch = gen_cost["examples"] / gen_cost["epochs"]
+    epochs = max(1, math.ceil((b["generalist_flops"] + b["specialists_flops"]) / per_example / per_epoch))
+    cfg = _generalist_config(run_dir, trust_code, model=spec.name, model_kwargs=spec.kwargs, init="",
+                             out=str(out / "wider"), epochs=epochs, device=str(dev))
+    echo(f"wider: {spec.name} {spec.kwargs.get(WIDTH_KEYS[spec.name])} ({format_flops(f_w)} per example, the "
+         f"ensemble's {format_flops(target)}), {epochs} epochs from scratch")
+    res = train_generalist(cfg, progress=progress, restart=restart)
+    g = load_generalist(res.run_dir, dev, trust_code)
+    cost = g.meta["metrics"]["cost"]
+    return {**_metrics(*_probabilities([g.model], data, split, dev)), "train_flops": cost["train_flops"],
+            "train_seconds": cost["wall_seconds"], "inference_flops_per_example": f_w,
+            "target_inference_flops_per_example": target, "model_kwargs": spec.kwargs,
+            "parameters": params, "epochs_run": len(res.history)}
+
+
 def format_table(result: dict) -> str:
     """The comparison as an aligned plain-text table."""
     names = {"generalist": "generalist", "specialists": "specialist ensemble", "continued": "(a) generalist continued",
-             "seeds": "(b) ensemble of generalists", "tfidf": "TF-IDF + logistic regression"}
+             "seeds": "(b) ensemble of generalists", "wider": "(c) wider generalist",
+             "tfidf": "TF-IDF + logistic regression"}
     lines = [f"{'':<30}{'top-1':>8}{'NLL':>8}{'train FLOPs':>14}{'train s':>9}{'infer FLOPs/ex':>16}"]
     for key, row in result["rows"].items():
         label = names[key] + (f" (k={row['members']})" if "members" in row else "")

@@ -72,18 +72,19 @@ def evaluate_cmd(run_dir, data, split, out, top_n, batch_size, all_specialists, 
               help="Run directory with a trained generalist and specialists.")
 @click.option("--data", required=True, help="Labelled dataset directory or URL.")
 @click.option("--split", default="test", show_default=True)
-@click.option("--only", type=click.Choice(["continued", "seeds", "tfidf"]), multiple=True,
+@click.option("--only", type=click.Choice(["continued", "seeds", "wider", "tfidf"]), multiple=True,
               help="Train only these alternatives (repeatable) [default: all that apply].")
 @click.option("--restart", is_flag=True, help="Retrain alternatives trained for another budget (default: refuse).")
 @click.option("--device", default="auto", show_default=True)
 @options.trust_code
 def baseline_cmd(run_dir, data, split, only, restart, device, trust_code):
     """The specialists against the same training compute spent otherwise: (a) the generalist
-    trained further, (b) an ensemble of generalists from other seeds, and for text TF-IDF +
-    logistic regression. Trained alternatives go to RUN/baselines/ (rerun: reused)."""
+    trained further, (b) an ensemble of generalists from other seeds, (c) a wider generalist at
+    the ensemble's inference FLOPs, and for text TF-IDF + logistic regression. Trained
+    alternatives go to RUN/baselines/ (rerun: reused)."""
     from .baselines import compute_matched, format_table
 
-    r = compute_matched(run_dir, data, split, device, alternatives=only or ("continued", "seeds", "tfidf"),
+    r = compute_matched(run_dir, data, split, device, alternatives=only or ("continued", "seeds", "wider", "tfidf"),
                         echo=click.echo, restart=restart, trust_code=trust_code)
     click.echo(format_table(r))
     click.echo(f"saved {run_dir}/baselines/baselines.json")

@@ -55,7 +55,7 @@ def test_baseline_command_trains_the_compute_matched_alternatives(small_run):
     assert res.exit_code == 0, res.output
     out = json.loads((root / "baselines" / "baselines.json").read_text())
     rows = out["rows"]
-    assert set(rows) == {"generalist", "specialists", "continued", "seeds"}  # not text: no TF-IDF row
+    assert set(rows) == {"generalist", "specialists", "continued", "seeds", "wider"}  # not text: no TF-IDF row
     assert all(0.2 < r["top1"] <= 1 and r["nll"] > 0 for r in rows.values())  # 8 classes: chance is 0.125
     gen_meta = load_generalist(root / "generalist").meta
     g = gen_meta["metrics"]["cost"]
@@ -72,6 +72,16 @@ def test_baseline_command_trains_the_compute_matched_alternatives(small_run):
     assert load_generalist(root / "baselines" / f"seed{k - 1}").meta["config"]["seed"] == k - 1
     assert rows["seeds"]["inference_flops_per_example"] == pytest.approx(k * rows["generalist"]["inference_flops_per_example"])
     assert "(b) ensemble of generalists (k=" in res.output and "(a) generalist continued" in res.output
+    # (c) a wider generalist at the ensemble's inference FLOPs, trained with generalist + specialists' FLOPs
+    wide = rows["wider"]
+    assert wide["inference_flops_per_example"] == pytest.approx(rows["specialists"]["inference_flops_per_example"],
+                                                                rel=0.10)
+    assert wide["model_kwargs"]["hidden"][0] >= 64  # never narrower than the generalist's [64]
+    wide_meta = load_generalist(root / "baselines" / "wider").meta
+    assert wide_meta["config"]["init"] == "" and wide_meta["config"]["model_kwargs"] == wide["model_kwargs"]
+    if not wide_meta["metrics"]["stopped_early"]:  # the whole budget spent, to within one epoch
+        per_epoch = wide_meta["metrics"]["cost"]["train_flops"] / wide_meta["metrics"]["cost"]["epochs"]
+        assert 0 <= wide["train_flops"] - (b["generalist_flops"] + b["specialists_flops"]) <= per_epoch * 1.01
     again = CliRunner().invoke(cli, ["baseline", "--run", str(root), "--data", data, "--split", "val"])
     assert again.exit_code == 0 and json.loads((root / "baselines" / "baselines.json").read_text()) == out  # reused
 
@@ -123,3 +133,20 @@ def test_still_improving():
     assert not still_improving({"history": hist(24), "best_epoch": 19, "stopped_early": True})
     assert not still_improving({"history": hist(6), "best_epoch": 6, "stopped_early": True})
     assert not still_improving({"history": [], "best_epoch": 0})
+
+
+@pytest.mark.parametrize("name,kwargs,shape", [("resnet", {"width": 8, "depth": 1}, (1, 16, 16)),
+                                               ("mlp", {"hidden": [32, 16]}, (12,))])
+def test_wider_spec_meets_the_target_flops(name, kwargs, shape):
+    from specens.core.cost import forward_flops
+    from specens.generalist.models import ModelSpec
+    from specens.inference.baselines import wider_spec
+
+    spec = ModelSpec(name, shape, 50, kwargs).resolved()
+    example = torch.zeros(4, *shape)
+    f0 = forward_flops(spec.build(), example)
+    for ratio in (1.0, 1.3, 2.5, 6.0):
+        wide, f = wider_spec(spec, example, ratio * f0)
+        assert f == pytest.approx(forward_flops(wide.build(), example))
+        assert f == pytest.approx(ratio * f0, rel=0.10), (ratio, wide.kwargs)
+    assert wider_spec(spec, example, 0.5 * f0)[0] == spec  # never narrower

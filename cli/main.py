@@ -32,6 +32,19 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 _python_show_warning = warnings.showwarning
 
 
+def _one_line(message: str) -> str:
+    """A user error's message as one line: an error re-raised from a DataLoader worker carries the
+    worker's traceback, whose last line is the error itself."""
+    if "Original Traceback" in message:
+        last = [ln for ln in message.splitlines() if ln.strip()][-1]
+        return last.split(": ", 1)[1] if last.startswith("specens.") and ": " in last else last
+    return " ".join(message.split("\n"))
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(e)
+
+
 class _Root(click.Group):
     def invoke(self, ctx: click.Context):
         warnings.showwarning = _show_warning
@@ -39,9 +52,15 @@ class _Root(click.Group):
         try:
             return super().invoke(ctx)
         except SpecensError as e:
-            raise click.ClickException(str(e)) from e
+            raise click.ClickException(_one_line(str(e))) from e
         except click.BadParameter as e:  # an option's value out of its range or type: one line, as any bad input
             raise click.ClickException(e.format_message()) from e
+        except (MemoryError, RuntimeError) as e:  # torch's allocators raise RuntimeError subclasses
+            if not _out_of_memory(e):
+                raise
+            raise click.ClickException("out of memory: the model, batch_size or data do not fit this machine "
+                                       f"({_one_line(str(e)) or type(e).__name__}); lower batch_size or the model's "
+                                       "size") from e
         except OSError as e:  # a path the system cannot open or write: missing, a directory, no permission
             if e.filename is None:
                 raise

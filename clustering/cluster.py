@@ -111,6 +111,8 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
     if cfg.n_groups >= info.n_classes:
         raise ConfigError(f"n_groups must be below the {info.n_classes} classes of {cfg.data} (a specialist's "
                           f"dustbin needs classes outside its group), got {cfg.n_groups}")
+    if cfg.top_k > info.n_classes:
+        raise ConfigError(f"top_k must be at most the {info.n_classes} classes of {cfg.data}, got {cfg.top_k}")
     acc = CovarianceAccumulator(g.n_classes, top_k=cfg.top_k or None)
     y_true, y_pred = [], []
     for batch in tqdm(iter_split(cfg.data, cfg.split, cfg.batch_size, info=info), desc=f"covariance {cfg.split}",

@@ -479,6 +479,10 @@ class ShardLoader:
     """
 
     def __init__(self, stream: ShardStream, num_workers: int = 0):
+        n_shards = len(stream.split_info.shards)
+        if stream.train and num_workers > n_shards:  # a worker without a shard could not fill its quota
+            raise DataError(f"{stream.root}: split {stream.split!r} has {n_shards} shard(s), too few for "
+                            f"{num_workers} DataLoader workers; write smaller shards or use fewer workers")
         self.stream, self.num_workers, self.skipped = stream, num_workers, 0
 
     def __iter__(self) -> Iterator[Batch]:

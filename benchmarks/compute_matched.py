@@ -35,7 +35,7 @@ FIGURE = Path(__file__).with_name("figures") / "compute_matched.png"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("datasets", nargs="+", choices=("clinc150", "banking77", "glyphs", "demo"))
+    ap.add_argument("datasets", nargs="+", choices=("clinc150", "banking77", "glyphs", "hanzi", "demo"))
     ap.add_argument("--data-root", default="../shared/data")
     ap.add_argument("--work", default="runs/generalists")
     ap.add_argument("--classes", type=int, default=1000, help="glyph classes (the glyphs dataset)")
@@ -48,7 +48,7 @@ def main() -> None:
 
     results = {}
     cmd = (f"python benchmarks/compute_matched.py {' '.join(args.datasets)} --data-root {args.data_root}"
-           + (f" --classes {args.classes}" if "glyphs" in args.datasets else "")
+           + (f" --classes {args.classes}" if {"glyphs", "hanzi"} & set(args.datasets) else "")
            + "".join(f" --set {s}" for s in args.sets))
     for name in args.datasets:
         results[name] = r = _run(name, args)
@@ -75,7 +75,7 @@ def _run(name: str, args) -> dict | None:
         if not (run / "evaluation" / "evaluation.json").is_file():
             subprocess.run(["specens", "demo", "--run", str(run), "--no-baseline"], check=True)
     else:
-        work = Path(args.work) / (f"glyphs{args.classes}" if name == "glyphs" else name)
+        work = Path(args.work) / (f"{name}{args.classes}" if name in ("glyphs", "hanzi") else name)
         data = _dataset(name, work / "data", args)
         run = work / "compute_matched"
         t = time.perf_counter()

@@ -8,6 +8,9 @@ Per dataset, side by side in one run, each row's training wall time measured her
   scikit-learn, on the same splits (read by the importers' own readers); ``--former`` adds the
   former default (the ``bag`` model on the former featuriser: word 1-2 and character 3-grams, 96
   tokens, with repeats), trained as RESULTS.md's issue-6 runs were.
+- printed Chinese (``hanzi``: ``--classes`` characters of GB2312 level 1, a seeded sample, from the
+  20 faces of :data:`HANZI_PACKAGES`, test faces never seen in training): the default generalist;
+  the training top-1 column says whether it under-fits (the regime of issue 27);
 - images (glyphs at ``--classes`` classes, Fashion-MNIST): the default generalist (``resnet``,
   early stopping) against the former ``cnn`` as RESULTS.md's issue-6 runs trained it
   (``--former``: width 32, hidden 256, 8 epochs, as the demo and the glyph runs trained it).
@@ -27,7 +30,15 @@ from pathlib import Path
 
 from _results import markdown_table, record
 
-DATASETS = ("clinc150", "banking77", "glyphs", "fashion-mnist")
+DATASETS = ("clinc150", "banking77", "glyphs", "hanzi", "fashion-mnist")
+# Printed Chinese (issue 27): exactly these Debian packages' faces, so that results are comparable
+# (20 faces once regional variants and pixel-identical siblings are dropped).
+HANZI_PACKAGES = ("fonts-noto-cjk", "fonts-noto-cjk-extra", "fonts-arphic-ukai", "fonts-arphic-uming",
+                  "fonts-arphic-gbsn00lp", "fonts-arphic-gkai00mp", "fonts-wqy-zenhei", "fonts-wqy-microhei")
+HANZI_FONTS = ("/usr/share/fonts/opentype/noto", "/usr/share/fonts/truetype/arphic",
+               "/usr/share/fonts/truetype/arphic-gbsn00lp", "/usr/share/fonts/truetype/arphic-gkai00mp",
+               "/usr/share/fonts/truetype/wqy")
+HANZI_PER_CLASS = dict(train_per_class=60, val_per_class=8, test_per_class=12)  # 4 renders per face (15 / 2 / 3 faces)
 FORMER = {  # the former default model, trained as the issue-6 benchmarks did (no early stopping)
     "clinc150": dict(model="bag", epochs=8, batch_size=64, patience=0),
     "banking77": dict(model="bag", epochs=10, batch_size=64, patience=0),
@@ -54,7 +65,7 @@ def main() -> None:
     overrides = parse_overrides(args.overrides)
     rows = []
     for name in args.datasets:
-        work = Path(args.work) / (f"glyphs{args.classes}" if name == "glyphs" else name)
+        work = Path(args.work) / (f"{name}{args.classes}" if name in ("glyphs", "hanzi") else name)
         data = _dataset(name, work / "data", args)
         label = "default" + "".join(f", {o}" for o in args.overrides)
         rows.append(_generalist_row(name, data, work / "default", overrides, label, args.threads))
@@ -63,13 +74,13 @@ def main() -> None:
             rows.append(_generalist_row(name, fdata, work / "former", FORMER[name], "former default", args.threads))
         if name in ("clinc150", "banking77"):
             rows.append(_tfidf_row(name, args.data_root))
-    columns = ["dataset", "model", "val top-1", "test top-1", "test NLL", "epochs (best / run)", "train wall s",
-               "parameters"]
+    columns = ["dataset", "model", "train top-1 (best epoch)", "val top-1", "test top-1", "test NLL",
+               "epochs (best / run)", "train wall s", "parameters", "MFLOP / example"]
     table = markdown_table(columns, rows)
     print(table)
     if args.record:
         cmd = "python benchmarks/generalists.py " + " ".join(args.datasets) + f" --data-root {args.data_root}"
-        cmd += (f" --classes {args.classes}" if "glyphs" in args.datasets else "") + (" --former" if args.former else "")
+        cmd += (f" --classes {args.classes}" if {"glyphs", "hanzi"} & set(args.datasets) else "") + (" --former" if args.former else "")
         cmd += "".join(f" --set {o}" for o in args.overrides)
         record("generalists " + ", ".join(args.datasets), cmd, table)
 
@@ -91,10 +102,21 @@ def _dataset(name: str, out: Path, args, former: bool = False) -> str:
         importers.import_banking77(str(src), str(out), featurizer)
     elif name == "glyphs":
         import_glyphs(str(out), n_classes=args.classes)
+    elif name == "hanzi":
+        import_glyphs(str(out), n_classes=args.classes, fonts=hanzi_fonts(), charset="gb2312-1", **HANZI_PER_CLASS)
     else:
         importers.import_idx(str(src), str(out), "fashion-mnist", importers.FASHION_CLASSES)
     print(f"{name}: imported into {out} in {time.perf_counter() - t:.0f} s")
     return str(out)
+
+
+def hanzi_fonts() -> list[str]:
+    """The benchmark's font folders; stops with the install command when they are missing."""
+    missing = [d for d in HANZI_FONTS if not Path(d).is_dir()]
+    if missing:
+        raise SystemExit(f"hanzi: fonts missing ({', '.join(missing)}); install them with\n"
+                         f"  sudo apt-get update && sudo apt-get install -y {' '.join(HANZI_PACKAGES)}")
+    return list(HANZI_FONTS)
 
 
 def _generalist_row(name: str, data: str, out: Path, settings: dict, label: str, threads: int) -> list:
@@ -119,9 +141,12 @@ def _generalist_row(name: str, data: str, out: Path, settings: dict, label: str,
     n_params = sum(p.numel() for p in load_generalist(out).model.parameters())
     model = f"{label}: {spec['name']} {json.dumps(spec['kwargs'], separators=(',', ':'))}"
     print(f"{name} {label}: top-1 {m['top1']:.4f} in {wall:.0f} s")
-    val = hist[meta["metrics"]["best_epoch"] - 1].get("val_top1")
-    return [name, model, f"{val:.4f}" if val is not None else "", f"{m['top1']:.4f}", f"{m['nll']:.3f}",
-            f"{meta['metrics']['best_epoch']} / {len(hist)}", f"{wall:.0f}", f"{n_params / 1e6:.2f} M"]
+    best = hist[meta["metrics"]["best_epoch"] - 1]
+    val = best.get("val_top1")
+    flops = meta["metrics"].get("cost", {}).get("flops_per_example", 0.0)
+    return [name, model, f"{best['train_top1']:.4f}", f"{val:.4f}" if val is not None else "", f"{m['top1']:.4f}",
+            f"{m['nll']:.3f}", f"{meta['metrics']['best_epoch']} / {len(hist)}", f"{wall:.0f}", f"{n_params / 1e6:.2f} M",
+            f"{flops / 1e6:.1f}"]
 
 
 def _tfidf_row(name: str, data_root: str) -> list:
@@ -147,8 +172,8 @@ def _tfidf_row(name: str, data_root: str) -> list:
     nll = log_loss(labels, model.predict_proba(texts), labels=model.classes_)
     print(f"{name} TF-IDF + LR: top-1 {top1:.4f} in {wall:.0f} s")
     n_params = model[-1].coef_.size + model[-1].intercept_.size
-    return [name, "TF-IDF (word 1-2 + char_wb 2-5, sublinear) + LogisticRegression(C=10)", f"{val:.4f}",
-            f"{top1:.4f}", f"{nll:.3f}", "", f"{wall:.0f}", f"{n_params / 1e6:.2f} M"]
+    return [name, "TF-IDF (word 1-2 + char_wb 2-5, sublinear) + LogisticRegression(C=10)", "", f"{val:.4f}",
+            f"{top1:.4f}", f"{nll:.3f}", "", f"{wall:.0f}", f"{n_params / 1e6:.2f} M", ""]
 
 
 if __name__ == "__main__":

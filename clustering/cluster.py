@@ -141,6 +141,9 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
             extra["n_groups_search"] = {"chosen": k, "min_capture": cfg.min_capture, "tried": search}
     except ValueError as e:  # parameters that do not fit this label space, e.g. n_groups > C
         raise ConfigError(str(e)) from None
+    if any(len(g) == info.n_classes for g in clusterer.groups_):
+        raise ConfigError(f"a group holds all {info.n_classes} classes (n_groups={cfg.n_groups or 'chosen'}): its "
+                          "specialist would have no classes outside it; use more groups")
     if not len(clusterer.groups_):
         raise ConfigError(f"no group of at least min_size={cfg.min_size} classes came out of {cfg.n_groups or 'the chosen'} "
                           f"k-means groups over {info.n_classes} classes; use fewer groups or a smaller min_size")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import typing
 from pathlib import Path
@@ -37,6 +38,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}={value!r}: not a valid {getattr(tp, '__name__', tp)}") from None
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}")
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
@@ -88,7 +91,10 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[st
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
     except TypeError as e:  # a required field is missing
-        raise ConfigError(f"{where}: {e}") from None
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs and f.init
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        raise ConfigError(f"{where}: missing required key{'s' if len(missing) > 1 else ''} "
+                          f"{', '.join(map(repr, missing)) or e}") from None
 
 
 def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:

@@ -113,8 +113,11 @@ def check_cost(cost: dict, where: str) -> None:
 
     from .errors import CheckpointError
 
+    missing = [k for k in COST_KEYS if k not in cost]
+    if missing:
+        raise CheckpointError(f"{where} lacks {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}")
     for key in COST_KEYS:
-        v = cost.get(key, 0)
+        v = cost[key]
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
             raise CheckpointError(f"{where}.{key} must be a finite number >= 0, got {v!r:.60}")
 

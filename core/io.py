@@ -49,6 +49,8 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator
     replaces the old one whole: the old one is first renamed aside, and put back if the swap
     fails). On error the temporary is removed and ``path`` is untouched."""
     path = Path(path)
+    if not directory and path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, where a file is to be written")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(path)
     if directory:
@@ -105,9 +107,11 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode())
 
 
-def check_target(final: str | os.PathLike, marker: str | tuple[str, ...], what: str) -> None:
-    """The one rule for a directory a stage writes: ``final`` may be absent, empty, or hold an
-    earlier output of the same stage (one of its ``marker`` files, e.g. ``dataset.json``);
+def check_target(final: str | os.PathLike, marker: str | tuple[str, ...], what: str,
+                 own: tuple[str, ...] = ()) -> None:
+    """The one rule for a directory a stage writes: ``final`` may be absent, empty, hold an
+    earlier output of the same stage (one of its ``marker`` files, e.g. ``dataset.json``), or only
+    files the stage itself writes there (``own``: what a failed earlier write may have left);
     anything else is someone's other files, and the stage refuses to replace or mix into it.
     Raises :class:`CheckpointError` naming the directory."""
     final = Path(final)
@@ -116,7 +120,7 @@ def check_target(final: str | os.PathLike, marker: str | tuple[str, ...], what: 
         raise CheckpointError(f"{final}: is a file, not a directory for {what}")
     if not final.is_dir() or any((final / m).exists() for m in markers):
         return
-    others = sorted(p.name for p in final.iterdir())
+    others = sorted(p.name for p in final.iterdir() if p.name not in own)
     if others:
         shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
         raise CheckpointError(f"{final}: not empty ({shown}) and holds no {' or '.join(markers)}, so it is not "
@@ -124,14 +128,14 @@ def check_target(final: str | os.PathLike, marker: str | tuple[str, ...], what: 
 
 
 def publish_dir(final: str | os.PathLike, write: Callable[[Path], None], *, marker: str | None = None,
-                what: str = "an earlier output of this stage") -> None:
+                what: str = "an earlier output of this stage", own: tuple[str, ...] = ()) -> None:
     """Create directory ``final`` atomically: ``write(tmp)`` fills a fresh hidden sibling, which
     then replaces ``final``. A crash leaves either the old ``final`` or the new one (plus, at
     worst, a hidden leftover), never a half-written ``final``; on any error the old ``final`` is
     untouched. With ``marker``, :func:`check_target` first refuses a ``final`` that holds files but
     not ``marker`` (someone else's directory is never replaced)."""
     if marker is not None:
-        check_target(final, marker, what)
+        check_target(final, marker, what, own)
     with atomic_path(final, directory=True) as tmp:
         write(tmp)
 
@@ -177,6 +181,8 @@ def read_artifact_json(path: str | os.PathLike, fmt: str, version: int, hint: st
     if not isinstance(meta, dict) or meta.get("format") != fmt:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError(f"{path}: 'format' is {got!r}, expected {fmt!r}")
-    if meta.get("format_version") != version:
-        raise CheckpointError(f"{path}: 'format_version' is {meta.get('format_version')!r}, this specens reads {version}")
+    got = meta.get("format_version")
+    if got != version or isinstance(got, bool):
+        kind = "" if isinstance(got, int) else f" (a {type(got).__name__})"
+        raise CheckpointError(f"{path}: 'format_version' is {got!r}{kind}, this specens reads {version}")
     return meta

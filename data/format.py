@@ -112,9 +112,10 @@ class DatasetInfo:
             raise DataError(f"{where}: expected a JSON object, got {type(d).__name__}")
         if d.get("format") != FORMAT:
             problems.append(f"'format' is {d.get('format')!r}, expected {FORMAT!r}")
-        if d.get("format_version") != FORMAT_VERSION:
-            problems.append(f"'format_version' is {d.get('format_version')!r}; this specens "
-                            f"reads version {FORMAT_VERSION}")
+        if d.get("format_version") != FORMAT_VERSION or not isinstance(d.get("format_version"), int):
+            got = d.get("format_version")
+            kind = "" if isinstance(got, int) else f" (a {type(got).__name__})"
+            problems.append(f"'format_version' is {got!r}{kind}; this specens reads version {FORMAT_VERSION}")
         classes = d.get("classes")
         if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
             problems.append("'classes' must be a non-empty list of strings")
@@ -231,7 +232,10 @@ def load_info(root: str | os.PathLike) -> DatasetInfo:
         if not path.is_file():
             raise DataError(f"{path}: missing; a dataset directory needs its {INFO_FILE} "
                             "(an import that was interrupted writes it last)")
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{where}: not UTF-8 text ({e})") from None
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as e:

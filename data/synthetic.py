@@ -43,6 +43,10 @@ def import_synthetic(out: str, *, n_classes: int = 20, n_groups: int = 4, dim: i
                      n_train: int = 200, n_val: int = 50, n_test: int = 50, noise: float = 1.0,
                      seed: int = 0, shard_size: int = 10_000):
     """Write train/val/test shards of the mixture (``n_*`` samples per class) to ``out``."""
+    import math
+
+    if not (isinstance(noise, int | float) and math.isfinite(noise) and noise >= 0):
+        raise ConfigError(f"noise must be a finite number >= 0, got {noise!r}")
     n = n_train + n_val + n_test
     x, y, groups = make_synthetic(n_classes, n_groups, dim, n, noise=noise, seed=seed)
     # Split per class so that every split has every class in the same proportions.

@@ -81,6 +81,7 @@ class TrainConfig:
                "soft targets only)")
         _check(p, self.shuffle_buffer >= 1, f"shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
         _check(p, self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+        _check(p, self.threads >= 0, f"threads must be >= 0, got {self.threads}")
         _check(p, self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"),
                f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         _check(p, all(isinstance(c, int) and c >= 0 for c in self.exclude_classes),

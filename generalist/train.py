@@ -165,6 +165,9 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
     if cfg.has_teacher and teacher is None:
         raise ConfigError(f"{type(cfg).__name__} names a teacher that train_generalist cannot build; pass teacher=")
 
+    outside = [c for c in cfg.exclude_classes if c >= info.n_classes]
+    if outside:
+        raise ConfigError(f"exclude_classes: {outside[0]} is not a class of {cfg.data} ({info.n_classes} classes)")
     counts = info.split(cfg.train_split).class_counts
     kept = info.split(cfg.train_split).num_samples - sum(counts[c] for c in cfg.exclude_classes)
     epoch_size = cfg.epoch_size or max(1, round(kept * cfg.train_fraction))  # the subset's expected size

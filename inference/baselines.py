@@ -177,6 +177,7 @@ def compute_matched(run_dir: str | Path, data: str, split: str = "test", device:
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     ens = Ensemble.load(run_dir, device=device, trust_code=trust_code)
+    ens.dataset_info(data)  # its classes and input shape are the run's, before anything trains
     b = budget(ens)
     gen_cost = ens.training_costs["generalist"]
     out = run_dir / BASELINES

@@ -176,9 +176,19 @@ class QCacheTeacher:
         index, arrays = {}, []
         for s, name in enumerate(shards):
             stem = shard_stem(name)
-            with open(d / f"{stem}.jsonl", encoding="utf-8") as f:
-                keys = [json.loads(line)["key"] for line in f if line.strip()]
-            q = np.load(d / f"{stem}.q.npy", mmap_mode="r", allow_pickle=False)
+            try:
+                with open(d / f"{stem}.jsonl", encoding="utf-8") as f:
+                    keys = [json.loads(line)["key"] for line in f if line.strip()]
+            except (ValueError, KeyError, TypeError) as e:
+                raise DataError(f"{d / (stem + '.jsonl')}: not the output of `specens infer` ({e!r})") from None
+            try:
+                q = np.load(d / f"{stem}.q.npy", mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError, EOFError) as e:
+                raise DataError(f"{d / (stem + '.q.npy')}: not a readable .npy array ({e})") from None
+            if q.ndim == 2 and q.shape[0] and not (np.isfinite(q).all() and (q >= 0).all()
+                                                    and np.allclose(q.sum(1), 1, atol=1e-3)):
+                raise DataError(f"{d / (stem + '.q.npy')}: rows are not probability distributions (non-finite, "
+                                "negative, or not summing to 1)")
             if q.shape != (len(keys), n_classes):
                 raise DataError(f"{d / (stem + '.q.npy')}: shape {q.shape}, expected ({len(keys)}, {n_classes}) "
                                 f"from {stem}.jsonl and the ensemble")
@@ -230,6 +240,9 @@ def distill(run_dir: str | Path, data: str, out: str | None = None, *, overrides
 
     cfg = distill_config(run_dir, data, out, overrides)
     check_target(cfg.out, RUN_MARKERS, "a student's run directory")
+    if (Path(cfg.out) / "model.json").exists() and not (Path(cfg.out) / "teacher.json").exists():
+        raise CheckpointError(f"{cfg.out}: holds a generalist that is not a student (no teacher.json); the student "
+                              "is never trained over it: choose another --out")
     ens = Ensemble.load(cfg.run, device=cfg.device, top_n=cfg.top_n, all_specialists=cfg.all_specialists,
                         trust_code=cfg.trust_code)
     ens.dataset_info(data)
@@ -238,19 +251,38 @@ def distill(run_dir: str | Path, data: str, out: str | None = None, *, overrides
         teacher = QCacheTeacher(cfg.q_cache, ens, sources)
     else:
         teacher = EnsembleTeacher(ens)
+    baselines = Path(cfg.run) / "baselines" / "baselines.json"
+    prior = _baseline_rows(baselines, split) if baselines.is_file() else None  # refused before any training
     _check_teacher(Path(cfg.out), ens.fingerprints, restart)
     result = train_generalist(cfg, progress=progress, restart=restart, teacher=teacher)
     report = compare(ens, result.run_dir, data, split, progress=progress, trust_code=cfg.trust_code)
     report["config"] = config_to_json(cfg)
-    baselines = Path(cfg.run) / "baselines" / "baselines.json"
-    if baselines.is_file():
-        b = json.loads(baselines.read_text())
-        if b.get("split") == split:
-            report["baselines"] = {k: {"top1": v["top1"], "nll": v["nll"]} for k, v in b.get("rows", {}).items()
-                                   if isinstance(v, dict) and "top1" in v and k not in ("generalist", "specialists")}
+    if prior is not None:
+        report["baselines"] = prior
     write_json_atomic(Path(result.run_dir) / REPORT, report)
     echo(format_report(report))
     return report
+
+
+def _baseline_rows(path: Path, split: str) -> dict:
+    """Top-1 and NLL of the compute-matched alternatives in ``baselines.json`` made on ``split``
+    (none when made on another); a malformed file is refused naming it."""
+    import math
+
+    b = read_json(path)
+    rows = b.get("rows") if isinstance(b, dict) else None
+    if not isinstance(rows, dict) or not all(isinstance(v, dict) for v in rows.values()):
+        raise CheckpointError(f"{path}: expected an object with 'rows' of objects; delete it or rerun `specens baseline`")
+    if b.get("split") != split:
+        return {}
+    out = {}
+    for k, v in rows.items():
+        if k in ("generalist", "specialists") or "top1" not in v:
+            continue
+        if not all(isinstance(v.get(m), int | float) and math.isfinite(v[m]) for m in ("top1", "nll")):
+            raise CheckpointError(f"{path}: rows.{k}: 'top1' and 'nll' must be finite numbers")
+        out[k] = {"top1": v["top1"], "nll": v["nll"]}
+    return out
 
 
 def _check_teacher(out: Path, fingerprints: dict, restart: bool) -> None:

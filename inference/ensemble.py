@@ -184,6 +184,11 @@ class Ensemble:
                                       f"({meta['clusters_fingerprint']} vs {cl.fingerprint})")
             if meta["group"] != group.tolist():
                 raise CheckpointError(f"{meta_path}: its group differs from group {m} of {clusters_path}")
+            if meta["classes"] != [gen.classes[c] for c in meta["group"] if c < gen.n_classes]:
+                raise CheckpointError(f"{meta_path}: its class names are not those of its group in {gen_dir}")
+            if meta["model"]["generalist_model"] != gen.meta["model"]:
+                raise CheckpointError(f"{meta_path}: built on another architecture ({meta['model']['generalist_model']}) "
+                                      f"than {gen_dir}'s")
             if meta["n_classes"] != gen.n_classes or meta["index"] != m:
                 raise CheckpointError(f"{meta_path}: made as specialist {meta['index']} of {meta['n_classes']} classes, "
                                       f"but it sits at group {m} of a {gen.n_classes}-class generalist")

@@ -171,7 +171,7 @@ def format_report(r: dict) -> str:
              f"{'top-1 accuracy':<22}{g['top1']:>12.4f}{e['top1']:>12.4f}{r['top1_relative_improvement']:>+10.1%}",
              f"{'top-5 accuracy':<22}{g['top5']:>12.4f}{e['top5']:>12.4f}",
              f"{'conditional accuracy':<22}{g['conditional']:>12.4f}{e['conditional']:>12.4f}"
-             f"{r['conditional_relative_improvement']:>+10.1%}",
+             f"{_pct(r['conditional_relative_improvement']):>10}",
              f"{'NLL':<22}{g['nll']:>12.4f}{e['nll']:>12.4f}",
              f"top-1 error cut by {r['top1_error_relative_cut']:+.1%} (relative); routing missed "
              f"{r['routing']['missed']} of {r['routing']['covered']} covered examples "
@@ -204,6 +204,11 @@ def _cost_lines(cost: dict | None) -> list[str]:
                      f"{inf['predicted_ratio']:.2f} x the generalist's FLOPs predicted, {inf['measured_ratio']:.2f} x its "
                      "time measured")
     return lines
+
+
+def _pct(x) -> str:
+    """A relative change as ``+1.2%``; ``n/a`` where it is undefined (nothing to compare)."""
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, "+.1%")
 
 
 def save_report(r: dict, out: str | Path) -> None:

@@ -209,6 +209,9 @@ def _check_record(meta: dict[str, Any], where: Path) -> None:
     for key, ok, want in checks:
         if not ok:
             raise CheckpointError(f"{where}: {key!r} must be {want}, got {meta[key]!r:.60}")
+    if abs(meta["dustbin_correction"] - dustbin_correction(meta["pi"], meta["rho"])) > 1e-9:
+        raise CheckpointError(f"{where}: 'dustbin_correction' is {meta['dustbin_correction']!r}, but pi and rho give "
+                              f"{dustbin_correction(meta['pi'], meta['rho'])!r}")
     ModelSpec.from_json(meta["model"]["generalist_model"], f"{where}: 'model.generalist_model'")
     check_cost(meta["cost"], f"{where}: 'cost'")
     check_metrics(meta["metrics"], f"{where}: 'metrics'")
@@ -219,12 +222,18 @@ def complete_changes(cfg: SpecialistConfig, index: int, generalist_fp: str, clus
     otherwise what differs between the artifact and what ``cfg`` would train now (generalist,
     clusters, config fields as ``"key: old -> new"``), an empty list when nothing does."""
     d = specialist_dir(cfg.out, index)
-    try:
+    if not (d / META).exists():
+        return None
+    try:  # a record in place that is not valid is not silently replaced: it differs from what would be trained
         meta = read_specialist(d)
-    except CheckpointError:
-        return None
-    if not (d / "model.safetensors").is_file():
-        return None
+        weights = d / "model.safetensors"
+        fp = fingerprint(weights) if weights.is_file() else "missing"
+        if fp != meta["weights_fingerprint"]:
+            raise CheckpointError(f"{weights}: fingerprint {fp} disagrees with the record's {meta['weights_fingerprint']}")
+        if meta["index"] != index:
+            raise CheckpointError(f"{d / META}: the record of specialist {meta['index']}, not {index}")
+    except CheckpointError as e:
+        return [f"not a valid specialist ({e})"]
     changes = [] if meta["generalist_fingerprint"] == generalist_fp else [
         f"generalist: {meta['generalist_fingerprint']} -> {generalist_fp}"]
     if meta["clusters_fingerprint"] != clusters_fp:
@@ -360,7 +369,7 @@ def _publish(work: Path, final: Path, model: torch.nn.Module, meta: dict) -> Non
         meta["model"] = json.loads(json.dumps(meta["model"]))  # tuples as lists, as read back
         meta["fingerprint"] = specialist_fingerprint(meta)
         write_json_atomic(tmp / META, meta)
-    publish_dir(final, write, marker=META, what="a trained specialist")
+    publish_dir(final, write, marker=META, what="a trained specialist", own=("model.safetensors",))
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -252,6 +252,38 @@ CASES = [
     ("train: more workers than shards", lambda w: None, (*TRAIN, "--set", "num_workers=64"),
      "too few for 64 DataLoader workers"),
     ("cluster --set top_k > C", lambda w: None, (*CLUSTER, "--set", "top_k=1000"), "top_k must be at most the 8"),
+    ("dataset.json not UTF-8", lambda w: (w / DS).write_bytes(b"\xff\xfe\x00abc"), EVAL, "dataset.json: not UTF-8"),
+    ("format_version a string", _j(G, lambda d: d.update(format_version="2")), EVAL, "'format_version' is '2' (a str)"),
+    ("train --set threads=-1", lambda w: None, (*TRAIN, "--set", "threads=-1"), "threads must be >= 0"),
+    ("train --set exclude_classes=[99]", lambda w: None, (*TRAIN, "--set", "exclude_classes=[99]"),
+     "exclude_classes: 99 is not a class"),
+    ("train without --data", lambda w: None, ("generalist", "train", "--out", "{w}/g2"), "missing required key 'data'"),
+    ("cluster --temperature nan", lambda w: None, (*CLUSTER, "--temperature", "nan"), "must be a finite number"),
+    ("cluster --temperature inf", lambda w: None, (*CLUSTER, "--temperature", "inf"), "must be a finite number"),
+    ("cluster --groups 1", lambda w: None, (*CLUSTER, "--groups", 1), "a group holds all 8 classes"),
+    ("data synthetic --noise -1", lambda w: None, ("data", "synthetic", "--out", "{w}/s", "--noise", -1), "noise"),
+    ("baseline on another input shape", lambda w: None,
+     ("baseline", "--run", "{w}/run", "--data", "{w}/ds_wide"), "takes inputs of shape [8]"),
+    ("distill over the run's generalist", lambda w: None,
+     ("distill", "--run", "{w}/run", "--data", "{w}/ds", "--out", "{w}/run/generalist", "--restart", "--quiet"),
+     "is not a student"),
+    ("distill with a malformed baselines.json", lambda w: ((w / "run/baselines").mkdir(),
+                                                          (w / "run/baselines/baselines.json").write_text("[]")),
+     ("distill", "--run", "{w}/run", "--data", "{w}/ds", "--quiet", "--epochs", 1), "baselines.json: expected"),
+    ("distill: teacher.json a directory", lambda w: (w / "run/student/teacher.json").mkdir(parents=True),
+     ("distill", "--run", "{w}/run", "--data", "{w}/ds", "--quiet", "--epochs", 1), "teacher.json: is a directory"),
+    ("correction not the one pi and rho give", lambda w: (
+        _j(f"{S0}/specialist.json", lambda d: d.update(dustbin_correction=1e308))(w), refingerprint_specialist(w / S0)),
+     INFER, "but pi and rho give"),
+    ("specialist cost emptied", _j(f"{S0}/specialist.json", lambda d: d.update(cost={})), INFER, "'cost' lacks"),
+    ("specialist classes renamed", lambda w: (
+        _j(f"{S0}/specialist.json", lambda d: d.update(classes=["z"] * len(d["group"])))(w),
+        refingerprint_specialist(w / S0)), INFER, "class names are not those of its group"),
+    ("specialists train over swapped weights", _swap_weights, SPEC[:-4] + ("--out", "{w}/run", "--epochs", "1"),
+     "not a valid specialist"),
+    ("specialists train over swapped directories", lambda w: (
+        (w / S0).rename(w / "tmp"), (w / S1).rename(w / S0), (w / "tmp").rename(w / S1)),
+     SPEC[:-4] + ("--out", "{w}/run", "--epochs", "1"), "the record of specialist 1, not 0"),
     ("specialists --set rho=1", lambda w: None, (*SPEC, "--set", "rho=1"), "rho must be in (0, 1)"),
     ("specialists --set lr=0", lambda w: None, (*SPEC, "--set", "lr=0"), "lr must be in (0, 10]"),
     ("data synthetic --classes 1", lambda w: None, ("data", "synthetic", "--out", "{w}/s", "--classes", 1),
@@ -387,7 +419,7 @@ def test_a_non_finite_loss_or_gradient_is_caught_at_its_step():
     model = torch.nn.Linear(2, 2)
     loss = model(torch.ones(1, 2)).sum()
     loss.backward()
-    assert finite_loss(loss, model, "x", 0, 0, 1) == float(loss)
+    assert finite_loss(loss, model, "x", 0, 0, 1) == float(loss.detach())
     with pytest.raises(TrainingDiverged, match="x training diverged at epoch 3, step 5: the loss is nan"):
         finite_loss(torch.tensor(float("nan")), model, "x", 2, 4, 10)
     model.weight.grad[0, 0] = float("inf")

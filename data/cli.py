@@ -218,7 +218,7 @@ def arrays(x_path, y_path, out, classes_file, val_fraction, test_fraction, seed,
 
 @data_cli.command("info")
 @click.argument("dataset")
-@click.option("--json", "as_json", is_flag=True, help="Print dataset.json as it is.")
+@click.option("--json", "as_json", is_flag=True, help="Print the dataset's description (dataset.json, validated) as JSON.")
 @click.option("--quick", is_flag=True, help="Check dataset.json and that its shards exist, without reading them.")
 def info(dataset, as_json, quick):
     """Check a dataset directory (or URL) and summarise it: by default every sample of every shard

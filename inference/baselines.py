@@ -270,10 +270,10 @@ def format_table(result: dict) -> str:
     names = {"generalist": "generalist", "specialists": "specialist ensemble", "continued": "(a) generalist continued",
              "seeds": "(b) ensemble of generalists", "wider": "(c) wider generalist",
              "tfidf": "TF-IDF + logistic regression"}
-    lines = [f"{'':<30}{'top-1':>8}{'NLL':>8}{'train FLOPs':>14}{'train s':>9}{'infer FLOPs/ex':>16}"]
+    lines = [f"{'':<36}{'top-1':>8}{'NLL':>8}{'train FLOPs':>14}{'train s':>9}{'infer FLOPs/ex':>16}"]
     for key, row in result["rows"].items():
         label = names[key] + (f" (k={row['members']})" if "members" in row else "")
         tf = format_flops(row["train_flops"]) if row.get("train_flops") else "n/a"
         inf = format_flops(row["inference_flops_per_example"]) if row.get("inference_flops_per_example") else "n/a"
-        lines.append(f"{label:<30}{row['top1']:>8.4f}{row['nll']:>8.4f}{tf:>14}{row['train_seconds']:>9.0f}{inf:>16}")
+        lines.append(f"{label:<36}{row['top1']:>8.4f}{row['nll']:>8.4f}{tf:>14}{row['train_seconds']:>9.0f}{inf:>16}")
     return "\n".join(lines)

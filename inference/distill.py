@@ -120,7 +120,7 @@ class EnsembleTeacher:
 
     def flops(self, example: torch.Tensor) -> float:
         """One generalist pass plus the mean number of specialist passes seen so far."""
-        f_s = forward_flops(self.ens.specialists[0], example) if self.ens.specialists else 0.0
+        f_s = self.ens.specialist_flops(example)
         return forward_flops(self.ens.generalist.model, example) + self.active / max(self.examples, 1) * f_s
 
 
@@ -339,7 +339,7 @@ def compare(ens: Ensemble, student_dir: str | Path, data: str, split: str = "tes
     example = held[0][:8]
     n = metrics["student"].n
     f_g = forward_flops(ens.generalist.model, example)
-    f_s = forward_flops(ens.specialists[0], example) if ens.specialists else 0.0
+    f_s = ens.specialist_flops(example)
     flops = {"generalist": f_g, "ensemble": f_g + active / max(n, 1) * f_s,
              "student": forward_flops(student.model, example)}
     rows = {name: {**{k: v for k, v in m.result().items() if k in ("top1", "top5", "nll")},

@@ -33,7 +33,8 @@ from specens.core.device import resolve_device
 from specens.core.errors import CheckpointError, ConfigError, check_same_classes, check_same_input
 from specens.data.format import INFO_FILE, load_info
 from specens.generalist.checkpoint import Generalist, load_generalist
-from specens.specialists.model import apply_correction, route
+from specens.core.cost import forward_flops
+from specens.specialists.model import apply_correction, route, split_body
 from specens.specialists.train import META as SPECIALIST_META
 from specens.specialists.train import load_specialist, read_specialist, specialist_dir
 
@@ -103,7 +104,7 @@ class Ensemble:
                  corrections: Sequence[float], *, top_n: int = 1, method: str = "newton",
                  specialist_weight: float = 1.0, device: torch.device | str = "cpu",
                  fingerprints: dict | None = None, indices: Sequence[int] | None = None,
-                 gated_off: Sequence[int] = ()):
+                 gated_off: Sequence[int] = (), top_blocks: int = 0):
         if not len(groups) == len(specialists) == len(corrections):
             raise ValueError(f"{len(groups)} groups, {len(specialists)} specialists, {len(corrections)} corrections")
         if top_n < 1:
@@ -118,6 +119,10 @@ class Ensemble:
         self.fingerprints = fingerprints or {}
         self.indices = list(range(len(groups)) if indices is None else indices)  # positions in clusters.json
         self.gated_off = list(gated_off)  # trained specialists the gate left out
+        # With shared-trunk specialists (top_blocks > 0) the generalist's body runs as trunk, then top:
+        # the trunk's output is computed once per batch and every routed specialist starts from it.
+        self.trunk, self.generalist_top = (split_body(generalist.model.body, top_blocks) if top_blocks
+                                           else (None, None))
         self.training_costs: dict = {}  # "generalist": its cost block, "specialists": every trained one's (load fills it)
         self.seconds = {"generalist": 0.0, "specialists": 0.0, "combine": 0.0}  # time spent in each step so far
         self.membership = torch.zeros(len(self.groups), generalist.n_classes, dtype=torch.bool, device=self.device)
@@ -168,7 +173,7 @@ class Ensemble:
         gen = load_generalist(gen_dir, dev, trust_code)
         clusters_path = Path(clusters or run_dir / "clusters" / "clusters.json")
         cl = load_clusters(clusters_path, gen.fingerprint, gen.n_classes)
-        specialists, corrections, kept, gated_off, costs, specialist_fps = [], [], [], [], [], {}
+        specialists, corrections, kept, gated_off, costs, specialist_fps, blocks = [], [], [], [], [], {}, set()
         for m, group in enumerate(cl.groups):
             d = specialist_dir(run_dir, m)
             meta_path = d / SPECIALIST_META
@@ -197,6 +202,7 @@ class Ensemble:
                 gated_off.append(m)
                 continue
             specialists.append(d)
+            blocks.add(meta["top_blocks"])
             specialist_fps[m] = meta["fingerprint"]
             corrections.append(meta["dustbin_correction"])
             kept.append(m)
@@ -207,6 +213,9 @@ class Ensemble:
                                   f"({len(cl.groups)} groups); the specialists come from another clustering")
         fps = {"generalist": gen.fingerprint, "clusters": cl.fingerprint,
                "specialists": [specialist_fps[m] for m in kept]}
+        if len(blocks) > 1:
+            raise CheckpointError(f"{run_dir / 'specialists'}: specialists with different shared trunks "
+                                  f"(top_blocks {sorted(blocks)}); retrain them with one shared_trunk")
         for d in specialists:
             if not (d / "model.safetensors").is_file():
                 raise CheckpointError(f"{d / 'model.safetensors'}: missing")
@@ -216,7 +225,7 @@ class Ensemble:
             specialists = SpecialistStore(specialists, gen.model, dev, specialist_memory)
         ens = cls(gen, [torch.as_tensor(cl.groups[m]) for m in kept], specialists, corrections, top_n=top_n,
                   method=method, specialist_weight=specialist_weight, device=dev, fingerprints=fps, indices=kept,
-                  gated_off=gated_off)
+                  gated_off=gated_off, top_blocks=next(iter(blocks), 0))
         ens.training_costs = {"generalist": gen.meta["metrics"].get("cost"), "specialists": costs}
         return ens
 
@@ -250,17 +259,33 @@ class Ensemble:
         corrected distribution (B, |S_m| + 1), zero on the rows not routed to it."""
         t0 = time.perf_counter()  # on CUDA these times are launch times unless the caller synchronises
         x = inputs.to(self.device)
-        p_g = F.softmax(self.generalist.model(x).float(), dim=1)
+        if self.trunk is not None:
+            x = self.trunk(x)  # (B, ...) the shared trunk's output, once for the generalist and every specialist
+            p_g = F.softmax(self.generalist.model.head(self.generalist_top(x)).float(), dim=1)
+        else:
+            p_g = F.softmax(self.generalist.model(x).float(), dim=1)
         active = route(p_g, self.membership, self.top_n)
         t1 = time.perf_counter()
         self.seconds["generalist"] += t1 - t0
         p_specs = [torch.zeros(len(x), len(g) + 1, device=self.device) for g in self.groups]
         for m in active.any(0).nonzero().flatten().tolist():  # each routed-to specialist once per batch
             rows = active[:, m].nonzero().flatten()  # only its examples: the other rows stay 0, ignored
-            logits = apply_correction(self.specialists[m](x[rows]).float(), self.corrections[m])
+            spec = self.specialists[m]
+            out = spec.on_features(x[rows]) if self.trunk is not None else spec(x[rows])
+            logits = apply_correction(out.float(), self.corrections[m])
             p_specs[m][rows] = F.softmax(logits, dim=1)
         self.seconds["specialists"] += time.perf_counter() - t1
         return p_g, active, p_specs
+
+    @torch.no_grad()
+    def specialist_flops(self, example: torch.Tensor) -> float:
+        """FLOPs per example of one specialist pass beyond what the generalist's pass already
+        computed (the shared trunk, if any, runs once per example); 0 without specialists."""
+        if not len(self.specialists):
+            return 0.0
+        if self.trunk is None:
+            return forward_flops(self.specialists[0], example)
+        return forward_flops(self.specialists[0].own, self.trunk(example.to(self.device)))
 
     def predict_proba(self, inputs: torch.Tensor) -> torch.Tensor:
         """The ensemble's distribution q over all classes, (B, C)."""

@@ -146,7 +146,7 @@ def cost_report(ens: Ensemble, mean_active: float, example: torch.Tensor) -> dic
     total = {k: sum(c.get(k, 0) for c in specs) for k in keys}
     x = example.to(ens.device)
     f_g = forward_flops(ens.generalist.model, x)
-    f_s = forward_flops(ens.specialists[0], x) if ens.specialists else 0.0
+    f_s = ens.specialist_flops(x)
     sec = ens.seconds
     return {"training": {"generalist": gen, "specialists": {"count": len(specs), **total},
                          "specialists_over_generalist": (total["train_flops"] / gen["train_flops"]

@@ -61,9 +61,53 @@ def apply_correction(logits: torch.Tensor, correction: float) -> torch.Tensor:
     return out
 
 
+def split_body(body: nn.Module, top_blocks: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """``body`` (an ``nn.Sequential``) as (trunk, top) with ``body(x) == top(trunk(x))``: ``top``
+    starts at the ``top_blocks``-th module holding parameters counted from the end (a residual
+    block, a linear layer) and keeps everything after it (pooling, dropout). The modules are the
+    body's own, not copies."""
+    if not isinstance(body, nn.Sequential):
+        raise ValueError(f"a shared trunk needs a body that is an nn.Sequential, got {type(body).__name__}")
+    owners = [i for i, m in enumerate(body) if any(True for _ in m.parameters())]
+    if not 1 <= top_blocks <= len(owners):
+        raise ValueError(f"top_blocks must be in [1, {len(owners)}] for this body, got {top_blocks}")
+    cut = owners[-top_blocks]
+    return body[:cut], body[cut:]
+
+
+class TrunkedSpecialist(nn.Module):
+    """A specialist that owns only the top of the generalist's body and a head (METHOD §4 with a
+    shared trunk): ``logits = own.head(own.body(trunk(x)))``, the trunk the generalist's own frozen
+    modules (not registered here: not in ``state_dict``, not trained, left in eval mode), so that an
+    ensemble runs the trunk once per example (:meth:`on_features`) and a specialist's artifact holds
+    only its own weights."""
+
+    def __init__(self, trunk: nn.Module, own: Classifier):
+        super().__init__()
+        self._trunk = (trunk,)  # a tuple hides it from nn.Module's registry
+        self.own = own
+
+    @property
+    def trunk(self) -> nn.Module:
+        return self._trunk[0]
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.own.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            features = self.trunk(x)
+        return self.own(features)
+
+    def on_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from the trunk's output, (B, ...) -> (B, |S| + 1)."""
+        return self.own(features)
+
+
 @torch.no_grad()
 def build_specialist(generalist: nn.Module, group: torch.Tensor, features: torch.Tensor | None = None,
-                     ridge: float = 1e-3) -> Classifier:
+                     ridge: float = 1e-3, top_blocks: int = 0) -> Classifier | TrunkedSpecialist:
     """A specialist initialised from the generalist (METHOD §4, initialisation).
 
     Every body weight is copied; the head has |S| + 1 outputs; the rows for S are the generalist's
@@ -73,6 +117,9 @@ def build_specialist(generalist: nn.Module, group: torch.Tensor, features: torch
     with that row the untrained specialist's prediction is the generalist's collapsed distribution
     up to the fit's residual. Without ``features`` the row is the mean of the non-special rows and
     the bias their log-sum-exp, exact when the features are zero.
+
+    ``top_blocks`` > 0 copies only the body's last ``top_blocks`` parameterised modules
+    (:func:`split_body`) and returns a :class:`TrunkedSpecialist` on the generalist's own trunk.
     """
     head: nn.Linear = generalist.head
     w, b = head.weight.detach().double(), head.bias.detach().double()  # (C, D), (C,)
@@ -91,6 +138,9 @@ def build_specialist(generalist: nn.Module, group: torch.Tensor, features: torch
     new_head = nn.Linear(head.in_features, len(group) + 1)
     new_head.weight.copy_(torch.cat([w[group], w_d[None]]).to(head.weight.dtype))
     new_head.bias.copy_(torch.cat([b[group], b_d[None]]).to(head.bias.dtype))
+    if top_blocks:
+        trunk, top = split_body(generalist.body, top_blocks)
+        return TrunkedSpecialist(trunk, Classifier(copy.deepcopy(top), new_head))
     return Classifier(copy.deepcopy(generalist.body), new_head)
 
 

@@ -30,7 +30,7 @@ import torch
 from specens.clustering.cluster import load_clusters
 from specens.core.checkpoint import load_weights, save_weights
 from specens.core.config import config_changes, config_to_json
-from specens.core.cost import Stopwatch, check_cost, training_cost
+from specens.core.cost import Stopwatch, check_cost, forward_flops, training_cost
 from specens.core.device import autocast, resolve_device
 from specens.core.errors import CheckpointError, ConfigError
 from specens.core.io import fingerprint, publish_dir, read_artifact_json, record_fingerprint, write_json_atomic
@@ -42,7 +42,7 @@ from specens.generalist.checkpoint import load_generalist
 from specens.generalist.config import MAX_EPOCHS, MAX_LR
 
 from .gate import RoutedValidation, gate_on
-from .model import build_specialist, dustbin_correction, specialist_loss
+from .model import TrunkedSpecialist, build_specialist, dustbin_correction, specialist_loss
 from .partition import ensure_partition
 from .sampling import EnrichedStream
 
@@ -50,7 +50,7 @@ FORMAT, FORMAT_VERSION = "specens.specialist", 2  # 2: the record's fingerprint 
 META = "specialist.json"
 # The fields that change what a specialist predicts or where it applies: its record fingerprint covers them.
 PREDICTION_FIELDS = ("index", "group", "classes", "n_classes", "dustbin_correction", "generalist_fingerprint",
-                     "clusters_fingerprint", "model")
+                     "clusters_fingerprint", "model", "top_blocks")
 KEYS = ("format", "format_version", "fingerprint", "weights_fingerprint", *PREDICTION_FIELDS, "pi", "rho", "config",
         "config_key", "gate", "cost", "metrics")
 
@@ -90,6 +90,7 @@ class SpecialistConfig:
     checkpoint_every: float = 60.0  # seconds between resumable checkpoints (and after the last epoch); 0: every epoch
     seed: int = 0
     trust_code: bool = False  # build a generalist whose model.json names code (module:callable)
+    shared_trunk: int = 0  # 0: copy the generalist's whole body; k: own its last k blocks, on its frozen trunk
 
     RESUMABLE_CHANGES: ClassVar[frozenset[str]] = frozenset({"num_workers", "device", "threads", "out", "patience",
                                                              "checkpoint_every", "trust_code"})
@@ -125,6 +126,8 @@ class SpecialistConfig:
             p.append("epoch_size, init_batches, num_workers and threads must be >= 0")
         if self.patience < 0:
             p.append(f"patience must be >= 0, got {self.patience}")
+        if self.shared_trunk < 0:
+            p.append(f"shared_trunk must be >= 0, got {self.shared_trunk}")
         if self.top_n < 1:
             p.append(f"top_n must be >= 1, got {self.top_n}")
         if self.checkpoint_every < 0:
@@ -200,6 +203,7 @@ def _check_record(meta: dict[str, Any], where: Path) -> None:
         ("generalist_fingerprint", isinstance(meta["generalist_fingerprint"], str), "a string"),
         ("clusters_fingerprint", isinstance(meta["clusters_fingerprint"], str), "a string"),
         ("model", isinstance(meta["model"], dict) and "generalist_model" in meta["model"], "an object with 'generalist_model'"),
+        ("top_blocks", is_int(meta["top_blocks"]), "an int >= 0 (0: the whole body)"),
         ("config", isinstance(meta["config"], dict), "an object"),
         ("config_key", isinstance(meta["config_key"], dict), "an object"),
         ("gate", isinstance(gate, dict) and isinstance(gate.get("on"), bool), "an object with 'on': true or false"),
@@ -284,7 +288,11 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed * 1009 + index)
 
-    model = build_specialist(gen.model, group, _init_features(gen.model, cfg, info, device)).to(device)
+    try:
+        model = build_specialist(gen.model, group, _init_features(gen.model, cfg, info, device),
+                                 top_blocks=cfg.shared_trunk).to(device)
+    except ValueError as e:  # shared_trunk beyond this architecture's blocks
+        raise ConfigError(f"shared_trunk: {e}") from None
     epoch_size = cfg.epoch_size or int(2 * n_special)
     steps = max(1, math.ceil(epoch_size / cfg.batch_size))
     parts = ensure_partition(cfg.out, gen, clusters, cfg.data, info, cfg.val_split, cfg.top_n, device)
@@ -333,12 +341,21 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
     result = loop.run(train_epoch, validate)
     gate = _gate(routed, result.best, cfg)
     example = next(iter(iter_split(cfg.data, "train", 8, info=info))).inputs.to(device)
-    cost = training_cost(result, model, example, [gen.model] if cfg.alpha > 0 else [], clock)
+    teachers = [gen.model] if cfg.alpha > 0 else []
+    if isinstance(model, TrunkedSpecialist):  # the frozen trunk runs forward only; the rest trains
+        with torch.no_grad():
+            features = model.trunk(example)
+        trunk_flops = forward_flops(model.trunk, example)
+        cost = training_cost(result, model.own, features,
+                             [trunk_flops, *(forward_flops(t, example) for t in teachers)], clock)
+    else:
+        cost = training_cost(result, model, example, teachers, clock)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "index": index,
             "group": group.tolist(), "classes": [gen.classes[c] for c in group.tolist()], "n_classes": gen.n_classes,
             "pi": pi, "rho": cfg.rho, "dustbin_correction": correction,
             "generalist_fingerprint": gen.fingerprint, "clusters_fingerprint": clusters.fingerprint,
             "model": {"input_shape": list(gen.spec.input_shape), "generalist_model": gen.spec.to_json()},
+            "top_blocks": cfg.shared_trunk,
             "config": config_to_json(cfg), "config_key": cfg.result_key(),
             "gate": gate, "cost": cost,
             "metrics": {"best_epoch": result.best["epoch"], "epochs_run": len(result.history),
@@ -405,6 +422,9 @@ def load_specialist(path: str | Path, generalist_model: torch.nn.Module | None =
     if generalist_model is None:
         spec = ModelSpec.from_json(meta["model"]["generalist_model"])
         generalist_model = spec.build(trust_code, str(Path(path) / META))
-    model = build_specialist(generalist_model, group)
+    try:
+        model = build_specialist(generalist_model, group, top_blocks=meta["top_blocks"])
+    except ValueError as e:
+        raise CheckpointError(f"{Path(path) / META}: 'top_blocks': {e}") from None
     load_weights(model, weights)
     return model.to(device).eval(), meta

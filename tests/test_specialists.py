@@ -181,3 +181,70 @@ def test_a_specialist_saved_before_a_config_field_existed_is_reused_at_its_defau
     assert is_complete(cfg, 0, *fps)
     assert not is_complete(_cfg(synthetic_run, tmp_path, epochs=1, soft_prior="natural"), 0, *fps)
     assert not is_complete(_cfg(synthetic_run, tmp_path, epochs=2), 0, *fps)
+
+
+# ----------------------------------------------------------------------------- shared trunk
+
+def test_a_shared_trunk_specialist_is_a_whole_network_specialist_with_its_trunk_frozen():
+    """Trained on the same batches, a specialist that owns only the body's last block (on the
+    generalist's trunk) and a whole-body copy whose trunk is frozen predict the same q, in training
+    and through the ensemble, where the trunk runs once for the generalist and every specialist."""
+    from specens.generalist.checkpoint import Generalist
+    from specens.generalist.models import ModelSpec, mlp
+    from specens.inference import Ensemble
+    from specens.specialists.model import TrunkedSpecialist, specialist_loss, split_body
+
+    torch.manual_seed(0)
+    gen_model = mlp((16,), 10, hidden=[32, 24]).eval()
+    group = torch.tensor([1, 4, 7])
+    x = torch.randn(256, 16)
+    feats = gen_model.body(x)
+    whole = build_specialist(gen_model, group, feats)
+    shared = build_specialist(gen_model, group, feats, top_blocks=1)
+    assert isinstance(shared, TrunkedSpecialist)
+    trunk, _ = split_body(whole.body, 1)
+    for p in trunk.parameters():
+        p.requires_grad_(False)
+    assert set(shared.state_dict()) == {"own.body.3.weight", "own.body.3.bias", "own.head.weight", "own.head.bias"}
+    before = [p.clone() for p in gen_model.parameters()]
+    opts = [torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1) for m in (whole, shared)]
+    y = torch.randint(0, 10, (256,))
+    for step in range(20):
+        rows = slice(32 * (step % 8), 32 * (step % 8 + 1))
+        for model, opt in zip((whole, shared), opts):
+            loss = specialist_loss(model(x[rows]), y[rows], gen_model(x[rows]), group, 10, 0.5, 2.0)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert torch.allclose(whole(x), shared(x), atol=1e-5)
+    assert not torch.allclose(whole(x), build_specialist(gen_model, group, feats)(x), atol=1e-3)  # both did train
+    assert all(torch.equal(a, b) for a, b in zip(before, gen_model.parameters()))  # the shared trunk stayed frozen
+    g = Generalist(gen_model, ModelSpec("mlp", (16,), 10, {"hidden": [32, 24]}), tuple("abcdefghij"), "f" * 16, {})
+    q_whole = Ensemble(g, [group], [whole.eval()], [0.7]).predict_proba(x)
+    ens = Ensemble(g, [group], [shared.eval()], [0.7], top_blocks=1)
+    assert ens.trunk is not None and torch.allclose(ens.predict_proba(x), q_whole, atol=1e-5)
+    assert ens.specialist_flops(x[:4]) < Ensemble(g, [group], [whole], [0.7]).specialist_flops(x[:4])
+
+
+def test_shared_trunk_specialists_train_save_and_load(synthetic_run, tmp_path):
+    import json
+    import shutil
+
+    from specens.inference import Ensemble
+    from specens.inference.evaluate import evaluate_ensemble
+    from specens.specialists.parallel import train_all
+
+    for part in ("generalist", "clusters"):
+        shutil.copytree(synthetic_run["root"] / part, tmp_path / part)
+    cfg = SpecialistConfig(generalist=str(tmp_path / "generalist"), clusters=str(tmp_path / "clusters" / "clusters.json"),
+                           data=synthetic_run["data"], out=str(tmp_path), epochs=1, batch_size=64, threads=1,
+                           shared_trunk=1)
+    train_all(cfg, local=True, echo=lambda *_: None)
+    meta = json.loads((tmp_path / "specialists" / "s000" / "specialist.json").read_text())
+    assert meta["top_blocks"] == 1
+    ens = Ensemble.load(tmp_path, device="cpu", all_specialists=True)
+    assert ens.trunk is not None
+    r = evaluate_ensemble(ens, synthetic_run["data"], "val", progress=False)
+    assert r["ensemble"]["top1"] > 0.5 and r["cost"]["inference"]["flops_per_example"]["specialist"] > 0
+    with pytest.raises(Exception, match="shared_trunk"):
+        SpecialistConfig(generalist="g", clusters="c", data="d", out="o", shared_trunk=-1)

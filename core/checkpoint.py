@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
-from .io import atomic_path, publish_dir, read_json, write_json_atomic
+from .io import atomic_path, fingerprint, publish_dir, read_json, write_json_atomic
 
 WEIGHTS = "model.safetensors"
 
@@ -32,6 +32,18 @@ def save_weights(model: torch.nn.Module | dict[str, torch.Tensor], path: str | o
         state = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
         save_file(state, tmp, metadata=metadata)
         tmp.chmod(mode)
+
+
+def verify_weights(path: str | os.PathLike, recorded: str, record: str) -> None:
+    """Refuse a weights file that is missing or whose fingerprint is not the ``recorded`` one of
+    its ``record`` (the metadata file's name), naming both values."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    fp = fingerprint(path)
+    if fp != recorded:
+        raise CheckpointError(f"{path}: fingerprint {fp} disagrees with {record}'s {recorded} (weights replaced "
+                              "after they were recorded?)")
 
 
 def load_weights(model: torch.nn.Module, path: str | os.PathLike | dict[str, torch.Tensor]) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from specens.core.checkpoint import WEIGHTS, load_weights, save_weights
+from specens.core.checkpoint import WEIGHTS, load_weights, save_weights, verify_weights
 from specens.core.errors import CheckpointError, check_same_classes, check_same_input
 from specens.core.cost import check_cost
 from specens.core.io import fingerprint, read_artifact_json, record_fingerprint, write_json_atomic
@@ -146,12 +146,7 @@ def load_generalist(run_dir: str | os.PathLike, device: str | torch.device = "cp
     A model that names code (``module:callable``) is refused unless ``trust_code``."""
     meta = read_meta(run_dir)
     weights = Path(run_dir) / WEIGHTS
-    fp = fingerprint(weights) if weights.is_file() else None
-    if fp is None:
-        raise CheckpointError(f"{weights}: missing")
-    if fp != meta["weights_fingerprint"]:
-        raise CheckpointError(f"{weights}: fingerprint {fp} disagrees with {META}'s {meta['weights_fingerprint']} "
-                              "(weights replaced after export?)")
+    verify_weights(weights, meta["weights_fingerprint"], META)
     spec = ModelSpec.from_json(meta["model"])
     model = spec.build(trust_code, str(Path(run_dir) / META))
     load_weights(model, weights)

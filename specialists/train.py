@@ -28,7 +28,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from specens.clustering.cluster import load_clusters
-from specens.core.checkpoint import load_weights, save_weights
+from specens.core.checkpoint import load_weights, save_weights, verify_weights
 from specens.core.config import config_changes, config_to_json
 from specens.core.cost import Stopwatch, check_cost, forward_flops, training_cost
 from specens.core.device import autocast, resolve_device
@@ -230,10 +230,7 @@ def complete_changes(cfg: SpecialistConfig, index: int, generalist_fp: str, clus
         return None
     try:  # a record in place that is not valid is not silently replaced: it differs from what would be trained
         meta = read_specialist(d)
-        weights = d / "model.safetensors"
-        fp = fingerprint(weights) if weights.is_file() else "missing"
-        if fp != meta["weights_fingerprint"]:
-            raise CheckpointError(f"{weights}: fingerprint {fp} disagrees with the record's {meta['weights_fingerprint']}")
+        verify_weights(d / "model.safetensors", meta["weights_fingerprint"], META)
         if meta["index"] != index:
             raise CheckpointError(f"{d / META}: the record of specialist {meta['index']}, not {index}")
     except CheckpointError as e:
@@ -412,12 +409,7 @@ def load_specialist(path: str | Path, generalist_model: torch.nn.Module | None =
 
     meta = read_specialist(path)
     weights = Path(path) / "model.safetensors"
-    fp = fingerprint(weights) if weights.is_file() else None
-    if fp is None:
-        raise CheckpointError(f"{weights}: missing")
-    if fp != meta["weights_fingerprint"]:
-        raise CheckpointError(f"{weights}: fingerprint {fp} disagrees with {META}'s {meta['weights_fingerprint']} "
-                              "(weights replaced after training?)")
+    verify_weights(weights, meta["weights_fingerprint"], META)
     group = torch.tensor(meta["group"])
     if generalist_model is None:
         spec = ModelSpec.from_json(meta["model"]["generalist_model"])

@@ -28,6 +28,7 @@ from .groups import ConfusionClusterer
 from .report import ClusterReport, choose_n_groups
 
 FORMAT, FORMAT_VERSION = "specens.clusters", 1
+CLUSTER_FILES = ("clusters.json", "report.json", "covariance.png", "group_sizes.png")  # what `specens cluster` writes into its --out
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class ClusterConfig:
 def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
     """Stream the transfer set through the generalist, accumulate Σ, fit groups, write artifacts."""
     device = resolve_device(cfg.device)
-    check_target(cfg.out, "clusters.json", "a `specens cluster` output")  # before the pass over the data
+    check_target(cfg.out, CLUSTER_FILES, "a `specens cluster` output")  # before the pass over the data
     g = load_generalist(cfg.generalist, device, cfg.trust_code)
     info = load_info(cfg.data)
     g.check_fits(info, cfg.generalist, f"{cfg.data}/{INFO_FILE}")
@@ -153,7 +154,7 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
         save_clusters(tmp / "clusters.json", clusterer.groups_, info.classes, g.fingerprint, config_to_json(cfg))
         report.save_json(tmp / "report.json")
         report.save_plots(tmp)
-    publish_dir(cfg.out, write, marker="clusters.json", what="a `specens cluster` output")
+    publish_dir(cfg.out, write, own=CLUSTER_FILES, what="a `specens cluster` output")
     return report
 
 

@@ -43,6 +43,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
+        item = next((a for a in typing.get_args(tp) if a is not Ellipsis), None)
+        if item in (int, str, float) and not all(type(v) is item or item is float and type(v) is int for v in value):
+            raise ConfigError(f"{key}: expected a list of {item.__name__}, got {value!r}")
         return tuple(value)
     if origin is dict:
         if not isinstance(value, dict):

@@ -14,13 +14,14 @@ are built on it; writers that need a path (``savefig``, ``np.save``, safetensors
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import json
 import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from .errors import CheckpointError
 
@@ -107,36 +108,38 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode())
 
 
-def check_target(final: str | os.PathLike, marker: str | tuple[str, ...], what: str,
-                 own: tuple[str, ...] = ()) -> None:
-    """The one rule for a directory a stage writes: ``final`` may be absent, empty, hold an
-    earlier output of the same stage (one of its ``marker`` files, e.g. ``dataset.json``), or only
-    files the stage itself writes there (``own``: what a failed earlier write may have left);
-    anything else is someone's other files, and the stage refuses to replace or mix into it.
-    Raises :class:`CheckpointError` naming the directory."""
+LEFTOVERS = (TEMP_GLOB, ".*.old")  # what a killed write of this module leaves beside its target
+
+
+def check_target(final: str | os.PathLike, own: Sequence[str], what: str) -> None:
+    """The one rule for a directory a stage writes: ``final`` may be absent, empty, or hold only
+    the stage's own files (``own``: names or glob patterns, e.g. ``clusters.json`` or
+    ``*.jsonl``; plus this module's temporaries). A directory holding anything else (a run
+    directory, someone's notes, an older layout that put other outputs beside this one) is
+    refused, never replaced or mixed into. Raises :class:`CheckpointError` naming the directory."""
     final = Path(final)
-    markers = (marker,) if isinstance(marker, str) else marker
     if final.exists() and not final.is_dir():
         raise CheckpointError(f"{final}: is a file, not a directory for {what}")
-    if not final.is_dir() or any((final / m).exists() for m in markers):
+    if not final.is_dir():
         return
-    others = sorted(p.name for p in final.iterdir() if p.name not in own)
+    patterns = (*own, *LEFTOVERS)
+    others = sorted(p.name for p in final.iterdir() if not any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns))
     if others:
         shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
-        raise CheckpointError(f"{final}: not empty ({shown}) and holds no {' or '.join(markers)}, so it is not "
-                              f"{what}; refusing to write into it (choose a new or empty directory)")
+        raise CheckpointError(f"{final}: holds files that are not {what} ({shown}); refusing to write into it "
+                              "(choose a new or empty directory)")
 
 
-def publish_dir(final: str | os.PathLike, write: Callable[[Path], None], *, marker: str | None = None,
-                what: str = "an earlier output of this stage", own: tuple[str, ...] = ()) -> None:
+def publish_dir(final: str | os.PathLike, write: Callable[[Path], None], *, own: Sequence[str] | None = None,
+                what: str = "an earlier output of this stage") -> None:
     """Create directory ``final`` atomically: ``write(tmp)`` fills a fresh hidden sibling, which
-    then replaces ``final``. A crash leaves either the old ``final`` or the new one (plus, at
-    worst, a hidden leftover), never a half-written ``final``; on any error the old ``final`` is
-    untouched. With ``marker``, :func:`check_target` first refuses a ``final`` that holds files but
-    not ``marker`` (someone else's directory is never replaced)."""
-    if marker is not None:
-        check_target(final, marker, what, own)
-    with atomic_path(final, directory=True) as tmp:
+    then replaces ``final`` (a symbolic link is followed: the directory it names is replaced). A
+    crash leaves either the old ``final`` or the new one (plus, at worst, a hidden leftover),
+    never a half-written ``final``; on any error the old ``final`` is untouched. With ``own``,
+    :func:`check_target` first refuses a ``final`` holding anything but those files."""
+    if own is not None:
+        check_target(final, own, what)
+    with atomic_path(os.path.realpath(final), directory=True) as tmp:
         write(tmp)
 
 

@@ -158,13 +158,16 @@ class _SplitWriter:
         self._close(exc_type is None)
 
 
+DATASET_FILES = (INFO_FILE, "*-[0-9][0-9][0-9][0-9][0-9][0-9].tar")  # what a dataset directory holds
+
+
 class DatasetWriter:
     """Writes a dataset directory: shards per split, then ``dataset.json``.
 
     Everything is written into a hidden sibling of ``root`` and published in one rename when the
     writer closes without error, replacing an earlier dataset there; on any error the temporary is
-    removed and ``root`` is exactly as it was. A ``root`` that holds files but no ``dataset.json``
-    is refused (:func:`specens.core.io.check_target`).
+    removed and ``root`` is exactly as it was. A ``root`` that holds anything but a dataset's own
+    files (``dataset.json`` and shards) is refused (:func:`specens.core.io.check_target`).
 
     Example::
 
@@ -179,8 +182,8 @@ class DatasetWriter:
                  source: dict | None = None, featurizer: dict | None = None, shard_size: int = 10_000):
         if shard_size < 1:
             raise ValueError(f"shard_size must be at least 1, got {shard_size}")
-        self.root = Path(root)
-        check_target(self.root, INFO_FILE, "a dataset directory")
+        self.root = Path(os.path.realpath(root))  # a link to a dataset directory: that directory is replaced
+        check_target(self.root, DATASET_FILES, "a dataset directory")
         self.root.parent.mkdir(parents=True, exist_ok=True)
         self.build_dir = temp_sibling(self.root)  # where the shards go until the dataset is complete
         self.build_dir.mkdir()

@@ -55,6 +55,9 @@ def evaluate(model: torch.nn.Module, batches: Iterable[Batch], device: torch.dev
     return m.result()
 
 
+PREDICT_FILES = ("logits.npy", "labels.npy", "keys.txt", "predictions.json")
+
+
 def _check_batch_size(batch_size: int) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -82,7 +85,7 @@ def predict_generalist(run_dir: str, data: str, split: str, out: str, batch_size
     replacing an earlier output (never a folder of other files).
     """
     _check_batch_size(batch_size)
-    check_target(out, "predictions.json", "a `specens generalist predict` output")
+    check_target(out, PREDICT_FILES, "a `specens generalist predict` output")
     dev = resolve_device(device)
     g = load_generalist(run_dir, dev, trust_code)
     loader = iter_split(data, split, batch_size)
@@ -108,5 +111,5 @@ def predict_generalist(run_dir: str, data: str, split: str, out: str, batch_size
         np.save(tmp / "labels.npy", labels)
         (tmp / "keys.txt").write_bytes(("\n".join(keys) + "\n").encode())
         write_json_atomic(tmp / "predictions.json", meta)
-    publish_dir(out, write, marker="predictions.json", what="a `specens generalist predict` output")
+    publish_dir(out, write, own=PREDICT_FILES, what="a `specens generalist predict` output")
     return meta

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from specens.core.errors import CheckpointError, ConfigError
+from specens.core.errors import CheckpointError, ConfigError, DataError
 
 
 class Classifier(nn.Module):
@@ -256,7 +256,7 @@ class ModelSpec:
             model = factory(tuple(self.input_shape), self.n_classes, **self.kwargs)
         except TypeError as e:
             raise ConfigError(f"{at}model {self.name!r}: bad arguments {self.kwargs} ({e})") from None
-        except (ValueError, RuntimeError) as e:  # the factory (or torch) refuses these inputs or arguments
+        except (ValueError, RuntimeError, IndexError, KeyError, OverflowError, AssertionError) as e:  # refused arguments
             raise ConfigError(f"{at}model {self.name!r}: {e}") from None
         head = getattr(model, "head", None)
         if not isinstance(getattr(model, "body", None), nn.Module) or not isinstance(head, nn.Linear):
@@ -304,8 +304,11 @@ def data_defaults(name: str, n_classes: int, featurizer: dict[str, Any] | None) 
     if name == "resnet":
         width, depth = resnet_size(n_classes)
         return {"width": width, "depth": depth}
-    if name in ("ngram", "bag") and "buckets" in (featurizer or {}):
-        return {"buckets": int(featurizer["buckets"])}
+    if name in ("ngram", "bag") and isinstance(featurizer, dict) and "buckets" in featurizer:
+        b = featurizer["buckets"]
+        if isinstance(b, bool) or not isinstance(b, int) or b < 2:
+            raise DataError(f"dataset.json: 'featurizer.buckets' must be an int >= 2, got {b!r}")
+        return {"buckets": b}
     return {}
 
 

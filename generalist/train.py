@@ -37,7 +37,8 @@ from .losses import distillation_loss, ensemble_soft_targets
 from .models import ModelSpec, data_defaults, default_model
 
 
-RUN_MARKERS = ("model.json", "checkpoints", "teacher.json")  # what a training run directory holds (a student: teacher.json)
+# What a training run directory holds (a student's also teacher.json and distill.json).
+RUN_FILES = ("model.json", "model.safetensors", "checkpoints", "teacher.json", "distill.json")
 
 
 class Teacher:
@@ -147,7 +148,7 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
     Batches come from the training split and, interleaved, from every ``cfg.transfer`` set, whose
     labels are not used (the hard term is dropped for their batches; METHOD §1)."""
     clock = Stopwatch()
-    check_target(cfg.out, RUN_MARKERS, "a training run directory")
+    check_target(cfg.out, RUN_FILES, "a training run directory")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)

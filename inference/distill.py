@@ -236,10 +236,10 @@ def distill(run_dir: str | Path, data: str, out: str | None = None, *, overrides
     ``<out>/distill.json``."""
     from specens.generalist.train import train_generalist
 
-    from specens.generalist.train import RUN_MARKERS
+    from specens.generalist.train import RUN_FILES
 
     cfg = distill_config(run_dir, data, out, overrides)
-    check_target(cfg.out, RUN_MARKERS, "a student's run directory")
+    check_target(cfg.out, RUN_FILES, "a student's run directory")
     if (Path(cfg.out) / "model.json").exists() and not (Path(cfg.out) / "teacher.json").exists():
         raise CheckpointError(f"{cfg.out}: holds a generalist that is not a student (no teacher.json); the student "
                               "is never trained over it: choose another --out")

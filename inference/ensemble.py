@@ -51,8 +51,9 @@ class SpecialistStore(Sequence):
     of all M. ``store[m]`` is specialist m's model; ``loads`` counts loads from disk."""
 
     def __init__(self, dirs: Sequence[Path], generalist_model: torch.nn.Module, device: torch.device,
-                 max_bytes: int):
+                 max_bytes: int, fingerprints: Sequence[str] | None = None):
         self.dirs, self.base, self.device, self.max_bytes = list(dirs), generalist_model, device, max_bytes
+        self.fingerprints = list(fingerprints) if fingerprints is not None else None  # as the ensemble loaded them
         self._cache: OrderedDict[int, tuple[torch.nn.Module, int]] = OrderedDict()
         self.loads = 0
 
@@ -68,7 +69,10 @@ class SpecialistStore(Sequence):
             return self._cache[m][0]
         if not -len(self) <= m < len(self):
             raise IndexError(f"specialist {m} of {len(self)}")
-        model, _ = load_specialist(self.dirs[m], self.base, self.device)
+        model, meta = load_specialist(self.dirs[m], self.base, self.device)
+        if self.fingerprints is not None and meta["fingerprint"] != self.fingerprints[m]:
+            raise CheckpointError(f"{self.dirs[m]}: changed since the ensemble was loaded (fingerprint "
+                                  f"{self.fingerprints[m]} then, {meta['fingerprint']} now)")
         self.loads += 1
         self._cache[m] = (model, sum(t.numel() * t.element_size() for t in model.state_dict().values()))
         while len(self._cache) > 1 and self.loaded_bytes > self.max_bytes:
@@ -216,13 +220,19 @@ class Ensemble:
         if len(blocks) > 1:
             raise CheckpointError(f"{run_dir / 'specialists'}: specialists with different shared trunks "
                                   f"(top_blocks {sorted(blocks)}); retrain them with one shared_trunk")
+        if blocks and max(blocks):
+            try:
+                split_body(gen.model.body, max(blocks))
+            except ValueError as e:
+                raise CheckpointError(f"{run_dir / 'specialists'}: 'top_blocks' does not fit {gen_dir}'s model: {e}") from None
         for d in specialists:
             if not (d / "model.safetensors").is_file():
                 raise CheckpointError(f"{d / 'model.safetensors'}: missing")
         if sum((d / "model.safetensors").stat().st_size for d in specialists) <= specialist_memory:
             specialists = [load_specialist(d, gen.model, dev)[0] for d in specialists]
         else:
-            specialists = SpecialistStore(specialists, gen.model, dev, specialist_memory)
+            specialists = SpecialistStore(specialists, gen.model, dev, specialist_memory,
+                                          [specialist_fps[m] for m in kept])
         ens = cls(gen, [torch.as_tensor(cl.groups[m]) for m in kept], specialists, corrections, top_n=top_n,
                   method=method, specialist_weight=specialist_weight, device=dev, fingerprints=fps, indices=kept,
                   gated_off=gated_off, top_blocks=next(iter(blocks), 0))

@@ -222,7 +222,7 @@ def save_report(r: dict, out: str | Path) -> None:
     def write(tmp: Path) -> None:
         write_json_atomic(tmp / "evaluation.json", _json_safe(r))
         _plot_table4(r, tmp / "table4.png", plt)
-    publish_dir(out, write, marker="evaluation.json", what="a `specens evaluate` output")
+    publish_dir(out, write, own=("evaluation.json", "table4.png"), what="a `specens evaluate` output")
 
 
 def _plot_table4(r: dict, path: Path, plt) -> None:

@@ -76,7 +76,7 @@ def infer(run_dir: str, data: str, out: str, *, split: str = "test", top_k: int 
                                ("workers", workers, 1), ("specialist_memory", specialist_memory, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ConfigError(f"{name} must be an int >= {least}, got {value!r}")
-    check_target(out, MANIFEST, "a `specens infer` output")
+    check_target(out, (MANIFEST, "*.jsonl", "*.q.npy"), "a `specens infer` output")
     ens = ensemble or Ensemble.load(run_dir, device=device, top_n=top_n, all_specialists=all_specialists,
                                     specialist_memory=specialist_memory, trust_code=trust_code)
     info = ens.dataset_info(data)

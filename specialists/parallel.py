@@ -29,11 +29,12 @@ from specens.core.errors import CheckpointError
 from specens.core.loop import stale_changes
 from specens.core.raysession import ray_session
 from specens.data.format import INFO_FILE, load_info
+from specens.core.io import check_target
 from specens.generalist.checkpoint import load_generalist, read_meta
 from specens.generalist.train import still_improving
 
 from .partition import ensure_partition
-from .train import SpecialistConfig, complete_changes, specialist_dir, train_specialist, work_dir
+from .train import SPECIALIST_FILES, SpecialistConfig, complete_changes, specialist_dir, train_specialist, work_dir
 
 
 @dataclass
@@ -74,6 +75,8 @@ def plan(cfg: SpecialistConfig, wanted: list[int], gen_fp: str, clusters_fp: str
     at one, made with another generalist, clusters or config is refused with one error naming the
     differences, or retrained with ``restart`` (the rerun policy of :mod:`specens.core.loop`)."""
     todo, done, stale = [], [], []
+    for m in wanted:  # a directory holding anything but a specialist's files stops the run before any work
+        check_target(specialist_dir(cfg.out, m), SPECIALIST_FILES, "a trained specialist")
     for m in wanted:
         changes = complete_changes(cfg, m, gen_fp, clusters_fp)
         if changes == []:

@@ -33,7 +33,7 @@ from specens.core.config import config_changes, config_to_json
 from specens.core.cost import Stopwatch, check_cost, forward_flops, training_cost
 from specens.core.device import autocast, resolve_device
 from specens.core.errors import CheckpointError, ConfigError
-from specens.core.io import fingerprint, publish_dir, read_artifact_json, record_fingerprint, write_json_atomic
+from specens.core.io import check_target, fingerprint, publish_dir, read_artifact_json, record_fingerprint, write_json_atomic
 from specens.core.loop import BEST, EpochLoop, finite_loss
 from specens.core.optim import make_optimizer, make_schedule
 from specens.data.format import INFO_FILE, load_info
@@ -48,6 +48,7 @@ from .sampling import EnrichedStream
 
 FORMAT, FORMAT_VERSION = "specens.specialist", 2  # 2: the record's fingerprint and its weights'
 META = "specialist.json"
+SPECIALIST_FILES = (META, "model.safetensors")
 # The fields that change what a specialist predicts or where it applies: its record fingerprint covers them.
 PREDICTION_FIELDS = ("index", "group", "classes", "n_classes", "dustbin_correction", "generalist_fingerprint",
                      "clusters_fingerprint", "model", "top_blocks")
@@ -282,6 +283,7 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
     correction = dustbin_correction(pi, cfg.rho)
     shift = correction if cfg.soft_prior == "enriched" else 0.0
     final, work = specialist_dir(cfg.out, index), work_dir(cfg.out, index)
+    check_target(final, SPECIALIST_FILES, "a trained specialist")  # before any training, not at publishing
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed * 1009 + index)
 
@@ -383,7 +385,7 @@ def _publish(work: Path, final: Path, model: torch.nn.Module, meta: dict) -> Non
         meta["model"] = json.loads(json.dumps(meta["model"]))  # tuples as lists, as read back
         meta["fingerprint"] = specialist_fingerprint(meta)
         write_json_atomic(tmp / META, meta)
-    publish_dir(final, write, marker=META, what="a trained specialist", own=("model.safetensors",))
+    publish_dir(final, write, own=SPECIALIST_FILES, what="a trained specialist")
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -412,6 +414,9 @@ def load_specialist(path: str | Path, generalist_model: torch.nn.Module | None =
     verify_weights(weights, meta["weights_fingerprint"], META)
     group = torch.tensor(meta["group"])
     if generalist_model is None:
+        if meta["top_blocks"]:
+            raise CheckpointError(f"{Path(path) / META}: a shared-trunk specialist (top_blocks {meta['top_blocks']}) "
+                                  "runs on its generalist's trunk: pass generalist_model (Ensemble.load does)")
         spec = ModelSpec.from_json(meta["model"]["generalist_model"])
         generalist_model = spec.build(trust_code, str(Path(path) / META))
     try:

@@ -231,21 +231,37 @@ CASES = [
     ("cluster --temperature 0", lambda w: None, (*CLUSTER, "--temperature", 0), "temperature must be > 0"),
     ("cluster --out a file", lambda w: (w / "cl2").write_text("mine"), CLUSTER, "cl2: is a file"),
     ("cluster --out someone's folder", lambda w: ((w / "cl2").mkdir(), (w / "cl2" / "notes.txt").write_text("x")),
-     CLUSTER, "not empty (notes.txt)"),
+     CLUSTER, "(notes.txt); refusing to write into it"),
     ("infer --out someone's folder", lambda w: ((w / "pred").mkdir(), (w / "pred" / "a.txt").write_text("x")),
-     INFER, "not empty (a.txt)"),
+     INFER, "(a.txt); refusing to write into it"),
     ("predict --out someone's folder", lambda w: ((w / "p").mkdir(), (w / "p" / "a.txt").write_text("x")),
      ("generalist", "predict", "--run", "{w}/run/generalist", "--data", "{w}/ds", "--out", "{w}/p"),
-     "not empty (a.txt)"),
+     "(a.txt); refusing to write into it"),
     ("evaluate --out someone's folder", lambda w: ((w / "ev").mkdir(), (w / "ev" / "a.txt").write_text("x")),
-     ("evaluate", "--run", "{w}/run", "--data", "{w}/ds", "--out", "{w}/ev"), "not empty (a.txt)"),
+     ("evaluate", "--run", "{w}/run", "--data", "{w}/ds", "--out", "{w}/ev"), "(a.txt); refusing to write into it"),
     ("train --out someone's folder", lambda w: ((w / "g2").mkdir(), (w / "g2" / "a.txt").write_text("x")),
-     TRAIN, "not empty (a.txt)"),
+     TRAIN, "(a.txt); refusing to write into it"),
     ("train --set lr=1e9", lambda w: None, (*TRAIN, "--set", "lr=1e9"), "lr must be in (0, 10]"),
     ("train --set epochs=1e22", lambda w: None, (*TRAIN, "--set", "epochs=10000000000000000000000"),
      "epochs must be in [1, 100000]"),
     ("train --set warmup=1", lambda w: None, (*TRAIN, "--set", "warmup=1"), "warmup must be in [0, 1)"),
     ("train --set batch_size=0", lambda w: None, (*TRAIN, "--set", "batch_size=0"), "batch_size must be >= 1"),
+    ("cluster --out beside other outputs", lambda w: shutil.copy(w / CL, w / "run" / "clusters.json"),
+     ("cluster", "--generalist", "{w}/run/generalist", "--data", "{w}/ds", "--out", "{w}/run", "--quiet"),
+     "holds files that are not a `specens cluster` output (clusters, generalist, specialists)"),
+    ("data glyphs --out a dataset beside a user's file", lambda w: (w / "ds" / "raw.txt").write_text("mine"),
+     ("data", "synthetic", "--out", "{w}/ds", "--classes", 4), "(raw.txt); refusing"),
+    ("train --out someone's checkpoints", lambda w: ((w / "g2" / "checkpoints").mkdir(parents=True),
+                                                     (w / "g2" / "weights.pt").write_text("x")),
+     TRAIN, "(weights.pt); refusing"),
+    ("a stray file in a specialist's directory", lambda w: (w / "run2/specialists/s000").mkdir(parents=True) or
+     (w / "run2/specialists/s000/notes.txt").write_text("x"), SPEC, "(notes.txt); refusing"),
+    ("a teacher list of numbers", lambda w: (w / "t.toml").write_text("teacher = [5]\n"),
+     ("generalist", "train", "--config", "{w}/t.toml", "--data", "{w}/ds", "--out", "{w}/g2"),
+     "teacher: expected a list of str"),
+    ("a record's training config naming a number as teacher", lambda w: (
+        _j(G, lambda d: d["config"].update(teacher=[5]))(w), refingerprint_generalist(w / "run/generalist")),
+     ("baseline", "--run", "{w}/run", "--data", "{w}/ds", "--only", "continued"), "teacher: expected a list of str"),
     ("train: a model larger than memory", lambda w: None,
      ("generalist", "train", "--data", "{w}/ds", "--out", "{w}/g2", "--quiet", "--set", "model=mlp",
       "--set", 'model_kwargs={"hidden": [10000000000]}'), "can't allocate memory"),
@@ -485,3 +501,13 @@ def test_every_field_mutated_is_accepted_unchanged_or_refused_in_one_line(tiny, 
             tried += 1
         f.write_bytes(original)
     assert tried > 150 and refused > tried // 2  # most fields matter; the rest must not change a prediction
+
+
+def test_a_shared_trunk_specialist_loads_only_on_its_generalist(work):
+    from specens.core.errors import CheckpointError
+    from specens.specialists.train import load_specialist
+
+    _j(f"{S0}/specialist.json", lambda d: d.update(top_blocks=1))(work)
+    refingerprint_specialist(work / S0)
+    with pytest.raises(CheckpointError, match="runs on its generalist's trunk: pass generalist_model"):
+        load_specialist(work / S0)  # alone, its trunk would be a fresh, untrained one

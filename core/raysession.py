@@ -6,6 +6,11 @@ from __future__ import annotations
 import contextlib
 import os
 
+# What a Ray task that raised is retried for: failures that another attempt may not meet (a lost
+# file system or connection, a device or memory error, an injected fault). A user error
+# (specens.core.errors.SpecensError: a bad file, a diverging run) fails the same way every time.
+RETRIED_EXCEPTIONS = [OSError, RuntimeError, MemoryError, EOFError]
+
 
 @contextlib.contextmanager
 def ray_session():

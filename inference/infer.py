@@ -153,10 +153,10 @@ def _shards_task(run_dir: str, data: str, out: str, names: list[str], options: d
 def _infer_with_ray(run_dir, data, out, todo, workers, options, fingerprints) -> None:
     import ray
 
-    from specens.core.raysession import ray_session
+    from specens.core.raysession import RETRIED_EXCEPTIONS, ray_session
 
     with ray_session():
-        task = ray.remote(_shards_task).options(num_cpus=1, max_retries=2, retry_exceptions=True)
+        task = ray.remote(_shards_task).options(num_cpus=1, max_retries=2, retry_exceptions=RETRIED_EXCEPTIONS)
         parts = [todo[i::workers] for i in range(min(workers, len(todo)))]
         paths = [p if is_url(p) else str(Path(p).resolve()) for p in map(str, (run_dir, data, out))]  # not the worker's cwd
         ray.get([task.remote(*paths, part, options, fingerprints) for part in parts])

@@ -153,10 +153,12 @@ def _task(cfg: SpecialistConfig, index: int, restart: bool, on_epoch_end) -> dic
 def _train_with_ray(cfg, todo, summary, max_retries, cpus, gpus, restart, on_epoch_end, echo) -> None:
     import ray
 
+    from specens.core.raysession import RETRIED_EXCEPTIONS
+
     if gpus is None:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
     remote = ray.remote(max_calls=1)(_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=max_retries,
-                                                    retry_exceptions=True)
+                                                    retry_exceptions=RETRIED_EXCEPTIONS)
     pending = {remote.remote(cfg, m, restart, on_epoch_end): m for m in todo}  # submit everything first
     started = time.perf_counter()
     echo(f"submitted {len(pending)} Ray tasks ({cpus} CPU, {gpus} GPU each)")

@@ -230,9 +230,10 @@ def test_clusters_json_checks(glyph_generalist, glyph_ds, tmp_path):
     d = json.loads((tmp_path / "clusters.json").read_text())
     for groups, message in (([[0, 1], []], "group 1 is empty"), ([[0, 30]], r"group 0 has classes outside \[0, 30\)"),
                             ([[2, 2]], "group 0 repeats a class")):
-        (tmp_path / "bad.json").write_text(json.dumps({**d, "groups": groups}))
+        bad = tmp_path.parent / f"{tmp_path.name}-bad.json"  # not inside the clustering's --out, which holds its files only
+        bad.write_text(json.dumps({**d, "groups": groups}))
         with pytest.raises(CheckpointError, match=message):
-            load_clusters(tmp_path / "bad.json")
+            load_clusters(bad)
     with pytest.raises(ConfigError, match="n_groups must be an int in"):
         cluster(ClusterConfig(generalist=glyph_generalist, data=glyph_ds, out=str(tmp_path), n_groups=31), progress=False)
 

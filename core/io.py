@@ -9,6 +9,11 @@ are built on it; writers that need a path (``savefig``, ``np.save``, safetensors
 
     with atomic_path(out / "table4.png") as tmp:
         fig.savefig(tmp, format="png")
+
+The one rule for directories a stage writes is :func:`check_target` (a target holding anything but
+the stage's own files is refused) with :func:`publish_dir` (built beside, swapped in whole).
+Artifacts are tied to their weights and to each other by fingerprints (:func:`fingerprint` of a
+file, :func:`record_fingerprint` of a record's prediction fields).
 """
 
 from __future__ import annotations

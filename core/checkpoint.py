@@ -46,6 +46,26 @@ def verify_weights(path: str | os.PathLike, recorded: str, record: str) -> None:
                               "after they were recorded?)")
 
 
+def check_shapes(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Refuse a weights file whose tensors are not ``model``'s names and shapes, reading only its
+    header. Build ``model`` on the ``meta`` device first (no memory), so that the sizes a stranger's
+    record states are allocated only once the weights file on disk has been found to hold them."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except Exception as e:  # safetensors raises its own error type for corrupt files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if stored != wanted:
+        bad = sorted(set(stored) ^ set(wanted)) or sorted(k for k in wanted if stored[k] != wanted[k])
+        raise CheckpointError(f"{path}: weights do not fit the model its record describes (first difference: "
+                              f"{bad[0]} {stored.get(bad[0])} stored, {wanted.get(bad[0])} described)")
+
+
 def load_weights(model: torch.nn.Module, path: str | os.PathLike | dict[str, torch.Tensor]) -> None:
     """Load a safetensors file (or a state dict held in memory) into ``model``; names and shapes
     must fit exactly."""

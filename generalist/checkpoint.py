@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from specens.core.checkpoint import WEIGHTS, load_weights, save_weights, verify_weights
+from specens.core.checkpoint import WEIGHTS, check_shapes, load_weights, save_weights, verify_weights
 from specens.core.errors import CheckpointError, check_same_classes, check_same_input
 from specens.core.cost import check_cost
 from specens.core.io import fingerprint, read_artifact_json, record_fingerprint, write_json_atomic
 
-from .models import ModelSpec
+from .models import ModelSpec, TrustedCodeWarning
 
 FORMAT = "specens.generalist"
 FORMAT_VERSION = 2  # 2: the fingerprint covers the spec and classes; weights_fingerprint added
@@ -148,6 +149,11 @@ def load_generalist(run_dir: str | os.PathLike, device: str | torch.device = "cp
     weights = Path(run_dir) / WEIGHTS
     verify_weights(weights, meta["weights_fingerprint"], META)
     spec = ModelSpec.from_json(meta["model"])
-    model = spec.build(trust_code, str(Path(run_dir) / META))
+    with torch.device("meta"):  # the sizes the record states, checked against the file before any allocation
+        skeleton = spec.build(trust_code, str(Path(run_dir) / META))
+    check_shapes(skeleton, weights)
+    with warnings.catch_warnings():  # the skeleton's build said it already
+        warnings.simplefilter("ignore", TrustedCodeWarning)
+        model = spec.build(trust_code, str(Path(run_dir) / META))
     load_weights(model, weights)
     return Generalist(model.to(device).eval(), spec, tuple(meta["classes"]), meta["fingerprint"], meta)

@@ -9,6 +9,7 @@ keyword arguments), which checkpoints store so that they can rebuild the model w
 from __future__ import annotations
 
 import importlib
+import math
 import inspect
 import warnings
 from dataclasses import dataclass, field, replace
@@ -122,7 +123,7 @@ def mlp(input_shape: tuple[int, ...], n_classes: int, hidden: tuple[int, ...] | 
     layers: list[nn.Module] = [nn.Flatten()]
     if input_dropout:
         layers.append(nn.Dropout(input_dropout))
-    width = int(torch.tensor(input_shape).prod())
+    width = math.prod(input_shape)
     for h in hidden:
         layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
         if dropout:

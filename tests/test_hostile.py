@@ -160,6 +160,9 @@ CASES = [
                                           refingerprint_generalist(w / "run/generalist")), EVAL, "'nosuch'"),
     ("registry model, bad kwargs", lambda w: (_j(G, lambda d: d["model"]["kwargs"].update(hidden="x"))(w),
                                               refingerprint_generalist(w / "run/generalist")), EVAL, "model 'mlp'"),
+    ("a record stating sizes its weights do not hold", lambda w: (
+        _j(G, lambda d: d["model"]["kwargs"].update(hidden=[10**9]))(w), refingerprint_generalist(w / "run/generalist")),
+     EVAL, "weights do not fit the model its record describes"),
     ("code named by model.json", lambda w: (_j(G, lambda d: d["model"].update(name="os:system"))(w),
                                             refingerprint_generalist(w / "run/generalist")), EVAL, "--trust-code"),
     ("the reported attack", lambda w: (_j(G, lambda d: d["model"].update(

@@ -182,7 +182,7 @@ def import_glyphs(out: str, *, n_classes: int | None = 200, train_per_class: int
                   val_per_class: int = 8, test_per_class: int = 8, size: int = 32, seed: int = 0,
                   shard_size: int = 10_000, progress: bool = True, fonts: Sequence[str] | None = None,
                   charset: str = "letters", val_faces: Sequence[str] = (), test_faces: Sequence[str] = (),
-                  like: str | None = None):
+                  like: str | None = None, workers: int = 0):
     """Render a glyph dataset into ``out`` (train/val/test shards and ``dataset.json``).
 
     Args:
@@ -204,6 +204,8 @@ def import_glyphs(out: str, *, n_classes: int | None = 200, train_per_class: int
         like: a dataset whose classes (and known groups) to render again from ``fonts``, every face
             into the test split (``test_per_class`` each), to evaluate a run on faces it never saw;
             a face lacking one of its characters is refused, the characters listed.
+        workers: rendering processes; 0 = one per CPU for large splits (the output does not
+            depend on it).
     """
     if n_classes is not None and n_classes < 2:
         raise ConfigError(f"n_classes must be at least 2, got {n_classes}")
@@ -212,16 +214,17 @@ def import_glyphs(out: str, *, n_classes: int | None = 200, train_per_class: int
             raise ConfigError("charset, like, val_faces and test_faces need fonts (the embedded DejaVu faces render "
                               "letters with a fixed split)")
         return _import_dejavu(out, n_classes, train_per_class, val_per_class, test_per_class, size, seed, shard_size,
-                              progress)
+                              progress, workers)
     plan = _font_plan(fonts, n_classes, seed, charset, val_faces, test_faces, like, size,
                       {"train": train_per_class, "val": val_per_class, "test": test_per_class})
     source = dict(importer="glyphs", charset=charset, n_classes=len(plan.cps), size=size, seed=seed,
                   per_class={k: v for k, v in plan.per_split.items()}, like=like, **plan.source)
     return _write(out, plan.name, plan.cps, plan.groups, plan.group_names, plan.faces, plan.per_split, size, seed,
-                  shard_size, progress, source, plan.placement)
+                  shard_size, progress, source, plan.placement, workers)
 
 
-def _import_dejavu(out, n_classes, train_per_class, val_per_class, test_per_class, size, seed, shard_size, progress):
+def _import_dejavu(out, n_classes, train_per_class, val_per_class, test_per_class, size, seed, shard_size, progress,
+                   workers):
     """The embedded default: letters of the DejaVu faces, grouped by base letter."""
     kept, dropped = distinct_letters(covered_letters(), size)
     cps = choose_classes(kept, n_classes, seed)
@@ -233,7 +236,7 @@ def _import_dejavu(out, n_classes, train_per_class, val_per_class, test_per_clas
                                       for cp, tw in sorted(dropped.items())})
     per_split = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
     return _write(out, "glyphs", cps, groups, bases, FACES, per_split, size, seed, shard_size, progress, source,
-                  "baseline")
+                  "baseline", workers)
 
 
 def _base_groups(cps: list[int]) -> tuple[list[str], list[list[int]]]:
@@ -257,22 +260,58 @@ def class_code_point(name: str, where: str) -> int:
         raise DataError(f"{where}: class {name!r} is not a glyph class ('<char> U+<hex>')") from None
 
 
-def _write(out, name, cps, groups, group_names, faces, per_split, size, seed, shard_size, progress, source, placement):
+def _write(out, name, cps, groups, group_names, faces, per_split, size, seed, shard_size, progress, source, placement,
+           workers):
     from tqdm import tqdm
 
     classes = [class_name(cp) for cp in cps]
     with DatasetWriter(out, name, classes, InputSpec("image", (1, size, size), "uint8"), groups=groups,
                        group_names=group_names, source=source, shard_size=shard_size) as w:
         for split, n_per in per_split.items():
-            split_faces = faces[split]
-            # Interleave classes so that every shard holds every class (good streaming shuffles).
-            jobs = [(j, label, cp) for j in range(n_per) for label, cp in enumerate(cps)]
-            rngs = {cp: np.random.default_rng([seed, cp, _SPLIT_ID[split]]) for cp in cps}
+            jobs = [(cp, faces[split], n_per, size, (seed, cp, _SPLIT_ID[split]), placement) for cp in cps]
+            with tqdm(total=n_per * len(cps), desc=f"glyphs {split}", disable=not progress, unit="img") as bar:
+                per_class = _render_all(jobs, workers, bar.update)
             with w.split(split) as s:
-                for j, label, cp in tqdm(jobs, desc=f"glyphs {split}", disable=not progress, unit="img"):
-                    img = render(chr(cp), split_faces[j % len(split_faces)], size, rngs[cp], placement)
-                    s.write(f"{split}_{cp:05x}_{j:04d}", img[None], label)
+                # Interleave classes so that every shard holds every class (good streaming shuffles).
+                for j in range(n_per):
+                    for (label, cp), images in zip(enumerate(cps), per_class):
+                        s.write(f"{split}_{cp:05x}_{j:04d}", images[j][None], label)
     return w
+
+
+def _render_class(job) -> np.ndarray:
+    """All of one class's samples in a split, (n, size, size): sample j from face j mod faces, every
+    jitter from one generator seeded by (seed, code point, split), drawn in sample order."""
+    cp, split_faces, n_per, size, rng_seed, placement = job
+    rng = np.random.default_rng(list(rng_seed))
+    if n_per == 0:
+        return np.zeros((0, size, size), np.uint8)
+    return np.stack([render(chr(cp), split_faces[j % len(split_faces)], size, rng, placement) for j in range(n_per)])
+
+
+PARALLEL_FROM = 20_000  # images in a split from which rendering uses a process per CPU by default
+
+
+def _render_all(jobs, workers, advance) -> list[np.ndarray]:
+    """Every class's samples (:func:`_render_class`), in ``workers`` processes (0: one per CPU for
+    splits of at least :data:`PARALLEL_FROM` images, else 1). Each class draws from its own
+    generator, so the bytes do not depend on ``workers``; ``advance(n)`` is called as classes finish."""
+    n_images = sum(job[2] for job in jobs)
+    if workers == 0:
+        workers = (os.cpu_count() or 1) if n_images >= PARALLEL_FROM else 1
+    out = []
+    if workers <= 1:
+        for job in jobs:
+            out.append(_render_class(job))
+            advance(job[2])
+        return out
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for images in pool.imap(_render_class, jobs, chunksize=max(1, len(jobs) // (16 * workers))):
+            out.append(images)
+            advance(len(images))
+    return out
 
 
 @dataclass

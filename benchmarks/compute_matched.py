@@ -42,6 +42,11 @@ def main() -> None:
     ap.add_argument("--demo-run", default="runs/demo", help="run directory of `specens demo` (made if missing)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="a generalist setting changed from its default (every dataset but demo), e.g. epochs=10")
+    ap.add_argument("--cluster-set", dest="cluster_sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a `specens cluster` setting changed from its default, e.g. n_groups=64")
+    ap.add_argument("--specialist-set", dest="specialist_sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a `specens specialists train` setting changed from its default, e.g. shared_trunk=1")
+    ap.add_argument("--run-name", default="compute_matched", help="the run's folder under the dataset's")
     ap.add_argument("--pipeline-only", action="store_true", help="stop after the specialists (no baselines)")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
@@ -49,7 +54,10 @@ def main() -> None:
     results = {}
     cmd = (f"python benchmarks/compute_matched.py {' '.join(args.datasets)} --data-root {args.data_root}"
            + (f" --classes {args.classes}" if {"glyphs", "hanzi"} & set(args.datasets) else "")
-           + "".join(f" --set {s}" for s in args.sets))
+           + "".join(f" --set {s}" for s in args.sets)
+           + "".join(f" --cluster-set {s}" for s in args.cluster_sets)
+           + "".join(f" --specialist-set {s}" for s in args.specialist_sets)
+           + (f" --run-name {args.run_name}" if args.run_name != "compute_matched" else ""))
     for name in args.datasets:
         results[name] = r = _run(name, args)
         if r is None:
@@ -77,15 +85,18 @@ def _run(name: str, args) -> dict | None:
     else:
         work = Path(args.work) / (f"{name}{args.classes}" if name in ("glyphs", "hanzi") else name)
         data = _dataset(name, work / "data", args)
-        run = work / "compute_matched"
+        run = work / args.run_name
         t = time.perf_counter()
         gen_cfg = load_config(TrainConfig, None, {"data": data, "out": str(run / "generalist"),
                                                       **parse_overrides(args.sets)})
         gen = train_generalist(gen_cfg, progress=False)
         clusters = run / "clusters" / "clusters.json"
         if not clusters.is_file():
-            cluster(ClusterConfig(generalist=gen.run_dir, data=data, out=str(clusters.parent)), progress=False)
-        summary = train_all(SpecialistConfig(generalist=gen.run_dir, clusters=str(clusters), data=data, out=str(run)))
+            cluster(load_config(ClusterConfig, None, {"generalist": gen.run_dir, "data": data, "out": str(clusters.parent),
+                                                      **parse_overrides(args.cluster_sets)}), progress=False)
+        summary = train_all(load_config(SpecialistConfig, None, {"generalist": gen.run_dir, "clusters": str(clusters),
+                                                                 "data": data, "out": str(run),
+                                                                 **parse_overrides(args.specialist_sets)}))
         print(f"{name}: pipeline in {time.perf_counter() - t:.0f} s ({len(summary.trained)} specialists trained)")
     if args.pipeline_only:
         return None

@@ -300,16 +300,27 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
     opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
     sched = make_schedule(opt, cfg.schedule, cfg.warmup, cfg.epochs * steps)
     g = group.to(device)
+    teacher_top = _teacher_top(gen.model, cfg.shared_trunk) if isinstance(model, TrunkedSpecialist) else None
+
+    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the specialist's logits, the generalist's logits for the soft targets or None)."""
+        if teacher_top is None:
+            with torch.no_grad(), autocast(device, cfg.amp):
+                soft = gen.model(x) if cfg.alpha > 0 else None
+            with autocast(device, cfg.amp):
+                return model(x), soft
+        with torch.no_grad(), autocast(device, cfg.amp):  # the frozen trunk once for both
+            features = model.trunk(x)
+            soft = teacher_top(features) if cfg.alpha > 0 else None
+        with autocast(device, cfg.amp):
+            return model.on_features(features), soft
 
     def train_epoch(epoch: int) -> dict:
         stream.set_epoch(epoch)
         total, seen, taken = 0.0, 0, 0
         for batch in stream:
             x, y = batch.inputs.to(device), batch.labels.to(device)
-            with torch.no_grad(), autocast(device, cfg.amp):
-                soft = gen.model(x) if cfg.alpha > 0 else None
-            with autocast(device, cfg.amp):
-                logits = model(x)
+            logits, soft = forward(x)
             loss = specialist_loss(logits, y, soft, g, gen.n_classes, cfg.alpha, cfg.temperature, shift)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -344,9 +355,9 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
     if isinstance(model, TrunkedSpecialist):  # the frozen trunk runs forward only; the rest trains
         with torch.no_grad():
             features = model.trunk(example)
-        trunk_flops = forward_flops(model.trunk, example)
         cost = training_cost(result, model.own, features,
-                             [trunk_flops, *(forward_flops(t, example) for t in teachers)], clock)
+                             [forward_flops(model.trunk, example), *(forward_flops(teacher_top, features) for _ in teachers)],
+                             clock)
     else:
         cost = training_cost(result, model, example, teachers, clock)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "index": index,
@@ -361,6 +372,14 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
                         "stopped_early": result.stopped_early, "history": result.history}}
     _publish(work, final, model, meta)
     return meta
+
+
+def _teacher_top(generalist: torch.nn.Module, top_blocks: int) -> torch.nn.Module:
+    """The generalist from its shared trunk's output to its logits (its top blocks and head, its
+    own modules), so that a shared-trunk specialist's soft targets reuse the trunk's features."""
+    from .model import split_body
+
+    return torch.nn.Sequential(split_body(generalist.body, top_blocks)[1], generalist.head)
 
 
 def _gate(routed: RoutedValidation | None, best: dict, cfg: SpecialistConfig) -> dict:

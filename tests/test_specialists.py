@@ -244,6 +244,16 @@ def test_shared_trunk_specialists_train_save_and_load(synthetic_run, tmp_path):
     assert meta["top_blocks"] == 1
     ens = Ensemble.load(tmp_path, device="cpu", all_specialists=True)
     assert ens.trunk is not None
+    # training ran the trunk once per batch: the soft targets from its features are the generalist's logits
+    from specens.core.cost import forward_flops
+    from specens.specialists.train import _teacher_top
+
+    x = next(iter(iter_split(synthetic_run["data"], "val", 16))).inputs
+    gen = ens.generalist.model
+    assert torch.allclose(_teacher_top(gen, 1)(ens.trunk(x)), gen(x), atol=1e-6)
+    cost = meta["cost"]
+    # counted: the trunk once and the generalist's top for the soft targets, one generalist pass in all
+    assert cost["teacher_flops_per_example"] == pytest.approx(forward_flops(gen, x[:8]))
     r = evaluate_ensemble(ens, synthetic_run["data"], "val", progress=False)
     assert r["ensemble"]["top1"] > 0.5 and r["cost"]["inference"]["flops_per_example"]["specialist"] > 0
     with pytest.raises(Exception, match="shared_trunk"):

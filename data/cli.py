@@ -40,13 +40,17 @@ _fraction = click.FloatRange(0, 1, max_open=True)
 @click.option("--test-face", "test_faces", multiple=True, help="A face (name substring) for test; repeatable.")
 @click.option("--like", type=click.Path(exists=True, file_okay=False),
               help="Render this dataset's classes again from --font, every face into the test split.")
+@click.option("--augment", type=click.Choice(["jitter", "strong"]), default=None,
+              help="Training renderings: a light jitter, or elastic / affine distortion, stroke weight, blur, "
+                   "levels and noise [default: strong with --font, jitter without]. Validation and test are "
+                   "always jittered lightly.")
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0),
               help="Rendering processes; 0: one per CPU for splits of 20,000 images or more. The output does "
                    "not depend on it.")
 @_seed
 @_shard
 def glyphs(out, n_classes, train_per_class, val_per_class, test_per_class, size, fonts, charset, val_faces,
-           test_faces, like, workers, seed, shard_size):
+           test_faces, like, augment, workers, seed, shard_size):
     """Characters rendered from type faces, with test faces never seen in training: by default
     Unicode letters from the DejaVu faces matplotlib ships, grouped by base letter; with --font,
     any character set from your fonts (printed Chinese: --charset gb2312-1)."""
@@ -55,7 +59,8 @@ def glyphs(out, n_classes, train_per_class, val_per_class, test_per_class, size,
     import_glyphs(out, n_classes=n_classes or None, train_per_class=train_per_class, val_per_class=val_per_class,
                   test_per_class=test_per_class, size=size, seed=seed, shard_size=shard_size,
                   fonts=list(fonts) or None, charset=charset or ("gb2312-1" if fonts else "letters"),
-                  val_faces=val_faces, test_faces=test_faces, like=like, workers=workers)
+                  val_faces=val_faces, test_faces=test_faces, like=like, workers=workers,
+                  augment=augment)
     _summary(out)
 
 

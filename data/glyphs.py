@@ -89,8 +89,11 @@ def base_letter(ch: str) -> str:
     return unicodedata.normalize("NFD", ch)[0].casefold()[0]
 
 
+AUGMENTATIONS = ("jitter", "strong")
+
+
 def render(ch: str, face: str | Face, size: int = 32, rng: np.random.Generator | None = None,
-           placement: str = "baseline") -> np.ndarray:
+           placement: str = "baseline", augment: str = "jitter") -> np.ndarray:
     """Render one character as a uint8 array of shape (size, size): white glyph on black.
 
     ``placement``: ``"baseline"`` (the embedded letters) draws on a fixed baseline, so that case
@@ -98,8 +101,11 @@ def render(ch: str, face: str | Face, size: int = 32, rng: np.random.Generator |
     between ascender and descender) on the canvas at a size that leaves room for the jitter, as
     CJK faces place their glyphs at other offsets than DejaVu does. With ``rng`` None the
     rendering is clean (no jitter, no noise); otherwise ``rng`` draws the affine jitter, the
-    stroke width and the pixel noise.
+    stroke width and the pixel noise (``augment="jitter"``), or, with ``"strong"``, the
+    distortions of :func:`_strong` that make every rendering of a face a different shape.
     """
+    if rng is not None and augment == "strong":
+        return _strong(ch, face, size, rng, placement)
     canvas = Image.new("L", (_CANVAS, _CANVAS), 0)
     stroke = 0 if rng is None else int(rng.integers(0, 2))
     if placement == "em":
@@ -124,6 +130,45 @@ def render(ch: str, face: str | Face, size: int = 32, rng: np.random.Generator |
     img = np.asarray(canvas.resize((size, size), Image.Resampling.BOX), dtype=np.float32)
     if rng is not None:
         img = img + rng.normal(0.0, 12.0, size=img.shape)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _strong(ch: str, face: str | Face, size: int, rng: np.random.Generator, placement: str) -> np.ndarray:
+    """A rendering distorted as printed text is, so that a face's renderings differ in shape and a
+    small net cannot memorise them: a stroke weight (0 to 2 canvas pixels added), an affine map
+    (rotation ±10°, x and y scale 0.8-1.15 each, shear ±0.3, shift ±3 output pixels), a smooth
+    elastic displacement (a Gaussian-smoothed random field of up to 2.5 canvas pixels), a blur,
+    ink and paper levels and pixel noise. Every draw comes from ``rng``."""
+    from PIL import ImageFilter
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    stroke = int(rng.choice(3, p=(0.5, 0.35, 0.15)))
+    canvas = Image.new("L", (_CANVAS, _CANVAS), 0)
+    size_px, anchor, y = (0.68, "mm", 0.5) if placement == "em" else (0.53, "ms", 0.64)
+    ImageDraw.Draw(canvas).text((_CANVAS / 2, _CANVAS * y), ch, fill=255, anchor=anchor,
+                                font=_font(face, int(_CANVAS * size_px)), stroke_width=stroke, stroke_fill=255)
+    angle = np.deg2rad(rng.uniform(-10, 10))
+    sx, sy = rng.uniform(0.8, 1.15, size=2)
+    shear = rng.uniform(-0.3, 0.3)
+    shift = rng.uniform(-6, 6, size=2)  # canvas pixels: up to 3 output pixels
+    c, s = np.cos(angle), np.sin(angle)
+    forward = np.array([[c, -s], [s, c]]) @ np.array([[1.0, shear], [0.0, 1.0]]) @ np.diag([sx, sy])
+    inverse = np.linalg.inv(forward)  # output -> input about the canvas centre
+    centre = np.array([_CANVAS / 2, _CANVAS / 2])
+    rows, cols = np.mgrid[0:_CANVAS, 0:_CANVAS].astype(np.float64)
+    amplitude = rng.uniform(0.0, 2.5)
+    field = gaussian_filter(rng.uniform(-1, 1, size=(2, _CANVAS, _CANVAS)), sigma=(0, 8, 8))
+    field *= amplitude / max(float(np.abs(field).max()), 1e-9)
+    out_xy = np.stack([cols, rows]) - (centre + shift)[:, None, None]  # (2, H, W) output offsets, x then y
+    src = np.einsum("ij,jhw->ihw", inverse, out_xy) + centre[:, None, None] + field
+    img = map_coordinates(np.asarray(canvas, dtype=np.float64), [src[1], src[0]], order=1, cval=0.0)
+    img = np.asarray(Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+                     .filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 1.5))), dtype=np.float64)
+    ink, paper = rng.uniform(0.6, 1.0), rng.uniform(0.0, 40.0)
+    img = paper + img * (ink - paper / 255.0)
+    img = np.asarray(Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).resize((size, size), Image.Resampling.BOX),
+                     dtype=np.float64)
+    img = img + rng.normal(0.0, rng.uniform(4.0, 20.0), size=img.shape)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
@@ -182,7 +227,7 @@ def import_glyphs(out: str, *, n_classes: int | None = 200, train_per_class: int
                   val_per_class: int = 8, test_per_class: int = 8, size: int = 32, seed: int = 0,
                   shard_size: int = 10_000, progress: bool = True, fonts: Sequence[str] | None = None,
                   charset: str = "letters", val_faces: Sequence[str] = (), test_faces: Sequence[str] = (),
-                  like: str | None = None, workers: int = 0):
+                  like: str | None = None, workers: int = 0, augment: str | None = None):
     """Render a glyph dataset into ``out`` (train/val/test shards and ``dataset.json``).
 
     Args:
@@ -206,10 +251,20 @@ def import_glyphs(out: str, *, n_classes: int | None = 200, train_per_class: int
             a face lacking one of its characters is refused, the characters listed.
         workers: rendering processes; 0 = one per CPU for large splits (the output does not
             depend on it).
+        augment: ``"jitter"`` (a small affine jitter, stroke width and noise: the embedded
+            letters, which must stay byte-identical) or ``"strong"`` (:func:`_strong`: elastic and
+            affine distortion, stroke weight, blur, levels, noise; every rendering of a face a
+            different shape), for the training split; validation and test are always
+            ``"jitter"``. None: ``"strong"`` with ``fonts``, ``"jitter"`` without.
     """
     if n_classes is not None and n_classes < 2:
         raise ConfigError(f"n_classes must be at least 2, got {n_classes}")
+    augment = augment or ("strong" if fonts is not None else "jitter")
+    if augment not in AUGMENTATIONS:
+        raise ConfigError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
     if fonts is None:
+        if augment != "jitter":
+            raise ConfigError("the embedded DejaVu letters render with augment='jitter' (their bytes are fixed)")
         if charset != "letters" or like or val_faces or test_faces:
             raise ConfigError("charset, like, val_faces and test_faces need fonts (the embedded DejaVu faces render "
                               "letters with a fixed split)")
@@ -217,10 +272,10 @@ def import_glyphs(out: str, *, n_classes: int | None = 200, train_per_class: int
                               progress, workers)
     plan = _font_plan(fonts, n_classes, seed, charset, val_faces, test_faces, like, size,
                       {"train": train_per_class, "val": val_per_class, "test": test_per_class})
-    source = dict(importer="glyphs", charset=charset, n_classes=len(plan.cps), size=size, seed=seed,
+    source = dict(importer="glyphs", charset=charset, n_classes=len(plan.cps), size=size, seed=seed, augment=augment,
                   per_class={k: v for k, v in plan.per_split.items()}, like=like, **plan.source)
     return _write(out, plan.name, plan.cps, plan.groups, plan.group_names, plan.faces, plan.per_split, size, seed,
-                  shard_size, progress, source, plan.placement, workers)
+                  shard_size, progress, source, plan.placement, workers, augment)
 
 
 def _import_dejavu(out, n_classes, train_per_class, val_per_class, test_per_class, size, seed, shard_size, progress,
@@ -236,7 +291,7 @@ def _import_dejavu(out, n_classes, train_per_class, val_per_class, test_per_clas
                                       for cp, tw in sorted(dropped.items())})
     per_split = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
     return _write(out, "glyphs", cps, groups, bases, FACES, per_split, size, seed, shard_size, progress, source,
-                  "baseline", workers)
+                  "baseline", workers, "jitter")
 
 
 def _base_groups(cps: list[int]) -> tuple[list[str], list[list[int]]]:
@@ -261,14 +316,15 @@ def class_code_point(name: str, where: str) -> int:
 
 
 def _write(out, name, cps, groups, group_names, faces, per_split, size, seed, shard_size, progress, source, placement,
-           workers):
+           workers, augment):
     from tqdm import tqdm
 
     classes = [class_name(cp) for cp in cps]
     with DatasetWriter(out, name, classes, InputSpec("image", (1, size, size), "uint8"), groups=groups,
                        group_names=group_names, source=source, shard_size=shard_size) as w:
         for split, n_per in per_split.items():
-            jobs = [(cp, faces[split], n_per, size, (seed, cp, _SPLIT_ID[split]), placement) for cp in cps]
+            how = augment if split == "train" else "jitter"  # evaluation splits: the faces, lightly jittered
+            jobs = [(cp, faces[split], n_per, size, (seed, cp, _SPLIT_ID[split]), placement, how) for cp in cps]
             with tqdm(total=n_per * len(cps), desc=f"glyphs {split}", disable=not progress, unit="img") as bar:
                 per_class = _render_all(jobs, workers, bar.update)
             with w.split(split) as s:
@@ -282,11 +338,12 @@ def _write(out, name, cps, groups, group_names, faces, per_split, size, seed, sh
 def _render_class(job) -> np.ndarray:
     """All of one class's samples in a split, (n, size, size): sample j from face j mod faces, every
     jitter from one generator seeded by (seed, code point, split), drawn in sample order."""
-    cp, split_faces, n_per, size, rng_seed, placement = job
+    cp, split_faces, n_per, size, rng_seed, placement, augment = job
     rng = np.random.default_rng(list(rng_seed))
     if n_per == 0:
         return np.zeros((0, size, size), np.uint8)
-    return np.stack([render(chr(cp), split_faces[j % len(split_faces)], size, rng, placement) for j in range(n_per)])
+    return np.stack([render(chr(cp), split_faces[j % len(split_faces)], size, rng, placement, augment)
+                     for j in range(n_per)])
 
 
 PARALLEL_FROM = 20_000  # images in a split from which rendering uses a process per CPU by default

@@ -71,7 +71,7 @@ import shutil  # noqa: E402
 
 import pytest  # noqa: E402
 
-from specens.core.errors import DataError  # noqa: E402
+from specens.core.errors import ConfigError, DataError  # noqa: E402
 from specens.data import fonts  # noqa: E402
 
 SIX = ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSerif", "DejaVuSerif-Bold", "DejaVuSansMono", "DejaVuSansMono-Bold")
@@ -180,3 +180,24 @@ def test_cjk_glyphs_are_centred_on_the_em_box_and_not_clipped(font_dir):
         clean = glyphs.render(ch, face, 32, placement="em").astype(float)
         ys, xs = np.nonzero(clean > 64)
         assert abs(xs.mean() - 15.5) < 3 and abs(ys.mean() - 15.5) < 4
+
+
+def test_strong_augmentation_varies_the_shape_keeps_the_glyph_and_is_seeded(font_dir):
+    face = fonts.find_faces([str(font_dir)])[0]
+    draw = lambda seed, how: glyphs.render("Ж", face, 32, np.random.default_rng(seed), "em", how)
+    clean = glyphs.render("Ж", face, 32, placement="em").astype(float)
+    strong = [glyphs.render("Ж", face, 32, np.random.default_rng(s), "em", "strong").astype(float) for s in range(20)]
+    jitter = [glyphs.render("Ж", face, 32, np.random.default_rng(s), "em", "jitter").astype(float) for s in range(20)]
+    assert np.array_equal(draw(3, "strong"), draw(3, "strong"))  # a seed gives one rendering
+    from scipy.ndimage import gaussian_filter
+
+    def corr(imgs):  # with the clean rendering, both smoothed (pixel noise and 1-pixel shifts aside)
+        c = gaussian_filter(clean, 1.5).ravel()
+        return np.array([np.corrcoef(gaussian_filter(img, 1.5).ravel(), c)[0, 1] for img in imgs])
+
+    # every strong rendering is still the glyph, yet further from the clean one than the jittered are
+    assert corr(strong).min() > 0.4 and corr(strong).mean() < corr(jitter).mean() - 0.05
+    with pytest.raises(ConfigError, match="augment"):
+        glyphs.import_glyphs("unused", augment="strong")  # the embedded letters' bytes are fixed
+    with pytest.raises(ConfigError, match="augment must be one of"):
+        glyphs.import_glyphs("unused", fonts=[str(font_dir)], augment="wild")

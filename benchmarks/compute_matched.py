@@ -108,9 +108,9 @@ def _run(name: str, args) -> dict | None:
 def _table(r: dict) -> str:
     from specens.core.cost import format_flops
 
-    labels = {"generalist": "generalist", "specialists": "specialist ensemble (defaults)",
+    labels = {"generalist": "generalist", "specialists": "specialist ensemble",
               "continued": "(a) generalist continued, same FLOPs", "seeds": "(b) ensemble of generalists",
-              "tfidf": "TF-IDF + logistic regression"}
+              "wider": "(c) wider generalist at the ensemble's inference FLOPs", "tfidf": "TF-IDF + logistic regression"}
     g = r["rows"]["generalist"]
     rows = []
     for key, row in r["rows"].items():
@@ -119,10 +119,13 @@ def _table(r: dict) -> str:
         flops = f"{format_flops(row['train_flops'])} ({row['train_flops'] / g['train_flops']:.2f}x)" if row.get("train_flops") else "n/a"
         inf = (f"{row['inference_flops_per_example'] / g['inference_flops_per_example']:.2f}x"
                if row.get("inference_flops_per_example") else "n/a")
+        ms = (f"{1e3 * row['seconds_per_example']:.3f} ({row['seconds_per_example'] / g['seconds_per_example']:.2f}x)"
+              if row.get("seconds_per_example") and g.get("seconds_per_example") else "n/a")
         rows.append([label, f"{row['top1']:.4f}", f"{err_cut:+.1%}", f"{row['nll']:.4f}", flops,
-                     f"{row['train_seconds']:.0f}", inf])
+                     f"{row['train_seconds']:.0f}", inf, ms])
     return markdown_table(["", "test top-1", "error cut vs generalist", "test NLL", "training FLOPs (x generalist)",
-                           "training wall s", "inference FLOPs / example (x generalist)"], rows)
+                           "training wall s", "inference FLOPs / example (x generalist)",
+                           "inference ms / example, measured (x generalist)"], rows)
 
 
 def _split(r: dict) -> str:
@@ -145,19 +148,21 @@ def _plot(results: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    markers = {"generalist": "o", "specialists": "*", "continued": "s", "seeds": "^"}
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
-    for ax, (name, r) in zip(axes[0], results.items()):
-        g = r["rows"]["generalist"]["train_flops"]
-        for key, row in r["rows"].items():
-            if row.get("train_flops"):
-                ax.scatter(row["train_flops"] / g, row["top1"], marker=markers[key], s=80, label=key)
-            else:
-                ax.axhline(row["top1"], color="grey", ls="--", lw=0.8, label=key)
-        ax.set_xlabel("training FLOPs (x the generalist's)")
-        ax.set_ylabel("test top-1")
-        ax.set_title(name)
-        ax.legend(fontsize=7)
+    markers = {"generalist": "o", "specialists": "*", "continued": "s", "seeds": "^", "wider": "D"}
+    fig, axes = plt.subplots(2, len(results), figsize=(4.2 * len(results), 7.0), squeeze=False)
+    for col, (name, r) in enumerate(results.items()):
+        g = r["rows"]["generalist"]
+        for ax, key, label in ((axes[0][col], "train_flops", "training FLOPs"),
+                               (axes[1][col], "inference_flops_per_example", "inference FLOPs / example")):
+            for row_key, row in r["rows"].items():
+                if row.get(key):
+                    ax.scatter(row[key] / g[key], row["top1"], marker=markers.get(row_key, "x"), s=80, label=row_key)
+                else:
+                    ax.axhline(row["top1"], color="grey", ls="--", lw=0.8, label=row_key)
+            ax.set_xlabel(f"{label} (x the generalist's)")
+            ax.set_ylabel("test top-1")
+            ax.set_title(name)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     FIGURE.parent.mkdir(exist_ok=True)
     fig.savefig(FIGURE, dpi=110)

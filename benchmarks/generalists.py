@@ -38,7 +38,7 @@ HANZI_PACKAGES = ("fonts-noto-cjk", "fonts-noto-cjk-extra", "fonts-arphic-ukai",
 HANZI_FONTS = ("/usr/share/fonts/opentype/noto", "/usr/share/fonts/truetype/arphic",
                "/usr/share/fonts/truetype/arphic-gbsn00lp", "/usr/share/fonts/truetype/arphic-gkai00mp",
                "/usr/share/fonts/truetype/wqy")
-HANZI_PER_CLASS = dict(train_per_class=60, val_per_class=8, test_per_class=12)  # 4 renders per face (15 / 2 / 3 faces)
+HANZI_PER_CLASS = dict(train_per_class=240, val_per_class=8, test_per_class=12)  # 16 renders per training face, 4 per validation and test face (15 / 2 / 3 faces)
 FORMER = {  # the former default model, trained as the issue-6 benchmarks did (no early stopping)
     "clinc150": dict(model="bag", epochs=8, batch_size=64, patience=0),
     "banking77": dict(model="bag", epochs=10, batch_size=64, patience=0),

@@ -41,9 +41,8 @@ _fraction = click.FloatRange(0, 1, max_open=True)
 @click.option("--like", type=click.Path(exists=True, file_okay=False),
               help="Render this dataset's classes again from --font, every face into the test split.")
 @click.option("--augment", type=click.Choice(["jitter", "strong"]), default=None,
-              help="Training renderings: a light jitter, or elastic / affine distortion, stroke weight, blur, "
-                   "levels and noise [default: strong with --font, jitter without]. Validation and test are "
-                   "always jittered lightly.")
+              help="Renderings: a light jitter, or elastic / affine distortion, stroke weight, blur, levels "
+                   "and noise [default: strong with --font, jitter without].")
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0),
               help="Rendering processes; 0: one per CPU for splits of 20,000 images or more. The output does "
                    "not depend on it.")

@@ -254,8 +254,8 @@ def import_glyphs(out: str, *, n_classes: int | None = 200, train_per_class: int
         augment: ``"jitter"`` (a small affine jitter, stroke width and noise: the embedded
             letters, which must stay byte-identical) or ``"strong"`` (:func:`_strong`: elastic and
             affine distortion, stroke weight, blur, levels, noise; every rendering of a face a
-            different shape), for the training split; validation and test are always
-            ``"jitter"``. None: ``"strong"`` with ``fonts``, ``"jitter"`` without.
+            different shape), in every split, so that validation and test measure the training
+            distribution on unseen faces. None: ``"strong"`` with ``fonts``, ``"jitter"`` without.
     """
     if n_classes is not None and n_classes < 2:
         raise ConfigError(f"n_classes must be at least 2, got {n_classes}")
@@ -323,8 +323,7 @@ def _write(out, name, cps, groups, group_names, faces, per_split, size, seed, sh
     with DatasetWriter(out, name, classes, InputSpec("image", (1, size, size), "uint8"), groups=groups,
                        group_names=group_names, source=source, shard_size=shard_size) as w:
         for split, n_per in per_split.items():
-            how = augment if split == "train" else "jitter"  # evaluation splits: the faces, lightly jittered
-            jobs = [(cp, faces[split], n_per, size, (seed, cp, _SPLIT_ID[split]), placement, how) for cp in cps]
+            jobs = [(cp, faces[split], n_per, size, (seed, cp, _SPLIT_ID[split]), placement, augment) for cp in cps]
             with tqdm(total=n_per * len(cps), desc=f"glyphs {split}", disable=not progress, unit="img") as bar:
                 per_class = _render_all(jobs, workers, bar.update)
             with w.split(split) as s:

@@ -108,22 +108,29 @@ def _generalist_config(run_dir: Path, trust_code: bool, **changes) -> TrainConfi
         raise ConfigError(f"{run_dir / 'generalist' / 'model.json'}: its training {e}") from None
 
 
-def _probabilities(models: list[torch.nn.Module], data: str, split: str, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mean of the models' probabilities on ``split`` (N, C) and the labels (N,)."""
-    ps, ys = [], []
+def _probabilities(models: list[torch.nn.Module], data: str, split: str, device) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The mean of the models' probabilities on ``split`` (N, C), the labels (N,), and the seconds
+    per example the models' forward passes took (reading and decoding the data excluded)."""
+    ps, ys, seconds = [], [], 0.0
     with torch.no_grad():
-        for batch in iter_split(data, split, 512):
+        for batch in iter_split(data, split, 256):  # the batch size evaluate_ensemble times
             x = batch.inputs.to(device)
+            t0 = time.perf_counter()
             ps.append(torch.stack([F.softmax(m(x).float(), 1) for m in models]).mean(0).cpu())
+            seconds += time.perf_counter() - t0
             ys.append(batch.labels)
-    return torch.cat(ps), torch.cat(ys)
+    y = torch.cat(ys)
+    return torch.cat(ps), y, seconds / max(len(y), 1)
 
 
-def _metrics(p: torch.Tensor, y: torch.Tensor) -> dict:
+def _metrics(p: torch.Tensor, y: torch.Tensor, seconds_per_example: float | None = None) -> dict:
     m = Metrics()
     m.update(torch.log(p.clamp_min(1e-30)), y)
     r = m.result()
-    return {"top1": r["top1"], "nll": r["nll"]}
+    out = {"top1": r["top1"], "nll": r["nll"]}
+    if seconds_per_example is not None:
+        out["seconds_per_example"] = seconds_per_example
+    return out
 
 
 def tfidf_baseline(data: str, split: str = "test", train_split: str = "train") -> dict:
@@ -186,14 +193,17 @@ def compute_matched(run_dir: str | Path, data: str, split: str = "test", device:
     rows = {}
 
     r = evaluation or evaluate_ensemble(ens, data, split, progress=progress)
-    rows["generalist"] = {**{k: r["generalist"][k] for k in ("top1", "nll")}, "train_flops": b["generalist_flops"],
-                          "train_seconds": gen_cost["wall_seconds"], "inference_flops_per_example": f_g}
     inf = r["cost"]["inference"]
+    n = sum(row["count"] for row in r["table4"])
+    rows["generalist"] = {**{k: r["generalist"][k] for k in ("top1", "nll")}, "train_flops": b["generalist_flops"],
+                          "train_seconds": gen_cost["wall_seconds"], "inference_flops_per_example": f_g,
+                          "seconds_per_example": inf["seconds"]["generalist"] / n}
     spec_cost = r["cost"]["training"]["specialists"]
     rows["specialists"] = {**{k: r["ensemble"][k] for k in ("top1", "nll")},
                            "train_flops": b["generalist_flops"] + b["specialists_flops"],
                            "train_seconds": gen_cost["wall_seconds"] + spec_cost["wall_seconds"],
                            "inference_flops_per_example": f_g * inf["predicted_ratio"],
+                           "seconds_per_example": sum(inf["seconds"].values()) / n,
                            "specialists_on": len(ens.indices), "specialists_gated_off": len(ens.gated_off)}
 
     if "continued" in alternatives:
@@ -270,10 +280,12 @@ def format_table(result: dict) -> str:
     names = {"generalist": "generalist", "specialists": "specialist ensemble", "continued": "(a) generalist continued",
              "seeds": "(b) ensemble of generalists", "wider": "(c) wider generalist",
              "tfidf": "TF-IDF + logistic regression"}
-    lines = [f"{'':<36}{'top-1':>8}{'NLL':>8}{'train FLOPs':>14}{'train s':>9}{'infer FLOPs/ex':>16}"]
+    lines = [f"{'':<36}{'top-1':>8}{'NLL':>8}{'train FLOPs':>14}{'train s':>9}{'infer FLOPs/ex':>16}{'infer ms/ex':>13}"]
     for key, row in result["rows"].items():
         label = names[key] + (f" (k={row['members']})" if "members" in row else "")
         tf = format_flops(row["train_flops"]) if row.get("train_flops") else "n/a"
         inf = format_flops(row["inference_flops_per_example"]) if row.get("inference_flops_per_example") else "n/a"
-        lines.append(f"{label:<36}{row['top1']:>8.4f}{row['nll']:>8.4f}{tf:>14}{row['train_seconds']:>9.0f}{inf:>16}")
+        ms = f"{1e3 * row['seconds_per_example']:.3f}" if row.get("seconds_per_example") else "n/a"
+        lines.append(f"{label:<36}{row['top1']:>8.4f}{row['nll']:>8.4f}{tf:>14}{row['train_seconds']:>9.0f}{inf:>16}"
+                     f"{ms:>13}")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""What training and inference cost: examples, steps, FLOPs and seconds (issue 15's accounting).
+"""What training and inference cost: examples, steps, FLOPs and seconds.
 
 Every trained artifact records a ``cost`` block built by :func:`training_cost` from its epoch
 records, so that "for the compute I spend, what do I get?" can be answered from the run directory

@@ -16,8 +16,8 @@ and :class:`EpochLoop` does the rest, the same way for the generalist and every 
 - **checkpoint frequency**: the training state is written after an epoch once
   ``checkpoint_every`` seconds have passed since the last write (0: after every epoch), and always
   after the last epoch. A 67 M-parameter text model's state (weights and AdamW moments) is about
-  800 MB, so writing it after each of a specialist's short epochs cost more than the training
-  (issue 15); an interruption loses at most ``checkpoint_every`` seconds of work;
+  800 MB, so writing it after each of a specialist's short epochs cost more than the training;
+  an interruption loses at most ``checkpoint_every`` seconds of work;
 - **early stopping**: with validation, ``patience`` epochs in a row without a better record stop
   the loop (0: never), also where a resumed run had already stopped;
 - **callbacks**: ``on_epoch_end(epoch, record)`` after each epoch (and its checkpoint, if one was

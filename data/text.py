@@ -82,6 +82,6 @@ class HashedNgrams:
         return cls(**fields)
 
 
-# The default before issue 13 (word 1-2 grams and character 3-grams, repeats kept, 96 tokens):
+# The former default (word 1-2 grams and character 3-grams, repeats kept, 96 tokens):
 # what datasets imported then hold; benchmarks that reproduce tables measured then use it.
 FORMER_DEFAULT = HashedNgrams(max_tokens=96, char_ngrams=3, char_min=3, unique=False)

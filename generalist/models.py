@@ -93,7 +93,7 @@ def resnet(input_shape: tuple[int, ...], n_classes: int, width: int = 0, depth: 
     (:func:`resnet_size`). For images of shape (channels, H, W).
 
     Two choices made on validation top-1 of the demo's glyphs (200 classes, 6 epochs;
-    ``benchmarks/RESULTS.md``, issue 13): a 2 x 2 grid rather than global pooling keeps where a
+    ``benchmarks/RESULTS.md``): a 2 x 2 grid rather than global pooling keeps where a
     stroke or diacritic sits, which tells many glyphs apart (0.79 with global pooling, 0.92 with
     the grid); and the blocks' last batch norm starts at scale 1, not 0 (the "zero-gamma" trick for
     deep nets): at 0 each block starts as its shortcut, and a net this shallow then spends hundreds

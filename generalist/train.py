@@ -89,9 +89,8 @@ def _better(record: dict, best: dict) -> bool:
 def still_improving(metrics: dict) -> bool:
     """Whether an exported generalist's training was cut short: it ran every epoch it was given
     (no early stop) and its best validation score came in the last two. Training it further is
-    then the first alternative to beat (RESULTS.md, issue 15: on the demo's 6-epoch generalist,
-    best at epoch 5, the specialists' compute spent on more generalist epochs cut the test error
-    by 73% against the specialists' 4%; CLINC150's, best at 25 of 30, got worse trained further)."""
+    then the first alternative to beat (``benchmarks/RESULTS.md``: on the demo's generalist, best
+    in its last epochs, the specialists' compute spent on more epochs beat the specialists)."""
     history = metrics.get("history") or []
     return bool(history) and not metrics.get("stopped_early", False) and metrics.get("best_epoch", 0) >= len(history) - 1
 

@@ -1,4 +1,4 @@
-"""Distilling the specialist ensemble back into one network: ``specens distill`` (issue 16).
+"""Distilling the specialist ensemble back into one network: ``specens distill``.
 
 The paper (section 5) leaves open how to put what the specialists know back into a single net.
 Here the ensemble becomes a teacher: a *student*, by default the generalist's architecture started
@@ -74,7 +74,7 @@ INHERITED = ("model", "model_kwargs", "batch_size", "optimizer", "lr", "momentum
 
 @dataclass(frozen=True)
 class DistillConfig(TrainConfig):
-    """A student's training (issue 16): :class:`TrainConfig` with the specialist ensemble of ``run``
+    """A student's training: :class:`TrainConfig` with the specialist ensemble of ``run``
     as its teacher. ``specens distill`` fills ``data``, ``out``, ``init`` and the fields in
     :data:`INHERITED` from the run's generalist; ``--set`` overrides any field."""
 

@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--specialist-set", dest="specialist_sets", action="append", default=[], metavar="KEY=VALUE",
                     help="a `specens specialists train` setting changed from its default, e.g. shared_trunk=1")
     ap.add_argument("--run-name", default="compute_matched", help="the run's folder under the dataset's")
+    ap.add_argument("--figure", default=str(FIGURE), help="where the plot goes")
     ap.add_argument("--pipeline-only", action="store_true", help="stop after the specialists (no baselines)")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
@@ -66,7 +67,7 @@ def main() -> None:
         if args.record:  # each dataset as it is done
             record(f"compute_matched {name}", cmd, _table(r) + "\n\n" + _split(r))
     if not args.pipeline_only:
-        _plot(results)
+        _plot(results, Path(args.figure))
 
 
 def _run(name: str, args) -> dict | None:
@@ -142,7 +143,7 @@ def _split(r: dict) -> str:
             "checkpoints; Ray process start-up not included)")
 
 
-def _plot(results: dict) -> None:
+def _plot(results: dict, figure: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,9 +165,9 @@ def _plot(results: dict) -> None:
             ax.set_title(name)
             ax.legend(fontsize=7)
     fig.tight_layout()
-    FIGURE.parent.mkdir(exist_ok=True)
-    fig.savefig(FIGURE, dpi=110)
-    print(f"saved {FIGURE}")
+    figure.parent.mkdir(exist_ok=True)
+    fig.savefig(figure, dpi=110)
+    print(f"saved {figure}")
 
 
 if __name__ == "__main__":

@@ -106,14 +106,7 @@ def render(ch: str, face: str | Face, size: int = 32, rng: np.random.Generator |
     """
     if rng is not None and augment == "strong":
         return _strong(ch, face, size, rng, placement)
-    canvas = Image.new("L", (_CANVAS, _CANVAS), 0)
-    stroke = 0 if rng is None else int(rng.integers(0, 2))
-    if placement == "em":
-        ImageDraw.Draw(canvas).text((_CANVAS / 2, _CANVAS / 2), ch, fill=255, anchor="mm",
-                                    font=_font(face, int(_CANVAS * 0.68)), stroke_width=stroke, stroke_fill=255)
-    else:
-        ImageDraw.Draw(canvas).text((_CANVAS / 2, _CANVAS * 0.64), ch, fill=255, anchor="ms",
-                                    font=_font(face, int(_CANVAS * 0.53)), stroke_width=stroke, stroke_fill=255)
+    canvas = _draw(ch, face, placement, 0 if rng is None else int(rng.integers(0, 2)))
     if rng is not None:
         angle = np.deg2rad(rng.uniform(-8, 8))
         scale = rng.uniform(0.88, 1.12)
@@ -133,6 +126,15 @@ def render(ch: str, face: str | Face, size: int = 32, rng: np.random.Generator |
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+def _draw(ch: str, face: str | Face, placement: str, stroke: int) -> Image.Image:
+    """The character on the 64-pixel canvas, white on black, placed as :func:`render` describes."""
+    canvas = Image.new("L", (_CANVAS, _CANVAS), 0)
+    centre_y, anchor, em = (0.5, "mm", 0.68) if placement == "em" else (0.64, "ms", 0.53)
+    ImageDraw.Draw(canvas).text((_CANVAS / 2, _CANVAS * centre_y), ch, fill=255, anchor=anchor,
+                                font=_font(face, int(_CANVAS * em)), stroke_width=stroke, stroke_fill=255)
+    return canvas
+
+
 def _strong(ch: str, face: str | Face, size: int, rng: np.random.Generator, placement: str) -> np.ndarray:
     """A rendering distorted as printed text is, so that a face's renderings differ in shape and a
     small net cannot memorise them: a stroke weight (0 to 2 canvas pixels added), an affine map
@@ -142,11 +144,7 @@ def _strong(ch: str, face: str | Face, size: int, rng: np.random.Generator, plac
     from PIL import ImageFilter
     from scipy.ndimage import gaussian_filter, map_coordinates
 
-    stroke = int(rng.choice(3, p=(0.5, 0.35, 0.15)))
-    canvas = Image.new("L", (_CANVAS, _CANVAS), 0)
-    size_px, anchor, y = (0.68, "mm", 0.5) if placement == "em" else (0.53, "ms", 0.64)
-    ImageDraw.Draw(canvas).text((_CANVAS / 2, _CANVAS * y), ch, fill=255, anchor=anchor,
-                                font=_font(face, int(_CANVAS * size_px)), stroke_width=stroke, stroke_fill=255)
+    canvas = _draw(ch, face, placement, int(rng.choice(3, p=(0.5, 0.35, 0.15))))
     angle = np.deg2rad(rng.uniform(-10, 10))
     sx, sy = rng.uniform(0.8, 1.15, size=2)
     shear = rng.uniform(-0.3, 0.3)

@@ -9,8 +9,8 @@ keyword arguments), which checkpoints store so that they can rebuild the model w
 from __future__ import annotations
 
 import importlib
-import math
 import inspect
+import math
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable

@@ -194,7 +194,7 @@ def compute_matched(run_dir: str | Path, data: str, split: str = "test", device:
 
     r = evaluation or evaluate_ensemble(ens, data, split, progress=progress)
     inf = r["cost"]["inference"]
-    n = sum(row["count"] for row in r["table4"])
+    n = max(r["n"], 1)  # examples evaluated
     rows["generalist"] = {**{k: r["generalist"][k] for k in ("top1", "nll")}, "train_flops": b["generalist_flops"],
                           "train_seconds": gen_cost["wall_seconds"], "inference_flops_per_example": f_g,
                           "seconds_per_example": inf["seconds"]["generalist"] / n}

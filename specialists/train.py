@@ -42,7 +42,7 @@ from specens.generalist.checkpoint import load_generalist
 from specens.generalist.config import MAX_EPOCHS, MAX_LR
 
 from .gate import RoutedValidation, gate_on
-from .model import TrunkedSpecialist, build_specialist, dustbin_correction, specialist_loss
+from .model import TrunkedSpecialist, build_specialist, dustbin_correction, specialist_loss, split_body
 from .partition import ensure_partition
 from .sampling import EnrichedStream
 
@@ -377,8 +377,6 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
 def _teacher_top(generalist: torch.nn.Module, top_blocks: int) -> torch.nn.Module:
     """The generalist from its shared trunk's output to its logits (its top blocks and head, its
     own modules), so that a shared-trunk specialist's soft targets reuse the trunk's features."""
-    from .model import split_body
-
     return torch.nn.Sequential(split_body(generalist.body, top_blocks)[1], generalist.head)
 
 

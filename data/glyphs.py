@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
@@ -308,9 +309,12 @@ def class_name(cp: int) -> str:
 def class_code_point(name: str, where: str) -> int:
     """The code point of a class name :func:`class_name` wrote (``"字 U+5B57"``)."""
     try:
-        return int(name.rsplit("U+", 1)[1], 16)
+        cp = int(name.rsplit("U+", 1)[1], 16)
     except (IndexError, ValueError):
-        raise DataError(f"{where}: class {name!r} is not a glyph class ('<char> U+<hex>')") from None
+        cp = -1
+    if not 0 <= cp <= sys.maxunicode:  # a stranger's dataset.json: no code point chr() refuses later
+        raise DataError(f"{where}: class {name!r} is not a glyph class ('<char> U+<hex>', at most U+10FFFF)")
+    return cp
 
 
 def _write(out, name, cps, groups, group_names, faces, per_split, size, seed, shard_size, progress, source, placement,

@@ -201,3 +201,10 @@ def test_strong_augmentation_varies_the_shape_keeps_the_glyph_and_is_seeded(font
         glyphs.import_glyphs("unused", augment="strong")  # the embedded letters' bytes are fixed
     with pytest.raises(ConfigError, match="augment must be one of"):
         glyphs.import_glyphs("unused", fonts=[str(font_dir)], augment="wild")
+
+
+def test_a_class_name_naming_no_code_point_is_refused():
+    assert glyphs.class_code_point("字 U+5B57", "d.json") == 0x5B57
+    for bad in ("x U+110000", "x U+-5", "x", "x U+zz"):
+        with pytest.raises(DataError, match="d.json: class"):
+            glyphs.class_code_point(bad, "d.json")

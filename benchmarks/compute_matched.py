@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from _results import markdown_table, record
-from generalists import _dataset
+from generalists import HANZI_PER_CLASS, _dataset, work_dir
 
 FIGURE = Path(__file__).with_name("figures") / "compute_matched.png"
 
@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--data-root", default="../shared/data")
     ap.add_argument("--work", default="runs/generalists")
     ap.add_argument("--classes", type=int, default=1000, help="glyph classes (the glyphs dataset)")
+    ap.add_argument("--train-per-class", type=int, default=HANZI_PER_CLASS["train_per_class"],
+                    help="hanzi training renderings per class (spread over the 15 training faces)")
     ap.add_argument("--demo-run", default="runs/demo", help="run directory of `specens demo` (made if missing)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="a generalist setting changed from its default (every dataset but demo), e.g. epochs=10")
@@ -55,6 +57,8 @@ def main() -> None:
     results = {}
     cmd = (f"python benchmarks/compute_matched.py {' '.join(args.datasets)} --data-root {args.data_root}"
            + (f" --classes {args.classes}" if {"glyphs", "hanzi"} & set(args.datasets) else "")
+           + (f" --train-per-class {args.train_per_class}"
+              if args.train_per_class != HANZI_PER_CLASS["train_per_class"] else "")
            + "".join(f" --set {s}" for s in args.sets)
            + "".join(f" --cluster-set {s}" for s in args.cluster_sets)
            + "".join(f" --specialist-set {s}" for s in args.specialist_sets)
@@ -84,7 +88,7 @@ def _run(name: str, args) -> dict | None:
         if not (run / "evaluation" / "evaluation.json").is_file():
             subprocess.run(["specens", "demo", "--run", str(run), "--no-baseline"], check=True)
     else:
-        work = Path(args.work) / (f"{name}{args.classes}" if name in ("glyphs", "hanzi") else name)
+        work = work_dir(name, args)
         data = _dataset(name, work / "data", args)
         run = work / args.run_name
         t = time.perf_counter()

@@ -53,6 +53,8 @@ def main() -> None:
     ap.add_argument("--data-root", default="../shared/data", help="folder holding clinc150/, banking77/, fashion-mnist/")
     ap.add_argument("--work", default="runs/generalists")
     ap.add_argument("--classes", type=int, default=1000, help="glyph classes")
+    ap.add_argument("--train-per-class", type=int, default=HANZI_PER_CLASS["train_per_class"],
+                    help="hanzi training renderings per class (spread over the 15 training faces)")
     ap.add_argument("--former", action="store_true", help="also train the former default model")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="a TrainConfig setting of the default row (e.g. epochs=10 to fit a time budget)")
@@ -65,7 +67,7 @@ def main() -> None:
     overrides = parse_overrides(args.overrides)
     rows = []
     for name in args.datasets:
-        work = Path(args.work) / (f"{name}{args.classes}" if name in ("glyphs", "hanzi") else name)
+        work = work_dir(name, args)
         data = _dataset(name, work / "data", args)
         label = "default" + "".join(f", {o}" for o in args.overrides)
         rows.append(_generalist_row(name, data, work / "default", overrides, label, args.threads))
@@ -83,6 +85,16 @@ def main() -> None:
         cmd += (f" --classes {args.classes}" if {"glyphs", "hanzi"} & set(args.datasets) else "") + (" --former" if args.former else "")
         cmd += "".join(f" --set {o}" for o in args.overrides)
         record("generalists " + ", ".join(args.datasets), cmd, table)
+
+
+def work_dir(name: str, args) -> Path:
+    """The dataset's folder under ``--work``: glyph sets are named by their class count (and the
+    hanzi training renderings per class where not the default), so no two sizes share one."""
+    if name not in ("glyphs", "hanzi"):
+        return Path(args.work) / name
+    per_class = args.train_per_class if name == "hanzi" else HANZI_PER_CLASS["train_per_class"]
+    suffix = f"-t{per_class}" if per_class != HANZI_PER_CLASS["train_per_class"] else ""
+    return Path(args.work) / f"{name}{args.classes}{suffix}"
 
 
 def _dataset(name: str, out: Path, args, former: bool = False) -> str:
@@ -103,7 +115,8 @@ def _dataset(name: str, out: Path, args, former: bool = False) -> str:
     elif name == "glyphs":
         import_glyphs(str(out), n_classes=args.classes)
     elif name == "hanzi":
-        import_glyphs(str(out), n_classes=args.classes, fonts=hanzi_fonts(), charset="gb2312-1", **HANZI_PER_CLASS)
+        import_glyphs(str(out), n_classes=args.classes, fonts=hanzi_fonts(), charset="gb2312-1",
+                      **{**HANZI_PER_CLASS, "train_per_class": args.train_per_class})
     else:
         importers.import_idx(str(src), str(out), "fashion-mnist", importers.FASHION_CLASSES)
     print(f"{name}: imported into {out} in {time.perf_counter() - t:.0f} s")

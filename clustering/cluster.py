@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from specens.core.config import config_to_json
+from specens.core.config import Validated, config_to_json, param
 from specens.core.device import resolve_device
 from specens.core.errors import CheckpointError, ConfigError
 from specens.core.io import check_target, fingerprint, publish_dir, read_artifact_json, write_json_atomic
@@ -31,10 +31,18 @@ FORMAT, FORMAT_VERSION = "specens.clusters", 1
 CLUSTER_FILES = ("clusters.json", "report.json", "covariance.png", "group_sizes.png")  # what `specens cluster` writes into its --out
 
 
-@dataclass(frozen=True)
-class ClusterConfig:
+_ESTIMATOR = ConfusionClusterer().get_params()  # the one source of the pass-through fields' defaults
+ESTIMATOR_FIELDS = tuple(k for k in _ESTIMATOR if k != "n_groups")  # ClusterConfig passes these through unchanged
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig(Validated):
     """Clustering (METHOD §3). ``specens cluster`` builds one from a TOML file (top level or a
-    ``[cluster]`` table) and ``--set key=value`` overrides."""
+    ``[cluster]`` table) and ``--set key=value`` overrides.
+
+    The fields from ``representation`` to ``random_state`` are :class:`ConfusionClusterer`'s
+    parameters, with its defaults, passed through as they are and checked by it; ``n_groups`` = 0
+    chooses K (:func:`choose_n_groups`)."""
 
     SECTION: ClassVar[str] = "cluster"
 
@@ -42,56 +50,37 @@ class ClusterConfig:
     data: str  # dataset directory of the transfer set (labels are used for the report only)
     out: str  # folder for clusters.json, report.json and the plots
     split: str = "val"  # the transfer set's split: held-out predictions show the real confusions
-    temperature: float = 4.0  # T of the soft predictions p = softmax_T(z)
-    n_groups: int = 0  # K of k-means; 0 = chosen from the class count and the error capture (choose_n_groups)
-    min_capture: float = 0.5  # automatic K: the largest whose groups capture this share of the top-1 errors
-    min_mean_size: int = 8  # automatic K: groups of at least this many classes on average
-    max_groups: int = 32  # automatic K: at most this many specialists
-    representation: str = "offdiag-scaled"  # see specens.clustering.groups.column_features
-    algorithm: str = "kmeans"  # "kmeans" or "minibatch"
-    n_components: int = 0  # randomized-SVD dimension before k-means; 0 = automatic (128 when C > 2000)
-    overlap: float = 0.0  # 0 = disjoint groups; r >= 1 = distance-ratio overlap
-    n_runs: int = 1  # k-means seeds merged (overlap by several runs)
-    min_size: int = 2
-    max_size: int = 0  # 0 = unbounded
-    small: str = "merge"  # groups below min_size: "merge" or "drop"
-    min_confusion: float = 0.0  # classes less confused than this stay with the generalist alone
-    top_k: int = 0  # 0 = exact covariance; k = sparse top-k second moment (for very large C)
-    batch_size: int = 512
+    temperature: float = param(4.0, gt=0)  # T of the soft predictions p = softmax_T(z)
+    n_groups: int = param(0, ge=0)  # K of k-means; 0 = chosen from the class count and the error capture
+    min_capture: float = param(0.5, ge=0, le=1)  # automatic K: the largest whose groups capture this share of errors
+    min_mean_size: int = param(8, ge=1)  # automatic K: groups of at least this many classes on average
+    max_groups: int = param(32, ge=2)  # automatic K: at most this many specialists
+    top_k: int = param(0, ge=0)  # 0 = exact covariance; k = sparse top-k second moment (for very large C)
+    batch_size: int = param(512, ge=1)
     device: str = "auto"
-    random_state: int = 0
     trust_code: bool = False  # build a generalist whose model.json names code (module:callable)
+    # ConfusionClusterer's parameters (see specens.clustering.groups):
+    representation: str = _ESTIMATOR["representation"]
+    algorithm: str = _ESTIMATOR["algorithm"]  # "kmeans" or "minibatch"
+    n_components: int | str | None = _ESTIMATOR["n_components"]  # randomized-SVD dimension; "auto": 128 when C > 2000
+    overlap: float | None = _ESTIMATOR["overlap"]  # None: disjoint groups; r >= 1: distance-ratio overlap
+    n_runs: int = _ESTIMATOR["n_runs"]  # k-means seeds merged (overlap by several runs)
+    min_size: int = _ESTIMATOR["min_size"]
+    max_size: int | None = _ESTIMATOR["max_size"]  # None: unbounded
+    small: str = _ESTIMATOR["small"]  # groups below min_size: "merge" or "drop"
+    min_confusion: float = _ESTIMATOR["min_confusion"]  # classes less confused stay with the generalist alone
+    random_state: int = _ESTIMATOR["random_state"]
 
-    def __post_init__(self):
-        p = []
-        if self.temperature <= 0:
-            p.append(f"temperature must be > 0, got {self.temperature}")
-        if self.n_groups < 0:
-            p.append(f"n_groups must be >= 1, or 0 (automatic), got {self.n_groups}")
-        if not 0 <= self.min_capture <= 1:
-            p.append(f"min_capture must be in [0, 1], got {self.min_capture}")
-        if self.min_mean_size < 1 or self.max_groups < 2:
-            p.append(f"min_mean_size must be >= 1 and max_groups >= 2, got {self.min_mean_size}, {self.max_groups}")
-        if self.overlap and self.overlap < 1:
-            p.append(f"overlap must be 0 or >= 1, got {self.overlap}")
-        if self.top_k < 0 or self.max_size < 0 or self.n_components < 0:
-            p.append("top_k, max_size and n_components must be >= 0")
-        if self.batch_size < 1:
-            p.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if not p:  # the clusterer's own checks (representation, algorithm, small, ...), before any data is read
-            try:
-                self.clusterer().check_params()
-            except ValueError as e:
-                p.append(str(e).removeprefix("ConfusionClusterer: "))
-        if p:
-            raise ConfigError("; ".join(p))
+    def checks(self) -> list[tuple[bool, str]]:
+        try:  # the clusterer's own constraints, before any data is read
+            self.clusterer().check_params()
+        except ValueError as e:
+            return [(False, str(e))]
+        return []
 
     def clusterer(self, n_groups: int | None = None) -> ConfusionClusterer:
         """The estimator; ``n_groups`` stands in for an automatic ``self.n_groups`` (0)."""
-        return ConfusionClusterer(n_groups or self.n_groups or 2, representation=self.representation, algorithm=self.algorithm,
-                                  n_components=self.n_components or "auto", overlap=self.overlap or None,
-                                  n_runs=self.n_runs, min_size=self.min_size, max_size=self.max_size or None,
-                                  small=self.small, min_confusion=self.min_confusion, random_state=self.random_state)
+        return ConfusionClusterer(n_groups or self.n_groups or 2, **{k: getattr(self, k) for k in ESTIMATOR_FIELDS})
 
 
 @torch.no_grad()

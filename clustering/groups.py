@@ -21,11 +21,14 @@ The steps, each a small function:
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.cluster import KMeans, MiniBatchKMeans
-from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import InvalidParameterError, Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.extmath import randomized_svd
+from sklearn.utils.validation import check_is_fitted
 
 from .covariance import check_probabilities, prediction_covariance
 
@@ -131,7 +134,8 @@ class ConfusionClusterer(BaseEstimator):
     Parameters:
         n_groups: K, the number of k-means clusters (before size bounds).
         representation: how a class's covariance column is turned into a point
-            (see :func:`column_features`); default ``"correlation"``.
+            (see :func:`column_features`); default ``"offdiag-scaled"``, the best or near best on
+            known groups (``benchmarks/cluster_choices.py``).
         algorithm: ``"kmeans"`` (full) or ``"minibatch"`` (the on-line k-means of the paper).
         n_components: reduce the points to this many dimensions by randomized SVD before k-means;
             ``"auto"`` does so (to 128) when C > 2,000; None never.
@@ -155,7 +159,22 @@ class ConfusionClusterer(BaseEstimator):
         n_features_in_: C.
     """
 
-    def __init__(self, n_groups: int = 8, *, representation: str = "correlation", algorithm: str = "kmeans",
+    # The parameters' constraints, the scikit-learn way; ``check_params`` reports every one broken.
+    _parameter_constraints: dict = {
+        "n_groups": [Interval(Integral, 1, None, closed="left")],
+        "representation": [StrOptions(set(REPRESENTATIONS))],
+        "algorithm": [StrOptions({"kmeans", "minibatch"})],
+        "n_components": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
+        "overlap": [Interval(Real, 1, None, closed="left"), None],
+        "n_runs": [Interval(Integral, 1, None, closed="left")],
+        "min_size": [Interval(Integral, 1, None, closed="left")],
+        "max_size": [Interval(Integral, 1, None, closed="left"), None],
+        "small": [StrOptions({"merge", "drop"})],
+        "min_confusion": [Interval(Real, 0, None, closed="left")],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+    }
+
+    def __init__(self, n_groups: int = 8, *, representation: str = "offdiag-scaled", algorithm: str = "kmeans",
                  n_components: int | str | None = "auto", overlap: float | None = None, n_runs: int = 1,
                  min_size: int = 2, max_size: int | None = None, small: str = "merge",
                  min_confusion: float = 0.0, random_state: int = 0):
@@ -220,39 +239,29 @@ class ConfusionClusterer(BaseEstimator):
         self.check_params(cov.shape[0])
 
     def check_params(self, n_classes: int | None = None) -> None:
-        """Raise one :class:`ValueError` listing every bad parameter; with ``n_classes``, also
-        check ``n_groups`` against it. Runs before any data is read (``ClusterConfig``)."""
+        """Raise one :class:`ValueError` listing every parameter that breaks its constraint
+        (``_parameter_constraints``); with ``n_classes``, also ``n_groups`` against the label
+        space. Runs before any data is read (``ClusterConfig``)."""
         problems = []
-        c = n_classes
-        if not isinstance(self.n_groups, int | np.integer) or self.n_groups < 1 or (c is not None and self.n_groups > c):
-            bound = f"in [1, n_classes={c}]" if c is not None else ">= 1"
-            problems.append(f"n_groups must be an int {bound}, got {self.n_groups!r}")
-        if self.representation not in REPRESENTATIONS:
-            problems.append(f"representation must be one of {REPRESENTATIONS}, got {self.representation!r}")
-        if self.algorithm not in ("kmeans", "minibatch"):
-            problems.append(f"algorithm must be 'kmeans' or 'minibatch', got {self.algorithm!r}")
-        if self.overlap is not None and self.overlap < 1:
-            problems.append(f"overlap must be None or >= 1, got {self.overlap}")
-        if self.n_runs < 1:
-            problems.append(f"n_runs must be >= 1, got {self.n_runs}")
-        if self.max_size is not None and self.max_size < max(self.min_size, 1):
-            problems.append(f"max_size={self.max_size} is below min_size={self.min_size}")
-        if self.small not in ("merge", "drop"):
-            problems.append(f"small must be 'merge' or 'drop', got {self.small!r}")
-        if not (self.n_components in (None, "auto") or isinstance(self.n_components, int) and self.n_components >= 1):
-            problems.append(f"n_components must be None, 'auto' or a positive int, got {self.n_components!r}")
+        for name, constraints in self._parameter_constraints.items():
+            try:
+                validate_parameter_constraints({name: constraints}, {name: getattr(self, name)},
+                                               caller_name=type(self).__name__)
+            except InvalidParameterError as e:
+                problems.append(str(e).removesuffix("."))
+        if not problems and n_classes is not None and self.n_groups > n_classes:
+            problems.append(f"ConfusionClusterer: n_groups must be an int in [1, n_classes={n_classes}], "
+                            f"got {self.n_groups}")
+        if not problems and self.max_size is not None and self.max_size < self.min_size:
+            problems.append(f"ConfusionClusterer: max_size={self.max_size} is below min_size={self.min_size}")
         if problems:
-            raise ValueError("ConfusionClusterer: " + "; ".join(problems))
+            raise ValueError("; ".join(problems))
 
     # -- fitted --------------------------------------------------------------------------------
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "groups_"):
-            raise NotFittedError("this ConfusionClusterer is not fitted yet: call fit(probs) or fit_covariance(cov)")
-
     def coverage(self) -> np.ndarray:
         """How many groups hold each class: int64 (n_classes,)."""
-        self._check_fitted()
+        check_is_fitted(self)
         counts = np.zeros(self.n_features_in_, dtype=np.int64)
         for g in self.groups_:
             counts[g] += 1

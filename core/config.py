@@ -16,14 +16,15 @@ import dataclasses
 import json
 import math
 import tomllib
+import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import ConfigError
 
-__all__ = ["ConfigError", "check", "config_changes", "config_to_json", "load_config", "parse_overrides",
-           "with_defaults"]
+__all__ = ["Bounds", "ConfigError", "Validated", "config_changes", "config_to_json", "field_problems", "load_config",
+           "param", "parse_overrides", "redefault", "with_defaults"]
 
 C = TypeVar("C")
 
@@ -31,6 +32,8 @@ C = TypeVar("C")
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert a TOML value or an override string to the field type ``tp``."""
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # e.g. int | str | None: the first member the value is
+        return _coerce_union(value, typing.get_args(tp), key)
     if isinstance(value, str) and tp is not str:  # an override string: numbers, true/false, [lists], {tables}
         try:
             value = json.loads(value)
@@ -53,6 +56,23 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return dict(value)
     if tp in (int, float, str, bool) and not (type(value) is tp):
         raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _coerce_union(value: Any, members: tuple, key: str) -> Any:
+    """An override string becomes JSON (``null`` for None, numbers) unless the union takes strings
+    and the string is not JSON (``auto``); the value must then be one of the members' types."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            if str not in members:
+                raise ConfigError(f"{key}={value!r}: not a valid value") from None
+    if float in members and type(value) is int and int not in members:
+        value = float(value)
+    if not any(value is None if m is type(None) else type(value) is m for m in members):
+        names = " or ".join("null" if m is type(None) else m.__name__ for m in members)
+        raise ConfigError(f"{key}: expected {names}, got {value!r}")
     return value
 
 
@@ -128,10 +148,77 @@ def with_defaults(saved: dict[str, Any], cls: type) -> dict[str, Any]:
     return out
 
 
-def check(problems: list[str], ok: bool, message: str) -> None:
-    """Append ``message`` to ``problems`` unless ``ok``: a config's ``__post_init__`` collects all."""
-    if not ok:
-        problems.append(message)
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """A field's constraint, declared next to it with :func:`param`: a range (``ge``/``gt`` below,
+    ``le``/``lt`` above) or a set of ``choices``. ``problem`` says what is wrong, in the one style
+    every config's messages share (``"lr must be in (0, 10], got -1.0"``), or None."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple | None = None
+
+    def problem(self, name: str, value: Any) -> str | None:
+        if self.choices is not None:
+            if value in self.choices:
+                return None
+            want = (" or ".join(map(repr, self.choices)) if len(self.choices) == 2 else f"one of {self.choices}")
+            return f"{name} must be {want}, got {value!r}"
+        lo, hi = (self.ge, self.gt), (self.le, self.lt)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{name} must be a number, got {value!r}"
+        ok = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+              and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+        if ok:
+            return None
+        if lo != (None, None) and hi != (None, None):
+            left = f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}"
+            right = f"{self.le:g}]" if self.le is not None else f"{self.lt:g})"
+            return f"{name} must be in {left}, {right}, got {value!r}"
+        bound = next(f"{op} {b:g}" for op, b in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+                     if b is not None)
+        return f"{name} must be {bound}, got {value!r}"
+
+
+def param(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, ge=None, gt=None,
+          le=None, lt=None, choices=None) -> Any:
+    """A config field with its constraint (:class:`Bounds`), checked by :func:`field_problems`."""
+    bounds = Bounds(ge, gt, le, lt, tuple(choices) if choices is not None else None)
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"bounds": bounds})
+
+
+def redefault(cls: type, name: str, default: Any) -> Any:
+    """Field ``name`` of the shared part ``cls`` with another default and the same constraint: a
+    stage whose default differs (a specialist's lr) declares it without restating the bounds."""
+    f = cls.__dataclass_fields__[name]
+    return dataclasses.field(default=default, metadata=f.metadata)
+
+
+def field_problems(cfg: Any) -> list[str]:
+    """Every declared constraint ``cfg``'s fields break, as messages (empty when none)."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        bounds = f.metadata.get("bounds")
+        if bounds is not None and (msg := bounds.problem(f.name, getattr(cfg, f.name))) is not None:
+            out.append(msg)
+    return out
+
+
+class Validated:
+    """Base of every stage config: on construction, the declared constraints of every field
+    (:func:`param`) and the class's cross-field ``checks()`` are collected into one
+    :class:`ConfigError`, so a user fixes a config in one pass, before any data is read."""
+
+    def __post_init__(self) -> None:
+        problems = field_problems(self) + [msg for ok, msg in self.checks() if not ok]
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def checks(self) -> list[tuple[bool, str]]:
+        """``(ok, message)`` pairs for constraints spanning fields or needing code (a model name)."""
+        return []
 
 
 def config_changes(saved: dict[str, Any], cfg: Any) -> list[str]:
@@ -143,3 +230,58 @@ def config_changes(saved: dict[str, Any], cfg: Any) -> list[str]:
     saved = with_defaults(saved, type(cfg))
     keys = sorted(k for k in set(saved) | set(now) if k not in ignore and saved.get(k) != now.get(k))
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys]
+
+
+# -- the parts every training stage's config is composed of -------------------------------------
+# Flat composition (each stage's dataclass inherits the parts it uses), so TOML files and
+# ``--set key=value`` keep one level of keys; a stage whose default differs re-declares the field
+# with :func:`redefault`, keeping its constraint.
+
+MAX_EPOCHS = 100_000  # beyond this a schedule's learning rate is ~0 for every epoch a run could reach
+MAX_LR = 10.0  # far past any rate that trains; larger ones are typing mistakes
+DEVICES = "'auto', 'cpu' or 'cuda[:N]'"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OptimParts(Validated):
+    """How long and how a stage optimises: epochs, batches, the optimiser and its schedule."""
+
+    epochs: int = param(30, ge=1, le=MAX_EPOCHS)  # at most this many epochs (the schedule's length)
+    patience: int = param(5, ge=0)  # stop after this many epochs without a better validation score; 0: never
+    epoch_size: int = param(0, ge=0)  # examples per epoch; 0: the stage's own (a split's size, ...)
+    batch_size: int = param(128, ge=1)
+    optimizer: str = param("adamw", choices=("adamw", "sgd"))  # sgd: with Nesterov momentum
+    lr: float = param(2e-3, gt=0, le=MAX_LR)  # peak learning rate
+    momentum: float = param(0.9, ge=0)  # SGD only
+    weight_decay: float = param(0.05, ge=0)
+    schedule: str = param("cosine", choices=("cosine", "constant"))  # cosine: to zero, after linear warm-up
+    warmup: float = param(0.05, ge=0, lt=1)  # fraction of all steps spent warming up linearly
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RuntimeParts(Validated):
+    """Where and how a stage runs; none of it changes what is computed, so a run may resume with
+    other values (:data:`RESUMABLE`)."""
+
+    device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
+    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    threads: int = param(0, ge=0)  # torch CPU threads; 0 leaves torch's default
+    num_workers: int = param(0, ge=0)  # DataLoader workers decoding shards
+    checkpoint_every: float = param(60.0, ge=0)  # seconds between resumable checkpoints (and after the last epoch); 0: every epoch
+    seed: int = 0
+    trust_code: bool = False  # build models that loaded run directories name as code (module:callable)
+
+    RESUMABLE: typing.ClassVar[frozenset[str]] = frozenset({"num_workers", "device", "threads", "checkpoint_every",
+                                                             "trust_code"})
+
+    def checks(self) -> list[tuple[bool, str]]:
+        return [*super().checks(), (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"),
+                                    f"device must be {DEVICES}, got {self.device!r}")]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SoftTargetParts(Validated):
+    """The soft-target term of METHOD §1: its weight and temperature."""
+
+    alpha: float = param(0.9, ge=0, le=1)  # weight of the soft term
+    temperature: float = param(1.0, gt=0)  # T of the soft term

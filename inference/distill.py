@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from specens.core.config import check, config_to_json, load_config
+from specens.core.config import OptimParts, SoftTargetParts, config_to_json, load_config, param, redefault
 from specens.core.cost import format_flops, forward_flops
 from specens.core.errors import CheckpointError, ConfigError, DataError
 from specens.core.io import check_target, read_json, write_json_atomic
@@ -72,7 +72,7 @@ INHERITED = ("model", "model_kwargs", "batch_size", "optimizer", "lr", "momentum
              "warmup", "jitter", "train_split", "val_split", "shuffle_buffer", "amp", "seed")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DistillConfig(TrainConfig):
     """A student's training: :class:`TrainConfig` with the specialist ensemble of ``run``
     as its teacher. ``specens distill`` fills ``data``, ``out``, ``init`` and the fields in
@@ -81,22 +81,17 @@ class DistillConfig(TrainConfig):
     SECTION: typing.ClassVar[str] = "distill"
 
     run: str = ""  # the run directory whose ensemble (generalist, clusters, specialists) is the teacher
-    top_n: int = 1  # the ensemble's routing: specialists of the generalist's top n classes
+    top_n: int = param(1, ge=1)  # the ensemble's routing: specialists of the generalist's top n classes
     all_specialists: bool = False  # also the specialists the validation gate switched off
     q_cache: tuple[str, ...] = ()  # `specens infer --save-q` outputs, one per split read; () computes q on the fly
-    epochs: int = 10  # the student starts from the generalist: a fine-tuning budget, early-stopped
-    patience: int = 3
-    alpha: float = 0.9  # METHOD §1's typical weight of the soft term
-    temperature: float = 2.0
+    epochs: int = redefault(OptimParts, "epochs", 10)  # the student starts from the generalist: a fine-tuning budget
+    patience: int = redefault(OptimParts, "patience", 3)
+    alpha: float = redefault(SoftTargetParts, "alpha", 0.9)  # METHOD §1's typical weight of the soft term
+    temperature: float = redefault(SoftTargetParts, "temperature", 2.0)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        p: list[str] = []
-        check(p, bool(self.run), "run: the run directory of the teaching ensemble is required")
-        check(p, not self.teacher, "teacher: a distillation's teacher is its run's ensemble; leave teacher empty")
-        check(p, self.top_n >= 1, f"top_n must be >= 1, got {self.top_n}")
-        if p:
-            raise ConfigError("; ".join(p))
+    def checks(self) -> list[tuple[bool, str]]:
+        return [*super().checks(), (bool(self.run), "run: the run directory of the teaching ensemble is required"),
+                (not self.teacher, "teacher: a distillation's teacher is its run's ensemble; leave teacher empty")]
 
     @property
     def has_teacher(self) -> bool:

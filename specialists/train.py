@@ -29,7 +29,7 @@ import torch
 
 from specens.clustering.cluster import load_clusters
 from specens.core.checkpoint import load_weights, save_weights, verify_weights
-from specens.core.config import config_changes, config_to_json
+from specens.core.config import OptimParts, RuntimeParts, SoftTargetParts, config_changes, config_to_json, param, redefault
 from specens.core.cost import Stopwatch, check_cost, forward_flops, training_cost
 from specens.core.device import autocast, resolve_device
 from specens.core.errors import CheckpointError, ConfigError
@@ -39,7 +39,6 @@ from specens.core.optim import make_optimizer, make_schedule
 from specens.data.format import INFO_FILE, load_info
 from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist
-from specens.generalist.config import MAX_EPOCHS, MAX_LR
 
 from .gate import RoutedValidation, gate_on
 from .model import TrunkedSpecialist, build_specialist, dustbin_correction, specialist_loss, split_body
@@ -56,10 +55,11 @@ KEYS = ("format", "format_version", "fingerprint", "weights_fingerprint", *PREDI
         "config_key", "gate", "cost", "metrics")
 
 
-@dataclass(frozen=True)
-class SpecialistConfig:
+@dataclass(frozen=True, kw_only=True)
+class SpecialistConfig(OptimParts, SoftTargetParts, RuntimeParts):
     """Specialist training (METHOD §4). ``specens specialists train`` builds one from a TOML file
-    (top level or a ``[specialists]`` table) and ``--set key=value`` overrides."""
+    (top level or a ``[specialists]`` table) and ``--set key=value`` overrides. The optimiser,
+    runtime and soft-target fields come from the shared parts of :mod:`specens.core.config`."""
 
     SECTION: ClassVar[str] = "specialists"
 
@@ -67,76 +67,26 @@ class SpecialistConfig:
     clusters: str  # clusters.json
     data: str  # dataset directory (training and validation splits)
     out: str  # run directory; specialists go to <out>/specialists/sNNN/
-    epochs: int = 5
-    batch_size: int = 128  # half special, half the rest (rho)
-    rho: float = 0.5  # fraction of each batch from the specialist's classes
-    epoch_size: int = 0  # examples per epoch; 0 = twice the group's training examples
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    schedule: str = "cosine"
-    warmup: float = 0.0
-    alpha: float = 0.5  # weight of the generalist's collapsed soft targets; 0 = hard targets only
-    temperature: float = 1.0  # T of the soft targets; above 1 the collapsed dustbin is inflated (see README)
-    soft_prior: str = "enriched"  # "enriched": soft targets shifted to the batches' prior (see model.py); "natural": literal
-    patience: int = 3  # stop after this many epochs without a lower routed-validation NLL; 0: run every epoch
+    epochs: int = redefault(OptimParts, "epochs", 5)
+    patience: int = redefault(OptimParts, "patience", 3)  # epochs without a lower routed-validation NLL
+    epoch_size: int = redefault(OptimParts, "epoch_size", 0)  # 0 = twice the group's training examples
+    batch_size: int = param(128, ge=2)  # half special, half the rest (rho)
+    lr: float = redefault(OptimParts, "lr", 1e-3)
+    warmup: float = redefault(OptimParts, "warmup", 0.0)
+    alpha: float = redefault(SoftTargetParts, "alpha", 0.5)  # the generalist's collapsed soft targets; 0 = hard only
+    temperature: float = redefault(SoftTargetParts, "temperature", 1.0)  # above 1 the collapsed dustbin is inflated (README)
+    rho: float = param(0.5, gt=0, lt=1)  # fraction of each batch from the specialist's classes
+    soft_prior: str = param("enriched", choices=("enriched", "natural"))  # enriched: soft targets shifted to the batches' prior (model.py)
     val_split: str = "val"  # routed validation: model selection, early stopping, the gate; "" keeps the last epoch, gate on
-    top_n: int = 1  # the routing the validation assumes (inference's --top-n)
-    init_batches: int = 8  # natural-distribution batches used to fit the dustbin row at initialisation
-    num_workers: int = 0
-    device: str = "auto"
-    amp: bool = True
-    threads: int = 0  # torch CPU threads per specialist; 0 leaves torch's default
-    checkpoint_every: float = 60.0  # seconds between resumable checkpoints (and after the last epoch); 0: every epoch
-    seed: int = 0
-    trust_code: bool = False  # build a generalist whose model.json names code (module:callable)
-    shared_trunk: int = 0  # 0: copy the generalist's whole body; k: own its last k blocks, on its frozen trunk
+    top_n: int = param(1, ge=1)  # the routing the validation assumes (inference's --top-n)
+    init_batches: int = param(8, ge=0)  # natural-distribution batches used to fit the dustbin row at initialisation
+    shared_trunk: int = param(0, ge=0)  # 0: copy the generalist's whole body; k: own its last k blocks, on its frozen trunk
 
-    RESUMABLE_CHANGES: ClassVar[frozenset[str]] = frozenset({"num_workers", "device", "threads", "out", "patience",
-                                                             "checkpoint_every", "trust_code"})
+    RESUMABLE_CHANGES: ClassVar[frozenset[str]] = RuntimeParts.RESUMABLE | {"out", "patience"}
 
-    def __post_init__(self):
-        p = []
-        for f in ("generalist", "clusters", "data", "out"):
-            if not getattr(self, f):
-                p.append(f"{f}: required")
-        if not 1 <= self.epochs <= MAX_EPOCHS:
-            p.append(f"epochs must be in [1, {MAX_EPOCHS}], got {self.epochs}")
-        if self.batch_size < 2:
-            p.append(f"batch_size must be >= 2, got {self.batch_size}")
-        if not 0 < self.rho < 1:
-            p.append(f"rho must be in (0, 1), got {self.rho}")
-        if not 0 <= self.alpha <= 1:
-            p.append(f"alpha must be in [0, 1], got {self.alpha}")
-        if self.temperature <= 0:
-            p.append(f"temperature must be > 0, got {self.temperature}")
-        if self.soft_prior not in ("enriched", "natural"):
-            p.append(f"soft_prior must be 'enriched' or 'natural', got {self.soft_prior!r}")
-        if self.optimizer not in ("adamw", "sgd"):
-            p.append(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "constant"):
-            p.append(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-        if not 0 < self.lr <= MAX_LR:
-            p.append(f"lr must be in (0, {MAX_LR:g}], got {self.lr}")
-        if self.weight_decay < 0:
-            p.append(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.warmup < 1:
-            p.append(f"warmup must be in [0, 1), got {self.warmup}")
-        if self.epoch_size < 0 or self.init_batches < 0 or self.num_workers < 0 or self.threads < 0:
-            p.append("epoch_size, init_batches, num_workers and threads must be >= 0")
-        if self.patience < 0:
-            p.append(f"patience must be >= 0, got {self.patience}")
-        if self.shared_trunk < 0:
-            p.append(f"shared_trunk must be >= 0, got {self.shared_trunk}")
-        if self.top_n < 1:
-            p.append(f"top_n must be >= 1, got {self.top_n}")
-        if self.checkpoint_every < 0:
-            p.append(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
-        if not (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda")):
-            p.append(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
-        if p:
-            raise ConfigError("; ".join(p))
+    def checks(self) -> list[tuple[bool, str]]:
+        return [*((bool(getattr(self, f)), f"{f}: required") for f in ("generalist", "clusters", "data", "out")),
+                *super().checks()]
 
     def result_key(self) -> dict[str, Any]:
         """The fields that decide what is trained (all but ``RESUMABLE_CHANGES``)."""

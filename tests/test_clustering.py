@@ -166,7 +166,8 @@ def test_parameter_and_fitting_errors():
         ConfusionClusterer(3).coverage()
     with pytest.raises(ValueError, match=r"n_groups must be an int in \[1, n_classes=30\], got 31"):
         ConfusionClusterer(31).fit_covariance(cov)
-    with pytest.raises(ValueError, match="overlap must be None or >= 1.*small must be"):
+    with pytest.raises(ValueError, match="'overlap' parameter .* must be a float in the range \\[1.0, inf\\) or None"
+                                         ".*'small' parameter"):
         ConfusionClusterer(3, overlap=0.5, small="keep").fit_covariance(cov)
     with pytest.raises(ValueError, match="not symmetric"):
         ConfusionClusterer(3).fit_covariance(cov + np.triu(np.ones_like(cov)))
@@ -281,5 +282,25 @@ def test_cluster_chooses_n_groups(glyph_generalist, glyph_ds, tmp_path):
     assert report.error_capture()["captured"] == pytest.approx(tried[search["chosen"]])
     assert f"K = {search['chosen']} chosen" in report.summary()
     assert ClusterConfig.n_groups == 0
+
+
+def test_cluster_config_passes_the_estimator_parameters_through_with_its_defaults():
+    """One source for every clustering default: ClusterConfig holds ConfusionClusterer's parameters
+    (but n_groups, which it may choose) at the estimator's own defaults, and hands them over as
+    they are, so the two cannot diverge."""
+    import dataclasses
+
+    from specens.clustering.cluster import ESTIMATOR_FIELDS
+
+    est = ConfusionClusterer().get_params()
+    assert set(ESTIMATOR_FIELDS) == set(est) - {"n_groups"}
+    defaults = {f.name: f.default for f in dataclasses.fields(ClusterConfig)}
+    assert {k: defaults[k] for k in ESTIMATOR_FIELDS} == {k: est[k] for k in ESTIMATOR_FIELDS}
+    assert est["representation"] == "offdiag-scaled"  # the value every README and RESULTS figure used
+    cfg = ClusterConfig(generalist="g", data="d", out="o", overlap=1.5, max_size=9, n_components=16)
+    assert cfg.clusterer(5).get_params() == {**est, "n_groups": 5, "overlap": 1.5, "max_size": 9, "n_components": 16}
+    with pytest.raises(ConfigError, match="'n_runs' parameter of ConfusionClusterer.*temperature must be > 0"
+                                          "|temperature must be > 0.*'n_runs' parameter of ConfusionClusterer"):
+        ClusterConfig(generalist="g", data="d", out="o", n_runs=0, temperature=0.0)
     with pytest.raises(ConfigError, match="min_capture must be in"):
         ClusterConfig(generalist="g", data="d", out="o", min_capture=1.5)

@@ -41,6 +41,43 @@ def test_config_changes_ignore_resumable_fields_and_fill_defaults():
     assert config_changes(saved, cfg) == ["lr: 0.002 -> 0.01"]
 
 
+def test_declared_constraints_are_checked_together_and_shared_parts_keep_them():
+    """param() declares a field's constraint next to it; every broken one is reported at once in
+    one style; a stage re-declaring a shared field's default (redefault) keeps its bounds; union
+    fields coerce override strings (null, numbers, bare words)."""
+    import dataclasses
+
+    from specens.core.config import OptimParts, Validated, load_config, param, redefault
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Stage(OptimParts):
+        name: str = param("a", choices=("a", "b", "c"))
+        ratio: float = param(0.5, gt=0, lt=1)
+        size: int | str | None = "auto"
+        lr: float = redefault(OptimParts, "lr", 0.5)
+
+    assert Stage().lr == 0.5 and Stage().epochs == OptimParts().epochs
+    with pytest.raises(ConfigError) as e:
+        Stage(name="z", ratio=1.0, lr=0.0, epochs=0, optimizer="adam", warmup=-0.1)
+    assert str(e.value).split("; ") == [
+        "epochs must be in [1, 100000], got 0", "optimizer must be 'adamw' or 'sgd', got 'adam'",
+        "lr must be in (0, 10], got 0.0", "warmup must be in [0, 1), got -0.1", "name must be one of ('a', 'b', 'c'), "
+        "got 'z'", "ratio must be in (0, 1), got 1.0"]
+    with pytest.raises(ConfigError, match="batch_size must be a number, got 'x'"):
+        Stage(batch_size="x")
+    assert [load_config(Stage, None, {"size": v}).size for v in ("null", "16", "auto")] == [None, 16, "auto"]
+    with pytest.raises(ConfigError, match=r"size: expected int or str or null, got 1.5"):
+        load_config(Stage, None, {"size": "1.5"})
+
+    @dataclasses.dataclass(frozen=True)
+    class Cross(Validated):
+        def checks(self):
+            return [(False, "first"), (True, "never"), (False, "second")]
+
+    with pytest.raises(ConfigError, match="^first; second$"):
+        Cross()
+
+
 def test_every_user_error_is_one_family_and_classes_are_checked_once():
     for e in (ConfigError, DataError, CheckpointError):
         assert issubclass(e, SpecensError) and issubclass(e, ValueError)
@@ -83,7 +120,7 @@ def test_confusion_clusterer_follows_the_scikit_learn_estimator_contract():
         fitted = clone(est).set_params(**params).fit(p)
         sizes[params["n_groups"]] = len(fitted.groups_)
     assert set(sizes) == {2, 3} and all(v >= 1 for v in sizes.values())
-    with pytest.raises(ValueError, match="representation must be one of"):
+    with pytest.raises(ValueError, match="'representation' parameter of ConfusionClusterer must be a str among"):
         ConfusionClusterer(2, representation="cov").check_params()
 
 

@@ -37,12 +37,22 @@ def prepare(work: Path, data_root: Path, current: bool = False):
         import_glyphs(str(root / "glyphs"), n_classes=200, progress=False)
     clinc, glyphs = str(root / "clinc"), str(root / "glyphs")
     if current:  # today's defaults
-        cfgs = (TrainConfig(data=clinc, out=str(root / "clinc_gen")),
-                TrainConfig(data=glyphs, out=str(root / "glyphs_gen"), epochs=6))
+        cfgs = (
+            TrainConfig(data=clinc, out=str(root / "clinc_gen")),
+            TrainConfig(data=glyphs, out=str(root / "glyphs_gen"), epochs=6),
+        )
     else:  # the former defaults (bag and cnn) of the first recorded table, pinned so it reproduces
-        cfgs = (TrainConfig(data=clinc, out=str(root / "clinc_gen"), epochs=8, lr=5e-3, model="bag", patience=0),
-                TrainConfig(data=glyphs, out=str(root / "glyphs_gen"), epochs=6, model="cnn",
-                            model_kwargs={"width": 32, "hidden": 256}, patience=0))
+        cfgs = (
+            TrainConfig(data=clinc, out=str(root / "clinc_gen"), epochs=8, lr=5e-3, model="bag", patience=0),
+            TrainConfig(
+                data=glyphs,
+                out=str(root / "glyphs_gen"),
+                epochs=6,
+                model="cnn",
+                model_kwargs={"width": 32, "hidden": 256},
+                patience=0,
+            ),
+        )
     sets = {"clinc150": (root / "clinc", cfgs[0]), "glyphs-200": (root / "glyphs", cfgs[1])}
     for _, cfg in sets.values():
         if not (Path(cfg.out) / "model.json").is_file():
@@ -83,13 +93,19 @@ def main() -> None:
                 cap = error_capture(cl.groups_, y, z.argmax(1).numpy(), info.n_classes)["captured"]
                 rows.append((name, k, t, rep, a, cap))
                 print(rows[-1], flush=True)
-    text = markdown_table(["dataset", "K", "T", "representation", "ARI vs known groups", "errors captured"],
-                          [[n, k, f"{t:g}", r, f"{a:.3f}", f"{c:.1%}"] for n, k, t, r, a, c in rows])
+    text = markdown_table(
+        ["dataset", "K", "T", "representation", "ARI vs known groups", "errors captured"],
+        [[n, k, f"{t:g}", r, f"{a:.3f}", f"{c:.1%}"] for n, k, t, r, a, c in rows],
+    )
     print(text)
     if args.record:
         current = " --current" if args.current else ""
-        record("cluster_choices" + (", today's default generalists" if args.current else ""),
-               f"python benchmarks/cluster_choices.py --data-root ../shared/data{current} --record", text)
+        record(
+            "cluster_choices" + (", today's default generalists" if args.current else ""),
+            f"python benchmarks/cluster_choices.py --data-root ../shared/data{current} --record",
+            text,
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -51,10 +51,19 @@ def one(c: int, samples: int, top_k: int, group_size: int, dtype: str) -> dict:
     truth = np.empty(c, dtype=int)
     for i, g in enumerate(groups):
         truth[g] = i
-    return {"classes": c, "samples": samples, "top_k": top_k or "exact", "storage": dtype,
-            "generate_s": round(t_gen, 1), "covariance_s": round(t_cov, 1), "grouping_s": round(t_fit, 1),
-            "total_s": round(t_cov + t_fit, 1), "peak_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-            "ari": round(adjusted_rand_score(truth, cl.labels_), 3), "dropped_mass": round(dropped, 4)}
+    return {
+        "classes": c,
+        "samples": samples,
+        "top_k": top_k or "exact",
+        "storage": dtype,
+        "generate_s": round(t_gen, 1),
+        "covariance_s": round(t_cov, 1),
+        "grouping_s": round(t_fit, 1),
+        "total_s": round(t_cov + t_fit, 1),
+        "peak_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "ari": round(adjusted_rand_score(truth, cl.labels_), 3),
+        "dropped_mass": round(dropped, 4),
+    }
 
 
 RUNS = [  # (classes, top_k, storage): exact where it fits the time, sparse top-k above
@@ -78,16 +87,41 @@ def main() -> None:
         return
     rows = []
     for c, k, dtype in RUNS:
-        out = subprocess.run([sys.executable, __file__, "--one", f"{c},{k},{dtype}", "--samples", str(args.samples),
-                              "--group-size", str(args.group_size)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                f"{c},{k},{dtype}",
+                "--samples",
+                str(args.samples),
+                "--group-size",
+                str(args.group_size),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
-    cols = ["classes", "samples", "top_k", "storage", "covariance_s", "grouping_s", "total_s", "peak_gib", "ari",
-            "dropped_mass", "generate_s"]
+    cols = [
+        "classes",
+        "samples",
+        "top_k",
+        "storage",
+        "covariance_s",
+        "grouping_s",
+        "total_s",
+        "peak_gib",
+        "ari",
+        "dropped_mass",
+        "generate_s",
+    ]
     text = markdown_table(cols, [[r[c] for c in cols] for r in rows])
     print(text)
     if args.record:
         record("cluster_scale", f"python benchmarks/cluster_scale.py --samples {args.samples} --record", text)
+
 
 if __name__ == "__main__":
     main()

@@ -39,15 +39,37 @@ def main() -> None:
     ap.add_argument("--data-root", default="../shared/data")
     ap.add_argument("--work", default="runs/generalists")
     ap.add_argument("--classes", type=int, default=1000, help="glyph classes (the glyphs dataset)")
-    ap.add_argument("--train-per-class", type=int, default=HANZI_PER_CLASS["train_per_class"],
-                    help="hanzi training renderings per class (spread over the 15 training faces)")
+    ap.add_argument(
+        "--train-per-class",
+        type=int,
+        default=HANZI_PER_CLASS["train_per_class"],
+        help="hanzi training renderings per class (spread over the 15 training faces)",
+    )
     ap.add_argument("--demo-run", default="runs/demo", help="run directory of `specens demo` (made if missing)")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                    help="a generalist setting changed from its default (every dataset but demo), e.g. epochs=10")
-    ap.add_argument("--cluster-set", dest="cluster_sets", action="append", default=[], metavar="KEY=VALUE",
-                    help="a `specens cluster` setting changed from its default, e.g. n_groups=64")
-    ap.add_argument("--specialist-set", dest="specialist_sets", action="append", default=[], metavar="KEY=VALUE",
-                    help="a `specens specialists train` setting changed from its default, e.g. shared_trunk=1")
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a generalist setting changed from its default (every dataset but demo), e.g. epochs=10",
+    )
+    ap.add_argument(
+        "--cluster-set",
+        dest="cluster_sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a `specens cluster` setting changed from its default, e.g. n_groups=64",
+    )
+    ap.add_argument(
+        "--specialist-set",
+        dest="specialist_sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a `specens specialists train` setting changed from its default, e.g. shared_trunk=1",
+    )
     ap.add_argument("--run-name", default="compute_matched", help="the run's folder under the dataset's")
     ap.add_argument("--figure", default=str(FIGURE), help="where the plot goes")
     ap.add_argument("--pipeline-only", action="store_true", help="stop after the specialists (no baselines)")
@@ -55,14 +77,19 @@ def main() -> None:
     args = ap.parse_args()
 
     results = {}
-    cmd = (f"python benchmarks/compute_matched.py {' '.join(args.datasets)} --data-root {args.data_root}"
-           + (f" --classes {args.classes}" if {"glyphs", "hanzi"} & set(args.datasets) else "")
-           + (f" --train-per-class {args.train_per_class}"
-              if args.train_per_class != HANZI_PER_CLASS["train_per_class"] else "")
-           + "".join(f" --set {s}" for s in args.sets)
-           + "".join(f" --cluster-set {s}" for s in args.cluster_sets)
-           + "".join(f" --specialist-set {s}" for s in args.specialist_sets)
-           + (f" --run-name {args.run_name}" if args.run_name != "compute_matched" else ""))
+    cmd = (
+        f"python benchmarks/compute_matched.py {' '.join(args.datasets)} --data-root {args.data_root}"
+        + (f" --classes {args.classes}" if {"glyphs", "hanzi"} & set(args.datasets) else "")
+        + (
+            f" --train-per-class {args.train_per_class}"
+            if args.train_per_class != HANZI_PER_CLASS["train_per_class"]
+            else ""
+        )
+        + "".join(f" --set {s}" for s in args.sets)
+        + "".join(f" --cluster-set {s}" for s in args.cluster_sets)
+        + "".join(f" --specialist-set {s}" for s in args.specialist_sets)
+        + (f" --run-name {args.run_name}" if args.run_name != "compute_matched" else "")
+    )
     for name in args.datasets:
         results[name] = r = _run(name, args)
         if r is None:
@@ -92,59 +119,123 @@ def _run(name: str, args) -> dict | None:
         data = _dataset(name, work / "data", args)
         run = work / args.run_name
         t = time.perf_counter()
-        gen_cfg = load_config(TrainConfig, None, {"data": data, "out": str(run / "generalist"),
-                                                      **parse_overrides(args.sets)})
+        gen_cfg = load_config(
+            TrainConfig, None, {"data": data, "out": str(run / "generalist"), **parse_overrides(args.sets)}
+        )
         gen = train_generalist(gen_cfg, progress=False)
         clusters = run / "clusters" / "clusters.json"
         if not clusters.is_file():
-            cluster(load_config(ClusterConfig, None, {"generalist": gen.run_dir, "data": data, "out": str(clusters.parent),
-                                                      **parse_overrides(args.cluster_sets)}), progress=False)
-        summary = train_all(load_config(SpecialistConfig, None, {"generalist": gen.run_dir, "clusters": str(clusters),
-                                                                 "data": data, "out": str(run),
-                                                                 **parse_overrides(args.specialist_sets)}))
+            cluster(
+                load_config(
+                    ClusterConfig,
+                    None,
+                    {
+                        "generalist": gen.run_dir,
+                        "data": data,
+                        "out": str(clusters.parent),
+                        **parse_overrides(args.cluster_sets),
+                    },
+                ),
+                progress=False,
+            )
+        summary = train_all(
+            load_config(
+                SpecialistConfig,
+                None,
+                {
+                    "generalist": gen.run_dir,
+                    "clusters": str(clusters),
+                    "data": data,
+                    "out": str(run),
+                    **parse_overrides(args.specialist_sets),
+                },
+            )
+        )
         print(f"{name}: pipeline in {time.perf_counter() - t:.0f} s ({len(summary.trained)} specialists trained)")
     if args.pipeline_only:
         return None
     r = compute_matched(run, data, "test", progress=False)
-    r["name"], r["specialists"] = name, [json.loads(p.read_text()) for p in sorted(run.glob("specialists/s*/specialist.json"))]
+    r["name"], r["specialists"] = (
+        name,
+        [json.loads(p.read_text()) for p in sorted(run.glob("specialists/s*/specialist.json"))],
+    )
     return r
 
 
 def _table(r: dict) -> str:
     from specens.core.cost import format_flops
 
-    labels = {"generalist": "generalist", "specialists": "specialist ensemble",
-              "continued": "(a) generalist continued, same FLOPs", "seeds": "(b) ensemble of generalists",
-              "wider": "(c) wider generalist at the ensemble's inference FLOPs", "tfidf": "TF-IDF + logistic regression"}
+    labels = {
+        "generalist": "generalist",
+        "specialists": "specialist ensemble",
+        "continued": "(a) generalist continued, same FLOPs",
+        "seeds": "(b) ensemble of generalists",
+        "wider": "(c) wider generalist at the ensemble's inference FLOPs",
+        "tfidf": "TF-IDF + logistic regression",
+    }
     g = r["rows"]["generalist"]
     rows = []
     for key, row in r["rows"].items():
         label = labels[key] + (f", k = {row['members']}" if "members" in row else "")
         err_cut = (row["top1"] - g["top1"]) / (1 - g["top1"])
-        flops = f"{format_flops(row['train_flops'])} ({row['train_flops'] / g['train_flops']:.2f}x)" if row.get("train_flops") else "n/a"
-        inf = (f"{row['inference_flops_per_example'] / g['inference_flops_per_example']:.2f}x"
-               if row.get("inference_flops_per_example") else "n/a")
-        ms = (f"{1e3 * row['seconds_per_example']:.3f} ({row['seconds_per_example'] / g['seconds_per_example']:.2f}x)"
-              if row.get("seconds_per_example") and g.get("seconds_per_example") else "n/a")
-        rows.append([label, f"{row['top1']:.4f}", f"{err_cut:+.1%}", f"{row['nll']:.4f}", flops,
-                     f"{row['train_seconds']:.0f}", inf, ms])
-    return markdown_table(["", "test top-1", "error cut vs generalist", "test NLL", "training FLOPs (x generalist)",
-                           "training wall s", "inference FLOPs / example (x generalist)",
-                           "inference ms / example, measured (x generalist)"], rows)
+        flops = (
+            f"{format_flops(row['train_flops'])} ({row['train_flops'] / g['train_flops']:.2f}x)"
+            if row.get("train_flops")
+            else "n/a"
+        )
+        inf = (
+            f"{row['inference_flops_per_example'] / g['inference_flops_per_example']:.2f}x"
+            if row.get("inference_flops_per_example")
+            else "n/a"
+        )
+        ms = (
+            f"{1e3 * row['seconds_per_example']:.3f} ({row['seconds_per_example'] / g['seconds_per_example']:.2f}x)"
+            if row.get("seconds_per_example") and g.get("seconds_per_example")
+            else "n/a"
+        )
+        rows.append(
+            [
+                label,
+                f"{row['top1']:.4f}",
+                f"{err_cut:+.1%}",
+                f"{row['nll']:.4f}",
+                flops,
+                f"{row['train_seconds']:.0f}",
+                inf,
+                ms,
+            ]
+        )
+    return markdown_table(
+        [
+            "",
+            "test top-1",
+            "error cut vs generalist",
+            "test NLL",
+            "training FLOPs (x generalist)",
+            "training wall s",
+            "inference FLOPs / example (x generalist)",
+            "inference ms / example, measured (x generalist)",
+        ],
+        rows,
+    )
 
 
 def _split(r: dict) -> str:
     specs = r["specialists"]
     on = sum(s["gate"]["on"] for s in specs)
-    c = {k: sum(s["cost"][k] for s in specs) for k in ("wall_seconds", "train_seconds", "validation_seconds",
-                                                        "overhead_seconds")}
+    c = {
+        k: sum(s["cost"][k] for s in specs)
+        for k in ("wall_seconds", "train_seconds", "validation_seconds", "overhead_seconds")
+    }
     epochs = [len(s["metrics"]["history"]) for s in specs]
     best = [s["metrics"]["best_epoch"] for s in specs]
-    return (f"{len(specs)} specialists, {on} on after the gate; epochs run {min(epochs)}-{max(epochs)} (best "
-            f"{min(best)}-{max(best)}); summed over specialists: {c['wall_seconds']:.0f} s wall = training "
-            f"{c['train_seconds']:.0f} s ({c['train_seconds'] / c['wall_seconds']:.0%}) + validation "
-            f"{c['validation_seconds']:.0f} s + overhead {c['overhead_seconds']:.0f} s (loading, initialisation, "
-            "checkpoints; Ray process start-up not included)")
+    return (
+        f"{len(specs)} specialists, {on} on after the gate; epochs run {min(epochs)}-{max(epochs)} (best "
+        f"{min(best)}-{max(best)}); summed over specialists: {c['wall_seconds']:.0f} s wall = training "
+        f"{c['train_seconds']:.0f} s ({c['train_seconds'] / c['wall_seconds']:.0%}) + validation "
+        f"{c['validation_seconds']:.0f} s + overhead {c['overhead_seconds']:.0f} s (loading, initialisation, "
+        "checkpoints; Ray process start-up not included)"
+    )
 
 
 def _plot(results: dict, figure: Path) -> None:
@@ -157,8 +248,10 @@ def _plot(results: dict, figure: Path) -> None:
     fig, axes = plt.subplots(2, len(results), figsize=(4.2 * len(results), 7.0), squeeze=False)
     for col, (name, r) in enumerate(results.items()):
         g = r["rows"]["generalist"]
-        for ax, key, label in ((axes[0][col], "train_flops", "training FLOPs"),
-                               (axes[1][col], "inference_flops_per_example", "inference FLOPs / example")):
+        for ax, key, label in (
+            (axes[0][col], "train_flops", "training FLOPs"),
+            (axes[1][col], "inference_flops_per_example", "inference FLOPs / example"),
+        ):
             for row_key, row in r["rows"].items():
                 if row.get(key):
                     ax.scatter(row[key] / g[key], row["top1"], marker=markers.get(row_key, "x"), s=80, label=row_key)

@@ -60,21 +60,49 @@ def main() -> None:
             g, e, s = (r["rows"][k] for k in ("generalist", "ensemble", "student"))
             t = r["student_training"]
             kept = "n/a (no gain)" if r["kept"] is None else f"{r['kept']:.0%}"
-            rows.append([ds, name, f"{g['top1']:.4f}", f"{e['top1']:.4f}", f"{s['top1']:.4f}", kept,
-                         f"{g['nll']:.4f} / {e['nll']:.4f} / {s['nll']:.4f}",
-                         f"{r['student_over_generalist_seconds']:.2f}x / {r['ensemble_over_generalist_seconds']:.2f}x",
-                         f"{t['train_flops'] / r['generalist_training_flops']:.2f}x, {t['epochs']} ep, "
-                         f"{t['wall_seconds']:.0f} s",
-                         *(f"{r['baselines'][b]['top1']:.4f}" if b in r.get("baselines", {}) else "-"
-                           for b in ("continued", "seeds"))])
+            rows.append(
+                [
+                    ds,
+                    name,
+                    f"{g['top1']:.4f}",
+                    f"{e['top1']:.4f}",
+                    f"{s['top1']:.4f}",
+                    kept,
+                    f"{g['nll']:.4f} / {e['nll']:.4f} / {s['nll']:.4f}",
+                    f"{r['student_over_generalist_seconds']:.2f}x / {r['ensemble_over_generalist_seconds']:.2f}x",
+                    f"{t['train_flops'] / r['generalist_training_flops']:.2f}x, {t['epochs']} ep, "
+                    f"{t['wall_seconds']:.0f} s",
+                    *(
+                        f"{r['baselines'][b]['top1']:.4f}" if b in r.get("baselines", {}) else "-"
+                        for b in ("continued", "seeds")
+                    ),
+                ]
+            )
             (out / "summary.json").write_text(json.dumps({"variant": name, "overrides": overrides, **r}, indent=1))
-    table = markdown_table(["dataset", "variant", "generalist", "ensemble", "student", "gain kept",
-                            "NLL g / e / s", "time s / e (x generalist)", "student training (x generalist FLOPs)",
-                            "(a) continued", "(b) seeds"], rows)
+    table = markdown_table(
+        [
+            "dataset",
+            "variant",
+            "generalist",
+            "ensemble",
+            "student",
+            "gain kept",
+            "NLL g / e / s",
+            "time s / e (x generalist)",
+            "student training (x generalist FLOPs)",
+            "(a) continued",
+            "(b) seeds",
+        ],
+        rows,
+    )
     print(table)
     if args.record:
-        cmd = "python benchmarks/distill_real.py " + " ".join(args.datasets) + f" --split {args.split} " + " ".join(
-            f"--variant {v}" for v in args.variant or ["default"])
+        cmd = (
+            "python benchmarks/distill_real.py "
+            + " ".join(args.datasets)
+            + f" --split {args.split} "
+            + " ".join(f"--variant {v}" for v in args.variant or ["default"])
+        )
         record(f"Distilled student, {args.split} split", cmd, table)
 
 
@@ -97,16 +125,27 @@ def second_round(args) -> None:
         first = evaluate_ensemble(Ensemble.load(run), data, args.split, progress=False)
         second = evaluate_ensemble(Ensemble.load(round2, generalist=student), data, args.split, progress=False)
         for name, r in (("round 1: generalist + specialists", first), ("round 2: student + its specialists", second)):
-            rows.append([ds, name, f"{r['generalist']['top1']:.4f}", f"{r['ensemble']['top1']:.4f}",
-                         f"{r['top1_error_relative_cut']:+.1%}", f"{r['generalist']['nll']:.4f} / {r['ensemble']['nll']:.4f}",
-                         f"{len(r['specialists_on'])} of {len(r['specialists_on']) + len(r['specialists_gated_off'])}"])
+            rows.append(
+                [
+                    ds,
+                    name,
+                    f"{r['generalist']['top1']:.4f}",
+                    f"{r['ensemble']['top1']:.4f}",
+                    f"{r['top1_error_relative_cut']:+.1%}",
+                    f"{r['generalist']['nll']:.4f} / {r['ensemble']['nll']:.4f}",
+                    f"{len(r['specialists_on'])} of {len(r['specialists_on']) + len(r['specialists_gated_off'])}",
+                ]
+            )
         (round2 / "summary.json").write_text(json.dumps({"round1": first, "round2": second}, indent=1, default=str))
-    table = markdown_table(["dataset", "round", "its generalist", "its ensemble", "error cut", "NLL g / e",
-                            "specialists on"], rows)
+    table = markdown_table(
+        ["dataset", "round", "its generalist", "its ensemble", "error cut", "NLL g / e", "specialists on"], rows
+    )
     print(table)
     if args.record:
-        cmd = (f"python benchmarks/distill_real.py {' '.join(args.datasets)} --split {args.split} "
-               f"--second-round {args.second_round}")
+        cmd = (
+            f"python benchmarks/distill_real.py {' '.join(args.datasets)} --split {args.split} "
+            f"--second-round {args.second_round}"
+        )
         record(f"Distilled student, second round, {args.split} split", cmd, table)
 
 

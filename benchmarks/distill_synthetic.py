@@ -45,18 +45,26 @@ def one_seed(root: Path, seed: int, fraction: float) -> dict:
     import_synthetic(data, n_classes=20, n_groups=4, dim=16, n_train=200, n_val=50, n_test=50, noise=1.0, seed=seed)
     base = dict(data=data, batch_size=64, model_kwargs={"hidden": [64]}, threads=2, patience=0, seed=seed)
     weak = train_generalist(TrainConfig(out=str(root / "weak"), epochs=1, lr=1e-3, **base), progress=False).run_dir
-    strong = load_generalist(train_generalist(TrainConfig(out=str(root / "strong"), epochs=4, lr=3e-3, **base),
-                                              progress=False).run_dir)
+    strong = load_generalist(
+        train_generalist(TrainConfig(out=str(root / "strong"), epochs=4, lr=3e-3, **base), progress=False).run_dir
+    )
     groups = [torch.tensor(g) for g in load_info(data).groups]
     feats = torch.cat([strong.model.body(b.inputs) for b in iter_split(data, "train", 256)]).detach()
     with torch.no_grad():
         specialists = [build_specialist(strong.model, g, feats).eval() for g in groups]
     ens = Ensemble(load_generalist(weak), groups, specialists, [0.0] * len(groups), device="cpu")
     out = {}
-    for name, kw in (("labels only", dict(alpha=0.0)), ("student", {}),
-                     ("student + transfer", dict(transfer=(data,)))):
-        cfg = DistillConfig(**{**base, "patience": 3}, out=str(root / name), run="(in memory)", epochs=3, lr=3e-3,
-                            init=weak, train_fraction=fraction, **kw)
+    for name, kw in (("labels only", dict(alpha=0.0)), ("student", {}), ("student + transfer", dict(transfer=(data,)))):
+        cfg = DistillConfig(
+            **{**base, "patience": 3},
+            out=str(root / name),
+            run="(in memory)",
+            epochs=3,
+            lr=3e-3,
+            init=weak,
+            train_fraction=fraction,
+            **kw,
+        )
         train_generalist(cfg, progress=False, teacher=EnsembleTeacher(ens))
         out[name] = compare(ens, cfg.out, data, "test", progress=False)
     return out
@@ -77,19 +85,37 @@ def main() -> None:
         return float(np.mean([get(r) for r in runs]))
 
     first = runs[0]["student"]["rows"]
-    rows = [["generalist (1 epoch)", f"{mean(lambda r: r['student']['rows']['generalist']['top1']):.4f}",
-             f"{mean(lambda r: r['student']['rows']['generalist']['nll']):.3f}", "-", "1.00x"],
-            ["ensemble (4 specialists)", f"{mean(lambda r: r['student']['rows']['ensemble']['top1']):.4f}",
-             f"{mean(lambda r: r['student']['rows']['ensemble']['nll']):.3f}", "100%",
-             f"{mean(lambda r: r['student']['rows']['ensemble']['flops_per_example'] / r['student']['rows']['generalist']['flops_per_example']):.2f}x"]]
+    rows = [
+        [
+            "generalist (1 epoch)",
+            f"{mean(lambda r: r['student']['rows']['generalist']['top1']):.4f}",
+            f"{mean(lambda r: r['student']['rows']['generalist']['nll']):.3f}",
+            "-",
+            "1.00x",
+        ],
+        [
+            "ensemble (4 specialists)",
+            f"{mean(lambda r: r['student']['rows']['ensemble']['top1']):.4f}",
+            f"{mean(lambda r: r['student']['rows']['ensemble']['nll']):.3f}",
+            "100%",
+            f"{mean(lambda r: r['student']['rows']['ensemble']['flops_per_example'] / r['student']['rows']['generalist']['flops_per_example']):.2f}x",
+        ],
+    ]
     for name in ("labels only", "student", "student + transfer"):
         kept = [(r[name]["student_gain"]) / r[name]["ensemble_gain"] for r in runs]
-        rows.append([name, f"{mean(lambda r: r[name]['rows']['student']['top1']):.4f}",
-                     f"{mean(lambda r: r[name]['rows']['student']['nll']):.3f}",
-                     f"{np.mean(kept):.0%} ({min(kept):.0%}-{max(kept):.0%})",
-                     f"{mean(lambda r: r[name]['rows']['student']['flops_per_example'] / r[name]['rows']['generalist']['flops_per_example']):.2f}x"])
-    table = markdown_table(["model", "test top-1", "NLL", "ensemble's gain kept (range over seeds)",
-                            "inference FLOPs (x generalist)"], rows)
+        rows.append(
+            [
+                name,
+                f"{mean(lambda r: r[name]['rows']['student']['top1']):.4f}",
+                f"{mean(lambda r: r[name]['rows']['student']['nll']):.3f}",
+                f"{np.mean(kept):.0%} ({min(kept):.0%}-{max(kept):.0%})",
+                f"{mean(lambda r: r[name]['rows']['student']['flops_per_example'] / r[name]['rows']['generalist']['flops_per_example']):.2f}x",
+            ]
+        )
+    table = markdown_table(
+        ["model", "test top-1", "NLL", "ensemble's gain kept (range over seeds)", "inference FLOPs (x generalist)"],
+        rows,
+    )
     print(f"{len(runs)} seeds, {first['student']['flops_per_example']:.0f} FLOP per example for generalist and student")
     print(table)
     if args.record:

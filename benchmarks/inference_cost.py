@@ -59,6 +59,7 @@ def main() -> None:
         n = sum(len(x) for x in xs)
         gen = ens.generalist.model
         with torch.no_grad():
+
             def run_gen():
                 for x in xs:
                     gen(x)
@@ -89,16 +90,43 @@ def main() -> None:
                 g, e = statistics.median(t_gen2), statistics.median(t_ens)
                 predicted = 1 + active * t_spec / t_gen
                 measured = e / g
-                rows.append([bs, top_n, len(ens.groups), f"{active:.2f}", sub, f"{n / g:,.0f}", f"{n / e:,.0f}",
-                             f"{t_spec / t_gen:.2f}", f"{predicted:.2f}", f"{measured:.2f}",
-                             f"{measured / predicted - 1:+.1%}"])
+                rows.append(
+                    [
+                        bs,
+                        top_n,
+                        len(ens.groups),
+                        f"{active:.2f}",
+                        sub,
+                        f"{n / g:,.0f}",
+                        f"{n / e:,.0f}",
+                        f"{t_spec / t_gen:.2f}",
+                        f"{predicted:.2f}",
+                        f"{measured:.2f}",
+                        f"{measured / predicted - 1:+.1%}",
+                    ]
+                )
                 print(rows[-1], flush=True)
-    table = markdown_table(["batch", "top-n", "specialists", "mean active", "spec. sub-batch", "generalist ex/s", "ensemble ex/s",
-                            "spec/gen cost", "predicted ratio", "measured ratio", "measured vs predicted"], rows)
+    table = markdown_table(
+        [
+            "batch",
+            "top-n",
+            "specialists",
+            "mean active",
+            "spec. sub-batch",
+            "generalist ex/s",
+            "ensemble ex/s",
+            "spec/gen cost",
+            "predicted ratio",
+            "measured ratio",
+            "measured vs predicted",
+        ],
+        rows,
+    )
     print(table)
     if args.record:
-        record("inference_cost", f"python benchmarks/inference_cost.py --run {args.run} --data {args.data} --record",
-               table)
+        record(
+            "inference_cost", f"python benchmarks/inference_cost.py --run {args.run} --data {args.data} --record", table
+        )
 
 
 if __name__ == "__main__":

@@ -58,8 +58,17 @@ def main() -> None:
 
     def train(name: str, epochs: int, **kw) -> str:
         out = work / name
-        base = dict(data=str(data), out=str(out), epochs=epochs, batch_size=128, lr=1e-3, warmup=0.02,
-                    threads=args.threads, model="mlp", patience=0)  # every epoch, as the recorded tables ran
+        base = dict(
+            data=str(data),
+            out=str(out),
+            epochs=epochs,
+            batch_size=128,
+            lr=1e-3,
+            warmup=0.02,
+            threads=args.threads,
+            model="mlp",
+            patience=0,
+        )  # every epoch, as the recorded tables ran
         t0 = time.perf_counter()
         if not (out / "model.json").is_file():
             train_generalist(TrainConfig(**{**base, **kw}), progress=False)
@@ -79,38 +88,68 @@ def main() -> None:
         wrong = z.argmax(1) != y
         return int(wrong.sum()), int((wrong & (y == 3)).sum())
 
-    teacher = train("teacher", args.teacher_epochs, model_kwargs={"hidden": [1200, 1200], "dropout": 0.5,
-                                                                  "input_dropout": 0.2}, jitter=2)
+    teacher = train(
+        "teacher",
+        args.teacher_epochs,
+        model_kwargs={"hidden": [1200, 1200], "dropout": 0.5, "input_dropout": 0.2},
+        jitter=2,
+    )
     plain = train("plain800", args.student_epochs, model_kwargs={"hidden": [800, 800]}, weight_decay=0.0)
     distil = dict(teacher=(teacher,), alpha=0.9, weight_decay=0.0)
-    rows = [["teacher 2×1200, dropout + jitter", errors(teacher)[0], PAPER["teacher"], f"{seconds['teacher']:.0f}"],
-            ["2×800, plain", errors(plain)[0], PAPER["plain"], f"{seconds['plain800']:.0f}"]]
+    rows = [
+        ["teacher 2×1200, dropout + jitter", errors(teacher)[0], PAPER["teacher"], f"{seconds['teacher']:.0f}"],
+        ["2×800, plain", errors(plain)[0], PAPER["plain"], f"{seconds['plain800']:.0f}"],
+    ]
     main_t = 20.0
     for t in [main_t] + [float(v) for v in args.sweep_800.split(",") if v]:
-        run = train(f"distil800_T{t:g}", args.student_epochs, model_kwargs={"hidden": [800, 800]}, temperature=t,
-                    **distil)
-        rows.append([f"2×800 distilled, T = {t:g}", errors(run)[0], PAPER["distilled"] if t == main_t else "",
-                     f"{seconds[f'distil800_T{t:g}']:.0f}"])
+        run = train(
+            f"distil800_T{t:g}", args.student_epochs, model_kwargs={"hidden": [800, 800]}, temperature=t, **distil
+        )
+        rows.append(
+            [
+                f"2×800 distilled, T = {t:g}",
+                errors(run)[0],
+                PAPER["distilled"] if t == main_t else "",
+                f"{seconds[f'distil800_T{t:g}']:.0f}",
+            ]
+        )
     # The teacher's soft targets are computed on the student's batch, so with jitter the transfer set
     # becomes the jittered images, each labelled by the teacher itself (the augmentation the teacher
     # was trained with, applied consistently to both nets); still no dropout or weight decay.
-    run = train(f"distil800_T{main_t:g}_jitter", args.student_epochs, model_kwargs={"hidden": [800, 800]},
-                temperature=main_t, jitter=2, **distil)
-    rows.append([f"2×800 distilled, T = {main_t:g}, transfer set jittered", errors(run)[0], "",
-                 f"{seconds[f'distil800_T{main_t:g}_jitter']:.0f}"])
+    run = train(
+        f"distil800_T{main_t:g}_jitter",
+        args.student_epochs,
+        model_kwargs={"hidden": [800, 800]},
+        temperature=main_t,
+        jitter=2,
+        **distil,
+    )
+    rows.append(
+        [
+            f"2×800 distilled, T = {main_t:g}, transfer set jittered",
+            errors(run)[0],
+            "",
+            f"{seconds[f'distil800_T{main_t:g}_jitter']:.0f}",
+        ]
+    )
     sweep_30 = [float(v) for v in args.sweep_30.split(",") if v]
     if sweep_30:  # the plain 30-unit net is the sweep's reference
         small = train("plain30", args.student_epochs, model_kwargs={"hidden": [30, 30]}, weight_decay=0.0)
         rows.append(["2×30, plain", errors(small)[0], "", f"{seconds['plain30']:.0f}"])
     for t in sweep_30:
-        run = train(f"distil30_T{t:g}", args.student_epochs, model_kwargs={"hidden": [30, 30]}, temperature=t,
-                    **distil)
+        run = train(f"distil30_T{t:g}", args.student_epochs, model_kwargs={"hidden": [30, 30]}, temperature=t, **distil)
         rows.append([f"2×30 distilled, T = {t:g}", errors(run)[0], "", f"{seconds[f'distil30_T{t:g}']:.0f}"])
 
     grid, val_err = None, None
     if not args.skip_omitted_3:
-        no3 = train("distil800_no3", args.student_epochs, model_kwargs={"hidden": [800, 800]}, temperature=main_t,
-                    exclude_classes=(3,), **distil)
+        no3 = train(
+            "distil800_no3",
+            args.student_epochs,
+            model_kwargs={"hidden": [800, 800]},
+            temperature=main_t,
+            exclude_classes=(3,),
+            **distil,
+        )
         zv, yv = logits(no3, "val")
         grid = np.arange(0, 8.01, 0.25)
         val_err = [int((np.where(np.arange(10) == 3, b, 0) + zv).argmax(1).__ne__(yv).sum()) for b in grid]
@@ -118,19 +157,40 @@ def main() -> None:
         e0, e0_3 = errors(no3)
         eb, eb_3 = errors(no3, best)
         ep, ep_3 = errors(no3, 3.5)
-        rows += [["2×800 distilled, no 3s in the transfer set", f"{e0} ({e0_3} on 3s)",
-                  f"{PAPER['no3']} ({PAPER['no3_on3']} on 3s)", f"{seconds['distil800_no3']:.0f}"],
-                 [f"… bias of 3 raised by {best:g} (best on val)", f"{eb} ({eb_3} on 3s)", "", ""],
-                 ["… bias of 3 raised by 3.5 (the paper's)", f"{ep} ({ep_3} on 3s)",
-                  f"{PAPER['no3_bias']} ({PAPER['no3_bias_on3']} on 3s)", ""]]
+        rows += [
+            [
+                "2×800 distilled, no 3s in the transfer set",
+                f"{e0} ({e0_3} on 3s)",
+                f"{PAPER['no3']} ({PAPER['no3_on3']} on 3s)",
+                f"{seconds['distil800_no3']:.0f}",
+            ],
+            [f"… bias of 3 raised by {best:g} (best on val)", f"{eb} ({eb_3} on 3s)", "", ""],
+            [
+                "… bias of 3 raised by 3.5 (the paper's)",
+                f"{ep} ({ep_3} on 3s)",
+                f"{PAPER['no3_bias']} ({PAPER['no3_bias_on3']} on 3s)",
+                "",
+            ],
+        ]
     table = markdown_table(["net", "test errors (of 10,000)", "paper", "train s"], rows)
     print(table)
-    (work / "results.json").write_text(json.dumps({"rows": rows, "bias_grid": None if grid is None else grid.tolist(),
-                                                    "val_errors": val_err, "args": vars(args)}, indent=1))
+    (work / "results.json").write_text(
+        json.dumps(
+            {
+                "rows": rows,
+                "bias_grid": None if grid is None else grid.tolist(),
+                "val_errors": val_err,
+                "args": vars(args),
+            },
+            indent=1,
+        )
+    )
     if args.record:
-        cmd = (f"python benchmarks/mnist_distillation.py --data {args.data} --work {args.work} "
-               f"--teacher-epochs {args.teacher_epochs} --student-epochs {args.student_epochs} "
-               f"--sweep-800 '{args.sweep_800}' --sweep-30 '{args.sweep_30}'{' --skip-omitted-3' * args.skip_omitted_3} --record")
+        cmd = (
+            f"python benchmarks/mnist_distillation.py --data {args.data} --work {args.work} "
+            f"--teacher-epochs {args.teacher_epochs} --student-epochs {args.student_epochs} "
+            f"--sweep-800 '{args.sweep_800}' --sweep-30 '{args.sweep_30}'{' --skip-omitted-3' * args.skip_omitted_3} --record"
+        )
         record("mnist_distillation", cmd, table)
 
 

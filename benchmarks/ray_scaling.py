@@ -43,8 +43,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ray_scaling."))
     n = args.specialists
     import_synthetic(str(work / "data"), n_classes=8 * n, n_groups=n, dim=64, n_train=400, n_val=50, n_test=10, seed=0)
-    gen = train_generalist(TrainConfig(data=str(work / "data"), out=str(work / "gen"), epochs=1,
-                                       model_kwargs={"hidden": [512, 512]}), progress=False)
+    gen = train_generalist(
+        TrainConfig(data=str(work / "data"), out=str(work / "gen"), epochs=1, model_kwargs={"hidden": [512, 512]}),
+        progress=False,
+    )
     info = load_info(work / "data")
     groups = [np.arange(8 * m, 8 * m + 8) for m in range(n)]
     save_clusters(work / "clusters.json", groups, info.classes, gen.fingerprint, {})
@@ -52,8 +54,15 @@ def main() -> None:
     for w in (1, args.workers):
         ray.init(num_cpus=w, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
         ray.get([ray.remote(lambda: 0).remote() for _ in range(w)])  # start the worker pool before timing
-        cfg = SpecialistConfig(generalist=gen.run_dir, clusters=str(work / "clusters.json"), data=str(work / "data"),
-                               out=str(work / f"run{w}"), epochs=args.epochs, threads=1, val_split="val")
+        cfg = SpecialistConfig(
+            generalist=gen.run_dir,
+            clusters=str(work / "clusters.json"),
+            data=str(work / "data"),
+            out=str(work / f"run{w}"),
+            epochs=args.epochs,
+            threads=1,
+            val_split="val",
+        )
         t0 = time.perf_counter()
         s = train_all(cfg, cpus_per_specialist=1, restart=True, echo=lambda line: None)
         times[w] = time.perf_counter() - t0
@@ -62,13 +71,28 @@ def main() -> None:
         print(f"{n} specialists on {w} worker(s): {times[w]:.1f} s", flush=True)
     speedup = times[1] / times[args.workers]
     ideal = min(args.workers, n)
-    table = markdown_table(["specialists", "workers", "wall s (1 worker)", "wall s (W workers)", "speed-up", "ideal",
-                            "of ideal"], [[n, args.workers, f"{times[1]:.1f}", f"{times[args.workers]:.1f}",
-                                           f"{speedup:.2f}", ideal, f"{speedup / ideal:.0%}"]])
+    table = markdown_table(
+        ["specialists", "workers", "wall s (1 worker)", "wall s (W workers)", "speed-up", "ideal", "of ideal"],
+        [
+            [
+                n,
+                args.workers,
+                f"{times[1]:.1f}",
+                f"{times[args.workers]:.1f}",
+                f"{speedup:.2f}",
+                ideal,
+                f"{speedup / ideal:.0%}",
+            ]
+        ],
+    )
     print(table)
     if args.record:
-        record("ray_scaling", f"python benchmarks/ray_scaling.py --specialists {n} --workers {args.workers} "
-                              f"--epochs {args.epochs} --record", table)
+        record(
+            "ray_scaling",
+            f"python benchmarks/ray_scaling.py --specialists {n} --workers {args.workers} "
+            f"--epochs {args.epochs} --record",
+            table,
+        )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -58,8 +58,18 @@ def _stage(name: str, c: int, m: int, root: str, threads: int) -> dict:
         from specens.generalist.config import TrainConfig
         from specens.generalist.train import train_generalist
 
-        train_generalist(TrainConfig(data=data, out=str(root / "generalist"), epochs=2, batch_size=256,
-                                     lr=3e-3, model_kwargs={"hidden": [256]}, threads=threads), progress=False)
+        train_generalist(
+            TrainConfig(
+                data=data,
+                out=str(root / "generalist"),
+                epochs=2,
+                batch_size=256,
+                lr=3e-3,
+                model_kwargs={"hidden": [256]},
+                threads=threads,
+            ),
+            progress=False,
+        )
         meta = json.loads((root / "generalist" / "model.json").read_text())
         extra["val_top1"] = meta["metrics"]["history"][-1].get("val_top1")
     elif name == "cluster":
@@ -68,25 +78,54 @@ def _stage(name: str, c: int, m: int, root: str, threads: int) -> dict:
         run.mkdir(parents=True, exist_ok=True)
         if not (run / "generalist").exists():  # the run layout Ensemble.load reads; one generalist for every M
             (run / "generalist").symlink_to("../generalist")
-        cluster(ClusterConfig(generalist=str(root / "generalist"), data=data, out=str(run / "clusters"),
-                              n_groups=int(str(m).lstrip("MT"))),
-                progress=False)
+        cluster(
+            ClusterConfig(
+                generalist=str(root / "generalist"),
+                data=data,
+                out=str(run / "clusters"),
+                n_groups=int(str(m).lstrip("MT")),
+            ),
+            progress=False,
+        )
         extra["groups"] = len(json.loads((run / "clusters" / "clusters.json").read_text())["groups"])
     elif name == "specialists":
         from specens.specialists.parallel import train_all
         from specens.specialists.train import SpecialistConfig
 
-        s = train_all(SpecialistConfig(generalist=str(root / "generalist"), clusters=str(run / "clusters" / "clusters.json"),
-                                       data=data, out=str(run), epochs=1, threads=threads, checkpoint_every=600),
-                      local=True, echo=lambda _: None)
+        s = train_all(
+            SpecialistConfig(
+                generalist=str(root / "generalist"),
+                clusters=str(run / "clusters" / "clusters.json"),
+                data=data,
+                out=str(run),
+                epochs=1,
+                threads=threads,
+                checkpoint_every=600,
+            ),
+            local=True,
+            echo=lambda _: None,
+        )
         extra["trained"] = len(s.trained) + len(s.skipped)
     elif name == "quick-specialists":  # for inference throughput only: one batch of training each
         from specens.specialists.parallel import train_all
         from specens.specialists.train import SpecialistConfig
 
-        s = train_all(SpecialistConfig(generalist=str(root / "generalist"), clusters=str(run / "clusters" / "clusters.json"),
-                                       data=data, out=str(run), epochs=1, epoch_size=128, val_split="", init_batches=1,
-                                       threads=threads, checkpoint_every=600), local=True, echo=lambda _: None)
+        s = train_all(
+            SpecialistConfig(
+                generalist=str(root / "generalist"),
+                clusters=str(run / "clusters" / "clusters.json"),
+                data=data,
+                out=str(run),
+                epochs=1,
+                epoch_size=128,
+                val_split="",
+                init_batches=1,
+                threads=threads,
+                checkpoint_every=600,
+            ),
+            local=True,
+            echo=lambda _: None,
+        )
         extra["trained"] = len(s.trained) + len(s.skipped)
     elif name.startswith("infer"):
         from specens.inference.ensemble import Ensemble
@@ -96,8 +135,13 @@ def _stage(name: str, c: int, m: int, root: str, threads: int) -> dict:
         if name in ("infer-all", "infer-budget"):  # every specialist on, whatever its gate says
             kw["all_specialists"] = True
         if name == "infer-budget":  # memory for 10 specialists: the rest load from disk as routed
-            one = sum(t.numel() * t.element_size() for t in Ensemble.load(str(run), device="cpu", all_specialists=True)
-                      .specialists[0].state_dict().values())
+            one = sum(
+                t.numel() * t.element_size()
+                for t in Ensemble.load(str(run), device="cpu", all_specialists=True)
+                .specialists[0]
+                .state_dict()
+                .values()
+            )
             kw["specialist_memory"] = 10 * one
         t = time.perf_counter()
         split = "train" if run.name.startswith("T") else "test"  # throughput: the larger split, steadier
@@ -119,10 +163,19 @@ def main() -> None:
     ap.add_argument("--specialists", type=int, nargs="+", default=[100])
     ap.add_argument("--work", default="runs/scale")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--throughput", type=int, nargs="*", default=[], metavar="M",
-                    help="inference throughput at these M on the first C (specialists trained on one batch each)")
-    ap.add_argument("--budget", action="store_true",
-                    help="also run inference with memory for only 10 specialists (the rest loaded as routed)")
+    ap.add_argument(
+        "--throughput",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="M",
+        help="inference throughput at these M on the first C (specialists trained on one batch each)",
+    )
+    ap.add_argument(
+        "--budget",
+        action="store_true",
+        help="also run inference with memory for only 10 specialists (the rest loaded as routed)",
+    )
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     if args.throughput:
@@ -135,7 +188,9 @@ def main() -> None:
                 if name in ("import", "generalist") and m != args.specialists[0]:
                     results[c, m, name] = results[c, args.specialists[0], name]
                     continue
-                done = root / f"M{m}" / f"{name}.json" if name not in ("import", "generalist") else root / f"{name}.json"
+                done = (
+                    root / f"M{m}" / f"{name}.json" if name not in ("import", "generalist") else root / f"{name}.json"
+                )
                 if not done.is_file():
                     done.parent.mkdir(parents=True, exist_ok=True)
                     done.write_text(json.dumps(_run(name, c, m, str(root), args.threads)))
@@ -143,18 +198,26 @@ def main() -> None:
                 r = results[c, m, name]
                 print(f"C={c} M={m} {name}: {r['seconds']:.0f} s, peak {r['peak_mib']:.0f} MiB", flush=True)
     rows = []
-    for (c, m) in sorted({(c, m) for c, m, _ in results}):
+    for c, m in sorted({(c, m) for c, m, _ in results}):
         per = [results[c, m, s] for s in STAGES]
         inf = results[c, m, "infer"]
-        rows.append([f"{c:,}", m, *(f"{r['seconds']:.0f} s / {r['peak_mib']:,.0f}" for r in per),
-                     f"{sum(r['seconds'] for r in per) / 60:.1f} min", f"{max(r['peak_mib'] for r in per) / 1024:.2f}",
-                     f"{inf['examples'] / inf['seconds']:,.0f}"])
-    table = markdown_table(["C", "M", *(f"{s} (s / peak MiB)" for s in STAGES), "total", "peak GiB",
-                            "infer examples/s"], rows)
+        rows.append(
+            [
+                f"{c:,}",
+                m,
+                *(f"{r['seconds']:.0f} s / {r['peak_mib']:,.0f}" for r in per),
+                f"{sum(r['seconds'] for r in per) / 60:.1f} min",
+                f"{max(r['peak_mib'] for r in per) / 1024:.2f}",
+                f"{inf['examples'] / inf['seconds']:,.0f}",
+            ]
+        )
+    table = markdown_table(
+        ["C", "M", *(f"{s} (s / peak MiB)" for s in STAGES), "total", "peak GiB", "infer examples/s"], rows
+    )
     growth = _growth(results, args)
     if args.budget:
         rows = []
-        for (c, m) in sorted({(c, m) for c, m, _ in results}):
+        for c, m in sorted({(c, m) for c, m, _ in results}):
             r = {}
             for name in ("infer-all", "infer-budget"):
                 done = Path(args.work) / f"C{c}" / f"M{m}" / f"{name}.json"
@@ -162,12 +225,18 @@ def main() -> None:
                     done.write_text(json.dumps(_run(name, c, m, str(Path(args.work) / f"C{c}"), args.threads)))
                 r[name] = json.loads(done.read_text())
             rows.append(_throughput_row(c, m, results[c, m, "cluster"], r["infer-all"], r["infer-budget"]))
-        growth += ("\n\nInference on the test split with every specialist on (gates overridden):\n\n"
-                   + _throughput_table(rows))
+        growth += (
+            "\n\nInference on the test split with every specialist on (gates overridden):\n\n" + _throughput_table(rows)
+        )
     print(table + "\n\n" + growth)
     if args.record:
-        cmd = ("python benchmarks/scale.py --classes " + " ".join(map(str, args.classes)) + " --specialists "
-               + " ".join(map(str, args.specialists)) + (" --budget" if args.budget else ""))
+        cmd = (
+            "python benchmarks/scale.py --classes "
+            + " ".join(map(str, args.classes))
+            + " --specialists "
+            + " ".join(map(str, args.specialists))
+            + (" --budget" if args.budget else "")
+        )
         record("scale", cmd, table + "\n\n" + growth)
 
 
@@ -195,18 +264,29 @@ def throughput(args) -> None:
     table = _throughput_table(rows)
     print(table)
     if args.record:
-        record("scale throughput", f"python benchmarks/scale.py --classes {c} --throughput "
-               + " ".join(map(str, args.throughput)), table)
+        record(
+            "scale throughput",
+            f"python benchmarks/scale.py --classes {c} --throughput " + " ".join(map(str, args.throughput)),
+            table,
+        )
 
 
 def _throughput_row(c, m, cluster, infer, budget) -> list:
-    return [f"{c:,}", m, cluster["groups"], f"{infer['examples'] / infer['seconds']:,.0f}", f"{infer['peak_mib']:,.0f}",
-            f"{budget['examples'] / budget['seconds']:,.0f}", f"{budget['peak_mib']:,.0f}"]
+    return [
+        f"{c:,}",
+        m,
+        cluster["groups"],
+        f"{infer['examples'] / infer['seconds']:,.0f}",
+        f"{infer['peak_mib']:,.0f}",
+        f"{budget['examples'] / budget['seconds']:,.0f}",
+        f"{budget['peak_mib']:,.0f}",
+    ]
 
 
 def _throughput_table(rows) -> str:
-    return markdown_table(["C", "M asked", "groups", "examples/s, all loaded", "peak MiB",
-                           "examples/s, room for 10", "peak MiB"], rows)
+    return markdown_table(
+        ["C", "M asked", "groups", "examples/s, all loaded", "peak MiB", "examples/s, room for 10", "peak MiB"], rows
+    )
 
 
 def _growth(results, args) -> str:

@@ -33,9 +33,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     b, c, s = args.examples, args.classes, args.group_size
     perm = rng.permutation(c)
-    groups = [torch.tensor(np.sort(perm[i:i + s])) for i in range(0, c, s)]
+    groups = [torch.tensor(np.sort(perm[i : i + s])) for i in range(0, c, s)]
     shifted = np.roll(perm, s // 2)  # a second, overlapping partition: every class in two groups
-    groups += [torch.tensor(np.sort(shifted[i:i + s])) for i in range(0, c, s)][: len(groups) // 2]
+    groups += [torch.tensor(np.sort(shifted[i : i + s])) for i in range(0, c, s)][: len(groups) // 2]
     pg = torch.softmax(torch.randn(b, c, dtype=torch.float64) * 3, 1)
     top = pg.argmax(1)
     active = torch.stack([(g[None, :] == top[:, None]).any(1) for g in groups], 1)  # (B, M)
@@ -51,13 +51,34 @@ def main() -> None:
     qg = _gradient(*sub, tol=0.0, max_iter=args.max_iter, target=f_exact + 1e-6)
     t_grad = time.perf_counter() - t0
     f_grad = float(objective(qg, *sub).mean())
-    table = markdown_table(["examples", "classes", "groups", "mean active", "exact s", "gradient s", "ratio",
-                            "objective gap (gradient − exact)"],
-                           [[b, c, len(groups), f"{float(active.sum(1).float().mean()):.2f}", f"{t_exact:.2f}",
-                             f"{t_grad:.1f}", f"{t_grad / t_exact:.0f}×", f"{f_grad - f_exact:.1e}"]])
+    table = markdown_table(
+        [
+            "examples",
+            "classes",
+            "groups",
+            "mean active",
+            "exact s",
+            "gradient s",
+            "ratio",
+            "objective gap (gradient − exact)",
+        ],
+        [
+            [
+                b,
+                c,
+                len(groups),
+                f"{float(active.sum(1).float().mean()):.2f}",
+                f"{t_exact:.2f}",
+                f"{t_grad:.1f}",
+                f"{t_grad / t_exact:.0f}×",
+                f"{f_grad - f_exact:.1e}",
+            ]
+        ],
+    )
     print(table)
     if args.record:
         record("solver", "python benchmarks/solver.py --record", table)
+
 
 if __name__ == "__main__":
     main()

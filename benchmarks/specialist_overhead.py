@@ -31,16 +31,36 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for every in (0.0, 60.0):
             for m in args.specialists:
-                cfg = load_config(SpecialistConfig, None, {**saved, "out": f"{tmp}/{every}", "checkpoint_every": every,
-                                                           "threads": 1})
+                cfg = load_config(
+                    SpecialistConfig, None, {**saved, "out": f"{tmp}/{every}", "checkpoint_every": every, "threads": 1}
+                )
                 c = train_specialist(cfg, m)["cost"]
-                rows.append([f"{every:g} s" + (" (former: every epoch)" if not every else " (default)"), m,
-                             c["epochs"], f"{c['wall_seconds']:.1f}", f"{c['train_seconds']:.1f}",
-                             f"{c['train_seconds'] / c['wall_seconds']:.0%}", f"{c['validation_seconds']:.1f}",
-                             f"{c['overhead_seconds']:.1f}"])
+                rows.append(
+                    [
+                        f"{every:g} s" + (" (former: every epoch)" if not every else " (default)"),
+                        m,
+                        c["epochs"],
+                        f"{c['wall_seconds']:.1f}",
+                        f"{c['train_seconds']:.1f}",
+                        f"{c['train_seconds'] / c['wall_seconds']:.0%}",
+                        f"{c['validation_seconds']:.1f}",
+                        f"{c['overhead_seconds']:.1f}",
+                    ]
+                )
                 print(rows[-1], flush=True)
-    table = markdown_table(["checkpoint_every", "specialist", "epochs", "wall s", "training s", "training share",
-                            "validation s", "overhead s"], rows)
+    table = markdown_table(
+        [
+            "checkpoint_every",
+            "specialist",
+            "epochs",
+            "wall s",
+            "training s",
+            "training share",
+            "validation s",
+            "overhead s",
+        ],
+        rows,
+    )
     print(table)
     if args.record:
         record("specialist_overhead", f"python benchmarks/specialist_overhead.py {args.run} --record", table)

@@ -57,8 +57,11 @@ SETTINGS = {  # generalist and clustering per dataset, sized for 2 CPU cores: th
     # (issue 6's tables; text imported with the former featuriser), pinned so those tables reproduce
     "clinc150": dict(gen=dict(model="bag", epochs=8, batch_size=64, lr=2e-3, patience=0), groups=10, spec_epochs=4),
     "banking77": dict(gen=dict(model="bag", epochs=10, batch_size=64, lr=2e-3, patience=0), groups=8, spec_epochs=4),
-    "glyphs": dict(gen=dict(model="cnn", epochs=8, batch_size=128, lr=2e-3, model_kwargs={"width": 32, "hidden": 256},
-                            patience=0), groups=100, spec_epochs=4),
+    "glyphs": dict(
+        gen=dict(model="cnn", epochs=8, batch_size=128, lr=2e-3, model_kwargs={"width": 32, "hidden": 256}, patience=0),
+        groups=100,
+        spec_epochs=4,
+    ),
 }
 
 
@@ -71,13 +74,23 @@ def main() -> None:
     ap.add_argument("--variants", default="base,top2,nocorrect,calibrated,hard,overlap,double,long")
     ap.add_argument("--small-fraction", type=float, default=0.1, help="training fraction of the smalldata variant")
     ap.add_argument("--spec-epochs", type=int, default=0, help="0: the dataset's default")
-    ap.add_argument("--gen-epochs", type=int, default=0,
-                    help="0: the dataset's default; fewer gives a compute-limited generalist, the paper's regime")
-    ap.add_argument("--split", default="test",
-                    help="split the ensembles are evaluated on: 'val' to choose among variants, 'test' to report")
+    ap.add_argument(
+        "--gen-epochs",
+        type=int,
+        default=0,
+        help="0: the dataset's default; fewer gives a compute-limited generalist, the paper's regime",
+    )
+    ap.add_argument(
+        "--split",
+        default="test",
+        help="split the ensembles are evaluated on: 'val' to choose among variants, 'test' to report",
+    )
     ap.add_argument("--local", action="store_true", help="specialists in this process, not through Ray")
-    ap.add_argument("--current", action="store_true",
-                    help="today's defaults (clustering, specialists) on the generalist of --generalist")
+    ap.add_argument(
+        "--current",
+        action="store_true",
+        help="today's defaults (clustering, specialists) on the generalist of --generalist",
+    )
     ap.add_argument("--generalist", help="with --current: an exported generalist of this dataset, used as is")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
@@ -104,8 +117,10 @@ def main() -> None:
         "overlap": ("overlapping groups", dict(groups=n_groups, overlap=1.5)),
         "long": (f"specialists trained {long} epochs", dict(groups=n_groups, epochs=long)),
         "longhard": (f"hard targets, {long} epochs", dict(groups=n_groups, epochs=long, alpha=0.0)),
-        "longhard-overlap": (f"hard targets, {long} epochs, overlapping groups",
-                             dict(groups=n_groups, epochs=long, alpha=0.0, overlap=1.5)),
+        "longhard-overlap": (
+            f"hard targets, {long} epochs, overlapping groups",
+            dict(groups=n_groups, epochs=long, alpha=0.0, overlap=1.5),
+        ),
         "double": (f"{2 * n_groups} groups", dict(groups=2 * n_groups)),
         "half": (f"{max(2, n_groups // 2)} groups", dict(groups=max(2, n_groups // 2))),
         "auto": ("K chosen by specens cluster (n_groups = 0)", dict(groups=0)),
@@ -122,8 +137,10 @@ def main() -> None:
         if change in sets:
             set_name, change = change, ""
         if set_name not in sets or change and change not in at_inference:
-            raise SystemExit(f"--variants: unknown variant {name!r}; sets {sorted(sets)}, "
-                             f"changes at inference {sorted(at_inference)}")
+            raise SystemExit(
+                f"--variants: unknown variant {name!r}; sets {sorted(sets)}, "
+                f"changes at inference {sorted(at_inference)}"
+            )
         plan.append((set_name, change))
     work = Path(args.work).resolve()
     data = (work / "data").resolve()  # a link to another work directory shares its data and generalist
@@ -153,11 +170,21 @@ def main() -> None:
             os.symlink(gen_dir, run / "generalist")
         t = time.perf_counter()
         if not (run / "clusters" / "clusters.json").is_file():
-            rep = cluster(ClusterConfig(generalist=str(gen_dir), data=str(data), out=str(run / "clusters"),
-                                        n_groups=groups, overlap=overlap), progress=False)
+            rep = cluster(
+                ClusterConfig(
+                    generalist=str(gen_dir), data=str(data), out=str(run / "clusters"), n_groups=groups, overlap=overlap
+                ),
+                progress=False,
+            )
             print(f"{name}: {rep.summary()}", flush=True)
-        cfg = SpecialistConfig(generalist=str(gen_dir), clusters=str(run / "clusters" / "clusters.json"),
-                               data=str(data), out=str(run), epochs=epochs or spec_epochs, **spec)
+        cfg = SpecialistConfig(
+            generalist=str(gen_dir),
+            clusters=str(run / "clusters" / "clusters.json"),
+            data=str(data),
+            out=str(run),
+            epochs=epochs or spec_epochs,
+            **spec,
+        )
         summary = train_all(cfg, local=args.local, restart=True, echo=lambda *a: None)
         if summary.failed:
             raise SystemExit(f"{name}: specialists failed: {summary.failed}; rerun to resume them")
@@ -186,11 +213,21 @@ def main() -> None:
         results[name] = r
         g, e = r["generalist"], r["ensemble"]
         agr = report.get("agreement") or {}
-        rows.append([name, r["n_specialists"], f"{r['mean_active_specialists']:.2f}",
-                     f"{agr['ari']:.2f}" if agr else "–", f"{report['error_capture']['captured']:.0%}",
-                     f"{g['top1']:.4f}", f"{e['top1']:.4f}", f"{r['top1_relative_improvement']:+.1%}",
-                     f"{r['top1_error_relative_cut']:+.1%}", f"{g['conditional']:.4f} → {e['conditional']:.4f}",
-                     f"{r['routing']['missed_fraction']:.1%}"])
+        rows.append(
+            [
+                name,
+                r["n_specialists"],
+                f"{r['mean_active_specialists']:.2f}",
+                f"{agr['ari']:.2f}" if agr else "–",
+                f"{report['error_capture']['captured']:.0%}",
+                f"{g['top1']:.4f}",
+                f"{e['top1']:.4f}",
+                f"{r['top1_relative_improvement']:+.1%}",
+                f"{r['top1_error_relative_cut']:+.1%}",
+                f"{g['conditional']:.4f} → {e['conditional']:.4f}",
+                f"{r['routing']['missed_fraction']:.1%}",
+            ]
+        )
         print(rows[-1], flush=True)
 
     small_rows = []
@@ -203,12 +240,27 @@ def main() -> None:
         for label, teacher in (("hard targets only", ()), ("soft targets of the full generalist", (str(gen_dir),))):
             t = time.perf_counter()
             out = work / ("small-soft" if teacher else "small-hard")
-            cfg = TrainConfig(data=str(data), out=str(out), threads=2, train_fraction=args.small_fraction,
-                              epoch_size=n_train, teacher=teacher, alpha=0.9, temperature=1.0, **gen)
+            cfg = TrainConfig(
+                data=str(data),
+                out=str(out),
+                threads=2,
+                train_fraction=args.small_fraction,
+                epoch_size=n_train,
+                teacher=teacher,
+                alpha=0.9,
+                temperature=1.0,
+                **gen,
+            )
             train_generalist(cfg, progress=False)
             m = evaluate_generalist(str(out), str(data), "test", progress=False)
-            small_rows.append([f"{args.small_fraction:.0%} of the data, {label}", f"{args.small_fraction:.0%}",
-                               f"{m['top1']:.4f}", f"{m['nll']:.3f}"])
+            small_rows.append(
+                [
+                    f"{args.small_fraction:.0%} of the data, {label}",
+                    f"{args.small_fraction:.0%}",
+                    f"{m['top1']:.4f}",
+                    f"{m['nll']:.3f}",
+                ]
+            )
             timings[out.name] = time.perf_counter() - t
             print(small_rows[-1], flush=True)
     for set_name, change in plan:
@@ -219,21 +271,49 @@ def main() -> None:
             evaluate(f"{what}" if set_name == "base" else f"{label}, {what}", run, **how)
         else:
             evaluate(label, run)
-    tables = [markdown_table(["variant", "specialists", "mean active", "ARI", "error capture", "generalist top-1",
-                              "ensemble top-1", "relative", "error cut", "conditional", "routing missed"], rows)]
+    tables = [
+        markdown_table(
+            [
+                "variant",
+                "specialists",
+                "mean active",
+                "ARI",
+                "error capture",
+                "generalist top-1",
+                "ensemble top-1",
+                "relative",
+                "error cut",
+                "conditional",
+                "routing missed",
+            ],
+            rows,
+        )
+    ]
     if runs:
-        tables.append(markdown_table([f"routed {args.split} examples of the specialist's own group", "examples",
-                                      "generalist right", "specialist alone right", "ensemble right",
-                                      "specialist right, q sent out by its dustbin",
-                                      "routed, class in no active group", "ensemble right"],
-                                     [[name, *_within_group(Ensemble.load(run), str(data), args.split)] for name, run in runs.items()]))
+        tables.append(
+            markdown_table(
+                [
+                    f"routed {args.split} examples of the specialist's own group",
+                    "examples",
+                    "generalist right",
+                    "specialist alone right",
+                    "ensemble right",
+                    "specialist right, q sent out by its dustbin",
+                    "routed, class in no active group",
+                    "ensemble right",
+                ],
+                [[name, *_within_group(Ensemble.load(run), str(data), args.split)] for name, run in runs.items()],
+            )
+        )
     if small_rows:
-        tables.append(markdown_table(["METHOD §6: generalist trained on", "training data", "test top-1", "test NLL"],
-                                     small_rows))
+        tables.append(
+            markdown_table(["METHOD §6: generalist trained on", "training data", "test top-1", "test NLL"], small_rows)
+        )
     seconds = {k: round(v) for k, v in timings.items()}
     print("\n\n".join(tables), "\n\nseconds:", seconds)
-    (work / "results.json").write_text(json.dumps({"rows": rows, "timings": timings, "results": results}, indent=1,
-                                                  default=str))
+    (work / "results.json").write_text(
+        json.dumps({"rows": rows, "timings": timings, "results": results}, indent=1, default=str)
+    )
     if args.record:
         src = f" --source {args.source}" if args.source else ""
         cls = f" --classes {args.classes}" if args.dataset == "glyphs" else ""
@@ -241,9 +321,12 @@ def main() -> None:
         cls += f" --spec-epochs {args.spec_epochs}" * bool(args.spec_epochs)
         cls += f" --split {args.split}" * (args.split != "test")
         cls += f" --current --generalist {args.generalist}" * args.current
-        record(f"specialists_real {args.dataset}",
-               f"python benchmarks/specialists_real.py {args.dataset}{src}{cls} --work {args.work} "
-               f"--variants {args.variants} --record", "\n\n".join(tables) + f"\n\nWall seconds: {json.dumps(seconds)}")
+        record(
+            f"specialists_real {args.dataset}",
+            f"python benchmarks/specialists_real.py {args.dataset}{src}{cls} --work {args.work} "
+            f"--variants {args.variants} --record",
+            "\n\n".join(tables) + f"\n\nWall seconds: {json.dumps(seconds)}",
+        )
 
 
 @torch.no_grad()
@@ -251,7 +334,7 @@ def _routed(ens, data: str, split: str):
     """Inputs, labels and routing of a whole split (small datasets only)."""
     from specens.data.shards import iter_split
 
-    xs, ys = zip(*((b.inputs, b.labels) for b in iter_split(data, split, 512)))
+    xs, ys = zip(*((b.inputs, b.labels) for b in iter_split(data, split, 512)), strict=True)
     x, y = torch.cat(xs), torch.cat(ys)
     return x, y, ens.forward(x)
 
@@ -265,7 +348,7 @@ def _routed_fit(ens, data: str, split: str) -> list[float]:
     x, y, out = _routed(ens, data, split)
     grid = torch.arange(-4, 6.0001, 0.05)
     fitted = []
-    for m, (spec, g) in enumerate(zip(ens.specialists, ens.groups)):
+    for m, (spec, g) in enumerate(zip(ens.specialists, ens.groups, strict=True)):
         rows = out.active[:, m]
         if not rows.any():
             fitted.append(ens.corrections[m])
@@ -285,8 +368,10 @@ def _weight_fit(ens, data: str, split: str, grid=(0.5, 1, 1.5, 2, 3, 4, 6, 8, 16
     parts = [(*ens.experts(b.inputs), b.labels) for b in iter_split(data, split, 512)]
     nll = {}
     for w in grid:
-        nll[w] = -sum(float(torch.log(ens.combine(p_g, a, ps, w).double().gather(1, y[:, None]).clamp_min(1e-30)).sum())
-                      for p_g, a, ps, y in parts)
+        nll[w] = -sum(
+            float(torch.log(ens.combine(p_g, a, ps, w).double().gather(1, y[:, None]).clamp_min(1e-30)).sum())
+            for p_g, a, ps, y in parts
+        )
         print(f"w = {w:g}: {split} NLL {nll[w] / sum(len(p[3]) for p in parts):.4f}", flush=True)
     return float(min(grid, key=nll.get))
 
@@ -299,7 +384,7 @@ def _within_group(ens, data: str, split: str) -> list:
     active specialist holds (the generalist is wrong on them by construction): [count, ensemble right]."""
     x, y, out = _routed(ens, data, split)
     n = gen = alone = both = sent_out = 0
-    for m, (spec, g) in enumerate(zip(ens.specialists, ens.groups)):
+    for m, (spec, g) in enumerate(zip(ens.specialists, ens.groups, strict=True)):
         rows = (out.active[:, m] & torch.isin(y, g)).nonzero().flatten()
         if len(rows):
             pred = g[spec(x[rows]).float()[:, :-1].argmax(1)]
@@ -310,7 +395,15 @@ def _within_group(ens, data: str, split: str) -> list:
             both += int((pred_q == y[rows]).sum())
             sent_out += int(((pred == y[rows]) & ~torch.isin(pred_q, g)).sum())
     elsewhere = out.active.any(1) & ~(out.active & ens.membership[:, y].T).any(1)
-    return [n, gen, alone, both, sent_out, int(elsewhere.sum()), int((out.q[elsewhere].argmax(1) == y[elsewhere]).sum())]
+    return [
+        n,
+        gen,
+        alone,
+        both,
+        sent_out,
+        int(elsewhere.sum()),
+        int((out.q[elsewhere].argmax(1) == y[elsewhere]).sum()),
+    ]
 
 
 def _import(dataset: str, source: str | None, out: str, n_classes: int) -> None:

@@ -16,15 +16,29 @@ import click
 
 
 @click.command("demo")
-@click.option("--run", "run_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
-              help="Run directory; rerunning resumes and skips finished stages.")
+@click.option(
+    "--run",
+    "run_dir",
+    default="runs/demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Run directory; rerunning resumes and skips finished stages.",
+)
 @click.option("--classes", "n_classes", default=100, show_default=True, help="Glyph classes.")
 @click.option("--epochs", default=6, show_default=True, help="Generalist epochs.")
 @click.option("--groups", "n_groups", default=0, help="Specialists (k-means groups); 0 = one per 10 classes.")
-@click.option("--specialist-epochs", default=5, show_default=True,
-              help="The most epochs a specialist runs; each stops earlier when its routed validation stops improving.")
-@click.option("--baseline/--no-baseline", default=True, show_default=True,
-              help="Also train the generalist further with the specialists' compute and compare.")
+@click.option(
+    "--specialist-epochs",
+    default=5,
+    show_default=True,
+    help="The most epochs a specialist runs; each stops earlier when its routed validation stops improving.",
+)
+@click.option(
+    "--baseline/--no-baseline",
+    default=True,
+    show_default=True,
+    help="Also train the generalist further with the specialists' compute and compare.",
+)
 @click.option("--local", is_flag=True, help="Train the specialists in this process instead of through Ray.")
 @click.option("--device", default="auto", show_default=True)
 def demo(run_dir, n_classes, epochs, n_groups, specialist_epochs, baseline, local, device):
@@ -69,13 +83,20 @@ def demo(run_dir, n_classes, epochs, n_groups, specialist_epochs, baseline, loca
         stage(3, f"clusters: reusing {clusters}")
     else:
         stage(3, f"clustering the generalist's confusions into {k} groups")
-        report = cluster(ClusterConfig(generalist=gen_cfg.out, data=str(data), out=str(clusters.parent),
-                                       n_groups=k, device=device))
+        report = cluster(
+            ClusterConfig(generalist=gen_cfg.out, data=str(data), out=str(clusters.parent), n_groups=k, device=device)
+        )
         click.echo(report.summary())
 
     stage(4, f"specialists: {k}, {'sequentially' if local else 'in parallel on a local Ray cluster'}")
-    spec_cfg = SpecialistConfig(generalist=gen_cfg.out, clusters=str(clusters), data=str(data), out=str(root),
-                                epochs=specialist_epochs, device=device)
+    spec_cfg = SpecialistConfig(
+        generalist=gen_cfg.out,
+        clusters=str(clusters),
+        data=str(data),
+        out=str(root),
+        epochs=specialist_epochs,
+        device=device,
+    )
     summary = train_all(spec_cfg, local=local, echo=click.echo)
     if summary.failed:
         raise click.ClickException(f"specialists {sorted(summary.failed)} failed; rerun to retry them")
@@ -90,8 +111,9 @@ def demo(run_dir, n_classes, epochs, n_groups, specialist_epochs, baseline, loca
     click.echo(format_report(r))
     if baseline:
         stage(7, "the same compute spent on the generalist instead: training it further")
-        b = compute_matched(root, str(data), "test", device, alternatives=("continued",), echo=click.echo,
-                            evaluation=r)
+        b = compute_matched(root, str(data), "test", device, alternatives=("continued",), echo=click.echo, evaluation=r)
         click.echo(format_table(b))
-    click.echo(f"\ndone in {time.perf_counter() - t0:.0f} s; run directory {root}: generalist/, clusters/, "
-               "specialists/, predictions/, evaluation/ (evaluation.json, table4.png)")
+    click.echo(
+        f"\ndone in {time.perf_counter() - t0:.0f} s; run directory {root}: generalist/, clusters/, "
+        "specialists/, predictions/, evaluation/ (evaluation.json, table4.png)"
+    )

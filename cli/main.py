@@ -58,9 +58,11 @@ class _Root(click.Group):
         except (MemoryError, RuntimeError) as e:  # torch's allocators raise RuntimeError subclasses
             if not _out_of_memory(e):
                 raise
-            raise click.ClickException("out of memory: the model, batch_size or data do not fit this machine "
-                                       f"({_one_line(str(e)) or type(e).__name__}); lower batch_size or the model's "
-                                       "size") from e
+            raise click.ClickException(
+                "out of memory: the model, batch_size or data do not fit this machine "
+                f"({_one_line(str(e)) or type(e).__name__}); lower batch_size or the model's "
+                "size"
+            ) from e
         except OSError as e:  # a path the system cannot open or write: missing, a directory, no permission
             if e.filename is None:
                 raise
@@ -87,8 +89,17 @@ def cli():
     """
 
 
-for command in (data_cli, generalist_cli, cluster_cli, specialists_cli, infer_cmd, evaluate_cmd, baseline_cmd,
-                distill_cmd, demo):
+for command in (
+    data_cli,
+    generalist_cli,
+    cluster_cli,
+    specialists_cli,
+    infer_cmd,
+    evaluate_cmd,
+    baseline_cmd,
+    distill_cmd,
+    demo,
+):
     cli.add_command(command)
 
 

@@ -1,6 +1,6 @@
 """specens.clustering: groups of classes the generalist confuses (METHOD §3).
 
-    from specens.clustering import ClusterReport, ConfusionClusterer, prediction_covariance
+from specens.clustering import ClusterReport, ConfusionClusterer, prediction_covariance
 """
 
 from .covariance import CovarianceAccumulator, prediction_covariance

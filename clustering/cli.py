@@ -11,8 +11,12 @@ from .cluster import ClusterConfig
 
 
 @click.command("cluster")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="TOML file of ClusterConfig fields (top level or a [cluster] table).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="TOML file of ClusterConfig fields (top level or a [cluster] table).",
+)
 @click.option("--generalist", help="Run directory of the generalist.")
 @click.option("--data", help="Dataset directory or URL of the transfer set.")
 @click.option("--out", help="Folder for clusters.json, report.json, covariance.png, group_sizes.png.")
@@ -26,8 +30,15 @@ def cluster_cli(config_path, generalist, data, out, n_groups, temperature, sets,
     whether the groups are worth specialists (METHOD §3)."""
     from .cluster import cluster
 
-    overrides = {"generalist": generalist, "data": data, "out": out, "n_groups": n_groups,
-                 "temperature": temperature, "trust_code": trust_code or None, **parse_overrides(sets)}
+    overrides = {
+        "generalist": generalist,
+        "data": data,
+        "out": out,
+        "n_groups": n_groups,
+        "temperature": temperature,
+        "trust_code": trust_code or None,
+        **parse_overrides(sets),
+    }
     report = cluster(load_config(ClusterConfig, config_path, overrides), progress=not quiet)
     click.echo(report.table())
     click.echo(f"wrote {out or 'out'}/clusters.json, report.json, covariance.png, group_sizes.png")

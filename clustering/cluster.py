@@ -28,7 +28,12 @@ from .groups import ConfusionClusterer
 from .report import ClusterReport, choose_n_groups
 
 FORMAT, FORMAT_VERSION = "specens.clusters", 1
-CLUSTER_FILES = ("clusters.json", "report.json", "covariance.png", "group_sizes.png")  # what `specens cluster` writes into its --out
+CLUSTER_FILES = (
+    "clusters.json",
+    "report.json",
+    "covariance.png",
+    "group_sizes.png",
+)  # what `specens cluster` writes into its --out
 
 
 _ESTIMATOR = ConfusionClusterer().get_params()  # the one source of the pass-through fields' defaults
@@ -99,14 +104,20 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if cfg.n_groups >= info.n_classes:
-        raise ConfigError(f"n_groups must be below the {info.n_classes} classes of {cfg.data} (a specialist's "
-                          f"dustbin needs classes outside its group), got {cfg.n_groups}")
+        raise ConfigError(
+            f"n_groups must be below the {info.n_classes} classes of {cfg.data} (a specialist's "
+            f"dustbin needs classes outside its group), got {cfg.n_groups}"
+        )
     if cfg.top_k > info.n_classes:
         raise ConfigError(f"top_k must be at most the {info.n_classes} classes of {cfg.data}, got {cfg.top_k}")
     acc = CovarianceAccumulator(g.n_classes, top_k=cfg.top_k or None)
     y_true, y_pred = [], []
-    for batch in tqdm(iter_split(cfg.data, cfg.split, cfg.batch_size, info=info), desc=f"covariance {cfg.split}",
-                      disable=not progress, unit="batch"):
+    for batch in tqdm(
+        iter_split(cfg.data, cfg.split, cfg.batch_size, info=info),
+        desc=f"covariance {cfg.split}",
+        disable=not progress,
+        unit="batch",
+    ):
         logits = g.model(batch.inputs.to(device)).float().cpu()
         acc.update(torch.softmax(logits.double() / cfg.temperature, dim=1))
         y_true.append(batch.labels.numpy())
@@ -124,35 +135,64 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
                 return fitted[k].groups_
 
             labelled = y_true >= 0
-            k, search = choose_n_groups(fit, y_true[labelled], y_pred[labelled], info.n_classes,
-                                        min_capture=cfg.min_capture, min_mean_size=cfg.min_mean_size,
-                                        max_groups=cfg.max_groups)
+            k, search = choose_n_groups(
+                fit,
+                y_true[labelled],
+                y_pred[labelled],
+                info.n_classes,
+                min_capture=cfg.min_capture,
+                min_mean_size=cfg.min_mean_size,
+                max_groups=cfg.max_groups,
+            )
             clusterer = fitted.get(k) or cfg.clusterer(k).fit_covariance(cov)  # not tried: no labelled errors
             extra["n_groups_search"] = {"chosen": k, "min_capture": cfg.min_capture, "tried": search}
     except ValueError as e:  # parameters that do not fit this label space, e.g. n_groups > C
         raise ConfigError(str(e)) from None
     if any(len(g) == info.n_classes for g in clusterer.groups_):
-        raise ConfigError(f"a group holds all {info.n_classes} classes (n_groups={cfg.n_groups or 'chosen'}): its "
-                          "specialist would have no classes outside it; use more groups")
+        raise ConfigError(
+            f"a group holds all {info.n_classes} classes (n_groups={cfg.n_groups or 'chosen'}): its "
+            "specialist would have no classes outside it; use more groups"
+        )
     if not len(clusterer.groups_):
-        raise ConfigError(f"no group of at least min_size={cfg.min_size} classes came out of {cfg.n_groups or 'the chosen'} "
-                          f"k-means groups over {info.n_classes} classes; use fewer groups or a smaller min_size")
-    report = ClusterReport(clusterer.groups_, info.classes, clusterer.covariance_, y_true, y_pred,
-                           info.group_labels(), clusterer.labels_, extra=extra)
+        raise ConfigError(
+            f"no group of at least min_size={cfg.min_size} classes came out of {cfg.n_groups or 'the chosen'} "
+            f"k-means groups over {info.n_classes} classes; use fewer groups or a smaller min_size"
+        )
+    report = ClusterReport(
+        clusterer.groups_,
+        info.classes,
+        clusterer.covariance_,
+        y_true,
+        y_pred,
+        info.group_labels(),
+        clusterer.labels_,
+        extra=extra,
+    )
+
     def write(tmp: Path) -> None:
         save_clusters(tmp / "clusters.json", clusterer.groups_, info.classes, g.fingerprint, config_to_json(cfg))
         report.save_json(tmp / "report.json")
         report.save_plots(tmp)
+
     publish_dir(cfg.out, write, own=CLUSTER_FILES, what="a `specens cluster` output")
     return report
 
 
-def save_clusters(path: str | Path, groups: list[np.ndarray], classes, generalist_fingerprint: str,
-                  config: dict[str, Any]) -> None:
-    write_json_atomic(path, {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "generalist_fingerprint": generalist_fingerprint,
-        "n_classes": len(classes), "groups": [[int(c) for c in g] for g in groups],
-        "group_names": [[classes[c] for c in g] for g in groups], "config": config})
+def save_clusters(
+    path: str | Path, groups: list[np.ndarray], classes, generalist_fingerprint: str, config: dict[str, Any]
+) -> None:
+    write_json_atomic(
+        path,
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "generalist_fingerprint": generalist_fingerprint,
+            "n_classes": len(classes),
+            "groups": [[int(c) for c in g] for g in groups],
+            "group_names": [[classes[c] for c in g] for g in groups],
+            "config": config,
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -164,14 +204,18 @@ class Clusters:
     config: dict
 
 
-def load_clusters(path: str | Path, generalist_fingerprint: str | None = None, n_classes: int | None = None) -> Clusters:
+def load_clusters(
+    path: str | Path, generalist_fingerprint: str | None = None, n_classes: int | None = None
+) -> Clusters:
     """Read and check ``clusters.json``; with ``generalist_fingerprint``, refuse groups made from
     another generalist. Every group must be non-empty, sorted-unique, and within [0, n_classes)."""
     path = Path(path)
     d = read_artifact_json(path, FORMAT, FORMAT_VERSION)
     if generalist_fingerprint is not None and d.get("generalist_fingerprint") != generalist_fingerprint:
-        raise CheckpointError(f"{path}: made from generalist {d.get('generalist_fingerprint')}, but the generalist "
-                              f"given is {generalist_fingerprint}")
+        raise CheckpointError(
+            f"{path}: made from generalist {d.get('generalist_fingerprint')}, but the generalist "
+            f"given is {generalist_fingerprint}"
+        )
     for key in ("generalist_fingerprint", "n_classes", "groups"):
         if key not in d:
             raise CheckpointError(f"{path}: missing key {key!r}")

@@ -17,7 +17,7 @@ bound on the second-moment mass left out.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -34,8 +34,15 @@ class CovarianceAccumulator:
         check: validate each batch (finite, non-negative, rows summing to 1 within ``atol``).
     """
 
-    def __init__(self, n_classes: int, top_k: int | None = None, dtype: str = "float64", block: int = 2048,
-                 check: bool = True, atol: float = 1e-3):
+    def __init__(
+        self,
+        n_classes: int,
+        top_k: int | None = None,
+        dtype: str = "float64",
+        block: int = 2048,
+        check: bool = True,
+        atol: float = 1e-3,
+    ):
         if n_classes < 2:
             raise ValueError(f"n_classes must be at least 2, got {n_classes}")
         if top_k is not None and not 1 <= top_k <= n_classes:
@@ -49,7 +56,7 @@ class CovarianceAccumulator:
         self.outer = torch.zeros(n_classes, n_classes, dtype=self.dtype)  # Σ_x p(x) p(x)ᵀ
         self.dropped_mass = 0.0  # Σ_x (1 − (top-k mass)²); 0 for the dense update
 
-    def update(self, probs: torch.Tensor | np.ndarray) -> "CovarianceAccumulator":
+    def update(self, probs: torch.Tensor | np.ndarray) -> CovarianceAccumulator:
         """Add a batch: probs of shape (batch, n_classes), rows on the simplex."""
         p = torch.as_tensor(probs)
         if p.ndim != 2 or p.shape[1] != self.n_classes:
@@ -70,11 +77,13 @@ class CovarianceAccumulator:
             self.outer.view(-1).index_add_(0, flat, (v[:, :, None] * v[:, None, :]).reshape(-1))
         return self
 
-    def merge(self, other: "CovarianceAccumulator") -> "CovarianceAccumulator":
+    def merge(self, other: CovarianceAccumulator) -> CovarianceAccumulator:
         """Add another accumulator's partial sums (same C, same top_k) into this one."""
         if (other.n_classes, other.top_k) != (self.n_classes, self.top_k):
-            raise ValueError(f"cannot merge accumulators of (C, top_k) = {(other.n_classes, other.top_k)} "
-                             f"into {(self.n_classes, self.top_k)}")
+            raise ValueError(
+                f"cannot merge accumulators of (C, top_k) = {(other.n_classes, other.top_k)} "
+                f"into {(self.n_classes, self.top_k)}"
+            )
         self.count += other.count
         self.sum += other.sum
         self.outer += other.outer.to(self.dtype)
@@ -105,9 +114,9 @@ def _symmetrize_(a: torch.Tensor, block: int) -> None:
     n = a.shape[0]
     for i in range(0, n, block):
         for j in range(i, n, block):
-            avg = (a[i:i + block, j:j + block] + a[j:j + block, i:i + block].T) / 2
-            a[i:i + block, j:j + block] = avg
-            a[j:j + block, i:i + block] = avg.T
+            avg = (a[i : i + block, j : j + block] + a[j : j + block, i : i + block].T) / 2
+            a[i : i + block, j : j + block] = avg
+            a[j : j + block, i : i + block] = avg.T
 
 
 def check_probabilities(p: torch.Tensor | np.ndarray, atol: float = 1e-3, name: str = "probabilities") -> None:
@@ -125,8 +134,9 @@ def check_probabilities(p: torch.Tensor | np.ndarray, atol: float = 1e-3, name: 
         raise ValueError(f"{name}: row {r} sums to {float(p[r].sum()):.6f}, not 1 (pass softmax outputs, not logits)")
 
 
-def prediction_covariance(batches: Iterable[torch.Tensor | np.ndarray], n_classes: int, *,
-                          top_k: int | None = None, dtype: str = "float64") -> CovarianceAccumulator:
+def prediction_covariance(
+    batches: Iterable[torch.Tensor | np.ndarray], n_classes: int, *, top_k: int | None = None, dtype: str = "float64"
+) -> CovarianceAccumulator:
     """Accumulate the covariance of a stream of probability batches, each (batch, n_classes).
 
     Returns the accumulator: ``.covariance()`` is Σ, ``.mean()`` is E[p], ``.count`` is N.

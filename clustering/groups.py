@@ -26,7 +26,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.cluster import KMeans, MiniBatchKMeans
-from sklearn.utils._param_validation import InvalidParameterError, Interval, StrOptions, validate_parameter_constraints
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions, validate_parameter_constraints
 from sklearn.utils.extmath import randomized_svd
 from sklearn.utils.validation import check_is_fitted
 
@@ -67,7 +67,7 @@ def confusion_scores(cov: np.ndarray) -> np.ndarray:
     Σ_{i≠j} max(Σ_ij, 0) / Σ_jj. Near 0 for a class the generalist never confuses. Shape (C,)."""
     cov = np.asarray(cov)
     diag = np.clip(np.diag(cov).astype(np.float64), 1e-300, None)
-    pos_rows = np.concatenate([np.clip(cov[i:i + 1024], 0, None).sum(1) for i in range(0, len(cov), 1024)])
+    pos_rows = np.concatenate([np.clip(cov[i : i + 1024], 0, None).sum(1) for i in range(0, len(cov), 1024)])
     return (pos_rows - np.clip(np.diag(cov), 0, None)) / diag  # row sums = column sums (symmetric)
 
 
@@ -96,8 +96,15 @@ def _kmeans(x: np.ndarray, k: int, algorithm: str, seed: int):
     return km.fit(x)
 
 
-def bound_sizes(groups: list[np.ndarray], features: np.ndarray, min_size: int, max_size: int | None,
-                small: str, algorithm: str, seed: int) -> list[np.ndarray]:
+def bound_sizes(
+    groups: list[np.ndarray],
+    features: np.ndarray,
+    min_size: int,
+    max_size: int | None,
+    small: str,
+    algorithm: str,
+    seed: int,
+) -> list[np.ndarray]:
     """Split groups above ``max_size`` (k-means inside the group), then merge groups below
     ``min_size`` into the group with the nearest centroid (``small="merge"``, when the result stays
     within ``max_size``) or drop them (``small="drop"``), and remove duplicate groups."""
@@ -174,10 +181,21 @@ class ConfusionClusterer(BaseEstimator):
         "random_state": [Interval(Integral, 0, None, closed="left")],
     }
 
-    def __init__(self, n_groups: int = 8, *, representation: str = "offdiag-scaled", algorithm: str = "kmeans",
-                 n_components: int | str | None = "auto", overlap: float | None = None, n_runs: int = 1,
-                 min_size: int = 2, max_size: int | None = None, small: str = "merge",
-                 min_confusion: float = 0.0, random_state: int = 0):
+    def __init__(
+        self,
+        n_groups: int = 8,
+        *,
+        representation: str = "offdiag-scaled",
+        algorithm: str = "kmeans",
+        n_components: int | str | None = "auto",
+        overlap: float | None = None,
+        n_runs: int = 1,
+        min_size: int = 2,
+        max_size: int | None = None,
+        small: str = "merge",
+        min_confusion: float = 0.0,
+        random_state: int = 0,
+    ):
         self.n_groups, self.representation, self.algorithm = n_groups, representation, algorithm
         self.n_components, self.overlap, self.n_runs = n_components, overlap, n_runs
         self.min_size, self.max_size, self.small = min_size, max_size, small
@@ -185,13 +203,13 @@ class ConfusionClusterer(BaseEstimator):
 
     # -- fitting -------------------------------------------------------------------------------
 
-    def fit(self, probs, y=None) -> "ConfusionClusterer":
+    def fit(self, probs, y=None) -> ConfusionClusterer:
         """Fit from soft predictions, an array of shape (n_samples, n_classes) with rows on the simplex."""
         p = np.asarray(probs)
         check_probabilities(p)
         return self.fit_covariance(prediction_covariance([p], p.shape[1]).covariance())
 
-    def fit_covariance(self, cov) -> "ConfusionClusterer":
+    def fit_covariance(self, cov) -> ConfusionClusterer:
         """Fit from a covariance matrix of shape (n_classes, n_classes)."""
         cov = np.asarray(cov, dtype=np.float64)
         self._validate(cov)
@@ -206,8 +224,9 @@ class ConfusionClusterer(BaseEstimator):
         keep = confusion_scores(cov) >= self.min_confusion if self.min_confusion > 0 else np.ones(c, bool)
         idx = np.flatnonzero(keep)
         if len(idx) < self.n_groups:
-            raise ValueError(f"only {len(idx)} classes pass min_confusion={self.min_confusion}, "
-                             f"fewer than n_groups={self.n_groups}")
+            raise ValueError(
+                f"only {len(idx)} classes pass min_confusion={self.min_confusion}, fewer than n_groups={self.n_groups}"
+            )
         groups: list[np.ndarray] = []
         labels = np.full(c, -1, dtype=np.int64)
         for run in range(self.n_runs):
@@ -216,8 +235,9 @@ class ConfusionClusterer(BaseEstimator):
             groups += [idx[g] for g in assign_overlapping(dist, self.overlap)]
             if run == 0:
                 self.cluster_centers_ = km.cluster_centers_
-        groups = bound_sizes(groups, features, self.min_size, self.max_size, self.small, self.algorithm,
-                             self.random_state)
+        groups = bound_sizes(
+            groups, features, self.min_size, self.max_size, self.small, self.algorithm, self.random_state
+        )
         for gi in reversed(range(len(groups))):  # the first group holding the class
             labels[groups[gi]] = gi
         self.groups_ = [g.astype(np.int64) for g in groups]
@@ -234,7 +254,7 @@ class ConfusionClusterer(BaseEstimator):
             raise ValueError("covariance holds NaN or infinite values")
         tol = 1e-8 + 1e-6 * float(np.abs(np.diag(cov)).max())
         for i in range(0, len(cov), 1024):  # block-wise: no C×C temporaries
-            if np.abs(cov[i:i + 1024] - cov[:, i:i + 1024].T).max() > tol:
+            if np.abs(cov[i : i + 1024] - cov[:, i : i + 1024].T).max() > tol:
                 raise ValueError("covariance is not symmetric")
         self.check_params(cov.shape[0])
 
@@ -245,13 +265,15 @@ class ConfusionClusterer(BaseEstimator):
         problems = []
         for name, constraints in self._parameter_constraints.items():
             try:
-                validate_parameter_constraints({name: constraints}, {name: getattr(self, name)},
-                                               caller_name=type(self).__name__)
+                validate_parameter_constraints(
+                    {name: constraints}, {name: getattr(self, name)}, caller_name=type(self).__name__
+                )
             except InvalidParameterError as e:
                 problems.append(str(e).removesuffix("."))
         if not problems and n_classes is not None and self.n_groups > n_classes:
-            problems.append(f"ConfusionClusterer: n_groups must be an int in [1, n_classes={n_classes}], "
-                            f"got {self.n_groups}")
+            problems.append(
+                f"ConfusionClusterer: n_groups must be an int in [1, n_classes={n_classes}], got {self.n_groups}"
+            )
         if not problems and self.max_size is not None and self.max_size < self.min_size:
             problems.append(f"ConfusionClusterer: max_size={self.max_size} is below min_size={self.min_size}")
         if problems:

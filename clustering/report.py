@@ -13,9 +13,10 @@ covariance, the generalist's labelled predictions and a known grouping:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -38,21 +39,31 @@ def error_capture(groups: Sequence[np.ndarray], y_true: np.ndarray, y_pred: np.n
     for g, cls in enumerate(groups):
         member[g, cls] = True
     both = member[:, y_true[wrong]] & member[:, y_pred[wrong]]  # (G, errors)
-    return {"errors": n_err, "captured": float(both.any(0).sum() / n_err) if n_err else 0.0,
-            "per_group": [float(v / n_err) if n_err else 0.0 for v in both.sum(1)]}
+    return {
+        "errors": n_err,
+        "captured": float(both.any(0).sum() / n_err) if n_err else 0.0,
+        "per_group": [float(v / n_err) if n_err else 0.0 for v in both.sum(1)],
+    }
 
 
 def n_groups_candidates(n_classes: int, min_mean_size: int, max_groups: int) -> list[int]:
     """The K :func:`choose_n_groups` tries: 2, 3, 4, 6, 8, 12, 16, … (two per octave), each at
     most ``max_groups`` and with groups of ``min_mean_size`` classes or more on average."""
     top = min(max_groups, n_classes // max(min_mean_size, 1))
-    grid = [k for i in range(1, top.bit_length() + 1) for k in (2 ** i, 3 * 2 ** (i - 1)) if 2 <= k <= top]
+    grid = [k for i in range(1, top.bit_length() + 1) for k in (2**i, 3 * 2 ** (i - 1)) if 2 <= k <= top]
     return sorted(set(grid)) or [min(2, n_classes)]
 
 
-def choose_n_groups(fit: Callable[[int], Sequence[np.ndarray]], y_true: np.ndarray, y_pred: np.ndarray,
-                    n_classes: int, *, min_capture: float = 0.5, min_mean_size: int = 8,
-                    max_groups: int = 32) -> tuple[int, list[dict]]:
+def choose_n_groups(
+    fit: Callable[[int], Sequence[np.ndarray]],
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    n_classes: int,
+    *,
+    min_capture: float = 0.5,
+    min_mean_size: int = 8,
+    max_groups: int = 32,
+) -> tuple[int, list[dict]]:
     """The number of groups K from the class count and the generalist's errors (METHOD §3).
 
     A specialist can only fix an error whose true and predicted classes share its group, so the
@@ -71,7 +82,9 @@ def choose_n_groups(fit: Callable[[int], Sequence[np.ndarray]], y_true: np.ndarr
     rows = []
     for k in grid:
         groups = fit(k)
-        rows.append({"k": k, "groups": len(groups), "captured": error_capture(groups, y_true, y_pred, n_classes)["captured"]})
+        rows.append(
+            {"k": k, "groups": len(groups), "captured": error_capture(groups, y_true, y_pred, n_classes)["captured"]}
+        )
     passing = [r["k"] for r in rows if r["captured"] >= min_capture]
     best = max(passing) if passing else max(rows, key=lambda r: r["captured"])["k"]
     return best, rows
@@ -84,8 +97,11 @@ def agreement(labels: np.ndarray, known: np.ndarray) -> dict:
     free = labels < 0
     labels[free] = labels.max(initial=0) + 1 + np.arange(free.sum())
     purity = sum(np.bincount(known[labels == g]).max() for g in np.unique(labels)) / len(labels)
-    return {"ari": float(adjusted_rand_score(known, labels)), "nmi": float(normalized_mutual_info_score(known, labels)),
-            "purity": float(purity)}
+    return {
+        "ari": float(adjusted_rand_score(known, labels)),
+        "nmi": float(normalized_mutual_info_score(known, labels)),
+        "purity": float(purity),
+    }
 
 
 @dataclass
@@ -122,7 +138,7 @@ class ClusterReport:
         counts = np.zeros(self.n_classes, dtype=np.int64)
         for g in self.groups:
             counts[g] += 1
-        return {int(k): int(v) for k, v in zip(*np.unique(counts, return_counts=True))}
+        return {int(k): int(v) for k, v in zip(*np.unique(counts, return_counts=True), strict=True)}
 
     def error_capture(self) -> dict | None:
         if self.y_true is None or self.y_pred is None:
@@ -136,38 +152,59 @@ class ClusterReport:
         capture = self.error_capture()
         rows = []
         for i, g in enumerate(self.groups):
-            rows.append({"group": i, "size": len(g),
-                         "confusability": None if self.covariance is None else group_confusability(self.covariance, g),
-                         "error_capture": None if capture is None else capture["per_group"][i],
-                         "classes": [self.classes[c] for c in g]})
+            rows.append(
+                {
+                    "group": i,
+                    "size": len(g),
+                    "confusability": None if self.covariance is None else group_confusability(self.covariance, g),
+                    "error_capture": None if capture is None else capture["per_group"][i],
+                    "classes": [self.classes[c] for c in g],
+                }
+            )
         return rows
 
     def to_json(self) -> dict:
-        return {"n_classes": self.n_classes, "n_groups": len(self.groups), "coverage": self.coverage(),
-                "error_capture": self.error_capture(), "agreement": self.agreement(), "groups": self.group_rows(),
-                **self.extra}
+        return {
+            "n_classes": self.n_classes,
+            "n_groups": len(self.groups),
+            "coverage": self.coverage(),
+            "error_capture": self.error_capture(),
+            "agreement": self.agreement(),
+            "groups": self.group_rows(),
+            **self.extra,
+        }
 
     def save_json(self, path: str | Path) -> None:
         from specens.core.io import write_json_atomic
+
         write_json_atomic(path, self.to_json())
 
     def summary(self) -> str:
         """The totals: groups, coverage, error capture, agreement with the known grouping."""
-        lines = [f"{len(self.groups)} groups over {self.n_classes} classes; classes by number of groups "
-                 "holding them: " + ", ".join(f"{k}: {v}" for k, v in self.coverage().items())]
+        lines = [
+            f"{len(self.groups)} groups over {self.n_classes} classes; classes by number of groups "
+            "holding them: " + ", ".join(f"{k}: {v}" for k, v in self.coverage().items())
+        ]
         cap = self.error_capture()
         if cap:
-            lines.append(f"error capture: {cap['captured']:.1%} of the generalist's {cap['errors']} top-1 errors "
-                         "fall inside a group")
+            lines.append(
+                f"error capture: {cap['captured']:.1%} of the generalist's {cap['errors']} top-1 errors "
+                "fall inside a group"
+            )
         search = self.extra.get("n_groups_search")
         if search and search["tried"]:
-            lines.append(f"K = {search['chosen']} chosen: the most groups still capturing >= {search['min_capture']:.0%} "
-                         "of the errors (K: capture " + ", ".join(f"{r['k']}: {r['captured']:.0%}" for r in search["tried"])
-                         + ")")
+            lines.append(
+                f"K = {search['chosen']} chosen: the most groups still capturing >= {search['min_capture']:.0%} "
+                "of the errors (K: capture "
+                + ", ".join(f"{r['k']}: {r['captured']:.0%}" for r in search["tried"])
+                + ")"
+            )
         agr = self.agreement()
         if agr:
-            lines.append(f"agreement with the known grouping: ARI {agr['ari']:.3f}, NMI {agr['nmi']:.3f}, "
-                         f"purity {agr['purity']:.3f}")
+            lines.append(
+                f"agreement with the known grouping: ARI {agr['ari']:.3f}, NMI {agr['nmi']:.3f}, "
+                f"purity {agr['purity']:.3f}"
+            )
         return "\n".join(lines)
 
     def table(self, max_names: int = 8) -> str:

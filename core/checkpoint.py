@@ -23,8 +23,9 @@ from .io import atomic_path, fingerprint, publish_dir, read_json, write_json_ato
 WEIGHTS = "model.safetensors"
 
 
-def save_weights(model: torch.nn.Module | dict[str, torch.Tensor], path: str | os.PathLike,
-                 metadata: dict[str, str] | None = None) -> None:
+def save_weights(
+    model: torch.nn.Module | dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None
+) -> None:
     """Write ``model``'s state dict (or a state dict) to a safetensors file, atomically."""
     with atomic_path(path) as tmp:
         mode = tmp.stat().st_mode  # the umask's; safetensors writes owner-only files
@@ -42,8 +43,10 @@ def verify_weights(path: str | os.PathLike, recorded: str, record: str) -> None:
         raise CheckpointError(f"{path}: missing")
     fp = fingerprint(path)
     if fp != recorded:
-        raise CheckpointError(f"{path}: fingerprint {fp} disagrees with {record}'s {recorded} (weights replaced "
-                              "after they were recorded?)")
+        raise CheckpointError(
+            f"{path}: fingerprint {fp} disagrees with {record}'s {recorded} (weights replaced "
+            "after they were recorded?)"
+        )
 
 
 def check_shapes(model: torch.nn.Module, path: str | os.PathLike) -> None:
@@ -62,8 +65,10 @@ def check_shapes(model: torch.nn.Module, path: str | os.PathLike) -> None:
     wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if stored != wanted:
         bad = sorted(set(stored) ^ set(wanted)) or sorted(k for k in wanted if stored[k] != wanted[k])
-        raise CheckpointError(f"{path}: weights do not fit the model its record describes (first difference: "
-                              f"{bad[0]} {stored.get(bad[0])} stored, {wanted.get(bad[0])} described)")
+        raise CheckpointError(
+            f"{path}: weights do not fit the model its record describes (first difference: "
+            f"{bad[0]} {stored.get(bad[0])} stored, {wanted.get(bad[0])} described)"
+        )
 
 
 def load_weights(model: torch.nn.Module, path: str | os.PathLike | dict[str, torch.Tensor]) -> None:
@@ -80,16 +85,23 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike | dict[str, tor
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
     missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
     if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit the model: missing {sorted(missing)[:5]}, "
-                              f"unexpected {sorted(unexpected)[:5]}")
+        raise CheckpointError(
+            f"{path}: weights do not fit the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
     for k, v in model.state_dict().items():
         if v.shape != state[k].shape:
             raise CheckpointError(f"{path}: {k} has shape {list(state[k].shape)}, the model's is {list(v.shape)}")
     model.load_state_dict(state)
 
 
-def save_training_state(work: str | os.PathLike, epoch: int, model: torch.nn.Module,
-                        state: dict[str, Any], progress: dict[str, Any], keep: int = 2) -> None:
+def save_training_state(
+    work: str | os.PathLike,
+    epoch: int,
+    model: torch.nn.Module,
+    state: dict[str, Any],
+    progress: dict[str, Any],
+    keep: int = 2,
+) -> None:
     """Write the state after ``epoch`` into its own directory, then point ``latest.json`` at it.
 
     ``state`` holds tensors and plain containers only (optimizer, scheduler and RNG states), so
@@ -102,6 +114,7 @@ def save_training_state(work: str | os.PathLike, epoch: int, model: torch.nn.Mod
         save_weights(model, tmp / WEIGHTS)
         torch.save(state, tmp / "state.pt")
         write_json_atomic(tmp / "progress.json", {"epoch": epoch, **progress})
+
     publish_dir(ckpt_root / name, write)
     write_json_atomic(ckpt_root / "latest.json", {"epoch": epoch, "dir": name})
     for old in sorted(ckpt_root.glob("epoch-*"))[:-keep]:

@@ -23,8 +23,19 @@ from typing import Any, TypeVar
 
 from .errors import ConfigError
 
-__all__ = ["Bounds", "ConfigError", "Validated", "config_changes", "config_to_json", "field_problems", "load_config",
-           "param", "parse_overrides", "redefault", "with_defaults"]
+__all__ = [
+    "Bounds",
+    "ConfigError",
+    "Validated",
+    "config_changes",
+    "config_to_json",
+    "field_problems",
+    "load_config",
+    "param",
+    "parse_overrides",
+    "redefault",
+    "with_defaults",
+]
 
 C = TypeVar("C")
 
@@ -54,7 +65,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a table, got {value!r}")
         return dict(value)
-    if tp in (int, float, str, bool) and not (type(value) is tp):
+    if tp in (int, float, str, bool) and type(value) is not tp:
         raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
     return value
 
@@ -114,10 +125,17 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[st
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
     except TypeError as e:  # a required field is missing
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs and f.init
-                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-        raise ConfigError(f"{where}: missing required key{'s' if len(missing) > 1 else ''} "
-                          f"{', '.join(map(repr, missing)) or e}") from None
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in kwargs
+            and f.init
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        raise ConfigError(
+            f"{where}: missing required key{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing)) or e}"
+        ) from None
 
 
 def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -164,26 +182,41 @@ class Bounds:
         if self.choices is not None:
             if value in self.choices:
                 return None
-            want = (" or ".join(map(repr, self.choices)) if len(self.choices) == 2 else f"one of {self.choices}")
+            want = " or ".join(map(repr, self.choices)) if len(self.choices) == 2 else f"one of {self.choices}"
             return f"{name} must be {want}, got {value!r}"
         lo, hi = (self.ge, self.gt), (self.le, self.lt)
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"{name} must be a number, got {value!r}"
-        ok = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
-              and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+        ok = (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
         if ok:
             return None
         if lo != (None, None) and hi != (None, None):
             left = f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}"
             right = f"{self.le:g}]" if self.le is not None else f"{self.lt:g})"
             return f"{name} must be in {left}, {right}, got {value!r}"
-        bound = next(f"{op} {b:g}" for op, b in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
-                     if b is not None)
+        bound = next(
+            f"{op} {b:g}"
+            for op, b in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+            if b is not None
+        )
         return f"{name} must be {bound}, got {value!r}"
 
 
-def param(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, ge=None, gt=None,
-          le=None, lt=None, choices=None) -> Any:
+def param(
+    default: Any = dataclasses.MISSING,
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    ge=None,
+    gt=None,
+    le=None,
+    lt=None,
+    choices=None,
+) -> Any:
     """A config field with its constraint (:class:`Bounds`), checked by :func:`field_problems`."""
     bounds = Bounds(ge, gt, le, lt, tuple(choices) if choices is not None else None)
     return dataclasses.field(default=default, default_factory=default_factory, metadata={"bounds": bounds})
@@ -267,16 +300,24 @@ class RuntimeParts(Validated):
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
     threads: int = param(0, ge=0)  # torch CPU threads; 0 leaves torch's default
     num_workers: int = param(0, ge=0)  # DataLoader workers decoding shards
-    checkpoint_every: float = param(60.0, ge=0)  # seconds between resumable checkpoints (and after the last epoch); 0: every epoch
+    checkpoint_every: float = param(
+        60.0, ge=0
+    )  # seconds between resumable checkpoints (and after the last epoch); 0: every epoch
     seed: int = 0
     trust_code: bool = False  # build models that loaded run directories name as code (module:callable)
 
-    RESUMABLE: typing.ClassVar[frozenset[str]] = frozenset({"num_workers", "device", "threads", "checkpoint_every",
-                                                             "trust_code"})
+    RESUMABLE: typing.ClassVar[frozenset[str]] = frozenset(
+        {"num_workers", "device", "threads", "checkpoint_every", "trust_code"}
+    )
 
     def checks(self) -> list[tuple[bool, str]]:
-        return [*super().checks(), (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"),
-                                    f"device must be {DEVICES}, got {self.device!r}")]
+        return [
+            *super().checks(),
+            (
+                self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"),
+                f"device must be {DEVICES}, got {self.device!r}",
+            ),
+        ]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

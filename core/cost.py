@@ -25,8 +25,8 @@ they are estimates for comparing runs of the same model family, not hardware mea
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
@@ -64,8 +64,9 @@ class Stopwatch:
         return time.process_time() - self.cpu0
 
 
-def training_cost(result, model: torch.nn.Module, example: torch.Tensor,
-                  teachers: Sequence[torch.nn.Module | float], clock: Stopwatch) -> dict:
+def training_cost(
+    result, model: torch.nn.Module, example: torch.Tensor, teachers: Sequence[torch.nn.Module | float], clock: Stopwatch
+) -> dict:
     """The ``cost`` block of an artifact: ``result`` is the epoch loop's
     :class:`~specens.core.loop.LoopResult` (records with ``examples``, ``steps``, ``seconds``,
     ``cpu_seconds`` and, where it validated, ``val_seconds``), ``model`` the trainee, ``example``
@@ -73,12 +74,14 @@ def training_cost(result, model: torch.nn.Module, example: torch.Tensor,
     targets (or, for a teacher that is not one module, such as a specialist ensemble, its FLOPs per
     example), ``clock`` started when the stage began."""
     history = result.history
-    flops, teacher_flops = forward_flops(model, example), sum(
-        float(t) if isinstance(t, int | float) else forward_flops(t, example) for t in teachers)
+    flops, teacher_flops = (
+        forward_flops(model, example),
+        sum(float(t) if isinstance(t, int | float) else forward_flops(t, example) for t in teachers),
+    )
     parameters = sum(p.numel() for p in model.parameters())
     examples = sum(r.get("examples", 0) for r in history)
     steps = sum(r.get("steps", 0) for r in history)
-    ran = history[result.epochs_resumed:]  # the epochs of the attempt that finished
+    ran = history[result.epochs_resumed :]  # the epochs of the attempt that finished
     train_s = sum(r.get("seconds", 0.0) for r in ran)
     val_s = sum(r.get("val_seconds", 0.0) for r in ran)
     wall = clock.wall()
@@ -89,8 +92,9 @@ def training_cost(result, model: torch.nn.Module, example: torch.Tensor,
         "flops_per_example": flops,
         "teacher_flops_per_example": teacher_flops,
         "parameters": parameters,
-        "train_flops": (examples * (BACKWARD_FACTOR * flops + teacher_flops)
-                        + steps * OPTIMIZER_FLOPS_PER_PARAMETER * parameters),
+        "train_flops": (
+            examples * (BACKWARD_FACTOR * flops + teacher_flops) + steps * OPTIMIZER_FLOPS_PER_PARAMETER * parameters
+        ),
         "train_seconds": sum(r.get("seconds", 0.0) for r in history),
         "train_cpu_seconds": sum(r.get("cpu_seconds", 0.0) for r in history),
         "validation_seconds": sum(r.get("val_seconds", 0.0) for r in history),
@@ -101,9 +105,22 @@ def training_cost(result, model: torch.nn.Module, example: torch.Tensor,
     }
 
 
-COST_KEYS = ("examples", "steps", "epochs", "flops_per_example", "teacher_flops_per_example", "parameters",
-             "train_flops", "train_seconds", "train_cpu_seconds", "validation_seconds", "wall_seconds",
-             "cpu_seconds", "overhead_seconds", "epochs_resumed")
+COST_KEYS = (
+    "examples",
+    "steps",
+    "epochs",
+    "flops_per_example",
+    "teacher_flops_per_example",
+    "parameters",
+    "train_flops",
+    "train_seconds",
+    "train_cpu_seconds",
+    "validation_seconds",
+    "wall_seconds",
+    "cpu_seconds",
+    "overhead_seconds",
+    "epochs_resumed",
+)
 
 
 def check_cost(cost: dict, where: str) -> None:

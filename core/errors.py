@@ -12,7 +12,7 @@ working.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 class SpecensError(Exception):
@@ -44,16 +44,21 @@ def check_same_classes(have: Sequence[str], want: Sequence[str], have_where: str
     have, want = tuple(have), tuple(want)
     if have == want:
         return
-    first = next((i for i, (a, b) in enumerate(zip(have, want)) if a != b), min(len(have), len(want)))
-    detail = (f"class {first} is {have[first]!r} there and {want[first]!r} here" if first < min(len(have), len(want))
-              else "one list extends the other")
-    raise CheckpointError(f"{have_where} was trained on {len(have)} classes, {want_where} has {len(want)} "
-                          f"that differ ({detail})")
+    first = next((i for i, (a, b) in enumerate(zip(have, want, strict=False)) if a != b), min(len(have), len(want)))
+    detail = (
+        f"class {first} is {have[first]!r} there and {want[first]!r} here"
+        if first < min(len(have), len(want))
+        else "one list extends the other"
+    )
+    raise CheckpointError(
+        f"{have_where} was trained on {len(have)} classes, {want_where} has {len(want)} that differ ({detail})"
+    )
 
 
 def check_same_input(model_shape: Sequence[int], data_shape: Sequence[int], model_where: str, data_where: str) -> None:
     """Refuse to run a model on inputs of another shape than it was built for, before any batch
     (a dataset with the right classes but, say, 64-pixel images for a 32-pixel model)."""
     if tuple(model_shape) != tuple(data_shape):
-        raise CheckpointError(f"{model_where} takes inputs of shape {list(model_shape)}, {data_where} holds "
-                              f"{list(data_shape)}")
+        raise CheckpointError(
+            f"{model_where} takes inputs of shape {list(model_shape)}, {data_where} holds {list(data_shape)}"
+        )

@@ -25,8 +25,9 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from .errors import CheckpointError
 
@@ -131,12 +132,19 @@ def check_target(final: str | os.PathLike, own: Sequence[str], what: str) -> Non
     others = sorted(p.name for p in final.iterdir() if not any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns))
     if others:
         shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
-        raise CheckpointError(f"{final}: holds files that are not {what} ({shown}); refusing to write into it "
-                              "(choose a new or empty directory)")
+        raise CheckpointError(
+            f"{final}: holds files that are not {what} ({shown}); refusing to write into it "
+            "(choose a new or empty directory)"
+        )
 
 
-def publish_dir(final: str | os.PathLike, write: Callable[[Path], None], *, own: Sequence[str] | None = None,
-                what: str = "an earlier output of this stage") -> None:
+def publish_dir(
+    final: str | os.PathLike,
+    write: Callable[[Path], None],
+    *,
+    own: Sequence[str] | None = None,
+    what: str = "an earlier output of this stage",
+) -> None:
     """Create directory ``final`` atomically: ``write(tmp)`` fills a fresh hidden sibling, which
     then replaces ``final`` (a symbolic link is followed: the directory it names is replaced). A
     crash leaves either the old ``final`` or the new one (plus, at worst, a hidden leftover),

@@ -34,14 +34,21 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
-from .checkpoint import (discard_training_state, load_training_state, load_weights, save_training_state,
-                         save_weights, training_progress)
+from .checkpoint import (
+    discard_training_state,
+    load_training_state,
+    load_weights,
+    save_training_state,
+    save_weights,
+    training_progress,
+)
 from .config import config_changes, config_to_json
 from .errors import CheckpointError, TrainingDiverged
 
@@ -52,12 +59,20 @@ GRAD_CHECK_EVERY = 16  # steps between gradient-norm checks (each reads every gr
 def _diverged(stage: str, epoch: int, step: int | None, what: str, lr: float | None) -> TrainingDiverged:
     at = f"epoch {epoch + 1}" + (f", step {step + 1}" if step is not None else "")
     hint = f" (lr {lr:g})" if lr is not None else ""
-    return TrainingDiverged(f"{stage} training diverged at {at}: {what}{hint}; nothing was exported. "
-                            "Lower the learning rate (--set lr=...)")
+    return TrainingDiverged(
+        f"{stage} training diverged at {at}: {what}{hint}; nothing was exported. Lower the learning rate (--set lr=...)"
+    )
 
 
-def finite_loss(loss: torch.Tensor, model: torch.nn.Module, stage: str, epoch: int, step: int, steps: int,
-                optimizer: torch.optim.Optimizer | None = None) -> float:
+def finite_loss(
+    loss: torch.Tensor,
+    model: torch.nn.Module,
+    stage: str,
+    epoch: int,
+    step: int,
+    steps: int,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> float:
     """The step's loss as a float, after its backward pass and before the optimiser step: raises
     :class:`TrainingDiverged` when it is not finite, or (every ``GRAD_CHECK_EVERY`` steps and at
     the epoch's last of ``steps``) when the gradients' norm is not."""
@@ -73,8 +88,9 @@ def finite_loss(loss: torch.Tensor, model: torch.nn.Module, stage: str, epoch: i
     return value
 
 
-def check_finite_state(model: torch.nn.Module, stage: str, epoch: int, record: dict,
-                       optimizer: torch.optim.Optimizer | None = None) -> None:
+def check_finite_state(
+    model: torch.nn.Module, stage: str, epoch: int, record: dict, optimizer: torch.optim.Optimizer | None = None
+) -> None:
     """After an epoch: every floating weight and buffer, and every number of the epoch's record
     (its validation scores), must be finite."""
     lr = optimizer.param_groups[0]["lr"] if optimizer is not None else None
@@ -124,9 +140,11 @@ class EpochLoop:
             if self.restart:
                 discard_training_state(self.work)
             else:
-                raise CheckpointError(f"{self.work}/checkpoints holds a run made with another config "
-                                      f"({'; '.join(changes)}); rerun with --restart (restart=True) to discard "
-                                      "it, or use a new run directory")
+                raise CheckpointError(
+                    f"{self.work}/checkpoints holds a run made with another config "
+                    f"({'; '.join(changes)}); rerun with --restart (restart=True) to discard "
+                    "it, or use a new run directory"
+                )
         resumed = load_training_state(self.work, self.model)
         if resumed is None:
             return 0, [], None
@@ -166,10 +184,18 @@ class EpochLoop:
                 if unsaved:  # before the state that names it as the best (a crash between the two re-runs identically)
                     save_weights(best_weights, self.work / BEST)
                     unsaved = False
-                state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                         "rng": torch.get_rng_state()}
-                save_training_state(self.work, epoch, self.model, state,
-                                    {"config": config_to_json(self.config), "history": history, "best": best})
+                state = {
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "rng": torch.get_rng_state(),
+                }
+                save_training_state(
+                    self.work,
+                    epoch,
+                    self.model,
+                    state,
+                    {"config": config_to_json(self.config), "history": history, "best": best},
+                )
                 last_write = time.perf_counter()
             for callback in self.on_epoch_end:
                 callback(epoch, record)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -20,11 +20,13 @@ def lr_lambda(schedule: str, warmup: float, total_steps: int) -> Callable[[int],
             return 1.0
         t = (step - warm) / max(1, total_steps - warm)
         return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
     return f
 
 
-def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
-                   momentum: float = 0.9) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: torch.nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9
+) -> torch.optim.Optimizer:
     """AdamW or SGD (Nesterov); no weight decay on biases and normalisation parameters.
 
     The fused implementations are used where every parameter allows them (float, on CPU or CUDA):
@@ -40,7 +42,8 @@ def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: f
     return torch.optim.AdamW(groups, lr=lr, fused=fused)
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, schedule: str, warmup: float,
-                  total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_schedule(
+    optimizer: torch.optim.Optimizer, schedule: str, warmup: float, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """The per-step scheduler of :func:`lr_lambda` over ``total_steps`` optimiser steps."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule, warmup, total_steps))

@@ -17,4 +17,4 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | N
     b, _, h, w = x.shape
     padded = F.pad(x, (max_shift, max_shift, max_shift, max_shift))  # (B, C, H+2s, W+2s)
     offs = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator, device="cpu").tolist()
-    return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offs)])
+    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offs)])

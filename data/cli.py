@@ -16,58 +16,111 @@ def data_cli():
 
 _out = click.option("--out", required=True, type=click.Path(file_okay=False), help="Dataset directory to write.")
 _seed = click.option("--seed", default=0, show_default=True, help="Seed of every random choice.")
-_shard = click.option("--shard-size", default=10_000, show_default=True, type=click.IntRange(min=1),
-                      help="Samples per shard.")
+_shard = click.option(
+    "--shard-size", default=10_000, show_default=True, type=click.IntRange(min=1), help="Samples per shard."
+)
 _count = click.IntRange(min=1)
 _fraction = click.FloatRange(0, 1, max_open=True)
 
 
 @data_cli.command("glyphs")
 @_out
-@click.option("--classes", "n_classes", default=200, show_default=True, type=click.IntRange(min=0),
-              help="Number of characters; 0 takes all (DejaVu letters: about 1,400 after removing look-alikes).")
+@click.option(
+    "--classes",
+    "n_classes",
+    default=200,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Number of characters; 0 takes all (DejaVu letters: about 1,400 after removing look-alikes).",
+)
 @click.option("--train-per-class", default=48, show_default=True, type=_count)
 @click.option("--val-per-class", default=8, show_default=True, type=_count)
 @click.option("--test-per-class", default=8, show_default=True, type=_count)
 @click.option("--size", default=32, show_default=True, type=click.IntRange(min=4), help="Image side in pixels.")
-@click.option("--font", "fonts", multiple=True, type=click.Path(exists=True),
-              help="A font file (.ttf/.otf/.ttc/.otc) or folder to render from; repeatable. Default: the "
-                   "embedded DejaVu faces.")
-@click.option("--charset", default=None,
-              help="letters, gb2312-1 (3,755 hanzi), gb2312 (6,763) or a UTF-8 file of characters "
-                   "[default: gb2312-1 with --font, letters without].")
+@click.option(
+    "--font",
+    "fonts",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="A font file (.ttf/.otf/.ttc/.otc) or folder to render from; repeatable. Default: the embedded DejaVu faces.",
+)
+@click.option(
+    "--charset",
+    default=None,
+    help="letters, gb2312-1 (3,755 hanzi), gb2312 (6,763) or a UTF-8 file of characters "
+    "[default: gb2312-1 with --font, letters without].",
+)
 @click.option("--val-face", "val_faces", multiple=True, help="A face (name substring) for validation; repeatable.")
 @click.option("--test-face", "test_faces", multiple=True, help="A face (name substring) for test; repeatable.")
-@click.option("--like", type=click.Path(exists=True, file_okay=False),
-              help="Render this dataset's classes again from --font, every face into the test split.")
-@click.option("--augment", type=click.Choice(["jitter", "strong"]), default=None,
-              help="Renderings: a light jitter, or elastic / affine distortion, stroke weight, blur, levels "
-                   "and noise [default: strong with --font, jitter without].")
-@click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Rendering processes; 0: one per CPU for splits of 20,000 images or more. The output does "
-                   "not depend on it.")
+@click.option(
+    "--like",
+    type=click.Path(exists=True, file_okay=False),
+    help="Render this dataset's classes again from --font, every face into the test split.",
+)
+@click.option(
+    "--augment",
+    type=click.Choice(["jitter", "strong"]),
+    default=None,
+    help="Renderings: a light jitter, or elastic / affine distortion, stroke weight, blur, levels "
+    "and noise [default: strong with --font, jitter without].",
+)
+@click.option(
+    "--workers",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Rendering processes; 0: one per CPU for splits of 20,000 images or more. The output does not depend on it.",
+)
 @_seed
 @_shard
-def glyphs(out, n_classes, train_per_class, val_per_class, test_per_class, size, fonts, charset, val_faces,
-           test_faces, like, augment, workers, seed, shard_size):
+def glyphs(
+    out,
+    n_classes,
+    train_per_class,
+    val_per_class,
+    test_per_class,
+    size,
+    fonts,
+    charset,
+    val_faces,
+    test_faces,
+    like,
+    augment,
+    workers,
+    seed,
+    shard_size,
+):
     """Characters rendered from type faces, with test faces never seen in training: by default
     Unicode letters from the DejaVu faces matplotlib ships, grouped by base letter; with --font,
     any character set from your fonts (printed Chinese: --charset gb2312-1)."""
     from .glyphs import import_glyphs
 
-    import_glyphs(out, n_classes=n_classes or None, train_per_class=train_per_class, val_per_class=val_per_class,
-                  test_per_class=test_per_class, size=size, seed=seed, shard_size=shard_size,
-                  fonts=list(fonts) or None, charset=charset or ("gb2312-1" if fonts else "letters"),
-                  val_faces=val_faces, test_faces=test_faces, like=like, workers=workers,
-                  augment=augment)
+    import_glyphs(
+        out,
+        n_classes=n_classes or None,
+        train_per_class=train_per_class,
+        val_per_class=val_per_class,
+        test_per_class=test_per_class,
+        size=size,
+        seed=seed,
+        shard_size=shard_size,
+        fonts=list(fonts) or None,
+        charset=charset or ("gb2312-1" if fonts else "letters"),
+        val_faces=val_faces,
+        test_faces=test_faces,
+        like=like,
+        workers=workers,
+        augment=augment,
+    )
     _summary(out)
 
 
 @data_cli.command("synthetic")
 @_out
 @click.option("--classes", "n_classes", default=20, show_default=True, type=click.IntRange(min=2))
-@click.option("--groups", "n_groups", default=4, show_default=True, type=_count,
-              help="Planted groups of confusable classes.")
+@click.option(
+    "--groups", "n_groups", default=4, show_default=True, type=_count, help="Planted groups of confusable classes."
+)
 @click.option("--dim", default=16, show_default=True, type=_count, help="Input dimension.")
 @click.option("--train-per-class", default=200, show_default=True, type=_count)
 @click.option("--noise", default=1.0, show_default=True, help="Within-class noise (larger: more confusion).")
@@ -77,23 +130,42 @@ def synthetic(out, n_classes, n_groups, dim, train_per_class, noise, seed, shard
     """A seeded hierarchical Gaussian mixture with planted groups (fast unit tests)."""
     from .synthetic import import_synthetic
 
-    import_synthetic(out, n_classes=n_classes, n_groups=n_groups, dim=dim, n_train=train_per_class,
-                     noise=noise, seed=seed, shard_size=shard_size)
+    import_synthetic(
+        out,
+        n_classes=n_classes,
+        n_groups=n_groups,
+        dim=dim,
+        n_train=train_per_class,
+        noise=noise,
+        seed=seed,
+        shard_size=shard_size,
+    )
     _summary(out)
 
 
 def _idx_command(name: str, classes: list[str], doc: str):
     @data_cli.command(name, help=doc)
-    @click.option("--source", required=True, type=click.Path(exists=True, file_okay=False),
-                  help="Folder of the idx files (train-images-idx3-ubyte.gz, ...).")
+    @click.option(
+        "--source",
+        required=True,
+        type=click.Path(exists=True, file_okay=False),
+        help="Folder of the idx files (train-images-idx3-ubyte.gz, ...).",
+    )
     @_out
-    @click.option("--val-size", default=5000, show_default=True, type=click.IntRange(min=0), help="Last training images kept for validation.")
+    @click.option(
+        "--val-size",
+        default=5000,
+        show_default=True,
+        type=click.IntRange(min=0),
+        help="Last training images kept for validation.",
+    )
     @_shard
     def cmd(source, out, val_size, shard_size):
         from .importers import import_idx
 
         import_idx(source, out, name, classes, val_size=val_size, shard_size=shard_size)
         _summary(out)
+
     return cmd
 
 
@@ -111,14 +183,20 @@ def _featurizer_options(f):
     from .text import HashedNgrams
 
     d = HashedNgrams()
-    f = click.option("--buckets", default=d.buckets, show_default=True, help="Hash buckets of the n-gram featuriser.")(f)
+    f = click.option("--buckets", default=d.buckets, show_default=True, help="Hash buckets of the n-gram featuriser.")(
+        f
+    )
     f = click.option("--max-tokens", default=d.max_tokens, show_default=True, help="Token ids kept per text.")(f)
     return f
 
 
 @data_cli.command("clinc150")
-@click.option("--source", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Folder holding data_full.json and domains.json.")
+@click.option(
+    "--source",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder holding data_full.json and domains.json.",
+)
 @_out
 @_featurizer_options
 @_shard
@@ -132,8 +210,12 @@ def clinc150(source, out, buckets, max_tokens, shard_size):
 
 
 @data_cli.command("banking77")
-@click.option("--source", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Folder holding train.csv, test.csv and categories.json.")
+@click.option(
+    "--source",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder holding train.csv, test.csv and categories.json.",
+)
 @_out
 @_featurizer_options
 @click.option("--val-fraction", default=0.1, show_default=True, type=_fraction)
@@ -144,49 +226,102 @@ def banking77(source, out, buckets, max_tokens, val_fraction, seed, shard_size):
     from .importers import import_banking77
     from .text import HashedNgrams
 
-    import_banking77(source, out, HashedNgrams(buckets=buckets, max_tokens=max_tokens), val_fraction=val_fraction,
-                     seed=seed, shard_size=shard_size)
+    import_banking77(
+        source,
+        out,
+        HashedNgrams(buckets=buckets, max_tokens=max_tokens),
+        val_fraction=val_fraction,
+        seed=seed,
+        shard_size=shard_size,
+    )
     _summary(out)
 
 
 @data_cli.command("text")
-@click.option("--train", "train_file", required=True, type=click.Path(dir_okay=False),
-              help="Training examples: .csv, .tsv (with a header line) or .jsonl (one JSON object a line).")
-@click.option("--val", "val_file", type=click.Path(dir_okay=False),
-              help="Validation examples (same layout); default: --val-fraction of --train, stratified.")
-@click.option("--test", "test_file", type=click.Path(dir_okay=False),
-              help="Test examples (same layout); default: --test-fraction of --train, stratified.")
+@click.option(
+    "--train",
+    "train_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Training examples: .csv, .tsv (with a header line) or .jsonl (one JSON object a line).",
+)
+@click.option(
+    "--val",
+    "val_file",
+    type=click.Path(dir_okay=False),
+    help="Validation examples (same layout); default: --val-fraction of --train, stratified.",
+)
+@click.option(
+    "--test",
+    "test_file",
+    type=click.Path(dir_okay=False),
+    help="Test examples (same layout); default: --test-fraction of --train, stratified.",
+)
 @_out
 @click.option("--text-column", default="text", show_default=True, help="Column (JSON field) of the text.")
 @click.option("--label-column", default="label", show_default=True, help="Column (JSON field) of the label.")
-@click.option("--group-column", default=None,
-              help="Optional column naming each label's group (a known grouping of the labels).")
-@click.option("--val-fraction", default=0.1, show_default=True, type=_fraction,
-              help="Of --train, when --val is not given.")
-@click.option("--test-fraction", default=0.1, show_default=True, type=_fraction,
-              help="Of --train, when --test is not given.")
+@click.option(
+    "--group-column", default=None, help="Optional column naming each label's group (a known grouping of the labels)."
+)
+@click.option(
+    "--val-fraction", default=0.1, show_default=True, type=_fraction, help="Of --train, when --val is not given."
+)
+@click.option(
+    "--test-fraction", default=0.1, show_default=True, type=_fraction, help="Of --train, when --test is not given."
+)
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the files.")
 @click.option("--name", default=None, help="Dataset name (default: the --out folder's name).")
 @_featurizer_options
 @_seed
 @_shard
-def text(train_file, val_file, test_file, out, text_column, label_column, group_column, val_fraction, test_fraction,
-         encoding, name, buckets, max_tokens, seed, shard_size):
+def text(
+    train_file,
+    val_file,
+    test_file,
+    out,
+    text_column,
+    label_column,
+    group_column,
+    val_fraction,
+    test_fraction,
+    encoding,
+    name,
+    buckets,
+    max_tokens,
+    seed,
+    shard_size,
+):
     """Your own text classification data (intents, topics, ...): CSV, TSV or JSON Lines files of a
     text and a label column, featurised like CLINC150 and Banking77."""
     from .importers import import_text
     from .text import HashedNgrams
 
-    import_text(train_file, out, val=val_file, test=test_file, text=text_column, label=label_column,
-                group=group_column, featurizer=HashedNgrams(buckets=buckets, max_tokens=max_tokens),
-                val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, encoding=encoding, name=name,
-                shard_size=shard_size)
+    import_text(
+        train_file,
+        out,
+        val=val_file,
+        test=test_file,
+        text=text_column,
+        label=label_column,
+        group=group_column,
+        featurizer=HashedNgrams(buckets=buckets, max_tokens=max_tokens),
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        encoding=encoding,
+        name=name,
+        shard_size=shard_size,
+    )
     _summary(out)
 
 
 @data_cli.command("folder")
-@click.option("--source", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Root with one sub-folder of .png/.jpg images per class.")
+@click.option(
+    "--source",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Root with one sub-folder of .png/.jpg images per class.",
+)
 @_out
 @click.option("--size", type=click.IntRange(min=1), default=None, help="Resize every image to SIZE x SIZE.")
 @click.option("--grayscale", is_flag=True, help="Convert images to one channel.")
@@ -198,17 +333,31 @@ def folder(source, out, size, grayscale, val_fraction, test_fraction, seed, shar
     """Images in SOURCE/<class>/<file>.png|jpg, split train/val/test by class."""
     from .importers import import_folder
 
-    import_folder(source, out, size=size, grayscale=grayscale, val_fraction=val_fraction,
-                  test_fraction=test_fraction, seed=seed, shard_size=shard_size)
+    import_folder(
+        source,
+        out,
+        size=size,
+        grayscale=grayscale,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        shard_size=shard_size,
+    )
     _summary(out)
 
 
 @data_cli.command("arrays")
-@click.option("--x", "x_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Inputs, .npy (N, ...).")
+@click.option(
+    "--x", "x_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Inputs, .npy (N, ...)."
+)
 @click.option("--y", "y_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Labels, .npy (N,).")
 @_out
-@click.option("--classes", "classes_file", type=click.Path(exists=True, dir_okay=False),
-              help="Text file of class names, one a line (default: 0, 1, ...).")
+@click.option(
+    "--classes",
+    "classes_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Text file of class names, one a line (default: 0, 1, ...).",
+)
 @click.option("--val-fraction", default=0.1, show_default=True, type=_fraction)
 @click.option("--test-fraction", default=0.1, show_default=True, type=_fraction)
 @_seed
@@ -218,14 +367,24 @@ def arrays(x_path, y_path, out, classes_file, val_fraction, test_fraction, seed,
     from .importers import import_arrays
 
     classes = open(classes_file).read().split("\n") if classes_file else None
-    import_arrays(x_path, y_path, out, [c for c in classes if c] if classes else None, val_fraction=val_fraction,
-                  test_fraction=test_fraction, seed=seed, shard_size=shard_size)
+    import_arrays(
+        x_path,
+        y_path,
+        out,
+        [c for c in classes if c] if classes else None,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        shard_size=shard_size,
+    )
     _summary(out)
 
 
 @data_cli.command("info")
 @click.argument("dataset")
-@click.option("--json", "as_json", is_flag=True, help="Print the dataset's description (dataset.json, validated) as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the dataset's description (dataset.json, validated) as JSON."
+)
 @click.option("--quick", is_flag=True, help="Check dataset.json and that its shards exist, without reading them.")
 def info(dataset, as_json, quick):
     """Check a dataset directory (or URL) and summarise it: by default every sample of every shard
@@ -243,7 +402,9 @@ def info(dataset, as_json, quick):
 def _summary(root: str) -> None:
     info = load_info(root)
     groups = f", {len(info.groups)} known groups" if info.groups else ""
-    click.echo(f"{root}: {info.name}, {info.n_classes} classes{groups}, input {info.input.kind} "
-               f"{info.input.dtype}{list(info.input.shape)}")
+    click.echo(
+        f"{root}: {info.name}, {info.n_classes} classes{groups}, input {info.input.kind} "
+        f"{info.input.dtype}{list(info.input.shape)}"
+    )
     for name, s in info.splits.items():
         click.echo(f"  {name:5s} {s.num_samples:8d} samples in {len(s.shards)} shard(s)")

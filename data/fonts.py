@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -72,8 +72,9 @@ def find_faces(paths: Sequence[str | os.PathLike]) -> list[Face]:
                     fonts = [TTFont(str(f), lazy=True)]
                 for i, font in enumerate(fonts):
                     names = font["name"]
-                    faces.append(Face(str(f), i, names.getBestFamilyName() or f.stem,
-                                      names.getBestSubFamilyName() or "Regular"))
+                    faces.append(
+                        Face(str(f), i, names.getBestFamilyName() or f.stem, names.getBestSubFamilyName() or "Regular")
+                    )
             except (TTLibError, OSError, KeyError, AssertionError, ValueError, IndexError) as e:
                 raise DataError(f"{f}: cannot be read as a font ({type(e).__name__}: {e})") from None
     return faces
@@ -100,12 +101,15 @@ def one_per_design(faces: Sequence[Face], prefer: Sequence[str] = ("SC", "CN", "
     return [f for f in faces if f in chosen], [f for f in faces if f not in chosen]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cmap(path: str, index: int) -> frozenset[int]:
     from fontTools.ttLib import TTCollection, TTFont
 
-    font = TTCollection(path, lazy=True).fonts[index] if path.lower().endswith((".ttc", ".otc")) else \
-        TTFont(path, lazy=True)
+    font = (
+        TTCollection(path, lazy=True).fonts[index]
+        if path.lower().endswith((".ttc", ".otc"))
+        else TTFont(path, lazy=True)
+    )
     return frozenset(cp for cp, glyph in (font.getBestCmap() or {}).items() if glyph != ".notdef")
 
 
@@ -152,9 +156,13 @@ def charset(name: str) -> list[int]:
     return cps
 
 
-_STYLES = (("kai", ("kai",)), ("fangsong", ("fang",)), ("mono", ("mono",)),
-           ("serif", ("serif", "song", "sung", "ming", "mincho")),
-           ("sans", ("sans", "hei", "gothic", "yuan")))
+_STYLES = (
+    ("kai", ("kai",)),
+    ("fangsong", ("fang",)),
+    ("mono", ("mono",)),
+    ("serif", ("serif", "song", "sung", "ming", "mincho")),
+    ("sans", ("sans", "hei", "gothic", "yuan")),
+)
 
 
 def style_of(face: Face) -> str:
@@ -172,8 +180,10 @@ def assign_splits(faces: Sequence[Face], seed: int = 0, val: int = 0, test: int 
     test = test or max(1, round(0.15 * n))
     val = val or max(1, round(0.10 * n))
     if n < 3 or test + val >= n:
-        raise DataError(f"{n} faces cannot be split into {test} test, {val} validation and at least one training "
-                        "face; give more fonts")
+        raise DataError(
+            f"{n} faces cannot be split into {test} test, {val} validation and at least one training "
+            "face; give more fonts"
+        )
     rng = np.random.default_rng(seed)
     by_style: dict[str, list[Face]] = {}
     for f in faces:
@@ -188,5 +198,6 @@ def assign_splits(faces: Sequence[Face], seed: int = 0, val: int = 0, test: int 
                 if len(out[split]) < want:
                     out[split].append(pools[s].pop())
     out["train"] = [f for s in order for f in pools[s]]
-    return {k: sorted(v, key=faces.index) for k, v in (("train", out["train"]), ("val", out["val"]),
-                                                       ("test", out["test"]))}
+    return {
+        k: sorted(v, key=faces.index) for k, v in (("train", out["train"]), ("val", out["val"]), ("test", out["test"]))
+    }

@@ -99,13 +99,17 @@ class DatasetInfo:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d["input"] = {"kind": self.input.kind, "encoding": self.input.encoding,
-                      "shape": list(self.input.shape), "dtype": self.input.dtype}
+        d["input"] = {
+            "kind": self.input.kind,
+            "encoding": self.input.encoding,
+            "shape": list(self.input.shape),
+            "dtype": self.input.dtype,
+        }
         # A JSON round trip turns tuples into lists, as they are on disk.
         return json.loads(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **d}))
 
     @classmethod
-    def from_json(cls, d: Any, where: str = INFO_FILE) -> "DatasetInfo":
+    def from_json(cls, d: Any, where: str = INFO_FILE) -> DatasetInfo:
         """Validate a parsed ``dataset.json``; every problem is listed in one :class:`DataError`."""
         problems: list[str] = []
         if not isinstance(d, dict):
@@ -124,7 +128,9 @@ class DatasetInfo:
             problems.append("'classes' has duplicate names")
         n = len(classes)
         inp = d.get("input") or {}
-        kind, shape, dtype = (inp.get("kind"), inp.get("shape"), inp.get("dtype")) if isinstance(inp, dict) else (None,) * 3
+        kind, shape, dtype = (
+            (inp.get("kind"), inp.get("shape"), inp.get("dtype")) if isinstance(inp, dict) else (None,) * 3
+        )
         kind = kind if isinstance(kind, str) else repr(kind)
         dtype = dtype if isinstance(dtype, str) else repr(dtype)
         if kind not in INPUT_KINDS:
@@ -152,15 +158,26 @@ class DatasetInfo:
         for key, kinds in (("name", str), ("source", dict), ("featurizer", dict)):
             if d.get(key) is not None and not isinstance(d[key], kinds):
                 problems.append(f"{key!r} must be a {kinds.__name__}, got {type(d[key]).__name__}")
-        known = {"format", "format_version", "name", "classes", "groups", "group_names", "input", "splits",
-                 "source", "featurizer"}
+        known = {
+            "format",
+            "format_version",
+            "name",
+            "classes",
+            "groups",
+            "group_names",
+            "input",
+            "splits",
+            "source",
+            "featurizer",
+        }
         if set(d) - known:
             problems.append(f"unknown keys {sorted(set(d) - known)}")
         if not isinstance(inp, dict):
             problems.append("'input' must be an object")
         elif inp.get("encoding", INPUT_KINDS.get(kind)) != INPUT_KINDS.get(kind):
-            problems.append(f"'input.encoding' is {inp.get('encoding')!r}, but kind {kind!r} is stored as "
-                            f"{INPUT_KINDS.get(kind)!r}")
+            problems.append(
+                f"'input.encoding' is {inp.get('encoding')!r}, but kind {kind!r} is stored as {INPUT_KINDS.get(kind)!r}"
+            )
         if kind == "image" and dtype != "uint8" or kind == "image" and isinstance(shape, list) and len(shape) != 3:
             problems.append("an 'image' input is uint8 of shape [channels, height, width]")
         splits: dict[str, SplitInfo] = {}
@@ -183,8 +200,10 @@ class DatasetInfo:
             if sum(counts) != total:
                 problems.append(f"'splits.{sname}.class_counts' sums to {sum(counts)}, not num_samples={total}")
             if sum(x.num_samples for x in shards) != total:
-                problems.append(f"'splits.{sname}.shards' hold {sum(x.num_samples for x in shards)} "
-                                f"samples, not num_samples={total}")
+                problems.append(
+                    f"'splits.{sname}.shards' hold {sum(x.num_samples for x in shards)} "
+                    f"samples, not num_samples={total}"
+                )
             splits[sname] = SplitInfo(shards, total, counts)
         if problems:
             raise DataError(f"{where}: " + "; ".join(problems))
@@ -230,8 +249,10 @@ def load_info(root: str | os.PathLike) -> DatasetInfo:
         path = Path(root) / INFO_FILE
         where = str(path)
         if not path.is_file():
-            raise DataError(f"{path}: missing; a dataset directory needs its {INFO_FILE} "
-                            "(an import that was interrupted writes it last)")
+            raise DataError(
+                f"{path}: missing; a dataset directory needs its {INFO_FILE} "
+                "(an import that was interrupted writes it last)"
+            )
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
@@ -245,6 +266,7 @@ def load_info(root: str | os.PathLike) -> DatasetInfo:
         return info
     missing = [s.name for sp in info.splits.values() for s in sp.shards if not (Path(root) / s.name).is_file()]
     if missing:
-        raise DataError(f"{where}: lists shards that do not exist: {', '.join(missing[:5])}"
-                        + (" …" if len(missing) > 5 else ""))
+        raise DataError(
+            f"{where}: lists shards that do not exist: {', '.join(missing[:5])}" + (" …" if len(missing) > 5 else "")
+        )
     return info

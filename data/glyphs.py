@@ -29,9 +29,9 @@ import os
 import sys
 import unicodedata
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Sequence
+from functools import cache
 
 import matplotlib
 import numpy as np
@@ -44,8 +44,16 @@ from .format import InputSpec
 from .shards import DatasetWriter
 
 FACES = {
-    "train": ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSerif", "DejaVuSerif-Bold",
-              "DejaVuSerif-Italic", "DejaVuSansMono", "DejaVuSansMono-Bold"),
+    "train": (
+        "DejaVuSans",
+        "DejaVuSans-Bold",
+        "DejaVuSans-Oblique",
+        "DejaVuSerif",
+        "DejaVuSerif-Bold",
+        "DejaVuSerif-Italic",
+        "DejaVuSansMono",
+        "DejaVuSansMono-Bold",
+    ),
     "val": ("DejaVuSans-BoldOblique", "DejaVuSansMono-Oblique"),
     "test": ("DejaVuSerif-BoldItalic", "DejaVuSansMono-BoldOblique"),
 }
@@ -58,7 +66,7 @@ def font_dir() -> str:
     return os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _font(face: str | Face, size: int) -> ImageFont.FreeTypeFont:
     """A face at ``size`` pixels: one of the embedded DejaVu faces by name, or a :class:`Face`."""
     if isinstance(face, Face):
@@ -93,8 +101,14 @@ def base_letter(ch: str) -> str:
 AUGMENTATIONS = ("jitter", "strong")
 
 
-def render(ch: str, face: str | Face, size: int = 32, rng: np.random.Generator | None = None,
-           placement: str = "baseline", augment: str = "jitter") -> np.ndarray:
+def render(
+    ch: str,
+    face: str | Face,
+    size: int = 32,
+    rng: np.random.Generator | None = None,
+    placement: str = "baseline",
+    augment: str = "jitter",
+) -> np.ndarray:
     """Render one character as a uint8 array of shape (size, size): white glyph on black.
 
     ``placement``: ``"baseline"`` (the embedded letters) draws on a fixed baseline, so that case
@@ -118,9 +132,12 @@ def render(ch: str, face: str | Face, size: int = 32, rng: np.random.Generator |
         a = np.array([[c, -s + shear], [s, c]]) / scale
         centre = np.array([_CANVAS / 2, _CANVAS / 2])
         offset = centre - a @ (centre + np.array([tx, ty]))
-        canvas = canvas.transform(canvas.size, Image.Transform.AFFINE,
-                                  (a[0, 0], a[0, 1], offset[0], a[1, 0], a[1, 1], offset[1]),
-                                  resample=Image.Resampling.BILINEAR)
+        canvas = canvas.transform(
+            canvas.size,
+            Image.Transform.AFFINE,
+            (a[0, 0], a[0, 1], offset[0], a[1, 0], a[1, 1], offset[1]),
+            resample=Image.Resampling.BILINEAR,
+        )
     img = np.asarray(canvas.resize((size, size), Image.Resampling.BOX), dtype=np.float32)
     if rng is not None:
         img = img + rng.normal(0.0, 12.0, size=img.shape)
@@ -131,8 +148,15 @@ def _draw(ch: str, face: str | Face, placement: str, stroke: int) -> Image.Image
     """The character on the 64-pixel canvas, white on black, placed as :func:`render` describes."""
     canvas = Image.new("L", (_CANVAS, _CANVAS), 0)
     centre_y, anchor, em = (0.5, "mm", 0.68) if placement == "em" else (0.64, "ms", 0.53)
-    ImageDraw.Draw(canvas).text((_CANVAS / 2, _CANVAS * centre_y), ch, fill=255, anchor=anchor,
-                                font=_font(face, int(_CANVAS * em)), stroke_width=stroke, stroke_fill=255)
+    ImageDraw.Draw(canvas).text(
+        (_CANVAS / 2, _CANVAS * centre_y),
+        ch,
+        fill=255,
+        anchor=anchor,
+        font=_font(face, int(_CANVAS * em)),
+        stroke_width=stroke,
+        stroke_fill=255,
+    )
     return canvas
 
 
@@ -161,18 +185,23 @@ def _strong(ch: str, face: str | Face, size: int, rng: np.random.Generator, plac
     out_xy = np.stack([cols, rows]) - (centre + shift)[:, None, None]  # (2, H, W) output offsets, x then y
     src = np.einsum("ij,jhw->ihw", inverse, out_xy) + centre[:, None, None] + field
     img = map_coordinates(np.asarray(canvas, dtype=np.float64), [src[1], src[0]], order=1, cval=0.0)
-    img = np.asarray(Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
-                     .filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 1.5))), dtype=np.float64)
+    img = np.asarray(
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 1.5))),
+        dtype=np.float64,
+    )
     ink, paper = rng.uniform(0.6, 1.0), rng.uniform(0.0, 40.0)
     img = paper + img * (ink - paper / 255.0)
-    img = np.asarray(Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).resize((size, size), Image.Resampling.BOX),
-                     dtype=np.float64)
+    img = np.asarray(
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).resize((size, size), Image.Resampling.BOX),
+        dtype=np.float64,
+    )
     img = img + rng.normal(0.0, rng.uniform(4.0, 20.0), size=img.shape)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def distinct_letters(code_points: list[int], size: int = 32, faces: Sequence[str | Face] = ALL_FACES,
-                     placement: str = "baseline") -> tuple[list[int], dict[int, int]]:
+def distinct_letters(
+    code_points: list[int], size: int = 32, faces: Sequence[str | Face] = ALL_FACES, placement: str = "baseline"
+) -> tuple[list[int], dict[int, int]]:
     """Drop characters whose clean renderings are identical to a lower code point's in most faces.
 
     Returns the kept code points and, for every dropped one, the kept code point it duplicates.
@@ -222,11 +251,25 @@ def choose_classes(code_points: list[int], n_classes: int | None, seed: int) -> 
     return sorted(chosen)
 
 
-def import_glyphs(out: str, *, n_classes: int | None = 200, train_per_class: int = 48,
-                  val_per_class: int = 8, test_per_class: int = 8, size: int = 32, seed: int = 0,
-                  shard_size: int = 10_000, progress: bool = True, fonts: Sequence[str] | None = None,
-                  charset: str = "letters", val_faces: Sequence[str] = (), test_faces: Sequence[str] = (),
-                  like: str | None = None, workers: int = 0, augment: str | None = None):
+def import_glyphs(
+    out: str,
+    *,
+    n_classes: int | None = 200,
+    train_per_class: int = 48,
+    val_per_class: int = 8,
+    test_per_class: int = 8,
+    size: int = 32,
+    seed: int = 0,
+    shard_size: int = 10_000,
+    progress: bool = True,
+    fonts: Sequence[str] | None = None,
+    charset: str = "letters",
+    val_faces: Sequence[str] = (),
+    test_faces: Sequence[str] = (),
+    like: str | None = None,
+    workers: int = 0,
+    augment: str | None = None,
+):
     """Render a glyph dataset into ``out`` (train/val/test shards and ``dataset.json``).
 
     Args:
@@ -265,32 +308,92 @@ def import_glyphs(out: str, *, n_classes: int | None = 200, train_per_class: int
         if augment != "jitter":
             raise ConfigError("the embedded DejaVu letters render with augment='jitter' (their bytes are fixed)")
         if charset != "letters" or like or val_faces or test_faces:
-            raise ConfigError("charset, like, val_faces and test_faces need fonts (the embedded DejaVu faces render "
-                              "letters with a fixed split)")
-        return _import_dejavu(out, n_classes, train_per_class, val_per_class, test_per_class, size, seed, shard_size,
-                              progress, workers)
-    plan = _font_plan(fonts, n_classes, seed, charset, val_faces, test_faces, like, size,
-                      {"train": train_per_class, "val": val_per_class, "test": test_per_class})
-    source = dict(importer="glyphs", charset=charset, n_classes=len(plan.cps), size=size, seed=seed, augment=augment,
-                  per_class={k: v for k, v in plan.per_split.items()}, like=like, **plan.source)
-    return _write(out, plan.name, plan.cps, plan.groups, plan.group_names, plan.faces, plan.per_split, size, seed,
-                  shard_size, progress, source, plan.placement, workers, augment)
+            raise ConfigError(
+                "charset, like, val_faces and test_faces need fonts (the embedded DejaVu faces render "
+                "letters with a fixed split)"
+            )
+        return _import_dejavu(
+            out, n_classes, train_per_class, val_per_class, test_per_class, size, seed, shard_size, progress, workers
+        )
+    plan = _font_plan(
+        fonts,
+        n_classes,
+        seed,
+        charset,
+        val_faces,
+        test_faces,
+        like,
+        size,
+        {"train": train_per_class, "val": val_per_class, "test": test_per_class},
+    )
+    source = dict(
+        importer="glyphs",
+        charset=charset,
+        n_classes=len(plan.cps),
+        size=size,
+        seed=seed,
+        augment=augment,
+        per_class={k: v for k, v in plan.per_split.items()},
+        like=like,
+        **plan.source,
+    )
+    return _write(
+        out,
+        plan.name,
+        plan.cps,
+        plan.groups,
+        plan.group_names,
+        plan.faces,
+        plan.per_split,
+        size,
+        seed,
+        shard_size,
+        progress,
+        source,
+        plan.placement,
+        workers,
+        augment,
+    )
 
 
-def _import_dejavu(out, n_classes, train_per_class, val_per_class, test_per_class, size, seed, shard_size, progress,
-                   workers):
+def _import_dejavu(
+    out, n_classes, train_per_class, val_per_class, test_per_class, size, seed, shard_size, progress, workers
+):
     """The embedded default: letters of the DejaVu faces, grouped by base letter."""
     kept, dropped = distinct_letters(covered_letters(), size)
     cps = choose_classes(kept, n_classes, seed)
     bases, groups = _base_groups(cps)
-    source = dict(importer="glyphs", n_classes=len(cps), train_per_class=train_per_class,
-                  val_per_class=val_per_class, test_per_class=test_per_class, size=size, seed=seed,
-                  faces={k: list(v) for k, v in FACES.items()},
-                  duplicates_dropped={f"U+{cp:04X}": (f"U+{tw:04X}" if tw >= 0 else "blank")
-                                      for cp, tw in sorted(dropped.items())})
+    source = dict(
+        importer="glyphs",
+        n_classes=len(cps),
+        train_per_class=train_per_class,
+        val_per_class=val_per_class,
+        test_per_class=test_per_class,
+        size=size,
+        seed=seed,
+        faces={k: list(v) for k, v in FACES.items()},
+        duplicates_dropped={
+            f"U+{cp:04X}": (f"U+{tw:04X}" if tw >= 0 else "blank") for cp, tw in sorted(dropped.items())
+        },
+    )
     per_split = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
-    return _write(out, "glyphs", cps, groups, bases, FACES, per_split, size, seed, shard_size, progress, source,
-                  "baseline", workers, "jitter")
+    return _write(
+        out,
+        "glyphs",
+        cps,
+        groups,
+        bases,
+        FACES,
+        per_split,
+        size,
+        seed,
+        shard_size,
+        progress,
+        source,
+        "baseline",
+        workers,
+        "jitter",
+    )
 
 
 def _base_groups(cps: list[int]) -> tuple[list[str], list[list[int]]]:
@@ -317,13 +420,36 @@ def class_code_point(name: str, where: str) -> int:
     return cp
 
 
-def _write(out, name, cps, groups, group_names, faces, per_split, size, seed, shard_size, progress, source, placement,
-           workers, augment):
+def _write(
+    out,
+    name,
+    cps,
+    groups,
+    group_names,
+    faces,
+    per_split,
+    size,
+    seed,
+    shard_size,
+    progress,
+    source,
+    placement,
+    workers,
+    augment,
+):
     from tqdm import tqdm
 
     classes = [class_name(cp) for cp in cps]
-    with DatasetWriter(out, name, classes, InputSpec("image", (1, size, size), "uint8"), groups=groups,
-                       group_names=group_names, source=source, shard_size=shard_size) as w:
+    with DatasetWriter(
+        out,
+        name,
+        classes,
+        InputSpec("image", (1, size, size), "uint8"),
+        groups=groups,
+        group_names=group_names,
+        source=source,
+        shard_size=shard_size,
+    ) as w:
         for split, n_per in per_split.items():
             jobs = [(cp, faces[split], n_per, size, (seed, cp, _SPLIT_ID[split]), placement, augment) for cp in cps]
             with tqdm(total=n_per * len(cps), desc=f"glyphs {split}", disable=not progress, unit="img") as bar:
@@ -331,7 +457,7 @@ def _write(out, name, cps, groups, group_names, faces, per_split, size, seed, sh
             with w.split(split) as s:
                 # Interleave classes so that every shard holds every class (good streaming shuffles).
                 for j in range(n_per):
-                    for (label, cp), images in zip(enumerate(cps), per_class):
+                    for (label, cp), images in zip(enumerate(cps), per_class, strict=True):
                         s.write(f"{split}_{cp:05x}_{j:04d}", images[j][None], label)
     return w
 
@@ -343,8 +469,9 @@ def _render_class(job) -> np.ndarray:
     rng = np.random.default_rng(list(rng_seed))
     if n_per == 0:
         return np.zeros((0, size, size), np.uint8)
-    return np.stack([render(chr(cp), split_faces[j % len(split_faces)], size, rng, placement, augment)
-                     for j in range(n_per)])
+    return np.stack(
+        [render(chr(cp), split_faces[j % len(split_faces)], size, rng, placement, augment) for j in range(n_per)]
+    )
 
 
 PARALLEL_FROM = 20_000  # images in a split from which rendering uses a process per CPU by default
@@ -399,16 +526,27 @@ def _font_plan(fonts, n_classes, seed, charset_name, val_faces, test_faces, like
         _, lacking = covered(faces, cps)
         if lacking:
             face, missing = next(iter(lacking.items()))
-            raise DataError(f"{face}: lacks {len(missing)} of the {len(cps)} characters of {like} "
-                            f"({''.join(chr(c) for c in missing[:10])}{' …' if len(missing) > 10 else ''}); "
-                            "leave that face out")
+            raise DataError(
+                f"{face}: lacks {len(missing)} of the {len(cps)} characters of {like} "
+                f"({''.join(chr(c) for c in missing[:10])}{' …' if len(missing) > 10 else ''}); "
+                "leave that face out"
+            )
         groups = None if info.groups is None else [list(g) for g in info.groups]
         names = None if info.group_names is None else list(info.group_names)
-        return _Plan(f"{info.name}-like", cps, groups, names, {"test": faces}, {"test": per_split["test"]},
-                     placement, {"faces": {"test": [f.to_json() for f in faces]}, "same_design_dropped": dropped_faces})
+        return _Plan(
+            f"{info.name}-like",
+            cps,
+            groups,
+            names,
+            {"test": faces},
+            {"test": per_split["test"]},
+            placement,
+            {"faces": {"test": [f.to_json() for f in faces]}, "same_design_dropped": dropped_faces},
+        )
     if charset_name == "letters":
-        wanted = sorted(cp for cp in set().union(*(_cmap_of(f) for f in faces))
-                        if unicodedata.category(chr(cp)).startswith("L"))
+        wanted = sorted(
+            cp for cp in set().union(*(_cmap_of(f) for f in faces)) if unicodedata.category(chr(cp)).startswith("L")
+        )
     else:
         wanted = charset(charset_name)
     common, lacking = covered(faces, wanted)
@@ -416,8 +554,10 @@ def _font_plan(fonts, n_classes, seed, charset_name, val_faces, test_faces, like
     dropped_faces += [f.name for f in identical]
     kept, dropped = distinct_letters(common, size, faces, placement)
     if len(kept) < 2:
-        raise DataError(f"{', '.join(map(str, fonts))}: only {len(kept)} characters of {charset_name!r} are mapped "
-                        "and rendered distinctly by every face")
+        raise DataError(
+            f"{', '.join(map(str, fonts))}: only {len(kept)} characters of {charset_name!r} are mapped "
+            "and rendered distinctly by every face"
+        )
     if charset_name == "letters":
         cps = choose_classes(kept, n_classes, seed)
         group_names, groups = _base_groups(cps)
@@ -426,16 +566,20 @@ def _font_plan(fonts, n_classes, seed, charset_name, val_faces, test_faces, like
         cps = sorted(int(c) for c in np.random.default_rng(seed).choice(kept, size=take, replace=False))
         groups = group_names = None
     splits = _split_faces(faces, val_faces, test_faces, seed, assign_splits)
-    source = {"faces": {k: [f.to_json() for f in v] for k, v in splits.items()},
-              "same_design_dropped": dropped_faces,
-              "not_covered": {face: len(missing) for face, missing in lacking.items()},
-              "duplicates_dropped": {f"U+{cp:04X}": (f"U+{tw:04X}" if tw >= 0 else "blank")
-                                     for cp, tw in sorted(dropped.items())}}
+    source = {
+        "faces": {k: [f.to_json() for f in v] for k, v in splits.items()},
+        "same_design_dropped": dropped_faces,
+        "not_covered": {face: len(missing) for face, missing in lacking.items()},
+        "duplicates_dropped": {
+            f"U+{cp:04X}": (f"U+{tw:04X}" if tw >= 0 else "blank") for cp, tw in sorted(dropped.items())
+        },
+    }
     return _Plan("glyphs", cps, groups, group_names, splits, per_split, placement, source)
 
 
-def distinct_faces(faces: Sequence[Face], probe: Sequence[int], size: int = 32,
-                   placement: str = "em") -> tuple[list[Face], list[Face]]:
+def distinct_faces(
+    faces: Sequence[Face], probe: Sequence[int], size: int = 32, placement: str = "em"
+) -> tuple[list[Face], list[Face]]:
     """(kept, dropped): a face whose clean renderings of every ``probe`` character are pixel-identical
     to an earlier face's draws those characters in the same design (a collection's "Mono" face
     differs from its sibling in Latin widths only), so it is dropped: it would put one design in
@@ -464,16 +608,21 @@ def _split_faces(faces, val_faces, test_faces, seed, assign_splits) -> dict[str,
     for split, patterns in (("test", test_faces), ("val", val_faces)):
         chosen[split] = []
         for pat in patterns:
-            hits = ([f for f in faces if pat.lower() == f.name.lower()]  # an exact name, else every face it is part of
-                    or [f for f in faces if pat.lower() in f.name.lower()])
+            hits = (
+                [f for f in faces if pat.lower() == f.name.lower()]  # an exact name, else every face it is part of
+                or [f for f in faces if pat.lower() in f.name.lower()]
+            )
             if not hits:
-                raise DataError(f"--{split}-face {pat!r}: matches none of the faces ({', '.join(f.name for f in faces)})")
+                raise DataError(
+                    f"--{split}-face {pat!r}: matches none of the faces ({', '.join(f.name for f in faces)})"
+                )
             chosen[split] += [f for f in hits if f not in chosen[split]]
     overlap = set(chosen["test"]) & set(chosen["val"])
     if overlap:
         raise DataError(f"face {sorted(f.name for f in overlap)[0]!r} is given to both validation and test")
     rest = [f for f in faces if f not in chosen["test"] and f not in chosen["val"]]
     if not rest or not chosen["test"] or not chosen["val"]:
-        raise DataError("every split needs a face: give at least one --val-face and one --test-face and leave "
-                        "faces for training")
+        raise DataError(
+            "every split needs a face: give at least one --val-face and one --test-face and leave faces for training"
+        )
     return {"train": rest, "val": chosen["val"], "test": chosen["test"]}

@@ -11,9 +11,9 @@ import gzip
 import io
 import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -24,6 +24,8 @@ from specens.core.errors import DataError
 from .format import InputSpec
 from .shards import DatasetWriter
 from .text import HashedNgrams
+
+DEFAULT_FEATURIZER = HashedNgrams()  # frozen: one shared default is safe
 
 
 def _split_indices(y: np.ndarray, fraction: float, seed: int, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -36,8 +38,10 @@ def _split_indices(y: np.ndarray, fraction: float, seed: int, where: str) -> tup
     try:
         rest, held = train_test_split(idx, test_size=fraction, stratify=y, random_state=seed)
     except ValueError as e:  # a class with one example, or fewer held-out examples than classes
-        raise DataError(f"{where}: cannot hold out a stratified {fraction:g} of {len(y)} examples in "
-                        f"{len(np.unique(y))} classes ({e})") from None
+        raise DataError(
+            f"{where}: cannot hold out a stratified {fraction:g} of {len(y)} examples in "
+            f"{len(np.unique(y))} classes ({e})"
+        ) from None
     return np.sort(rest), np.sort(held)
 
 
@@ -67,19 +71,27 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(data) < 8 or data[:2] != b"\0\0" or data[2] != 0x08:
         raise DataError(f"{path}: not an idx file of unsigned bytes")
     ndim = data[3]
-    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
         raise DataError(f"{path}: header says {dims}, but holds {body.size} values (truncated?)")
     return body.reshape(dims)
 
 
-def import_idx(source: str, out: str, name: str, classes: Sequence[str], val_size: int = 5000,
-               seed: int = 0, shard_size: int = 10_000) -> None:
+def import_idx(
+    source: str,
+    out: str,
+    name: str,
+    classes: Sequence[str],
+    val_size: int = 5000,
+    seed: int = 0,
+    shard_size: int = 10_000,
+) -> None:
     """MNIST-format data: ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` in ``source``.
 
     The last ``val_size`` training images become the validation split.
     """
+
     def load(prefix):
         src = Path(source)
         found = {}
@@ -103,20 +115,46 @@ def import_idx(source: str, out: str, name: str, classes: Sequence[str], val_siz
     if val_size == 0:
         del splits["val"]
     spec = InputSpec("image", tuple(xtr.shape[1:]), "uint8")
-    _write_splits(out, name, classes, spec, splits, source=dict(importer=name, source=str(source), val_size=val_size),
-                  shard_size=shard_size)
+    _write_splits(
+        out,
+        name,
+        classes,
+        spec,
+        splits,
+        source=dict(importer=name, source=str(source), val_size=val_size),
+        shard_size=shard_size,
+    )
 
 
 MNIST_CLASSES = [str(d) for d in range(10)]
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                   "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 # ----------------------------------------------------------------------------- text intents
 
 
-def _import_text(out, name, classes, splits_text, featurizer: HashedNgrams, groups=None, group_names=None,
-                 source=None, shard_size=10_000):
+def _import_text(
+    out,
+    name,
+    classes,
+    splits_text,
+    featurizer: HashedNgrams,
+    groups=None,
+    group_names=None,
+    source=None,
+    shard_size=10_000,
+):
     index = {c: i for i, c in enumerate(classes)}
     splits = {}
     for split, rows in splits_text.items():
@@ -124,8 +162,18 @@ def _import_text(out, name, classes, splits_text, featurizer: HashedNgrams, grou
         labels = np.array([index[c] for _, c in rows], dtype=np.int64)
         splits[split] = ((lambda i, texts=texts: featurizer(texts[i])), labels)
     spec = InputSpec("array", (featurizer.max_tokens,), "int64")
-    _write_splits(out, name, classes, spec, splits, groups=groups, group_names=group_names, source=source,
-                  featurizer=featurizer.to_json(), shard_size=shard_size)
+    _write_splits(
+        out,
+        name,
+        classes,
+        spec,
+        splits,
+        groups=groups,
+        group_names=group_names,
+        source=source,
+        featurizer=featurizer.to_json(),
+        shard_size=shard_size,
+    )
 
 
 def read_clinc150(source: str) -> tuple[list[str], dict[str, list[tuple[str, str]]], list[list[int]], list[str]]:
@@ -153,21 +201,33 @@ def read_clinc150(source: str) -> tuple[list[str], dict[str, list[tuple[str, str
     return classes, {k: [(t, c) for t, c in data[k]] for k in ("train", "val", "test")}, groups, names
 
 
-def import_clinc150(source: str, out: str, featurizer: HashedNgrams = HashedNgrams(),
-                    shard_size: int = 10_000) -> None:
+def import_clinc150(
+    source: str, out: str, featurizer: HashedNgrams = DEFAULT_FEATURIZER, shard_size: int = 10_000
+) -> None:
     """CLINC150 (:func:`read_clinc150`) as a dataset whose known groups are the 10 domains."""
     classes, splits, groups, names = read_clinc150(source)
-    _import_text(out, "clinc150", classes, splits, featurizer, groups=groups, group_names=names,
-                 source=dict(importer="clinc150", source=str(source)), shard_size=shard_size)
+    _import_text(
+        out,
+        "clinc150",
+        classes,
+        splits,
+        featurizer,
+        groups=groups,
+        group_names=names,
+        source=dict(importer="clinc150", source=str(source)),
+        shard_size=shard_size,
+    )
 
 
-def read_banking77(source: str, val_fraction: float = 0.1,
-                   seed: int = 0) -> tuple[list[str], dict[str, list[tuple[str, str]]]]:
+def read_banking77(
+    source: str, val_fraction: float = 0.1, seed: int = 0
+) -> tuple[list[str], dict[str, list[tuple[str, str]]]]:
     """Banking77 from ``train.csv``/``test.csv`` (+ ``categories.json``): the class names and
     ``{split: [(text, category)]}``, a stratified ``val_fraction`` of train held out as val."""
     src = Path(source)
-    train, test = ([(r.text, r.label) for r in read_table(src / name, "text", "category")]
-                   for name in ("train.csv", "test.csv"))
+    train, test = (
+        [(r.text, r.label) for r in read_table(src / name, "text", "category")] for name in ("train.csv", "test.csv")
+    )
     cats = src / "categories.json"
     classes = json.loads(cats.read_text()) if cats.is_file() else sorted({c for _, c in train})
     unknown = sorted({c for _, c in train + test} - set(classes))
@@ -178,21 +238,40 @@ def read_banking77(source: str, val_fraction: float = 0.1,
     return classes, {"train": [train[i] for i in rest], "val": [train[i] for i in held], "test": test}
 
 
-def import_banking77(source: str, out: str, featurizer: HashedNgrams = HashedNgrams(), val_fraction: float = 0.1,
-                     seed: int = 0, shard_size: int = 10_000) -> None:
+def import_banking77(
+    source: str,
+    out: str,
+    featurizer: HashedNgrams = DEFAULT_FEATURIZER,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    shard_size: int = 10_000,
+) -> None:
     """Banking77 (:func:`read_banking77`) as a dataset; no known groups."""
     classes, splits = read_banking77(source, val_fraction, seed)
-    _import_text(out, "banking77", classes, splits, featurizer,
-                 source=dict(importer="banking77", source=str(source), val_fraction=val_fraction, seed=seed),
-                 shard_size=shard_size)
+    _import_text(
+        out,
+        "banking77",
+        classes,
+        splits,
+        featurizer,
+        source=dict(importer="banking77", source=str(source), val_fraction=val_fraction, seed=seed),
+        shard_size=shard_size,
+    )
 
 
 # ----------------------------------------------------------------------------- users' own layouts
 
 
-def import_folder(source: str, out: str, size: int | None = None, grayscale: bool = False,
-                  val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
-                  shard_size: int = 10_000) -> None:
+def import_folder(
+    source: str,
+    out: str,
+    size: int | None = None,
+    grayscale: bool = False,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    shard_size: int = 10_000,
+) -> None:
     """Images in ``source/<class>/<file>.png|jpg|jpeg``; classes are the folder names, sorted.
 
     All images must share one size unless ``size`` resizes them to ``size``×``size``. Stratified
@@ -229,10 +308,15 @@ def import_folder(source: str, out: str, size: int | None = None, grayscale: boo
     shape = load(0).shape  # the first image fixes the shape every other must have
     y = np.array(labels)
     splits = _three_way(y, val_fraction, test_fraction, seed, str(src))
-    _write_splits(out, src.name, classes, InputSpec("image", shape, "uint8"),
-                  {k: ((lambda i, idx=idx: load(int(idx[i]))), y[idx]) for k, idx in splits.items()},
-                  source=dict(importer="folder", source=str(source), size=size, grayscale=grayscale, seed=seed),
-                  shard_size=shard_size)
+    _write_splits(
+        out,
+        src.name,
+        classes,
+        InputSpec("image", shape, "uint8"),
+        {k: ((lambda i, idx=idx: load(int(idx[i]))), y[idx]) for k, idx in splits.items()},
+        source=dict(importer="folder", source=str(source), size=size, grayscale=grayscale, seed=seed),
+        shard_size=shard_size,
+    )
 
 
 def _three_way(y, val_fraction, test_fraction, seed, where: str) -> dict[str, np.ndarray]:
@@ -241,9 +325,16 @@ def _three_way(y, val_fraction, test_fraction, seed, where: str) -> dict[str, np
     return {"train": rest[inner_train], "val": rest[inner_val], "test": test}
 
 
-def import_arrays(x_path: str, y_path: str, out: str, classes: Sequence[str] | None = None,
-                  val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
-                  shard_size: int = 10_000) -> None:
+def import_arrays(
+    x_path: str,
+    y_path: str,
+    out: str,
+    classes: Sequence[str] | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    shard_size: int = 10_000,
+) -> None:
     """``x.npy`` (N, ...) float or integer inputs and ``y.npy`` (N,) integer labels."""
     try:
         x = np.load(x_path, allow_pickle=False, mmap_mode="r")
@@ -270,9 +361,15 @@ def import_arrays(x_path: str, y_path: str, out: str, classes: Sequence[str] | N
     if y.min() < 0 or n_classes > len(classes):
         raise DataError(f"{y_path}: labels span [{y.min()}, {y.max()}], outside [0, {len(classes)})")
     splits = _three_way(y, val_fraction, test_fraction, seed, str(y_path))
-    _write_splits(out, Path(x_path).stem, classes, InputSpec("array", tuple(x.shape[1:]), dtype),
-                  {k: ((lambda i, idx=idx: np.asarray(x[idx[i]], dtype=dtype)), y[idx]) for k, idx in splits.items()},
-                  source=dict(importer="arrays", x=str(x_path), y=str(y_path), seed=seed), shard_size=shard_size)
+    _write_splits(
+        out,
+        Path(x_path).stem,
+        classes,
+        InputSpec("array", tuple(x.shape[1:]), dtype),
+        {k: ((lambda i, idx=idx: np.asarray(x[idx[i]], dtype=dtype)), y[idx]) for k, idx in splits.items()},
+        source=dict(importer="arrays", x=str(x_path), y=str(y_path), seed=seed),
+        shard_size=shard_size,
+    )
 
 
 # ----------------------------------------------------------------------------- users' own text
@@ -291,8 +388,9 @@ class Row:
 _TABLE_KINDS = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".ndjson": None}
 
 
-def read_table(path: str | Path, text: str = "text", label: str = "label", group: str | None = None,
-               encoding: str = "utf-8") -> list[Row]:
+def read_table(
+    path: str | Path, text: str = "text", label: str = "label", group: str | None = None, encoding: str = "utf-8"
+) -> list[Row]:
     """The rows of a CSV, TSV (header line first) or JSON Lines file (one object a line), by suffix.
 
     ``text``, ``label`` and ``group`` name the columns (fields); integer labels in JSON Lines are
@@ -303,8 +401,9 @@ def read_table(path: str | Path, text: str = "text", label: str = "label", group
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in _TABLE_KINDS:
-        raise DataError(f"{path}: unknown table format {suffix or '(no suffix)'!r}: expected .csv, .tsv, "
-                        ".jsonl or .ndjson")
+        raise DataError(
+            f"{path}: unknown table format {suffix or '(no suffix)'!r}: expected .csv, .tsv, .jsonl or .ndjson"
+        )
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -315,12 +414,17 @@ def read_table(path: str | Path, text: str = "text", label: str = "label", group
     except LookupError:
         raise DataError(f"{path}: unknown encoding {encoding!r}") from None
     except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid {encoding} (byte 0x{raw[e.start]:02x}); convert the file to "
-                        f"{encoding} or give its encoding") from None
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: not valid {encoding} (byte 0x{raw[e.start]:02x}); convert the file to "
+            f"{encoding} or give its encoding"
+        ) from None
     columns = [c for c in (text, label, group) if c is not None]
-    records = _csv_records(path, content, _TABLE_KINDS[suffix], columns) if _TABLE_KINDS[suffix] else \
-        _jsonl_records(path, content, columns)
+    records = (
+        _csv_records(path, content, _TABLE_KINDS[suffix], columns)
+        if _TABLE_KINDS[suffix]
+        else _jsonl_records(path, content, columns)
+    )
     rows = []
     for line, rec in records:
         where = f"{path}:{line}"
@@ -390,9 +494,18 @@ def _class_order(labels) -> list[str]:
         return sorted(labels)
 
 
-def read_text_splits(train: str, val: str | None = None, test: str | None = None, text: str = "text",
-                     label: str = "label", group: str | None = None, val_fraction: float = 0.1,
-                     test_fraction: float = 0.1, seed: int = 0, encoding: str = "utf-8"):
+def read_text_splits(
+    train: str,
+    val: str | None = None,
+    test: str | None = None,
+    text: str = "text",
+    label: str = "label",
+    group: str | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    encoding: str = "utf-8",
+):
     """Users' text tables as ``(classes, {split: [Row]}, groups, group_names)``.
 
     Classes are the training file's labels. A split without its own file is carved from the
@@ -401,6 +514,7 @@ def read_text_splits(train: str, val: str | None = None, test: str | None = None
     an error, as is a label given two groups; ``groups`` (class indices per group, groups sorted by
     name) is None without a group column.
     """
+
     def read(p):
         return read_table(p, text, label, group, encoding)
 
@@ -412,12 +526,15 @@ def read_text_splits(train: str, val: str | None = None, test: str | None = None
     def check(part: list[Row]) -> list[Row]:
         for r in part:
             if r.label not in index:
-                raise DataError(f"{r.where}: label {r.label!r} is not in the training data ({train}); "
-                                "every class needs training examples")
+                raise DataError(
+                    f"{r.where}: label {r.label!r} is not in the training data ({train}); "
+                    "every class needs training examples"
+                )
             first = of.setdefault(r.label, r)
             if first.group != r.group:
-                raise DataError(f"{r.where}: label {r.label!r} in group {r.group!r}, but in group {first.group!r} "
-                                f"at {first.where}")
+                raise DataError(
+                    f"{r.where}: label {r.label!r} in group {r.group!r}, but in group {first.group!r} at {first.where}"
+                )
         return part
 
     check(rows)
@@ -436,16 +553,48 @@ def read_text_splits(train: str, val: str | None = None, test: str | None = None
     return classes, splits, groups, names
 
 
-def import_text(train: str, out: str, val: str | None = None, test: str | None = None, text: str = "text",
-                label: str = "label", group: str | None = None, featurizer: HashedNgrams = HashedNgrams(),
-                val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0, encoding: str = "utf-8",
-                name: str | None = None, shard_size: int = 10_000) -> None:
+def import_text(
+    train: str,
+    out: str,
+    val: str | None = None,
+    test: str | None = None,
+    text: str = "text",
+    label: str = "label",
+    group: str | None = None,
+    featurizer: HashedNgrams = DEFAULT_FEATURIZER,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    encoding: str = "utf-8",
+    name: str | None = None,
+    shard_size: int = 10_000,
+) -> None:
     """A dataset from users' own CSV / TSV / JSON Lines files (:func:`read_text_splits`), featurised
     like CLINC150 and Banking77; the group column, when given, becomes the known groups."""
-    classes, splits, groups, names = read_text_splits(train, val, test, text, label, group, val_fraction,
-                                                      test_fraction, seed, encoding)
-    source = dict(importer="text", train=str(train), val=val and str(val), test=test and str(test), text=text,
-                  label=label, group=group, val_fraction=None if val else val_fraction,
-                  test_fraction=None if test else test_fraction, seed=seed, encoding=encoding)
-    _import_text(out, name or Path(out).name, classes, {k: [(r.text, r.label) for r in v] for k, v in splits.items()},
-                 featurizer, groups=groups, group_names=names, source=source, shard_size=shard_size)
+    classes, splits, groups, names = read_text_splits(
+        train, val, test, text, label, group, val_fraction, test_fraction, seed, encoding
+    )
+    source = dict(
+        importer="text",
+        train=str(train),
+        val=val and str(val),
+        test=test and str(test),
+        text=text,
+        label=label,
+        group=group,
+        val_fraction=None if val else val_fraction,
+        test_fraction=None if test else test_fraction,
+        seed=seed,
+        encoding=encoding,
+    )
+    _import_text(
+        out,
+        name or Path(out).name,
+        classes,
+        {k: [(r.text, r.label) for r in v] for k, v in splits.items()},
+        featurizer,
+        groups=groups,
+        group_names=names,
+        source=source,
+        shard_size=shard_size,
+    )

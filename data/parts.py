@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -66,15 +66,23 @@ class Parts:
         return list(self.parts)
 
     @classmethod
-    def from_json(cls, root: str | os.PathLike, parts: list[dict], n_classes: int) -> "Parts":
+    def from_json(cls, root: str | os.PathLike, parts: list[dict], n_classes: int) -> Parts:
         return cls(Path(root), tuple(parts), n_classes)
 
 
 class PartWriter:
     """Writes samples into ``n_parts`` parts under ``root`` (see the module doc)."""
 
-    def __init__(self, root: str | os.PathLike, prefix: str, n_parts: int, info: DatasetInfo, *,
-                 shard_size: int = 10_000, memory: int = 256 * 2**20):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        prefix: str,
+        n_parts: int,
+        info: DatasetInfo,
+        *,
+        shard_size: int = 10_000,
+        memory: int = 256 * 2**20,
+    ):
         self.root, self.prefix, self.info = Path(root), prefix, info
         self.shard_size, self.memory = shard_size, memory
         self.root.mkdir(parents=True, exist_ok=True)
@@ -111,15 +119,28 @@ class PartWriter:
         """Write what is buffered; returns the parts."""
         for p in range(len(self._buffers)):
             self._flush(p)
-        parts = tuple({"shards": [[sh.name, sh.num_samples] for sh in shards],
-                       "counts": {str(int(c)): int(counts[c]) for c in np.flatnonzero(counts)}}
-                      for shards, counts in zip(self._shards, self._counts))
+        parts = tuple(
+            {
+                "shards": [[sh.name, sh.num_samples] for sh in shards],
+                "counts": {str(int(c)): int(counts[c]) for c in np.flatnonzero(counts)},
+            }
+            for shards, counts in zip(self._shards, self._counts, strict=True)
+        )
         return Parts(self.root, parts, self.info.n_classes)
 
 
-def partition_split(root: str | os.PathLike, split: str, out: str | os.PathLike, n_parts: int,
-                    assign: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, info: DatasetInfo,
-                    prefix: str | None = None, batch_size: int = 512, **writer) -> Parts:
+def partition_split(
+    root: str | os.PathLike,
+    split: str,
+    out: str | os.PathLike,
+    n_parts: int,
+    assign: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    info: DatasetInfo,
+    prefix: str | None = None,
+    batch_size: int = 512,
+    **writer,
+) -> Parts:
     """Read ``split`` of the dataset at ``root`` once and write it into ``n_parts`` parts in ``out``.
 
     assign(inputs, labels) -> Tensor of shape (B, n_parts), bool: which parts each sample of a
@@ -131,7 +152,7 @@ def partition_split(root: str | os.PathLike, split: str, out: str | os.PathLike,
     items: list = []
 
     def flush():
-        keys, xs, ys = zip(*items)
+        keys, xs, ys = zip(*items, strict=True)
         labels = torch.tensor(ys, dtype=torch.int64)
         where = assign(torch.from_numpy(to_model_input(np.stack(xs))), labels)
         if tuple(where.shape) != (len(items), n_parts):

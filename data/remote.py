@@ -19,11 +19,10 @@ import http.client
 import io
 import os
 import re
-import socket
 import time
 import urllib.error
 import urllib.request
-from typing import Callable
+from collections.abc import Callable
 
 from specens.core.errors import DataError
 
@@ -42,7 +41,7 @@ def is_url(root: str | os.PathLike) -> bool:
 def local_path(root: str | os.PathLike) -> str:
     """A local root as a path (``file:///x`` -> ``/x``)."""
     root = str(root)
-    return root[len("file://"):] if root.lower().startswith("file://") else root
+    return root[len("file://") :] if root.lower().startswith("file://") else root
 
 
 def join(root: str, name: str) -> str:
@@ -85,8 +84,10 @@ def _fsspec_open(url: str, pos: int):
     try:
         import fsspec
     except ImportError:
-        raise DataError(f"{url}: reading {_SCHEME.match(url).group(1)}:// needs fsspec "
-                        "(pip install 'specens[remote]' and the protocol's package, e.g. s3fs)") from None
+        raise DataError(
+            f"{url}: reading {_SCHEME.match(url).group(1)}:// needs fsspec "
+            "(pip install 'specens[remote]' and the protocol's package, e.g. s3fs)"
+        ) from None
     try:
         f = fsspec.open(url, "rb").open()
     except (ImportError, ValueError) as e:  # fsspec: unknown protocol, or its package is missing
@@ -135,13 +136,14 @@ class ResumingReader(io.RawIOBase):
                     raise _Transient(f"connection closed at byte {self.pos} of {self.size}")
                 self.pos += n
                 return n
-            except (_Transient, OSError, socket.timeout, http.client.HTTPException) as e:
+            except (TimeoutError, _Transient, OSError, http.client.HTTPException) as e:
                 if isinstance(e, (FileNotFoundError, PermissionError)):
                     raise DataError(f"{self.url}: {type(e).__name__} ({e})") from None
                 self._close_inner()
                 if failures == self.retries:
-                    raise DataError(f"{self.url}: {e}; gave up after {self.retries} retries at byte {self.pos}") \
-                        from None
+                    raise DataError(
+                        f"{self.url}: {e}; gave up after {self.retries} retries at byte {self.pos}"
+                    ) from None
                 time.sleep(BACKOFF * 2**failures)
                 failures += 1
 

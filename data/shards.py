@@ -20,9 +20,9 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from PIL import Image
 from specens.core.errors import DataError
 from specens.core.io import check_target, replace_dir, temp_sibling, temp_suffix, write_json_atomic
 
-from .format import DatasetInfo, InputSpec, ShardInfo, SplitInfo, INFO_FILE, load_info
+from .format import INFO_FILE, DatasetInfo, InputSpec, ShardInfo, SplitInfo, load_info
 from .remote import is_url, join, local_path, open_stream
 
 _KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
@@ -83,8 +83,7 @@ def decode_sample(sample: dict, spec: InputSpec, n_classes: int) -> tuple[str, n
     except Exception as e:  # PIL and numpy raise many types for corrupt bytes
         raise DataError(f"{where}: cannot decode {spec.field!r} ({e})") from None
     if tuple(x.shape) != spec.shape:
-        raise DataError(f"{where}: input shape {tuple(x.shape)} disagrees with "
-                        f"{INFO_FILE}'s {list(spec.shape)}")
+        raise DataError(f"{where}: input shape {tuple(x.shape)} disagrees with {INFO_FILE}'s {list(spec.shape)}")
     if x.dtype != np.dtype(spec.dtype):
         raise DataError(f"{where}: input dtype {x.dtype} disagrees with {INFO_FILE}'s {spec.dtype}")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
@@ -103,16 +102,20 @@ def sample_record(key: str, x: np.ndarray, label: int, spec: InputSpec) -> dict:
 class _SplitWriter:
     """Writes one split's shards; use through :meth:`DatasetWriter.split`."""
 
-    def __init__(self, parent: "DatasetWriter", split: str):
+    def __init__(self, parent: DatasetWriter, split: str):
         self.parent, self.split = parent, split
         self.shards: list[ShardInfo] = []
         self.class_counts = np.zeros(len(parent.classes), dtype=np.int64)
         self._in_shard = 0
         root = str(parent.build_dir).replace("%", "%%")
         self._suffix = temp_suffix()  # ShardWriter numbers its files itself: one token per writer
-        self._writer = wds.ShardWriter(f"{root}/.{split}-%06d.tar{self._suffix}",
-                                       maxcount=parent.shard_size, post=self._finish_shard,
-                                       verbose=0, mtime=0.0)
+        self._writer = wds.ShardWriter(
+            f"{root}/.{split}-%06d.tar{self._suffix}",
+            maxcount=parent.shard_size,
+            post=self._finish_shard,
+            verbose=0,
+            mtime=0.0,
+        )
 
     def _finish_shard(self, partial: str) -> None:
         partial = Path(partial)
@@ -132,8 +135,10 @@ class _SplitWriter:
         if not 0 <= int(label) < len(p.classes):
             raise DataError(f"sample {key!r}: label {label} outside [0, {len(p.classes)})")
         if tuple(x.shape) != spec.shape or x.dtype != np.dtype(spec.dtype):
-            raise DataError(f"sample {key!r}: input {x.dtype}{list(x.shape)} does not match the "
-                            f"dataset's {spec.dtype}{list(spec.shape)}")
+            raise DataError(
+                f"sample {key!r}: input {x.dtype}{list(x.shape)} does not match the "
+                f"dataset's {spec.dtype}{list(spec.shape)}"
+            )
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             raise DataError(f"sample {key!r}: input has non-finite values")
         self._writer.write(sample_record(key, x, label, spec))
@@ -144,14 +149,15 @@ class _SplitWriter:
         if ok:
             self._writer.close()
             self.parent._splits[self.split] = SplitInfo(
-                tuple(self.shards), int(self.class_counts.sum()), tuple(int(c) for c in self.class_counts))
+                tuple(self.shards), int(self.class_counts.sum()), tuple(int(c) for c in self.class_counts)
+            )
         else:  # abandon the open shard: it must never look complete
             stream = self._writer.tarstream
             if stream is not None:
                 stream.close()
                 Path(self._writer.fname).unlink(missing_ok=True)
 
-    def __enter__(self) -> "_SplitWriter":
+    def __enter__(self) -> _SplitWriter:
         return self
 
     def __exit__(self, exc_type, *_) -> None:
@@ -177,9 +183,19 @@ class DatasetWriter:
                     s.write(f"{i:08d}", x, y)
     """
 
-    def __init__(self, root: str | os.PathLike, name: str, classes: Sequence[str], input: InputSpec,
-                 *, groups: Sequence[Sequence[int]] | None = None, group_names: Sequence[str] | None = None,
-                 source: dict | None = None, featurizer: dict | None = None, shard_size: int = 10_000):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        name: str,
+        classes: Sequence[str],
+        input: InputSpec,
+        *,
+        groups: Sequence[Sequence[int]] | None = None,
+        group_names: Sequence[str] | None = None,
+        source: dict | None = None,
+        featurizer: dict | None = None,
+        shard_size: int = 10_000,
+    ):
         if shard_size < 1:
             raise ValueError(f"shard_size must be at least 1, got {shard_size}")
         self.root = Path(os.path.realpath(root))  # a link to a dataset directory: that directory is replaced
@@ -201,10 +217,15 @@ class DatasetWriter:
         """Write ``dataset.json`` and publish the directory; returns its description."""
         try:
             info = DatasetInfo(
-                name=self.name, classes=self.classes, input=self.input, splits=dict(self._splits),
+                name=self.name,
+                classes=self.classes,
+                input=self.input,
+                splits=dict(self._splits),
                 groups=None if self.groups is None else tuple(tuple(int(c) for c in g) for g in self.groups),
                 group_names=None if self.group_names is None else tuple(self.group_names),
-                source=self.source, featurizer=self.featurizer)
+                source=self.source,
+                featurizer=self.featurizer,
+            )
             DatasetInfo.from_json(info.to_json(), where=str(self.root / INFO_FILE))  # validate
             write_json_atomic(self.build_dir / INFO_FILE, info.to_json())
             replace_dir(self.build_dir, self.root)
@@ -217,7 +238,7 @@ class DatasetWriter:
         """Drop everything written so far; ``root`` stays as it was."""
         shutil.rmtree(self.build_dir, ignore_errors=True)
 
-    def __enter__(self) -> "DatasetWriter":
+    def __enter__(self) -> DatasetWriter:
         return self
 
     def __exit__(self, exc_type, *_) -> None:
@@ -248,9 +269,13 @@ class Batch:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def to(self, device: torch.device | str) -> "Batch":
-        return Batch(self.inputs.to(device, non_blocking=True), self.labels.to(device, non_blocking=True),
-                     self.keys, self.skipped)
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            self.inputs.to(device, non_blocking=True),
+            self.labels.to(device, non_blocking=True),
+            self.keys,
+            self.skipped,
+        )
 
 
 def to_model_input(x: np.ndarray) -> np.ndarray:
@@ -264,9 +289,10 @@ def to_model_input(x: np.ndarray) -> np.ndarray:
 def _collate(items: list[tuple[str, np.ndarray, int]], skipped: int) -> Batch:
     if not items:
         return Batch(torch.empty(0), torch.empty(0, dtype=torch.int64), [], skipped)
-    keys, xs, ys = zip(*items)
-    return Batch(torch.from_numpy(to_model_input(np.stack(xs))), torch.tensor(ys, dtype=torch.int64),
-                 list(keys), skipped)
+    keys, xs, ys = zip(*items, strict=True)
+    return Batch(
+        torch.from_numpy(to_model_input(np.stack(xs))), torch.tensor(ys, dtype=torch.int64), list(keys), skipped
+    )
 
 
 def key_fraction(key: str) -> float:
@@ -303,10 +329,24 @@ class ShardStream(torch.utils.data.IterableDataset):
             subset (a specialist's classes, a 10% fraction). The batches are the same either way.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str, batch_size: int, *, train: bool = False,
-                 epoch_size: int | None = None, buffer: int = 2000, seed: int = 0,
-                 on_error: str = "raise", info: DatasetInfo | None = None, labels=None, exclude: bool = False,
-                 shards: Sequence[str] | None = None, fraction: float = 1.0, cache_bytes: int = 256 * 2**20):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str,
+        batch_size: int,
+        *,
+        train: bool = False,
+        epoch_size: int | None = None,
+        buffer: int = 2000,
+        seed: int = 0,
+        on_error: str = "raise",
+        info: DatasetInfo | None = None,
+        labels=None,
+        exclude: bool = False,
+        shards: Sequence[str] | None = None,
+        fraction: float = 1.0,
+        cache_bytes: int = 256 * 2**20,
+    ):
         super().__init__()
         if not 0 < fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
@@ -322,8 +362,11 @@ class ShardStream(torch.utils.data.IterableDataset):
             unknown = [n for n in shards if n not in known]
             if unknown:
                 raise DataError(f"{self._url(INFO_FILE)}: split {split!r} has no shard {unknown[0]!r}")
-            self.split_info = dataclasses.replace(self.split_info, shards=tuple(known[n] for n in shards),
-                                                  num_samples=sum(known[n].num_samples for n in shards))
+            self.split_info = dataclasses.replace(
+                self.split_info,
+                shards=tuple(known[n] for n in shards),
+                num_samples=sum(known[n].num_samples for n in shards),
+            )
         self.split, self.batch_size, self.train = split, batch_size, train
         self.epoch_size = epoch_size if epoch_size is not None else self.split_info.num_samples
         self.buffer, self.seed, self.on_error = buffer, seed, on_error
@@ -358,6 +401,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             if isinstance(exn, DataError):  # a URL no retry could read (WebDataset appends to args)
                 raise DataError(exn.args[0]) from None
             raise DataError(f"{url}: corrupt or truncated tar archive ({exn.args[0] if exn.args else exn})") from None
+
         return handler
 
     def _url(self, name: str) -> str:
@@ -390,8 +434,10 @@ class ShardStream(torch.utils.data.IterableDataset):
                 tally[0] += 1
         if seen != shard.num_samples:
             if self.on_error == "raise":
-                raise DataError(f"{url}: holds {seen} samples but {INFO_FILE} lists {shard.num_samples} "
-                                "(truncated shard, or dataset.json from another import)")
+                raise DataError(
+                    f"{url}: holds {seen} samples but {INFO_FILE} lists {shard.num_samples} "
+                    "(truncated shard, or dataset.json from another import)"
+                )
             tally[0] += max(shard.num_samples - seen, 0)
 
     def _cached_samples(self, shard: ShardInfo, tally: list[int]) -> Iterator[tuple[str, np.ndarray, int]]:
@@ -444,8 +490,10 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     def _train_samples(self, shards, worker, n_workers, tally):
         if not shards:
-            raise DataError(f"{self.root}: split {self.split!r} has {len(self.split_info.shards)} shard(s), "
-                            f"too few for {n_workers} reader(s); write smaller shards or use fewer workers")
+            raise DataError(
+                f"{self.root}: split {self.split!r} has {len(self.split_info.shards)} shard(s), "
+                f"too few for {n_workers} reader(s); write smaller shards or use fewer workers"
+            )
         rng = random.Random(f"{self.seed}/{self.epoch}/{worker}")
         quota = math.ceil(self.epoch_size / n_workers)
 
@@ -484,13 +532,16 @@ class ShardLoader:
     def __init__(self, stream: ShardStream, num_workers: int = 0):
         n_shards = len(stream.split_info.shards)
         if stream.train and num_workers > n_shards:  # a worker without a shard could not fill its quota
-            raise DataError(f"{stream.root}: split {stream.split!r} has {n_shards} shard(s), too few for "
-                            f"{num_workers} DataLoader workers; write smaller shards or use fewer workers")
+            raise DataError(
+                f"{stream.root}: split {stream.split!r} has {n_shards} shard(s), too few for "
+                f"{num_workers} DataLoader workers; write smaller shards or use fewer workers"
+            )
         self.stream, self.num_workers, self.skipped = stream, num_workers, 0
 
     def __iter__(self) -> Iterator[Batch]:
-        dl = torch.utils.data.DataLoader(self.stream, batch_size=None, num_workers=self.num_workers,
-                                         collate_fn=_identity, persistent_workers=False)
+        dl = torch.utils.data.DataLoader(
+            self.stream, batch_size=None, num_workers=self.num_workers, collate_fn=_identity, persistent_workers=False
+        )
         for batch in dl:
             self.skipped += batch.skipped
             if len(batch):
@@ -561,11 +612,14 @@ def verify_dataset(root: str | os.PathLike, progress: bool = False) -> DatasetIn
     for name, split in info.splits.items():
         counts = np.zeros(info.n_classes, dtype=np.int64)
         stream = ShardStream(root, name, 1, info=info)
-        for _, _, label in tqdm(stream.samples(), total=split.num_samples, desc=f"check {name}", unit="ex",
-                                disable=not progress):
+        for _, _, label in tqdm(
+            stream.samples(), total=split.num_samples, desc=f"check {name}", unit="ex", disable=not progress
+        ):
             counts[label] += 1
         if tuple(int(c) for c in counts) != split.class_counts:
             c = int(np.flatnonzero(counts != np.asarray(split.class_counts))[0])
-            raise DataError(f"{where}: splits.{name}.class_counts[{c}] is {split.class_counts[c]}, but the shards "
-                            f"hold {int(counts[c])} samples of class {c} ({info.classes[c]!r})")
+            raise DataError(
+                f"{where}: splits.{name}.class_counts[{c}] is {split.class_counts[c]}, but the shards "
+                f"hold {int(counts[c])} samples of class {c} ({info.classes[c]!r})"
+            )
     return info

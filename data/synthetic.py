@@ -16,9 +16,16 @@ from .format import InputSpec
 from .shards import DatasetWriter
 
 
-def make_synthetic(n_classes: int = 20, n_groups: int = 4, dim: int = 16, n_per_class: int = 100,
-                   group_spread: float = 4.0, class_spread: float = 1.0, noise: float = 1.0,
-                   seed: int = 0):
+def make_synthetic(
+    n_classes: int = 20,
+    n_groups: int = 4,
+    dim: int = 16,
+    n_per_class: int = 100,
+    group_spread: float = 4.0,
+    class_spread: float = 1.0,
+    noise: float = 1.0,
+    seed: int = 0,
+):
     """Sample the mixture.
 
     Returns:
@@ -39,9 +46,19 @@ def make_synthetic(n_classes: int = 20, n_groups: int = 4, dim: int = 16, n_per_
     return x[order].astype(np.float32), y[order].astype(np.int64), groups
 
 
-def import_synthetic(out: str, *, n_classes: int = 20, n_groups: int = 4, dim: int = 16,
-                     n_train: int = 200, n_val: int = 50, n_test: int = 50, noise: float = 1.0,
-                     seed: int = 0, shard_size: int = 10_000):
+def import_synthetic(
+    out: str,
+    *,
+    n_classes: int = 20,
+    n_groups: int = 4,
+    dim: int = 16,
+    n_train: int = 200,
+    n_val: int = 50,
+    n_test: int = 50,
+    noise: float = 1.0,
+    seed: int = 0,
+    shard_size: int = 10_000,
+):
     """Write train/val/test shards of the mixture (``n_*`` samples per class) to ``out``."""
     import math
 
@@ -54,14 +71,30 @@ def import_synthetic(out: str, *, n_classes: int = 20, n_groups: int = 4, dim: i
     for c in range(n_classes):
         idx = np.flatnonzero(y == c)
         split_of[idx[:n_train]] = "train"
-        split_of[idx[n_train:n_train + n_val]] = "val"
-        split_of[idx[n_train + n_val:]] = "test"
+        split_of[idx[n_train : n_train + n_val]] = "val"
+        split_of[idx[n_train + n_val :]] = "test"
     classes = [f"class{c:03d}" for c in range(n_classes)]
-    source = dict(importer="synthetic", n_classes=n_classes, n_groups=n_groups, dim=dim, n_train=n_train,
-                  n_val=n_val, n_test=n_test, noise=noise, seed=seed)
-    with DatasetWriter(out, "synthetic", classes, InputSpec("array", (dim,), "float32"),
-                       groups=[g.tolist() for g in groups], group_names=[f"group{g}" for g in range(n_groups)],
-                       source=source, shard_size=shard_size) as w:
+    source = dict(
+        importer="synthetic",
+        n_classes=n_classes,
+        n_groups=n_groups,
+        dim=dim,
+        n_train=n_train,
+        n_val=n_val,
+        n_test=n_test,
+        noise=noise,
+        seed=seed,
+    )
+    with DatasetWriter(
+        out,
+        "synthetic",
+        classes,
+        InputSpec("array", (dim,), "float32"),
+        groups=[g.tolist() for g in groups],
+        group_names=[f"group{g}" for g in range(n_groups)],
+        source=source,
+        shard_size=shard_size,
+    ) as w:
         for split in ("train", "val", "test"):
             with w.split(split) as s:
                 for i in np.flatnonzero(split_of == split):
@@ -69,8 +102,17 @@ def import_synthetic(out: str, *, n_classes: int = 20, n_groups: int = 4, dim: i
     return w
 
 
-def synthetic_predictions(n_samples: int, n_classes: int, group_size: int, *, batch_size: int = 2000,
-                          in_group: float = -2.0, out_group: float = -9.0, spread: float = 1.0, seed: int = 0):
+def synthetic_predictions(
+    n_samples: int,
+    n_classes: int,
+    group_size: int,
+    *,
+    batch_size: int = 2000,
+    in_group: float = -2.0,
+    out_group: float = -9.0,
+    spread: float = 1.0,
+    seed: int = 0,
+):
     """A stream of soft predictions with planted confusable groups, for clustering at any scale.
 
     Classes are split into groups of ``group_size`` (a seeded permutation, so groups are not
@@ -88,7 +130,7 @@ def synthetic_predictions(n_samples: int, n_classes: int, group_size: int, *, ba
     perm = torch.randperm(n_classes, generator=gen)
     group_of = torch.empty(n_classes, dtype=torch.int64)
     group_of[perm] = torch.arange(n_classes) // group_size
-    groups = [np.sort(perm[i:i + group_size].numpy()) for i in range(0, n_classes, group_size)]
+    groups = [np.sort(perm[i : i + group_size].numpy()) for i in range(0, n_classes, group_size)]
 
     def batches():
         done = 0
@@ -101,4 +143,5 @@ def synthetic_predictions(n_samples: int, n_classes: int, group_size: int, *, ba
             z[torch.arange(b), y] = 0.0
             yield torch.softmax(z, dim=1), y
             done += b
+
     return groups, batches()

@@ -51,12 +51,12 @@ class HashedNgrams:
         words = _WORD.findall(text.lower())
         out = list(words)
         for n in range(2, self.word_ngrams + 1):
-            out += ["_".join(words[i:i + n]) for i in range(len(words) - n + 1)]
+            out += ["_".join(words[i : i + n]) for i in range(len(words) - n + 1)]
         if self.char_ngrams:
             for w in words:
                 w = f"<{w}>"
                 for n in range(self.char_min, self.char_ngrams + 1):
-                    out += ["#" + w[i:i + n] for i in range(len(w) - n + 1)]
+                    out += ["#" + w[i : i + n] for i in range(len(w) - n + 1)]
         return list(dict.fromkeys(out)) if self.unique else out
 
     def __call__(self, text: str) -> np.ndarray:
@@ -71,7 +71,7 @@ class HashedNgrams:
         return {"kind": "hashed-ngrams", **asdict(self)}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "HashedNgrams":
+    def from_json(cls, d: dict[str, Any]) -> HashedNgrams:
         """The featuriser ``dataset.json`` describes, also one written before ``char_min`` and
         ``unique`` existed: such a featuriser made character n-grams of the single order
         ``char_ngrams`` and kept repeated tokens."""

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from specens.core.checkpoint import WEIGHTS, check_shapes, load_weights, save_weights, verify_weights
-from specens.core.errors import CheckpointError, check_same_classes, check_same_input
 from specens.core.cost import check_cost
+from specens.core.errors import CheckpointError, check_same_classes, check_same_input
 from specens.core.io import fingerprint, read_artifact_json, record_fingerprint, write_json_atomic
 
 from .models import ModelSpec, TrustedCodeWarning
@@ -61,9 +61,14 @@ def generalist_fingerprint(weights_fingerprint: str, spec: dict[str, Any], class
     return record_fingerprint(weights_fingerprint, {"model": spec, "classes": list(classes)})
 
 
-def save_generalist(run_dir: str | os.PathLike, model: torch.nn.Module, spec: ModelSpec,
-                    classes: tuple[str, ...] | list[str], config: dict[str, Any] | None = None,
-                    metrics: dict[str, Any] | None = None) -> str:
+def save_generalist(
+    run_dir: str | os.PathLike,
+    model: torch.nn.Module,
+    spec: ModelSpec,
+    classes: tuple[str, ...] | list[str],
+    config: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> str:
     """Export ``model`` into ``run_dir`` (weights first, then ``model.json``); returns its fingerprint."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -73,9 +78,19 @@ def save_generalist(run_dir: str | os.PathLike, model: torch.nn.Module, spec: Mo
     weights_fp = fingerprint(run_dir / WEIGHTS)
     spec_json = json.loads(json.dumps(spec.to_json()))  # tuples as lists, as read back
     fp = generalist_fingerprint(weights_fp, spec_json, list(classes))
-    write_json_atomic(run_dir / META, {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "fingerprint": fp, "weights_fingerprint": weights_fp,
-        "model": spec_json, "classes": list(classes), "config": config or {}, "metrics": metrics or {}})
+    write_json_atomic(
+        run_dir / META,
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "fingerprint": fp,
+            "weights_fingerprint": weights_fp,
+            "model": spec_json,
+            "classes": list(classes),
+            "config": config or {},
+            "metrics": metrics or {},
+        },
+    )
     return fp
 
 
@@ -95,25 +110,31 @@ def read_meta(run_dir: str | os.PathLike) -> dict[str, Any]:
             raise CheckpointError(f"{path}: {key!r} must be a {tp.__name__}, got {meta[key]!r:.60}")
     spec = ModelSpec.from_json(meta["model"], f"{path}: 'model'")
     classes = meta["classes"]
-    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes) and len(set(classes)) == len(classes)):
+    if not (
+        isinstance(classes, list) and all(isinstance(c, str) for c in classes) and len(set(classes)) == len(classes)
+    ):
         raise CheckpointError(f"{path}: 'classes' must be a list of distinct strings")
     if len(classes) != spec.n_classes:
         raise CheckpointError(f"{path}: {len(classes)} classes but model.n_classes is {spec.n_classes}")
     check_metrics(meta["metrics"], f"{path}: 'metrics'")
     want = generalist_fingerprint(meta["weights_fingerprint"], meta["model"], classes)
     if want != meta["fingerprint"]:
-        raise CheckpointError(f"{path}: 'fingerprint' is {meta['fingerprint']}, but its weights_fingerprint, model "
-                              f"and classes give {want} (edited after export?)")
+        raise CheckpointError(
+            f"{path}: 'fingerprint' is {meta['fingerprint']}, but its weights_fingerprint, model "
+            f"and classes give {want} (edited after export?)"
+        )
     return meta
 
 
 def check_metrics(metrics: dict[str, Any], where: str) -> None:
     """The parts of an exported model's ``metrics`` that later stages read must have their types."""
-    for key, ok, want in (("best_epoch", _is_count, "an int >= 0"), ("epochs_run", _is_count, "an int >= 0"),
-                          ("stopped_early", lambda v: isinstance(v, bool), "true or false"),
-                          ("history", lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
-                           "a list of objects"),
-                          ("cost", lambda v: v is None or isinstance(v, dict), "an object")):
+    for key, ok, want in (
+        ("best_epoch", _is_count, "an int >= 0"),
+        ("epochs_run", _is_count, "an int >= 0"),
+        ("stopped_early", lambda v: isinstance(v, bool), "true or false"),
+        ("history", lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v), "a list of objects"),
+        ("cost", lambda v: v is None or isinstance(v, dict), "an object"),
+    ):
         if key in metrics and not ok(metrics[key]):
             raise CheckpointError(f"{where}.{key} must be {want}, got {metrics[key]!r:.60}")
     if isinstance(metrics.get("cost"), dict):
@@ -131,9 +152,11 @@ def training_config(run_dir: str | os.PathLike, trust_code: bool = False) -> dic
     saved = dict(read_meta(run_dir)["config"])
     model = saved.get("model", "")
     if isinstance(model, str) and is_code(model) and not trust_code:
-        raise CheckpointError(f"{path}: config.model {model!r} names code to import; training from this record "
-                              "would run it. If you trust where this directory came from, pass --trust-code "
-                              "(trust_code=True)")
+        raise CheckpointError(
+            f"{path}: config.model {model!r} names code to import; training from this record "
+            "would run it. If you trust where this directory came from, pass --trust-code "
+            "(trust_code=True)"
+        )
     return {**saved, "trust_code": trust_code}
 
 
@@ -141,8 +164,9 @@ def _is_count(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
-def load_generalist(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
-                    trust_code: bool = False) -> Generalist:
+def load_generalist(
+    run_dir: str | os.PathLike, device: str | torch.device = "cpu", trust_code: bool = False
+) -> Generalist:
     """Load an exported generalist; checks that the weights are the ones ``model.json`` describes.
     A model that names code (``module:callable``) is refused unless ``trust_code``."""
     meta = read_meta(run_dir)

@@ -18,35 +18,61 @@ def generalist_cli():
 
 
 @generalist_cli.command("train")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="TOML file of TrainConfig fields (top level or a [generalist] table).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="TOML file of TrainConfig fields (top level or a [generalist] table).",
+)
 @click.option("--data", help="Dataset directory or URL (overrides the config).")
 @click.option("--out", help="Run directory (overrides the config). Rerunning resumes it.")
 @click.option("--epochs", type=int, help="Training epochs.")
 @click.option("--teacher", multiple=True, help="Run directory of a teacher to distil from; repeat for an ensemble.")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override any config field, e.g. --set lr=0.001 --set 'model_kwargs={\"width\": 32}'.")
-@click.option("--restart", is_flag=True,
-              help="Discard checkpoints in OUT made with another config and train afresh (default: refuse).")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any config field, e.g. --set lr=0.001 --set 'model_kwargs={\"width\": 32}'.",
+)
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Discard checkpoints in OUT made with another config and train afresh (default: refuse).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @options.trust_code
 def train(config_path, data, out, epochs, teacher, device, sets, restart, quiet, trust_code):
     """Train a generalist; the best validation epoch is exported to OUT/model.safetensors + model.json."""
     from .train import train_generalist
 
-    overrides = {"data": data, "out": out, "epochs": epochs, "device": device,
-                 "teacher": list(teacher) or None, "trust_code": trust_code or None, **parse_overrides(sets)}
+    overrides = {
+        "data": data,
+        "out": out,
+        "epochs": epochs,
+        "device": device,
+        "teacher": list(teacher) or None,
+        "trust_code": trust_code or None,
+        **parse_overrides(sets),
+    }
     cfg = load_config(TrainConfig, config_path, overrides)
     result = train_generalist(cfg, progress=not quiet, restart=restart)
     last = result.history[-1] if result.history else {}
-    click.echo(f"generalist {result.fingerprint} in {result.run_dir}: best epoch {result.best_epoch}, "
-               f"val top-1 {last.get('val_top1', float('nan')):.4f} (last epoch)")
+    click.echo(
+        f"generalist {result.fingerprint} in {result.run_dir}: best epoch {result.best_epoch}, "
+        f"val top-1 {last.get('val_top1', float('nan')):.4f} (last epoch)"
+    )
 
 
 @generalist_cli.command("eval")
-@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Run directory of a trained generalist.")
+@click.option(
+    "--run",
+    "run_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Run directory of a trained generalist.",
+)
 @click.option("--data", required=True, help="Dataset directory or URL (dataset.json + shards).")
 @click.option("--split", default="test", show_default=True)
 @click.option("--batch-size", default=512, show_default=True, type=click.IntRange(min=1))
@@ -64,8 +90,12 @@ def eval_cmd(run_dir, data, split, batch_size, device, trust_code):
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--data", required=True, help="Dataset directory or URL (dataset.json + shards).")
 @click.option("--split", default="train", show_default=True)
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Folder for logits.npy, labels.npy, keys.txt and predictions.json.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for logits.npy, labels.npy, keys.txt and predictions.json.",
+)
 @click.option("--batch-size", default=512, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True)
 @options.trust_code

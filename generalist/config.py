@@ -9,7 +9,6 @@ from typing import Any
 from specens.core.config import OptimParts, RuntimeParts, SoftTargetParts, param
 
 
-
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig(OptimParts, SoftTargetParts, RuntimeParts):
     """Generalist training (METHOD §1-2). ``specens generalist train`` builds one from a TOML file
@@ -24,8 +23,12 @@ class TrainConfig(OptimParts, SoftTargetParts, RuntimeParts):
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model factory
     init: str = ""  # an exported generalist to start from (continued training); its model and classes must match
     jitter: int = param(0, ge=0)  # random translation of image inputs by up to this many pixels (training only)
-    teacher: tuple[str, ...] = ()  # generalist run directories to distil from (an ensemble if several); soft term's alpha, T
-    teacher_mean: str = param("arithmetic", choices=("arithmetic", "geometric"))  # how an ensemble teacher's members combine
+    teacher: tuple[
+        str, ...
+    ] = ()  # generalist run directories to distil from (an ensemble if several); soft term's alpha, T
+    teacher_mean: str = param(
+        "arithmetic", choices=("arithmetic", "geometric")
+    )  # how an ensemble teacher's members combine
     use_labels: bool = True  # False treats the transfer set as unlabelled: hard term dropped
     transfer: tuple[str, ...] = ()  # extra transfer sets (dataset directories with the same classes): soft term only
     transfer_split: str = "train"  # the split of each transfer set that is read; its labels are never used
@@ -47,12 +50,18 @@ class TrainConfig(OptimParts, SoftTargetParts, RuntimeParts):
             (bool(self.out), "out: a run directory is required"),
             *super().checks(),
             (self.use_labels or self.has_teacher, "use_labels=false needs a teacher (nothing to learn from)"),
-            (not self.transfer or self.has_teacher, "transfer sets need a teacher (they are learnt from its soft "
-             "targets only)"),
-            (all(isinstance(c, int) and c >= 0 for c in self.exclude_classes),
-             f"exclude_classes must be class indices, got {list(self.exclude_classes)}"),
-            (self.model == "" or self.model in REGISTRY or ":" in self.model,
-             f"model must be one of {sorted(REGISTRY)}, 'module:callable' or '' (by input kind), got {self.model!r}"),
+            (
+                not self.transfer or self.has_teacher,
+                "transfer sets need a teacher (they are learnt from its soft targets only)",
+            ),
+            (
+                all(isinstance(c, int) and c >= 0 for c in self.exclude_classes),
+                f"exclude_classes must be class indices, got {list(self.exclude_classes)}",
+            ),
+            (
+                self.model == "" or self.model in REGISTRY or ":" in self.model,
+                f"model must be one of {sorted(REGISTRY)}, 'module:callable' or '' (by input kind), got {self.model!r}",
+            ),
         ]
 
     @property

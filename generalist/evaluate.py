@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -42,8 +42,14 @@ class Metrics:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, batches: Iterable[Batch], device: torch.device, amp: bool = True,
-             progress: bool = False, desc: str = "eval") -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module,
+    batches: Iterable[Batch],
+    device: torch.device,
+    amp: bool = True,
+    progress: bool = False,
+    desc: str = "eval",
+) -> dict[str, float]:
     """Top-1, top-5 and NLL of ``model`` over ``batches``; leaves the model in eval mode."""
     model.eval()
     m = Metrics()
@@ -63,8 +69,15 @@ def _check_batch_size(batch_size: int) -> None:
         raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
 
 
-def evaluate_generalist(run_dir: str, data: str, split: str = "test", batch_size: int = 512,
-                        device: str = "auto", progress: bool = True, trust_code: bool = False) -> dict[str, float]:
+def evaluate_generalist(
+    run_dir: str,
+    data: str,
+    split: str = "test",
+    batch_size: int = 512,
+    device: str = "auto",
+    progress: bool = True,
+    trust_code: bool = False,
+) -> dict[str, float]:
     """``specens generalist eval``: top-1, top-5 and NLL of an exported generalist on one split."""
     _check_batch_size(batch_size)
     dev = resolve_device(device)
@@ -75,8 +88,16 @@ def evaluate_generalist(run_dir: str, data: str, split: str = "test", batch_size
 
 
 @torch.no_grad()
-def predict_generalist(run_dir: str, data: str, split: str, out: str, batch_size: int = 512,
-                       device: str = "auto", progress: bool = True, trust_code: bool = False) -> dict:
+def predict_generalist(
+    run_dir: str,
+    data: str,
+    split: str,
+    out: str,
+    batch_size: int = 512,
+    device: str = "auto",
+    progress: bool = True,
+    trust_code: bool = False,
+) -> dict:
     """``specens generalist predict``: write the logits of one split, in the split's order.
 
     Writes into ``out``: ``logits.npy`` float32 of shape (n_samples, n_classes), ``labels.npy``
@@ -92,8 +113,14 @@ def predict_generalist(run_dir: str, data: str, split: str, out: str, batch_size
     info = loader.stream.info
     g.check_fits(info, run_dir, f"{data}/{INFO_FILE}")
     n, c = info.split(split).num_samples, g.n_classes
-    meta = {"generalist": str(run_dir), "generalist_fingerprint": g.fingerprint, "data": str(data),
-            "split": split, "n_samples": n, "n_classes": c}
+    meta = {
+        "generalist": str(run_dir),
+        "generalist_fingerprint": g.fingerprint,
+        "data": str(data),
+        "split": split,
+        "n_samples": n,
+        "n_classes": c,
+    }
 
     def write(tmp: Path) -> None:
         labels = np.empty(n, dtype=np.int64)
@@ -102,8 +129,8 @@ def predict_generalist(run_dir: str, data: str, split: str, out: str, batch_size
         i = 0
         for batch in tqdm(loader, desc=f"predict {split}", disable=not progress, unit="batch"):
             z = g.model(batch.inputs.to(dev)).float().cpu().numpy()
-            logits[i:i + len(z)] = z
-            labels[i:i + len(z)] = batch.labels.numpy()
+            logits[i : i + len(z)] = z
+            labels[i : i + len(z)] = batch.labels.numpy()
             keys += batch.keys
             i += len(z)
         logits.flush()
@@ -111,5 +138,6 @@ def predict_generalist(run_dir: str, data: str, split: str, out: str, batch_size
         np.save(tmp / "labels.npy", labels)
         (tmp / "keys.txt").write_bytes(("\n".join(keys) + "\n").encode())
         write_json_atomic(tmp / "predictions.json", meta)
+
     publish_dir(out, write, own=PREDICT_FILES, what="a `specens generalist predict` output")
     return meta

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +28,7 @@ def temper(q: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.softmax(torch.log(q) / temperature, dim=-1)
 
 
-def ensemble_soft_targets(logits: Sequence[torch.Tensor], temperature: float,
-                          mean: str = "arithmetic") -> torch.Tensor:
+def ensemble_soft_targets(logits: Sequence[torch.Tensor], temperature: float, mean: str = "arithmetic") -> torch.Tensor:
     """Soft targets of an ensemble teacher (METHOD §1).
 
     Args:
@@ -39,7 +38,7 @@ def ensemble_soft_targets(logits: Sequence[torch.Tensor], temperature: float,
     Returns:
         Tensor of shape (B, C), rows on the simplex.
     """
-    z = torch.stack([l.float() for l in logits]) / temperature  # (M, B, C)
+    z = torch.stack([z_m.float() for z_m in logits]) / temperature  # (M, B, C)
     if mean == "arithmetic":
         return F.softmax(z, dim=-1).mean(0)
     if mean == "geometric":
@@ -47,9 +46,14 @@ def ensemble_soft_targets(logits: Sequence[torch.Tensor], temperature: float,
     raise ValueError(f"mean must be 'arithmetic' or 'geometric', got {mean!r}")
 
 
-def distillation_loss(student_logits: torch.Tensor, labels: torch.Tensor | None = None,
-                      teacher_probs: torch.Tensor | None = None, *, alpha: float = 0.9,
-                      temperature: float = 1.0) -> torch.Tensor:
+def distillation_loss(
+    student_logits: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    teacher_probs: torch.Tensor | None = None,
+    *,
+    alpha: float = 0.9,
+    temperature: float = 1.0,
+) -> torch.Tensor:
     """``α · T² · KL(p_T ‖ softmax_T(z)) + (1 − α) · CE(y, softmax(z))``, averaged (METHOD §1).
 
     Args:

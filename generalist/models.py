@@ -12,8 +12,9 @@ import importlib
 import inspect
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,8 +37,9 @@ class Classifier(nn.Module):
         return self.head(self.body(x))
 
 
-def small_cnn(input_shape: tuple[int, ...], n_classes: int, width: int = 64, hidden: int = 512,
-              dropout: float = 0.2) -> Classifier:
+def small_cnn(
+    input_shape: tuple[int, ...], n_classes: int, width: int = 64, hidden: int = 512, dropout: float = 0.2
+) -> Classifier:
     """Three conv blocks (width, 2*width, 4*width channels; each conv-BN-ReLU twice, then pooled)
     and a hidden layer of ``hidden`` units. For images of shape (channels, H, W)."""
     if len(input_shape) != 3:
@@ -45,15 +47,27 @@ def small_cnn(input_shape: tuple[int, ...], n_classes: int, width: int = 64, hid
     c = input_shape[0]
 
     def block(cin: int, cout: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+        return [
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        ]
 
     body = nn.Sequential(
-        *block(c, width), nn.MaxPool2d(2),
-        *block(width, 2 * width), nn.MaxPool2d(2),
-        *block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(2),  # (B, 4w, 2, 2) for any input size
-        nn.Flatten(), nn.Dropout(dropout),
-        nn.Linear(16 * width, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+        *block(c, width),
+        nn.MaxPool2d(2),
+        *block(width, 2 * width),
+        nn.MaxPool2d(2),
+        *block(2 * width, 4 * width),
+        nn.AdaptiveAvgPool2d(2),  # (B, 4w, 2, 2) for any input size
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(16 * width, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
     )
     return Classifier(body, nn.Linear(hidden, n_classes))
 
@@ -68,8 +82,11 @@ class _Residual(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -84,8 +101,9 @@ def resnet_size(n_classes: int) -> tuple[int, int]:
     return (32, 1) if n_classes <= 1000 else (48, 2)
 
 
-def resnet(input_shape: tuple[int, ...], n_classes: int, width: int = 0, depth: int = 0,
-           dropout: float = 0.1, pool: int = 2) -> Classifier:
+def resnet(
+    input_shape: tuple[int, ...], n_classes: int, width: int = 0, depth: int = 0, dropout: float = 0.1, pool: int = 2
+) -> Classifier:
     """A small residual net for small images (the default image generalist): a 3x3 stem, three
     stages of ``depth`` residual blocks at ``width``, 2x and 4x ``width`` channels (the last two
     halve the resolution), average pooling to a ``pool`` x ``pool`` grid, dropout and the linear
@@ -104,8 +122,11 @@ def resnet(input_shape: tuple[int, ...], n_classes: int, width: int = 0, depth: 
         raise ValueError(f"resnet: pool must be >= 1, got {pool}")
     auto_width, auto_depth = resnet_size(n_classes)
     width, depth = width or auto_width, depth or auto_depth
-    layers: list[nn.Module] = [nn.Conv2d(input_shape[0], width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-                               nn.ReLU(inplace=True)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(input_shape[0], width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+    ]
     cin = width
     for stage, cout in enumerate((width, 2 * width, 4 * width)):
         for b in range(depth):
@@ -115,8 +136,13 @@ def resnet(input_shape: tuple[int, ...], n_classes: int, width: int = 0, depth: 
     return Classifier(nn.Sequential(*layers), nn.Linear(cin * pool * pool, n_classes))
 
 
-def mlp(input_shape: tuple[int, ...], n_classes: int, hidden: tuple[int, ...] | list[int] = (800, 800),
-        dropout: float = 0.0, input_dropout: float = 0.0) -> Classifier:
+def mlp(
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    hidden: tuple[int, ...] | list[int] = (800, 800),
+    dropout: float = 0.0,
+    input_dropout: float = 0.0,
+) -> Classifier:
     """Fully connected ReLU net on flattened inputs: ``hidden`` gives the layer widths (the paper's
     MNIST nets are ``(1200, 1200)`` with dropout, 0.5 on hidden and 0.2 on input units as in
     Hinton et al. 2012, and ``(800, 800)`` without)."""
@@ -141,14 +167,25 @@ class _BagOfTokens(nn.Module):
         return self.embed(tokens)  # (B, dim): mean of the non-padding tokens' embeddings
 
 
-def bag(input_shape: tuple[int, ...], n_classes: int, buckets: int = 2**18, dim: int = 128,
-        hidden: int = 256, dropout: float = 0.1) -> Classifier:
+def bag(
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    buckets: int = 2**18,
+    dim: int = 128,
+    hidden: int = 256,
+    dropout: float = 0.1,
+) -> Classifier:
     """fastText-style text classifier over hashed token ids (see :mod:`specens.data.text`): the mean
     of the tokens' embeddings, then one hidden layer. Inputs are int64 of shape (batch, max_tokens)."""
     if len(input_shape) != 1:
         raise ValueError(f"bag takes token-id vectors of shape (max_tokens,), got {list(input_shape)}")
-    body = nn.Sequential(_BagOfTokens(buckets, dim), nn.Dropout(dropout), nn.Linear(dim, hidden),
-                         nn.ReLU(inplace=True), nn.Dropout(dropout))
+    body = nn.Sequential(
+        _BagOfTokens(buckets, dim),
+        nn.Dropout(dropout),
+        nn.Linear(dim, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+    )
     return Classifier(body, nn.Linear(hidden, n_classes))
 
 
@@ -173,8 +210,14 @@ class _PooledNgrams(nn.Module):
         return self.embed(tokens, per_sample_weights=w) / norm  # (B, dim)
 
 
-def ngram(input_shape: tuple[int, ...], n_classes: int, buckets: int = 2**18, dim: int = 256,
-          dropout: float = 0.3, weighted: bool = True) -> Classifier:
+def ngram(
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    buckets: int = 2**18,
+    dim: int = 256,
+    dropout: float = 0.3,
+    weighted: bool = True,
+) -> Classifier:
     """The default text generalist: a linear classifier over the pooled embeddings of hashed
     n-grams (see :mod:`specens.data.text`). The tokens' embeddings are summed with a learned
     weight per bucket and divided by the weights' L2 norm (``weighted``; without it, by the square
@@ -189,8 +232,13 @@ def ngram(input_shape: tuple[int, ...], n_classes: int, buckets: int = 2**18, di
     return Classifier(body, nn.Linear(dim, n_classes))
 
 
-REGISTRY: dict[str, Callable[..., Classifier]] = {"resnet": resnet, "ngram": ngram, "mlp": mlp,
-                                                  "cnn": small_cnn, "bag": bag}
+REGISTRY: dict[str, Callable[..., Classifier]] = {
+    "resnet": resnet,
+    "ngram": ngram,
+    "mlp": mlp,
+    "cnn": small_cnn,
+    "bag": bag,
+}
 
 
 class TrustedCodeWarning(UserWarning):
@@ -230,10 +278,14 @@ class ModelSpec:
                 raise CheckpointError(
                     f"{at}model {self.name!r} names code to import, not one of the registered architectures "
                     f"{sorted(REGISTRY)}; loading it would run that code. If you trust where this directory "
-                    "came from, pass --trust-code (trust_code=True)")
+                    "came from, pass --trust-code (trust_code=True)"
+                )
             if where:
-                warnings.warn(f"{at}building model {self.name!r}, code the file names (trusted by the caller)",
-                              TrustedCodeWarning, stacklevel=3)
+                warnings.warn(
+                    f"{at}building model {self.name!r}, code the file names (trusted by the caller)",
+                    TrustedCodeWarning,
+                    stacklevel=3,
+                )
             module, _, attr = self.name.partition(":")
             try:
                 return getattr(importlib.import_module(module), attr)
@@ -241,12 +293,17 @@ class ModelSpec:
                 raise ConfigError(f"{at}model {self.name!r}: cannot import it ({e})") from None
         raise ConfigError(f"{at}model {self.name!r}: not one of {sorted(REGISTRY)} and not 'module:callable'")
 
-    def resolved(self, trust_code: bool = False) -> "ModelSpec":
+    def resolved(self, trust_code: bool = False) -> ModelSpec:
         """This spec with the factory's defaults written into ``kwargs`` for every argument not
         given, so that a saved model keeps building the same way if a default changes later."""
-        params = list(inspect.signature(self.factory(trust_code)).parameters.values())[2:]  # after (input_shape, n_classes)
-        defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty
-                    and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        params = list(inspect.signature(self.factory(trust_code)).parameters.values())[
+            2:
+        ]  # after (input_shape, n_classes)
+        defaults = {
+            p.name: p.default
+            for p in params
+            if p.default is not inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        }
         return replace(self, kwargs={**defaults, **self.kwargs})
 
     def build(self, trust_code: bool = False, where: str = "") -> nn.Module:
@@ -257,21 +314,34 @@ class ModelSpec:
             model = factory(tuple(self.input_shape), self.n_classes, **self.kwargs)
         except TypeError as e:
             raise ConfigError(f"{at}model {self.name!r}: bad arguments {self.kwargs} ({e})") from None
-        except (ValueError, RuntimeError, IndexError, KeyError, OverflowError, AssertionError) as e:  # refused arguments
+        except (
+            ValueError,
+            RuntimeError,
+            IndexError,
+            KeyError,
+            OverflowError,
+            AssertionError,
+        ) as e:  # refused arguments
             raise ConfigError(f"{at}model {self.name!r}: {e}") from None
         head = getattr(model, "head", None)
         if not isinstance(getattr(model, "body", None), nn.Module) or not isinstance(head, nn.Linear):
             raise ConfigError(f"{at}model {self.name!r}: must have a `body` module and a `head` nn.Linear")
         if head.out_features != self.n_classes:
-            raise ConfigError(f"{at}model {self.name!r}: head has {head.out_features} outputs, expected {self.n_classes}")
+            raise ConfigError(
+                f"{at}model {self.name!r}: head has {head.out_features} outputs, expected {self.n_classes}"
+            )
         return model
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "input_shape": list(self.input_shape), "n_classes": self.n_classes,
-                "kwargs": self.kwargs}
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "n_classes": self.n_classes,
+            "kwargs": self.kwargs,
+        }
 
     @classmethod
-    def from_json(cls, d: Any, where: str = "model") -> "ModelSpec":
+    def from_json(cls, d: Any, where: str = "model") -> ModelSpec:
         """A spec as :meth:`to_json` wrote it; a malformed one is a :class:`CheckpointError` naming
         ``where`` (the file and key) and the field."""
         problems = []

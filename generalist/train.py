@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -36,7 +36,6 @@ from .evaluate import evaluate
 from .losses import distillation_loss, ensemble_soft_targets
 from .models import ModelSpec, data_defaults, default_model
 
-
 # What a training run directory holds (a student's also teacher.json and distill.json).
 RUN_FILES = ("model.json", "model.safetensors", "checkpoints", "teacher.json", "distill.json")
 
@@ -48,16 +47,23 @@ class Teacher:
     :mod:`specens.inference.distill`): ``soft_targets(x, temperature, keys, source)``, the
     ``fingerprints`` of what it is made of, and ``flops(example)``, its FLOPs per example."""
 
-    def __init__(self, run_dirs: tuple[str, ...], device: torch.device, info: DatasetInfo,
-                 mean: str = "arithmetic", trust_code: bool = False):
+    def __init__(
+        self,
+        run_dirs: tuple[str, ...],
+        device: torch.device,
+        info: DatasetInfo,
+        mean: str = "arithmetic",
+        trust_code: bool = False,
+    ):
         self.members = [load_generalist(d, device, trust_code) for d in run_dirs]
-        for d, g in zip(run_dirs, self.members):
+        for d, g in zip(run_dirs, self.members, strict=True):
             g.check_fits(info, f"teacher {d}", "the dataset")
         self.mean, self.fingerprints = mean, [g.fingerprint for g in self.members]
 
     @torch.no_grad()
-    def soft_targets(self, x: torch.Tensor, temperature: float, keys: list[str] | None = None,
-                     source: int = 0) -> torch.Tensor:
+    def soft_targets(
+        self, x: torch.Tensor, temperature: float, keys: list[str] | None = None, source: int = 0
+    ) -> torch.Tensor:
         """(B, ...) inputs -> (B, C) soft targets at ``temperature``. ``keys`` (the samples' keys)
         and ``source`` (0: the training split, i > 0: transfer set i) serve teachers that look
         their targets up; this one computes them from ``x``."""
@@ -92,7 +98,9 @@ def still_improving(metrics: dict) -> bool:
     then the first alternative to beat (``benchmarks/RESULTS.md``: on the demo's generalist, best
     in its last epochs, the specialists' compute spent on more epochs beat the specialists)."""
     history = metrics.get("history") or []
-    return bool(history) and not metrics.get("stopped_early", False) and metrics.get("best_epoch", 0) >= len(history) - 1
+    return (
+        bool(history) and not metrics.get("stopped_early", False) and metrics.get("best_epoch", 0) >= len(history) - 1
+    )
 
 
 def _start_from(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, run_dir: str) -> None:
@@ -103,8 +111,10 @@ def _start_from(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, run_
 
     recorded = read_meta(run_dir)["model"]
     if recorded != json.loads(json.dumps(spec.to_json())):  # tuples vs lists
-        raise ConfigError(f"init {run_dir}: its model {recorded} is not the one configured "
-                          f"{spec.to_json()}; set model and model_kwargs to match it")
+        raise ConfigError(
+            f"init {run_dir}: its model {recorded} is not the one configured "
+            f"{spec.to_json()}; set model and model_kwargs to match it"
+        )
     init = load_generalist(run_dir, trust_code=True)  # the configured model: the user's own choice
     init.check_fits(info, f"init {run_dir}", "the dataset")
     model.load_state_dict(init.model.state_dict())
@@ -128,15 +138,28 @@ def _transfer_loaders(cfg: TrainConfig, info) -> list[ShardLoader]:
         if t.input != info.input:
             raise DataError(f"{root}/dataset.json: input {t.input} differs from {cfg.data}'s {info.input}")
         split = t.split(cfg.transfer_split)  # raises, naming the file, when the split is missing
-        stream = ShardStream(root, cfg.transfer_split, cfg.batch_size, train=True, epoch_size=split.num_samples,
-                             buffer=cfg.shuffle_buffer, seed=cfg.seed + 1 + i, on_error=cfg.on_error, info=t)
+        stream = ShardStream(
+            root,
+            cfg.transfer_split,
+            cfg.batch_size,
+            train=True,
+            epoch_size=split.num_samples,
+            buffer=cfg.shuffle_buffer,
+            seed=cfg.seed + 1 + i,
+            on_error=cfg.on_error,
+            info=t,
+        )
         loaders.append(ShardLoader(stream, cfg.num_workers))
     return loaders
 
 
-def train_generalist(cfg: TrainConfig, progress: bool = True,
-                     on_epoch_end: Callable[[int, dict], None] | None = None, restart: bool = False,
-                     teacher=None) -> TrainResult:
+def train_generalist(
+    cfg: TrainConfig,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    restart: bool = False,
+    teacher=None,
+) -> TrainResult:
     """Train (or resume training) a generalist as ``cfg`` says and export the best epoch.
 
     A rerun on ``cfg.out`` resumes; checkpoints made with another config are refused, or discarded
@@ -171,9 +194,20 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
     counts = info.split(cfg.train_split).class_counts
     kept = info.split(cfg.train_split).num_samples - sum(counts[c] for c in cfg.exclude_classes)
     epoch_size = cfg.epoch_size or max(1, round(kept * cfg.train_fraction))  # the subset's expected size
-    train_stream = ShardStream(cfg.data, cfg.train_split, cfg.batch_size, train=True, epoch_size=epoch_size,
-                               buffer=cfg.shuffle_buffer, seed=cfg.seed, on_error=cfg.on_error, info=info,
-                               labels=cfg.exclude_classes or None, exclude=True, fraction=cfg.train_fraction)
+    train_stream = ShardStream(
+        cfg.data,
+        cfg.train_split,
+        cfg.batch_size,
+        train=True,
+        epoch_size=epoch_size,
+        buffer=cfg.shuffle_buffer,
+        seed=cfg.seed,
+        on_error=cfg.on_error,
+        info=info,
+        labels=cfg.exclude_classes or None,
+        exclude=True,
+        fraction=cfg.train_fraction,
+    )
     loader = MixedLoader([ShardLoader(train_stream, cfg.num_workers), *_transfer_loaders(cfg, info)], cfg.seed)
     steps_per_epoch = sum(loader.batches_per_epoch())
     stage = "student" if teacher is not None and not cfg.teacher else "generalist"
@@ -184,8 +218,9 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
         loader.set_epoch(epoch)
         jitter_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         seen, labelled, correct, loss_sum, steps = 0, 0, 0, 0.0, 0
-        bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, unit="batch")
+        bar = tqdm(
+            loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, unit="batch"
+        )
         for source, batch in bar:
             x = random_shift(batch.inputs, cfg.jitter, jitter_gen) if cfg.jitter else batch.inputs
             x, y = x.to(device, non_blocking=True), batch.labels.to(device, non_blocking=True)
@@ -193,8 +228,7 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
                 logits = model(x)
                 soft = teacher.soft_targets(x, cfg.temperature, batch.keys, source) if teacher else None
             hard = y if cfg.use_labels and source == 0 else None  # transfer sets: soft term only
-            loss = distillation_loss(logits, hard, soft, alpha=cfg.alpha,
-                                     temperature=cfg.temperature)
+            loss = distillation_loss(logits, hard, soft, alpha=cfg.alpha, temperature=cfg.temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             value = finite_loss(loss, model, stage, epoch, steps, steps_per_epoch, opt)
@@ -207,8 +241,13 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
                 correct += int((logits.argmax(1) == y).sum())
             loss_sum += value * len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / max(labelled, 1):.3f}")
-        return {"train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(labelled, 1),
-                "skipped": loader.skipped, "examples": seen, "steps": steps}
+        return {
+            "train_loss": loss_sum / max(seen, 1),
+            "train_top1": correct / max(labelled, 1),
+            "skipped": loader.skipped,
+            "examples": seen,
+            "steps": steps,
+        }
 
     def validate() -> dict:
         val = evaluate(model, iter_split(cfg.data, cfg.val_split, 512, info=info), device, cfg.amp)
@@ -218,8 +257,20 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
         print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
 
     callbacks = ([report] if progress else []) + ([on_epoch_end] if on_epoch_end else [])
-    loop = EpochLoop(Path(cfg.out), model, opt, sched, cfg, cfg.epochs, _better, patience=cfg.patience,
-                     restart=restart, on_epoch_end=callbacks, checkpoint_every=cfg.checkpoint_every, stage=stage)
+    loop = EpochLoop(
+        Path(cfg.out),
+        model,
+        opt,
+        sched,
+        cfg,
+        cfg.epochs,
+        _better,
+        patience=cfg.patience,
+        restart=restart,
+        on_epoch_end=callbacks,
+        checkpoint_every=cfg.checkpoint_every,
+        stage=stage,
+    )
     result = loop.run(train_epoch, validate if cfg.val_split else None)
     example = next(iter(iter_split(cfg.data, cfg.val_split or cfg.train_split, 8, info=info))).inputs.to(device)
     cost = training_cost(result, model, example, [teacher.flops(example)] if teacher else [], clock)
@@ -227,10 +278,17 @@ def train_generalist(cfg: TrainConfig, progress: bool = True,
         cost = _exported_cost(cfg.out) or cost
     best_epoch = result.best["epoch"]
     if progress and result.stopped_early:
-        print(f"stopped after epoch {len(result.history)}: no better validation score for {cfg.patience} epochs "
-              f"(best: epoch {best_epoch})")
-    metrics = {"best_epoch": best_epoch, "epochs_run": len(result.history), "stopped_early": result.stopped_early,
-               "history": result.history, "teacher_fingerprints": teacher.fingerprints if teacher else [],
-               "cost": cost}
+        print(
+            f"stopped after epoch {len(result.history)}: no better validation score for {cfg.patience} epochs "
+            f"(best: epoch {best_epoch})"
+        )
+    metrics = {
+        "best_epoch": best_epoch,
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "history": result.history,
+        "teacher_fingerprints": teacher.fingerprints if teacher else [],
+        "cost": cost,
+    }
     fp = save_generalist(cfg.out, model, spec, info.classes, config_to_json(cfg), metrics)
     return TrainResult(cfg.out, fp, best_epoch, result.history)

@@ -61,11 +61,17 @@ def budget(ens: Ensemble) -> dict:
     gen = ens.training_costs.get("generalist")
     specs = [c for c in ens.training_costs.get("specialists", []) if c]
     if not gen or not gen.get("examples") or len(specs) < len(ens.training_costs.get("specialists", [])):
-        raise ConfigError("the run's generalist or specialists carry no training cost (trained before costs were "
-                          "recorded); retrain them with this version to compare at matched compute")
+        raise ConfigError(
+            "the run's generalist or specialists carry no training cost (trained before costs were "
+            "recorded); retrain them with this version to compare at matched compute"
+        )
     g, b = gen["train_flops"], sum(c["train_flops"] for c in specs)
-    return {"generalist_flops": g, "specialists_flops": b, "examples": math.ceil(b / (g / gen["examples"])),
-            "seeds": max(2, round((g + b) / g))}
+    return {
+        "generalist_flops": g,
+        "specialists_flops": b,
+        "examples": math.ceil(b / (g / gen["examples"])),
+        "seeds": max(2, round((g + b) / g)),
+    }
 
 
 WIDTH_KEYS = {"resnet": "width", "cnn": "width", "mlp": "hidden", "ngram": "dim", "bag": "dim"}  # what widens
@@ -78,8 +84,9 @@ def wider_spec(spec: ModelSpec, example: torch.Tensor, target_flops: float) -> t
     the width). Returns the spec and its FLOPs per example; never narrower than ``spec``."""
     key = WIDTH_KEYS.get(spec.name)
     if key is None or key not in spec.kwargs:
-        raise ConfigError(f"model {spec.name!r}: no width argument to scale for the wider baseline "
-                          f"(known: {sorted(WIDTH_KEYS)})")
+        raise ConfigError(
+            f"model {spec.name!r}: no width argument to scale for the wider baseline (known: {sorted(WIDTH_KEYS)})"
+        )
     base = spec.kwargs[key]
     unit0 = base[0] if isinstance(base, list | tuple) else int(base)
 
@@ -108,7 +115,9 @@ def _generalist_config(run_dir: Path, trust_code: bool, **changes) -> TrainConfi
         raise ConfigError(f"{run_dir / 'generalist' / 'model.json'}: its training {e}") from None
 
 
-def _probabilities(models: list[torch.nn.Module], data: str, split: str, device) -> tuple[torch.Tensor, torch.Tensor, float]:
+def _probabilities(
+    models: list[torch.nn.Module], data: str, split: str, device
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """The mean of the models' probabilities on ``split`` (N, C), the labels (N,), and the seconds
     per example the models' forward passes took (reading and decoding the data excluded)."""
     ps, ys, seconds = [], [], 0.0
@@ -165,14 +174,26 @@ def tfidf_baseline(data: str, split: str = "test", train_split: str = "train") -
     seconds = time.perf_counter() - t0
     proba = np.zeros((len(y_test), info.n_classes))
     proba[:, model.classes_] = model.predict_proba(x_test)
-    return {**_metrics(torch.from_numpy(proba), torch.from_numpy(y_test)), "train_seconds": seconds,
-            "train_flops": None, "inference_flops_per_example": None}
+    return {
+        **_metrics(torch.from_numpy(proba), torch.from_numpy(y_test)),
+        "train_seconds": seconds,
+        "train_flops": None,
+        "inference_flops_per_example": None,
+    }
 
 
-def compute_matched(run_dir: str | Path, data: str, split: str = "test", device: str = "auto",
-                    alternatives: tuple[str, ...] = ("continued", "seeds", "wider", "tfidf"), progress: bool = True,
-                    echo=print, evaluation: dict | None = None, restart: bool = False,
-                    trust_code: bool = False) -> dict:
+def compute_matched(
+    run_dir: str | Path,
+    data: str,
+    split: str = "test",
+    device: str = "auto",
+    alternatives: tuple[str, ...] = ("continued", "seeds", "wider", "tfidf"),
+    progress: bool = True,
+    echo=print,
+    evaluation: dict | None = None,
+    restart: bool = False,
+    trust_code: bool = False,
+) -> dict:
     """Train (or reuse) the compute-matched alternatives of ``run_dir`` and evaluate them beside
     the generalist and the specialist ensemble on ``split``; returns and saves the table.
     ``evaluation``: the ensemble's :func:`evaluate_ensemble` result on ``split``, if already made.
@@ -195,31 +216,49 @@ def compute_matched(run_dir: str | Path, data: str, split: str = "test", device:
     r = evaluation or evaluate_ensemble(ens, data, split, progress=progress)
     inf = r["cost"]["inference"]
     n = max(r["n"], 1)  # examples evaluated
-    rows["generalist"] = {**{k: r["generalist"][k] for k in ("top1", "nll")}, "train_flops": b["generalist_flops"],
-                          "train_seconds": gen_cost["wall_seconds"], "inference_flops_per_example": f_g,
-                          "seconds_per_example": inf["seconds"]["generalist"] / n}
+    rows["generalist"] = {
+        **{k: r["generalist"][k] for k in ("top1", "nll")},
+        "train_flops": b["generalist_flops"],
+        "train_seconds": gen_cost["wall_seconds"],
+        "inference_flops_per_example": f_g,
+        "seconds_per_example": inf["seconds"]["generalist"] / n,
+    }
     spec_cost = r["cost"]["training"]["specialists"]
-    rows["specialists"] = {**{k: r["ensemble"][k] for k in ("top1", "nll")},
-                           "train_flops": b["generalist_flops"] + b["specialists_flops"],
-                           "train_seconds": gen_cost["wall_seconds"] + spec_cost["wall_seconds"],
-                           "inference_flops_per_example": f_g * inf["predicted_ratio"],
-                           "seconds_per_example": sum(inf["seconds"].values()) / n,
-                           "specialists_on": len(ens.indices), "specialists_gated_off": len(ens.gated_off)}
+    rows["specialists"] = {
+        **{k: r["ensemble"][k] for k in ("top1", "nll")},
+        "train_flops": b["generalist_flops"] + b["specialists_flops"],
+        "train_seconds": gen_cost["wall_seconds"] + spec_cost["wall_seconds"],
+        "inference_flops_per_example": f_g * inf["predicted_ratio"],
+        "seconds_per_example": sum(inf["seconds"].values()) / n,
+        "specialists_on": len(ens.indices),
+        "specialists_gated_off": len(ens.gated_off),
+    }
 
     if "continued" in alternatives:
         per_epoch = gen_cost["examples"] / gen_cost["epochs"]  # as the generalist trained: subset, exclusions
         epochs = max(1, math.ceil(b["examples"] / per_epoch))
-        cfg = _generalist_config(run_dir, trust_code, init=str(run_dir / "generalist"), out=str(out / "continued"),
-                                 epochs=epochs, device=device)
-        echo(f"continued: the generalist + {epochs} epochs ({b['examples']} examples = the specialists' "
-             f"{format_flops(b['specialists_flops'])})")
+        cfg = _generalist_config(
+            run_dir,
+            trust_code,
+            init=str(run_dir / "generalist"),
+            out=str(out / "continued"),
+            epochs=epochs,
+            device=device,
+        )
+        echo(
+            f"continued: the generalist + {epochs} epochs ({b['examples']} examples = the specialists' "
+            f"{format_flops(b['specialists_flops'])})"
+        )
         res = train_generalist(cfg, progress=progress, restart=restart)
         g = load_generalist(res.run_dir, dev, trust_code)
         cost = g.meta["metrics"]["cost"]
-        rows["continued"] = {**_metrics(*_probabilities([g.model], data, split, dev)),
-                             "train_flops": b["generalist_flops"] + cost["train_flops"],
-                             "train_seconds": gen_cost["wall_seconds"] + cost["wall_seconds"],
-                             "inference_flops_per_example": f_g, "epochs_run": len(res.history)}
+        rows["continued"] = {
+            **_metrics(*_probabilities([g.model], data, split, dev)),
+            "train_flops": b["generalist_flops"] + cost["train_flops"],
+            "train_seconds": gen_cost["wall_seconds"] + cost["wall_seconds"],
+            "inference_flops_per_example": f_g,
+            "epochs_run": len(res.history),
+        }
 
     if "seeds" in alternatives:
         k = b["seeds"]
@@ -232,12 +271,18 @@ def compute_matched(run_dir: str | Path, data: str, split: str = "test", device:
             models.append(g.model)
             flops += g.meta["metrics"]["cost"]["train_flops"]
             seconds += g.meta["metrics"]["cost"]["wall_seconds"]
-        rows["seeds"] = {**_metrics(*_probabilities(models, data, split, dev)), "train_flops": flops,
-                         "train_seconds": seconds, "inference_flops_per_example": k * f_g, "members": k}
+        rows["seeds"] = {
+            **_metrics(*_probabilities(models, data, split, dev)),
+            "train_flops": flops,
+            "train_seconds": seconds,
+            "inference_flops_per_example": k * f_g,
+            "members": k,
+        }
 
     if "wider" in alternatives:
-        rows["wider"] = _wider(ens, run_dir, out, data, split, dev, b, example, rows["specialists"],
-                               trust_code, progress, restart, echo)
+        rows["wider"] = _wider(
+            ens, run_dir, out, data, split, dev, b, example, rows["specialists"], trust_code, progress, restart, echo
+        )
 
     if "tfidf" in alternatives and load_info(data).featurizer:  # a text dataset of hashed n-grams
         echo("tfidf: TF-IDF over the hashed n-grams + logistic regression")
@@ -262,30 +307,54 @@ def _wider(ens, run_dir, out, data, split, dev, b, example, ensemble_row, trust_
     per_example = BACKWARD_FACTOR * f_w + OPTIMIZER_FLOPS_PER_PARAMETER * params / batch
     per_epoch = gen_cost["examples"] / gen_cost["epochs"]
     epochs = max(1, math.ceil((b["generalist_flops"] + b["specialists_flops"]) / per_example / per_epoch))
-    cfg = _generalist_config(run_dir, trust_code, model=spec.name, model_kwargs=spec.kwargs, init="",
-                             out=str(out / "wider"), epochs=epochs, device=str(dev))
-    echo(f"wider: {spec.name} {spec.kwargs.get(WIDTH_KEYS[spec.name])} ({format_flops(f_w)} per example, the "
-         f"ensemble's {format_flops(target)}), {epochs} epochs from scratch")
+    cfg = _generalist_config(
+        run_dir,
+        trust_code,
+        model=spec.name,
+        model_kwargs=spec.kwargs,
+        init="",
+        out=str(out / "wider"),
+        epochs=epochs,
+        device=str(dev),
+    )
+    echo(
+        f"wider: {spec.name} {spec.kwargs.get(WIDTH_KEYS[spec.name])} ({format_flops(f_w)} per example, the "
+        f"ensemble's {format_flops(target)}), {epochs} epochs from scratch"
+    )
     res = train_generalist(cfg, progress=progress, restart=restart)
     g = load_generalist(res.run_dir, dev, trust_code)
     cost = g.meta["metrics"]["cost"]
-    return {**_metrics(*_probabilities([g.model], data, split, dev)), "train_flops": cost["train_flops"],
-            "train_seconds": cost["wall_seconds"], "inference_flops_per_example": f_w,
-            "target_inference_flops_per_example": target, "model_kwargs": spec.kwargs,
-            "parameters": params, "epochs_run": len(res.history)}
+    return {
+        **_metrics(*_probabilities([g.model], data, split, dev)),
+        "train_flops": cost["train_flops"],
+        "train_seconds": cost["wall_seconds"],
+        "inference_flops_per_example": f_w,
+        "target_inference_flops_per_example": target,
+        "model_kwargs": spec.kwargs,
+        "parameters": params,
+        "epochs_run": len(res.history),
+    }
 
 
 def format_table(result: dict) -> str:
     """The comparison as an aligned plain-text table."""
-    names = {"generalist": "generalist", "specialists": "specialist ensemble", "continued": "(a) generalist continued",
-             "seeds": "(b) ensemble of generalists", "wider": "(c) wider generalist",
-             "tfidf": "TF-IDF + logistic regression"}
-    lines = [f"{'':<36}{'top-1':>8}{'NLL':>8}{'train FLOPs':>14}{'train s':>9}{'infer FLOPs/ex':>16}{'infer ms/ex':>13}"]
+    names = {
+        "generalist": "generalist",
+        "specialists": "specialist ensemble",
+        "continued": "(a) generalist continued",
+        "seeds": "(b) ensemble of generalists",
+        "wider": "(c) wider generalist",
+        "tfidf": "TF-IDF + logistic regression",
+    }
+    lines = [
+        f"{'':<36}{'top-1':>8}{'NLL':>8}{'train FLOPs':>14}{'train s':>9}{'infer FLOPs/ex':>16}{'infer ms/ex':>13}"
+    ]
     for key, row in result["rows"].items():
         label = names[key] + (f" (k={row['members']})" if "members" in row else "")
         tf = format_flops(row["train_flops"]) if row.get("train_flops") else "n/a"
         inf = format_flops(row["inference_flops_per_example"]) if row.get("inference_flops_per_example") else "n/a"
         ms = f"{1e3 * row['seconds_per_example']:.3f}" if row.get("seconds_per_example") else "n/a"
-        lines.append(f"{label:<36}{row['top1']:>8.4f}{row['nll']:>8.4f}{tf:>14}{row['train_seconds']:>9.0f}{inf:>16}"
-                     f"{ms:>13}")
+        lines.append(
+            f"{label:<36}{row['top1']:>8.4f}{row['nll']:>8.4f}{tf:>14}{row['train_seconds']:>9.0f}{inf:>16}{ms:>13}"
+        )
     return "\n".join(lines)

@@ -9,48 +9,109 @@ from specens.core import options
 
 
 @click.command("infer")
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
-              help="Run directory: generalist/, clusters/clusters.json, specialists/.")
+@click.option(
+    "--run",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run directory: generalist/, clusters/clusters.json, specialists/.",
+)
 @click.option("--data", required=True, help="Dataset directory or URL (dataset.json + shards).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory; rerun to resume.")
 @click.option("--split", default="test", show_default=True)
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="Classes written per sample.")
 @click.option("--save-q", is_flag=True, help="Also write the full q of each shard as <shard>.q.npy.")
-@click.option("--top-n", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Route to the specialists of the generalist's top n classes.")
+@click.option(
+    "--top-n",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Route to the specialists of the generalist's top n classes.",
+)
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
-@click.option("--all-specialists", is_flag=True,
-              help="Use every trained specialist, also those the validation gate switched off.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Write the shards in this many Ray tasks (a local Ray cluster, or the cluster of `ray job submit`).")
-@click.option("--specialist-memory", default=2048, show_default=True, type=click.IntRange(min=0),
-              help="MiB of specialist weights kept loaded (per worker); beyond it specialists load as batches "
-                   "route to them, least recently used dropped first.")
+@click.option(
+    "--all-specialists", is_flag=True, help="Use every trained specialist, also those the validation gate switched off."
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Write the shards in this many Ray tasks (a local Ray cluster, or the cluster of `ray job submit`).",
+)
+@click.option(
+    "--specialist-memory",
+    default=2048,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="MiB of specialist weights kept loaded (per worker); beyond it specialists load as batches "
+    "route to them, least recently used dropped first.",
+)
 @click.option("--device", default="auto", show_default=True)
 @options.trust_code
-def infer_cmd(run_dir, data, out, split, top_k, save_q, top_n, batch_size, all_specialists, workers,
-              specialist_memory, device, trust_code):
+def infer_cmd(
+    run_dir,
+    data,
+    out,
+    split,
+    top_k,
+    save_q,
+    top_n,
+    batch_size,
+    all_specialists,
+    workers,
+    specialist_memory,
+    device,
+    trust_code,
+):
     """Predict every sample of a split with the ensemble; one output file per input shard."""
     from .infer import infer
 
-    m = infer(run_dir, data, out, split=split, top_k=top_k, save_q=save_q, batch_size=batch_size, top_n=top_n,
-              device=device, all_specialists=all_specialists, workers=workers,
-              specialist_memory=specialist_memory * 2**20, trust_code=trust_code)
+    m = infer(
+        run_dir,
+        data,
+        out,
+        split=split,
+        top_k=top_k,
+        save_q=save_q,
+        batch_size=batch_size,
+        top_n=top_n,
+        device=device,
+        all_specialists=all_specialists,
+        workers=workers,
+        specialist_memory=specialist_memory * 2**20,
+        trust_code=trust_code,
+    )
     click.echo(f"{m['n_samples']} predictions in {len(m['shards'])} shard file(s) under {out}")
 
 
 @click.command("evaluate")
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
-              help="Run directory: generalist/, clusters/clusters.json, specialists/.")
+@click.option(
+    "--run",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run directory: generalist/, clusters/clusters.json, specialists/.",
+)
 @click.option("--data", required=True, help="Labelled dataset directory or URL.")
 @click.option("--split", default="test", show_default=True)
-@click.option("--out", default=None, type=click.Path(file_okay=False),
-              help="Where evaluation.json and table4.png go [default: RUN/evaluation].")
-@click.option("--top-n", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Route to the specialists of the generalist's top n classes.")
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Where evaluation.json and table4.png go [default: RUN/evaluation].",
+)
+@click.option(
+    "--top-n",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Route to the specialists of the generalist's top n classes.",
+)
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
-@click.option("--all-specialists", is_flag=True,
-              help="Use every trained specialist, also those the validation gate switched off.")
+@click.option(
+    "--all-specialists", is_flag=True, help="Use every trained specialist, also those the validation gate switched off."
+)
 @click.option("--device", default="auto", show_default=True)
 @options.trust_code
 def evaluate_cmd(run_dir, data, split, out, top_n, batch_size, all_specialists, device, trust_code):
@@ -68,12 +129,21 @@ def evaluate_cmd(run_dir, data, split, out, top_n, batch_size, all_specialists, 
 
 
 @click.command("baseline")
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
-              help="Run directory with a trained generalist and specialists.")
+@click.option(
+    "--run",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run directory with a trained generalist and specialists.",
+)
 @click.option("--data", required=True, help="Labelled dataset directory or URL.")
 @click.option("--split", default="test", show_default=True)
-@click.option("--only", type=click.Choice(["continued", "seeds", "wider", "tfidf"]), multiple=True,
-              help="Train only these alternatives (repeatable) [default: all that apply].")
+@click.option(
+    "--only",
+    type=click.Choice(["continued", "seeds", "wider", "tfidf"]),
+    multiple=True,
+    help="Train only these alternatives (repeatable) [default: all that apply].",
+)
 @click.option("--restart", is_flag=True, help="Retrain alternatives trained for another budget (default: refuse).")
 @click.option("--device", default="auto", show_default=True)
 @options.trust_code
@@ -84,28 +154,58 @@ def baseline_cmd(run_dir, data, split, only, restart, device, trust_code):
     alternatives go to RUN/baselines/ (rerun: reused)."""
     from .baselines import compute_matched, format_table
 
-    r = compute_matched(run_dir, data, split, device, alternatives=only or ("continued", "seeds", "wider", "tfidf"),
-                        echo=click.echo, restart=restart, trust_code=trust_code)
+    r = compute_matched(
+        run_dir,
+        data,
+        split,
+        device,
+        alternatives=only or ("continued", "seeds", "wider", "tfidf"),
+        echo=click.echo,
+        restart=restart,
+        trust_code=trust_code,
+    )
     click.echo(format_table(r))
     click.echo(f"saved {run_dir}/baselines/baselines.json")
 
 
 @click.command("distill")
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
-              help="Run directory whose ensemble teaches: generalist/, clusters/clusters.json, specialists/.")
+@click.option(
+    "--run",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run directory whose ensemble teaches: generalist/, clusters/clusters.json, specialists/.",
+)
 @click.option("--data", required=True, help="Dataset directory or URL (its training split).")
-@click.option("--out", default=None, type=click.Path(file_okay=False),
-              help="The student's run directory [default: RUN/student]; rerun to resume.")
-@click.option("--q-cache", multiple=True, type=click.Path(file_okay=False),
-              help="A `specens infer --save-q` output to read q from (one per split read) instead of running the "
-                   "ensemble; repeatable.")
-@click.option("--transfer", multiple=True, type=click.Path(file_okay=False),
-              help="An extra transfer set (dataset directory, same classes) learnt from q alone; repeatable.")
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="The student's run directory [default: RUN/student]; rerun to resume.",
+)
+@click.option(
+    "--q-cache",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    help="A `specens infer --save-q` output to read q from (one per split read) instead of running the "
+    "ensemble; repeatable.",
+)
+@click.option(
+    "--transfer",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    help="An extra transfer set (dataset directory, same classes) learnt from q alone; repeatable.",
+)
 @click.option("--split", default="test", show_default=True, help="Split of the final comparison.")
 @click.option("--epochs", type=int, help="At most this many epochs [default 10, early-stopped].")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override any DistillConfig field, e.g. --set temperature=4 --set alpha=0.5.")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any DistillConfig field, e.g. --set temperature=4 --set alpha=0.5.",
+)
 @click.option("--restart", is_flag=True, help="Discard checkpoints in OUT made with another config (default: refuse).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @options.trust_code
@@ -117,6 +217,12 @@ def distill_cmd(run_dir, data, out, q_cache, transfer, split, epochs, device, se
 
     from .distill import distill
 
-    overrides = {"q_cache": list(q_cache) or None, "transfer": list(transfer) or None, "epochs": epochs,
-                 "device": device, "trust_code": trust_code or None, **parse_overrides(sets)}
+    overrides = {
+        "q_cache": list(q_cache) or None,
+        "transfer": list(transfer) or None,
+        "epochs": epochs,
+        "device": device,
+        "trust_code": trust_code or None,
+        **parse_overrides(sets),
+    }
     distill(run_dir, data, out, overrides=overrides, split=split, progress=not quiet, restart=restart, echo=click.echo)

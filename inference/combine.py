@@ -24,22 +24,28 @@ as the reference.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from specens.specialists.model import combine_one
 
 
-def objective(q: torch.Tensor, p_general: torch.Tensor, p_specialists: Sequence[torch.Tensor],
-              groups: Sequence[torch.Tensor], active: torch.Tensor, specialist_weight: float = 1.0) -> torch.Tensor:
+def objective(
+    q: torch.Tensor,
+    p_general: torch.Tensor,
+    p_specialists: Sequence[torch.Tensor],
+    groups: Sequence[torch.Tensor],
+    active: torch.Tensor,
+    specialist_weight: float = 1.0,
+) -> torch.Tensor:
     """F(q) of METHOD §5 per example, up to constants (terms with zero weight count as 0), with
     the specialists' terms weighted by ``specialist_weight``.
 
     q, p_general: (B, C); p_specialists[m]: (B, |S_m| + 1); active: (B, M) bool. Returns (B,).
     """
     f = -torch.xlogy(p_general, q).sum(1)
-    for m, (p, g) in enumerate(zip(p_specialists, groups)):
+    for m, (p, g) in enumerate(zip(p_specialists, groups, strict=True)):
         a = active[:, m].to(q.dtype)
         inside = q[:, g].sum(1)
         term = -torch.xlogy(p[:, :-1], q[:, g]).sum(1) - torch.xlogy(p[:, -1], (1 - inside).clamp_min(0))
@@ -63,17 +69,25 @@ def _validate(p_general, p_specialists, groups, active, specialist_weight):
         raise ValueError(f"{len(p_specialists)} specialist distributions for {len(groups)} groups")
     if active.shape != (b, len(groups)):
         raise ValueError(f"active must be (B, M) = {(b, len(groups))}, got {tuple(active.shape)}")
-    for m, (p, g) in enumerate(zip(p_specialists, groups)):
+    for m, (p, g) in enumerate(zip(p_specialists, groups, strict=True)):
         if p.shape != (b, len(g) + 1):
             raise ValueError(f"p_specialists[{m}] must be (B, |S_m| + 1) = {(b, len(g) + 1)}, got {tuple(p.shape)}")
         if len(g) and (g.min() < 0 or g.max() >= c):
             raise ValueError(f"groups[{m}] has class indices outside [0, {c})")
 
 
-def combine_distributions(p_general: torch.Tensor, p_specialists: Sequence[torch.Tensor],
-                          groups: Sequence[torch.Tensor], active: torch.Tensor, *, method: str = "newton",
-                          specialist_weight: float = 1.0, tol: float = 1e-10, max_iter: int = 100,
-                          dtype: torch.dtype | None = None) -> torch.Tensor:
+def combine_distributions(
+    p_general: torch.Tensor,
+    p_specialists: Sequence[torch.Tensor],
+    groups: Sequence[torch.Tensor],
+    active: torch.Tensor,
+    *,
+    method: str = "newton",
+    specialist_weight: float = 1.0,
+    tol: float = 1e-10,
+    max_iter: int = 100,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """q minimising KL(p_g ‖ q) + w Σ_{m active} KL(p_m ‖ q_m) for each example (METHOD §5).
 
     Args:
@@ -166,7 +180,7 @@ def _gather_specialists(p_specialists, groups, slot, c):
     dtype = p_specialists[0].dtype if p_specialists else torch.float64
     spread = torch.zeros(b, k, c, dtype=dtype, device=slot.device)
     dust = torch.zeros(b, k, dtype=dtype, device=slot.device)
-    for j, (p, g) in enumerate(zip(p_specialists, groups)):
+    for j, (p, g) in enumerate(zip(p_specialists, groups, strict=True)):
         rows, s = (slot == j).nonzero(as_tuple=True)  # each example holds specialist j in at most one slot
         if len(rows):
             spread[rows[:, None], s[:, None], g[None, :]] = p[rows, :-1]
@@ -216,7 +230,11 @@ def _newton(pg, ps, groups, active, weight, tol, max_iter):
             cand = lam + t * step
             qc, dc = q_of(cand)
             gc, rc = residual(cand, qc)
-            ok = ((dc > 0) | (a == 0)).all(1) & (cand >= 0).all(1) & (gc.abs().amax(1) < err * (1 - 1e-4 * t[:, 0]) + 1e-300)
+            ok = (
+                ((dc > 0) | (a == 0)).all(1)
+                & (cand >= 0).all(1)
+                & (gc.abs().amax(1) < err * (1 - 1e-4 * t[:, 0]) + 1e-300)
+            )
             ok = ok | ~todo
             if ok.all():
                 break
@@ -230,8 +248,9 @@ def _newton(pg, ps, groups, active, weight, tol, max_iter):
     unconverged = g.abs().amax(1) > tol
     if unconverged.any():  # degenerate examples (zeros in p_g where mass must go): EM from here
         idx = unconverged.nonzero().flatten()
-        q[idx] = _em(pg[idx], [p[idx] for p in ps], groups, active[idx], weight, q0=q[idx], tol=tol * 1e-2,
-                     max_iter=20_000)
+        q[idx] = _em(
+            pg[idx], [p[idx] for p in ps], groups, active[idx], weight, q0=q[idx], tol=tol * 1e-2, max_iter=20_000
+        )
     return q
 
 

@@ -68,8 +68,23 @@ from .infer import MANIFEST, SETTING_DEFAULTS, shard_stem
 REPORT = "distill.json"
 # What the student inherits from the generalist's own training config unless overridden: its model
 # and how it was optimised. Not inherited: epochs and stopping, the teacher, the data's subsets.
-INHERITED = ("model", "model_kwargs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-             "warmup", "jitter", "train_split", "val_split", "shuffle_buffer", "amp", "seed")
+INHERITED = (
+    "model",
+    "model_kwargs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "warmup",
+    "jitter",
+    "train_split",
+    "val_split",
+    "shuffle_buffer",
+    "amp",
+    "seed",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,8 +105,11 @@ class DistillConfig(TrainConfig):
     temperature: float = redefault(SoftTargetParts, "temperature", 2.0)
 
     def checks(self) -> list[tuple[bool, str]]:
-        return [*super().checks(), (bool(self.run), "run: the run directory of the teaching ensemble is required"),
-                (not self.teacher, "teacher: a distillation's teacher is its run's ensemble; leave teacher empty")]
+        return [
+            *super().checks(),
+            (bool(self.run), "run: the run directory of the teaching ensemble is required"),
+            (not self.teacher, "teacher: a distillation's teacher is its run's ensemble; leave teacher empty"),
+        ]
 
     @property
     def has_teacher(self) -> bool:
@@ -135,8 +153,15 @@ class QCacheTeacher:
     def __init__(self, caches: typing.Sequence[str], ens: Ensemble, sources: typing.Sequence[tuple[str, str]]):
         """``sources``: (dataset directory, split) of the training split (0) and each transfer set."""
         self.fingerprints = [ens.fingerprints]
-        expected = {"fingerprints": ens.fingerprints, "specialists_on": ens.indices, "top_n": ens.top_n,
-                    "method": ens.method, "specialist_weight": ens.specialist_weight, "save_q": True, "complete": True}
+        expected = {
+            "fingerprints": ens.fingerprints,
+            "specialists_on": ens.indices,
+            "top_n": ens.top_n,
+            "method": ens.method,
+            "specialist_weight": ens.specialist_weight,
+            "save_q": True,
+            "complete": True,
+        }
         by_source: dict[int, _Cache] = {}
         for d in caches:
             path = Path(d) / MANIFEST
@@ -144,14 +169,21 @@ class QCacheTeacher:
             for key, want in expected.items():
                 got = m.get(key, SETTING_DEFAULTS.get(key))
                 if got != want:
-                    raise ConfigError(f"{path}: {key} is {got!r}, but the run's ensemble has {want!r}; the q it holds "
-                                      "is not this ensemble's (rerun `specens infer --save-q` into a new --out)")
-            matches = [i for i, (root, split) in enumerate(sources)
-                       if m.get("split") == split and m.get("dataset") == load_info(root).name]
+                    raise ConfigError(
+                        f"{path}: {key} is {got!r}, but the run's ensemble has {want!r}; the q it holds "
+                        "is not this ensemble's (rerun `specens infer --save-q` into a new --out)"
+                    )
+            matches = [
+                i
+                for i, (root, split) in enumerate(sources)
+                if m.get("split") == split and m.get("dataset") == load_info(root).name
+            ]
             if not matches:
                 names = ", ".join(f"{root} split {split!r}" for root, split in sources)
-                raise ConfigError(f"{path}: holds q of dataset {m.get('dataset')!r} split {m.get('split')!r}, which "
-                                  f"is none of the splits this student reads ({names})")
+                raise ConfigError(
+                    f"{path}: holds q of dataset {m.get('dataset')!r} split {m.get('split')!r}, which "
+                    f"is none of the splits this student reads ({names})"
+                )
             i = matches[0]
             root, split = sources[i]
             shards = [s.name for s in load_info(root).split(split).shards]
@@ -162,8 +194,10 @@ class QCacheTeacher:
             by_source[i] = self._open(Path(d), shards, ens.n_classes)
         missing = [f"{root} split {split!r}" for i, (root, split) in enumerate(sources) if i not in by_source]
         if missing:
-            raise ConfigError(f"q_cache: no cache for {missing[0]}; write one with `specens infer --save-q "
-                              "--split ...` or leave q_cache empty to compute q on the fly")
+            raise ConfigError(
+                f"q_cache: no cache for {missing[0]}; write one with `specens infer --save-q "
+                "--split ...` or leave q_cache empty to compute q on the fly"
+            )
         self.caches = [by_source[i] for i in range(len(sources))]
 
     @staticmethod
@@ -180,13 +214,20 @@ class QCacheTeacher:
                 q = np.load(d / f"{stem}.q.npy", mmap_mode="r", allow_pickle=False)
             except (ValueError, OSError, EOFError) as e:
                 raise DataError(f"{d / (stem + '.q.npy')}: not a readable .npy array ({e})") from None
-            if q.ndim == 2 and q.shape[0] and not (np.isfinite(q).all() and (q >= 0).all()
-                                                    and np.allclose(q.sum(1), 1, atol=1e-3)):
-                raise DataError(f"{d / (stem + '.q.npy')}: rows are not probability distributions (non-finite, "
-                                "negative, or not summing to 1)")
+            if (
+                q.ndim == 2
+                and q.shape[0]
+                and not (np.isfinite(q).all() and (q >= 0).all() and np.allclose(q.sum(1), 1, atol=1e-3))
+            ):
+                raise DataError(
+                    f"{d / (stem + '.q.npy')}: rows are not probability distributions (non-finite, "
+                    "negative, or not summing to 1)"
+                )
             if q.shape != (len(keys), n_classes):
-                raise DataError(f"{d / (stem + '.q.npy')}: shape {q.shape}, expected ({len(keys)}, {n_classes}) "
-                                f"from {stem}.jsonl and the ensemble")
+                raise DataError(
+                    f"{d / (stem + '.q.npy')}: shape {q.shape}, expected ({len(keys)}, {n_classes}) "
+                    f"from {stem}.jsonl and the ensemble"
+                )
             index.update((k, (s, r)) for r, k in enumerate(keys))
             arrays.append(q)
         return _Cache(d, index, arrays)
@@ -205,8 +246,9 @@ class QCacheTeacher:
         return 0.0  # paid when the cache was written (`specens infer`'s cost)
 
 
-def distill_config(run_dir: str | Path, data: str, out: str | None = None,
-                   overrides: dict | None = None) -> DistillConfig:
+def distill_config(
+    run_dir: str | Path, data: str, out: str | None = None, overrides: dict | None = None
+) -> DistillConfig:
     """The student's config: the generalist's model and optimisation (:data:`INHERITED`), its
     weights as the start (unless another model is asked for), ``DistillConfig``'s defaults for the
     rest, then ``overrides`` (field -> value or string, as ``--set`` gives them)."""
@@ -218,28 +260,41 @@ def distill_config(run_dir: str | Path, data: str, out: str | None = None,
     values.update(data=data, out=out or str(run_dir / "student"), run=str(run_dir), init=str(gen_dir))
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     cfg = load_config(DistillConfig, None, {**values, **overrides})
-    same_model = (cfg.model, config_to_json(cfg)["model_kwargs"]) == (saved.get("model", ""), saved.get("model_kwargs", {}))
+    same_model = (cfg.model, config_to_json(cfg)["model_kwargs"]) == (
+        saved.get("model", ""),
+        saved.get("model_kwargs", {}),
+    )
     if not same_model and "init" not in overrides:  # another architecture starts from scratch
         cfg = load_config(DistillConfig, None, {**values, **overrides, "init": ""})
     return cfg
 
 
-def distill(run_dir: str | Path, data: str, out: str | None = None, *, overrides: dict | None = None,
-            split: str = "test", progress: bool = True, restart: bool = False, echo=print) -> dict:
+def distill(
+    run_dir: str | Path,
+    data: str,
+    out: str | None = None,
+    *,
+    overrides: dict | None = None,
+    split: str = "test",
+    progress: bool = True,
+    restart: bool = False,
+    echo=print,
+) -> dict:
     """Train (or resume) the student of ``run_dir``'s ensemble on ``data`` and compare it with
     the generalist and the ensemble on ``split``; returns the report, also saved as
     ``<out>/distill.json``."""
-    from specens.generalist.train import train_generalist
-
-    from specens.generalist.train import RUN_FILES
+    from specens.generalist.train import RUN_FILES, train_generalist
 
     cfg = distill_config(run_dir, data, out, overrides)
     check_target(cfg.out, RUN_FILES, "a student's run directory")
     if (Path(cfg.out) / "model.json").exists() and not (Path(cfg.out) / "teacher.json").exists():
-        raise CheckpointError(f"{cfg.out}: holds a generalist that is not a student (no teacher.json); the student "
-                              "is never trained over it: choose another --out")
-    ens = Ensemble.load(cfg.run, device=cfg.device, top_n=cfg.top_n, all_specialists=cfg.all_specialists,
-                        trust_code=cfg.trust_code)
+        raise CheckpointError(
+            f"{cfg.out}: holds a generalist that is not a student (no teacher.json); the student "
+            "is never trained over it: choose another --out"
+        )
+    ens = Ensemble.load(
+        cfg.run, device=cfg.device, top_n=cfg.top_n, all_specialists=cfg.all_specialists, trust_code=cfg.trust_code
+    )
     ens.dataset_info(data)
     if cfg.q_cache:
         sources = [(cfg.data, cfg.train_split)] + [(t, cfg.transfer_split) for t in cfg.transfer]
@@ -267,7 +322,9 @@ def _baseline_rows(path: Path, split: str) -> dict:
     b = read_json(path)
     rows = b.get("rows") if isinstance(b, dict) else None
     if not isinstance(rows, dict) or not all(isinstance(v, dict) for v in rows.values()):
-        raise CheckpointError(f"{path}: expected an object with 'rows' of objects; delete it or rerun `specens baseline`")
+        raise CheckpointError(
+            f"{path}: expected an object with 'rows' of objects; delete it or rerun `specens baseline`"
+        )
     if b.get("split") != split:
         return {}
     out = {}
@@ -288,8 +345,10 @@ def _check_teacher(out: Path, fingerprints: dict, restart: bool) -> None:
     if path.is_file() and not restart:
         old = read_json(path)
         if old != fingerprints:
-            raise CheckpointError(f"{path}: this student was trained from another ensemble ({old}) than the run's "
-                                  f"now ({fingerprints}); rerun with --restart (restart=True) or use another --out")
+            raise CheckpointError(
+                f"{path}: this student was trained from another ensemble ({old}) than the run's "
+                f"now ({fingerprints}); rerun with --restart (restart=True) or use another --out"
+            )
     write_json_atomic(path, fingerprints)
 
 
@@ -299,8 +358,17 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def compare(ens: Ensemble, student_dir: str | Path, data: str, split: str = "test", batch_size: int = 256,
-            progress: bool = True, timing_examples: int = 4096, rounds: int = 3, trust_code: bool = False) -> dict:
+def compare(
+    ens: Ensemble,
+    student_dir: str | Path,
+    data: str,
+    split: str = "test",
+    batch_size: int = 256,
+    progress: bool = True,
+    timing_examples: int = 4096,
+    rounds: int = 3,
+    trust_code: bool = False,
+) -> dict:
     """Student vs generalist vs ensemble on ``split``: top-1, NLL, inference FLOPs and seconds per
     example. ``kept`` is the share of the ensemble's top-1 gain over the generalist that the
     student keeps: (s − g) / (e − g), None when e ≤ g.
@@ -314,8 +382,9 @@ def compare(ens: Ensemble, student_dir: str | Path, data: str, split: str = "tes
     student = load_generalist(student_dir, ens.device, trust_code)
     metrics = {name: Metrics() for name in ("generalist", "ensemble", "student")}
     active, held, n_held = 0, [], 0
-    bar = tqdm(total=info.split(split).num_samples, unit="ex", unit_scale=True, desc=f"compare {split}",
-               disable=not progress)
+    bar = tqdm(
+        total=info.split(split).num_samples, unit="ex", unit_scale=True, desc=f"compare {split}", disable=not progress
+    )
     for batch in iter_split(data, split, batch_size, info=info):
         x, y = batch.inputs.to(ens.device), batch.labels
         if n_held < timing_examples:
@@ -328,28 +397,53 @@ def compare(ens: Ensemble, student_dir: str | Path, data: str, split: str = "tes
         metrics["ensemble"].update(torch.log(out.q.clamp_min(1e-30)).cpu(), y)
         bar.update(len(batch))
     bar.close()
-    seconds = time_models({"student": lambda x: F.softmax(student.model(x).float(), 1),
-                           "generalist": lambda x: F.softmax(ens.generalist.model(x).float(), 1),
-                           "ensemble": ens.forward}, held, ens.device, rounds)
+    seconds = time_models(
+        {
+            "student": lambda x: F.softmax(student.model(x).float(), 1),
+            "generalist": lambda x: F.softmax(ens.generalist.model(x).float(), 1),
+            "ensemble": ens.forward,
+        },
+        held,
+        ens.device,
+        rounds,
+    )
     example = held[0][:8]
     n = metrics["student"].n
     f_g = forward_flops(ens.generalist.model, example)
     f_s = ens.specialist_flops(example)
-    flops = {"generalist": f_g, "ensemble": f_g + active / max(n, 1) * f_s,
-             "student": forward_flops(student.model, example)}
-    rows = {name: {**{k: v for k, v in m.result().items() if k in ("top1", "top5", "nll")},
-                   "flops_per_example": flops[name], "seconds_per_example": seconds[name]}
-            for name, m in metrics.items()}
+    flops = {
+        "generalist": f_g,
+        "ensemble": f_g + active / max(n, 1) * f_s,
+        "student": forward_flops(student.model, example),
+    }
+    rows = {
+        name: {
+            **{k: v for k, v in m.result().items() if k in ("top1", "top5", "nll")},
+            "flops_per_example": flops[name],
+            "seconds_per_example": seconds[name],
+        }
+        for name, m in metrics.items()
+    }
     g, e, s = (rows[k]["top1"] for k in ("generalist", "ensemble", "student"))
-    cost = {k: (student.meta.get("metrics", {}).get("cost") or {}).get(k)
-            for k in ("train_flops", "teacher_flops_per_example", "wall_seconds", "epochs")}
-    return {"dataset": info.name, "split": split, "n": n, "rows": rows,
-            "ensemble_gain": e - g, "student_gain": s - g, "kept": (s - g) / (e - g) if e > g else None,
-            "student_over_generalist_seconds": seconds["student"] / seconds["generalist"],
-            "ensemble_over_generalist_seconds": seconds["ensemble"] / seconds["generalist"],
-            "mean_active_specialists": active / max(n, 1), "student_training": cost,
-            "generalist_training_flops": (ens.training_costs.get("generalist") or {}).get("train_flops"),
-            "fingerprints": {"student": student.fingerprint, **ens.fingerprints}}
+    cost = {
+        k: (student.meta.get("metrics", {}).get("cost") or {}).get(k)
+        for k in ("train_flops", "teacher_flops_per_example", "wall_seconds", "epochs")
+    }
+    return {
+        "dataset": info.name,
+        "split": split,
+        "n": n,
+        "rows": rows,
+        "ensemble_gain": e - g,
+        "student_gain": s - g,
+        "kept": (s - g) / (e - g) if e > g else None,
+        "student_over_generalist_seconds": seconds["student"] / seconds["generalist"],
+        "ensemble_over_generalist_seconds": seconds["ensemble"] / seconds["generalist"],
+        "mean_active_specialists": active / max(n, 1),
+        "student_training": cost,
+        "generalist_training_flops": (ens.training_costs.get("generalist") or {}).get("train_flops"),
+        "fingerprints": {"student": student.fingerprint, **ens.fingerprints},
+    }
 
 
 @torch.no_grad()
@@ -373,25 +467,34 @@ def time_models(models: dict, batches: list[torch.Tensor], device: torch.device,
 
 def format_report(r: dict) -> str:
     """The report as an aligned plain-text table."""
-    lines = [f"{r['dataset']} {r['split']}: {r['n']} examples; the ensemble runs "
-             f"{r['mean_active_specialists']:.2f} specialists per example on average",
-             f"{'':<14}{'top-1':>8}{'NLL':>9}{'FLOP/example':>16}{'time':>8}"]
+    lines = [
+        f"{r['dataset']} {r['split']}: {r['n']} examples; the ensemble runs "
+        f"{r['mean_active_specialists']:.2f} specialists per example on average",
+        f"{'':<14}{'top-1':>8}{'NLL':>9}{'FLOP/example':>16}{'time':>8}",
+    ]
     for name in ("generalist", "ensemble", "student"):
         row = r["rows"][name]
         rel = row["seconds_per_example"] / r["rows"]["generalist"]["seconds_per_example"]
-        lines.append(f"{name:<14}{row['top1']:>8.4f}{row['nll']:>9.4f}{format_flops(row['flops_per_example']):>16}"
-                     f"{rel:>7.2f}x")
+        lines.append(
+            f"{name:<14}{row['top1']:>8.4f}{row['nll']:>9.4f}{format_flops(row['flops_per_example']):>16}{rel:>7.2f}x"
+        )
     for name, row in (r.get("baselines") or {}).items():
         lines.append(f"{name:<14}{row['top1']:>8.4f}{row['nll']:>9.4f}   (specens baseline, same split)")
     if r["kept"] is None:
-        lines.append(f"the ensemble does not beat the generalist at top-1 here ({r['ensemble_gain']:+.4f}): no gain to "
-                     f"keep; the student is {r['student_gain']:+.4f} from the generalist")
+        lines.append(
+            f"the ensemble does not beat the generalist at top-1 here ({r['ensemble_gain']:+.4f}): no gain to "
+            f"keep; the student is {r['student_gain']:+.4f} from the generalist"
+        )
     else:
-        lines.append(f"the student keeps {r['kept']:.0%} of the ensemble's top-1 gain "
-                     f"({r['student_gain']:+.4f} of {r['ensemble_gain']:+.4f})")
+        lines.append(
+            f"the student keeps {r['kept']:.0%} of the ensemble's top-1 gain "
+            f"({r['student_gain']:+.4f} of {r['ensemble_gain']:+.4f})"
+        )
     t = r.get("student_training") or {}
     if t.get("train_flops") and r.get("generalist_training_flops"):
-        lines.append(f"student training: {format_flops(t['train_flops'])} "
-                     f"({t['train_flops'] / r['generalist_training_flops']:.2f}x the generalist's), "
-                     f"{t['wall_seconds']:.0f} s, {t['epochs']} epochs")
+        lines.append(
+            f"student training: {format_flops(t['train_flops'])} "
+            f"({t['train_flops'] / r['generalist_training_flops']:.2f}x the generalist's), "
+            f"{t['wall_seconds']:.0f} s, {t['epochs']} epochs"
+        )
     return "\n".join(lines)

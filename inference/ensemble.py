@@ -21,25 +21,24 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from specens.clustering.cluster import load_clusters
+from specens.core.cost import forward_flops
 from specens.core.device import resolve_device
 from specens.core.errors import CheckpointError, ConfigError, check_same_classes, check_same_input
 from specens.data.format import INFO_FILE, load_info
 from specens.generalist.checkpoint import Generalist, load_generalist
-from specens.core.cost import forward_flops
 from specens.specialists.model import apply_correction, route, split_body
 from specens.specialists.train import META as SPECIALIST_META
 from specens.specialists.train import load_specialist, read_specialist, specialist_dir
 
 from .combine import check_specialist_weight, combine_distributions
-
 
 SPECIALIST_MEMORY = 2 * 2**30  # bytes of specialist weights an Ensemble keeps loaded by default
 
@@ -50,8 +49,14 @@ class SpecialistStore(Sequence):
     so an ensemble of hundreds of specialists needs the memory of the few a batch routes to, not
     of all M. ``store[m]`` is specialist m's model; ``loads`` counts loads from disk."""
 
-    def __init__(self, dirs: Sequence[Path], generalist_model: torch.nn.Module, device: torch.device,
-                 max_bytes: int, fingerprints: Sequence[str] | None = None):
+    def __init__(
+        self,
+        dirs: Sequence[Path],
+        generalist_model: torch.nn.Module,
+        device: torch.device,
+        max_bytes: int,
+        fingerprints: Sequence[str] | None = None,
+    ):
         self.dirs, self.base, self.device, self.max_bytes = list(dirs), generalist_model, device, max_bytes
         self.fingerprints = list(fingerprints) if fingerprints is not None else None  # as the ensemble loaded them
         self._cache: OrderedDict[int, tuple[torch.nn.Module, int]] = OrderedDict()
@@ -71,8 +76,10 @@ class SpecialistStore(Sequence):
             raise IndexError(f"specialist {m} of {len(self)}")
         model, meta = load_specialist(self.dirs[m], self.base, self.device)
         if self.fingerprints is not None and meta["fingerprint"] != self.fingerprints[m]:
-            raise CheckpointError(f"{self.dirs[m]}: changed since the ensemble was loaded (fingerprint "
-                                  f"{self.fingerprints[m]} then, {meta['fingerprint']} now)")
+            raise CheckpointError(
+                f"{self.dirs[m]}: changed since the ensemble was loaded (fingerprint "
+                f"{self.fingerprints[m]} then, {meta['fingerprint']} now)"
+            )
         self.loads += 1
         self._cache[m] = (model, sum(t.numel() * t.element_size() for t in model.state_dict().values()))
         while len(self._cache) > 1 and self.loaded_bytes > self.max_bytes:
@@ -104,11 +111,22 @@ class Ensemble:
         labels = ens.predict(images)           # (B,)
     """
 
-    def __init__(self, generalist: Generalist, groups: Sequence[torch.Tensor], specialists: Sequence[torch.nn.Module],
-                 corrections: Sequence[float], *, top_n: int = 1, method: str = "newton",
-                 specialist_weight: float = 1.0, device: torch.device | str = "cpu",
-                 fingerprints: dict | None = None, indices: Sequence[int] | None = None,
-                 gated_off: Sequence[int] = (), top_blocks: int = 0):
+    def __init__(
+        self,
+        generalist: Generalist,
+        groups: Sequence[torch.Tensor],
+        specialists: Sequence[torch.nn.Module],
+        corrections: Sequence[float],
+        *,
+        top_n: int = 1,
+        method: str = "newton",
+        specialist_weight: float = 1.0,
+        device: torch.device | str = "cpu",
+        fingerprints: dict | None = None,
+        indices: Sequence[int] | None = None,
+        gated_off: Sequence[int] = (),
+        top_blocks: int = 0,
+    ):
         if not len(groups) == len(specialists) == len(corrections):
             raise ValueError(f"{len(groups)} groups, {len(specialists)} specialists, {len(corrections)} corrections")
         if top_n < 1:
@@ -125,9 +143,9 @@ class Ensemble:
         self.gated_off = list(gated_off)  # trained specialists the gate left out
         # With shared-trunk specialists (top_blocks > 0) the generalist's body runs as trunk, then top:
         # the trunk's output is computed once per batch and every routed specialist starts from it.
-        self.trunk, self.generalist_top = (split_body(generalist.model.body, top_blocks) if top_blocks
-                                           else (None, None))
-        self.training_costs: dict = {}  # "generalist": its cost block, "specialists": every trained one's (load fills it)
+        self.trunk, self.generalist_top = split_body(generalist.model.body, top_blocks) if top_blocks else (None, None)
+        # "generalist": its cost block, "specialists": every trained one's (load fills it)
+        self.training_costs: dict = {}
         self.seconds = {"generalist": 0.0, "specialists": 0.0, "combine": 0.0}  # time spent in each step so far
         self.membership = torch.zeros(len(self.groups), generalist.n_classes, dtype=torch.bool, device=self.device)
         for m, g in enumerate(self.groups):
@@ -145,15 +163,26 @@ class Ensemble:
         """``data``'s :class:`DatasetInfo`, after checking that its classes are the ensemble's."""
         info = load_info(data)
         check_same_classes(self.classes, info.classes, "the ensemble's generalist", f"{data}/{INFO_FILE}")
-        check_same_input(self.generalist.spec.input_shape, info.input.shape, "the ensemble's generalist",
-                         f"{data}/{INFO_FILE}")
+        check_same_input(
+            self.generalist.spec.input_shape, info.input.shape, "the ensemble's generalist", f"{data}/{INFO_FILE}"
+        )
         return info
 
     @classmethod
-    def load(cls, run_dir: str | Path, *, generalist: str | Path | None = None, clusters: str | Path | None = None,
-             device: str = "auto", top_n: int = 1, method: str = "newton",
-             specialist_weight: float = 1.0, all_specialists: bool = False,
-             specialist_memory: int = SPECIALIST_MEMORY, trust_code: bool = False) -> "Ensemble":
+    def load(
+        cls,
+        run_dir: str | Path,
+        *,
+        generalist: str | Path | None = None,
+        clusters: str | Path | None = None,
+        device: str = "auto",
+        top_n: int = 1,
+        method: str = "newton",
+        specialist_weight: float = 1.0,
+        all_specialists: bool = False,
+        specialist_memory: int = SPECIALIST_MEMORY,
+        trust_code: bool = False,
+    ) -> Ensemble:
         """Load ``run_dir``'s generalist, ``clusters.json`` and every specialist, and check that
         they fit together: the groups were made from this generalist, and each specialist
         ``sNNN`` was trained from this generalist for group NNN of this ``clusters.json``. Any
@@ -183,24 +212,33 @@ class Ensemble:
             meta_path = d / SPECIALIST_META
             meta = read_specialist(d) if meta_path.is_file() else None
             if meta is None:
-                raise CheckpointError(f"{meta_path}: missing; group {m} of {clusters_path} has no trained specialist "
-                                      "(run `specens specialists train`)")
+                raise CheckpointError(
+                    f"{meta_path}: missing; group {m} of {clusters_path} has no trained specialist "
+                    "(run `specens specialists train`)"
+                )
             if meta["generalist_fingerprint"] != gen.fingerprint:
-                raise CheckpointError(f"{meta_path}: trained from generalist {meta['generalist_fingerprint']}, but "
-                                      f"{gen_dir} is {gen.fingerprint}")
+                raise CheckpointError(
+                    f"{meta_path}: trained from generalist {meta['generalist_fingerprint']}, but "
+                    f"{gen_dir} is {gen.fingerprint}"
+                )
             if meta["clusters_fingerprint"] != cl.fingerprint:
-                raise CheckpointError(f"{meta_path}: trained for another clusters.json than {clusters_path} "
-                                      f"({meta['clusters_fingerprint']} vs {cl.fingerprint})")
+                raise CheckpointError(
+                    f"{meta_path}: trained for another clusters.json than {clusters_path} "
+                    f"({meta['clusters_fingerprint']} vs {cl.fingerprint})"
+                )
             if meta["group"] != group.tolist():
                 raise CheckpointError(f"{meta_path}: its group differs from group {m} of {clusters_path}")
             if meta["classes"] != [gen.classes[c] for c in meta["group"] if c < gen.n_classes]:
                 raise CheckpointError(f"{meta_path}: its class names are not those of its group in {gen_dir}")
             if meta["model"]["generalist_model"] != gen.meta["model"]:
-                raise CheckpointError(f"{meta_path}: built on another architecture ({meta['model']['generalist_model']}) "
-                                      f"than {gen_dir}'s")
+                raise CheckpointError(
+                    f"{meta_path}: built on another architecture ({meta['model']['generalist_model']}) than {gen_dir}'s"
+                )
             if meta["n_classes"] != gen.n_classes or meta["index"] != m:
-                raise CheckpointError(f"{meta_path}: made as specialist {meta['index']} of {meta['n_classes']} classes, "
-                                      f"but it sits at group {m} of a {gen.n_classes}-class generalist")
+                raise CheckpointError(
+                    f"{meta_path}: made as specialist {meta['index']} of {meta['n_classes']} classes, "
+                    f"but it sits at group {m} of a {gen.n_classes}-class generalist"
+                )
             costs.append(meta["cost"])
             if not (all_specialists or meta["gate"]["on"]):
                 gated_off.append(m)
@@ -210,32 +248,54 @@ class Ensemble:
             specialist_fps[m] = meta["fingerprint"]
             corrections.append(meta["dustbin_correction"])
             kept.append(m)
-        extra = sorted(p.name for p in (run_dir / "specialists").glob("s[0-9][0-9][0-9]")
-                       if int(p.name[1:]) >= len(cl.groups))
+        extra = sorted(
+            p.name for p in (run_dir / "specialists").glob("s[0-9][0-9][0-9]") if int(p.name[1:]) >= len(cl.groups)
+        )
         if extra:
-            raise CheckpointError(f"{run_dir / 'specialists' / extra[0]}: no such group in {clusters_path} "
-                                  f"({len(cl.groups)} groups); the specialists come from another clustering")
-        fps = {"generalist": gen.fingerprint, "clusters": cl.fingerprint,
-               "specialists": [specialist_fps[m] for m in kept]}
+            raise CheckpointError(
+                f"{run_dir / 'specialists' / extra[0]}: no such group in {clusters_path} "
+                f"({len(cl.groups)} groups); the specialists come from another clustering"
+            )
+        fps = {
+            "generalist": gen.fingerprint,
+            "clusters": cl.fingerprint,
+            "specialists": [specialist_fps[m] for m in kept],
+        }
         if len(blocks) > 1:
-            raise CheckpointError(f"{run_dir / 'specialists'}: specialists with different shared trunks "
-                                  f"(top_blocks {sorted(blocks)}); retrain them with one shared_trunk")
+            raise CheckpointError(
+                f"{run_dir / 'specialists'}: specialists with different shared trunks "
+                f"(top_blocks {sorted(blocks)}); retrain them with one shared_trunk"
+            )
         if blocks and max(blocks):
             try:
                 split_body(gen.model.body, max(blocks))
             except ValueError as e:
-                raise CheckpointError(f"{run_dir / 'specialists'}: 'top_blocks' does not fit {gen_dir}'s model: {e}") from None
+                raise CheckpointError(
+                    f"{run_dir / 'specialists'}: 'top_blocks' does not fit {gen_dir}'s model: {e}"
+                ) from None
         for d in specialists:
             if not (d / "model.safetensors").is_file():
                 raise CheckpointError(f"{d / 'model.safetensors'}: missing")
         if sum((d / "model.safetensors").stat().st_size for d in specialists) <= specialist_memory:
             specialists = [load_specialist(d, gen.model, dev)[0] for d in specialists]
         else:
-            specialists = SpecialistStore(specialists, gen.model, dev, specialist_memory,
-                                          [specialist_fps[m] for m in kept])
-        ens = cls(gen, [torch.as_tensor(cl.groups[m]) for m in kept], specialists, corrections, top_n=top_n,
-                  method=method, specialist_weight=specialist_weight, device=dev, fingerprints=fps, indices=kept,
-                  gated_off=gated_off, top_blocks=next(iter(blocks), 0))
+            specialists = SpecialistStore(
+                specialists, gen.model, dev, specialist_memory, [specialist_fps[m] for m in kept]
+            )
+        ens = cls(
+            gen,
+            [torch.as_tensor(cl.groups[m]) for m in kept],
+            specialists,
+            corrections,
+            top_n=top_n,
+            method=method,
+            specialist_weight=specialist_weight,
+            device=dev,
+            fingerprints=fps,
+            indices=kept,
+            gated_off=gated_off,
+            top_blocks=next(iter(blocks), 0),
+        )
         ens.training_costs = {"generalist": gen.meta["metrics"].get("cost"), "specialists": costs}
         return ens
 
@@ -257,8 +317,13 @@ class Ensemble:
         self.seconds["combine"] += time.perf_counter() - t0
         return EnsembleOutput(q, p_g, active)
 
-    def combine(self, p_g: torch.Tensor, active: torch.Tensor, p_specs: Sequence[torch.Tensor],
-                specialist_weight: float | None = None) -> torch.Tensor:
+    def combine(
+        self,
+        p_g: torch.Tensor,
+        active: torch.Tensor,
+        p_specs: Sequence[torch.Tensor],
+        specialist_weight: float | None = None,
+    ) -> torch.Tensor:
         """q from what :meth:`experts` returned (step 5), with this ensemble's w unless one is given."""
         w = self.specialist_weight if specialist_weight is None else specialist_weight
         return combine_distributions(p_g, p_specs, self.groups, active, method=self.method, specialist_weight=w)

@@ -42,8 +42,10 @@ class EnsembleTally:
         self.membership = membership.cpu()
         self.union = self.membership.any(0)  # (C,) U
         self.n = 0
-        self.correct = {"generalist": {"top1": 0, "top5": 0, "conditional": 0},
-                        "ensemble": {"top1": 0, "top5": 0, "conditional": 0}}
+        self.correct = {
+            "generalist": {"top1": 0, "top5": 0, "conditional": 0},
+            "ensemble": {"top1": 0, "top5": 0, "conditional": 0},
+        }
         self.nll = {"generalist": 0.0, "ensemble": 0.0}
         self.n_in_union = 0
         self.active_total = 0
@@ -85,8 +87,12 @@ class EnsembleTally:
         out = {"n": self.n}
         for name in ("generalist", "ensemble"):
             c = self.correct[name]
-            out[name] = {"top1": c["top1"] / n, "top5": c["top5"] / n, "nll": self.nll[name] / n,
-                         "conditional": c["conditional"] / max(self.n_in_union, 1)}
+            out[name] = {
+                "top1": c["top1"] / n,
+                "top5": c["top5"] / n,
+                "nll": self.nll[name] / n,
+                "conditional": c["conditional"] / max(self.n_in_union, 1),
+            }
         g1, e1 = out["generalist"]["top1"], out["ensemble"]["top1"]
         out["top1_relative_improvement"] = (e1 - g1) / g1 if g1 else math.nan
         out["top1_error_relative_cut"] = ((1 - g1) - (1 - e1)) / (1 - g1) if g1 < 1 else math.nan
@@ -95,28 +101,40 @@ class EnsembleTally:
         out["n_in_union"] = self.n_in_union
         out["mean_active_specialists"] = self.active_total / n
         out["routed_fraction"] = self.routed / n
-        out["routing"] = {"covered": self.covered, "missed": self.missed,
-                          "missed_fraction": self.missed / max(self.covered, 1)}
+        out["routing"] = {
+            "covered": self.covered,
+            "missed": self.missed,
+            "missed_fraction": self.missed / max(self.covered, 1),
+        }
         rows = []
         for b, (count, gen, ens) in enumerate(self.buckets.tolist()):
             if count:
-                rows.append({"covering": f"{b}+" if b == MAX_BUCKET else str(b), "count": count,
-                             "generalist_correct": gen, "ensemble_correct": ens, "delta_correct": ens - gen,
-                             "relative_improvement": (ens - gen) / gen if gen else math.nan})
+                rows.append(
+                    {
+                        "covering": f"{b}+" if b == MAX_BUCKET else str(b),
+                        "count": count,
+                        "generalist_correct": gen,
+                        "ensemble_correct": ens,
+                        "delta_correct": ens - gen,
+                        "relative_improvement": (ens - gen) / gen if gen else math.nan,
+                    }
+                )
         out["table4"] = rows
         return out
 
 
 @torch.no_grad()
-def evaluate_ensemble(ens: Ensemble, data: str, split: str = "test", batch_size: int = 256,
-                      progress: bool = True) -> dict:
+def evaluate_ensemble(
+    ens: Ensemble, data: str, split: str = "test", batch_size: int = 256, progress: bool = True
+) -> dict:
     """Stream ``data``'s labelled ``split`` through ``ens``; returns :meth:`EnsembleTally.result`."""
     info = ens.dataset_info(data)
     tally = EnsembleTally(ens.membership)
     ens.seconds = dict.fromkeys(ens.seconds, 0.0)
     example = None
-    bar = tqdm(total=info.split(split).num_samples, unit="ex", unit_scale=True, desc=f"evaluate {split}",
-               disable=not progress)
+    bar = tqdm(
+        total=info.split(split).num_samples, unit="ex", unit_scale=True, desc=f"evaluate {split}", disable=not progress
+    )
     for batch in iter_split(data, split, batch_size, info=info):
         res = ens.forward(batch.inputs)
         tally.update(res.p_general, res.q, res.active, batch.labels)
@@ -124,9 +142,18 @@ def evaluate_ensemble(ens: Ensemble, data: str, split: str = "test", batch_size:
         bar.update(len(batch))
     bar.close()
     result = tally.result()
-    result.update({"dataset": info.name, "split": split, "n_specialists": len(ens.groups), "top_n": ens.top_n,
-                   "specialist_weight": ens.specialist_weight, "fingerprints": ens.fingerprints,
-                   "specialists_on": ens.indices, "specialists_gated_off": ens.gated_off})
+    result.update(
+        {
+            "dataset": info.name,
+            "split": split,
+            "n_specialists": len(ens.groups),
+            "top_n": ens.top_n,
+            "specialist_weight": ens.specialist_weight,
+            "fingerprints": ens.fingerprints,
+            "specialists_on": ens.indices,
+            "specialists_gated_off": ens.gated_off,
+        }
+    )
     if example is not None:
         result["cost"] = cost_report(ens, result["mean_active_specialists"], example)
     return result
@@ -141,21 +168,37 @@ def cost_report(ens: Ensemble, mean_active: float, example: torch.Tensor) -> dic
     and the measured one, the time of the whole ensemble over the generalist's share of it."""
     gen = ens.training_costs.get("generalist") or {}
     specs = [c for c in ens.training_costs.get("specialists", []) if c]
-    keys = ("train_flops", "examples", "steps", "wall_seconds", "train_seconds", "validation_seconds",
-            "overhead_seconds")
+    keys = (
+        "train_flops",
+        "examples",
+        "steps",
+        "wall_seconds",
+        "train_seconds",
+        "validation_seconds",
+        "overhead_seconds",
+    )
     total = {k: sum(c.get(k, 0) for c in specs) for k in keys}
     x = example.to(ens.device)
     f_g = forward_flops(ens.generalist.model, x)
     f_s = ens.specialist_flops(x)
     sec = ens.seconds
-    return {"training": {"generalist": gen, "specialists": {"count": len(specs), **total},
-                         "specialists_over_generalist": (total["train_flops"] / gen["train_flops"]
-                                                         if gen.get("train_flops") else None)},
-            "inference": {"generalist_passes": 1.0, "specialist_passes": mean_active,
-                          "flops_per_example": {"generalist": f_g, "specialist": f_s},
-                          "predicted_ratio": 1 + mean_active * f_s / f_g if f_g else None,
-                          "measured_ratio": sum(sec.values()) / sec["generalist"] if sec["generalist"] else None,
-                          "seconds": dict(sec)}}
+    return {
+        "training": {
+            "generalist": gen,
+            "specialists": {"count": len(specs), **total},
+            "specialists_over_generalist": (
+                total["train_flops"] / gen["train_flops"] if gen.get("train_flops") else None
+            ),
+        },
+        "inference": {
+            "generalist_passes": 1.0,
+            "specialist_passes": mean_active,
+            "flops_per_example": {"generalist": f_g, "specialist": f_s},
+            "predicted_ratio": 1 + mean_active * f_s / f_g if f_g else None,
+            "measured_ratio": sum(sec.values()) / sec["generalist"] if sec["generalist"] else None,
+            "seconds": dict(sec),
+        },
+    }
 
 
 def format_report(r: dict) -> str:
@@ -163,27 +206,31 @@ def format_report(r: dict) -> str:
     g, e = r["generalist"], r["ensemble"]
     off = r.get("specialists_gated_off", [])
     gated = f" ({len(off)} more gated off on validation: {', '.join(map(str, off))})" if off else ""
-    lines = [f"{r.get('dataset', '')} {r.get('split', '')}: {r['n']} examples, {r.get('n_specialists', '?')} "
-             f"specialists on{gated}, top-{r.get('top_n', 1)} routing, {r['mean_active_specialists']:.2f} active "
-             "on average",
-             "",
-             f"{'':<22}{'generalist':>12}{'ensemble':>12}{'relative':>10}",
-             f"{'top-1 accuracy':<22}{g['top1']:>12.4f}{e['top1']:>12.4f}{r['top1_relative_improvement']:>+10.1%}",
-             f"{'top-5 accuracy':<22}{g['top5']:>12.4f}{e['top5']:>12.4f}",
-             f"{'conditional accuracy':<22}{g['conditional']:>12.4f}{e['conditional']:>12.4f}"
-             f"{_pct(r['conditional_relative_improvement']):>10}",
-             f"{'NLL':<22}{g['nll']:>12.4f}{e['nll']:>12.4f}",
-             f"top-1 error cut by {r['top1_error_relative_cut']:+.1%} (relative); routing missed "
-             f"{r['routing']['missed']} of {r['routing']['covered']} covered examples "
-             f"({r['routing']['missed_fraction']:.1%})",
-             *_cost_lines(r.get("cost")),
-             "",
-             "Table 4: by number of specialists covering the true class",
-             f"{'covering':>9}{'examples':>10}{'Δ correct':>11}{'relative':>10}"]
+    lines = [
+        f"{r.get('dataset', '')} {r.get('split', '')}: {r['n']} examples, {r.get('n_specialists', '?')} "
+        f"specialists on{gated}, top-{r.get('top_n', 1)} routing, {r['mean_active_specialists']:.2f} active "
+        "on average",
+        "",
+        f"{'':<22}{'generalist':>12}{'ensemble':>12}{'relative':>10}",
+        f"{'top-1 accuracy':<22}{g['top1']:>12.4f}{e['top1']:>12.4f}{r['top1_relative_improvement']:>+10.1%}",
+        f"{'top-5 accuracy':<22}{g['top5']:>12.4f}{e['top5']:>12.4f}",
+        f"{'conditional accuracy':<22}{g['conditional']:>12.4f}{e['conditional']:>12.4f}"
+        f"{_pct(r['conditional_relative_improvement']):>10}",
+        f"{'NLL':<22}{g['nll']:>12.4f}{e['nll']:>12.4f}",
+        f"top-1 error cut by {r['top1_error_relative_cut']:+.1%} (relative); routing missed "
+        f"{r['routing']['missed']} of {r['routing']['covered']} covered examples "
+        f"({r['routing']['missed_fraction']:.1%})",
+        *_cost_lines(r.get("cost")),
+        "",
+        "Table 4: by number of specialists covering the true class",
+        f"{'covering':>9}{'examples':>10}{'Δ correct':>11}{'relative':>10}",
+    ]
     for row in r["table4"]:
         rel = row["relative_improvement"]
-        lines.append(f"{row['covering']:>9}{row['count']:>10}{row['delta_correct']:>+11d}"
-                     f"{'n/a' if math.isnan(rel) else format(rel, '+.1%'):>10}")
+        lines.append(
+            f"{row['covering']:>9}{row['count']:>10}{row['delta_correct']:>+11d}"
+            f"{'n/a' if math.isnan(rel) else format(rel, '+.1%'):>10}"
+        )
     return "\n".join(lines)
 
 
@@ -193,16 +240,23 @@ def _cost_lines(cost: dict | None) -> list[str]:
     gen, spec, inf = cost["training"]["generalist"], cost["training"]["specialists"], cost["inference"]
     lines = []
     if gen:
-        lines.append(f"training: generalist {format_flops(gen['train_flops'])}, {gen['wall_seconds']:.0f} s; "
-                     f"{spec['count']} specialists {format_flops(spec['train_flops'])}, {spec['wall_seconds']:.0f} s "
-                     f"summed (training {spec['train_seconds']:.0f} s, validation {spec['validation_seconds']:.0f} s, "
-                     f"overhead {spec['overhead_seconds']:.0f} s)"
-                     + (f"; specialists = {cost['training']['specialists_over_generalist']:.2f} x the generalist's FLOPs"
-                        if cost["training"]["specialists_over_generalist"] else ""))
+        lines.append(
+            f"training: generalist {format_flops(gen['train_flops'])}, {gen['wall_seconds']:.0f} s; "
+            f"{spec['count']} specialists {format_flops(spec['train_flops'])}, {spec['wall_seconds']:.0f} s "
+            f"summed (training {spec['train_seconds']:.0f} s, validation {spec['validation_seconds']:.0f} s, "
+            f"overhead {spec['overhead_seconds']:.0f} s)"
+            + (
+                f"; specialists = {cost['training']['specialists_over_generalist']:.2f} x the generalist's FLOPs"
+                if cost["training"]["specialists_over_generalist"]
+                else ""
+            )
+        )
     if inf["predicted_ratio"] and inf["measured_ratio"]:
-        lines.append(f"inference per example: 1 generalist pass + {inf['specialist_passes']:.2f} specialist passes; "
-                     f"{inf['predicted_ratio']:.2f} x the generalist's FLOPs predicted, {inf['measured_ratio']:.2f} x its "
-                     "time measured")
+        lines.append(
+            f"inference per example: 1 generalist pass + {inf['specialist_passes']:.2f} specialist passes; "
+            f"{inf['predicted_ratio']:.2f} x the generalist's FLOPs predicted, {inf['measured_ratio']:.2f} x its "
+            "time measured"
+        )
     return lines
 
 
@@ -222,6 +276,7 @@ def save_report(r: dict, out: str | Path) -> None:
     def write(tmp: Path) -> None:
         write_json_atomic(tmp / "evaluation.json", _json_safe(r))
         _plot_table4(r, tmp / "table4.png", plt)
+
     publish_dir(out, write, own=("evaluation.json", "table4.png"), what="a `specens evaluate` output")
 
 

@@ -13,18 +13,18 @@ For every shard of the chosen split, ``infer`` writes into ``out``:
 
 Every file is written to a temporary name and renamed into place, ``.q.npy`` before ``.jsonl``,
 so a shard is finished exactly when its ``.jsonl`` exists. With ``workers`` > 1 the shards are
-written in parallel by Ray tasks (the q cache of ``specens distill``, over a large training split). A rerun on the same ``out`` skips the
-finished shards; as each shard's batches depend on that shard alone, the outputs of an
-interrupted and resumed run are byte-identical to an uninterrupted run's. A rerun with other
-settings or another run directory is refused rather than mixed in.
+written in parallel by Ray tasks (the q cache of ``specens distill``, over a large training split).
+A rerun on the same ``out`` skips the finished shards; as each shard's batches depend on that
+shard alone, the outputs of an interrupted and resumed run are byte-identical to an uninterrupted
+run's. A rerun with other settings or another run directory is refused rather than mixed in.
 """
 
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -50,44 +50,90 @@ def shard_stem(name: str) -> str:
 def _lines(keys, q: torch.Tensor, active: torch.Tensor, names, k: int) -> list[str]:
     probs, idx = q.topk(k, dim=1)
     out = []
-    for key, p, i, a in zip(keys, probs.tolist(), idx.tolist(), active.tolist()):
-        out.append(json.dumps({"key": key, "classes": i, "names": [names[c] for c in i],
-                               "probs": [round(v, 7) for v in p],
-                               "specialists": [m for m, on in enumerate(a) if on]}, ensure_ascii=False))
+    for key, p, i, a in zip(keys, probs.tolist(), idx.tolist(), active.tolist(), strict=True):
+        out.append(
+            json.dumps(
+                {
+                    "key": key,
+                    "classes": i,
+                    "names": [names[c] for c in i],
+                    "probs": [round(v, 7) for v in p],
+                    "specialists": [m for m, on in enumerate(a) if on],
+                },
+                ensure_ascii=False,
+            )
+        )
     return out
 
 
-def infer(run_dir: str, data: str, out: str, *, split: str = "test", top_k: int = 5, save_q: bool = False,
-          batch_size: int = 256, top_n: int = 1, device: str = "auto", progress: bool = True,
-          ensemble: Ensemble | None = None, all_specialists: bool = False, workers: int = 1,
-          specialist_memory: int = SPECIALIST_MEMORY, on_batch: Callable[[int, int, int], None] | None = None,
-          trust_code: bool = False) -> dict:
+def infer(
+    run_dir: str,
+    data: str,
+    out: str,
+    *,
+    split: str = "test",
+    top_k: int = 5,
+    save_q: bool = False,
+    batch_size: int = 256,
+    top_n: int = 1,
+    device: str = "auto",
+    progress: bool = True,
+    ensemble: Ensemble | None = None,
+    all_specialists: bool = False,
+    workers: int = 1,
+    specialist_memory: int = SPECIALIST_MEMORY,
+    on_batch: Callable[[int, int, int], None] | None = None,
+    trust_code: bool = False,
+) -> dict:
     """Predict every sample of ``data``'s ``split`` with the ensemble of ``run_dir``; see the
     module docstring for the outputs. Returns the final manifest.
 
     ``workers`` > 1 writes the unfinished shards in that many Ray tasks (a local Ray cluster on
     loopback, or the cluster of ``ray job submit``), each loading the ensemble itself with one CPU;
-    every shard's files are what a single process writes at one torch thread, byte for byte. ``on_batch(shard_index, done,
-    shard_samples)`` is called after each batch with the samples of the shard done so far
+    every shard's files are what a single process writes at one torch thread, byte for byte.
+    ``on_batch(shard_index, done, shard_samples)`` is called after each batch with the samples of the shard done so far
     (progress reporting; tests kill the process through it; single process only). At most
     ``specialist_memory`` bytes of specialist weights are loaded at a time (per worker).
     ``trust_code``: build a generalist whose ``model.json`` names code (see :class:`ModelSpec`)."""
-    for name, value, least in (("top_k", top_k, 1), ("batch_size", batch_size, 1), ("top_n", top_n, 1),
-                               ("workers", workers, 1), ("specialist_memory", specialist_memory, 0)):
+    for name, value, least in (
+        ("top_k", top_k, 1),
+        ("batch_size", batch_size, 1),
+        ("top_n", top_n, 1),
+        ("workers", workers, 1),
+        ("specialist_memory", specialist_memory, 0),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ConfigError(f"{name} must be an int >= {least}, got {value!r}")
     check_target(out, (MANIFEST, "*.jsonl", "*.q.npy"), "a `specens infer` output")
-    ens = ensemble or Ensemble.load(run_dir, device=device, top_n=top_n, all_specialists=all_specialists,
-                                    specialist_memory=specialist_memory, trust_code=trust_code)
+    ens = ensemble or Ensemble.load(
+        run_dir,
+        device=device,
+        top_n=top_n,
+        all_specialists=all_specialists,
+        specialist_memory=specialist_memory,
+        trust_code=trust_code,
+    )
     info = ens.dataset_info(data)
     shards = info.split(split).shards
     k = min(top_k, ens.n_classes)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {"format": FORMAT, "format_version": FORMAT_VERSION, "fingerprints": ens.fingerprints,
-                "n_specialists": len(ens.groups), "specialists_on": ens.indices, "dataset": info.name, "split": split,
-                "shards": [s.name for s in shards], "top_k": k, "top_n": ens.top_n, "save_q": save_q,
-                "method": ens.method, "specialist_weight": ens.specialist_weight, "batch_size": batch_size}
+    settings = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "fingerprints": ens.fingerprints,
+        "n_specialists": len(ens.groups),
+        "specialists_on": ens.indices,
+        "dataset": info.name,
+        "split": split,
+        "shards": [s.name for s in shards],
+        "top_k": k,
+        "top_n": ens.top_n,
+        "save_q": save_q,
+        "method": ens.method,
+        "specialist_weight": ens.specialist_weight,
+        "batch_size": batch_size,
+    }
     _check_manifest(out_dir, settings)
     write_json_atomic(out_dir / MANIFEST, {**settings, "complete": False})
     for leftover in out_dir.glob(TEMP_GLOB):  # temporaries of a killed run
@@ -95,13 +141,35 @@ def infer(run_dir: str, data: str, out: str, *, split: str = "test", top_k: int 
 
     todo = [s.name for s in shards if not (out_dir / f"{shard_stem(s.name)}.jsonl").is_file()]
     if workers > 1 and len(todo) > 1:
-        _infer_with_ray(run_dir, data, out, todo, workers, dict(split=split, top_k=k, save_q=save_q,
-                        batch_size=batch_size, top_n=ens.top_n, device=device, all_specialists=all_specialists,
-                        specialist_memory=specialist_memory, trust_code=trust_code),
-                        settings["fingerprints"])
+        _infer_with_ray(
+            run_dir,
+            data,
+            out,
+            todo,
+            workers,
+            dict(
+                split=split,
+                top_k=k,
+                save_q=save_q,
+                batch_size=batch_size,
+                top_n=ens.top_n,
+                device=device,
+                all_specialists=all_specialists,
+                specialist_memory=specialist_memory,
+                trust_code=trust_code,
+            ),
+            settings["fingerprints"],
+        )
     else:
-        bar = tqdm(total=info.split(split).num_samples, initial=sum(s.num_samples for s in shards if s.name not in todo),
-                   unit="ex", unit_scale=True, desc=f"infer {split}", disable=not progress, smoothing=0.1)
+        bar = tqdm(
+            total=info.split(split).num_samples,
+            initial=sum(s.num_samples for s in shards if s.name not in todo),
+            unit="ex",
+            unit_scale=True,
+            desc=f"infer {split}",
+            disable=not progress,
+            smoothing=0.1,
+        )
         write_shards(ens, data, out_dir, split, todo, k, save_q, batch_size, bar.update, on_batch)
         bar.close()
     total = sum((out_dir / f"{shard_stem(s.name)}.jsonl").read_bytes().count(b"\n") for s in shards)
@@ -110,9 +178,18 @@ def infer(run_dir: str, data: str, out: str, *, split: str = "test", top_k: int 
     return manifest
 
 
-def write_shards(ens: Ensemble, data: str, out_dir: Path, split: str, names: list[str], top_k: int, save_q: bool,
-                 batch_size: int, advance: Callable[[int], None] = lambda n: None,
-                 on_batch: Callable[[int, int, int], None] | None = None) -> None:
+def write_shards(
+    ens: Ensemble,
+    data: str,
+    out_dir: Path,
+    split: str,
+    names: list[str],
+    top_k: int,
+    save_q: bool,
+    batch_size: int,
+    advance: Callable[[int], None] = lambda n: None,
+    on_batch: Callable[[int, int, int], None] | None = None,
+) -> None:
     """Predict the shards ``names`` of ``split`` and write each one's ``.q.npy`` and ``.jsonl``
     (the latter last: it marks the shard finished). A shard's output depends on that shard alone."""
     info = ens.dataset_info(data)
@@ -139,14 +216,21 @@ def write_shards(ens: Ensemble, data: str, out_dir: Path, split: str, names: lis
 
 def _shards_task(run_dir: str, data: str, out: str, names: list[str], options: dict, fingerprints: dict) -> list[str]:
     """One Ray task: load the ensemble, check it is the driver's, write its shards."""
-    ens = Ensemble.load(run_dir, device=options["device"], top_n=options["top_n"],
-                        all_specialists=options["all_specialists"], specialist_memory=options["specialist_memory"],
-                        trust_code=options["trust_code"])
+    ens = Ensemble.load(
+        run_dir,
+        device=options["device"],
+        top_n=options["top_n"],
+        all_specialists=options["all_specialists"],
+        specialist_memory=options["specialist_memory"],
+        trust_code=options["trust_code"],
+    )
     if ens.fingerprints != fingerprints:
-        raise DataError(f"{run_dir}: its models changed while `specens infer` ran ({ens.fingerprints} vs "
-                        f"{fingerprints})")
-    write_shards(ens, data, Path(out), options["split"], names, options["top_k"], options["save_q"],
-                 options["batch_size"])
+        raise DataError(
+            f"{run_dir}: its models changed while `specens infer` ran ({ens.fingerprints} vs {fingerprints})"
+        )
+    write_shards(
+        ens, data, Path(out), options["split"], names, options["top_k"], options["save_q"], options["batch_size"]
+    )
     return names
 
 
@@ -158,7 +242,9 @@ def _infer_with_ray(run_dir, data, out, todo, workers, options, fingerprints) ->
     with ray_session():
         task = ray.remote(_shards_task).options(num_cpus=1, max_retries=2, retry_exceptions=RETRIED_EXCEPTIONS)
         parts = [todo[i::workers] for i in range(min(workers, len(todo)))]
-        paths = [p if is_url(p) else str(Path(p).resolve()) for p in map(str, (run_dir, data, out))]  # not the worker's cwd
+        paths = [
+            p if is_url(p) else str(Path(p).resolve()) for p in map(str, (run_dir, data, out))
+        ]  # not the worker's cwd
         ray.get([task.remote(*paths, part, options, fingerprints) for part in parts])
 
 
@@ -177,5 +263,7 @@ def _check_manifest(out_dir: Path, settings: dict) -> None:
         raise DataError(f"{path}: expected a JSON object; delete {out_dir} or choose another --out")
     for key, value in settings.items():
         if old.get(key, SETTING_DEFAULTS.get(key)) != value:
-            raise DataError(f"{path}: these predictions were made with {key} = {old.get(key)!r}, this run has "
-                            f"{value!r}; choose another --out (or delete it) to start afresh")
+            raise DataError(
+                f"{path}: these predictions were made with {key} = {old.get(key)!r}, this run has "
+                f"{value!r}; choose another --out (or delete it) to start afresh"
+            )

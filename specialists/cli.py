@@ -16,34 +16,84 @@ def specialists_cli():
 
 
 @specialists_cli.command("train")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="TOML file of SpecialistConfig fields (top level or a [specialists] table).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="TOML file of SpecialistConfig fields (top level or a [specialists] table).",
+)
 @click.option("--generalist", help="Run directory of the generalist.")
 @click.option("--clusters", help="clusters.json from `specens cluster`.")
 @click.option("--data", help="Dataset directory or URL.")
 @click.option("--out", help="Run directory; specialists are written to OUT/specialists/sNNN/.")
 @click.option("--epochs", type=int)
 @click.option("--local", is_flag=True, help="Train sequentially in this process, without Ray (debugging).")
-@click.option("--cpus-per-specialist", default=1, show_default=True, type=click.IntRange(min=1), help="Ray CPUs (and torch threads) per task.")
-@click.option("--gpus-per-specialist", type=float, default=None,
-              help="Ray GPUs per task; default 1 when the cluster has GPUs, else 0. A fraction packs small ones.")
-@click.option("--max-retries", default=2, show_default=True, type=click.IntRange(min=0), help="Retries of a failed specialist (it resumes).")
-@click.option("--restart", is_flag=True,
-              help="Retrain specialists trained (or started) with another config (default: refuse).")
+@click.option(
+    "--cpus-per-specialist",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Ray CPUs (and torch threads) per task.",
+)
+@click.option(
+    "--gpus-per-specialist",
+    type=float,
+    default=None,
+    help="Ray GPUs per task; default 1 when the cluster has GPUs, else 0. A fraction packs small ones.",
+)
+@click.option(
+    "--max-retries",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Retries of a failed specialist (it resumes).",
+)
+@click.option(
+    "--restart", is_flag=True, help="Retrain specialists trained (or started) with another config (default: refuse)."
+)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any config field.")
 @options.trust_code
-def train(config_path, generalist, clusters, data, out, epochs, local, cpus_per_specialist, gpus_per_specialist,
-          max_retries, restart, sets, trust_code):
+def train(
+    config_path,
+    generalist,
+    clusters,
+    data,
+    out,
+    epochs,
+    local,
+    cpus_per_specialist,
+    gpus_per_specialist,
+    max_retries,
+    restart,
+    sets,
+    trust_code,
+):
     """Train every specialist not already complete. Inside `ray job submit` it joins that
     cluster (RAY_ADDRESS); otherwise it starts a local one. Rerunning skips finished specialists."""
     from .parallel import train_all
 
-    overrides = {"generalist": generalist, "clusters": clusters, "data": data, "out": out, "epochs": epochs,
-                 "trust_code": trust_code or None, **parse_overrides(sets)}
+    overrides = {
+        "generalist": generalist,
+        "clusters": clusters,
+        "data": data,
+        "out": out,
+        "epochs": epochs,
+        "trust_code": trust_code or None,
+        **parse_overrides(sets),
+    }
     cfg = load_config(SpecialistConfig, config_path, overrides)
-    summary = train_all(cfg, local=local, max_retries=max_retries, cpus_per_specialist=cpus_per_specialist,
-                        gpus_per_specialist=gpus_per_specialist, restart=restart, echo=click.echo)
-    click.echo(f"trained {len(summary.trained)}, skipped {len(summary.skipped)} complete, failed "
-               f"{len(summary.failed)} in {summary.seconds:.0f} s; artifacts in {cfg.out}/specialists/")
+    summary = train_all(
+        cfg,
+        local=local,
+        max_retries=max_retries,
+        cpus_per_specialist=cpus_per_specialist,
+        gpus_per_specialist=gpus_per_specialist,
+        restart=restart,
+        echo=click.echo,
+    )
+    click.echo(
+        f"trained {len(summary.trained)}, skipped {len(summary.skipped)} complete, failed "
+        f"{len(summary.failed)} in {summary.seconds:.0f} s; artifacts in {cfg.out}/specialists/"
+    )
     if summary.failed:
         raise click.ClickException(f"{len(summary.failed)} specialist(s) failed: {sorted(summary.failed)}")

@@ -48,8 +48,16 @@ class RoutedValidation:
 
     @classmethod
     @torch.no_grad()
-    def collect(cls, generalist: torch.nn.Module, batches, group: torch.Tensor, correction: float,
-                top_n: int, device: torch.device, routed: bool = False) -> "RoutedValidation":
+    def collect(
+        cls,
+        generalist: torch.nn.Module,
+        batches,
+        group: torch.Tensor,
+        correction: float,
+        top_n: int,
+        device: torch.device,
+        routed: bool = False,
+    ) -> RoutedValidation:
         """Run the generalist over ``batches`` (a split, each example once) and keep the examples
         routed to ``group``; ``routed=True``: ``batches`` are those examples already (the
         specialists' partition routed them), keep them all."""
@@ -68,8 +76,13 @@ class RoutedValidation:
             raise ValueError("the validation split is empty")
         if not xs:  # no example is routed to this group
             n_classes = 0 if membership is None else membership.shape[1]
-            return cls(torch.empty(0), torch.empty(0, dtype=torch.int64),
-                       torch.empty(0, n_classes, dtype=torch.float64), group, correction)
+            return cls(
+                torch.empty(0),
+                torch.empty(0, dtype=torch.int64),
+                torch.empty(0, n_classes, dtype=torch.float64),
+                group,
+                correction,
+            )
         return cls(torch.cat(xs), torch.cat(ys), torch.cat(ps), group, correction)
 
     def __len__(self) -> int:
@@ -87,9 +100,9 @@ class RoutedValidation:
         specialist.eval()
         qs = []
         for i in range(0, len(self), self.batch_size):
-            logits = specialist(self.inputs[i:i + self.batch_size].to(device)).float().cpu().double()
+            logits = specialist(self.inputs[i : i + self.batch_size].to(device)).float().cpu().double()
             p_m = F.softmax(apply_correction(logits, self.correction), dim=1)
-            qs.append(combine_one(self.p_general[i:i + self.batch_size], p_m, self.group))
+            qs.append(combine_one(self.p_general[i : i + self.batch_size], p_m, self.group))
         specialist.train(was_training)
         return _score(torch.cat(qs) if qs else self.p_general, self.labels)
 

@@ -106,8 +106,13 @@ class TrunkedSpecialist(nn.Module):
 
 
 @torch.no_grad()
-def build_specialist(generalist: nn.Module, group: torch.Tensor, features: torch.Tensor | None = None,
-                     ridge: float = 1e-3, top_blocks: int = 0) -> Classifier | TrunkedSpecialist:
+def build_specialist(
+    generalist: nn.Module,
+    group: torch.Tensor,
+    features: torch.Tensor | None = None,
+    ridge: float = 1e-3,
+    top_blocks: int = 0,
+) -> Classifier | TrunkedSpecialist:
     """A specialist initialised from the generalist (METHOD §4, initialisation).
 
     Every body weight is copied; the head has |S| + 1 outputs; the rows for S are the generalist's
@@ -154,8 +159,9 @@ def route(p_general: torch.Tensor, membership: torch.Tensor, top_n: int = 1) -> 
     return membership[:, top].any(2).T  # (M, B, n) -> (B, M)
 
 
-def combine_one(p_general: torch.Tensor, p_specialist: torch.Tensor, group: torch.Tensor,
-                weight: float = 1.0) -> torch.Tensor:
+def combine_one(
+    p_general: torch.Tensor, p_specialist: torch.Tensor, group: torch.Tensor, weight: float = 1.0
+) -> torch.Tensor:
     """q of METHOD §5 when exactly one specialist is active: the closed form of the KL solve.
 
     With A = {m} and the specialist's term weighted by w (1: the paper's objective), the
@@ -172,7 +178,9 @@ def combine_one(p_general: torch.Tensor, p_specialist: torch.Tensor, group: torc
     outside = p_general.clone()
     outside[:, group] = 0
     mass_out = outside.sum(1, keepdim=True)  # p_g(S̄), (B, 1)
-    scale = (mass_out + weight * p_specialist[:, -1:]) / ((1 + weight) * mass_out.clamp_min(torch.finfo(p_general.dtype).tiny))
+    scale = (mass_out + weight * p_specialist[:, -1:]) / (
+        (1 + weight) * mass_out.clamp_min(torch.finfo(p_general.dtype).tiny)
+    )
     q = outside * scale
     q[:, group] = (p_general[:, group] + weight * p_specialist[:, :-1]) / (1 + weight)
     return q / q.sum(1, keepdim=True)  # sums to 1 already, unless p_g(S̄) underflowed to 0
@@ -193,9 +201,16 @@ def enriched_soft_targets(soft: torch.Tensor, correction: float, temperature: fl
     return out / out.sum(1, keepdim=True)
 
 
-def specialist_loss(logits: torch.Tensor, labels: torch.Tensor, generalist_logits: torch.Tensor | None,
-                    group: torch.Tensor, n_classes: int, alpha: float, temperature: float,
-                    soft_shift: float = 0.0) -> torch.Tensor:
+def specialist_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    generalist_logits: torch.Tensor | None,
+    group: torch.Tensor,
+    n_classes: int,
+    alpha: float,
+    temperature: float,
+    soft_shift: float = 0.0,
+) -> torch.Tensor:
     """The §1 loss on S ∪ {d}: hard targets :func:`hard_targets`, soft targets the generalist's
     ``softmax_T`` collapsed onto S ∪ {d} (None: hard targets only), shifted to the enriched prior by
     :func:`enriched_soft_targets` when ``soft_shift`` (the dustbin correction) is non-zero.

@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
 from specens.clustering.cluster import load_clusters
 from specens.core.device import resolve_device
 from specens.core.errors import CheckpointError
+from specens.core.io import check_target
 from specens.core.loop import stale_changes
 from specens.core.raysession import ray_session
 from specens.data.format import INFO_FILE, load_info
-from specens.core.io import check_target
 from specens.generalist.checkpoint import load_generalist, read_meta
 from specens.generalist.train import still_improving
 
@@ -56,21 +56,26 @@ def check_inputs(cfg: SpecialistConfig):
     for m, g in enumerate(clusters.groups):
         n = sum(counts[c] for c in g)
         if n == 0 or n == sum(counts):
-            raise CheckpointError(f"{cfg.clusters}: group {m} has {n} of {sum(counts)} training examples; a "
-                                  "specialist needs examples both in and outside its group")
+            raise CheckpointError(
+                f"{cfg.clusters}: group {m} has {n} of {sum(counts)} training examples; a "
+                "specialist needs examples both in and outside its group"
+            )
     return gen.fingerprint, clusters
 
 
 def _summary_line(m: int, meta: dict) -> str:
     gate, cost = meta.get("gate", {}), meta.get("cost", {})
-    return (f"specialist {m:3d}: {len(meta['group'])} classes, pi {meta['pi']:.4f}, best epoch "
-            f"{meta['metrics']['best_epoch']} of {len(meta['metrics']['history'])}, "
-            f"{'ON' if gate.get('on', True) else 'gated off'} ({gate.get('why', 'no gate record')}); "
-            f"{cost.get('wall_seconds', 0):.0f} s, of which training {cost.get('train_seconds', 0):.0f} s")
+    return (
+        f"specialist {m:3d}: {len(meta['group'])} classes, pi {meta['pi']:.4f}, best epoch "
+        f"{meta['metrics']['best_epoch']} of {len(meta['metrics']['history'])}, "
+        f"{'ON' if gate.get('on', True) else 'gated off'} ({gate.get('why', 'no gate record')}); "
+        f"{cost.get('wall_seconds', 0):.0f} s, of which training {cost.get('train_seconds', 0):.0f} s"
+    )
 
 
-def plan(cfg: SpecialistConfig, wanted: list[int], gen_fp: str, clusters_fp: str,
-         restart: bool = False) -> tuple[list[int], list[int]]:
+def plan(
+    cfg: SpecialistConfig, wanted: list[int], gen_fp: str, clusters_fp: str, restart: bool = False
+) -> tuple[list[int], list[int]]:
     """Split ``wanted`` into (to train, already complete). A specialist, or an interrupted attempt
     at one, made with another generalist, clusters or config is refused with one error naming the
     differences, or retrained with ``restart`` (the rerun policy of :mod:`specens.core.loop`)."""
@@ -88,15 +93,26 @@ def plan(cfg: SpecialistConfig, wanted: list[int], gen_fp: str, clusters_fp: str
         if changes:
             stale.append(f"{specialist_dir(cfg.out, m)} ({'; '.join(changes)})")
     if stale and not restart:
-        raise CheckpointError(f"{len(stale)} specialist(s) were trained, or started, with other settings: "
-                              f"{stale[0]}{' …' if len(stale) > 1 else ''}; rerun with --restart (restart=True) "
-                              "to retrain them, or use another --out")
+        raise CheckpointError(
+            f"{len(stale)} specialist(s) were trained, or started, with other settings: "
+            f"{stale[0]}{' …' if len(stale) > 1 else ''}; rerun with --restart (restart=True) "
+            "to retrain them, or use another --out"
+        )
     return todo, done
 
 
-def train_all(cfg: SpecialistConfig, *, local: bool = False, max_retries: int = 2, cpus_per_specialist: int = 1,
-              gpus_per_specialist: float | None = None, indices: list[int] | None = None, restart: bool = False,
-              on_epoch_end: Callable[[int, dict], None] | None = None, echo=print) -> RunSummary:
+def train_all(
+    cfg: SpecialistConfig,
+    *,
+    local: bool = False,
+    max_retries: int = 2,
+    cpus_per_specialist: int = 1,
+    gpus_per_specialist: float | None = None,
+    indices: list[int] | None = None,
+    restart: bool = False,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    echo=print,
+) -> RunSummary:
     """Train the specialists of ``cfg.clusters`` that are not complete yet; see the module doc.
 
     gpus_per_specialist: None = 1 when the cluster has GPUs, else 0; a fraction packs several
@@ -110,26 +126,31 @@ def train_all(cfg: SpecialistConfig, *, local: bool = False, max_retries: int = 
     todo, summary.skipped = plan(cfg, wanted, gen_fp, clusters.fingerprint, restart)
     echo(f"{len(wanted)} specialists: {len(summary.skipped)} already complete, {len(todo)} to train")
     if todo and still_improving(read_meta(cfg.generalist)["metrics"]):
-        echo(f"note: {cfg.generalist} was still improving in its last epochs; its own further training is the "
-             "alternative to beat: `specens baseline` trains it with the specialists' compute and compares")
+        echo(
+            f"note: {cfg.generalist} was still improving in its last epochs; its own further training is the "
+            "alternative to beat: `specens baseline` trains it with the specialists' compute and compares"
+        )
     if todo:  # one pass over the data for all of them, before any starts (:mod:`.partition`)
         _partition(cfg, clusters, echo)
     if cfg.threads == 0:
         cfg = dataclasses.replace(cfg, threads=cpus_per_specialist)
     if local:
         for m in todo:
+
             def report(epoch: int, record: dict) -> None:
                 echo(f"  specialist {record['index']}: epoch {record['epoch']}")
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, record)
+
             meta = train_specialist(cfg, m, on_epoch_end=report, restart=restart)
             summary.trained.append(m)
             summary.metrics[m] = meta["metrics"]
             echo(_summary_line(m, meta))
     elif todo:
         with ray_session():
-            _train_with_ray(cfg, todo, summary, max_retries, cpus_per_specialist, gpus_per_specialist, restart,
-                            on_epoch_end, echo)
+            _train_with_ray(
+                cfg, todo, summary, max_retries, cpus_per_specialist, gpus_per_specialist, restart, on_epoch_end, echo
+            )
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -143,10 +164,13 @@ def _partition(cfg: SpecialistConfig, clusters, echo) -> None:
 
 def _task(cfg: SpecialistConfig, index: int, restart: bool, on_epoch_end) -> dict:
     def report(epoch: int, r: dict) -> None:
-        val = f" routed val NLL {r['val_nll']:.4f}, {r['val_correct']}/{r['val_routed']} right" if "val_nll" in r else ""
+        val = (
+            f" routed val NLL {r['val_nll']:.4f}, {r['val_correct']}/{r['val_routed']} right" if "val_nll" in r else ""
+        )
         print(f"specialist {r['index']}: epoch {r['epoch']} loss {r['train_loss']:.4f}{val}", flush=True)
         if on_epoch_end is not None:
             on_epoch_end(epoch, r)
+
     return train_specialist(cfg, index, on_epoch_end=report, restart=restart)
 
 
@@ -157,8 +181,9 @@ def _train_with_ray(cfg, todo, summary, max_retries, cpus, gpus, restart, on_epo
 
     if gpus is None:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-    remote = ray.remote(max_calls=1)(_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=max_retries,
-                                                    retry_exceptions=RETRIED_EXCEPTIONS)
+    remote = ray.remote(max_calls=1)(_task).options(
+        num_cpus=cpus, num_gpus=gpus, max_retries=max_retries, retry_exceptions=RETRIED_EXCEPTIONS
+    )
     pending = {remote.remote(cfg, m, restart, on_epoch_end): m for m in todo}  # submit everything first
     started = time.perf_counter()
     echo(f"submitted {len(pending)} Ray tasks ({cpus} CPU, {gpus} GPU each)")
@@ -178,5 +203,7 @@ def _train_with_ray(cfg, todo, summary, max_retries, cpus, gpus, restart, on_epo
         finished = len(summary.trained) + len(summary.failed)
         rate = finished / (time.perf_counter() - started)
         eta = f", ETA {len(pending) / rate:.0f} s" if pending and rate > 0 else ""
-        echo(f"[{finished}/{len(todo)}] done {len(summary.trained)}, running/queued {len(pending)}, "
-             f"failed {len(summary.failed)}{eta}")
+        echo(
+            f"[{finished}/{len(todo)}] done {len(summary.trained)}, running/queued {len(pending)}, "
+            f"failed {len(summary.failed)}{eta}"
+        )

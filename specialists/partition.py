@@ -74,9 +74,13 @@ def dataset_hash(info: DatasetInfo) -> str:
 
 def partition_key(info: DatasetInfo, clusters_fp: str, generalist_fp: str, val_split: str, top_n: int) -> dict:
     """What the partition depends on; a stored partition with another key is rebuilt."""
-    return {"dataset": dataset_hash(info), "clusters_fingerprint": clusters_fp,
-            "generalist_fingerprint": generalist_fp if val_split else None,
-            "val_split": val_split, "top_n": top_n if val_split else None}
+    return {
+        "dataset": dataset_hash(info),
+        "clusters_fingerprint": clusters_fp,
+        "generalist_fingerprint": generalist_fp if val_split else None,
+        "val_split": val_split,
+        "top_n": top_n if val_split else None,
+    }
 
 
 def load_partition(out: str | Path, key: dict, info: DatasetInfo) -> Partition | None:
@@ -93,9 +97,18 @@ def load_partition(out: str | Path, key: dict, info: DatasetInfo) -> Partition |
     return Partition(root, info, Parts.from_json(root, meta["train"], n), val)
 
 
-def build_partition(out: str | Path, key: dict, generalist: torch.nn.Module, groups: list[list[int]], data: str,
-                    info: DatasetInfo, val_split: str, top_n: int, device: torch.device,
-                    batch_size: int = 512) -> Partition:
+def build_partition(
+    out: str | Path,
+    key: dict,
+    generalist: torch.nn.Module,
+    groups: list[list[int]],
+    data: str,
+    info: DatasetInfo,
+    val_split: str,
+    top_n: int,
+    device: torch.device,
+    batch_size: int = 512,
+) -> Partition:
     """Write the partition (see the module doc) and return it. ``generalist`` in eval mode on ``device``."""
     membership = torch.zeros(len(groups), info.n_classes, dtype=torch.bool)  # (M, C)
     for m, g in enumerate(groups):
@@ -111,17 +124,37 @@ def build_partition(out: str | Path, key: dict, generalist: torch.nn.Module, gro
 
     def write(tmp: Path) -> None:
         train = partition_split(data, "train", tmp, len(groups), by_label, info=info, batch_size=batch_size)
-        val = (partition_split(data, val_split, tmp, len(groups), by_route, info=info, prefix="val",
-                               batch_size=batch_size) if val_split else None)  # "val" even if val_split is "train"
-        write_json_atomic(tmp / MANIFEST, {"format": FORMAT, "format_version": FORMAT_VERSION, "key": key,
-                                           "train": train.to_json(), "val": None if val is None else val.to_json()})
+        val = (
+            partition_split(data, val_split, tmp, len(groups), by_route, info=info, prefix="val", batch_size=batch_size)
+            if val_split
+            else None
+        )  # "val" even if val_split is "train"
+        write_json_atomic(
+            tmp / MANIFEST,
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "key": key,
+                "train": train.to_json(),
+                "val": None if val is None else val.to_json(),
+            },
+        )
 
     publish_dir(partition_dir(out), write)
     return load_partition(out, key, info)
 
 
-def ensure_partition(out: str | Path, generalist, clusters, data: str, info: DatasetInfo, val_split: str,
-                     top_n: int, device: torch.device, echo=None) -> Partition:
+def ensure_partition(
+    out: str | Path,
+    generalist,
+    clusters,
+    data: str,
+    info: DatasetInfo,
+    val_split: str,
+    top_n: int,
+    device: torch.device,
+    echo=None,
+) -> Partition:
     """The stored partition if it is current, else a new one (``generalist``: a loaded
     :class:`~specens.generalist.checkpoint.Generalist`; ``clusters``: loaded clusters)."""
     key = partition_key(info, clusters.fingerprint, generalist.fingerprint, val_split, top_n)
@@ -129,11 +162,14 @@ def ensure_partition(out: str | Path, generalist, clusters, data: str, info: Dat
     if found is not None:
         return found
     t0 = time.perf_counter()
-    part = build_partition(out, key, generalist.model, [list(g) for g in clusters.groups], data, info, val_split,
-                           top_n, device)
+    part = build_partition(
+        out, key, generalist.model, [list(g) for g in clusters.groups], data, info, val_split, top_n, device
+    )
     if echo is not None:
         routed = "" if part.val is None else f", {part.val.num_samples} routed {val_split} examples"
-        echo(f"partitioned the data for {len(clusters.groups)} specialists in {time.perf_counter() - t0:.1f} s: "
-             f"{part.train.num_samples} training examples{routed} "
-             f"({partition_dir(out)})")
+        echo(
+            f"partitioned the data for {len(clusters.groups)} specialists in {time.perf_counter() - t0:.1f} s: "
+            f"{part.train.num_samples} training examples{routed} "
+            f"({partition_dir(out)})"
+        )
     return part

@@ -13,7 +13,7 @@ to find the group's examples (a filtered sample costs its tar read, never its de
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -34,9 +34,21 @@ class EnrichedStream:
             examples of S (a part of :mod:`specens.data.parts`); None filters the full split.
     """
 
-    def __init__(self, root: str, split: str, group, batch_size: int, batches_per_epoch: int, rho: float = 0.5,
-                 seed: int = 0, buffer: int = 2000, num_workers: int = 0, on_error: str = "raise", info=None,
-                 special_source=None):
+    def __init__(
+        self,
+        root: str,
+        split: str,
+        group,
+        batch_size: int,
+        batches_per_epoch: int,
+        rho: float = 0.5,
+        seed: int = 0,
+        buffer: int = 2000,
+        num_workers: int = 0,
+        on_error: str = "raise",
+        info=None,
+        special_source=None,
+    ):
         n_special = int(round(rho * batch_size))
         if not 0 < n_special < batch_size:
             raise ValueError(f"rho={rho} leaves no room for one of the two parts in batches of {batch_size}")
@@ -50,9 +62,19 @@ class EnrichedStream:
             stream = ShardStream(part_root, split, n_special, **special, **{**common, "info": part_info})
         # a part may hold fewer shards than there are workers: each worker needs one
         self.special = ShardLoader(stream, min(num_workers, len(stream.split_info.shards)))
-        self.rest = ShardLoader(ShardStream(root, split, batch_size - n_special,
-                                            epoch_size=(batch_size - n_special) * batches_per_epoch,
-                                            seed=seed * 2, labels=group, exclude=True, **common), num_workers)
+        self.rest = ShardLoader(
+            ShardStream(
+                root,
+                split,
+                batch_size - n_special,
+                epoch_size=(batch_size - n_special) * batches_per_epoch,
+                seed=seed * 2,
+                labels=group,
+                exclude=True,
+                **common,
+            ),
+            num_workers,
+        )
         self.batches_per_epoch = batches_per_epoch
 
     def set_epoch(self, epoch: int) -> None:
@@ -60,9 +82,10 @@ class EnrichedStream:
         self.rest.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[Batch]:
-        for a, b in zip(self.special, self.rest):
-            yield Batch(torch.cat([a.inputs, b.inputs]), torch.cat([a.labels, b.labels]), a.keys + b.keys,
-                        a.skipped + b.skipped)
+        for a, b in zip(self.special, self.rest, strict=False):
+            yield Batch(
+                torch.cat([a.inputs, b.inputs]), torch.cat([a.labels, b.labels]), a.keys + b.keys, a.skipped + b.skipped
+            )
 
     @property
     def skipped(self) -> int:

@@ -21,19 +21,35 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 from specens.clustering.cluster import load_clusters
 from specens.core.checkpoint import load_weights, save_weights, verify_weights
-from specens.core.config import OptimParts, RuntimeParts, SoftTargetParts, config_changes, config_to_json, param, redefault
+from specens.core.config import (
+    OptimParts,
+    RuntimeParts,
+    SoftTargetParts,
+    config_changes,
+    config_to_json,
+    param,
+    redefault,
+)
 from specens.core.cost import Stopwatch, check_cost, forward_flops, training_cost
 from specens.core.device import autocast, resolve_device
 from specens.core.errors import CheckpointError, ConfigError
-from specens.core.io import check_target, fingerprint, publish_dir, read_artifact_json, record_fingerprint, write_json_atomic
+from specens.core.io import (
+    check_target,
+    fingerprint,
+    publish_dir,
+    read_artifact_json,
+    record_fingerprint,
+    write_json_atomic,
+)
 from specens.core.loop import BEST, EpochLoop, finite_loss
 from specens.core.optim import make_optimizer, make_schedule
 from specens.data.format import INFO_FILE, load_info
@@ -49,10 +65,31 @@ FORMAT, FORMAT_VERSION = "specens.specialist", 2  # 2: the record's fingerprint 
 META = "specialist.json"
 SPECIALIST_FILES = (META, "model.safetensors")
 # The fields that change what a specialist predicts or where it applies: its record fingerprint covers them.
-PREDICTION_FIELDS = ("index", "group", "classes", "n_classes", "dustbin_correction", "generalist_fingerprint",
-                     "clusters_fingerprint", "model", "top_blocks")
-KEYS = ("format", "format_version", "fingerprint", "weights_fingerprint", *PREDICTION_FIELDS, "pi", "rho", "config",
-        "config_key", "gate", "cost", "metrics")
+PREDICTION_FIELDS = (
+    "index",
+    "group",
+    "classes",
+    "n_classes",
+    "dustbin_correction",
+    "generalist_fingerprint",
+    "clusters_fingerprint",
+    "model",
+    "top_blocks",
+)
+KEYS = (
+    "format",
+    "format_version",
+    "fingerprint",
+    "weights_fingerprint",
+    *PREDICTION_FIELDS,
+    "pi",
+    "rho",
+    "config",
+    "config_key",
+    "gate",
+    "cost",
+    "metrics",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,19 +111,29 @@ class SpecialistConfig(OptimParts, SoftTargetParts, RuntimeParts):
     lr: float = redefault(OptimParts, "lr", 1e-3)
     warmup: float = redefault(OptimParts, "warmup", 0.0)
     alpha: float = redefault(SoftTargetParts, "alpha", 0.5)  # the generalist's collapsed soft targets; 0 = hard only
-    temperature: float = redefault(SoftTargetParts, "temperature", 1.0)  # above 1 the collapsed dustbin is inflated (README)
+    temperature: float = redefault(
+        SoftTargetParts, "temperature", 1.0
+    )  # above 1 the collapsed dustbin is inflated (README)
     rho: float = param(0.5, gt=0, lt=1)  # fraction of each batch from the specialist's classes
-    soft_prior: str = param("enriched", choices=("enriched", "natural"))  # enriched: soft targets shifted to the batches' prior (model.py)
-    val_split: str = "val"  # routed validation: model selection, early stopping, the gate; "" keeps the last epoch, gate on
+    soft_prior: str = param(
+        "enriched", choices=("enriched", "natural")
+    )  # enriched: soft targets shifted to the batches' prior (model.py)
+    val_split: str = (
+        "val"  # routed validation: model selection, early stopping, the gate; "" keeps the last epoch, gate on
+    )
     top_n: int = param(1, ge=1)  # the routing the validation assumes (inference's --top-n)
     init_batches: int = param(8, ge=0)  # natural-distribution batches used to fit the dustbin row at initialisation
-    shared_trunk: int = param(0, ge=0)  # 0: copy the generalist's whole body; k: own its last k blocks, on its frozen trunk
+    shared_trunk: int = param(
+        0, ge=0
+    )  # 0: copy the generalist's whole body; k: own its last k blocks, on its frozen trunk
 
     RESUMABLE_CHANGES: ClassVar[frozenset[str]] = RuntimeParts.RESUMABLE | {"out", "patience"}
 
     def checks(self) -> list[tuple[bool, str]]:
-        return [*((bool(getattr(self, f)), f"{f}: required") for f in ("generalist", "clusters", "data", "out")),
-                *super().checks()]
+        return [
+            *((bool(getattr(self, f)), f"{f}: required") for f in ("generalist", "clusters", "data", "out")),
+            *super().checks(),
+        ]
 
     def result_key(self) -> dict[str, Any]:
         """The fields that decide what is trained (all but ``RESUMABLE_CHANGES``)."""
@@ -117,13 +164,16 @@ def read_specialist(path: str | Path) -> dict[str, Any]:
     meta = read_artifact_json(meta_path, FORMAT, FORMAT_VERSION)
     missing, extra = [k for k in KEYS if k not in meta], sorted(set(meta) - set(KEYS))
     if missing or extra:
-        raise CheckpointError(f"{meta_path}: " + "; ".join(
-            ([f"missing keys {missing}"] if missing else []) + ([f"unknown keys {extra}"] if extra else [])))
+        raise CheckpointError(
+            f"{meta_path}: "
+            + "; ".join(([f"missing keys {missing}"] if missing else []) + ([f"unknown keys {extra}"] if extra else []))
+        )
     _check_record(meta, meta_path)
     want = specialist_fingerprint(meta)
     if want != meta["fingerprint"]:
-        raise CheckpointError(f"{meta_path}: 'fingerprint' is {meta['fingerprint']}, but its fields give {want} "
-                              "(edited after training?)")
+        raise CheckpointError(
+            f"{meta_path}: 'fingerprint' is {meta['fingerprint']}, but its fields give {want} (edited after training?)"
+        )
     return meta
 
 
@@ -143,17 +193,34 @@ def _check_record(meta: dict[str, Any], where: Path) -> None:
         ("weights_fingerprint", isinstance(meta["weights_fingerprint"], str), "a string"),
         ("index", is_int(meta["index"]), "an int >= 0"),
         ("n_classes", is_int(n, 2), "an int >= 2"),
-        ("group", isinstance(group, list) and group and all(is_int(c) for c in group)
-         and is_int(n) and group == sorted(set(group)) and group[-1] < n, "a sorted list of distinct class indices"),
-        ("classes", isinstance(meta["classes"], list) and isinstance(group, list)
-         and len(meta["classes"]) == len(group) and all(isinstance(c, str) for c in meta["classes"]),
-         "a list of one name per class of 'group'"),
+        (
+            "group",
+            isinstance(group, list)
+            and group
+            and all(is_int(c) for c in group)
+            and is_int(n)
+            and group == sorted(set(group))
+            and group[-1] < n,
+            "a sorted list of distinct class indices",
+        ),
+        (
+            "classes",
+            isinstance(meta["classes"], list)
+            and isinstance(group, list)
+            and len(meta["classes"]) == len(group)
+            and all(isinstance(c, str) for c in meta["classes"]),
+            "a list of one name per class of 'group'",
+        ),
         ("pi", is_num(meta["pi"]) and 0 < meta["pi"] < 1, "a number in (0, 1)"),
         ("rho", is_num(meta["rho"]) and 0 < meta["rho"] < 1, "a number in (0, 1)"),
         ("dustbin_correction", is_num(meta["dustbin_correction"]), "a finite number"),
         ("generalist_fingerprint", isinstance(meta["generalist_fingerprint"], str), "a string"),
         ("clusters_fingerprint", isinstance(meta["clusters_fingerprint"], str), "a string"),
-        ("model", isinstance(meta["model"], dict) and "generalist_model" in meta["model"], "an object with 'generalist_model'"),
+        (
+            "model",
+            isinstance(meta["model"], dict) and "generalist_model" in meta["model"],
+            "an object with 'generalist_model'",
+        ),
         ("top_blocks", is_int(meta["top_blocks"]), "an int >= 0 (0: the whole body)"),
         ("config", isinstance(meta["config"], dict), "an object"),
         ("config_key", isinstance(meta["config_key"], dict), "an object"),
@@ -165,8 +232,10 @@ def _check_record(meta: dict[str, Any], where: Path) -> None:
         if not ok:
             raise CheckpointError(f"{where}: {key!r} must be {want}, got {meta[key]!r:.60}")
     if abs(meta["dustbin_correction"] - dustbin_correction(meta["pi"], meta["rho"])) > 1e-9:
-        raise CheckpointError(f"{where}: 'dustbin_correction' is {meta['dustbin_correction']!r}, but pi and rho give "
-                              f"{dustbin_correction(meta['pi'], meta['rho'])!r}")
+        raise CheckpointError(
+            f"{where}: 'dustbin_correction' is {meta['dustbin_correction']!r}, but pi and rho give "
+            f"{dustbin_correction(meta['pi'], meta['rho'])!r}"
+        )
     ModelSpec.from_json(meta["model"]["generalist_model"], f"{where}: 'model.generalist_model'")
     check_cost(meta["cost"], f"{where}: 'cost'")
     check_metrics(meta["metrics"], f"{where}: 'metrics'")
@@ -186,8 +255,11 @@ def complete_changes(cfg: SpecialistConfig, index: int, generalist_fp: str, clus
             raise CheckpointError(f"{d / META}: the record of specialist {meta['index']}, not {index}")
     except CheckpointError as e:
         return [f"not a valid specialist ({e})"]
-    changes = [] if meta["generalist_fingerprint"] == generalist_fp else [
-        f"generalist: {meta['generalist_fingerprint']} -> {generalist_fp}"]
+    changes = (
+        []
+        if meta["generalist_fingerprint"] == generalist_fp
+        else [f"generalist: {meta['generalist_fingerprint']} -> {generalist_fp}"]
+    )
     if meta["clusters_fingerprint"] != clusters_fp:
         changes.append(f"clusters.json: {meta['clusters_fingerprint']} -> {clusters_fp}")
     return changes + config_changes(meta["config_key"], cfg)
@@ -206,8 +278,9 @@ def _better(record: dict, best: dict) -> bool:
     return record["val_nll"] < best.get("val_nll", float("inf"))
 
 
-def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[int, dict], None] | None = None,
-                     restart: bool = False) -> dict:
+def train_specialist(
+    cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[int, dict], None] | None = None, restart: bool = False
+) -> dict:
     """Train specialist ``index`` (a position in ``clusters.json``); returns its metadata.
 
     ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint (``record`` includes
@@ -228,8 +301,10 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
     n_special = float(counts[group].sum())
     pi = n_special / float(counts.sum())
     if not 0 < pi < 1:
-        raise ConfigError(f"group {index} has {int(n_special)} training examples of {int(counts.sum())}: "
-                          "a specialist needs examples both in and outside its group")
+        raise ConfigError(
+            f"group {index} has {int(n_special)} training examples of {int(counts.sum())}: "
+            "a specialist needs examples both in and outside its group"
+        )
     correction = dustbin_correction(pi, cfg.rho)
     shift = correction if cfg.soft_prior == "enriched" else 0.0
     final, work = specialist_dir(cfg.out, index), work_dir(cfg.out, index)
@@ -238,15 +313,26 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
     torch.manual_seed(cfg.seed * 1009 + index)
 
     try:
-        model = build_specialist(gen.model, group, _init_features(gen.model, cfg, info, device),
-                                 top_blocks=cfg.shared_trunk).to(device)
+        model = build_specialist(
+            gen.model, group, _init_features(gen.model, cfg, info, device), top_blocks=cfg.shared_trunk
+        ).to(device)
     except ValueError as e:  # shared_trunk beyond this architecture's blocks
         raise ConfigError(f"shared_trunk: {e}") from None
     epoch_size = cfg.epoch_size or int(2 * n_special)
     steps = max(1, math.ceil(epoch_size / cfg.batch_size))
     parts = ensure_partition(cfg.out, gen, clusters, cfg.data, info, cfg.val_split, cfg.top_n, device)
-    stream = EnrichedStream(cfg.data, "train", group, cfg.batch_size, steps, cfg.rho, seed=cfg.seed * 1009 + index,
-                            num_workers=cfg.num_workers, info=info, special_source=parts.source(index, "train"))
+    stream = EnrichedStream(
+        cfg.data,
+        "train",
+        group,
+        cfg.batch_size,
+        steps,
+        cfg.rho,
+        seed=cfg.seed * 1009 + index,
+        num_workers=cfg.num_workers,
+        info=info,
+        special_source=parts.source(index, "train"),
+    )
     opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
     sched = make_schedule(opt, cfg.schedule, cfg.warmup, cfg.epochs * steps)
     g = group.to(device)
@@ -285,8 +371,9 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
     validate, routed = None, None
     if cfg.val_split:
         root, part_info = parts.source(index, "val")
-        routed = RoutedValidation.collect(gen.model, iter_split(root, "val", 512, info=part_info), group,
-                                          correction, cfg.top_n, device, routed=True)
+        routed = RoutedValidation.collect(
+            gen.model, iter_split(root, "val", 512, info=part_info), group, correction, cfg.top_n, device, routed=True
+        )
 
         def validate() -> dict:
             score = routed.score(model, device)
@@ -296,8 +383,20 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
     if legacy.is_file() and (work / "checkpoints").is_dir():
         legacy.replace(work / BEST)
     callbacks = [] if on_epoch_end is None else [lambda epoch, record: on_epoch_end(epoch, {"index": index, **record})]
-    loop = EpochLoop(work, model, opt, sched, cfg, cfg.epochs, _better, patience=cfg.patience, restart=restart,
-                     on_epoch_end=callbacks, checkpoint_every=cfg.checkpoint_every, stage=f"specialist {index}")
+    loop = EpochLoop(
+        work,
+        model,
+        opt,
+        sched,
+        cfg,
+        cfg.epochs,
+        _better,
+        patience=cfg.patience,
+        restart=restart,
+        on_epoch_end=callbacks,
+        checkpoint_every=cfg.checkpoint_every,
+        stage=f"specialist {index}",
+    )
     result = loop.run(train_epoch, validate)
     gate = _gate(routed, result.best, cfg)
     example = next(iter(iter_split(cfg.data, "train", 8, info=info))).inputs.to(device)
@@ -305,21 +404,40 @@ def train_specialist(cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[
     if isinstance(model, TrunkedSpecialist):  # the frozen trunk runs forward only; the rest trains
         with torch.no_grad():
             features = model.trunk(example)
-        cost = training_cost(result, model.own, features,
-                             [forward_flops(model.trunk, example), *(forward_flops(teacher_top, features) for _ in teachers)],
-                             clock)
+        cost = training_cost(
+            result,
+            model.own,
+            features,
+            [forward_flops(model.trunk, example), *(forward_flops(teacher_top, features) for _ in teachers)],
+            clock,
+        )
     else:
         cost = training_cost(result, model, example, teachers, clock)
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "index": index,
-            "group": group.tolist(), "classes": [gen.classes[c] for c in group.tolist()], "n_classes": gen.n_classes,
-            "pi": pi, "rho": cfg.rho, "dustbin_correction": correction,
-            "generalist_fingerprint": gen.fingerprint, "clusters_fingerprint": clusters.fingerprint,
-            "model": {"input_shape": list(gen.spec.input_shape), "generalist_model": gen.spec.to_json()},
-            "top_blocks": cfg.shared_trunk,
-            "config": config_to_json(cfg), "config_key": cfg.result_key(),
-            "gate": gate, "cost": cost,
-            "metrics": {"best_epoch": result.best["epoch"], "epochs_run": len(result.history),
-                        "stopped_early": result.stopped_early, "history": result.history}}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "index": index,
+        "group": group.tolist(),
+        "classes": [gen.classes[c] for c in group.tolist()],
+        "n_classes": gen.n_classes,
+        "pi": pi,
+        "rho": cfg.rho,
+        "dustbin_correction": correction,
+        "generalist_fingerprint": gen.fingerprint,
+        "clusters_fingerprint": clusters.fingerprint,
+        "model": {"input_shape": list(gen.spec.input_shape), "generalist_model": gen.spec.to_json()},
+        "top_blocks": cfg.shared_trunk,
+        "config": config_to_json(cfg),
+        "config_key": cfg.result_key(),
+        "gate": gate,
+        "cost": cost,
+        "metrics": {
+            "best_epoch": result.best["epoch"],
+            "epochs_run": len(result.history),
+            "stopped_early": result.stopped_early,
+            "history": result.history,
+        },
+    }
     _publish(work, final, model, meta)
     return meta
 
@@ -337,21 +455,32 @@ def _gate(routed: RoutedValidation | None, best: dict, cfg: SpecialistConfig) ->
         return {"on": True, "why": "no validation split: not gated"}
     gen, combined = routed.generalist_score(), {"correct": best.get("val_correct", 0), "nll": best.get("val_nll", 0.0)}
     on = gate_on(gen, combined)
-    why = (f"{len(routed)} routed {cfg.val_split} examples: {gen['correct']} -> {combined['correct']} right, "
-           f"NLL {gen['nll']:.4f} -> {combined['nll']:.4f}")
-    return {"on": on, "why": why if len(routed) else f"no {cfg.val_split} example is routed to it",
-            "split": cfg.val_split, "top_n": cfg.top_n, "routed": len(routed), "generalist": gen, "combined": combined}
+    why = (
+        f"{len(routed)} routed {cfg.val_split} examples: {gen['correct']} -> {combined['correct']} right, "
+        f"NLL {gen['nll']:.4f} -> {combined['nll']:.4f}"
+    )
+    return {
+        "on": on,
+        "why": why if len(routed) else f"no {cfg.val_split} example is routed to it",
+        "split": cfg.val_split,
+        "top_n": cfg.top_n,
+        "routed": len(routed),
+        "generalist": gen,
+        "combined": combined,
+    }
 
 
 def _publish(work: Path, final: Path, model: torch.nn.Module, meta: dict) -> None:
     """Write the artifact into a fresh directory, rename it into place, drop the work directory.
     ``meta`` gains the weights' fingerprint and the record's."""
+
     def write(tmp: Path) -> None:
         save_weights(model, tmp / "model.safetensors")
         meta["weights_fingerprint"] = fingerprint(tmp / "model.safetensors")
         meta["model"] = json.loads(json.dumps(meta["model"]))  # tuples as lists, as read back
         meta["fingerprint"] = specialist_fingerprint(meta)
         write_json_atomic(tmp / META, meta)
+
     publish_dir(final, write, own=SPECIALIST_FILES, what="a trained specialist")
     shutil.rmtree(work, ignore_errors=True)
 
@@ -363,14 +492,25 @@ def _init_features(generalist: torch.nn.Module, cfg: SpecialistConfig, info, dev
         return None
     from specens.data.shards import ShardLoader, ShardStream
 
-    stream = ShardStream(cfg.data, "train", cfg.batch_size, train=True, epoch_size=cfg.batch_size * cfg.init_batches,
-                         seed=cfg.seed + 777, info=info)
+    stream = ShardStream(
+        cfg.data,
+        "train",
+        cfg.batch_size,
+        train=True,
+        epoch_size=cfg.batch_size * cfg.init_batches,
+        seed=cfg.seed + 777,
+        info=info,
+    )
     feats = [generalist.body(b.inputs.to(device)).float().cpu() for b in ShardLoader(stream)]
     return torch.cat(feats) if feats else None
 
 
-def load_specialist(path: str | Path, generalist_model: torch.nn.Module | None = None,
-                    device: str | torch.device = "cpu", trust_code: bool = False):
+def load_specialist(
+    path: str | Path,
+    generalist_model: torch.nn.Module | None = None,
+    device: str | torch.device = "cpu",
+    trust_code: bool = False,
+):
     """Load a trained specialist: (model in eval mode, metadata). The architecture is rebuilt from
     the generalist's spec stored in the metadata (code it names only with ``trust_code``); pass
     ``generalist_model`` to reuse its body. The weights must be the ones the record names."""
@@ -382,8 +522,10 @@ def load_specialist(path: str | Path, generalist_model: torch.nn.Module | None =
     group = torch.tensor(meta["group"])
     if generalist_model is None:
         if meta["top_blocks"]:
-            raise CheckpointError(f"{Path(path) / META}: a shared-trunk specialist (top_blocks {meta['top_blocks']}) "
-                                  "runs on its generalist's trunk: pass generalist_model (Ensemble.load does)")
+            raise CheckpointError(
+                f"{Path(path) / META}: a shared-trunk specialist (top_blocks {meta['top_blocks']}) "
+                "runs on its generalist's trunk: pass generalist_model (Ensemble.load does)"
+            )
         spec = ModelSpec.from_json(meta["model"]["generalist_model"])
         generalist_model = spec.build(trust_code, str(Path(path) / META))
     try:

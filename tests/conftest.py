@@ -21,8 +21,18 @@ def synthetic_ds(tmp_path_factory) -> str:
     from specens.data.synthetic import import_synthetic
 
     root = tmp_path_factory.mktemp("synthetic")
-    import_synthetic(str(root), n_classes=20, n_groups=4, dim=16, n_train=200, n_val=50, n_test=50,
-                     noise=1.0, seed=0, shard_size=1500)
+    import_synthetic(
+        str(root),
+        n_classes=20,
+        n_groups=4,
+        dim=16,
+        n_train=200,
+        n_val=50,
+        n_test=50,
+        noise=1.0,
+        seed=0,
+        shard_size=1500,
+    )
     return str(root)
 
 
@@ -32,8 +42,16 @@ def glyph_ds(tmp_path_factory) -> str:
     from specens.data.glyphs import import_glyphs
 
     root = tmp_path_factory.mktemp("glyphs")
-    import_glyphs(str(root), n_classes=30, train_per_class=40, val_per_class=4, test_per_class=4, seed=0,
-                  shard_size=400, progress=False)
+    import_glyphs(
+        str(root),
+        n_classes=30,
+        train_per_class=40,
+        val_per_class=4,
+        test_per_class=4,
+        seed=0,
+        shard_size=400,
+        progress=False,
+    )
     return str(root)
 
 
@@ -52,8 +70,9 @@ def glyph_generalist(glyph_ds, tmp_path_factory) -> str:
     from specens.generalist.train import train_generalist
 
     out = tmp_path_factory.mktemp("glyph_generalist")
-    cfg = TrainConfig(data=glyph_ds, out=str(out), epochs=8, batch_size=48, lr=5e-3,
-                      model_kwargs={"width": 16}, threads=2)
+    cfg = TrainConfig(
+        data=glyph_ds, out=str(out), epochs=8, batch_size=48, lr=5e-3, model_kwargs={"width": 16}, threads=2
+    )
     return train_generalist(cfg, progress=False).run_dir
 
 
@@ -65,12 +84,27 @@ def synthetic_run(synthetic_ds, tmp_path_factory) -> dict:
     from specens.generalist.train import train_generalist
 
     root = tmp_path_factory.mktemp("synthetic_run")
-    gen = train_generalist(TrainConfig(data=synthetic_ds, out=str(root / "generalist"), epochs=3, batch_size=64,
-                                       lr=3e-3, model_kwargs={"hidden": [64]}, threads=2), progress=False)
-    cluster(ClusterConfig(generalist=gen.run_dir, data=synthetic_ds, out=str(root / "clusters"), n_groups=4),
-            progress=False)
-    return {"root": root, "generalist": gen.run_dir, "clusters": str(root / "clusters" / "clusters.json"),
-            "data": synthetic_ds}
+    gen = train_generalist(
+        TrainConfig(
+            data=synthetic_ds,
+            out=str(root / "generalist"),
+            epochs=3,
+            batch_size=64,
+            lr=3e-3,
+            model_kwargs={"hidden": [64]},
+            threads=2,
+        ),
+        progress=False,
+    )
+    cluster(
+        ClusterConfig(generalist=gen.run_dir, data=synthetic_ds, out=str(root / "clusters"), n_groups=4), progress=False
+    )
+    return {
+        "root": root,
+        "generalist": gen.run_dir,
+        "clusters": str(root / "clusters" / "clusters.json"),
+        "data": synthetic_ds,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -85,9 +119,24 @@ def ensemble_run(synthetic_run, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("ensemble_run")
     for part in ("generalist", "clusters"):
         shutil.copytree(synthetic_run["root"] / part, root / part)
-    run = {**synthetic_run, "root": root, "generalist": str(root / "generalist"),
-           "clusters": str(root / "clusters" / "clusters.json")}
-    train_all(SpecialistConfig(generalist=run["generalist"], clusters=run["clusters"], data=run["data"],
-                               out=str(run["root"]), epochs=2, batch_size=64, lr=3e-3, threads=1),
-              local=True, echo=lambda *_: None)
+    run = {
+        **synthetic_run,
+        "root": root,
+        "generalist": str(root / "generalist"),
+        "clusters": str(root / "clusters" / "clusters.json"),
+    }
+    train_all(
+        SpecialistConfig(
+            generalist=run["generalist"],
+            clusters=run["clusters"],
+            data=run["data"],
+            out=str(run["root"]),
+            epochs=2,
+            batch_size=64,
+            lr=3e-3,
+            threads=1,
+        ),
+        local=True,
+        echo=lambda *_: None,
+    )
     return run

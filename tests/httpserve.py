@@ -46,7 +46,7 @@ class Server:
                 drop = server.drop.get(name)
                 if drop and drop[1] > 0:
                     drop[1] -= 1
-                    self.wfile.write(part[:drop[0]])
+                    self.wfile.write(part[: drop[0]])
                     self.wfile.flush()
                     self.close_connection = True
                     self.connection.shutdown(2)  # mid-body: the client sees the connection closed early

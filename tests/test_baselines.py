@@ -22,8 +22,16 @@ def small_run(synthetic_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("baseline_run")
     shutil.copytree(synthetic_run["generalist"], root / "generalist", ignore=shutil.ignore_patterns("checkpoints"))
     shutil.copytree(synthetic_run["root"] / "clusters", root / "clusters")
-    cfg = SpecialistConfig(generalist=str(root / "generalist"), clusters=str(root / "clusters" / "clusters.json"),
-                           data=synthetic_run["data"], out=str(root), epochs=2, batch_size=64, lr=3e-3, threads=1)
+    cfg = SpecialistConfig(
+        generalist=str(root / "generalist"),
+        clusters=str(root / "clusters" / "clusters.json"),
+        data=synthetic_run["data"],
+        out=str(root),
+        epochs=2,
+        batch_size=64,
+        lr=3e-3,
+        threads=1,
+    )
     train_all(cfg, local=True, echo=lambda *a: None)
     return root, synthetic_run["data"]
 
@@ -32,14 +40,21 @@ def test_init_continues_from_an_exported_generalist_and_refuses_another_model(sy
     from specens.core.errors import ConfigError
 
     saved = load_generalist(synthetic_run["generalist"])
-    cfg = dict(data=synthetic_run["data"], batch_size=64, model_kwargs={"hidden": [64]}, threads=2, epochs=1,
-               init=synthetic_run["generalist"])
+    cfg = dict(
+        data=synthetic_run["data"],
+        batch_size=64,
+        model_kwargs={"hidden": [64]},
+        threads=2,
+        epochs=1,
+        init=synthetic_run["generalist"],
+    )
     res = train_generalist(TrainConfig(out=str(tmp_path / "a"), lr=1e-12, **cfg), progress=False)
     after = load_generalist(res.run_dir).model.state_dict()
     assert all(torch.allclose(after[k].float(), v.float(), atol=1e-6) for k, v in saved.model.state_dict().items())
     with pytest.raises(ConfigError, match="init .*: its model"):
-        train_generalist(TrainConfig(out=str(tmp_path / "b"), **{**cfg, "model_kwargs": {"hidden": [32]}}),
-                         progress=False)
+        train_generalist(
+            TrainConfig(out=str(tmp_path / "b"), **{**cfg, "model_kwargs": {"hidden": [32]}}), progress=False
+        )
 
 
 def test_baseline_command_trains_the_compute_matched_alternatives(small_run):
@@ -70,12 +85,15 @@ def test_baseline_command_trains_the_compute_matched_alternatives(small_run):
     k = rows["seeds"]["members"]
     assert k == max(2, round((b["generalist_flops"] + b["specialists_flops"]) / b["generalist_flops"]))
     assert load_generalist(root / "baselines" / f"seed{k - 1}").meta["config"]["seed"] == k - 1
-    assert rows["seeds"]["inference_flops_per_example"] == pytest.approx(k * rows["generalist"]["inference_flops_per_example"])
+    assert rows["seeds"]["inference_flops_per_example"] == pytest.approx(
+        k * rows["generalist"]["inference_flops_per_example"]
+    )
     assert "(b) ensemble of generalists (k=" in res.output and "(a) generalist continued" in res.output
     # (c) a wider generalist at the ensemble's inference FLOPs, trained with generalist + specialists' FLOPs
     wide = rows["wider"]
-    assert wide["inference_flops_per_example"] == pytest.approx(rows["specialists"]["inference_flops_per_example"],
-                                                                rel=0.10)
+    assert wide["inference_flops_per_example"] == pytest.approx(
+        rows["specialists"]["inference_flops_per_example"], rel=0.10
+    )
     assert wide["model_kwargs"]["hidden"][0] >= 64  # never narrower than the generalist's [64]
     wide_meta = load_generalist(root / "baselines" / "wider").meta
     assert wide_meta["config"]["init"] == "" and wide_meta["config"]["model_kwargs"] == wide["model_kwargs"]
@@ -83,8 +101,10 @@ def test_baseline_command_trains_the_compute_matched_alternatives(small_run):
         per_epoch = wide_meta["metrics"]["cost"]["train_flops"] / wide_meta["metrics"]["cost"]["epochs"]
         assert 0 <= wide["train_flops"] - (b["generalist_flops"] + b["specialists_flops"]) <= per_epoch * 1.01
     again = CliRunner().invoke(cli, ["baseline", "--run", str(root), "--data", data, "--split", "val"])
-    untimed = lambda r: {**r, "rows": {k: {f: v for f, v in row.items() if f != "seconds_per_example"}
-                                       for k, row in r["rows"].items()}}  # measured times differ run to run
+    untimed = lambda r: {
+        **r,
+        "rows": {k: {f: v for f, v in row.items() if f != "seconds_per_example"} for k, row in r["rows"].items()},
+    }  # measured times differ run to run
     assert again.exit_code == 0
     assert untimed(json.loads((root / "baselines" / "baselines.json").read_text())) == untimed(out)  # reused
     assert all(row["seconds_per_example"] > 0 for key, row in out["rows"].items() if key != "tfidf")
@@ -117,9 +137,13 @@ def test_tfidf_on_hashed_ngrams_matches_tfidf_on_the_raw_texts(shared_data, tmp_
     sub = {k: [(t, c) for t, c in rows if c in keep] for k, rows in splits.items()}
     _import_text(str(tmp_path / "data"), "clinc20", keep, sub, HashedNgrams())
     hashed = tfidf_baseline(str(tmp_path / "data"), "test")
-    raw = make_pipeline(make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-                                   TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)),
-                        LogisticRegression(C=10, max_iter=1000))
+    raw = make_pipeline(
+        make_union(
+            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True),
+        ),
+        LogisticRegression(C=10, max_iter=1000),
+    )
     raw.fit([t for t, _ in sub["train"]], [c for _, c in sub["train"]])
     raw_top1 = raw.score([t for t, _ in sub["test"]], [c for _, c in sub["test"]])
     assert hashed["top1"] > 0.85 and abs(hashed["top1"] - raw_top1) < 0.01, (hashed, raw_top1)
@@ -139,8 +163,9 @@ def test_still_improving():
     assert not still_improving({"history": [], "best_epoch": 0})
 
 
-@pytest.mark.parametrize("name,kwargs,shape", [("resnet", {"width": 8, "depth": 1}, (1, 16, 16)),
-                                               ("mlp", {"hidden": [32, 16]}, (12,))])
+@pytest.mark.parametrize(
+    "name,kwargs,shape", [("resnet", {"width": 8, "depth": 1}, (1, 16, 16)), ("mlp", {"hidden": [32, 16]}, (12,))]
+)
 def test_wider_spec_meets_the_target_flops(name, kwargs, shape):
     from specens.core.cost import forward_flops
     from specens.generalist.models import ModelSpec

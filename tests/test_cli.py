@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -27,8 +26,21 @@ def test_data_then_train_then_eval(tmp_path):
     r = specens("data", "synthetic", "--out", ds, "--classes", 6, "--groups", 2, "--train-per-class", 60)
     assert r.returncode == 0, r.stderr
     assert "synthetic, 6 classes, 2 known groups" in r.stdout
-    r = specens("generalist", "train", "--data", ds, "--out", run, "--epochs", 2, "--quiet",
-                "--set", 'model_kwargs={"hidden": [32]}', "--set", "lr=0.01")
+    r = specens(
+        "generalist",
+        "train",
+        "--data",
+        ds,
+        "--out",
+        run,
+        "--epochs",
+        2,
+        "--quiet",
+        "--set",
+        'model_kwargs={"hidden": [32]}',
+        "--set",
+        "lr=0.01",
+    )
     assert r.returncode == 0, r.stderr
     assert re.search(r"generalist [0-9a-f]{16} in .*: best epoch \d", r.stdout)
     r = specens("generalist", "eval", "--run", run, "--data", ds)
@@ -38,8 +50,12 @@ def test_data_then_train_then_eval(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("2 groups over 6 classes")
     assert "agreement with the known grouping: ARI" in r.stdout
-    assert {p.name for p in (tmp_path / "cl").iterdir()} == {"clusters.json", "report.json", "covariance.png",
-                                                           "group_sizes.png"}
+    assert {p.name for p in (tmp_path / "cl").iterdir()} == {
+        "clusters.json",
+        "report.json",
+        "covariance.png",
+        "group_sizes.png",
+    }
     r = specens("cluster", "--generalist", run, "--data", ds, "--out", tmp_path / "cl", "--groups", 7, "--quiet")
     assert r.returncode == 1
     assert r.stderr.strip() == "Error: ConfusionClusterer: n_groups must be an int in [1, n_classes=6], got 7"
@@ -48,8 +64,10 @@ def test_data_then_train_then_eval(tmp_path):
 def test_missing_dataset_json_is_one_line_error(tmp_path):
     r = specens("data", "info", tmp_path)
     assert r.returncode == 1
-    assert r.stderr.strip() == (f"Error: {tmp_path}/dataset.json: missing; a dataset directory needs its "
-                                "dataset.json (an import that was interrupted writes it last)")
+    assert r.stderr.strip() == (
+        f"Error: {tmp_path}/dataset.json: missing; a dataset directory needs its "
+        "dataset.json (an import that was interrupted writes it last)"
+    )
 
 
 def test_unknown_config_key_is_named(tmp_path):
@@ -65,19 +83,32 @@ def test_bad_source_files_are_named(tmp_path):
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05" + b"\x00" * 5)
     r = specens("data", "mnist", "--source", tmp_path, "--out", tmp_path / "o")
     assert r.returncode == 1
-    assert r.stderr.strip() == (f"Error: {tmp_path}/train-images-idx3-ubyte: header says (5, 5, 5), "
-                                "but holds 10 values (truncated?)")
+    assert r.stderr.strip() == (
+        f"Error: {tmp_path}/train-images-idx3-ubyte: header says (5, 5, 5), but holds 10 values (truncated?)"
+    )
 
 
 def test_specialists_refuse_clusters_of_another_generalist(synthetic_run, tmp_path):
     d = json.loads(open(synthetic_run["clusters"]).read())
     (tmp_path / "c.json").write_text(json.dumps({**d, "generalist_fingerprint": "ffffffffffffffff"}))
-    r = specens("specialists", "train", "--local", "--generalist", synthetic_run["generalist"], "--clusters",
-                tmp_path / "c.json", "--data", synthetic_run["data"], "--out", tmp_path / "run")
+    r = specens(
+        "specialists",
+        "train",
+        "--local",
+        "--generalist",
+        synthetic_run["generalist"],
+        "--clusters",
+        tmp_path / "c.json",
+        "--data",
+        synthetic_run["data"],
+        "--out",
+        tmp_path / "run",
+    )
     assert r.returncode == 1
     fp = json.loads((Path(synthetic_run["generalist"]) / "model.json").read_text())["fingerprint"]
-    assert r.stderr.strip() == (f"Error: {tmp_path}/c.json: made from generalist ffffffffffffffff, but the "
-                                f"generalist given is {fp}")
+    assert r.stderr.strip() == (
+        f"Error: {tmp_path}/c.json: made from generalist ffffffffffffffff, but the generalist given is {fp}"
+    )
 
 
 def _one_line_error(args, expected: str) -> None:
@@ -103,38 +134,76 @@ def test_every_bad_input_is_one_line_naming_the_culprit(synthetic_run, glyph_ds,
     copy = tmp_path / "gen"
     shutil.copytree(gen, copy)
     saved = json.loads((Path(gen) / "model.json").read_text())["config"]
-    spec = ["specialists", "train", "--local", "--generalist", gen, "--clusters", synthetic_run["clusters"],
-            "--data", syn, "--out", tmp_path / "s"]
+    spec = [
+        "specialists",
+        "train",
+        "--local",
+        "--generalist",
+        gen,
+        "--clusters",
+        synthetic_run["clusters"],
+        "--data",
+        syn,
+        "--out",
+        tmp_path / "s",
+    ]
     cases = [
-        (["generalist", "train", "--data", syn, "--out", tmp_path / "a", "--set", "model=nosuch"],
-         "model must be one of ['bag', 'cnn', 'mlp', 'ngram', 'resnet'], 'module:callable' or '' (by input kind), "
-         "got 'nosuch'"),
-        (["generalist", "train", "--data", syn, "--out", tmp_path / "b", "--set", "model=resnet"],
-         "model 'resnet': resnet takes images of shape (C, H, W), got input shape [16]"),
-        (["generalist", "train", "--data", syn, "--out", tmp_path / "c", "--device", "cuda:7"],
-         "device 'cuda:7': "),
-        (["generalist", "train", "--data", syn, "--out", tmp_path / "d", "--device", "tpu"],
-         "device must be 'auto', 'cpu' or 'cuda[:N]', got 'tpu'"),
-        (["generalist", "train", "--data", syn, "--out", copy, "--set", f"lr={saved['lr'] * 2}",
-          "--set", f"epochs={saved['epochs']}", "--set", 'model_kwargs={"hidden": [64]}', "--set", "batch_size=64"],
-         f"{copy}/checkpoints holds a run made with another config (lr: {saved['lr']} -> {saved['lr'] * 2})"),
+        (
+            ["generalist", "train", "--data", syn, "--out", tmp_path / "a", "--set", "model=nosuch"],
+            "model must be one of ['bag', 'cnn', 'mlp', 'ngram', 'resnet'], 'module:callable' or '' (by input kind), "
+            "got 'nosuch'",
+        ),
+        (
+            ["generalist", "train", "--data", syn, "--out", tmp_path / "b", "--set", "model=resnet"],
+            "model 'resnet': resnet takes images of shape (C, H, W), got input shape [16]",
+        ),
+        (["generalist", "train", "--data", syn, "--out", tmp_path / "c", "--device", "cuda:7"], "device 'cuda:7': "),
+        (
+            ["generalist", "train", "--data", syn, "--out", tmp_path / "d", "--device", "tpu"],
+            "device must be 'auto', 'cpu' or 'cuda[:N]', got 'tpu'",
+        ),
+        (
+            [
+                "generalist",
+                "train",
+                "--data",
+                syn,
+                "--out",
+                copy,
+                "--set",
+                f"lr={saved['lr'] * 2}",
+                "--set",
+                f"epochs={saved['epochs']}",
+                "--set",
+                'model_kwargs={"hidden": [64]}',
+                "--set",
+                "batch_size=64",
+            ],
+            f"{copy}/checkpoints holds a run made with another config (lr: {saved['lr']} -> {saved['lr'] * 2})",
+        ),
         (["generalist", "train", "--config", tmp_path / "none.toml"], f"{tmp_path}/none.toml: no such config file"),
-        (["generalist", "eval", "--run", gen, "--data", glyph_ds],
-         f"{gen} was trained on 20 classes, {glyph_ds}/dataset.json has 30 that differ (class 0 is"),
-        (["generalist", "predict", "--run", gen, "--data", glyph_ds, "--out", tmp_path / "p"],
-         "has 30 that differ"),
-        (["cluster", "--generalist", gen, "--data", syn, "--out", tmp_path / "cl", "--set", "representation=cov"],
-         "The 'representation' parameter of ConfusionClusterer must be a str among {"),
+        (
+            ["generalist", "eval", "--run", gen, "--data", glyph_ds],
+            f"{gen} was trained on 20 classes, {glyph_ds}/dataset.json has 30 that differ (class 0 is",
+        ),
+        (["generalist", "predict", "--run", gen, "--data", glyph_ds, "--out", tmp_path / "p"], "has 30 that differ"),
+        (
+            ["cluster", "--generalist", gen, "--data", syn, "--out", tmp_path / "cl", "--set", "representation=cov"],
+            "The 'representation' parameter of ConfusionClusterer must be a str among {",
+        ),
         (["cluster", "--generalist", gen, "--data", glyph_ds, "--out", tmp_path / "cl"], "has 30 that differ"),
-        (["cluster", "--generalist", gen, "--data", syn, "--out", tmp_path / "cl", "--set", "split=dev"],
-         "dataset.json: no split 'dev'"),
+        (
+            ["cluster", "--generalist", gen, "--data", syn, "--out", tmp_path / "cl", "--set", "split=dev"],
+            "dataset.json: no split 'dev'",
+        ),
         ([*spec, "--set", "alpha=2"], "config: alpha must be in [0, 1], got 2.0"),
         ([*spec, "--set", "device=cuda:7"], "device 'cuda:7': "),
         ([*spec[:-4], "--data", glyph_ds, "--out", tmp_path / "s"], "has 30 that differ"),
-        (["evaluate", "--run", tmp_path / "nothing", "--data", syn],
-         "model.json: missing; is"),
-        (["infer", "--run", synthetic_run["root"], "--data", syn, "--out", tmp_path / "i"],
-         "s000/specialist.json: missing"),
+        (["evaluate", "--run", tmp_path / "nothing", "--data", syn], "model.json: missing; is"),
+        (
+            ["infer", "--run", synthetic_run["root"], "--data", syn, "--out", tmp_path / "i"],
+            "s000/specialist.json: missing",
+        ),
         (["baseline", "--run", synthetic_run["root"], "--data", syn], "s000/specialist.json: missing"),
     ]
     for args, expected in cases:

@@ -11,8 +11,8 @@ from specens.clustering import ConfusionClusterer, CovarianceAccumulator, predic
 from specens.clustering.cluster import ClusterConfig, cluster, load_clusters
 from specens.clustering.groups import assign_overlapping, column_features, confusion_scores
 from specens.clustering.report import ClusterReport, agreement, choose_n_groups, error_capture, n_groups_candidates
-from specens.data.synthetic import synthetic_predictions
 from specens.core.errors import CheckpointError, ConfigError
+from specens.data.synthetic import synthetic_predictions
 
 
 def _random_probs(n, c, seed=0):
@@ -88,8 +88,16 @@ def _planted(c=60, size=6, n=6000, seed=0):
     return acc.covariance(), truth, groups
 
 
-@pytest.mark.parametrize("kw", [{}, {"algorithm": "minibatch"}, {"n_components": 16},
-                                {"representation": "correlation"}, {"representation": "offdiag"}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"algorithm": "minibatch"},
+        {"n_components": 16},
+        {"representation": "correlation"},
+        {"representation": "offdiag"},
+    ],
+)
 def test_planted_groups_recovered(kw):
     cov, truth, groups = _planted()
     cl = ConfusionClusterer(len(groups), random_state=0, **kw).fit_covariance(cov)
@@ -166,8 +174,10 @@ def test_parameter_and_fitting_errors():
         ConfusionClusterer(3).coverage()
     with pytest.raises(ValueError, match=r"n_groups must be an int in \[1, n_classes=30\], got 31"):
         ConfusionClusterer(31).fit_covariance(cov)
-    with pytest.raises(ValueError, match="'overlap' parameter .* must be a float in the range \\[1.0, inf\\) or None"
-                                         ".*'small' parameter"):
+    with pytest.raises(
+        ValueError,
+        match="'overlap' parameter .* must be a float in the range \\[1.0, inf\\) or None.*'small' parameter",
+    ):
         ConfusionClusterer(3, overlap=0.5, small="keep").fit_covariance(cov)
     with pytest.raises(ValueError, match="not symmetric"):
         ConfusionClusterer(3).fit_covariance(cov + np.triu(np.ones_like(cov)))
@@ -208,8 +218,12 @@ def test_glyph_groups_agree_with_base_letters(glyph_generalist, glyph_ds, tmp_pa
 
     info = load_info(glyph_ds)
     k = sum(len(g) > 1 for g in info.groups)
-    report = cluster(ClusterConfig(generalist=glyph_generalist, data=glyph_ds, out=str(tmp_path), split="train",
-                                   n_groups=k, min_size=1), progress=False)
+    report = cluster(
+        ClusterConfig(
+            generalist=glyph_generalist, data=glyph_ds, out=str(tmp_path), split="train", n_groups=k, min_size=1
+        ),
+        progress=False,
+    )
     ari = report.agreement()["ari"]
     rng = np.random.default_rng(0)
     chance = np.mean([adjusted_rand_score(info.group_labels(), rng.permutation(report.labels)) for _ in range(50)])
@@ -224,19 +238,29 @@ def test_glyph_groups_agree_with_base_letters(glyph_generalist, glyph_ds, tmp_pa
 def test_clusters_json_checks(glyph_generalist, glyph_ds, tmp_path):
     cluster(ClusterConfig(generalist=glyph_generalist, data=glyph_ds, out=str(tmp_path), n_groups=4), progress=False)
     from specens.generalist.checkpoint import load_generalist
+
     fp = load_generalist(glyph_generalist).fingerprint
     assert load_clusters(tmp_path / "clusters.json", fp, 30).generalist_fingerprint == fp
-    with pytest.raises(CheckpointError, match=r"clusters.json: made from generalist [0-9a-f]{16}, but the generalist given is 0000"):
+    with pytest.raises(
+        CheckpointError, match=r"clusters.json: made from generalist [0-9a-f]{16}, but the generalist given is 0000"
+    ):
         load_clusters(tmp_path / "clusters.json", "0000")
     d = json.loads((tmp_path / "clusters.json").read_text())
-    for groups, message in (([[0, 1], []], "group 1 is empty"), ([[0, 30]], r"group 0 has classes outside \[0, 30\)"),
-                            ([[2, 2]], "group 0 repeats a class")):
-        bad = tmp_path.parent / f"{tmp_path.name}-bad.json"  # not inside the clustering's --out, which holds its files only
+    for groups, message in (
+        ([[0, 1], []], "group 1 is empty"),
+        ([[0, 30]], r"group 0 has classes outside \[0, 30\)"),
+        ([[2, 2]], "group 0 repeats a class"),
+    ):
+        bad = (
+            tmp_path.parent / f"{tmp_path.name}-bad.json"
+        )  # not inside the clustering's --out, which holds its files only
         bad.write_text(json.dumps({**d, "groups": groups}))
         with pytest.raises(CheckpointError, match=message):
             load_clusters(bad)
     with pytest.raises(ConfigError, match="n_groups must be an int in"):
-        cluster(ClusterConfig(generalist=glyph_generalist, data=glyph_ds, out=str(tmp_path), n_groups=31), progress=False)
+        cluster(
+            ClusterConfig(generalist=glyph_generalist, data=glyph_ds, out=str(tmp_path), n_groups=31), progress=False
+        )
 
 
 def test_n_groups_candidates():
@@ -262,7 +286,9 @@ def test_choose_n_groups_against_brute_force():
         for kk in (2, 3, 4, 6, 8, 12, 16, 24):
             label = np.concatenate([np.full(len(b), i) for i, b in enumerate(blocks(kk))])
             brute[kk] = float(np.mean(label[y_true[wrong]] == label[y_pred[wrong]]))
-        assert [r["k"] for r in rows] == list(brute) and np.allclose([r["captured"] for r in rows], list(brute.values()))
+        assert [r["k"] for r in rows] == list(brute) and np.allclose(
+            [r["captured"] for r in rows], list(brute.values())
+        )
         passing = [kk for kk, v in brute.items() if v >= min_capture]
         assert k == (max(passing) if passing else max(brute, key=brute.get)), (min_capture, k, brute)
     assert choose_n_groups(blocks, y_true, y_true, c)[0] == 8  # no errors to capture: 8 groups (or fewer)
@@ -271,8 +297,12 @@ def test_choose_n_groups_against_brute_force():
 def test_cluster_chooses_n_groups(glyph_generalist, glyph_ds, tmp_path):
     """n_groups = 0 (the default): K from the error capture on the transfer split, recorded in
     report.json, printed by the summary, and equal to what choose_n_groups picks."""
-    report = cluster(ClusterConfig(generalist=glyph_generalist, data=glyph_ds, out=str(tmp_path), split="train",
-                                   min_mean_size=3, min_size=1), progress=False)
+    report = cluster(
+        ClusterConfig(
+            generalist=glyph_generalist, data=glyph_ds, out=str(tmp_path), split="train", min_mean_size=3, min_size=1
+        ),
+        progress=False,
+    )
     search = json.loads((tmp_path / "report.json").read_text())["n_groups_search"]
     tried = {r["k"]: r["captured"] for r in search["tried"]}
     assert list(tried) == n_groups_candidates(30, 3, 32) == [2, 3, 4, 6, 8]
@@ -299,8 +329,11 @@ def test_cluster_config_passes_the_estimator_parameters_through_with_its_default
     assert est["representation"] == "offdiag-scaled"  # the value every README and RESULTS figure used
     cfg = ClusterConfig(generalist="g", data="d", out="o", overlap=1.5, max_size=9, n_components=16)
     assert cfg.clusterer(5).get_params() == {**est, "n_groups": 5, "overlap": 1.5, "max_size": 9, "n_components": 16}
-    with pytest.raises(ConfigError, match="'n_runs' parameter of ConfusionClusterer.*temperature must be > 0"
-                                          "|temperature must be > 0.*'n_runs' parameter of ConfusionClusterer"):
+    with pytest.raises(
+        ConfigError,
+        match="'n_runs' parameter of ConfusionClusterer.*temperature must be > 0"
+        "|temperature must be > 0.*'n_runs' parameter of ConfusionClusterer",
+    ):
         ClusterConfig(generalist="g", data="d", out="o", n_runs=0, temperature=0.0)
     with pytest.raises(ConfigError, match="min_capture must be in"):
         ClusterConfig(generalist="g", data="d", out="o", min_capture=1.5)

@@ -16,13 +16,22 @@ def _reference(pg, ps, groups, act, w=1.0):
     def f(q):
         q = np.clip(q, 1e-300, None)
         v = -(pg * np.log(q)).sum()
-        for p, g, a in zip(ps, groups, act):
+        for p, g, a in zip(ps, groups, act, strict=True):
             if a:
                 v -= w * ((p[:-1] * np.log(q[g])).sum() + p[-1] * np.log(max(1 - q[g].sum(), 1e-300)))
         return v
 
-    runs = [minimize(f, x0, method="SLSQP", bounds=[(1e-15, 1)] * c, options={"ftol": 1e-15, "maxiter": 3000},
-                     constraints=[{"type": "eq", "fun": lambda q: q.sum() - 1}]) for x0 in (pg, np.full(c, 1 / c))]
+    runs = [
+        minimize(
+            f,
+            x0,
+            method="SLSQP",
+            bounds=[(1e-15, 1)] * c,
+            options={"ftol": 1e-15, "maxiter": 3000},
+            constraints=[{"type": "eq", "fun": lambda q: q.sum() - 1}],
+        )
+        for x0 in (pg, np.full(c, 1 / c))
+    ]
     return min(r.fun for r in runs)
 
 
@@ -139,8 +148,10 @@ def test_specialists_covering_every_class_give_the_arithmetic_mean():
     c = 7
     pg = torch.tensor(rng.dirichlet(np.ones(c), 3))
     full = torch.arange(c)
-    ps = [torch.cat([torch.tensor(rng.dirichlet(np.ones(c), 3)), torch.zeros(3, 1, dtype=torch.float64)], 1)
-          for _ in range(3)]
+    ps = [
+        torch.cat([torch.tensor(rng.dirichlet(np.ones(c), 3)), torch.zeros(3, 1, dtype=torch.float64)], 1)
+        for _ in range(3)
+    ]
     q = combine_distributions(pg, ps, [full] * 3, torch.ones(3, 3, dtype=torch.bool))
     mean = (pg + sum(p[:, :-1] for p in ps)) / 4
     assert torch.allclose(q, mean, atol=1e-12)
@@ -151,7 +162,7 @@ def test_batched_equals_per_example():
     pg, ps, gs, act, _ = _instance(rng, b=8)
     batched = combine_distributions(pg, ps, gs, act)
     for b in range(8):
-        one = combine_distributions(pg[b:b + 1], [p[b:b + 1] for p in ps], gs, act[b:b + 1])
+        one = combine_distributions(pg[b : b + 1], [p[b : b + 1] for p in ps], gs, act[b : b + 1])
         assert torch.allclose(batched[b], one[0], atol=1e-12)
 
 
@@ -160,9 +171,13 @@ def test_shape_errors():
     with pytest.raises(ValueError, match=r"p_specialists\[0\] must be \(B, \|S_m\| \+ 1\) = \(2, 3\)"):
         combine_distributions(pg, [torch.full((2, 2), 0.5)], [torch.tensor([0, 1])], torch.ones(2, 1, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"active must be \(B, M\)"):
-        combine_distributions(pg, [torch.full((2, 3), 1 / 3)], [torch.tensor([0, 1])], torch.ones(2, 2, dtype=torch.bool))
+        combine_distributions(
+            pg, [torch.full((2, 3), 1 / 3)], [torch.tensor([0, 1])], torch.ones(2, 2, dtype=torch.bool)
+        )
     with pytest.raises(ValueError, match="outside"):
-        combine_distributions(pg, [torch.full((2, 3), 1 / 3)], [torch.tensor([0, 9])], torch.ones(2, 1, dtype=torch.bool))
+        combine_distributions(
+            pg, [torch.full((2, 3), 1 / 3)], [torch.tensor([0, 9])], torch.ones(2, 1, dtype=torch.bool)
+        )
 
 
 @pytest.mark.parametrize("w", [1.0, 2.5])
@@ -187,7 +202,11 @@ def test_mixed_batch_equals_the_iterative_solver_row_by_row(w):
         if not act[r].any():
             assert torch.equal(q[r], pg[r])
             continue
-        want = _newton(pg[r:r + 1], [w * p[r:r + 1] for p in ps], groups, act[r:r + 1], w, tol=1e-10, max_iter=100)
-        f = lambda x: objective(x, pg[r:r + 1], [p[r:r + 1] for p in ps], groups, act[r:r + 1], specialist_weight=w)
-        assert float(f(q[r:r + 1])) <= float(f(want)) + 1e-9, r
+        want = _newton(
+            pg[r : r + 1], [w * p[r : r + 1] for p in ps], groups, act[r : r + 1], w, tol=1e-10, max_iter=100
+        )
+        f = lambda x: objective(
+            x, pg[r : r + 1], [p[r : r + 1] for p in ps], groups, act[r : r + 1], specialist_weight=w
+        )
+        assert float(f(q[r : r + 1])) <= float(f(want)) + 1e-9, r
         assert torch.allclose(q[r], want[0], atol=1e-8), (r, (q[r] - want[0]).abs().max())

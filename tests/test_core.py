@@ -60,9 +60,13 @@ def test_declared_constraints_are_checked_together_and_shared_parts_keep_them():
     with pytest.raises(ConfigError) as e:
         Stage(name="z", ratio=1.0, lr=0.0, epochs=0, optimizer="adam", warmup=-0.1)
     assert str(e.value).split("; ") == [
-        "epochs must be in [1, 100000], got 0", "optimizer must be 'adamw' or 'sgd', got 'adam'",
-        "lr must be in (0, 10], got 0.0", "warmup must be in [0, 1), got -0.1", "name must be one of ('a', 'b', 'c'), "
-        "got 'z'", "ratio must be in (0, 1), got 1.0"]
+        "epochs must be in [1, 100000], got 0",
+        "optimizer must be 'adamw' or 'sgd', got 'adam'",
+        "lr must be in (0, 10], got 0.0",
+        "warmup must be in [0, 1), got -0.1",
+        "name must be one of ('a', 'b', 'c'), got 'z'",
+        "ratio must be in (0, 1), got 1.0",
+    ]
     with pytest.raises(ConfigError, match="batch_size must be a number, got 'x'"):
         Stage(batch_size="x")
     assert [load_config(Stage, None, {"size": v}).size for v in ("null", "16", "auto")] == [None, 16, "auto"]
@@ -82,8 +86,11 @@ def test_every_user_error_is_one_family_and_classes_are_checked_once():
     for e in (ConfigError, DataError, CheckpointError):
         assert issubclass(e, SpecensError) and issubclass(e, ValueError)
     check_same_classes(["a", "b"], ("a", "b"), "x", "y")
-    with pytest.raises(CheckpointError, match=r"^run was trained on 2 classes, d/dataset.json has 2 that differ "
-                                              r"\(class 1 is 'b' there and 'c' here\)$"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"^run was trained on 2 classes, d/dataset.json has 2 that differ "
+        r"\(class 1 is 'b' there and 'c' here\)$",
+    ):
         check_same_classes(["a", "b"], ["a", "c"], "run", "d/dataset.json")
     with pytest.raises(CheckpointError, match="has 3 that differ \\(one list extends the other\\)"):
         check_same_classes(["a", "b"], ["a", "b", "c"], "run", "d")
@@ -152,8 +159,17 @@ def _loop(tmp_path, epochs, checkpoint_every, scores):
         prog = training_progress(tmp_path)
         seen.append(None if prog is None else prog["epoch"])
 
-    loop = EpochLoop(tmp_path, model, opt, sched, Cfg(), epochs, lambda r, b: r["score"] > b["score"],
-                     on_epoch_end=[checkpoints], checkpoint_every=checkpoint_every)
+    loop = EpochLoop(
+        tmp_path,
+        model,
+        opt,
+        sched,
+        Cfg(),
+        epochs,
+        lambda r, b: r["score"] > b["score"],
+        on_epoch_end=[checkpoints],
+        checkpoint_every=checkpoint_every,
+    )
     result = loop.run(train_epoch, lambda: {"score": scores[len(seen)]})
     return model, result, seen
 

@@ -3,6 +3,7 @@ specialists know, from q on the fly or from a checked cache, resumes exactly, an
 that later stages take. (The loss and the temperature of q: tests/test_losses.py.)"""
 
 import json
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -34,11 +35,13 @@ def helpful_ensemble(synthetic_ds, tmp_path_factory):
     from specens.specialists.model import build_specialist
 
     root = tmp_path_factory.mktemp("helpful")
-    base = dict(data=synthetic_ds, batch_size=64, model_kwargs={"hidden": [64]}, threads=2, patience=0,
-                checkpoint_every=0)
+    base = dict(
+        data=synthetic_ds, batch_size=64, model_kwargs={"hidden": [64]}, threads=2, patience=0, checkpoint_every=0
+    )
     weak = train_generalist(TrainConfig(out=str(root / "weak"), epochs=1, lr=1e-3, **base), progress=False).run_dir
-    strong = load_generalist(train_generalist(TrainConfig(out=str(root / "strong"), epochs=4, lr=3e-3, **base),
-                                              progress=False).run_dir)
+    strong = load_generalist(
+        train_generalist(TrainConfig(out=str(root / "strong"), epochs=4, lr=3e-3, **base), progress=False).run_dir
+    )
     groups = [torch.tensor(g) for g in load_info(synthetic_ds).groups]
     feats = torch.cat([strong.model.body(b.inputs) for b in iter_split(synthetic_ds, "train", 256)]).detach()
     specialists = [build_specialist(strong.model, g, feats).eval() for g in groups]
@@ -59,8 +62,11 @@ def test_the_student_learns_what_the_specialists_know(helpful_ensemble, syntheti
 
     common = dict(h["base"], epochs=3, lr=3e-3, init=h["weak"], temperature=2.0, train_fraction=0.1, run="in memory")
     top1 = {}
-    for name, kw in (("plain", dict(alpha=0.0)), ("student", dict(alpha=0.9)),
-                     ("transfer", dict(alpha=0.9, transfer=(synthetic_ds,)))):
+    for name, kw in (
+        ("plain", dict(alpha=0.0)),
+        ("student", dict(alpha=0.9)),
+        ("transfer", dict(alpha=0.9, transfer=(synthetic_ds,))),
+    ):
         cfg = DistillConfig(out=str(h["root"] / name), **common, **kw)
         top1[name] = _top1(train_generalist(cfg, progress=False, teacher=EnsembleTeacher(ens)).run_dir, synthetic_ds)
     assert top1["student"] > top1["plain"] + 0.05, top1
@@ -83,8 +89,9 @@ def test_mixed_loader_consumes_every_source_once_per_epoch_in_a_seeded_order(syn
         assert keys == sorted(k for b in iter_split(root, split, 512) for k in b.keys)
     assert first == epoch(0)  # the same epoch again: the same batches in the same order
     assert [s for s, _ in first] != [s for s, _ in epoch(1)]  # another epoch: another interleaving
-    assert len(first) == sum(MixedLoader([loader(synthetic_ds, "val", 0), loader(synthetic_ds, "test", 1)])
-                             .batches_per_epoch())
+    assert len(first) == sum(
+        MixedLoader([loader(synthetic_ds, "val", 0), loader(synthetic_ds, "test", 1)]).batches_per_epoch()
+    )
 
 
 def test_transfer_sets_are_checked(synthetic_ds, glyph_ds, tmp_path):
@@ -123,16 +130,30 @@ def test_q_cache_gives_the_ensembles_q_and_refuses_another_ensemble_or_split(ens
     with pytest.raises(ConfigError, match="infer.json: fingerprints is .* the q it holds is not this ensemble's"):
         QCacheTeacher([str(tmp_path / "train")], ens, sources)
     # and through the command, naming the field at fault
-    r = CliRunner().invoke(cli, ["distill", "--run", str(run), "--data", data, "--out", str(tmp_path / "s"),
-                                 "--q-cache", str(tmp_path / "train"), "--quiet"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "distill",
+            "--run",
+            str(run),
+            "--data",
+            data,
+            "--out",
+            str(tmp_path / "s"),
+            "--q-cache",
+            str(tmp_path / "train"),
+            "--quiet",
+        ],
+    )
     assert r.exit_code == 1 and "infer.json: fingerprints is" in r.output, r.output
 
 
 def test_distill_resumes_exactly_and_refuses_another_teacher_setting(ensemble_run, tmp_path):
     run, data = ensemble_run["root"], ensemble_run["data"]
     settings = {"epochs": 2, "patience": 0, "checkpoint_every": 0, "threads": 1}
-    whole = distill(run, data, str(tmp_path / "whole"), overrides=settings, split="val", progress=False,
-                    echo=lambda *_: None)
+    whole = distill(
+        run, data, str(tmp_path / "whole"), overrides=settings, split="val", progress=False, echo=lambda *_: None
+    )
 
     cfg = distill_config(run, data, str(tmp_path / "resumed"), settings)
 
@@ -142,11 +163,13 @@ def test_distill_resumes_exactly_and_refuses_another_teacher_setting(ensemble_ru
 
     with pytest.raises(KeyboardInterrupt):
         train_generalist(cfg, progress=False, on_epoch_end=crash, teacher=EnsembleTeacher(Ensemble.load(run)))
-    resumed = distill(run, data, str(tmp_path / "resumed"), overrides=settings, split="val", progress=False,
-                      echo=lambda *_: None)
+    resumed = distill(
+        run, data, str(tmp_path / "resumed"), overrides=settings, split="val", progress=False, echo=lambda *_: None
+    )
     assert resumed["fingerprints"]["student"] == whole["fingerprints"]["student"]
-    assert resumed["rows"] == {k: {**v, "seconds_per_example": resumed["rows"][k]["seconds_per_example"]}
-                               for k, v in whole["rows"].items()}
+    assert resumed["rows"] == {
+        k: {**v, "seconds_per_example": resumed["rows"][k]["seconds_per_example"]} for k, v in whole["rows"].items()
+    }
     with pytest.raises(CheckpointError, match="top_n: 1 -> 2"):
         distill(run, data, str(tmp_path / "resumed"), overrides={**settings, "top_n": 2}, progress=False)
     teacher = tmp_path / "resumed" / "teacher.json"  # as if the run's specialists had been retrained since
@@ -164,8 +187,23 @@ def test_the_student_is_a_generalist_for_every_later_stage(ensemble_run, tmp_pat
 
     run, data = ensemble_run["root"], ensemble_run["data"]
     student = tmp_path / "round1" / "student"
-    r = CliRunner().invoke(cli, ["distill", "--run", str(run), "--data", data, "--out", str(student), "--epochs", "1",
-                                 "--set", "threads=1", "--quiet"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "distill",
+            "--run",
+            str(run),
+            "--data",
+            data,
+            "--out",
+            str(student),
+            "--epochs",
+            "1",
+            "--set",
+            "threads=1",
+            "--quiet",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "student" in r.output and "generalist" in r.output and "ensemble" in r.output
     report = json.loads((student / "distill.json").read_text())
@@ -176,13 +214,24 @@ def test_the_student_is_a_generalist_for_every_later_stage(ensemble_run, tmp_pat
 
     r = CliRunner().invoke(cli, ["generalist", "eval", "--run", str(student), "--data", data])
     assert r.exit_code == 0, r.output
-    printed = json.loads(r.output[r.output.index("{"):r.output.rindex("}") + 1])  # after the progress bar
+    printed = json.loads(r.output[r.output.index("{") : r.output.rindex("}") + 1])  # after the progress bar
     assert printed["top1"] == pytest.approx(report["rows"]["student"]["top1"])
 
     round2 = tmp_path / "round2"
     cluster(ClusterConfig(generalist=str(student), data=data, out=str(round2 / "clusters"), n_groups=4), progress=False)
-    train_all(SpecialistConfig(generalist=str(student), clusters=str(round2 / "clusters" / "clusters.json"), data=data,
-                               out=str(round2), epochs=1, batch_size=64, threads=1), local=True, echo=lambda *_: None)
+    train_all(
+        SpecialistConfig(
+            generalist=str(student),
+            clusters=str(round2 / "clusters" / "clusters.json"),
+            data=data,
+            out=str(round2),
+            epochs=1,
+            batch_size=64,
+            threads=1,
+        ),
+        local=True,
+        echo=lambda *_: None,
+    )
     ens2 = Ensemble.load(round2, generalist=student, device="cpu", all_specialists=True)
     assert ens2.fingerprints["generalist"] == report["fingerprints"]["student"] and len(ens2.specialists) == 4
     with pytest.raises(CheckpointError, match="clusters"):  # the first round's groups belong to the first generalist

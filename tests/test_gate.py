@@ -47,9 +47,20 @@ def _weak_and_strong(synthetic_ds, tmp_path):
 
     runs = {}
     for name, epochs, lr in (("weak", 1, 1e-4), ("strong", 4, 3e-3)):
-        res = train_generalist(TrainConfig(data=synthetic_ds, out=str(tmp_path / name), epochs=epochs, lr=lr,
-                                           batch_size=64, model_kwargs={"hidden": [64]}, threads=2, patience=0,
-                                           checkpoint_every=0), progress=False)
+        res = train_generalist(
+            TrainConfig(
+                data=synthetic_ds,
+                out=str(tmp_path / name),
+                epochs=epochs,
+                lr=lr,
+                batch_size=64,
+                model_kwargs={"hidden": [64]},
+                threads=2,
+                patience=0,
+                checkpoint_every=0,
+            ),
+            progress=False,
+        )
         runs[name] = load_generalist(res.run_dir)
     return runs["weak"], runs["strong"]
 
@@ -61,7 +72,7 @@ def test_routed_validation_keeps_what_inference_routes_and_gates_useless_and_goo
     weak, strong = _weak_and_strong(synthetic_ds, tmp_path)
     group = torch.tensor([0, 1, 2])
     corr = dustbin_correction(3 / weak.n_classes)
-    x, y = zip(*[(b.inputs, b.labels) for b in iter_split(synthetic_ds, "val", 64)])
+    x, y = zip(*[(b.inputs, b.labels) for b in iter_split(synthetic_ds, "val", 64)], strict=True)
     x, y = torch.cat(x), torch.cat(y)
     with torch.no_grad():
         p = torch.softmax(weak.model(x), 1).double()
@@ -92,8 +103,21 @@ def routed_rows(p, group):
 
 
 def _cfg(run, out, **kw):
-    return SpecialistConfig(**{**dict(generalist=run["generalist"], clusters=run["clusters"], data=run["data"],
-                                      out=str(out), epochs=2, batch_size=64, lr=3e-3, threads=1), **kw})
+    return SpecialistConfig(
+        **{
+            **dict(
+                generalist=run["generalist"],
+                clusters=run["clusters"],
+                data=run["data"],
+                out=str(out),
+                epochs=2,
+                batch_size=64,
+                lr=3e-3,
+                threads=1,
+            ),
+            **kw,
+        }
+    )
 
 
 def _paths(run):
@@ -112,18 +136,27 @@ def test_on_validation_the_gated_ensemble_is_never_below_its_generalist(syntheti
     gains = [m["gate"]["combined"]["correct"] - m["gate"]["generalist"]["correct"] for m in metas]
     on = [m["gate"]["on"] for m in metas]
     assert any(on) and not all(on), [m["gate"]["why"] for m in metas]  # both cases are exercised
-    assert all(g >= 0 and m["gate"]["combined"]["nll"] < m["gate"]["generalist"]["nll"]
-               for g, m, o in zip(gains, metas, on) if o)
+    assert all(
+        g >= 0 and m["gate"]["combined"]["nll"] < m["gate"]["generalist"]["nll"]
+        for g, m, o in zip(gains, metas, on, strict=True)
+        if o
+    )
     for forced in (False, True):
         ens = Ensemble.load(tmp_path, device="cpu", all_specialists=forced, **_paths(synthetic_run))
         assert ens.indices == [m for m in range(4) if forced or on[m]]
         assert ens.gated_off == ([] if forced else [m for m in range(4) if not on[m]])
         r = evaluate_ensemble(ens, synthetic_run["data"], "val", progress=False)
         delta = round((r["ensemble"]["top1"] - r["generalist"]["top1"]) * r["n"])
-        assert delta == sum(g for g, o in zip(gains, on) if forced or o)
+        assert delta == sum(g for g, o in zip(gains, on, strict=True) if forced or o)
         nll_delta = (r["ensemble"]["nll"] - r["generalist"]["nll"]) * r["n"]  # summed log-loss is additive too
-        assert nll_delta == pytest.approx(sum(m["gate"]["routed"] * (m["gate"]["combined"]["nll"] - m["gate"]["generalist"]["nll"])
-                                              for m, o in zip(metas, on) if forced or o), abs=1e-3)
+        assert nll_delta == pytest.approx(
+            sum(
+                m["gate"]["routed"] * (m["gate"]["combined"]["nll"] - m["gate"]["generalist"]["nll"])
+                for m, o in zip(metas, on, strict=True)
+                if forced or o
+            ),
+            abs=1e-3,
+        )
         if not forced:
             assert delta >= 0 and nll_delta < 0
 
@@ -160,12 +193,18 @@ def test_cost_is_recorded_and_consistent_with_steps_and_batch_size(synthetic_run
 
     model, _ = load_specialist(specialist_dir_of(tmp_path, 1))
     f, f_t, n = forward_flops(model, x), forward_flops(gen.model, x), sum(p.numel() for p in model.parameters())
-    assert f > 0 and cost["flops_per_example"] == pytest.approx(f) and cost["teacher_flops_per_example"] == pytest.approx(f_t)
-    assert cost["train_flops"] == pytest.approx(cost["examples"] * (BACKWARD_FACTOR * f + f_t)
-                                                + cost["steps"] * OPTIMIZER_FLOPS_PER_PARAMETER * n)
+    assert (
+        f > 0
+        and cost["flops_per_example"] == pytest.approx(f)
+        and cost["teacher_flops_per_example"] == pytest.approx(f_t)
+    )
+    assert cost["train_flops"] == pytest.approx(
+        cost["examples"] * (BACKWARD_FACTOR * f + f_t) + cost["steps"] * OPTIMIZER_FLOPS_PER_PARAMETER * n
+    )
     assert 0 < cost["train_seconds"] <= cost["wall_seconds"]
-    assert cost["overhead_seconds"] == pytest.approx(cost["wall_seconds"] - cost["train_seconds"]
-                                                     - cost["validation_seconds"], abs=1e-6)
+    assert cost["overhead_seconds"] == pytest.approx(
+        cost["wall_seconds"] - cost["train_seconds"] - cost["validation_seconds"], abs=1e-6
+    )
     g = gen.meta["metrics"]["cost"]  # the generalist's: every epoch is one pass over the training split
     n_train = sum(load_info_counts(synthetic_run["data"]))
     assert g["examples"] == g["epochs"] * n_train and g["steps"] == g["epochs"] * -(-n_train // 64)

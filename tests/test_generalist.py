@@ -18,8 +18,16 @@ from specens.generalist.train import train_generalist
 
 
 def _cfg(data, out, **kw):
-    base = dict(data=data, out=str(out), epochs=3, batch_size=64, lr=3e-3, model_kwargs={"hidden": [64]}, threads=2,
-                checkpoint_every=0)
+    base = dict(
+        data=data,
+        out=str(out),
+        epochs=3,
+        batch_size=64,
+        lr=3e-3,
+        model_kwargs={"hidden": [64]},
+        threads=2,
+        checkpoint_every=0,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -111,13 +119,15 @@ def test_soft_targets_regularise_training_on_little_data(trained, synthetic_ds, 
     """METHOD §6: on 3% of the training split (a stable subset, about 6 examples per class), a net
     trained on hard targets overfits; the same net trained on the full-data generalist's soft
     targets gets close to it. Seen: hard 0.90, soft 0.947, the full-data generalist 0.959."""
+
     def top1(run):
         return evaluate_generalist(run, synthetic_ds, "test", progress=False)["top1"]
 
     small = dict(train_fraction=0.03, epoch_size=4000, epochs=6, model_kwargs={"hidden": [256]})
     hard = train_generalist(_cfg(synthetic_ds, tmp_path / "hard", **small), progress=False)
-    soft = train_generalist(_cfg(synthetic_ds, tmp_path / "soft", teacher=(trained.run_dir,), alpha=0.9, **small),
-                            progress=False)
+    soft = train_generalist(
+        _cfg(synthetic_ds, tmp_path / "soft", teacher=(trained.run_dir,), alpha=0.9, **small), progress=False
+    )
     full, h, s = top1(trained.run_dir), top1(hard.run_dir), top1(soft.run_dir)
     assert s - h > 0.025 and full - s < 0.03, (full, h, s)
     with pytest.raises(ConfigError, match="train_fraction"):
@@ -132,6 +142,7 @@ def test_predict_writes_logits_in_split_order(trained, synthetic_ds, tmp_path):
     assert logits.shape == (1000, 20) and len(keys) == 1000 and meta["generalist_fingerprint"] == trained.fingerprint
     g = load_generalist(trained.run_dir)
     from specens.data.shards import iter_split
+
     first = next(iter(iter_split(synthetic_ds, "test", 10)))
     assert first.keys == keys[:10] and np.array_equal(first.labels.numpy(), labels[:10])
     with torch.no_grad():
@@ -146,8 +157,13 @@ def test_checkpoint_checks(trained, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     from specens.generalist.checkpoint import save_generalist
-    save_generalist(other, ModelSpec("mlp", (16,), 20, {"hidden": [32]}).build(), ModelSpec("mlp", (16,), 20, {"hidden": [32]}),
-                    [str(i) for i in range(20)])
+
+    save_generalist(
+        other,
+        ModelSpec("mlp", (16,), 20, {"hidden": [32]}).build(),
+        ModelSpec("mlp", (16,), 20, {"hidden": [32]}),
+        [str(i) for i in range(20)],
+    )
     shutil.copy(other / "model.safetensors", run / "model.safetensors")
     with pytest.raises(CheckpointError, match="fingerprint .* disagrees"):
         load_generalist(run)
@@ -163,7 +179,12 @@ def test_config_validation_lists_every_problem(tmp_path):
     with pytest.raises(ConfigError) as e:
         TrainConfig(data="d", out="o", epochs=0, lr=-1.0, optimizer="adam", alpha=2.0)
     msg = str(e.value)
-    for part in ("epochs must be in [1, 100000]", "lr must be in (0, 10]", "optimizer must be 'adamw' or 'sgd'", "alpha must be in [0, 1]"):
+    for part in (
+        "epochs must be in [1, 100000]",
+        "lr must be in (0, 10]",
+        "optimizer must be 'adamw' or 'sgd'",
+        "alpha must be in [0, 1]",
+    ):
         assert part in msg
     f = tmp_path / "c.toml"
     f.write_text('[generalist]\ndata = "d"\nout = "o"\nepoch = 3\n')
@@ -190,6 +211,7 @@ def test_early_stopping_exports_the_best_epoch_and_resumes_to_the_same_stop(synt
     """patience=1 stops after the first epoch that brings no better validation score; the export is
     the best epoch's weights; an interrupted run resumes to the same stop, and a finished one
     trains no further."""
+
     class Killed(Exception):
         pass
 
@@ -202,7 +224,7 @@ def test_early_stopping_exports_the_best_epoch_and_resumes_to_the_same_stop(synt
     hist = res.history
     assert len(hist) < 40 and res.best_epoch == len(hist) - 1  # stopped one epoch after the best
     best = hist[res.best_epoch - 1]
-    assert all((h["val_top1"], -h["val_nll"]) < (best["val_top1"], -best["val_nll"]) for h in hist[res.best_epoch:])
+    assert all((h["val_top1"], -h["val_nll"]) < (best["val_top1"], -best["val_nll"]) for h in hist[res.best_epoch :])
     assert load_generalist(res.run_dir).meta["metrics"]["stopped_early"] is True
     m = evaluate_generalist(res.run_dir, synthetic_ds, "val", progress=False)
     assert m["top1"] == best["val_top1"] and m["nll"] == pytest.approx(best["val_nll"], rel=1e-5)
@@ -256,8 +278,10 @@ def test_ngram_model_learns_real_intents(shared_data, tmp_path):
     keep = classes[:20]
     sub = {k: [(t, c) for t, c in rows if c in keep] for k, rows in splits.items()}
     _import_text(str(tmp_path / "data"), "clinc20", keep, sub, HashedNgrams(buckets=2**14))
-    res = train_generalist(TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "gen"), epochs=12,
-                                       batch_size=32, threads=2), progress=False)
+    res = train_generalist(
+        TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "gen"), epochs=12, batch_size=32, threads=2),
+        progress=False,
+    )
     g = load_generalist(res.run_dir)
     assert g.spec.name == "ngram" and g.spec.kwargs["buckets"] == 2**14
     assert evaluate_generalist(res.run_dir, str(tmp_path / "data"), "test", progress=False)["top1"] >= 0.85

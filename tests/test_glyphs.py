@@ -13,13 +13,25 @@ from specens.data.shards import iter_split
 
 def test_deterministic_for_a_seed_whatever_the_rendering_processes(tmp_path, glyph_ds):
     # glyph_ds rendered in this process; these in two worker processes, byte for byte the same
-    glyphs.import_glyphs(str(tmp_path), n_classes=30, train_per_class=40, val_per_class=4, test_per_class=4,
-                         seed=0, shard_size=400, progress=False, workers=2)
+    glyphs.import_glyphs(
+        str(tmp_path),
+        n_classes=30,
+        train_per_class=40,
+        val_per_class=4,
+        test_per_class=4,
+        seed=0,
+        shard_size=400,
+        progress=False,
+        workers=2,
+    )
     for shard in sorted(Path(glyph_ds).glob("*.tar")):
-        assert hashlib.sha256(shard.read_bytes()).digest() == hashlib.sha256((tmp_path / shard.name).read_bytes()).digest()
+        assert (
+            hashlib.sha256(shard.read_bytes()).digest() == hashlib.sha256((tmp_path / shard.name).read_bytes()).digest()
+        )
     other = tmp_path / "seed1"
-    glyphs.import_glyphs(str(other), n_classes=30, train_per_class=2, val_per_class=1, test_per_class=1, seed=1,
-                         progress=False)
+    glyphs.import_glyphs(
+        str(other), n_classes=30, train_per_class=2, val_per_class=1, test_per_class=1, seed=1, progress=False
+    )
     assert load_info(other).classes != load_info(glyph_ds).classes  # the seed picks other letter groups
 
 
@@ -33,7 +45,7 @@ def test_test_faces_are_disjoint_from_train_faces(glyph_ds):
 def test_groups_are_the_nfd_base_letters(glyph_ds):
     info = load_info(glyph_ds)
     chars = [name.split(" ")[0] for name in info.classes]
-    for members, name in zip(info.groups, info.group_names):
+    for members, name in zip(info.groups, info.group_names, strict=True):
         for c in members:
             assert unicodedata.normalize("NFD", chars[c])[0].casefold() == name
     assert sorted(c for g in info.groups for c in g) == list(range(info.n_classes))
@@ -65,7 +77,7 @@ def test_every_split_has_every_class_and_images_are_not_blank(glyph_ds):
     assert (ink > 0.5).all()
 
 
-# ----------------------------------------------------------------------------- users' fonts (printed Chinese and others)
+# -- users' fonts (printed Chinese and others) ------------------------------------------------
 
 import shutil  # noqa: E402
 
@@ -99,16 +111,28 @@ def test_gb2312_sets_come_from_pythons_codec(tmp_path):
 
 def test_faces_of_a_folder_and_a_bad_font_file(font_dir):
     faces = fonts.find_faces([font_dir])
-    assert sorted(f.name for f in faces) == sorted(["DejaVu Sans", "DejaVu Sans Bold", "DejaVu Serif",
-                                                     "DejaVu Serif Bold", "DejaVu Sans Mono", "DejaVu Sans Mono Bold"])
+    assert sorted(f.name for f in faces) == sorted(
+        [
+            "DejaVu Sans",
+            "DejaVu Sans Bold",
+            "DejaVu Serif",
+            "DejaVu Serif Bold",
+            "DejaVu Sans Mono",
+            "DejaVu Sans Mono Bold",
+        ]
+    )
     (font_dir / "broken.ttf").write_bytes(b"not a font at all")
     with pytest.raises(DataError, match=r"broken.ttf: cannot be read as a font"):
         fonts.find_faces([font_dir])
 
 
 def test_regional_variants_are_one_design():
-    f = [fonts.Face("a.ttc", i, fam, "Regular") for i, fam in
-         enumerate(["Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC", "AR PL UKai TW", "AR PL UKai CN"])]
+    f = [
+        fonts.Face("a.ttc", i, fam, "Regular")
+        for i, fam in enumerate(
+            ["Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC", "AR PL UKai TW", "AR PL UKai CN"]
+        )
+    ]
     kept, dropped = fonts.one_per_design(f + [fonts.Face("b.ttf", 0, "Noto Sans CJK SC", "Bold")])
     assert [k.name for k in kept] == ["Noto Sans CJK SC", "AR PL UKai CN", "Noto Sans CJK SC Bold"]
     assert len(dropped) == 3
@@ -135,13 +159,24 @@ def _charset(tmp_path, chars: str) -> str:
 def test_import_from_fonts_keeps_what_every_face_renders_distinctly(font_dir, tmp_path):
     # Ж: every face; A and Greek Alpha render identically; 字 is in no DejaVu face
     chars = _charset(tmp_path, "AΑЖжbd字")
-    kw = dict(fonts=[str(font_dir)], charset=chars, train_per_class=3, val_per_class=1, test_per_class=2,
-              test_faces=["Serif Bold", "Mono Bold"], val_faces=["DejaVu Sans Mono"], progress=False)
+    kw = dict(
+        fonts=[str(font_dir)],
+        charset=chars,
+        train_per_class=3,
+        val_per_class=1,
+        test_per_class=2,
+        test_faces=["Serif Bold", "Mono Bold"],
+        val_faces=["DejaVu Sans Mono"],
+        progress=False,
+    )
     glyphs.import_glyphs(str(tmp_path / "a"), n_classes=None, **kw)
     info = load_info(tmp_path / "a")
     assert [c.split()[0] for c in info.classes] == ["A", "b", "d", "Ж", "ж"]
     assert info.source["duplicates_dropped"] == {"U+0391": "U+0041"}
-    assert info.source["not_covered"] == {f: 1 for f in info.source["not_covered"]} and len(info.source["not_covered"]) == 6
+    assert (
+        info.source["not_covered"] == {f: 1 for f in info.source["not_covered"]}
+        and len(info.source["not_covered"]) == 6
+    )
     names = {k: [f["name"] for f in v] for k, v in info.source["faces"].items()}
     assert names["test"] == ["DejaVu Serif Bold", "DejaVu Sans Mono Bold"] and names["val"] == ["DejaVu Sans Mono"]
     assert info.split("train").class_counts == (3,) * 5 and info.split("test").class_counts == (2,) * 5
@@ -157,14 +192,24 @@ def test_like_renders_the_same_classes_from_other_faces(font_dir, tmp_path):
     train_faces.mkdir()
     for name in SIX[:3]:
         shutil.move(str(font_dir / f"{name}.ttf"), train_faces)
-    glyphs.import_glyphs(str(tmp_path / "a"), n_classes=None, fonts=[str(train_faces)], charset=_charset(tmp_path, "ЖжЯя"),
-                         train_per_class=2, val_per_class=1, test_per_class=1, progress=False)
-    glyphs.import_glyphs(str(tmp_path / "b"), fonts=[str(font_dir)], like=str(tmp_path / "a"), test_per_class=3,
-                         progress=False)
+    glyphs.import_glyphs(
+        str(tmp_path / "a"),
+        n_classes=None,
+        fonts=[str(train_faces)],
+        charset=_charset(tmp_path, "ЖжЯя"),
+        train_per_class=2,
+        val_per_class=1,
+        test_per_class=1,
+        progress=False,
+    )
+    glyphs.import_glyphs(
+        str(tmp_path / "b"), fonts=[str(font_dir)], like=str(tmp_path / "a"), test_per_class=3, progress=False
+    )
     a, b = load_info(tmp_path / "a"), load_info(tmp_path / "b")
     assert b.classes == a.classes and list(b.splits) == ["test"] and b.split("test").class_counts == (3,) * 4
     assert {f["name"] for f in b.source["faces"]["test"]}.isdisjoint(
-        f["name"] for v in a.source["faces"].values() for f in v)
+        f["name"] for v in a.source["faces"].values() for f in v
+    )
     shutil.copy(Path(glyphs.font_dir()) / "cmr10.ttf", font_dir)  # a face without Cyrillic
     with pytest.raises(DataError, match=r"cmr10: lacks 4 of the 4 characters of .*\(ЖЯжя\)"):
         glyphs.import_glyphs(str(tmp_path / "c"), fonts=[str(font_dir)], like=str(tmp_path / "a"), progress=False)

@@ -29,17 +29,41 @@ def tiny(tmp_path_factory) -> Path:
     from specens.specialists.train import SpecialistConfig
 
     root = tmp_path_factory.mktemp("hostile")
-    import_synthetic(str(root / "ds"), n_classes=8, n_groups=2, dim=8, n_train=40, n_val=10, n_test=4, seed=0,
-                     shard_size=200)
+    import_synthetic(
+        str(root / "ds"), n_classes=8, n_groups=2, dim=8, n_train=40, n_val=10, n_test=4, seed=0, shard_size=200
+    )
     import_synthetic(str(root / "ds_wide"), n_classes=8, n_groups=2, dim=12, n_train=4, n_val=2, n_test=2, seed=0)
     run = root / "run"
-    train_generalist(TrainConfig(data=str(root / "ds"), out=str(run / "generalist"), epochs=2, batch_size=32,
-                                 lr=3e-3, model="mlp", model_kwargs={"hidden": [16]}, threads=1), progress=False)
-    cluster(ClusterConfig(generalist=str(run / "generalist"), data=str(root / "ds"), out=str(run / "clusters"),
-                          n_groups=2), progress=False)
-    train_all(SpecialistConfig(generalist=str(run / "generalist"), clusters=str(run / "clusters" / "clusters.json"),
-                               data=str(root / "ds"), out=str(run), epochs=1, batch_size=32, threads=1),
-              local=True, echo=lambda *_: None)
+    train_generalist(
+        TrainConfig(
+            data=str(root / "ds"),
+            out=str(run / "generalist"),
+            epochs=2,
+            batch_size=32,
+            lr=3e-3,
+            model="mlp",
+            model_kwargs={"hidden": [16]},
+            threads=1,
+        ),
+        progress=False,
+    )
+    cluster(
+        ClusterConfig(generalist=str(run / "generalist"), data=str(root / "ds"), out=str(run / "clusters"), n_groups=2),
+        progress=False,
+    )
+    train_all(
+        SpecialistConfig(
+            generalist=str(run / "generalist"),
+            clusters=str(run / "clusters" / "clusters.json"),
+            data=str(root / "ds"),
+            out=str(run),
+            epochs=1,
+            batch_size=32,
+            threads=1,
+        ),
+        local=True,
+        echo=lambda *_: None,
+    )
     return root
 
 
@@ -55,8 +79,11 @@ def run_cli(*args):
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def assert_refused(r, culprit: str) -> None:
@@ -81,8 +108,10 @@ def edit_json(path: Path, change) -> None:
 
 def refingerprint_generalist(gdir: Path) -> None:
     """What a hostile author does after editing model.json: make the fingerprint fit again."""
+
     def fix(d):
         d["fingerprint"] = generalist_fingerprint(d["weights_fingerprint"], d["model"], d["classes"])
+
     edit_json(gdir / "model.json", fix)
 
 
@@ -93,8 +122,13 @@ def refingerprint_specialist(sdir: Path) -> None:
 # ----------------------------------------------------------------------------- the case table
 # (name, mutation of the copied tree, command arguments with {w} for its root, culprit in the message)
 
-G, S0, S1, CL, DS = "run/generalist/model.json", "run/specialists/s000", "run/specialists/s001", \
-    "run/clusters/clusters.json", "ds/dataset.json"
+G, S0, S1, CL, DS = (
+    "run/generalist/model.json",
+    "run/specialists/s000",
+    "run/specialists/s001",
+    "run/clusters/clusters.json",
+    "ds/dataset.json",
+)
 
 
 def _j(rel, change):
@@ -116,6 +150,7 @@ def _truncate(rel, keep=0.5):
     def f(w):
         p = w / rel
         p.write_bytes(p.read_bytes()[: int(p.stat().st_size * keep)])
+
     return f
 
 
@@ -125,11 +160,35 @@ def _shard(w):
 
 EVAL = ("generalist", "eval", "--run", "{w}/run/generalist", "--data", "{w}/ds")
 INFER = ("infer", "--run", "{w}/run", "--data", "{w}/ds", "--out", "{w}/pred")
-SPEC = ("specialists", "train", "--local", "--generalist", "{w}/run/generalist", "--clusters", "{w}/" + CL,
-        "--data", "{w}/ds", "--out", "{w}/run2", "--epochs", "1")
+SPEC = (
+    "specialists",
+    "train",
+    "--local",
+    "--generalist",
+    "{w}/run/generalist",
+    "--clusters",
+    "{w}/" + CL,
+    "--data",
+    "{w}/ds",
+    "--out",
+    "{w}/run2",
+    "--epochs",
+    "1",
+)
 CLUSTER = ("cluster", "--generalist", "{w}/run/generalist", "--data", "{w}/ds", "--out", "{w}/cl2", "--quiet")
-TRAIN = ("generalist", "train", "--data", "{w}/ds", "--out", "{w}/g2", "--quiet", "--set", "model=mlp",
-         "--set", 'model_kwargs={"hidden": [8]}')
+TRAIN = (
+    "generalist",
+    "train",
+    "--data",
+    "{w}/ds",
+    "--out",
+    "{w}/g2",
+    "--quiet",
+    "--set",
+    "model=mlp",
+    "--set",
+    'model_kwargs={"hidden": [8]}',
+)
 
 
 CASES = [
@@ -148,26 +207,72 @@ CASES = [
     ("classes not strings", _j(G, lambda d: d.update(classes=list(range(8)))), EVAL, "'classes'"),
     ("one class too few", _j(G, lambda d: d.update(classes=d["classes"][:-1])), EVAL, "7 classes but"),
     ("fingerprint edited", _j(G, lambda d: d.update(fingerprint="0" * 16)), EVAL, "edited after export"),
-    ("spec edited, fingerprint not", _j(G, lambda d: d["model"]["kwargs"].update(hidden=[32])), EVAL,
-     "edited after export"),
+    (
+        "spec edited, fingerprint not",
+        _j(G, lambda d: d["model"]["kwargs"].update(hidden=[32])),
+        EVAL,
+        "edited after export",
+    ),
     ("cost not an object", _j(G, lambda d: d["metrics"].update(cost="x")), EVAL, "metrics'.cost"),
     ("cost negative", _j(G, lambda d: d["metrics"]["cost"].update(train_flops=-1)), EVAL, "train_flops"),
     ("history not a list", _j(G, lambda d: d["metrics"].update(history=5)), EVAL, "metrics'.history"),
     ("weights replaced", _truncate("run/generalist/model.safetensors", 0.9), EVAL, "model.safetensors: fingerprint"),
-    ("weights missing", lambda w: (w / "run/generalist/model.safetensors").unlink(), EVAL,
-     "model.safetensors: missing"),
-    ("unknown registry model", lambda w: (_j(G, lambda d: d["model"].update(name="nosuch"))(w),
-                                          refingerprint_generalist(w / "run/generalist")), EVAL, "'nosuch'"),
-    ("registry model, bad kwargs", lambda w: (_j(G, lambda d: d["model"]["kwargs"].update(hidden="x"))(w),
-                                              refingerprint_generalist(w / "run/generalist")), EVAL, "model 'mlp'"),
-    ("a record stating sizes its weights do not hold", lambda w: (
-        _j(G, lambda d: d["model"]["kwargs"].update(hidden=[10**9]))(w), refingerprint_generalist(w / "run/generalist")),
-     EVAL, "weights do not fit the model its record describes"),
-    ("code named by model.json", lambda w: (_j(G, lambda d: d["model"].update(name="os:system"))(w),
-                                            refingerprint_generalist(w / "run/generalist")), EVAL, "--trust-code"),
-    ("the reported attack", lambda w: (_j(G, lambda d: d["model"].update(
-        name="subprocess:Popen", input_shape=["sh", "-c", f"touch {w}/marker"], kwargs={}))(w),
-        refingerprint_generalist(w / "run/generalist")), EVAL, "model.json"),
+    (
+        "weights missing",
+        lambda w: (w / "run/generalist/model.safetensors").unlink(),
+        EVAL,
+        "model.safetensors: missing",
+    ),
+    (
+        "unknown registry model",
+        lambda w: (
+            _j(G, lambda d: d["model"].update(name="nosuch"))(w),
+            refingerprint_generalist(w / "run/generalist"),
+        ),
+        EVAL,
+        "'nosuch'",
+    ),
+    (
+        "registry model, bad kwargs",
+        lambda w: (
+            _j(G, lambda d: d["model"]["kwargs"].update(hidden="x"))(w),
+            refingerprint_generalist(w / "run/generalist"),
+        ),
+        EVAL,
+        "model 'mlp'",
+    ),
+    (
+        "a record stating sizes its weights do not hold",
+        lambda w: (
+            _j(G, lambda d: d["model"]["kwargs"].update(hidden=[10**9]))(w),
+            refingerprint_generalist(w / "run/generalist"),
+        ),
+        EVAL,
+        "weights do not fit the model its record describes",
+    ),
+    (
+        "code named by model.json",
+        lambda w: (
+            _j(G, lambda d: d["model"].update(name="os:system"))(w),
+            refingerprint_generalist(w / "run/generalist"),
+        ),
+        EVAL,
+        "--trust-code",
+    ),
+    (
+        "the reported attack",
+        lambda w: (
+            _j(
+                G,
+                lambda d: d["model"].update(
+                    name="subprocess:Popen", input_shape=["sh", "-c", f"touch {w}/marker"], kwargs={}
+                ),
+            )(w),
+            refingerprint_generalist(w / "run/generalist"),
+        ),
+        EVAL,
+        "model.json",
+    ),
     # the dataset
     ("dataset.json not JSON", _text(DS, "nope"), EVAL, "dataset.json: not valid JSON"),
     ("classes not a list", _j(DS, lambda d: d.update(classes="abc")), EVAL, "'classes' must be"),
@@ -175,52 +280,102 @@ CASES = [
     ("dtype unknown", _j(DS, lambda d: d["input"].update(dtype="float16")), EVAL, "'input.dtype'"),
     ("input not an object", _j(DS, lambda d: d.update(input=[1])), EVAL, "'input"),
     ("groups of ints", _j(DS, lambda d: d.update(groups=[1, 2])), EVAL, "'groups'"),
-    ("counts negative", _j(DS, lambda d: d["splits"]["test"].update(class_counts=[-1] + [5] * 7)), EVAL,
-     "'splits.test' is malformed"),
+    (
+        "counts negative",
+        _j(DS, lambda d: d["splits"]["test"].update(class_counts=[-1] + [5] * 7)),
+        EVAL,
+        "'splits.test' is malformed",
+    ),
     ("count a float", _j(DS, lambda d: d["splits"]["test"].update(num_samples=32.0)), EVAL, "'splits.test'"),
     ("count disagrees", _j(DS, lambda d: d["splits"]["test"].update(num_samples=33)), EVAL, "num_samples=33"),
-    ("shard name escapes", _j(DS, lambda d: d["splits"]["test"]["shards"][0].update(name="../x.tar")), EVAL,
-     "'splits.test' is malformed"),
+    (
+        "shard name escapes",
+        _j(DS, lambda d: d["splits"]["test"]["shards"][0].update(name="../x.tar")),
+        EVAL,
+        "'splits.test' is malformed",
+    ),
     ("dataset.json extra key", _j(DS, lambda d: d.update(extra=1)), EVAL, "unknown keys ['extra']"),
     ("shard missing", lambda w: (w / "ds" / _shard(w)).unlink(), EVAL, "lists shards that do not exist"),
     ("shard truncated", lambda w: _truncate(f"ds/{_shard(w)}", 0.5)(w), EVAL, ".tar"),
-    ("classes of another dataset", _j(DS, lambda d: d.update(classes=[f"z{i}" for i in range(8)])), EVAL,
-     "differ (class 0"),
-    ("dataset of another input shape", lambda w: None,
-     ("generalist", "eval", "--run", "{w}/run/generalist", "--data", "{w}/ds_wide"), "takes inputs of shape [8]"),
-    ("infer on another input shape", lambda w: None, ("infer", "--run", "{w}/run", "--data", "{w}/ds_wide", "--out",
-                                                      "{w}/pred"), "takes inputs of shape [8]"),
-    ("cluster on another input shape", lambda w: None,
-     ("cluster", "--generalist", "{w}/run/generalist", "--data", "{w}/ds_wide", "--out", "{w}/cl2", "--quiet"),
-     "takes inputs of shape [8]"),
+    (
+        "classes of another dataset",
+        _j(DS, lambda d: d.update(classes=[f"z{i}" for i in range(8)])),
+        EVAL,
+        "differ (class 0",
+    ),
+    (
+        "dataset of another input shape",
+        lambda w: None,
+        ("generalist", "eval", "--run", "{w}/run/generalist", "--data", "{w}/ds_wide"),
+        "takes inputs of shape [8]",
+    ),
+    (
+        "infer on another input shape",
+        lambda w: None,
+        ("infer", "--run", "{w}/run", "--data", "{w}/ds_wide", "--out", "{w}/pred"),
+        "takes inputs of shape [8]",
+    ),
+    (
+        "cluster on another input shape",
+        lambda w: None,
+        ("cluster", "--generalist", "{w}/run/generalist", "--data", "{w}/ds_wide", "--out", "{w}/cl2", "--quiet"),
+        "takes inputs of shape [8]",
+    ),
     ("data info: truncated shard", lambda w: _truncate(f"ds/{_shard(w)}", 0.5)(w), ("data", "info", "{w}/ds"), ".tar"),
-    ("data info: counts of another import", _j(DS, lambda d: d["splits"]["test"].update(
-        class_counts=[5, 3] + d["splits"]["test"]["class_counts"][2:])), ("data", "info", "{w}/ds"), "class_counts[0]"),
+    (
+        "data info: counts of another import",
+        _j(DS, lambda d: d["splits"]["test"].update(class_counts=[5, 3] + d["splits"]["test"]["class_counts"][2:])),
+        ("data", "info", "{w}/ds"),
+        "class_counts[0]",
+    ),
     # clusters.json
     ("clusters not JSON", _text(CL, "]"), INFER, "clusters.json: not valid JSON"),
     ("group out of range", _j(CL, lambda d: d["groups"][0].append(99)), INFER, "outside [0, 8)"),
     ("group repeats a class", _j(CL, lambda d: d["groups"][0].append(d["groups"][0][0])), INFER, "repeats a class"),
     ("no groups", _j(CL, lambda d: d.update(groups=[])), SPEC, "holds no groups"),
     ("groups not lists", _j(CL, lambda d: d.update(groups=[1, 2])), SPEC, "clusters.json"),
-    ("clusters of another generalist", _j(CL, lambda d: d.update(generalist_fingerprint="f" * 16)), SPEC,
-     "made from generalist ffff"),
+    (
+        "clusters of another generalist",
+        _j(CL, lambda d: d.update(generalist_fingerprint="f" * 16)),
+        SPEC,
+        "made from generalist ffff",
+    ),
     ("clusters for other n_classes", _j(CL, lambda d: d.update(n_classes=9)), SPEC, "made for 9 classes"),
     ("clusters old version", _j(CL, lambda d: d.update(format_version=0)), SPEC, "'format_version' is 0"),
     # specialists
     ("specialist weights swapped", _swap_weights, INFER, "model.safetensors: fingerprint"),
     ("specialist.json not JSON", _text(f"{S0}/specialist.json", "x"), INFER, "specialist.json: not valid JSON"),
     ("gate.on a string", _j(f"{S0}/specialist.json", lambda d: d["gate"].update(on="yes")), INFER, "'gate'"),
-    ("correction a string", _j(f"{S0}/specialist.json", lambda d: d.update(dustbin_correction="x")), INFER,
-     "'dustbin_correction'"),
+    (
+        "correction a string",
+        _j(f"{S0}/specialist.json", lambda d: d.update(dustbin_correction="x")),
+        INFER,
+        "'dustbin_correction'",
+    ),
     ("group edited", _j(f"{S0}/specialist.json", lambda d: d["group"].pop()), INFER, "specialist.json"),
     ("specialist key missing", _j(f"{S0}/specialist.json", lambda d: d.pop("pi")), INFER, "missing keys ['pi']"),
     ("specialist extra key", _j(f"{S0}/specialist.json", lambda d: d.update(x=1)), INFER, "unknown keys ['x']"),
-    ("specialist fingerprint edited", _j(f"{S0}/specialist.json", lambda d: d.update(fingerprint="1" * 16)), INFER,
-     "edited after training"),
-    ("specialist cost negative", lambda w: (_j(f"{S0}/specialist.json", lambda d: d["cost"].update(steps=-1))(w),
-                                            refingerprint_specialist(w / S0)), INFER, "steps"),
-    ("specialist of another index", lambda w: (_j(f"{S0}/specialist.json", lambda d: d.update(index=1))(w),
-                                               refingerprint_specialist(w / S0)), INFER, "specialist 1"),
+    (
+        "specialist fingerprint edited",
+        _j(f"{S0}/specialist.json", lambda d: d.update(fingerprint="1" * 16)),
+        INFER,
+        "edited after training",
+    ),
+    (
+        "specialist cost negative",
+        lambda w: (
+            _j(f"{S0}/specialist.json", lambda d: d["cost"].update(steps=-1))(w),
+            refingerprint_specialist(w / S0),
+        ),
+        INFER,
+        "steps",
+    ),
+    (
+        "specialist of another index",
+        lambda w: (_j(f"{S0}/specialist.json", lambda d: d.update(index=1))(w), refingerprint_specialist(w / S0)),
+        INFER,
+        "specialist 1",
+    ),
     ("specialist missing", lambda w: shutil.rmtree(w / S1), INFER, "has no trained specialist"),
     # options
     ("infer --top-k 0", lambda w: None, (*INFER, "--top-k", 0), "--top-k"),
@@ -233,85 +388,192 @@ CASES = [
     ("cluster --groups > C", lambda w: None, (*CLUSTER, "--groups", 9), "n_groups must be an int in [1, n_classes=8]"),
     ("cluster --temperature 0", lambda w: None, (*CLUSTER, "--temperature", 0), "temperature must be > 0"),
     ("cluster --out a file", lambda w: (w / "cl2").write_text("mine"), CLUSTER, "cl2: is a file"),
-    ("cluster --out someone's folder", lambda w: ((w / "cl2").mkdir(), (w / "cl2" / "notes.txt").write_text("x")),
-     CLUSTER, "(notes.txt); refusing to write into it"),
-    ("infer --out someone's folder", lambda w: ((w / "pred").mkdir(), (w / "pred" / "a.txt").write_text("x")),
-     INFER, "(a.txt); refusing to write into it"),
-    ("predict --out someone's folder", lambda w: ((w / "p").mkdir(), (w / "p" / "a.txt").write_text("x")),
-     ("generalist", "predict", "--run", "{w}/run/generalist", "--data", "{w}/ds", "--out", "{w}/p"),
-     "(a.txt); refusing to write into it"),
-    ("evaluate --out someone's folder", lambda w: ((w / "ev").mkdir(), (w / "ev" / "a.txt").write_text("x")),
-     ("evaluate", "--run", "{w}/run", "--data", "{w}/ds", "--out", "{w}/ev"), "(a.txt); refusing to write into it"),
-    ("train --out someone's folder", lambda w: ((w / "g2").mkdir(), (w / "g2" / "a.txt").write_text("x")),
-     TRAIN, "(a.txt); refusing to write into it"),
+    (
+        "cluster --out someone's folder",
+        lambda w: ((w / "cl2").mkdir(), (w / "cl2" / "notes.txt").write_text("x")),
+        CLUSTER,
+        "(notes.txt); refusing to write into it",
+    ),
+    (
+        "infer --out someone's folder",
+        lambda w: ((w / "pred").mkdir(), (w / "pred" / "a.txt").write_text("x")),
+        INFER,
+        "(a.txt); refusing to write into it",
+    ),
+    (
+        "predict --out someone's folder",
+        lambda w: ((w / "p").mkdir(), (w / "p" / "a.txt").write_text("x")),
+        ("generalist", "predict", "--run", "{w}/run/generalist", "--data", "{w}/ds", "--out", "{w}/p"),
+        "(a.txt); refusing to write into it",
+    ),
+    (
+        "evaluate --out someone's folder",
+        lambda w: ((w / "ev").mkdir(), (w / "ev" / "a.txt").write_text("x")),
+        ("evaluate", "--run", "{w}/run", "--data", "{w}/ds", "--out", "{w}/ev"),
+        "(a.txt); refusing to write into it",
+    ),
+    (
+        "train --out someone's folder",
+        lambda w: ((w / "g2").mkdir(), (w / "g2" / "a.txt").write_text("x")),
+        TRAIN,
+        "(a.txt); refusing to write into it",
+    ),
     ("train --set lr=1e9", lambda w: None, (*TRAIN, "--set", "lr=1e9"), "lr must be in (0, 10]"),
-    ("train --set epochs=1e22", lambda w: None, (*TRAIN, "--set", "epochs=10000000000000000000000"),
-     "epochs must be in [1, 100000]"),
+    (
+        "train --set epochs=1e22",
+        lambda w: None,
+        (*TRAIN, "--set", "epochs=10000000000000000000000"),
+        "epochs must be in [1, 100000]",
+    ),
     ("train --set warmup=1", lambda w: None, (*TRAIN, "--set", "warmup=1"), "warmup must be in [0, 1)"),
     ("train --set batch_size=0", lambda w: None, (*TRAIN, "--set", "batch_size=0"), "batch_size must be >= 1"),
-    ("cluster --out beside other outputs", lambda w: shutil.copy(w / CL, w / "run" / "clusters.json"),
-     ("cluster", "--generalist", "{w}/run/generalist", "--data", "{w}/ds", "--out", "{w}/run", "--quiet"),
-     "holds files that are not a `specens cluster` output (clusters, generalist, specialists)"),
-    ("data glyphs --out a dataset beside a user's file", lambda w: (w / "ds" / "raw.txt").write_text("mine"),
-     ("data", "synthetic", "--out", "{w}/ds", "--classes", 4), "(raw.txt); refusing"),
-    ("train --out someone's checkpoints", lambda w: ((w / "g2" / "checkpoints").mkdir(parents=True),
-                                                     (w / "g2" / "weights.pt").write_text("x")),
-     TRAIN, "(weights.pt); refusing"),
-    ("a stray file in a specialist's directory", lambda w: (w / "run2/specialists/s000").mkdir(parents=True) or
-     (w / "run2/specialists/s000/notes.txt").write_text("x"), SPEC, "(notes.txt); refusing"),
-    ("a teacher list of numbers", lambda w: (w / "t.toml").write_text("teacher = [5]\n"),
-     ("generalist", "train", "--config", "{w}/t.toml", "--data", "{w}/ds", "--out", "{w}/g2"),
-     "teacher: expected a list of str"),
-    ("a record's training config naming a number as teacher", lambda w: (
-        _j(G, lambda d: d["config"].update(teacher=[5]))(w), refingerprint_generalist(w / "run/generalist")),
-     ("baseline", "--run", "{w}/run", "--data", "{w}/ds", "--only", "continued"), "teacher: expected a list of str"),
-    ("train: a model larger than memory", lambda w: None,
-     ("generalist", "train", "--data", "{w}/ds", "--out", "{w}/g2", "--quiet", "--set", "model=mlp",
-      "--set", 'model_kwargs={"hidden": [10000000000]}'), "can't allocate memory"),
-    ("train: more workers than shards", lambda w: None, (*TRAIN, "--set", "num_workers=64"),
-     "too few for 64 DataLoader workers"),
+    (
+        "cluster --out beside other outputs",
+        lambda w: shutil.copy(w / CL, w / "run" / "clusters.json"),
+        ("cluster", "--generalist", "{w}/run/generalist", "--data", "{w}/ds", "--out", "{w}/run", "--quiet"),
+        "holds files that are not a `specens cluster` output (clusters, generalist, specialists)",
+    ),
+    (
+        "data glyphs --out a dataset beside a user's file",
+        lambda w: (w / "ds" / "raw.txt").write_text("mine"),
+        ("data", "synthetic", "--out", "{w}/ds", "--classes", 4),
+        "(raw.txt); refusing",
+    ),
+    (
+        "train --out someone's checkpoints",
+        lambda w: ((w / "g2" / "checkpoints").mkdir(parents=True), (w / "g2" / "weights.pt").write_text("x")),
+        TRAIN,
+        "(weights.pt); refusing",
+    ),
+    (
+        "a stray file in a specialist's directory",
+        lambda w: (
+            (w / "run2/specialists/s000").mkdir(parents=True) or (w / "run2/specialists/s000/notes.txt").write_text("x")
+        ),
+        SPEC,
+        "(notes.txt); refusing",
+    ),
+    (
+        "a teacher list of numbers",
+        lambda w: (w / "t.toml").write_text("teacher = [5]\n"),
+        ("generalist", "train", "--config", "{w}/t.toml", "--data", "{w}/ds", "--out", "{w}/g2"),
+        "teacher: expected a list of str",
+    ),
+    (
+        "a record's training config naming a number as teacher",
+        lambda w: (_j(G, lambda d: d["config"].update(teacher=[5]))(w), refingerprint_generalist(w / "run/generalist")),
+        ("baseline", "--run", "{w}/run", "--data", "{w}/ds", "--only", "continued"),
+        "teacher: expected a list of str",
+    ),
+    (
+        "train: a model larger than memory",
+        lambda w: None,
+        (
+            "generalist",
+            "train",
+            "--data",
+            "{w}/ds",
+            "--out",
+            "{w}/g2",
+            "--quiet",
+            "--set",
+            "model=mlp",
+            "--set",
+            'model_kwargs={"hidden": [10000000000]}',
+        ),
+        "can't allocate memory",
+    ),
+    (
+        "train: more workers than shards",
+        lambda w: None,
+        (*TRAIN, "--set", "num_workers=64"),
+        "too few for 64 DataLoader workers",
+    ),
     ("cluster --set top_k > C", lambda w: None, (*CLUSTER, "--set", "top_k=1000"), "top_k must be at most the 8"),
     ("dataset.json not UTF-8", lambda w: (w / DS).write_bytes(b"\xff\xfe\x00abc"), EVAL, "dataset.json: not UTF-8"),
     ("format_version a string", _j(G, lambda d: d.update(format_version="2")), EVAL, "'format_version' is '2' (a str)"),
     ("train --set threads=-1", lambda w: None, (*TRAIN, "--set", "threads=-1"), "threads must be >= 0"),
-    ("train --set exclude_classes=[99]", lambda w: None, (*TRAIN, "--set", "exclude_classes=[99]"),
-     "exclude_classes: 99 is not a class"),
+    (
+        "train --set exclude_classes=[99]",
+        lambda w: None,
+        (*TRAIN, "--set", "exclude_classes=[99]"),
+        "exclude_classes: 99 is not a class",
+    ),
     ("train without --data", lambda w: None, ("generalist", "train", "--out", "{w}/g2"), "missing required key 'data'"),
     ("cluster --temperature nan", lambda w: None, (*CLUSTER, "--temperature", "nan"), "must be a finite number"),
     ("cluster --temperature inf", lambda w: None, (*CLUSTER, "--temperature", "inf"), "must be a finite number"),
     ("cluster --groups 1", lambda w: None, (*CLUSTER, "--groups", 1), "a group holds all 8 classes"),
     ("data synthetic --noise -1", lambda w: None, ("data", "synthetic", "--out", "{w}/s", "--noise", -1), "noise"),
-    ("baseline on another input shape", lambda w: None,
-     ("baseline", "--run", "{w}/run", "--data", "{w}/ds_wide"), "takes inputs of shape [8]"),
-    ("distill over the run's generalist", lambda w: None,
-     ("distill", "--run", "{w}/run", "--data", "{w}/ds", "--out", "{w}/run/generalist", "--restart", "--quiet"),
-     "is not a student"),
-    ("distill with a malformed baselines.json", lambda w: ((w / "run/baselines").mkdir(),
-                                                          (w / "run/baselines/baselines.json").write_text("[]")),
-     ("distill", "--run", "{w}/run", "--data", "{w}/ds", "--quiet", "--epochs", 1), "baselines.json: expected"),
-    ("distill: teacher.json a directory", lambda w: (w / "run/student/teacher.json").mkdir(parents=True),
-     ("distill", "--run", "{w}/run", "--data", "{w}/ds", "--quiet", "--epochs", 1), "teacher.json: is a directory"),
-    ("correction not the one pi and rho give", lambda w: (
-        _j(f"{S0}/specialist.json", lambda d: d.update(dustbin_correction=1e308))(w), refingerprint_specialist(w / S0)),
-     INFER, "but pi and rho give"),
+    (
+        "baseline on another input shape",
+        lambda w: None,
+        ("baseline", "--run", "{w}/run", "--data", "{w}/ds_wide"),
+        "takes inputs of shape [8]",
+    ),
+    (
+        "distill over the run's generalist",
+        lambda w: None,
+        ("distill", "--run", "{w}/run", "--data", "{w}/ds", "--out", "{w}/run/generalist", "--restart", "--quiet"),
+        "is not a student",
+    ),
+    (
+        "distill with a malformed baselines.json",
+        lambda w: ((w / "run/baselines").mkdir(), (w / "run/baselines/baselines.json").write_text("[]")),
+        ("distill", "--run", "{w}/run", "--data", "{w}/ds", "--quiet", "--epochs", 1),
+        "baselines.json: expected",
+    ),
+    (
+        "distill: teacher.json a directory",
+        lambda w: (w / "run/student/teacher.json").mkdir(parents=True),
+        ("distill", "--run", "{w}/run", "--data", "{w}/ds", "--quiet", "--epochs", 1),
+        "teacher.json: is a directory",
+    ),
+    (
+        "correction not the one pi and rho give",
+        lambda w: (
+            _j(f"{S0}/specialist.json", lambda d: d.update(dustbin_correction=1e308))(w),
+            refingerprint_specialist(w / S0),
+        ),
+        INFER,
+        "but pi and rho give",
+    ),
     ("specialist cost emptied", _j(f"{S0}/specialist.json", lambda d: d.update(cost={})), INFER, "'cost' lacks"),
-    ("specialist classes renamed", lambda w: (
-        _j(f"{S0}/specialist.json", lambda d: d.update(classes=["z"] * len(d["group"])))(w),
-        refingerprint_specialist(w / S0)), INFER, "class names are not those of its group"),
-    ("specialists train over swapped weights", _swap_weights, SPEC[:-4] + ("--out", "{w}/run", "--epochs", "1"),
-     "not a valid specialist"),
-    ("specialists train over swapped directories", lambda w: (
-        (w / S0).rename(w / "tmp"), (w / S1).rename(w / S0), (w / "tmp").rename(w / S1)),
-     SPEC[:-4] + ("--out", "{w}/run", "--epochs", "1"), "the record of specialist 1, not 0"),
+    (
+        "specialist classes renamed",
+        lambda w: (
+            _j(f"{S0}/specialist.json", lambda d: d.update(classes=["z"] * len(d["group"])))(w),
+            refingerprint_specialist(w / S0),
+        ),
+        INFER,
+        "class names are not those of its group",
+    ),
+    (
+        "specialists train over swapped weights",
+        _swap_weights,
+        SPEC[:-4] + ("--out", "{w}/run", "--epochs", "1"),
+        "not a valid specialist",
+    ),
+    (
+        "specialists train over swapped directories",
+        lambda w: ((w / S0).rename(w / "tmp"), (w / S1).rename(w / S0), (w / "tmp").rename(w / S1)),
+        SPEC[:-4] + ("--out", "{w}/run", "--epochs", "1"),
+        "the record of specialist 1, not 0",
+    ),
     ("specialists --set rho=1", lambda w: None, (*SPEC, "--set", "rho=1"), "rho must be in (0, 1)"),
     ("specialists --set lr=0", lambda w: None, (*SPEC, "--set", "lr=0"), "lr must be in (0, 10]"),
-    ("data synthetic --classes 1", lambda w: None, ("data", "synthetic", "--out", "{w}/s", "--classes", 1),
-     "classes"),
-    ("data glyphs --classes 1", lambda w: None, ("data", "glyphs", "--out", "{w}/s", "--classes", 1),
-     "n_classes must be at least 2"),
-    ("data arrays into a dataset: bad labels", lambda w: (np.save(w / "x.npy", np.zeros((4, 2), np.float32)),
-                                                          np.save(w / "y.npy", np.array([0, 1, 2, -1]))),
-     ("data", "arrays", "--x", "{w}/x.npy", "--y", "{w}/y.npy", "--out", "{w}/ds"), "y.npy: labels span"),
+    ("data synthetic --classes 1", lambda w: None, ("data", "synthetic", "--out", "{w}/s", "--classes", 1), "classes"),
+    (
+        "data glyphs --classes 1",
+        lambda w: None,
+        ("data", "glyphs", "--out", "{w}/s", "--classes", 1),
+        "n_classes must be at least 2",
+    ),
+    (
+        "data arrays into a dataset: bad labels",
+        lambda w: (np.save(w / "x.npy", np.zeros((4, 2), np.float32)), np.save(w / "y.npy", np.array([0, 1, 2, -1]))),
+        ("data", "arrays", "--x", "{w}/x.npy", "--y", "{w}/y.npy", "--out", "{w}/ds"),
+        "y.npy: labels span",
+    ),
 ]
 
 
@@ -387,8 +649,21 @@ def test_trust_code_opts_in_and_says_so(work, monkeypatch):
 
 
 def test_training_may_name_the_users_own_code(work):
-    r = run_cli("generalist", "train", "--data", work / "ds", "--out", work / "g2", "--quiet", "--epochs", 1,
-                "--set", "model=specens.generalist.models:mlp", "--set", 'model_kwargs={"hidden": [8]}')
+    r = run_cli(
+        "generalist",
+        "train",
+        "--data",
+        work / "ds",
+        "--out",
+        work / "g2",
+        "--quiet",
+        "--epochs",
+        1,
+        "--set",
+        "model=specens.generalist.models:mlp",
+        "--set",
+        'model_kwargs={"hidden": [8]}',
+    )
     assert r.exit_code == 0, r.output
     # loading the result names that code: refused without the opt-in, allowed with it
     assert_refused(run_cli("generalist", "eval", "--run", work / "g2", "--data", work / "ds"), "--trust-code")
@@ -397,6 +672,7 @@ def test_training_may_name_the_users_own_code(work):
 
 
 # ----------------------------------------------------------------------------- nothing already written is lost
+
 
 def test_a_failed_import_leaves_the_dataset_there_intact(work, tmp_path):
     from PIL import Image
@@ -421,10 +697,23 @@ def test_a_diverging_run_stops_and_exports_nothing(work):
     from specens.generalist.config import TrainConfig
     from specens.generalist.train import train_generalist
 
-    cfg = TrainConfig(data=str(work / "ds"), out=str(work / "g2"), epochs=2, model="mlp", optimizer="sgd", lr=10.0,
-                      momentum=0.99, model_kwargs={"hidden": [64, 64]}, warmup=0.0, schedule="constant")
-    with pytest.raises(TrainingDiverged, match=r"generalist training diverged at epoch \d+, step \d+: .*nothing was "
-                                               r"exported. Lower the learning rate"):
+    cfg = TrainConfig(
+        data=str(work / "ds"),
+        out=str(work / "g2"),
+        epochs=2,
+        model="mlp",
+        optimizer="sgd",
+        lr=10.0,
+        momentum=0.99,
+        model_kwargs={"hidden": [64, 64]},
+        warmup=0.0,
+        schedule="constant",
+    )
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"generalist training diverged at epoch \d+, step \d+: .*nothing was "
+        r"exported. Lower the learning rate",
+    ):
         train_generalist(cfg, progress=False)
     assert not (work / "g2" / "model.json").exists() and not (work / "g2" / "checkpoints").exists()
 
@@ -448,6 +737,7 @@ def test_a_non_finite_loss_or_gradient_is_caught_at_its_step():
 
 # ----------------------------------------------------------------------------- every field of every record
 
+
 def _paths(d: dict, nested=("model", "input", "gate", "metrics", "cost", "splits")) -> list[tuple[str, ...]]:
     """Every top-level key, and the keys one level down in the objects named ``nested``."""
     out = [(k,) for k in d]
@@ -455,8 +745,14 @@ def _paths(d: dict, nested=("model", "input", "gate", "metrics", "cost", "splits
     return out
 
 
-_MUTATIONS = {"deleted": None, "null": lambda v: None, "a string": lambda v: "x", "a list": lambda v: [],
-              "negative": lambda v: -1, "huge": lambda v: 1e300}
+_MUTATIONS = {
+    "deleted": None,
+    "null": lambda v: None,
+    "a string": lambda v: "x",
+    "a list": lambda v: [],
+    "negative": lambda v: -1,
+    "huge": lambda v: 1e300,
+}
 
 
 def _mutated(d: dict, path: tuple[str, ...], how: str) -> dict:

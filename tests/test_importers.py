@@ -1,14 +1,22 @@
 """Importers: the real datasets from their original files, and users' own layouts."""
 
 import hashlib
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from specens.core.errors import DataError
 from specens.data.format import load_info
-from specens.data.importers import (MNIST_CLASSES, import_arrays, import_banking77, import_clinc150, import_folder,
-                                    import_idx, import_text)
+from specens.data.importers import (
+    MNIST_CLASSES,
+    import_arrays,
+    import_banking77,
+    import_clinc150,
+    import_folder,
+    import_idx,
+    import_text,
+)
 from specens.data.shards import iter_split
 from specens.data.text import FORMER_DEFAULT, HashedNgrams
 
@@ -27,7 +35,8 @@ def test_featurizer_is_stable_and_padded():
     # Pinned ids: the hash must never change, or stored datasets stop matching new text.
     assert HashedNgrams()("hello")[:3].tolist() == [94504, 34498, 156638]
     assert HashedNgrams(buckets=2**18)("hello")[0] == 1 + int.from_bytes(
-        hashlib.blake2b(b"hello", digest_size=8).digest(), "little") % (2**18 - 1)
+        hashlib.blake2b(b"hello", digest_size=8).digest(), "little"
+    ) % (2**18 - 1)
 
 
 def test_featurizer_settings_of_an_older_dataset_json_give_its_ids():
@@ -103,14 +112,21 @@ def test_numpy_arrays(tmp_path):
 
 # ----------------------------------------------------------------------------- specens data text
 
-_WORDS = {"card_lost": ("lost", "card", "cards"), "card_frozen": ("frozen", "card", "block"),
-          "pay_late": ("late", "payment", "bill"), "pay_twice": ("twice", "payment", "charged")}
+_WORDS = {
+    "card_lost": ("lost", "card", "cards"),
+    "card_frozen": ("frozen", "card", "block"),
+    "pay_late": ("late", "payment", "bill"),
+    "pay_twice": ("twice", "payment", "charged"),
+}
 _GROUP = {"card_lost": "cards", "card_frozen": "cards", "pay_late": "payments", "pay_twice": "payments"}
 
 
 def _examples(n_per_class: int, offset: int = 0) -> list[dict]:
-    return [{"text": f"my {w[0]} {w[1 + i % 2]} number {i + offset}", "intent": lab, "domain": _GROUP[lab]}
-            for i in range(n_per_class) for lab, w in _WORDS.items()]
+    return [
+        {"text": f"my {w[0]} {w[1 + i % 2]} number {i + offset}", "intent": lab, "domain": _GROUP[lab]}
+        for i in range(n_per_class)
+        for lab, w in _WORDS.items()
+    ]
 
 
 def _write(path, rows, fmt=None):
@@ -129,7 +145,11 @@ def _write(path, rows, fmt=None):
 
 
 def _decoded(root, split):
-    return [(k, x.tolist(), int(y)) for b in iter_split(str(root), split) for k, x, y in zip(b.keys, b.inputs, b.labels)]
+    return [
+        (k, x.tolist(), int(y))
+        for b in iter_split(str(root), split)
+        for k, x, y in zip(b.keys, b.inputs, b.labels, strict=True)
+    ]
 
 
 def test_text_tables_in_every_format_give_one_dataset(tmp_path):
@@ -141,13 +161,24 @@ def test_text_tables_in_every_format_give_one_dataset(tmp_path):
     for fmt in (".csv", ".tsv", ".jsonl"):
         src = _write(tmp_path / f"intents{fmt}", rows)
         outs[fmt] = tmp_path / fmt[1:]
-        import_text(str(src), str(outs[fmt]), label="intent", group="domain", featurizer=f, val_fraction=0.2,
-                    test_fraction=0.2, seed=3)
+        import_text(
+            str(src),
+            str(outs[fmt]),
+            label="intent",
+            group="domain",
+            featurizer=f,
+            val_fraction=0.2,
+            test_fraction=0.2,
+            seed=3,
+        )
     info = load_info(outs[".csv"])
     assert info.classes == ("card_frozen", "card_lost", "pay_late", "pay_twice")
     assert info.group_names == ("cards", "payments") and [list(g) for g in info.groups] == [[0, 1], [2, 3]]
     assert {k: list(v.class_counts) for k, v in info.splits.items()} == {
-        "train": [6] * 4, "val": [2] * 4, "test": [2] * 4}  # stratified
+        "train": [6] * 4,
+        "val": [2] * 4,
+        "test": [2] * 4,
+    }  # stratified
     assert info.featurizer == f.to_json() and info.source["importer"] == "text"
     for split in ("train", "val", "test"):
         got = _decoded(outs[".csv"], split)
@@ -157,41 +188,67 @@ def test_text_tables_in_every_format_give_one_dataset(tmp_path):
         match = [t for t in texts if f(t).tolist() == ids]
         assert len(match) == 1 and texts[match[0]] == y
     other = tmp_path / "other_seed"
-    import_text(str(tmp_path / "intents.csv"), str(other), label="intent", featurizer=f, val_fraction=0.2,
-                test_fraction=0.2, seed=4)
+    import_text(
+        str(tmp_path / "intents.csv"),
+        str(other),
+        label="intent",
+        featurizer=f,
+        val_fraction=0.2,
+        test_fraction=0.2,
+        seed=4,
+    )
     assert _decoded(other, "test") != _decoded(outs[".csv"], "test") and load_info(other).groups is None
 
 
 def test_text_tables_from_separate_files(tmp_path):
     """Train / val / test files; integer labels (JSON Lines numbers) order numerically; a val file
     with a test fraction of 0 leaves no test split."""
+
     def numbered(rows):
         number = {"card_lost": 10, "card_frozen": 2, "pay_late": 3, "pay_twice": 4}
         return [{"utterance": r["text"], "y": number[r["intent"]]} for r in rows]
+
     train = _write(tmp_path / "train.jsonl", numbered(_examples(6)))
     val = _write(tmp_path / "val.jsonl", numbered(_examples(2, offset=100)))
     test = _write(tmp_path / "test.jsonl", numbered(_examples(3, offset=200)))
-    import_text(str(train), str(tmp_path / "a"), val=str(val), test=str(test), text="utterance", label="y",
-                featurizer=HashedNgrams(buckets=100, max_tokens=8))
+    import_text(
+        str(train),
+        str(tmp_path / "a"),
+        val=str(val),
+        test=str(test),
+        text="utterance",
+        label="y",
+        featurizer=HashedNgrams(buckets=100, max_tokens=8),
+    )
     info = load_info(tmp_path / "a")
     assert info.name == "a" and info.classes == ("2", "3", "4", "10")
     assert {k: v.num_samples for k, v in info.splits.items()} == {"train": 24, "val": 8, "test": 12}
-    import_text(str(train), str(tmp_path / "b"), val=str(val), text="utterance", label="y", test_fraction=0,
-                featurizer=HashedNgrams(buckets=100, max_tokens=8))
+    import_text(
+        str(train),
+        str(tmp_path / "b"),
+        val=str(val),
+        text="utterance",
+        label="y",
+        test_fraction=0,
+        featurizer=HashedNgrams(buckets=100, max_tokens=8),
+    )
     assert set(load_info(tmp_path / "b").splits) == {"train", "val"}
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("missing column", "train.csv:1: no column 'label' (the header has ['text', 'intent', 'domain'])"),
-    ("empty text", "train.csv:4: empty text in column 'text'"),
-    ("label only in test", "test.csv:3: label 'close_account' is not in the training data"),
-    ("bad encoding", "train.csv:4: not valid utf-8 (byte 0xe9)"),
-    ("ragged row", "train.csv:5: 4 fields, the header has 3"),
-    ("bad json", "train.jsonl:2: not valid JSON"),
-    ("json field", "train.jsonl:3: no field 'intent'"),
-    ("two groups", "train.csv:8: label 'pay_late' in group 'cards', but in group 'payments' at"),
-    ("unknown format", "train.xlsx: unknown table format '.xlsx'"),
-])
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("missing column", "train.csv:1: no column 'label' (the header has ['text', 'intent', 'domain'])"),
+        ("empty text", "train.csv:4: empty text in column 'text'"),
+        ("label only in test", "test.csv:3: label 'close_account' is not in the training data"),
+        ("bad encoding", "train.csv:4: not valid utf-8 (byte 0xe9)"),
+        ("ragged row", "train.csv:5: 4 fields, the header has 3"),
+        ("bad json", "train.jsonl:2: not valid JSON"),
+        ("json field", "train.jsonl:3: no field 'intent'"),
+        ("two groups", "train.csv:8: label 'pay_late' in group 'cards', but in group 'payments' at"),
+        ("unknown format", "train.xlsx: unknown table format '.xlsx'"),
+    ],
+)
 def test_text_table_errors_name_file_and_line(tmp_path, case, expected):
     rows = _examples(4)
     train = tmp_path / "train.csv"
@@ -202,10 +259,11 @@ def test_text_table_errors_name_file_and_line(tmp_path, case, expected):
     _write(train, rows)
     lines = train.read_text().split("\n")  # header, then one row a line
     if case == "empty text":
-        lines[3] = ',card_lost,cards'
+        lines[3] = ",card_lost,cards"
     elif case == "label only in test":
-        test = _write(tmp_path / "test.csv", rows[:1] + [{"text": "shut it", "intent": "close_account",
-                                                          "domain": "cards"}])
+        test = _write(
+            tmp_path / "test.csv", rows[:1] + [{"text": "shut it", "intent": "close_account", "domain": "cards"}]
+        )
     elif case == "ragged row":
         lines[4] += ",extra"
     elif case == "two groups":
@@ -225,8 +283,9 @@ def test_text_table_errors_name_file_and_line(tmp_path, case, expected):
         train = tmp_path / "train.xlsx"
         train.write_text("x")
     with pytest.raises(DataError) as e:
-        import_text(str(train), str(tmp_path / "out"), test=test and str(test), test_fraction=0, val_fraction=0.25,
-                    **kw)
+        import_text(
+            str(train), str(tmp_path / "out"), test=test and str(test), test_fraction=0, val_fraction=0.25, **kw
+        )
     assert expected in str(e.value)
     assert not (tmp_path / "out" / "dataset.json").exists()
 
@@ -237,9 +296,25 @@ def test_specens_data_text_command(tmp_path):
     from specens.cli.main import cli
 
     src = _write(tmp_path / "intents.tsv", _examples(10))
-    r = CliRunner().invoke(cli, ["data", "text", "--train", str(src), "--out", str(tmp_path / "d"),
-                                 "--label-column", "intent", "--group-column", "domain", "--buckets", "512",
-                                 "--max-tokens", "16"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "data",
+            "text",
+            "--train",
+            str(src),
+            "--out",
+            str(tmp_path / "d"),
+            "--label-column",
+            "intent",
+            "--group-column",
+            "domain",
+            "--buckets",
+            "512",
+            "--max-tokens",
+            "16",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "4 classes, 2 known groups, input array int64[16]" in r.output
     r = CliRunner().invoke(cli, ["data", "text", "--train", str(src), "--out", str(tmp_path / "e")])

@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from specens.data.shards import iter_split
-from specens.core.errors import CheckpointError
-from specens.specialists.train import specialist_fingerprint
-from specens.inference import Ensemble, combine_distributions, route
 from specens.cli.main import cli
+from specens.core.errors import CheckpointError
+from specens.data.shards import iter_split
+from specens.inference import Ensemble, combine_distributions, route
 from specens.inference.evaluate import EnsembleTally
 from specens.specialists.model import apply_correction
+from specens.specialists.train import specialist_fingerprint
 
 SPECENS = str(Path(sys.executable).with_name("specens"))
 
@@ -32,8 +32,9 @@ def multi_shard_ds(tmp_path_factory) -> str:
     from specens.data.synthetic import import_synthetic
 
     root = tmp_path_factory.mktemp("synthetic_shards")
-    import_synthetic(str(root), n_classes=20, n_groups=4, dim=16, n_train=20, n_val=5, n_test=50,
-                     noise=1.0, seed=0, shard_size=300)
+    import_synthetic(
+        str(root), n_classes=20, n_groups=4, dim=16, n_train=20, n_val=5, n_test=50, noise=1.0, seed=0, shard_size=300
+    )
     return str(root)
 
 
@@ -47,9 +48,13 @@ def _test_inputs(data, n=400):
 
 def test_route_by_hand():
     membership = torch.tensor([[1, 1, 0, 0, 0], [0, 0, 1, 1, 0], [0, 1, 0, 0, 1]], dtype=torch.bool)
-    p = torch.tensor([[0.5, 0.3, 0.1, 0.05, 0.05],    # top-1 class 0: group 0; top-2 adds 1: groups 0, 2
-                      [0.1, 0.1, 0.1, 0.1, 0.6],      # top-1 class 4: group 2; top-2 adds a class of 0-3 (ties)
-                      [0.05, 0.05, 0.08, 0.7, 0.12]])  # top-1 class 3: group 1; top-2 adds 4: group 2
+    p = torch.tensor(
+        [
+            [0.5, 0.3, 0.1, 0.05, 0.05],  # top-1 class 0: group 0; top-2 adds 1: groups 0, 2
+            [0.1, 0.1, 0.1, 0.1, 0.6],  # top-1 class 4: group 2; top-2 adds a class of 0-3 (ties)
+            [0.05, 0.05, 0.08, 0.7, 0.12],
+        ]
+    )  # top-1 class 3: group 1; top-2 adds 4: group 2
     assert route(p, membership, 1).tolist() == [[True, False, False], [False, False, True], [False, True, False]]
     two = route(p, membership, 2)
     assert two[0].tolist() == [True, False, True] and two[2].tolist() == [False, True, True]
@@ -59,8 +64,10 @@ def test_each_specialist_sees_only_its_routed_examples(ensemble_run):
     ens = Ensemble.load(ensemble_run["root"], device="cpu")
     x, _ = _test_inputs(ensemble_run["data"])
     seen = [0] * len(ens.specialists)
-    hooks = [m.register_forward_pre_hook(lambda mod, args, i=i: seen.__setitem__(i, seen[i] + len(args[0])))
-             for i, m in enumerate(ens.specialists)]
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, args, i=i: seen.__setitem__(i, seen[i] + len(args[0])))
+        for i, m in enumerate(ens.specialists)
+    ]
     try:
         out = ens.forward(x)
     finally:
@@ -78,7 +85,10 @@ def test_sparse_execution_equals_dense_specialists_masked(ensemble_run):
     x, _ = _test_inputs(ensemble_run["data"])
     with torch.no_grad():
         p_g = F.softmax(ens.generalist.model(x).float(), 1)
-        dense = [F.softmax(apply_correction(m(x).float(), c), 1) for m, c in zip(ens.specialists, ens.corrections)]
+        dense = [
+            F.softmax(apply_correction(m(x).float(), c), 1)
+            for m, c in zip(ens.specialists, ens.corrections, strict=True)
+        ]
     active = route(p_g, ens.membership, 6)
     want = combine_distributions(p_g, dense, ens.groups, active)
     got = ens.forward(x)
@@ -111,8 +121,14 @@ def test_a_bounded_specialist_store_computes_the_same_q(ensemble_run, multi_shar
         two[m]
     assert two.loads == 4  # 0, 1, then 2 evicts 1 (0 was used more recently), then 1 again
     for mem, out in ((None, "eager"), (1, "lazy")):
-        infer(ensemble_run["root"], multi_shard_ds, str(tmp_path / out), device="cpu", progress=False,
-              **({} if mem is None else {"specialist_memory": mem}))
+        infer(
+            ensemble_run["root"],
+            multi_shard_ds,
+            str(tmp_path / out),
+            device="cpu",
+            progress=False,
+            **({} if mem is None else {"specialist_memory": mem}),
+        )
     for f in sorted((tmp_path / "eager").glob("*.jsonl")):
         assert f.read_bytes() == (tmp_path / "lazy" / f.name).read_bytes()
 
@@ -204,9 +220,28 @@ def test_load_refuses_a_specialist_beyond_the_groups(ensemble_run, tmp_path):
 
 
 def _infer(run, data, out, *extra, env=None):
-    return subprocess.run([SPECENS, "infer", "--run", str(run), "--data", data, "--out", str(out), "--save-q",
-                           "--top-k", "3", "--batch-size", "64", *extra], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [
+            SPECENS,
+            "infer",
+            "--run",
+            str(run),
+            "--data",
+            data,
+            "--out",
+            str(out),
+            "--save-q",
+            "--top-k",
+            "3",
+            "--batch-size",
+            "64",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _files(d: Path) -> dict[str, bytes]:
@@ -219,15 +254,21 @@ def test_infer_resumes_after_a_kill_with_byte_identical_output(ensemble_run, mul
     assert whole.returncode == 0, whole.stderr
 
     # SIGKILL in the middle of the third shard, through infer's on_batch callback
-    script = ("import os, signal, sys\n"
-              "from specens.inference.infer import infer\n"
-              "def die(shard, done, n):\n"
-              "    if shard == 2 and 2 * done >= n:\n"
-              "        os.kill(os.getpid(), signal.SIGKILL)\n"
-              "infer(sys.argv[1], sys.argv[2], sys.argv[3], top_k=3, save_q=True, batch_size=64, progress=False, "
-              "on_batch=die)\n")
-    killed = subprocess.run([sys.executable, "-c", script, str(run), multi_shard_ds, str(tmp_path / "resumed")],
-                            capture_output=True, text=True, timeout=300)
+    script = (
+        "import os, signal, sys\n"
+        "from specens.inference.infer import infer\n"
+        "def die(shard, done, n):\n"
+        "    if shard == 2 and 2 * done >= n:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "infer(sys.argv[1], sys.argv[2], sys.argv[3], top_k=3, save_q=True, batch_size=64, progress=False, "
+        "on_batch=die)\n"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", script, str(run), multi_shard_ds, str(tmp_path / "resumed")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -9, killed.stderr
     names = sorted(p.name for p in (tmp_path / "resumed").iterdir())
     assert names == ["infer.json", "test-000000.jsonl", "test-000000.q.npy", "test-000001.jsonl", "test-000001.q.npy"]
@@ -246,8 +287,10 @@ def test_infer_resumes_after_a_kill_with_byte_identical_output(ensemble_run, mul
     assert [r["key"] for r in rows] == keys and q.shape == (len(keys), 20)
     np.testing.assert_allclose(q.sum(1), 1, atol=1e-5)
     assert [r["classes"][0] for r in rows] == q.argmax(1).tolist()
-    assert all(len(r["classes"]) == 3 and r["probs"] == sorted(r["probs"], reverse=True) and len(r["specialists"]) == 1
-               for r in rows)
+    assert all(
+        len(r["classes"]) == 3 and r["probs"] == sorted(r["probs"], reverse=True) and len(r["specialists"]) == 1
+        for r in rows
+    )
 
 
 def test_infer_with_ray_workers_writes_what_one_process_writes(ensemble_run, multi_shard_ds, tmp_path):
@@ -261,8 +304,9 @@ def test_infer_with_ray_workers_writes_what_one_process_writes(ensemble_run, mul
     shutil.copy(tmp_path / "one" / "infer.json", tmp_path / "two" / "infer.json")
     for name in ("test-000002.jsonl", "test-000002.q.npy"):  # finished by an earlier attempt: kept, not rewritten
         shutil.copy(tmp_path / "one" / name, tmp_path / "two" / name)
-    two = _infer(run, multi_shard_ds, tmp_path / "two", "--workers", "2",
-                 env={"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    two = _infer(
+        run, multi_shard_ds, tmp_path / "two", "--workers", "2", env={"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    )
     assert two.returncode == 0, two.stderr
     assert _files(tmp_path / "two") == _files(tmp_path / "one")
 
@@ -274,8 +318,13 @@ def test_infer_refuses_mismatched_inputs(ensemble_run, multi_shard_ds, glyph_ds,
     assert "dataset.json has 30 that differ" in r.output
 
     out = tmp_path / "b"
-    assert CliRunner().invoke(cli, ["infer", "--run", str(run), "--data", multi_shard_ds, "--out", str(out)]).exit_code == 0
-    r = CliRunner().invoke(cli, ["infer", "--run", str(run), "--data", multi_shard_ds, "--out", str(out), "--top-k", "2"])
+    assert (
+        CliRunner().invoke(cli, ["infer", "--run", str(run), "--data", multi_shard_ds, "--out", str(out)]).exit_code
+        == 0
+    )
+    r = CliRunner().invoke(
+        cli, ["infer", "--run", str(run), "--data", multi_shard_ds, "--out", str(out), "--top-k", "2"]
+    )
     assert r.exit_code == 1 and "infer.json: these predictions were made with top_k = 5" in r.output
     from specens.core.errors import DataError
     from specens.inference.infer import infer
@@ -297,8 +346,9 @@ def test_infer_refuses_mismatched_inputs(ensemble_run, multi_shard_ds, glyph_ds,
     assert (tmp_path / "c" / "test-000000.jsonl").is_file()  # what was finished is kept
     assert not (tmp_path / "c" / "test-000001.jsonl").exists()
 
-    r = CliRunner().invoke(cli, ["infer", "--run", str(tmp_path / "nowhere"), "--data", multi_shard_ds, "--out",
-                                 str(tmp_path / "d")])
+    r = CliRunner().invoke(
+        cli, ["infer", "--run", str(tmp_path / "nowhere"), "--data", multi_shard_ds, "--out", str(tmp_path / "d")]
+    )
     assert r.exit_code == 1 and "nowhere/generalist/model.json: missing" in r.output
 
 
@@ -308,14 +358,22 @@ def test_infer_refuses_mismatched_inputs(ensemble_run, multi_shard_ds, glyph_ds,
 def test_tally_by_hand():
     # 4 classes; group 0 = {0, 1}, group 1 = {1, 2}; class 3 is in no group (U = {0, 1, 2}).
     membership = torch.tensor([[1, 1, 0, 0], [0, 1, 1, 0]], dtype=torch.bool)
-    p_g = torch.tensor([[0.1, 0.5, 0.2, 0.2],   # y=0: wrong; conditional (over U) also 1: wrong
-                        [0.2, 0.1, 0.3, 0.4],   # y=2: wrong (3); conditional: 2 right
-                        [0.1, 0.1, 0.1, 0.7],   # y=3: right; not in U
-                        [0.1, 0.6, 0.1, 0.2]])  # y=1: right
-    q = torch.tensor([[0.6, 0.2, 0.1, 0.1],     # fixed
-                      [0.2, 0.1, 0.3, 0.4],     # still wrong
-                      [0.1, 0.1, 0.1, 0.7],
-                      [0.1, 0.2, 0.1, 0.6]])    # broken
+    p_g = torch.tensor(
+        [
+            [0.1, 0.5, 0.2, 0.2],  # y=0: wrong; conditional (over U) also 1: wrong
+            [0.2, 0.1, 0.3, 0.4],  # y=2: wrong (3); conditional: 2 right
+            [0.1, 0.1, 0.1, 0.7],  # y=3: right; not in U
+            [0.1, 0.6, 0.1, 0.2],
+        ]
+    )  # y=1: right
+    q = torch.tensor(
+        [
+            [0.6, 0.2, 0.1, 0.1],  # fixed
+            [0.2, 0.1, 0.3, 0.4],  # still wrong
+            [0.1, 0.1, 0.1, 0.7],
+            [0.1, 0.2, 0.1, 0.6],
+        ]
+    )  # broken
     active = torch.tensor([[True, True], [False, False], [False, False], [True, True]])
     y = torch.tensor([0, 2, 3, 1])
     t = EnsembleTally(membership)
@@ -330,7 +388,9 @@ def test_tally_by_hand():
     assert r["mean_active_specialists"] == 1.0
     table = {row["covering"]: row for row in r["table4"]}
     assert table["0"]["count"] == 1 and table["0"]["delta_correct"] == 0
-    assert table["1"]["count"] == 2 and table["1"]["delta_correct"] == 1 and math.isnan(table["1"]["relative_improvement"])
+    assert (
+        table["1"]["count"] == 2 and table["1"]["delta_correct"] == 1 and math.isnan(table["1"]["relative_improvement"])
+    )
     assert table["2"]["count"] == 1 and table["2"]["delta_correct"] == -1 and table["2"]["relative_improvement"] == -1
     assert r["generalist"]["nll"] == pytest.approx(-np.log([0.1, 0.3, 0.7, 0.6]).mean())
 
@@ -339,8 +399,20 @@ def test_evaluate_cli_writes_json_and_plot(ensemble_run, tmp_path):
     from specens.generalist.evaluate import evaluate_generalist
 
     out = tmp_path / "ev"
-    r = CliRunner().invoke(cli, ["evaluate", "--run", str(ensemble_run["root"]), "--data", ensemble_run["data"],
-                                 "--out", str(out), "--top-n", "6"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            "--run",
+            str(ensemble_run["root"]),
+            "--data",
+            ensemble_run["data"],
+            "--out",
+            str(out),
+            "--top-n",
+            "6",
+        ],
+    )
     assert r.exit_code == 0, r.output
     ev = json.loads((out / "evaluation.json").read_text())
     gen = evaluate_generalist(ensemble_run["generalist"], ensemble_run["data"], "test", progress=False)

@@ -62,7 +62,9 @@ def test_T_squared_keeps_soft_gradient_size_independent_of_T():
     norms = []
     for t in (5.0, 10.0, 20.0, 40.0):
         zz = z.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(distillation_loss(zz, None, soft_targets(v, t).double(), alpha=1.0, temperature=t), zz)
+        (g,) = torch.autograd.grad(
+            distillation_loss(zz, None, soft_targets(v, t).double(), alpha=1.0, temperature=t), zz
+        )
         norms.append(float(g.norm()))
     assert max(norms) / min(norms) < 1.25  # the unscaled gradient would change by 64x over this range
 
@@ -112,6 +114,7 @@ def test_golden_values():
 
 
 # -- temper: the temperature of a distribution that is not a softmax (issue 16) -------------------
+
 
 def test_temper_by_hand():
     """q = (1/2, 1/4, 1/4) at T = 2: the square roots (√½, ½, ½) renormalised = (√2 − 1, 1 − √2/2, 1 − √2/2)."""

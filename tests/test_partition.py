@@ -12,7 +12,6 @@ from specens.data.parts import partition_split
 from specens.data.shards import ShardStream, iter_split
 from specens.generalist.checkpoint import load_generalist
 from specens.specialists.gate import RoutedValidation
-from specens.specialists.model import route
 from specens.specialists.partition import MANIFEST, ensure_partition, partition_dir
 from specens.specialists.sampling import EnrichedStream
 
@@ -39,14 +38,17 @@ def test_parts_hold_exactly_what_the_filters_find(synthetic_run, tmp_path, top_n
         root, part_info = parts.source(m, "train")
         assert _keys(root, "train", part_info) == _keys(data, "train", info, labels=group)
         assert part_info.split("train").class_counts == tuple(
-            c if i in group else 0 for i, c in enumerate(info.split("train").class_counts))
+            c if i in group else 0 for i, c in enumerate(info.split("train").class_counts)
+        )
         # validation: the examples whose top_n classes under the generalist meet the group,
         # as RoutedValidation finds them on the full split
         root, part_info = parts.source(m, "val")
-        got = RoutedValidation.collect(gen.model, iter_split(root, "val", 64, info=part_info), torch.tensor(group),
-                                       0.3, top_n, "cpu", routed=True)
-        want = RoutedValidation.collect(gen.model, iter_split(data, "val", 64, info=info), torch.tensor(group),
-                                        0.3, top_n, "cpu")
+        got = RoutedValidation.collect(
+            gen.model, iter_split(root, "val", 64, info=part_info), torch.tensor(group), 0.3, top_n, "cpu", routed=True
+        )
+        want = RoutedValidation.collect(
+            gen.model, iter_split(data, "val", 64, info=info), torch.tensor(group), 0.3, top_n, "cpu"
+        )
         assert len(got) > 0 and torch.equal(got.inputs, want.inputs) and torch.equal(got.labels, want.labels)
         torch.testing.assert_close(got.p_general, want.p_general, rtol=0, atol=1e-6)
 
@@ -55,8 +57,17 @@ def test_a_partition_is_reused_while_current_and_rebuilt_otherwise(synthetic_run
     data, info = synthetic_run["data"], load_info(synthetic_run["data"])
     gen = load_generalist(synthetic_run["generalist"])
     said = []
-    build = lambda **kw: ensure_partition(tmp_path, gen, kw.get("clusters", _clusters()), data, info,
-                                          kw.get("val", "val"), kw.get("top_n", 1), torch.device("cpu"), said.append)
+    build = lambda **kw: ensure_partition(
+        tmp_path,
+        gen,
+        kw.get("clusters", _clusters()),
+        data,
+        info,
+        kw.get("val", "val"),
+        kw.get("top_n", 1),
+        torch.device("cpu"),
+        said.append,
+    )
     build()
     manifest = partition_dir(tmp_path) / MANIFEST
     stamp = manifest.stat().st_mtime_ns
@@ -81,8 +92,9 @@ def test_part_writer_spills_to_more_shards_without_losing_a_sample(synthetic_ds,
         membership[m, g] = True
     assign = lambda x, y: membership[:, y].T
     roomy = partition_split(synthetic_ds, "train", tmp_path / "a", len(GROUPS), assign, info=info)
-    tight = partition_split(synthetic_ds, "train", tmp_path / "b", len(GROUPS), assign, info=info,
-                            memory=20_000, shard_size=100)
+    tight = partition_split(
+        synthetic_ds, "train", tmp_path / "b", len(GROUPS), assign, info=info, memory=20_000, shard_size=100
+    )
     for m in range(len(GROUPS)):
         assert len(tight.split(m).shards) > len(roomy.split(m).shards) == 1
         a = _keys(roomy.root, "train", roomy.info(info, m, "train"))
@@ -102,8 +114,9 @@ def test_enriched_batches_from_a_part_match_the_filtered_ones(synthetic_run, tmp
     keys = {}
     # two DataLoader workers for a part of one shard: the part is read by one of them
     for name, source, workers in (("part", parts.source(2, "train"), 2), ("filter", None, 0)):
-        stream = EnrichedStream(data, "train", group, 40, n_group // 20, seed=5, info=info, special_source=source,
-                                num_workers=workers)
+        stream = EnrichedStream(
+            data, "train", group, 40, n_group // 20, seed=5, info=info, special_source=source, num_workers=workers
+        )
         seen = set()
         for b in stream:
             assert np.isin(b.labels[:20].numpy(), group).all() and not np.isin(b.labels[20:].numpy(), group).any()

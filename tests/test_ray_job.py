@@ -29,14 +29,39 @@ def ray_head():
     """A loopback Ray head of this test's own: its own ports and temp dir, started with ``--block``
     in a new process group, and stopped by signalling that group, so that no other Ray process on
     the machine (``ray stop`` would stop them all) is touched. Yields (env, dashboard address)."""
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
-           "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+    }
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     dashboard = _free_port()
-    start = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-             "--port", str(_free_port()), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-             "--ray-client-server-port", str(_free_port()), "--dashboard-agent-listen-port", str(_free_port()),
-             "--disable-usage-stats", "--num-cpus", "2", "--num-gpus", "0", "--temp-dir", temp_dir]
+    start = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--port",
+        str(_free_port()),
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(dashboard),
+        "--ray-client-server-port",
+        str(_free_port()),
+        "--dashboard-agent-listen-port",
+        str(_free_port()),
+        "--disable-usage-stats",
+        "--num-cpus",
+        "2",
+        "--num-gpus",
+        "0",
+        "--temp-dir",
+        temp_dir,
+    ]
     log = open(Path(temp_dir) / "head.log", "w+")
     head = subprocess.Popen(start, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
@@ -72,11 +97,33 @@ def test_ray_job_submit_trains_every_specialist(ray_head, synthetic_run, tmp_pat
     out = tmp_path / "run"
     runtime_env = json.dumps({"excludes": [".git", ".venv", "runs", "*.tar"]})
     env, address = ray_head
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
-           "--runtime-env-json", runtime_env, "--",
-           "specens", "specialists", "train", "--generalist", synthetic_run["generalist"],
-           "--clusters", synthetic_run["clusters"], "--data", synthetic_run["data"], "--out", str(out),
-           "--epochs", "2", "--set", "threads=1"]
+    cmd = [
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--working-dir",
+        str(REPO),
+        "--runtime-env-json",
+        runtime_env,
+        "--",
+        "specens",
+        "specialists",
+        "train",
+        "--generalist",
+        synthetic_run["generalist"],
+        "--clusters",
+        synthetic_run["clusters"],
+        "--data",
+        synthetic_run["data"],
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--set",
+        "threads=1",
+    ]
     for _ in range(3):  # a head just started may not have its job agent yet: Ray says to try again
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         if "No available agent to submit job" not in r.stderr:

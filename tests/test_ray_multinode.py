@@ -13,16 +13,15 @@ from pathlib import Path
 import faults
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from httpserve import Server
+from safetensors.torch import load_file
 from test_specialists_ray import RAY_ENV
+
 from specens.specialists.parallel import train_all
 from specens.specialists.train import SpecialistConfig
 
 ray = pytest.importorskip("ray")
 ray.cloudpickle.register_pickle_by_value(faults)
-
 
 
 @pytest.fixture
@@ -49,15 +48,31 @@ def test_a_node_removed_mid_run_loses_nothing(two_nodes, synthetic_run, tmp_path
     marks = tmp_path / "marks"
     marks.mkdir()
     with Server(Path(synthetic_run["data"])) as srv:
+
         def cfg(out):
-            return SpecialistConfig(generalist=synthetic_run["generalist"], clusters=synthetic_run["clusters"],
-                                    data=srv.url, out=str(out), epochs=3, batch_size=64, lr=3e-3, threads=1,
-                                    checkpoint_every=0)
+            return SpecialistConfig(
+                generalist=synthetic_run["generalist"],
+                clusters=synthetic_run["clusters"],
+                data=srv.url,
+                out=str(out),
+                epochs=3,
+                batch_size=64,
+                lr=3e-3,
+                threads=1,
+                checkpoint_every=0,
+            )
 
         lines, result = [], {}
-        run = threading.Thread(target=lambda: result.update(summary=train_all(
-            cfg(tmp_path / "run"), max_retries=3, on_epoch_end=faults.RecordNode(marks, delay=1.0),
-            echo=lines.append)))
+        run = threading.Thread(
+            target=lambda: result.update(
+                summary=train_all(
+                    cfg(tmp_path / "run"),
+                    max_retries=3,
+                    on_epoch_end=faults.RecordNode(marks, delay=1.0),
+                    echo=lines.append,
+                )
+            )
+        )
         run.start()
         deadline = time.time() + 120
         while not list(marks.glob(f"s*-e0-{worker_id}")):  # a specialist has done an epoch on the worker

@@ -42,8 +42,13 @@ def demo_run(tmp_path_factory):
     exe = Path(sys.executable).with_name("specens")
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
     run = tmp_path_factory.mktemp("readme") / "demo"
-    r = subprocess.run([str(exe), *argv[1:], "--run", str(run), "--classes", "30", "--epochs", "8",
-                        "--specialist-epochs", "2"], capture_output=True, text=True, timeout=600, env=env)
+    r = subprocess.run(
+        [str(exe), *argv[1:], "--run", str(run), "--classes", "30", "--epochs", "8", "--specialist-epochs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     return r, run
 
 
@@ -109,7 +114,9 @@ def test_the_demo_learns(demo_run):
             pred = group[model(x[mine])[:, :-1].argmax(1)]  # its own classes only, the dustbin left out
         n, chance = int(mine.sum()), 1 / len(group)
         acc = float((pred == y[mine]).float().mean())
-        assert acc > chance + 3 * math.sqrt(chance * (1 - chance) / n), f"{d.name}: {acc:.3f} on {n}, chance {chance:.3f}"
+        assert acc > chance + 3 * math.sqrt(chance * (1 - chance) / n), (
+            f"{d.name}: {acc:.3f} on {n}, chance {chance:.3f}"
+        )
 
 
 @pytest.mark.slow

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from httpserve import Server as _Server
 
 from specens.core.errors import DataError
 from specens.data import remote
 from specens.data.format import load_info
 from specens.data.shards import ShardStream
-
-from httpserve import Server as _Server
 
 
 @pytest.fixture(autouse=True)
@@ -26,13 +25,14 @@ def _fast_retries(monkeypatch):
 def _samples(root, split, **kw):
     out = []
     for b in ShardStream(root, split, 64, **kw):
-        out += list(zip(b.keys, b.inputs, b.labels.tolist()))
+        out += list(zip(b.keys, b.inputs, b.labels.tolist(), strict=True))
     return out
 
 
 def _same(a, b) -> bool:
-    return len(a) == len(b) and all(ka == kb and ya == yb and torch.equal(xa, xb)
-                                    for (ka, xa, ya), (kb, xb, yb) in zip(a, b))
+    return len(a) == len(b) and all(
+        ka == kb and ya == yb and torch.equal(xa, xb) for (ka, xa, ya), (kb, xb, yb) in zip(a, b, strict=True)
+    )
 
 
 def test_a_dataset_at_an_http_url_reads_as_the_local_one(synthetic_ds):
@@ -63,8 +63,11 @@ def test_url_errors_name_the_url(synthetic_ds, tmp_path, monkeypatch):
             load_info(f"{srv.url}/nope")
         url = f"{srv.url}/ds"
         srv.drop[f"ds/{shard}"] = [0, 10]  # headers, then the connection closes: never any progress
-        with pytest.raises(DataError, match=rf"{url}/{shard}: connection closed at byte \d+ of \d+|"
-                                            rf"{url}/{shard}: .*IncompleteRead.*gave up after 2 retries"):
+        with pytest.raises(
+            DataError,
+            match=rf"{url}/{shard}: connection closed at byte \d+ of \d+|"
+            rf"{url}/{shard}: .*IncompleteRead.*gave up after 2 retries",
+        ):
             _samples(url, "val")
         assert srv.requests[f"ds/{shard}"] == 3  # the first try and 2 retries
         del srv.drop[f"ds/{shard}"]
@@ -97,8 +100,9 @@ def test_generalist_eval_on_url_data_equals_local(synthetic_run):
     from specens.cli.main import cli
 
     def run(data):
-        r = CliRunner().invoke(cli, ["generalist", "eval", "--run", synthetic_run["generalist"], "--data", data,
-                                     "--split", "val"])
+        r = CliRunner().invoke(
+            cli, ["generalist", "eval", "--run", synthetic_run["generalist"], "--data", data, "--split", "val"]
+        )
         assert r.exit_code == 0, r.output
         return json.loads(r.stdout)
 

@@ -18,7 +18,7 @@ from specens.data.shards import DatasetWriter, ShardLoader, ShardStream, encode_
 def _write(root, xs, ys, spec, n_classes=3, shard_size=4):
     with DatasetWriter(root, "t", [f"c{i}" for i in range(n_classes)], spec, shard_size=shard_size) as w:
         with w.split("train") as s:
-            for i, (x, y) in enumerate(zip(xs, ys)):
+            for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
                 s.write(f"s{i:04d}", x, y)
     return str(root)
 
@@ -94,8 +94,9 @@ def test_fraction_is_a_stable_nested_subset(synthetic_ds):
     from specens.data.shards import key_fraction
 
     def keys(fraction, train=True, epoch=0):
-        stream = ShardStream(synthetic_ds, "train", 64, train=train, fraction=fraction, buffer=10_000,
-                             epoch_size=4000 if train else None)
+        stream = ShardStream(
+            synthetic_ds, "train", 64, train=train, fraction=fraction, buffer=10_000, epoch_size=4000 if train else None
+        )
         stream.set_epoch(epoch)
         return [k for b in ShardLoader(stream) for k in b.keys]
 
@@ -118,7 +119,9 @@ def test_a_filtering_stream_reads_each_shard_once_and_yields_the_same_batches(sy
 
     opened = []
     read = shards.wds.tariterators.tarfile_samples
-    monkeypatch.setattr(shards.wds.tariterators, "tarfile_samples", lambda src, **kw: opened.append(src) or read(src, **kw))
+    monkeypatch.setattr(
+        shards.wds.tariterators, "tarfile_samples", lambda src, **kw: opened.append(src) or read(src, **kw)
+    )
 
     def epochs(cache_bytes, **filt):
         stream = ShardStream(synthetic_ds, "train", 50, train=True, epoch_size=3000, cache_bytes=cache_bytes, **filt)
@@ -137,7 +140,9 @@ def test_a_filtering_stream_reads_each_shard_once_and_yields_the_same_batches(sy
         uncached = epochs(0, **filt)
         assert len(opened) > 5 * n_shards, filt  # 10% of the split, cycled to 3,000 samples twice
         assert [k for k, _, _ in cached] == [k for k, _, _ in uncached]
-        assert all(torch.equal(a, c) and torch.equal(b, d) for (_, a, b), (_, c, d) in zip(cached, uncached))
+        assert all(
+            torch.equal(a, c) and torch.equal(b, d) for (_, a, b), (_, c, d) in zip(cached, uncached, strict=True)
+        )
 
 
 def test_crash_inside_a_split_leaves_the_directory_as_it_was(tmp_path):
@@ -183,10 +188,21 @@ def _raw_dataset(root: Path, samples: list[dict], n_classes=3, listed=None) -> s
             tw.write(s)
     n = len(samples) if listed is None else listed
     counts = [n] + [0] * (n_classes - 1)
-    info = {"format": "specens.dataset", "format_version": 1, "name": "bad", "classes": [f"c{i}" for i in range(n_classes)],
-            "groups": None, "input": {"kind": "array", "encoding": "npy", "shape": [3], "dtype": "float32"},
-            "splits": {"train": {"num_samples": n, "class_counts": counts,
-                                 "shards": [{"name": "train-000000.tar", "num_samples": n}]}}}
+    info = {
+        "format": "specens.dataset",
+        "format_version": 1,
+        "name": "bad",
+        "classes": [f"c{i}" for i in range(n_classes)],
+        "groups": None,
+        "input": {"kind": "array", "encoding": "npy", "shape": [3], "dtype": "float32"},
+        "splits": {
+            "train": {
+                "num_samples": n,
+                "class_counts": counts,
+                "shards": [{"name": "train-000000.tar", "num_samples": n}],
+            }
+        },
+    }
     (root / "dataset.json").write_text(json.dumps(info))
     return str(root)
 
@@ -269,8 +285,14 @@ def test_dataset_json_problems(tmp_path, synthetic_ds):
         return str(root)
 
     with pytest.raises(DataError, match="class_counts' has 19 entries for 20 classes"):
-        load_info(broken(splits={**info["splits"], "train": {**info["splits"]["train"],
-                                                            "class_counts": info["splits"]["train"]["class_counts"][:19]}}))
+        load_info(
+            broken(
+                splits={
+                    **info["splits"],
+                    "train": {**info["splits"]["train"], "class_counts": info["splits"]["train"]["class_counts"][:19]},
+                }
+            )
+        )
     with pytest.raises(DataError, match="'format_version' is 9"):
         load_info(broken(format_version=9))
     with pytest.raises(DataError, match="'input.kind' is 'audio'.*'groups' must cover"):
@@ -293,7 +315,9 @@ def test_input_shape_disagreeing_with_dataset_json(tmp_path, synthetic_ds):
     info = json.loads((root / "dataset.json").read_text())
     info["input"]["shape"] = [8]
     (root / "dataset.json").write_text(json.dumps(info))
-    with pytest.raises(DataError, match=r"test-000000.tar: sample .* input shape \(16,\) disagrees with dataset.json's \[8\]"):
+    with pytest.raises(
+        DataError, match=r"test-000000.tar: sample .* input shape \(16,\) disagrees with dataset.json's \[8\]"
+    ):
         _read_all(str(root), "test")
 
 

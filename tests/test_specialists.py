@@ -9,8 +9,14 @@ import torch
 from specens.data.format import InputSpec, load_info
 from specens.data.shards import DatasetWriter, iter_split
 from specens.generalist.checkpoint import load_generalist
-from specens.specialists.model import (apply_correction, build_specialist, collapse, collapse_logits,
-                                       dustbin_correction, hard_targets)
+from specens.specialists.model import (
+    apply_correction,
+    build_specialist,
+    collapse,
+    collapse_logits,
+    dustbin_correction,
+    hard_targets,
+)
 from specens.specialists.sampling import EnrichedStream
 from specens.specialists.train import SpecialistConfig, load_specialist, train_specialist
 
@@ -42,7 +48,9 @@ def test_initialisation_copies_the_generalist(glyph_generalist, glyph_ds):
     with torch.no_grad():
         train_feats = g.body(next(iter(iter_split(glyph_ds, "train", batch_size=600))).inputs)
     spec = build_specialist(g, group, train_feats).eval()
-    assert torch.equal(spec.head.weight[:4], g.head.weight[group]) and torch.equal(spec.head.bias[:4], g.head.bias[group])
+    assert torch.equal(spec.head.weight[:4], g.head.weight[group]) and torch.equal(
+        spec.head.bias[:4], g.head.bias[group]
+    )
     gs, ss = g.body.state_dict(), spec.body.state_dict()
     assert all(torch.equal(gs[k], ss[k]) for k in gs)  # every body weight copied
     assert spec.body is not g.body
@@ -62,8 +70,9 @@ def _skewed_dataset(root) -> str:
     rng = np.random.default_rng(0)
     ys = np.concatenate([np.full(30 * (c + 1), c) for c in range(6)])
     rng.shuffle(ys)
-    with DatasetWriter(root, "skewed", [f"c{c}" for c in range(6)], InputSpec("array", (16,), "float32"),
-                       shard_size=200) as w:
+    with DatasetWriter(
+        root, "skewed", [f"c{c}" for c in range(6)], InputSpec("array", (16,), "float32"), shard_size=200
+    ) as w:
         with w.split("train") as s:
             for i, y in enumerate(ys):
                 s.write(f"k{i:05d}", rng.normal(size=16).astype(np.float32), int(y))
@@ -91,8 +100,17 @@ def test_enriched_batches_are_half_special_with_natural_proportions(tmp_path):
 
 
 def _cfg(run, out, **kw):
-    base = dict(generalist=run["generalist"], clusters=run["clusters"], data=run["data"], out=str(out), epochs=3,
-                batch_size=64, lr=3e-3, threads=1, checkpoint_every=0)
+    base = dict(
+        generalist=run["generalist"],
+        clusters=run["clusters"],
+        data=run["data"],
+        out=str(out),
+        epochs=3,
+        batch_size=64,
+        lr=3e-3,
+        threads=1,
+        checkpoint_every=0,
+    )
     return SpecialistConfig(**{**base, **kw})
 
 
@@ -115,16 +133,21 @@ def test_bias_correction_restores_the_natural_dustbin_rate(tmp_path):
 
     data = str(tmp_path / "noisy")
     import_synthetic(data, n_classes=8, n_groups=4, dim=4, n_train=300, n_val=50, n_test=200, noise=3.0, seed=1)
-    gen = train_generalist(TrainConfig(data=data, out=str(tmp_path / "gen"), epochs=2, model_kwargs={"hidden": [32]},
-                                       threads=1), progress=False)
+    gen = train_generalist(
+        TrainConfig(data=data, out=str(tmp_path / "gen"), epochs=2, model_kwargs={"hidden": [32]}, threads=1),
+        progress=False,
+    )
     info = load_info(data)
     save_clusters(tmp_path / "clusters.json", [np.array([0, 1])], info.classes, gen.fingerprint, {})
     run = {"generalist": gen.run_dir, "clusters": str(tmp_path / "clusters.json"), "data": data}
     test_counts = np.array(info.split("test").class_counts)
     true_rest = 1 - test_counts[[0, 1]].sum() / test_counts.sum()  # 0.75
     seen = {}
-    for name, kw in (("hard", {"alpha": 0.0}), ("soft-enriched", {"alpha": 0.5, "temperature": 1.0}),
-                     ("soft-natural", {"alpha": 0.5, "temperature": 1.0, "soft_prior": "natural"})):
+    for name, kw in (
+        ("hard", {"alpha": 0.0}),
+        ("soft-enriched", {"alpha": 0.5, "temperature": 1.0}),
+        ("soft-natural", {"alpha": 0.5, "temperature": 1.0, "soft_prior": "natural"}),
+    ):
         train_specialist(_cfg(run, tmp_path / name, epochs=4, **kw), 0)
         model, meta = load_specialist(tmp_path / name / "specialists" / "s000")
         counts = np.array(info.split("train").class_counts)
@@ -133,8 +156,14 @@ def test_bias_correction_restores_the_natural_dustbin_rate(tmp_path):
         seen[name] = (_mean_dustbin(model, meta, data, True), _mean_dustbin(model, meta, data, False))
     g = load_generalist(gen.run_dir).model
     with torch.no_grad():
-        gen_rest = float(torch.cat([collapse(torch.softmax(g(b.inputs), 1), torch.tensor([0, 1]))[:, -1]
-                                    for b in iter_split(data, "test", 500)]).mean())
+        gen_rest = float(
+            torch.cat(
+                [
+                    collapse(torch.softmax(g(b.inputs), 1), torch.tensor([0, 1]))[:, -1]
+                    for b in iter_split(data, "test", 500)
+                ]
+            ).mean()
+        )
     # Hard targets: the formula restores the natural rate; without it the dustbin is under-called.
     corrected, uncorrected = seen["hard"]
     assert abs(corrected - true_rest) < 0.05 and true_rest - uncorrected > 0.1, seen
@@ -154,8 +183,9 @@ def test_checkpoints_of_another_config_are_refused_or_discarded_on_restart(synth
     from specens.core.errors import CheckpointError
 
     with pytest.raises(InjectedFailure):  # leaves an epoch-1 checkpoint trained with lr 3e-3
-        train_specialist(_cfg(synthetic_run, tmp_path / "run", epochs=2), 0,
-                         on_epoch_end=FailOnce(0, 0, tmp_path / "marker"))
+        train_specialist(
+            _cfg(synthetic_run, tmp_path / "run", epochs=2), 0, on_epoch_end=FailOnce(0, 0, tmp_path / "marker")
+        )
     with pytest.raises(CheckpointError, match=r"another config \(lr: 0.003 -> 0.001\); rerun with --restart"):
         train_specialist(_cfg(synthetic_run, tmp_path / "run", epochs=2, lr=1e-3), 0)
     meta = train_specialist(_cfg(synthetic_run, tmp_path / "run", epochs=2, lr=1e-3), 0, restart=True)
@@ -185,6 +215,7 @@ def test_a_specialist_saved_before_a_config_field_existed_is_reused_at_its_defau
 
 # ----------------------------------------------------------------------------- shared trunk
 
+
 def test_a_shared_trunk_specialist_is_a_whole_network_specialist_with_its_trunk_frozen():
     """Trained on the same batches, a specialist that owns only the body's last block (on the
     generalist's trunk) and a whole-body copy whose trunk is frozen predict the same q, in training
@@ -211,14 +242,16 @@ def test_a_shared_trunk_specialist_is_a_whole_network_specialist_with_its_trunk_
     y = torch.randint(0, 10, (256,))
     for step in range(20):
         rows = slice(32 * (step % 8), 32 * (step % 8 + 1))
-        for model, opt in zip((whole, shared), opts):
+        for model, opt in zip((whole, shared), opts, strict=True):
             loss = specialist_loss(model(x[rows]), y[rows], gen_model(x[rows]), group, 10, 0.5, 2.0)
             opt.zero_grad()
             loss.backward()
             opt.step()
     assert torch.allclose(whole(x), shared(x), atol=1e-5)
     assert not torch.allclose(whole(x), build_specialist(gen_model, group, feats)(x), atol=1e-3)  # both did train
-    assert all(torch.equal(a, b) for a, b in zip(before, gen_model.parameters()))  # the shared trunk stayed frozen
+    assert all(
+        torch.equal(a, b) for a, b in zip(before, gen_model.parameters(), strict=True)
+    )  # the shared trunk stayed frozen
     g = Generalist(gen_model, ModelSpec("mlp", (16,), 10, {"hidden": [32, 24]}), tuple("abcdefghij"), "f" * 16, {})
     q_whole = Ensemble(g, [group], [whole.eval()], [0.7]).predict_proba(x)
     ens = Ensemble(g, [group], [shared.eval()], [0.7], top_blocks=1)
@@ -236,9 +269,16 @@ def test_shared_trunk_specialists_train_save_and_load(synthetic_run, tmp_path):
 
     for part in ("generalist", "clusters"):
         shutil.copytree(synthetic_run["root"] / part, tmp_path / part)
-    cfg = SpecialistConfig(generalist=str(tmp_path / "generalist"), clusters=str(tmp_path / "clusters" / "clusters.json"),
-                           data=synthetic_run["data"], out=str(tmp_path), epochs=1, batch_size=64, threads=1,
-                           shared_trunk=1)
+    cfg = SpecialistConfig(
+        generalist=str(tmp_path / "generalist"),
+        clusters=str(tmp_path / "clusters" / "clusters.json"),
+        data=synthetic_run["data"],
+        out=str(tmp_path),
+        epochs=1,
+        batch_size=64,
+        threads=1,
+        shared_trunk=1,
+    )
     train_all(cfg, local=True, echo=lambda *_: None)
     meta = json.loads((tmp_path / "specialists" / "s000" / "specialist.json").read_text())
     assert meta["top_blocks"] == 1

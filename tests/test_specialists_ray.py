@@ -25,8 +25,13 @@ def ray_local():
     with pytest.MonkeyPatch.context() as env:  # restored afterwards, even after a failure
         for k, v in RAY_ENV.items():
             env.setenv(k, v)
-        ray.init(num_cpus=2, num_gpus=0, _node_ip_address="127.0.0.1", include_dashboard=False,
-                 runtime_env={"env_vars": RAY_ENV})
+        ray.init(
+            num_cpus=2,
+            num_gpus=0,
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            runtime_env={"env_vars": RAY_ENV},
+        )
         try:
             yield
         finally:
@@ -34,9 +39,22 @@ def ray_local():
 
 
 def _cfg(run, out, **kw):
-    return SpecialistConfig(**{**dict(generalist=run["generalist"], clusters=run["clusters"], data=run["data"],
-                                      out=str(out), epochs=2, batch_size=64, lr=3e-3, threads=1,
-                                      checkpoint_every=0), **kw})
+    return SpecialistConfig(
+        **{
+            **dict(
+                generalist=run["generalist"],
+                clusters=run["clusters"],
+                data=run["data"],
+                out=str(out),
+                epochs=2,
+                batch_size=64,
+                lr=3e-3,
+                threads=1,
+                checkpoint_every=0,
+            ),
+            **kw,
+        }
+    )
 
 
 @pytest.mark.slow
@@ -49,7 +67,9 @@ def test_failed_specialist_is_retried_resumes_and_matches_an_uninterrupted_run(r
     assert any("[4/4] done 4" in line for line in lines)
     assert (tmp_path / "failed-once").is_file()
     # Specialist 1 failed once after its first epoch and was retried:
-    history = json.loads((tmp_path / "ray" / "specialists" / "s001" / "specialist.json").read_text())["metrics"]["history"]
+    history = json.loads((tmp_path / "ray" / "specialists" / "s001" / "specialist.json").read_text())["metrics"][
+        "history"
+    ]
     assert [h["epoch"] for h in history] == [1, 2]
     # ... and resumed from its checkpoint to exactly what an uninterrupted run computes.
     ref = _cfg(synthetic_run, tmp_path / "ref")
@@ -63,15 +83,19 @@ def test_failed_specialist_is_retried_resumes_and_matches_an_uninterrupted_run(r
     # another config is refused, naming what differs, unless restart retrains
     with pytest.raises(CheckpointError, match=r"s002 \(epochs: 2 -> 3\); rerun with --restart"):
         train_all(_cfg(synthetic_run, tmp_path / "ray", epochs=3), indices=[2], local=True, echo=lines.append)
-    changed = train_all(_cfg(synthetic_run, tmp_path / "ray", epochs=3), indices=[2], local=True, restart=True,
-                        echo=lines.append)
+    changed = train_all(
+        _cfg(synthetic_run, tmp_path / "ray", epochs=3), indices=[2], local=True, restart=True, echo=lines.append
+    )
     assert changed.trained == [2]
 
 
 def test_bad_inputs_stop_before_training(synthetic_run, tmp_path):
     d = json.loads(open(synthetic_run["clusters"]).read())
     cases = {
-        "other generalist": ({**d, "generalist_fingerprint": "0123456789abcdef"}, "made from generalist 0123456789abcdef"),
+        "other generalist": (
+            {**d, "generalist_fingerprint": "0123456789abcdef"},
+            "made from generalist 0123456789abcdef",
+        ),
         "out of range": ({**d, "groups": [[0, 1], [5, 20]]}, r"group 1 has classes outside \[0, 20\)"),
         "empty": ({**d, "groups": [[0, 1], []]}, "group 1 is empty"),
         "every class": ({**d, "groups": [list(range(20))]}, "needs examples both in and outside its group"),

@@ -18,9 +18,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
-from .io import atomic_path, fingerprint, publish_dir, read_json, write_json_atomic
+from .io import atomic_path, fingerprint, publish_dir, read_artifact_json, read_json, write_json_atomic
 
 WEIGHTS = "model.safetensors"
+STATE_FORMAT, STATE_VERSION = "specens.training-state", 1  # progress.json of a resumable training state
 
 
 def save_weights(
@@ -113,7 +114,8 @@ def save_training_state(
     def write(tmp: Path) -> None:
         save_weights(model, tmp / WEIGHTS)
         torch.save(state, tmp / "state.pt")
-        write_json_atomic(tmp / "progress.json", {"epoch": epoch, **progress})
+        record = {"format": STATE_FORMAT, "format_version": STATE_VERSION, "epoch": epoch, **progress}
+        write_json_atomic(tmp / "progress.json", record)
 
     publish_dir(ckpt_root / name, write)
     write_json_atomic(ckpt_root / "latest.json", {"epoch": epoch, "dir": name})
@@ -131,7 +133,7 @@ def _latest(work: str | os.PathLike) -> Path | None:
 def training_progress(work: str | os.PathLike) -> dict | None:
     """``progress.json`` of the newest complete training state, or None when there is none."""
     d = _latest(work)
-    return None if d is None else read_json(d / "progress.json")
+    return None if d is None else _read_progress(d)
 
 
 def load_training_state(work: str | os.PathLike, model: torch.nn.Module) -> tuple[dict, dict] | None:
@@ -144,7 +146,16 @@ def load_training_state(work: str | os.PathLike, model: torch.nn.Module) -> tupl
         state = torch.load(d / "state.pt", weights_only=True, map_location="cpu")
     except Exception as e:
         raise CheckpointError(f"{d / 'state.pt'}: cannot be read ({e})") from None
-    return state, read_json(d / "progress.json")
+    return state, _read_progress(d)
+
+
+def _read_progress(d: Path) -> dict:
+    """``progress.json`` of one training state; one written in another format is refused, naming
+    the version, with the way out (``--restart`` discards the state)."""
+    try:
+        return read_artifact_json(d / "progress.json", STATE_FORMAT, STATE_VERSION)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; rerun with --restart (restart=True) to discard this training state") from None
 
 
 def discard_training_state(work: str | os.PathLike) -> None:

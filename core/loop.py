@@ -108,7 +108,9 @@ def stale_changes(work: str | Path, config: Any) -> list[str]:
     prog = training_progress(work)
     if prog is None:
         return []
-    return config_changes(prog.get("config", prog.get("config_key", {})), config)  # config_key: older specialists
+    if not isinstance(prog.get("config"), dict):
+        raise CheckpointError(f"{work}/checkpoints: the training state records no config; rerun with --restart")
+    return config_changes(prog["config"], config)
 
 
 @dataclass
@@ -135,7 +137,12 @@ class EpochLoop:
     stage: str = "generalist"  # names the stage in messages ("specialist 3", "student")
 
     def _resume(self) -> tuple[int, list[dict], dict | None]:
-        changes = stale_changes(self.work, self.config)
+        try:
+            changes = stale_changes(self.work, self.config)
+        except CheckpointError:  # a state this specens cannot read: discarded on restart, else refused
+            if not self.restart:
+                raise
+            changes = ["unreadable"]
         if changes:
             if self.restart:
                 discard_training_state(self.work)
@@ -203,3 +210,64 @@ class EpochLoop:
             raise CheckpointError(f"{self.work}: no epoch was trained (epochs = {self.epochs})")
         load_weights(self.model, best_weights if best_weights is not None else self.work / BEST)
         return LoopResult(history, best, stopped_early=len(history) < self.epochs, epochs_resumed=start)
+
+
+def start(cfg: Any) -> torch.device:
+    """A training stage's runtime (``RuntimeParts``): its CPU threads, then its device."""
+    from .device import resolve_device
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    return resolve_device(cfg.device)
+
+
+class Recipe:
+    """The training recipe every stage shares (generalist, specialist, student): the optimiser
+    and schedule of its config's ``OptimParts``, one optimisation step with the divergence checks,
+    and the :class:`EpochLoop` (resume, validation, best epoch, early stopping, checkpoints).
+
+    A stage supplies only what differs: its model, data and loss (inside ``train_epoch``, which
+    calls :meth:`step` per batch), what it validates on and which record is better."""
+
+    def __init__(self, cfg: Any, model: torch.nn.Module, steps_per_epoch: int, stage: str):
+        from .optim import make_optimizer, make_schedule
+
+        self.cfg, self.model, self.steps_per_epoch, self.stage = cfg, model, steps_per_epoch, stage
+        self.optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+        self.scheduler = make_schedule(self.optimizer, cfg.schedule, cfg.warmup, cfg.epochs * steps_per_epoch)
+
+    def step(self, loss: torch.Tensor, epoch: int, step: int) -> float:
+        """Back-propagate ``loss``, check it and the gradients (:func:`finite_loss`), take the
+        optimiser's and the schedule's step; returns the loss."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        value = finite_loss(loss, self.model, self.stage, epoch, step, self.steps_per_epoch, self.optimizer)
+        self.optimizer.step()
+        self.scheduler.step()
+        return value
+
+    def run(
+        self,
+        work: str | Path,
+        train_epoch: Callable[[int], dict],
+        validate: Callable[[], dict] | None,
+        better: Callable[[dict, dict], bool],
+        restart: bool = False,
+        on_epoch_end: Sequence[Callable[[int, dict], None]] = (),
+    ) -> LoopResult:
+        """The epochs under ``work`` (:class:`EpochLoop`), the best one's weights loaded at the end."""
+        loop = EpochLoop(
+            Path(work),
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.cfg,
+            self.cfg.epochs,
+            better,
+            patience=self.cfg.patience,
+            restart=restart,
+            on_epoch_end=on_epoch_end,
+            checkpoint_every=self.cfg.checkpoint_every,
+            stage=self.stage,
+        )
+        return loop.run(train_epoch, validate)

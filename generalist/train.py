@@ -14,18 +14,16 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from specens.core.config import config_to_json
 from specens.core.cost import Stopwatch, forward_flops, training_cost
-from specens.core.device import autocast, resolve_device
+from specens.core.device import autocast
 from specens.core.errors import CheckpointError, ConfigError, DataError, check_same_classes
 from specens.core.io import check_target
-from specens.core.loop import EpochLoop, finite_loss
-from specens.core.optim import make_optimizer, make_schedule
+from specens.core.loop import Recipe, start
 from specens.data.augment import random_shift
 from specens.data.format import DatasetInfo, load_info
 from specens.data.shards import MixedLoader, ShardLoader, ShardStream, iter_split
@@ -86,10 +84,7 @@ def _better(record: dict, best: dict) -> bool:
     lower NLL (top-1 on a small split ties often; NLL then says which epoch generalises better)."""
     if "val_top1" not in record:  # without validation, the last epoch is the best
         return True
-    nll = record.get("val_nll", math.inf)
-    # a run checkpointed before the shared epoch loop saved its best as {"epoch", "top1", "nll"}
-    best_top1, best_nll = best.get("val_top1", best.get("top1", -1.0)), best.get("val_nll", best.get("nll"))
-    return (record["val_top1"], -nll) > (best_top1, -(math.inf if best_nll is None else best_nll))
+    return (record["val_top1"], -record.get("val_nll", math.inf)) > (best["val_top1"], -best.get("val_nll", math.inf))
 
 
 def still_improving(metrics: dict) -> bool:
@@ -171,107 +166,25 @@ def train_generalist(
     labels are not used (the hard term is dropped for their batches; METHOD §1)."""
     clock = Stopwatch()
     check_target(cfg.out, RUN_FILES, "a training run directory")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = start(cfg)
     info = load_info(cfg.data)
     torch.manual_seed(cfg.seed)
-    name = cfg.model or default_model(info.input.kind, info.input.dtype)
-    kwargs = {**data_defaults(name, info.n_classes, info.featurizer), **cfg.model_kwargs}
-    spec = ModelSpec(name, info.input.shape, info.n_classes, kwargs).resolved(trust_code=True)  # the user's own
-    model = spec.build(trust_code=True)
-    if cfg.init:
-        _start_from(model, spec, info, cfg.init)
-    model = model.to(device)
+    spec, model = _build_model(cfg, info, device)
     if teacher is None and cfg.teacher:
         teacher = Teacher(cfg.teacher, device, info, cfg.teacher_mean, cfg.trust_code)
     if cfg.has_teacher and teacher is None:
         raise ConfigError(f"{type(cfg).__name__} names a teacher that train_generalist cannot build; pass teacher=")
-
-    outside = [c for c in cfg.exclude_classes if c >= info.n_classes]
-    if outside:
-        raise ConfigError(f"exclude_classes: {outside[0]} is not a class of {cfg.data} ({info.n_classes} classes)")
-    counts = info.split(cfg.train_split).class_counts
-    kept = info.split(cfg.train_split).num_samples - sum(counts[c] for c in cfg.exclude_classes)
-    epoch_size = cfg.epoch_size or max(1, round(kept * cfg.train_fraction))  # the subset's expected size
-    train_stream = ShardStream(
-        cfg.data,
-        cfg.train_split,
-        cfg.batch_size,
-        train=True,
-        epoch_size=epoch_size,
-        buffer=cfg.shuffle_buffer,
-        seed=cfg.seed,
-        on_error=cfg.on_error,
-        info=info,
-        labels=cfg.exclude_classes or None,
-        exclude=True,
-        fraction=cfg.train_fraction,
-    )
-    loader = MixedLoader([ShardLoader(train_stream, cfg.num_workers), *_transfer_loaders(cfg, info)], cfg.seed)
-    steps_per_epoch = sum(loader.batches_per_epoch())
+    loader = _train_loader(cfg, info)
     stage = "student" if teacher is not None and not cfg.teacher else "generalist"
-    opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
-    sched = make_schedule(opt, cfg.schedule, cfg.warmup, cfg.epochs * steps_per_epoch)
-
-    def train_epoch(epoch: int) -> dict:
-        loader.set_epoch(epoch)
-        jitter_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        seen, labelled, correct, loss_sum, steps = 0, 0, 0, 0.0, 0
-        bar = tqdm(
-            loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, unit="batch"
-        )
-        for source, batch in bar:
-            x = random_shift(batch.inputs, cfg.jitter, jitter_gen) if cfg.jitter else batch.inputs
-            x, y = x.to(device, non_blocking=True), batch.labels.to(device, non_blocking=True)
-            with autocast(device, cfg.amp):
-                logits = model(x)
-                soft = teacher.soft_targets(x, cfg.temperature, batch.keys, source) if teacher else None
-            hard = y if cfg.use_labels and source == 0 else None  # transfer sets: soft term only
-            loss = distillation_loss(logits, hard, soft, alpha=cfg.alpha, temperature=cfg.temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            value = finite_loss(loss, model, stage, epoch, steps, steps_per_epoch, opt)
-            opt.step()
-            sched.step()
-            seen += len(y)
-            steps += 1
-            if source == 0:
-                labelled += len(y)
-                correct += int((logits.argmax(1) == y).sum())
-            loss_sum += value * len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / max(labelled, 1):.3f}")
-        return {
-            "train_loss": loss_sum / max(seen, 1),
-            "train_top1": correct / max(labelled, 1),
-            "skipped": loader.skipped,
-            "examples": seen,
-            "steps": steps,
-        }
+    recipe = Recipe(cfg, model, sum(loader.batches_per_epoch()), stage)
 
     def validate() -> dict:
         val = evaluate(model, iter_split(cfg.data, cfg.val_split, 512, info=info), device, cfg.amp)
         return {f"val_{k}": v for k, v in val.items() if k != "n"}
 
-    def report(epoch: int, record: dict) -> None:
-        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-
-    callbacks = ([report] if progress else []) + ([on_epoch_end] if on_epoch_end else [])
-    loop = EpochLoop(
-        Path(cfg.out),
-        model,
-        opt,
-        sched,
-        cfg,
-        cfg.epochs,
-        _better,
-        patience=cfg.patience,
-        restart=restart,
-        on_epoch_end=callbacks,
-        checkpoint_every=cfg.checkpoint_every,
-        stage=stage,
-    )
-    result = loop.run(train_epoch, validate if cfg.val_split else None)
+    callbacks = ([_report] if progress else []) + ([on_epoch_end] if on_epoch_end else [])
+    train_epoch = _epoch(cfg, recipe, loader, teacher, device, progress)
+    result = recipe.run(cfg.out, train_epoch, validate if cfg.val_split else None, _better, restart, callbacks)
     example = next(iter(iter_split(cfg.data, cfg.val_split or cfg.train_split, 8, info=info))).inputs.to(device)
     cost = training_cost(result, model, example, [teacher.flops(example)] if teacher else [], clock)
     if result.epochs_resumed == len(result.history):  # a rerun of a finished run: keep the times it measured
@@ -292,3 +205,88 @@ def train_generalist(
     }
     fp = save_generalist(cfg.out, model, spec, info.classes, config_to_json(cfg), metrics)
     return TrainResult(cfg.out, fp, best_epoch, result.history)
+
+
+def _build_model(cfg: TrainConfig, info: DatasetInfo, device: torch.device) -> tuple[ModelSpec, torch.nn.Module]:
+    """The configured model (the input kind's default when none is named), on ``device``, from
+    ``cfg.init``'s weights when given."""
+    name = cfg.model or default_model(info.input.kind, info.input.dtype)
+    kwargs = {**data_defaults(name, info.n_classes, info.featurizer), **cfg.model_kwargs}
+    spec = ModelSpec(name, info.input.shape, info.n_classes, kwargs).resolved(trust_code=True)  # the user's own
+    model = spec.build(trust_code=True)
+    if cfg.init:
+        _start_from(model, spec, info, cfg.init)
+    return spec, model.to(device)
+
+
+def _train_loader(cfg: TrainConfig, info: DatasetInfo) -> MixedLoader:
+    """The training split (less ``exclude_classes``, a ``train_fraction`` subset) interleaved with
+    every transfer set."""
+    outside = [c for c in cfg.exclude_classes if c >= info.n_classes]
+    if outside:
+        raise ConfigError(f"exclude_classes: {outside[0]} is not a class of {cfg.data} ({info.n_classes} classes)")
+    counts = info.split(cfg.train_split).class_counts
+    kept = info.split(cfg.train_split).num_samples - sum(counts[c] for c in cfg.exclude_classes)
+    epoch_size = cfg.epoch_size or max(1, round(kept * cfg.train_fraction))  # the subset's expected size
+    train_stream = ShardStream(
+        cfg.data,
+        cfg.train_split,
+        cfg.batch_size,
+        train=True,
+        epoch_size=epoch_size,
+        buffer=cfg.shuffle_buffer,
+        seed=cfg.seed,
+        on_error=cfg.on_error,
+        info=info,
+        labels=cfg.exclude_classes or None,
+        exclude=True,
+        fraction=cfg.train_fraction,
+    )
+    return MixedLoader([ShardLoader(train_stream, cfg.num_workers), *_transfer_loaders(cfg, info)], cfg.seed)
+
+
+def _epoch(cfg: TrainConfig, recipe: Recipe, loader: MixedLoader, teacher, device, progress: bool):
+    """One epoch of the §1 loss over ``loader``: hard targets on the training split's batches (when
+    ``use_labels``), the teacher's soft targets on every batch."""
+    model = recipe.model
+
+    def train_epoch(epoch: int) -> dict:
+        loader.set_epoch(epoch)
+        jitter_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        seen, labelled, correct, loss_sum, steps = 0, 0, 0, 0.0, 0
+        bar = tqdm(
+            loader,
+            total=recipe.steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not progress,
+            unit="batch",
+        )
+        for source, batch in bar:
+            x = random_shift(batch.inputs, cfg.jitter, jitter_gen) if cfg.jitter else batch.inputs
+            x, y = x.to(device, non_blocking=True), batch.labels.to(device, non_blocking=True)
+            with autocast(device, cfg.amp):
+                logits = model(x)
+                soft = teacher.soft_targets(x, cfg.temperature, batch.keys, source) if teacher else None
+            hard = y if cfg.use_labels and source == 0 else None  # transfer sets: soft term only
+            loss = distillation_loss(logits, hard, soft, alpha=cfg.alpha, temperature=cfg.temperature)
+            value = recipe.step(loss, epoch, steps)
+            seen += len(y)
+            steps += 1
+            if source == 0:
+                labelled += len(y)
+                correct += int((logits.argmax(1) == y).sum())
+            loss_sum += value * len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / max(labelled, 1):.3f}")
+        return {
+            "train_loss": loss_sum / max(seen, 1),
+            "train_top1": correct / max(labelled, 1),
+            "skipped": loader.skipped,
+            "examples": seen,
+            "steps": steps,
+        }
+
+    return train_epoch
+
+
+def _report(epoch: int, record: dict) -> None:
+    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))

@@ -40,7 +40,7 @@ from specens.core.config import (
     redefault,
 )
 from specens.core.cost import Stopwatch, check_cost, forward_flops, training_cost
-from specens.core.device import autocast, resolve_device
+from specens.core.device import autocast
 from specens.core.errors import CheckpointError, ConfigError
 from specens.core.io import (
     check_target,
@@ -50,8 +50,7 @@ from specens.core.io import (
     record_fingerprint,
     write_json_atomic,
 )
-from specens.core.loop import BEST, EpochLoop, finite_loss
-from specens.core.optim import make_optimizer, make_schedule
+from specens.core.loop import Recipe, start
 from specens.data.format import INFO_FILE, load_info
 from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist
@@ -287,55 +286,84 @@ def train_specialist(
     ``"index"``). An interrupted run resumes; checkpoints made with another config are refused, or
     discarded with ``restart=True`` (:mod:`specens.core.loop`)."""
     clock = Stopwatch()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    gen = load_generalist(cfg.generalist, device, cfg.trust_code)
-    clusters = load_clusters(cfg.clusters, gen.fingerprint, gen.n_classes)
-    if not 0 <= index < len(clusters.groups):
-        raise ConfigError(f"specialist index {index} outside the {len(clusters.groups)} groups of {cfg.clusters}")
-    info = load_info(cfg.data)
-    gen.check_fits(info, cfg.generalist, f"{cfg.data}/{INFO_FILE}")
-    group = torch.as_tensor(clusters.groups[index])
-    counts = torch.tensor(info.split("train").class_counts, dtype=torch.float64)
-    n_special = float(counts[group].sum())
-    pi = n_special / float(counts.sum())
-    if not 0 < pi < 1:
-        raise ConfigError(
-            f"group {index} has {int(n_special)} training examples of {int(counts.sum())}: "
-            "a specialist needs examples both in and outside its group"
-        )
-    correction = dustbin_correction(pi, cfg.rho)
-    shift = correction if cfg.soft_prior == "enriched" else 0.0
-    final, work = specialist_dir(cfg.out, index), work_dir(cfg.out, index)
-    check_target(final, SPECIALIST_FILES, "a trained specialist")  # before any training, not at publishing
-    work.mkdir(parents=True, exist_ok=True)
+    device = start(cfg)
+    job = _Job.prepare(cfg, index, device)
+    job.work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed * 1009 + index)
-
     try:
         model = build_specialist(
-            gen.model, group, _init_features(gen.model, cfg, info, device), top_blocks=cfg.shared_trunk
+            job.gen.model, job.group, _init_features(job.gen.model, cfg, job.info, device), top_blocks=cfg.shared_trunk
         ).to(device)
     except ValueError as e:  # shared_trunk beyond this architecture's blocks
         raise ConfigError(f"shared_trunk: {e}") from None
-    epoch_size = cfg.epoch_size or int(2 * n_special)
-    steps = max(1, math.ceil(epoch_size / cfg.batch_size))
-    parts = ensure_partition(cfg.out, gen, clusters, cfg.data, info, cfg.val_split, cfg.top_n, device)
+    steps = max(1, math.ceil((cfg.epoch_size or int(2 * job.n_special)) / cfg.batch_size))
+    parts = ensure_partition(cfg.out, job.gen, job.clusters, cfg.data, job.info, cfg.val_split, cfg.top_n, device)
     stream = EnrichedStream(
         cfg.data,
         "train",
-        group,
+        job.group,
         cfg.batch_size,
         steps,
         cfg.rho,
         seed=cfg.seed * 1009 + index,
         num_workers=cfg.num_workers,
-        info=info,
+        info=job.info,
         special_source=parts.source(index, "train"),
     )
-    opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
-    sched = make_schedule(opt, cfg.schedule, cfg.warmup, cfg.epochs * steps)
-    g = group.to(device)
+    recipe = Recipe(cfg, model, steps, f"specialist {index}")
+    routed, validate = _routed_validation(cfg, job, parts, model, device)
+    callbacks = [] if on_epoch_end is None else [lambda epoch, record: on_epoch_end(epoch, {"index": index, **record})]
+    result = recipe.run(job.work, _epoch(cfg, job, recipe, stream, device), validate, _better, restart, callbacks)
+    meta = _record(cfg, job, result, _gate(routed, result.best, cfg), _cost(cfg, job, model, result, device, clock))
+    _publish(job.work, job.final, model, meta)
+    return meta
+
+
+@dataclass
+class _Job:
+    """What one specialist's training is about: its generalist, group, data and where it goes."""
+
+    index: int
+    gen: Any  # the loaded generalist (specens.generalist.checkpoint.LoadedGeneralist)
+    clusters: Any
+    info: Any
+    group: torch.Tensor  # its classes, sorted
+    n_special: float  # training examples in the group
+    pi: float  # their share of the training split (METHOD §4)
+    correction: float  # the dustbin logit's correction for the oversampling
+    final: Path
+    work: Path
+
+    @classmethod
+    def prepare(cls, cfg: SpecialistConfig, index: int, device: torch.device) -> _Job:
+        """Load and check the generalist, clusters and data; refuse a group without examples on
+        either side, or an artifact in place that is not a specialist (before any training)."""
+        gen = load_generalist(cfg.generalist, device, cfg.trust_code)
+        clusters = load_clusters(cfg.clusters, gen.fingerprint, gen.n_classes)
+        if not 0 <= index < len(clusters.groups):
+            raise ConfigError(f"specialist index {index} outside the {len(clusters.groups)} groups of {cfg.clusters}")
+        info = load_info(cfg.data)
+        gen.check_fits(info, cfg.generalist, f"{cfg.data}/{INFO_FILE}")
+        group = torch.as_tensor(clusters.groups[index])
+        counts = torch.tensor(info.split("train").class_counts, dtype=torch.float64)
+        n_special = float(counts[group].sum())
+        pi = n_special / float(counts.sum())
+        if not 0 < pi < 1:
+            raise ConfigError(
+                f"group {index} has {int(n_special)} training examples of {int(counts.sum())}: "
+                "a specialist needs examples both in and outside its group"
+            )
+        final = specialist_dir(cfg.out, index)
+        check_target(final, SPECIALIST_FILES, "a trained specialist")
+        correction = dustbin_correction(pi, cfg.rho)
+        return cls(index, gen, clusters, info, group, n_special, pi, correction, final, work_dir(cfg.out, index))
+
+
+def _epoch(cfg: SpecialistConfig, job: _Job, recipe: Recipe, stream: EnrichedStream, device: torch.device):
+    """One epoch of the specialist's loss (METHOD §4) over its enriched batches; a shared-trunk
+    specialist runs the frozen trunk once per batch for its own logits and the soft targets."""
+    model, gen, g = recipe.model, job.gen, job.group.to(device)
+    shift = job.correction if cfg.soft_prior == "enriched" else 0.0
     teacher_top = _teacher_top(gen.model, cfg.shared_trunk) if isinstance(model, TrunkedSpecialist) else None
 
     def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -358,73 +386,59 @@ def train_specialist(
             x, y = batch.inputs.to(device), batch.labels.to(device)
             logits, soft = forward(x)
             loss = specialist_loss(logits, y, soft, g, gen.n_classes, cfg.alpha, cfg.temperature, shift)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            value = finite_loss(loss, model, f"specialist {index}", epoch, taken, steps, opt)
-            opt.step()
-            sched.step()
-            total += value * len(y)
+            total += recipe.step(loss, epoch, taken) * len(y)
             seen += len(y)
             taken += 1
         return {"train_loss": total / max(seen, 1), "examples": seen, "steps": taken}
 
-    validate, routed = None, None
-    if cfg.val_split:
-        root, part_info = parts.source(index, "val")
-        routed = RoutedValidation.collect(
-            gen.model, iter_split(root, "val", 512, info=part_info), group, correction, cfg.top_n, device, routed=True
-        )
+    return train_epoch
 
-        def validate() -> dict:
-            score = routed.score(model, device)
-            return {"val_routed": len(routed), "val_correct": score["correct"], "val_nll": score["nll"]}
 
-    legacy = work / "best.safetensors"  # where an attempt started before the shared epoch loop kept its best
-    if legacy.is_file() and (work / "checkpoints").is_dir():
-        legacy.replace(work / BEST)
-    callbacks = [] if on_epoch_end is None else [lambda epoch, record: on_epoch_end(epoch, {"index": index, **record})]
-    loop = EpochLoop(
-        work,
-        model,
-        opt,
-        sched,
-        cfg,
-        cfg.epochs,
-        _better,
-        patience=cfg.patience,
-        restart=restart,
-        on_epoch_end=callbacks,
-        checkpoint_every=cfg.checkpoint_every,
-        stage=f"specialist {index}",
-    )
-    result = loop.run(train_epoch, validate)
-    gate = _gate(routed, result.best, cfg)
-    example = next(iter(iter_split(cfg.data, "train", 8, info=info))).inputs.to(device)
-    teachers = [gen.model] if cfg.alpha > 0 else []
-    if isinstance(model, TrunkedSpecialist):  # the frozen trunk runs forward only; the rest trains
-        with torch.no_grad():
-            features = model.trunk(example)
-        cost = training_cost(
-            result,
-            model.own,
-            features,
-            [forward_flops(model.trunk, example), *(forward_flops(teacher_top, features) for _ in teachers)],
-            clock,
-        )
-    else:
-        cost = training_cost(result, model, example, teachers, clock)
-    meta = {
+def _routed_validation(cfg: SpecialistConfig, job: _Job, parts, model: torch.nn.Module, device: torch.device):
+    """(the validation examples routed to the specialist, the epoch's validation) or (None, None)
+    without a validation split."""
+    if not cfg.val_split:
+        return None, None
+    root, part_info = parts.source(job.index, "val")
+    batches = iter_split(root, "val", 512, info=part_info)
+    routed = RoutedValidation.collect(job.gen.model, batches, job.group, job.correction, cfg.top_n, device, routed=True)
+
+    def validate() -> dict:
+        score = routed.score(model, device)
+        return {"val_routed": len(routed), "val_correct": score["correct"], "val_nll": score["nll"]}
+
+    return routed, validate
+
+
+def _cost(cfg: SpecialistConfig, job: _Job, model: torch.nn.Module, result, device, clock: Stopwatch) -> dict:
+    """The training cost block; a shared-trunk specialist's trunk runs forward only, once per
+    example for its logits and the soft targets."""
+    example = next(iter(iter_split(cfg.data, "train", 8, info=job.info))).inputs.to(device)
+    teachers = [job.gen.model] if cfg.alpha > 0 else []
+    if not isinstance(model, TrunkedSpecialist):
+        return training_cost(result, model, example, teachers, clock)
+    with torch.no_grad():
+        features = model.trunk(example)
+    teacher_top = _teacher_top(job.gen.model, cfg.shared_trunk)
+    forward_only = [forward_flops(model.trunk, example), *(forward_flops(teacher_top, features) for _ in teachers)]
+    return training_cost(result, model.own, features, forward_only, clock)
+
+
+def _record(cfg: SpecialistConfig, job: _Job, result, gate: dict, cost: dict) -> dict:
+    """``specialist.json`` but its fingerprints (:func:`_publish` adds them)."""
+    gen = job.gen
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "index": index,
-        "group": group.tolist(),
-        "classes": [gen.classes[c] for c in group.tolist()],
+        "index": job.index,
+        "group": job.group.tolist(),
+        "classes": [gen.classes[c] for c in job.group.tolist()],
         "n_classes": gen.n_classes,
-        "pi": pi,
+        "pi": job.pi,
         "rho": cfg.rho,
-        "dustbin_correction": correction,
+        "dustbin_correction": job.correction,
         "generalist_fingerprint": gen.fingerprint,
-        "clusters_fingerprint": clusters.fingerprint,
+        "clusters_fingerprint": job.clusters.fingerprint,
         "model": {"input_shape": list(gen.spec.input_shape), "generalist_model": gen.spec.to_json()},
         "top_blocks": cfg.shared_trunk,
         "config": config_to_json(cfg),
@@ -438,8 +452,6 @@ def train_specialist(
             "history": result.history,
         },
     }
-    _publish(work, final, model, meta)
-    return meta
 
 
 def _teacher_top(generalist: torch.nn.Module, top_blocks: int) -> torch.nn.Module:

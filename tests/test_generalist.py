@@ -303,15 +303,19 @@ def test_ngram_pooling_by_hand():
         assert torch.allclose(weighted.body[0](x)[1], (3 * e[5] + e[6] + e[7] + e[8]) / 12**0.5)
 
 
-def test_a_run_checkpointed_before_the_shared_epoch_loop_resumes(synthetic_ds, tmp_path):
-    """Older checkpoints saved the best epoch as {"epoch", "top1", "nll"} under checkpoints/."""
+def test_a_training_state_in_another_format_is_refused_with_the_way_out(synthetic_ds, tmp_path):
+    """A training state written by an older specens (no format_version in progress.json) is not
+    migrated: resuming names the file and the version, and --restart discards it."""
     cfg = _cfg(synthetic_ds, tmp_path / "old", epochs=2)
     train_generalist(_cfg(synthetic_ds, tmp_path / "old", epochs=1), progress=False)
     for progress in (tmp_path / "old" / "checkpoints").glob("*/progress.json"):
         saved = json.loads(progress.read_text())
-        saved["config"]["epochs"] = 2
-        record = saved["best"]
-        saved["best"] = {"epoch": record["epoch"], "top1": record["val_top1"], "nll": record["val_nll"]}
+        del saved["format"], saved["format_version"]
         progress.write_text(json.dumps(saved))
-    resumed = train_generalist(cfg, progress=False)
-    assert [h["epoch"] for h in resumed.history] == [1, 2] and resumed.best_epoch in (1, 2)
+    with pytest.raises(
+        CheckpointError,
+        match=r"progress.json: 'format' is None, expected 'specens.training-state'; "
+        r"rerun with --restart",
+    ):
+        train_generalist(cfg, progress=False)
+    assert [h["epoch"] for h in train_generalist(cfg, progress=False, restart=True).history] == [1, 2]

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from specens.core import options
+
 
 @click.command("demo")
 @click.option(
@@ -40,7 +42,7 @@ import click
     help="Also train the generalist further with the specialists' compute and compare.",
 )
 @click.option("--local", is_flag=True, help="Train the specialists in this process instead of through Ray.")
-@click.option("--device", default="auto", show_default=True)
+@options.device()
 def demo(run_dir, n_classes, epochs, n_groups, specialist_epochs, baseline, local, device):
     """The whole pipeline on the embedded glyph dataset: data, generalist, clusters, specialists
     (Ray), batch inference, evaluation, and the generalist trained further with the specialists'

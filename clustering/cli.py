@@ -11,19 +11,14 @@ from .cluster import ClusterConfig
 
 
 @click.command("cluster")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    help="TOML file of ClusterConfig fields (top level or a [cluster] table).",
-)
+@options.config_file("ClusterConfig", "cluster")
 @click.option("--generalist", help="Run directory of the generalist.")
 @click.option("--data", help="Dataset directory or URL of the transfer set.")
 @click.option("--out", help="Folder for clusters.json, report.json, covariance.png, group_sizes.png.")
 @click.option("--groups", "n_groups", type=int, help="K, the number of k-means groups.")
 @click.option("--temperature", type=float, help="T of the soft predictions (default 4).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any config field.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@options.overrides
+@options.quiet
 @options.trust_code
 def cluster_cli(config_path, generalist, data, out, n_groups, temperature, sets, quiet, trust_code):
     """Covariance of the generalist's soft predictions, k-means on its columns, and a report of

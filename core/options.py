@@ -11,3 +11,43 @@ trust_code = click.option(
     help="Build models that the loaded run directories name as code (model 'package.module:callable'): "
     "importing it runs that code. Only for directories you trust; by default such a model is refused.",
 )
+overrides = click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any config field (repeatable), e.g. --set lr=0.001 --set 'model_kwargs={\"width\": 32}'.",
+)
+quiet = click.option("--quiet", is_flag=True, help="No progress bars.")
+top_n = click.option(
+    "--top-n",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Route to the specialists of the generalist's top n classes.",
+)
+all_specialists = click.option(
+    "--all-specialists", is_flag=True, help="Use every trained specialist, also those the validation gate switched off."
+)
+
+
+def device(configured: bool = False):
+    """``--device``; for a command built from a config (``configured``), unset leaves the config's."""
+    if configured:
+        return click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [default: the config's, auto].")
+    return click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+
+
+def config_file(config_class: str, section: str):
+    """``--config``: a TOML file of the stage's config fields."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        help=f"TOML file of {config_class} fields (top level or a [{section}] table).",
+    )
+
+
+def run_dir(help: str):
+    """``--run``: a run directory the command reads."""
+    return click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help=help)

@@ -18,30 +18,19 @@ def generalist_cli():
 
 
 @generalist_cli.command("train")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    help="TOML file of TrainConfig fields (top level or a [generalist] table).",
-)
+@options.config_file("TrainConfig", "generalist")
 @click.option("--data", help="Dataset directory or URL (overrides the config).")
 @click.option("--out", help="Run directory (overrides the config). Rerunning resumes it.")
 @click.option("--epochs", type=int, help="Training epochs.")
 @click.option("--teacher", multiple=True, help="Run directory of a teacher to distil from; repeat for an ensemble.")
-@click.option("--device", help="auto, cpu, cuda or cuda:N.")
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override any config field, e.g. --set lr=0.001 --set 'model_kwargs={\"width\": 32}'.",
-)
+@options.device(configured=True)
+@options.overrides
 @click.option(
     "--restart",
     is_flag=True,
     help="Discard checkpoints in OUT made with another config and train afresh (default: refuse).",
 )
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@options.quiet
 @options.trust_code
 def train(config_path, data, out, epochs, teacher, device, sets, restart, quiet, trust_code):
     """Train a generalist; the best validation epoch is exported to OUT/model.safetensors + model.json."""
@@ -76,7 +65,7 @@ def train(config_path, data, out, epochs, teacher, device, sets, restart, quiet,
 @click.option("--data", required=True, help="Dataset directory or URL (dataset.json + shards).")
 @click.option("--split", default="test", show_default=True)
 @click.option("--batch-size", default=512, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="auto", show_default=True)
+@options.device()
 @options.trust_code
 def eval_cmd(run_dir, data, split, batch_size, device, trust_code):
     """Top-1, top-5 and negative log-likelihood on one split, as JSON."""
@@ -97,7 +86,7 @@ def eval_cmd(run_dir, data, split, batch_size, device, trust_code):
     help="Folder for logits.npy, labels.npy, keys.txt and predictions.json.",
 )
 @click.option("--batch-size", default=512, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="auto", show_default=True)
+@options.device()
 @options.trust_code
 def predict(run_dir, data, split, out, batch_size, device, trust_code):
     """Write the generalist's logits for a split, in the split's order, for later stages."""

@@ -9,29 +9,15 @@ from specens.core import options
 
 
 @click.command("infer")
-@click.option(
-    "--run",
-    "run_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Run directory: generalist/, clusters/clusters.json, specialists/.",
-)
+@options.run_dir("Run directory: generalist/, clusters/clusters.json, specialists/.")
 @click.option("--data", required=True, help="Dataset directory or URL (dataset.json + shards).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory; rerun to resume.")
 @click.option("--split", default="test", show_default=True)
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="Classes written per sample.")
 @click.option("--save-q", is_flag=True, help="Also write the full q of each shard as <shard>.q.npy.")
-@click.option(
-    "--top-n",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Route to the specialists of the generalist's top n classes.",
-)
+@options.top_n
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--all-specialists", is_flag=True, help="Use every trained specialist, also those the validation gate switched off."
-)
+@options.all_specialists
 @click.option(
     "--workers",
     default=1,
@@ -47,7 +33,7 @@ from specens.core import options
     help="MiB of specialist weights kept loaded (per worker); beyond it specialists load as batches "
     "route to them, least recently used dropped first.",
 )
-@click.option("--device", default="auto", show_default=True)
+@options.device()
 @options.trust_code
 def infer_cmd(
     run_dir,
@@ -86,13 +72,7 @@ def infer_cmd(
 
 
 @click.command("evaluate")
-@click.option(
-    "--run",
-    "run_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Run directory: generalist/, clusters/clusters.json, specialists/.",
-)
+@options.run_dir("Run directory: generalist/, clusters/clusters.json, specialists/.")
 @click.option("--data", required=True, help="Labelled dataset directory or URL.")
 @click.option("--split", default="test", show_default=True)
 @click.option(
@@ -101,18 +81,10 @@ def infer_cmd(
     type=click.Path(file_okay=False),
     help="Where evaluation.json and table4.png go [default: RUN/evaluation].",
 )
-@click.option(
-    "--top-n",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Route to the specialists of the generalist's top n classes.",
-)
+@options.top_n
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--all-specialists", is_flag=True, help="Use every trained specialist, also those the validation gate switched off."
-)
-@click.option("--device", default="auto", show_default=True)
+@options.all_specialists
+@options.device()
 @options.trust_code
 def evaluate_cmd(run_dir, data, split, out, top_n, batch_size, all_specialists, device, trust_code):
     """Generalist alone vs the ensemble: top-1/5, conditional accuracy, the paper's Table 4, and
@@ -129,13 +101,7 @@ def evaluate_cmd(run_dir, data, split, out, top_n, batch_size, all_specialists, 
 
 
 @click.command("baseline")
-@click.option(
-    "--run",
-    "run_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Run directory with a trained generalist and specialists.",
-)
+@options.run_dir("Run directory with a trained generalist and specialists.")
 @click.option("--data", required=True, help="Labelled dataset directory or URL.")
 @click.option("--split", default="test", show_default=True)
 @click.option(
@@ -145,7 +111,7 @@ def evaluate_cmd(run_dir, data, split, out, top_n, batch_size, all_specialists, 
     help="Train only these alternatives (repeatable) [default: all that apply].",
 )
 @click.option("--restart", is_flag=True, help="Retrain alternatives trained for another budget (default: refuse).")
-@click.option("--device", default="auto", show_default=True)
+@options.device()
 @options.trust_code
 def baseline_cmd(run_dir, data, split, only, restart, device, trust_code):
     """The specialists against the same training compute spent otherwise: (a) the generalist
@@ -169,13 +135,7 @@ def baseline_cmd(run_dir, data, split, only, restart, device, trust_code):
 
 
 @click.command("distill")
-@click.option(
-    "--run",
-    "run_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Run directory whose ensemble teaches: generalist/, clusters/clusters.json, specialists/.",
-)
+@options.run_dir("Run directory whose ensemble teaches: generalist/, clusters/clusters.json, specialists/.")
 @click.option("--data", required=True, help="Dataset directory or URL (its training split).")
 @click.option(
     "--out",
@@ -198,16 +158,10 @@ def baseline_cmd(run_dir, data, split, only, restart, device, trust_code):
 )
 @click.option("--split", default="test", show_default=True, help="Split of the final comparison.")
 @click.option("--epochs", type=int, help="At most this many epochs [default 10, early-stopped].")
-@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override any DistillConfig field, e.g. --set temperature=4 --set alpha=0.5.",
-)
+@options.device(configured=True)
+@options.overrides
 @click.option("--restart", is_flag=True, help="Discard checkpoints in OUT made with another config (default: refuse).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@options.quiet
 @options.trust_code
 def distill_cmd(run_dir, data, out, q_cache, transfer, split, epochs, device, sets, restart, quiet, trust_code):
     """Distil the specialist ensemble into one student network of the generalist's size, then

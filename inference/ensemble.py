@@ -35,8 +35,8 @@ from specens.core.errors import CheckpointError, ConfigError, check_same_classes
 from specens.data.format import INFO_FILE, load_info
 from specens.generalist.checkpoint import Generalist, load_generalist
 from specens.specialists.model import apply_correction, route, split_body
-from specens.specialists.train import META as SPECIALIST_META
-from specens.specialists.train import load_specialist, read_specialist, specialist_dir
+from specens.specialists.record import META as SPECIALIST_META
+from specens.specialists.record import load_specialist, read_specialist, specialist_dir
 
 from .combine import check_specialist_weight, combine_distributions
 

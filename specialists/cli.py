@@ -16,12 +16,7 @@ def specialists_cli():
 
 
 @specialists_cli.command("train")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    help="TOML file of SpecialistConfig fields (top level or a [specialists] table).",
-)
+@options.config_file("SpecialistConfig", "specialists")
 @click.option("--generalist", help="Run directory of the generalist.")
 @click.option("--clusters", help="clusters.json from `specens cluster`.")
 @click.option("--data", help="Dataset directory or URL.")
@@ -51,7 +46,7 @@ def specialists_cli():
 @click.option(
     "--restart", is_flag=True, help="Retrain specialists trained (or started) with another config (default: refuse)."
 )
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any config field.")
+@options.overrides
 @options.trust_code
 def train(
     config_path,

@@ -34,7 +34,8 @@ from specens.generalist.checkpoint import load_generalist, read_meta
 from specens.generalist.train import still_improving
 
 from .partition import ensure_partition
-from .train import SPECIALIST_FILES, SpecialistConfig, complete_changes, specialist_dir, train_specialist, work_dir
+from .record import SPECIALIST_FILES, specialist_dir, work_dir
+from .train import SpecialistConfig, complete_changes, train_specialist
 
 
 @dataclass

@@ -165,7 +165,7 @@ def test_gated_off_specialists_stay_out_of_inference_unless_forced(synthetic_run
     import json
 
     from specens.inference import Ensemble
-    from specens.specialists.train import META, specialist_dir, specialist_fingerprint
+    from specens.specialists.record import META, specialist_dir, specialist_fingerprint
 
     for m in range(4):
         train_specialist(_cfg(synthetic_run, tmp_path, epochs=1), m)
@@ -189,7 +189,7 @@ def test_cost_is_recorded_and_consistent_with_steps_and_batch_size(synthetic_run
     assert cost["examples"] == cost["steps"] * cfg.batch_size  # enriched batches are always full
     gen = load_generalist(synthetic_run["generalist"])
     x = next(iter(iter_split(synthetic_run["data"], "val", 8))).inputs
-    from specens.specialists.train import load_specialist
+    from specens.specialists.record import load_specialist
 
     model, _ = load_specialist(specialist_dir_of(tmp_path, 1))
     f, f_t, n = forward_flops(model, x), forward_flops(gen.model, x), sum(p.numel() for p in model.parameters())
@@ -211,7 +211,7 @@ def test_cost_is_recorded_and_consistent_with_steps_and_batch_size(synthetic_run
 
 
 def specialist_dir_of(out, m):
-    from specens.specialists.train import specialist_dir
+    from specens.specialists.record import specialist_dir
 
     return specialist_dir(out, m)
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from specens.cli.main import cli
 from specens.generalist.checkpoint import generalist_fingerprint
-from specens.specialists.train import specialist_fingerprint
+from specens.specialists.record import specialist_fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -804,7 +804,7 @@ def test_every_field_mutated_is_accepted_unchanged_or_refused_in_one_line(tiny, 
 
 def test_a_shared_trunk_specialist_loads_only_on_its_generalist(work):
     from specens.core.errors import CheckpointError
-    from specens.specialists.train import load_specialist
+    from specens.specialists.record import load_specialist
 
     _j(f"{S0}/specialist.json", lambda d: d.update(top_blocks=1))(work)
     refingerprint_specialist(work / S0)

@@ -21,7 +21,7 @@ from specens.data.shards import iter_split
 from specens.inference import Ensemble, combine_distributions, route
 from specens.inference.evaluate import EnsembleTally
 from specens.specialists.model import apply_correction
-from specens.specialists.train import specialist_fingerprint
+from specens.specialists.record import specialist_fingerprint
 
 SPECENS = str(Path(sys.executable).with_name("specens"))
 

@@ -99,7 +99,7 @@ def test_the_demo_learns(demo_run):
 
     import torch
 
-    from specens.specialists.train import load_specialist
+    from specens.specialists.record import load_specialist
 
     r, run = demo_run
     assert r.returncode == 0, r.stderr[-2000:]

@@ -17,8 +17,9 @@ from specens.specialists.model import (
     dustbin_correction,
     hard_targets,
 )
+from specens.specialists.record import load_specialist
 from specens.specialists.sampling import EnrichedStream
-from specens.specialists.train import SpecialistConfig, load_specialist, train_specialist
+from specens.specialists.train import SpecialistConfig, train_specialist
 
 
 def test_collapse_by_hand():
@@ -199,7 +200,8 @@ def test_checkpoints_of_another_config_are_refused_or_discarded_on_restart(synth
 def test_a_specialist_saved_before_a_config_field_existed_is_reused_at_its_default(synthetic_run, tmp_path):
     import json
 
-    from specens.specialists.train import META, is_complete, specialist_dir
+    from specens.specialists.record import META, specialist_dir
+    from specens.specialists.train import is_complete
 
     cfg = _cfg(synthetic_run, tmp_path, epochs=1)
     meta = train_specialist(cfg, 0)

@@ -9,8 +9,12 @@ Shards are streamed, never copied whole: :func:`open_stream` returns a reader th
 connection drops or times out mid-shard, reopens the file at the byte it had reached (an HTTP
 ``Range`` request, an fsspec ``seek``) and carries on, so the samples come out exactly as from a
 local file. It gives up after ``retries`` failures in a row without a byte of progress (with
-exponential back-off between them); a resume that makes progress resets the count. Errors that no retry mends (404,
-403, an unknown protocol) are a :class:`DataError` naming the URL at once.
+exponential back-off between them); a resume that makes progress resets the count. Errors that
+no retry mends (404, 403, an unknown protocol) are a :class:`DataError` naming the URL at once.
+
+Not fsspec's ``HTTPFileSystem`` for http(s): it needs aiohttp, a streamed HTTP file there cannot
+seek, and it does not resume a dropped read (retrying transient failures is an open fsspec pull
+request, #2124), which are the guarantees ``tests/test_remote.py`` checks.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ with ``<`` and ``>`` (``<f fr re … <fr fre … ze>``), each distinct token onc
 frequency, as a sublinear TF-IDF nearly is on short texts), truncated to ``max_tokens``. These are
 the features of the TF-IDF + logistic-regression baseline (word 1-2 and ``char_wb`` 2-5 grams),
 hashed instead of counted into a fitted vocabulary.
+
+Not scikit-learn's ``HashingVectorizer``: it returns a sparse count matrix rather than the ordered
+id vector the ``EmbeddingBag`` models take, and its MurmurHash3 ids differ from these BLAKE2b ones,
+so every imported text dataset (and every figure recorded on one) would change.
 """
 
 from __future__ import annotations

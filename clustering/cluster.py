@@ -97,67 +97,11 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
     info = load_info(cfg.data)
     g.check_fits(info, cfg.generalist, f"{cfg.data}/{INFO_FILE}")
     info.split(cfg.split)
-    clusterer = cfg.clusterer()
-    try:
-        if cfg.n_groups:
-            clusterer.check_params(info.n_classes)  # n_groups against the label space, before the pass over the data
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    if cfg.n_groups >= info.n_classes:
-        raise ConfigError(
-            f"n_groups must be below the {info.n_classes} classes of {cfg.data} (a specialist's "
-            f"dustbin needs classes outside its group), got {cfg.n_groups}"
-        )
-    if cfg.top_k > info.n_classes:
-        raise ConfigError(f"top_k must be at most the {info.n_classes} classes of {cfg.data}, got {cfg.top_k}")
-    acc = CovarianceAccumulator(g.n_classes, top_k=cfg.top_k or None)
-    y_true, y_pred = [], []
-    for batch in tqdm(
-        iter_split(cfg.data, cfg.split, cfg.batch_size, info=info),
-        desc=f"covariance {cfg.split}",
-        disable=not progress,
-        unit="batch",
-    ):
-        logits = g.model(batch.inputs.to(device)).float().cpu()
-        acc.update(torch.softmax(logits.double() / cfg.temperature, dim=1))
-        y_true.append(batch.labels.numpy())
-        y_pred.append(logits.argmax(1).numpy())
-    cov, y_true, y_pred = acc.covariance(), np.concatenate(y_true), np.concatenate(y_pred)
+    _check_label_space(cfg, info)
+    acc, y_true, y_pred = _transfer_pass(cfg, g, info, device, progress)
+    cov = acc.covariance()
     extra: dict[str, Any] = {"transfer_samples": acc.count, "dropped_mass": acc.dropped_mass / acc.count}
-    try:
-        if cfg.n_groups:
-            clusterer.fit_covariance(cov)
-        else:
-            fitted: dict[int, ConfusionClusterer] = {}  # each K tried, fitted once
-
-            def fit(k: int) -> list[np.ndarray]:
-                fitted[k] = cfg.clusterer(k).fit_covariance(cov)
-                return fitted[k].groups_
-
-            labelled = y_true >= 0
-            k, search = choose_n_groups(
-                fit,
-                y_true[labelled],
-                y_pred[labelled],
-                info.n_classes,
-                min_capture=cfg.min_capture,
-                min_mean_size=cfg.min_mean_size,
-                max_groups=cfg.max_groups,
-            )
-            clusterer = fitted.get(k) or cfg.clusterer(k).fit_covariance(cov)  # not tried: no labelled errors
-            extra["n_groups_search"] = {"chosen": k, "min_capture": cfg.min_capture, "tried": search}
-    except ValueError as e:  # parameters that do not fit this label space, e.g. n_groups > C
-        raise ConfigError(str(e)) from None
-    if any(len(g) == info.n_classes for g in clusterer.groups_):
-        raise ConfigError(
-            f"a group holds all {info.n_classes} classes (n_groups={cfg.n_groups or 'chosen'}): its "
-            "specialist would have no classes outside it; use more groups"
-        )
-    if not len(clusterer.groups_):
-        raise ConfigError(
-            f"no group of at least min_size={cfg.min_size} classes came out of {cfg.n_groups or 'the chosen'} "
-            f"k-means groups over {info.n_classes} classes; use fewer groups or a smaller min_size"
-        )
+    clusterer = _fit_groups(cfg, cov, y_true, y_pred, info.n_classes, extra)
     report = ClusterReport(
         clusterer.groups_,
         info.classes,
@@ -176,6 +120,76 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
 
     publish_dir(cfg.out, write, own=CLUSTER_FILES, what="a `specens cluster` output")
     return report
+
+
+def _check_label_space(cfg: ClusterConfig, info) -> None:
+    """``n_groups`` and ``top_k`` against the dataset's classes, before the pass over the data."""
+    try:
+        if cfg.n_groups:
+            cfg.clusterer().check_params(info.n_classes)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.n_groups >= info.n_classes:
+        raise ConfigError(
+            f"n_groups must be below the {info.n_classes} classes of {cfg.data} (a specialist's "
+            f"dustbin needs classes outside its group), got {cfg.n_groups}"
+        )
+    if cfg.top_k > info.n_classes:
+        raise ConfigError(f"top_k must be at most the {info.n_classes} classes of {cfg.data}, got {cfg.top_k}")
+
+
+def _transfer_pass(cfg: ClusterConfig, g, info, device, progress: bool):
+    """One pass of the transfer split: Σ of the soft predictions at ``cfg.temperature`` (METHOD §3),
+    and the labels and top-1 predictions for the report. Returns (accumulator, y_true, y_pred)."""
+    acc = CovarianceAccumulator(g.n_classes, top_k=cfg.top_k or None)
+    y_true, y_pred = [], []
+    batches = iter_split(cfg.data, cfg.split, cfg.batch_size, info=info)
+    for batch in tqdm(batches, desc=f"covariance {cfg.split}", disable=not progress, unit="batch"):
+        logits = g.model(batch.inputs.to(device)).float().cpu()
+        acc.update(torch.softmax(logits.double() / cfg.temperature, dim=1))
+        y_true.append(batch.labels.numpy())
+        y_pred.append(logits.argmax(1).numpy())
+    return acc, np.concatenate(y_true), np.concatenate(y_pred)
+
+
+def _fit_groups(cfg: ClusterConfig, cov, y_true, y_pred, n_classes: int, extra: dict) -> ConfusionClusterer:
+    """The clusterer fitted on Σ: with ``cfg.n_groups``, or with the K that :func:`choose_n_groups`
+    picks (its search recorded in ``extra``). Groups no specialist could own are refused."""
+    try:
+        if cfg.n_groups:
+            clusterer = cfg.clusterer().fit_covariance(cov)
+        else:
+            fitted: dict[int, ConfusionClusterer] = {}  # each K tried, fitted once
+
+            def fit(k: int) -> list[np.ndarray]:
+                fitted[k] = cfg.clusterer(k).fit_covariance(cov)
+                return fitted[k].groups_
+
+            labelled = y_true >= 0
+            k, search = choose_n_groups(
+                fit,
+                y_true[labelled],
+                y_pred[labelled],
+                n_classes,
+                min_capture=cfg.min_capture,
+                min_mean_size=cfg.min_mean_size,
+                max_groups=cfg.max_groups,
+            )
+            clusterer = fitted.get(k) or cfg.clusterer(k).fit_covariance(cov)  # not tried: no labelled errors
+            extra["n_groups_search"] = {"chosen": k, "min_capture": cfg.min_capture, "tried": search}
+    except ValueError as e:  # parameters that do not fit this label space, e.g. n_groups > C
+        raise ConfigError(str(e)) from None
+    if any(len(grp) == n_classes for grp in clusterer.groups_):
+        raise ConfigError(
+            f"a group holds all {n_classes} classes (n_groups={cfg.n_groups or 'chosen'}): its "
+            "specialist would have no classes outside it; use more groups"
+        )
+    if not len(clusterer.groups_):
+        raise ConfigError(
+            f"no group of at least min_size={cfg.min_size} classes came out of {cfg.n_groups or 'the chosen'} "
+            f"k-means groups over {n_classes} classes; use fewer groups or a smaller min_size"
+        )
+    return clusterer
 
 
 def save_clusters(

@@ -141,20 +141,7 @@ class DatasetInfo:
         if dtype not in DTYPES:
             problems.append(f"'input.dtype' is {dtype!r}, expected one of {list(DTYPES)}")
         groups = d.get("groups")
-        if groups is not None:
-            ok = isinstance(groups, list) and all(isinstance(g, list) for g in groups)
-            flat = [c for g in groups for c in g] if ok else None
-            if flat is None or not all(isinstance(c, int) and 0 <= c < n for c in flat):
-                problems.append(f"'groups' must be lists of class indices in [0, {n})")
-            elif sorted(flat) != list(range(n)):
-                problems.append("'groups' must cover every class exactly once")
-            names = d.get("group_names")
-            if names is not None and not (isinstance(names, list) and all(isinstance(x, str) for x in names)):
-                problems.append("'group_names' must be a list of strings")
-            elif names is not None and isinstance(groups, list) and len(names) != len(groups):
-                problems.append(f"'group_names' has {len(names)} names for {len(groups)} groups")
-        elif d.get("group_names") is not None:
-            problems.append("'group_names' given without 'groups'")
+        problems += _group_problems(groups, d.get("group_names"), n)
         for key, kinds in (("name", str), ("source", dict), ("featurizer", dict)):
             if d.get(key) is not None and not isinstance(d[key], kinds):
                 problems.append(f"{key!r} must be a {kinds.__name__}, got {type(d[key]).__name__}")
@@ -180,31 +167,7 @@ class DatasetInfo:
             )
         if kind == "image" and dtype != "uint8" or kind == "image" and isinstance(shape, list) and len(shape) != 3:
             problems.append("an 'image' input is uint8 of shape [channels, height, width]")
-        splits: dict[str, SplitInfo] = {}
-        raw_splits = d.get("splits")
-        if not isinstance(raw_splits, dict) or not raw_splits:
-            problems.append("'splits' must be a non-empty object")
-            raw_splits = {}
-        for sname, s in raw_splits.items():
-            try:
-                shards = tuple(ShardInfo(_name(x["name"]), _count(x["num_samples"])) for x in s["shards"])
-                counts = tuple(_count(c) for c in s["class_counts"])
-                total = _count(s["num_samples"])
-            except (KeyError, TypeError, ValueError) as e:
-                problems.append(f"'splits.{sname}' is malformed ({e!r})")
-                continue
-            if not shards:
-                problems.append(f"'splits.{sname}.shards' is empty")
-            if len(counts) != n:
-                problems.append(f"'splits.{sname}.class_counts' has {len(counts)} entries for {n} classes")
-            if sum(counts) != total:
-                problems.append(f"'splits.{sname}.class_counts' sums to {sum(counts)}, not num_samples={total}")
-            if sum(x.num_samples for x in shards) != total:
-                problems.append(
-                    f"'splits.{sname}.shards' hold {sum(x.num_samples for x in shards)} "
-                    f"samples, not num_samples={total}"
-                )
-            splits[sname] = SplitInfo(shards, total, counts)
+        splits = _read_splits(d.get("splits"), n, problems)
         if problems:
             raise DataError(f"{where}: " + "; ".join(problems))
         return cls(
@@ -217,6 +180,53 @@ class DatasetInfo:
             source=dict(d.get("source") or {}),
             featurizer=d.get("featurizer"),
         )
+
+
+def _group_problems(groups: Any, names: Any, n: int) -> list[str]:
+    """What is wrong with ``dataset.json``'s known grouping (``groups``, ``group_names``)."""
+    problems = []
+    if groups is None:
+        return ["'group_names' given without 'groups'"] if names is not None else []
+    ok = isinstance(groups, list) and all(isinstance(g, list) for g in groups)
+    flat = [c for g in groups for c in g] if ok else None
+    if flat is None or not all(isinstance(c, int) and 0 <= c < n for c in flat):
+        problems.append(f"'groups' must be lists of class indices in [0, {n})")
+    elif sorted(flat) != list(range(n)):
+        problems.append("'groups' must cover every class exactly once")
+    if names is not None and not (isinstance(names, list) and all(isinstance(x, str) for x in names)):
+        problems.append("'group_names' must be a list of strings")
+    elif names is not None and isinstance(groups, list) and len(names) != len(groups):
+        problems.append(f"'group_names' has {len(names)} names for {len(groups)} groups")
+    return problems
+
+
+def _read_splits(raw: Any, n: int, problems: list[str]) -> dict[str, SplitInfo]:
+    """``dataset.json``'s splits, each checked against itself and the ``n`` classes; every
+    problem is appended to ``problems`` (a malformed split is left out)."""
+    splits: dict[str, SplitInfo] = {}
+    if not isinstance(raw, dict) or not raw:
+        problems.append("'splits' must be a non-empty object")
+        return splits
+    for sname, s in raw.items():
+        try:
+            shards = tuple(ShardInfo(_name(x["name"]), _count(x["num_samples"])) for x in s["shards"])
+            counts = tuple(_count(c) for c in s["class_counts"])
+            total = _count(s["num_samples"])
+        except (KeyError, TypeError, ValueError) as e:
+            problems.append(f"'splits.{sname}' is malformed ({e!r})")
+            continue
+        if not shards:
+            problems.append(f"'splits.{sname}.shards' is empty")
+        if len(counts) != n:
+            problems.append(f"'splits.{sname}.class_counts' has {len(counts)} entries for {n} classes")
+        if sum(counts) != total:
+            problems.append(f"'splits.{sname}.class_counts' sums to {sum(counts)}, not num_samples={total}")
+        if sum(x.num_samples for x in shards) != total:
+            problems.append(
+                f"'splits.{sname}.shards' hold {sum(x.num_samples for x in shards)} samples, not num_samples={total}"
+            )
+        splits[sname] = SplitInfo(shards, total, counts)
+    return splits
 
 
 def _count(v: Any) -> int:

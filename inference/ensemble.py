@@ -216,29 +216,7 @@ class Ensemble:
                     f"{meta_path}: missing; group {m} of {clusters_path} has no trained specialist "
                     "(run `specens specialists train`)"
                 )
-            if meta["generalist_fingerprint"] != gen.fingerprint:
-                raise CheckpointError(
-                    f"{meta_path}: trained from generalist {meta['generalist_fingerprint']}, but "
-                    f"{gen_dir} is {gen.fingerprint}"
-                )
-            if meta["clusters_fingerprint"] != cl.fingerprint:
-                raise CheckpointError(
-                    f"{meta_path}: trained for another clusters.json than {clusters_path} "
-                    f"({meta['clusters_fingerprint']} vs {cl.fingerprint})"
-                )
-            if meta["group"] != group.tolist():
-                raise CheckpointError(f"{meta_path}: its group differs from group {m} of {clusters_path}")
-            if meta["classes"] != [gen.classes[c] for c in meta["group"] if c < gen.n_classes]:
-                raise CheckpointError(f"{meta_path}: its class names are not those of its group in {gen_dir}")
-            if meta["model"]["generalist_model"] != gen.meta["model"]:
-                raise CheckpointError(
-                    f"{meta_path}: built on another architecture ({meta['model']['generalist_model']}) than {gen_dir}'s"
-                )
-            if meta["n_classes"] != gen.n_classes or meta["index"] != m:
-                raise CheckpointError(
-                    f"{meta_path}: made as specialist {meta['index']} of {meta['n_classes']} classes, "
-                    f"but it sits at group {m} of a {gen.n_classes}-class generalist"
-                )
+            _check_member(meta, meta_path, m, group, gen, gen_dir, cl, clusters_path)
             costs.append(meta["cost"])
             if not (all_specialists or meta["gate"]["on"]):
                 gated_off.append(m)
@@ -248,34 +226,12 @@ class Ensemble:
             specialist_fps[m] = meta["fingerprint"]
             corrections.append(meta["dustbin_correction"])
             kept.append(m)
-        extra = sorted(
-            p.name for p in (run_dir / "specialists").glob("s[0-9][0-9][0-9]") if int(p.name[1:]) >= len(cl.groups)
-        )
-        if extra:
-            raise CheckpointError(
-                f"{run_dir / 'specialists' / extra[0]}: no such group in {clusters_path} "
-                f"({len(cl.groups)} groups); the specialists come from another clustering"
-            )
+        _check_layout(run_dir, cl, clusters_path, blocks, gen, gen_dir, specialists)
         fps = {
             "generalist": gen.fingerprint,
             "clusters": cl.fingerprint,
             "specialists": [specialist_fps[m] for m in kept],
         }
-        if len(blocks) > 1:
-            raise CheckpointError(
-                f"{run_dir / 'specialists'}: specialists with different shared trunks "
-                f"(top_blocks {sorted(blocks)}); retrain them with one shared_trunk"
-            )
-        if blocks and max(blocks):
-            try:
-                split_body(gen.model.body, max(blocks))
-            except ValueError as e:
-                raise CheckpointError(
-                    f"{run_dir / 'specialists'}: 'top_blocks' does not fit {gen_dir}'s model: {e}"
-                ) from None
-        for d in specialists:
-            if not (d / "model.safetensors").is_file():
-                raise CheckpointError(f"{d / 'model.safetensors'}: missing")
         if sum((d / "model.safetensors").stat().st_size for d in specialists) <= specialist_memory:
             specialists = [load_specialist(d, gen.model, dev)[0] for d in specialists]
         else:
@@ -369,3 +325,58 @@ class Ensemble:
     def predict(self, inputs: torch.Tensor) -> torch.Tensor:
         """The ensemble's most probable class, (B,) int64."""
         return self.predict_proba(inputs).argmax(1)
+
+
+def _check_member(meta: dict, meta_path: Path, m: int, group, gen, gen_dir: Path, cl, clusters_path: Path) -> None:
+    """Specialist ``m``'s record fits this run: made from this generalist for group ``m`` of this
+    ``clusters.json``, with its classes and architecture. Any mismatch names the record."""
+    if meta["generalist_fingerprint"] != gen.fingerprint:
+        raise CheckpointError(
+            f"{meta_path}: trained from generalist {meta['generalist_fingerprint']}, but {gen_dir} is {gen.fingerprint}"
+        )
+    if meta["clusters_fingerprint"] != cl.fingerprint:
+        raise CheckpointError(
+            f"{meta_path}: trained for another clusters.json than {clusters_path} "
+            f"({meta['clusters_fingerprint']} vs {cl.fingerprint})"
+        )
+    if meta["group"] != group.tolist():
+        raise CheckpointError(f"{meta_path}: its group differs from group {m} of {clusters_path}")
+    if meta["classes"] != [gen.classes[c] for c in meta["group"] if c < gen.n_classes]:
+        raise CheckpointError(f"{meta_path}: its class names are not those of its group in {gen_dir}")
+    if meta["model"]["generalist_model"] != gen.meta["model"]:
+        raise CheckpointError(
+            f"{meta_path}: built on another architecture ({meta['model']['generalist_model']}) than {gen_dir}'s"
+        )
+    if meta["n_classes"] != gen.n_classes or meta["index"] != m:
+        raise CheckpointError(
+            f"{meta_path}: made as specialist {meta['index']} of {meta['n_classes']} classes, "
+            f"but it sits at group {m} of a {gen.n_classes}-class generalist"
+        )
+
+
+def _check_layout(run_dir: Path, cl, clusters_path: Path, blocks: set, gen, gen_dir: Path, specialists: list) -> None:
+    """The run's specialists as a whole: no folder beyond the groups, one shared trunk that fits
+    the generalist's model, and every kept specialist's weights in place."""
+    extra = sorted(
+        p.name for p in (run_dir / "specialists").glob("s[0-9][0-9][0-9]") if int(p.name[1:]) >= len(cl.groups)
+    )
+    if extra:
+        raise CheckpointError(
+            f"{run_dir / 'specialists' / extra[0]}: no such group in {clusters_path} "
+            f"({len(cl.groups)} groups); the specialists come from another clustering"
+        )
+    if len(blocks) > 1:
+        raise CheckpointError(
+            f"{run_dir / 'specialists'}: specialists with different shared trunks "
+            f"(top_blocks {sorted(blocks)}); retrain them with one shared_trunk"
+        )
+    if blocks and max(blocks):
+        try:
+            split_body(gen.model.body, max(blocks))
+        except ValueError as e:
+            raise CheckpointError(
+                f"{run_dir / 'specialists'}: 'top_blocks' does not fit {gen_dir}'s model: {e}"
+            ) from None
+    for d in specialists:
+        if not (d / "model.safetensors").is_file():
+            raise CheckpointError(f"{d / 'model.safetensors'}: missing")

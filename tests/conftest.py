@@ -77,6 +77,28 @@ def glyph_generalist(glyph_ds, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def strong_synthetic_generalist(synthetic_ds, tmp_path_factory) -> str:
+    """A generalist trained for 4 epochs on ``synthetic_ds`` (right about the planted groups and
+    within them), the "strong" net that tests/test_gate.py and tests/test_distill.py cut
+    specialists from; its run directory, which tests only read (each loads its own copy)."""
+    from specens.generalist.config import TrainConfig
+    from specens.generalist.train import train_generalist
+
+    cfg = TrainConfig(
+        data=synthetic_ds,
+        out=str(tmp_path_factory.mktemp("strong_generalist")),
+        epochs=4,
+        lr=3e-3,
+        batch_size=64,
+        model_kwargs={"hidden": [64]},
+        threads=2,
+        patience=0,
+        checkpoint_every=0,
+    )
+    return train_generalist(cfg, progress=False).run_dir
+
+
+@pytest.fixture(scope="session")
 def synthetic_run(synthetic_ds, tmp_path_factory) -> dict:
     """A generalist on ``synthetic_ds`` and 4 groups clustered from its validation predictions."""
     from specens.clustering.cluster import ClusterConfig, cluster

@@ -9,31 +9,21 @@ import torch
 from specens.generalist.checkpoint import load_generalist
 from specens.generalist.config import TrainConfig
 from specens.generalist.train import train_generalist
-from specens.specialists.train import SpecialistConfig
 
 
 @pytest.fixture(scope="module")
-def small_run(synthetic_run, tmp_path_factory):
-    """A run directory as the commands lay it out: the synthetic generalist, its clusters, specialists."""
+def small_run(ensemble_run, tmp_path_factory):
+    """A run directory as the commands lay it out: the synthetic generalist, its clusters and its 4
+    specialists, copied from the session's ``ensemble_run`` (trained once for every test that reads
+    them: the same generalist, groups and specialist config this fixture trained its own with)."""
     import shutil
 
-    from specens.specialists.parallel import train_all
-
     root = tmp_path_factory.mktemp("baseline_run")
-    shutil.copytree(synthetic_run["generalist"], root / "generalist", ignore=shutil.ignore_patterns("checkpoints"))
-    shutil.copytree(synthetic_run["root"] / "clusters", root / "clusters")
-    cfg = SpecialistConfig(
-        generalist=str(root / "generalist"),
-        clusters=str(root / "clusters" / "clusters.json"),
-        data=synthetic_run["data"],
-        out=str(root),
-        epochs=2,
-        batch_size=64,
-        lr=3e-3,
-        threads=1,
-    )
-    train_all(cfg, local=True, echo=lambda *a: None)
-    return root, synthetic_run["data"]
+    src = ensemble_run["root"]
+    shutil.copytree(src / "generalist", root / "generalist", ignore=shutil.ignore_patterns("checkpoints"))
+    for part in ("clusters", "specialists"):
+        shutil.copytree(src / part, root / part)
+    return root, ensemble_run["data"]
 
 
 def test_init_continues_from_an_exported_generalist_and_refuses_another_model(synthetic_run, tmp_path):

@@ -14,19 +14,36 @@ def specens(*args, cwd=None):
     return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
+def specens_here(*args):
+    """``specens ARGS`` in this process, through the root command the entry point calls; the
+    result has ``returncode``, ``stdout`` and ``stderr`` as from ``specens``. For a sequence of
+    steps whose work, not the start of a process, is under test (the others here spawn the real
+    executable)."""
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    from specens.cli.main import cli
+
+    r = CliRunner().invoke(cli, [str(a) for a in args], prog_name="specens")
+    if r.exception is not None and not isinstance(r.exception, SystemExit):  # a bug: keep its traceback
+        raise r.exception
+    return SimpleNamespace(returncode=r.exit_code, stdout=r.stdout, stderr=r.stderr)
+
+
 def test_help_at_every_level():
     for args in ([], ["data"], ["data", "glyphs"], ["generalist"], ["generalist", "train"], ["demo"]):
-        r = specens(*args, "--help")
+        r = specens_here(*args, "--help")  # in process: a process per level would only import torch again
         assert r.returncode == 0, r.stderr
         assert "Usage: specens" in r.stdout
 
 
 def test_data_then_train_then_eval(tmp_path):
     ds, run = tmp_path / "ds", tmp_path / "run"
-    r = specens("data", "synthetic", "--out", ds, "--classes", 6, "--groups", 2, "--train-per-class", 60)
+    r = specens_here("data", "synthetic", "--out", ds, "--classes", 6, "--groups", 2, "--train-per-class", 60)
     assert r.returncode == 0, r.stderr
     assert "synthetic, 6 classes, 2 known groups" in r.stdout
-    r = specens(
+    r = specens_here(
         "generalist",
         "train",
         "--data",
@@ -43,10 +60,10 @@ def test_data_then_train_then_eval(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert re.search(r"generalist [0-9a-f]{16} in .*: best epoch \d", r.stdout)
-    r = specens("generalist", "eval", "--run", run, "--data", ds)
+    r = specens_here("generalist", "eval", "--run", run, "--data", ds)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["top1"] > 0.5  # 6 classes, chance 0.17
-    r = specens("cluster", "--generalist", run, "--data", ds, "--out", tmp_path / "cl", "--groups", 2, "--quiet")
+    r = specens_here("cluster", "--generalist", run, "--data", ds, "--out", tmp_path / "cl", "--groups", 2, "--quiet")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("2 groups over 6 classes")
     assert "agreement with the known grouping: ARI" in r.stdout
@@ -56,7 +73,7 @@ def test_data_then_train_then_eval(tmp_path):
         "covariance.png",
         "group_sizes.png",
     }
-    r = specens("cluster", "--generalist", run, "--data", ds, "--out", tmp_path / "cl", "--groups", 7, "--quiet")
+    r = specens_here("cluster", "--generalist", run, "--data", ds, "--out", tmp_path / "cl", "--groups", 7, "--quiet")
     assert r.returncode == 1
     assert r.stderr.strip() == "Error: ConfusionClusterer: n_groups must be an int in [1, n_classes=6], got 7"
 

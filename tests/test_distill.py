@@ -28,7 +28,7 @@ def _top1(run_dir, data, split="test"):
 
 
 @pytest.fixture(scope="module")
-def helpful_ensemble(synthetic_ds, tmp_path_factory):
+def helpful_ensemble(synthetic_ds, strong_synthetic_generalist, tmp_path_factory):
     """Specialists known to help: a generalist trained for one epoch (right about the planted group,
     weak within it) with, for each of the 4 planted groups, a specialist cut from a generalist
     trained for four (its head collapsed onto the group and a dustbin)."""
@@ -39,9 +39,7 @@ def helpful_ensemble(synthetic_ds, tmp_path_factory):
         data=synthetic_ds, batch_size=64, model_kwargs={"hidden": [64]}, threads=2, patience=0, checkpoint_every=0
     )
     weak = train_generalist(TrainConfig(out=str(root / "weak"), epochs=1, lr=1e-3, **base), progress=False).run_dir
-    strong = load_generalist(
-        train_generalist(TrainConfig(out=str(root / "strong"), epochs=4, lr=3e-3, **base), progress=False).run_dir
-    )
+    strong = load_generalist(strong_synthetic_generalist)  # epochs=4, lr=3e-3, the rest as ``base``
     groups = [torch.tensor(g) for g in load_info(synthetic_ds).groups]
     feats = torch.cat([strong.model.body(b.inputs) for b in iter_split(synthetic_ds, "train", 256)]).detach()
     specialists = [build_specialist(strong.model, g, feats).eval() for g in groups]

@@ -41,35 +41,35 @@ def test_gate_by_hand():
     assert not gate_on({"correct": 0, "nll": 0.0}, {"correct": 0, "nll": 0.0})  # nothing routed: off
 
 
-def _weak_and_strong(synthetic_ds, tmp_path):
+def _weak_and_strong(synthetic_ds, strong_dir, tmp_path):
     from specens.generalist.config import TrainConfig
     from specens.generalist.train import train_generalist
 
-    runs = {}
-    for name, epochs, lr in (("weak", 1, 1e-4), ("strong", 4, 3e-3)):
-        res = train_generalist(
-            TrainConfig(
-                data=synthetic_ds,
-                out=str(tmp_path / name),
-                epochs=epochs,
-                lr=lr,
-                batch_size=64,
-                model_kwargs={"hidden": [64]},
-                threads=2,
-                patience=0,
-                checkpoint_every=0,
-            ),
-            progress=False,
-        )
-        runs[name] = load_generalist(res.run_dir)
-    return runs["weak"], runs["strong"]
+    res = train_generalist(
+        TrainConfig(
+            data=synthetic_ds,
+            out=str(tmp_path / "weak"),
+            epochs=1,
+            lr=1e-4,
+            batch_size=64,
+            model_kwargs={"hidden": [64]},
+            threads=2,
+            patience=0,
+            checkpoint_every=0,
+        ),
+        progress=False,
+    )
+    # strong: the session's generalist of the same config, 4 epochs at lr 3e-3
+    return load_generalist(res.run_dir), load_generalist(strong_dir)
 
 
-def test_routed_validation_keeps_what_inference_routes_and_gates_useless_and_good_specialists(synthetic_ds, tmp_path):
+def test_routed_validation_keeps_what_inference_routes_and_gates_useless_and_good_specialists(
+    synthetic_ds, strong_synthetic_generalist, tmp_path
+):
     """Routed examples: exactly those whose top-n classes meet the group (brute force). A
     specialist copied from a stronger generalist improves the weak one there and is gated on; one
     from an untrained net is gated off."""
-    weak, strong = _weak_and_strong(synthetic_ds, tmp_path)
+    weak, strong = _weak_and_strong(synthetic_ds, strong_synthetic_generalist, tmp_path)
     group = torch.tensor([0, 1, 2])
     corr = dustbin_correction(3 / weak.n_classes)
     x, y = zip(*[(b.inputs, b.labels) for b in iter_split(synthetic_ds, "val", 64)], strict=True)
@@ -161,14 +161,16 @@ def test_on_validation_the_gated_ensemble_is_never_below_its_generalist(syntheti
             assert delta >= 0 and nll_delta < 0
 
 
-def test_gated_off_specialists_stay_out_of_inference_unless_forced(synthetic_run, tmp_path):
+def test_gated_off_specialists_stay_out_of_inference_unless_forced(synthetic_run, ensemble_run, tmp_path):
     import json
+    import shutil
 
     from specens.inference import Ensemble
     from specens.specialists.record import META, specialist_dir, specialist_fingerprint
 
+    # the session's 4 specialists of synthetic_run's generalist and groups, copied: only their records are edited
+    shutil.copytree(ensemble_run["root"] / "specialists", tmp_path / "specialists")
     for m in range(4):
-        train_specialist(_cfg(synthetic_run, tmp_path, epochs=1), m)
         path = specialist_dir(tmp_path, m) / META
         meta = json.loads(path.read_text())
         meta["gate"]["on"] = m != 2  # the gate is in the record's fingerprint: re-decided, the record is re-sealed

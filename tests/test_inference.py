@@ -244,14 +244,28 @@ def _infer(run, data, out, *extra, env=None):
     )
 
 
+def _infer_here(run, data, out, *extra, threads=1):
+    """``_infer`` in this process, through the root command, with torch on ``threads`` threads (as
+    a process started with ``OMP_NUM_THREADS=threads``; float sums depend on the split), restored
+    afterwards: the tests compare its files with other processes', not the start of a process."""
+    args = ["infer", "--run", str(run), "--data", data, "--out", str(out), "--save-q", "--top-k", "3"]
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        r = CliRunner().invoke(cli, [*args, "--batch-size", "64", *map(str, extra)])
+    finally:
+        torch.set_num_threads(saved)
+    assert r.exit_code == 0 and r.exception is None, (r.exception, r.output)
+    return r
+
+
 def _files(d: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
 
 
 def test_infer_resumes_after_a_kill_with_byte_identical_output(ensemble_run, multi_shard_ds, tmp_path):
     run = ensemble_run["root"]
-    whole = _infer(run, multi_shard_ds, tmp_path / "whole")
-    assert whole.returncode == 0, whole.stderr
+    _infer_here(run, multi_shard_ds, tmp_path / "whole")  # one torch thread, as the processes below
 
     # SIGKILL in the middle of the third shard, through infer's on_batch callback
     script = (
@@ -268,14 +282,14 @@ def test_infer_resumes_after_a_kill_with_byte_identical_output(ensemble_run, mul
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert killed.returncode == -9, killed.stderr
     names = sorted(p.name for p in (tmp_path / "resumed").iterdir())
     assert names == ["infer.json", "test-000000.jsonl", "test-000000.q.npy", "test-000001.jsonl", "test-000001.q.npy"]
     assert json.loads((tmp_path / "resumed" / "infer.json").read_text())["complete"] is False
 
-    resumed = _infer(run, multi_shard_ds, tmp_path / "resumed")
-    assert resumed.returncode == 0, resumed.stderr
+    _infer_here(run, multi_shard_ds, tmp_path / "resumed")  # another process than the one killed
     assert _files(tmp_path / "resumed") == _files(tmp_path / "whole")
 
     # the content: keys in shard order, top-k of q, q on the simplex, specialists as routed
@@ -298,8 +312,7 @@ def test_infer_with_ray_workers_writes_what_one_process_writes(ensemble_run, mul
     one shard already finished beforehand: the same files, byte for byte, as one process with as
     many torch threads as a task (Ray gives a 1-CPU task one; float sums depend on the split)."""
     run = ensemble_run["root"]
-    one = _infer(run, multi_shard_ds, tmp_path / "one", env={"OMP_NUM_THREADS": "1"})
-    assert one.returncode == 0, one.stderr
+    _infer_here(run, multi_shard_ds, tmp_path / "one", threads=1)
     (tmp_path / "two").mkdir()
     shutil.copy(tmp_path / "one" / "infer.json", tmp_path / "two" / "infer.json")
     for name in ("test-000002.jsonl", "test-000002.q.npy"):  # finished by an earlier attempt: kept, not rewritten

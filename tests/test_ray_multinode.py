@@ -55,7 +55,7 @@ def test_a_node_removed_mid_run_loses_nothing(two_nodes, synthetic_run, tmp_path
                 clusters=synthetic_run["clusters"],
                 data=srv.url,
                 out=str(out),
-                epochs=3,
+                epochs=2,  # the first on the worker, the second (resumed) on the head for one cut off
                 batch_size=64,
                 lr=3e-3,
                 threads=1,
@@ -95,7 +95,7 @@ def test_a_node_removed_mid_run_loses_nothing(two_nodes, synthetic_run, tmp_path
         for m in moved:
             assert all(node == head_id for _, node, t in ran[m] if t > removed_at)
             history = json.loads((tmp_path / "run" / "specialists" / f"s{m:03d}" / "specialist.json").read_text())
-            assert [h["epoch"] for h in history["metrics"]["history"]] == [1, 2, 3]
+            assert [h["epoch"] for h in history["metrics"]["history"]] == [1, 2]
 
         reference = train_all(cfg(tmp_path / "ref"), local=True, echo=lambda _: None)  # uninterrupted
         assert sorted(reference.trained) == [0, 1, 2, 3]

@@ -50,7 +50,9 @@ from .checkpoint import (
     training_progress,
 )
 from .config import config_changes, config_to_json
+from .device import resolve_device
 from .errors import CheckpointError, TrainingDiverged
+from .optim import make_optimizer, make_schedule
 
 BEST = "checkpoints/best.safetensors"
 GRAD_CHECK_EVERY = 16  # steps between gradient-norm checks (each reads every gradient once)
@@ -214,8 +216,6 @@ class EpochLoop:
 
 def start(cfg: Any) -> torch.device:
     """A training stage's runtime (``RuntimeParts``): its CPU threads, then its device."""
-    from .device import resolve_device
-
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     return resolve_device(cfg.device)
@@ -230,8 +230,6 @@ class Recipe:
     calls :meth:`step` per batch), what it validates on and which record is better."""
 
     def __init__(self, cfg: Any, model: torch.nn.Module, steps_per_epoch: int, stage: str):
-        from .optim import make_optimizer, make_schedule
-
         self.cfg, self.model, self.steps_per_epoch, self.stage = cfg, model, steps_per_epoch, stage
         self.optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
         self.scheduler = make_schedule(self.optimizer, cfg.schedule, cfg.warmup, cfg.epochs * steps_per_epoch)

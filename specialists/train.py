@@ -185,8 +185,11 @@ def train_specialist(
     recipe = Recipe(cfg, model, steps, f"specialist {index}")
     routed, validate = _routed_validation(cfg, job, parts, model, device)
     callbacks = [] if on_epoch_end is None else [lambda epoch, record: on_epoch_end(epoch, {"index": index, **record})]
-    result = recipe.run(job.work, _epoch(cfg, job, recipe, stream, device), validate, _better, restart, callbacks)
-    meta = _record(cfg, job, result, _gate(routed, result.best, cfg), _cost(cfg, job, model, result, device, clock))
+    # a shared-trunk specialist's soft targets: the generalist's own top blocks and head on the trunk's features
+    top = _teacher_top(job.gen.model, cfg.shared_trunk) if isinstance(model, TrunkedSpecialist) else None
+    result = recipe.run(job.work, _epoch(cfg, job, recipe, stream, top, device), validate, _better, restart, callbacks)
+    cost = _cost(cfg, job, model, top, result, device, clock)
+    meta = _record(cfg, job, result, _gate(routed, result.best, cfg), cost)
     publish_specialist(job.work, job.final, model, meta)
     return meta
 
@@ -231,12 +234,11 @@ class _Job:
         return cls(index, gen, clusters, info, group, n_special, pi, correction, final, work_dir(cfg.out, index))
 
 
-def _epoch(cfg: SpecialistConfig, job: _Job, recipe: Recipe, stream: EnrichedStream, device: torch.device):
+def _epoch(cfg: SpecialistConfig, job: _Job, recipe: Recipe, stream: EnrichedStream, teacher_top, device):
     """One epoch of the specialist's loss (METHOD §4) over its enriched batches; a shared-trunk
     specialist runs the frozen trunk once per batch for its own logits and the soft targets."""
     model, gen, g = recipe.model, job.gen, job.group.to(device)
     shift = job.correction if cfg.soft_prior == "enriched" else 0.0
-    teacher_top = _teacher_top(gen.model, cfg.shared_trunk) if isinstance(model, TrunkedSpecialist) else None
 
     def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(the specialist's logits, the generalist's logits for the soft targets or None)."""
@@ -282,7 +284,7 @@ def _routed_validation(cfg: SpecialistConfig, job: _Job, parts, model: torch.nn.
     return routed, validate
 
 
-def _cost(cfg: SpecialistConfig, job: _Job, model: torch.nn.Module, result, device, clock: Stopwatch) -> dict:
+def _cost(cfg: SpecialistConfig, job: _Job, model: torch.nn.Module, teacher_top, result, device, clock) -> dict:
     """The training cost block; a shared-trunk specialist's trunk runs forward only, once per
     example for its logits and the soft targets."""
     example = next(iter(iter_split(cfg.data, "train", 8, info=job.info))).inputs.to(device)
@@ -291,7 +293,6 @@ def _cost(cfg: SpecialistConfig, job: _Job, model: torch.nn.Module, result, devi
         return training_cost(result, model, example, teachers, clock)
     with torch.no_grad():
         features = model.trunk(example)
-    teacher_top = _teacher_top(job.gen.model, cfg.shared_trunk)
     forward_only = [forward_flops(model.trunk, example), *(forward_flops(teacher_top, features) for _ in teachers)]
     return training_cost(result, model.own, features, forward_only, clock)
 

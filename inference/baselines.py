@@ -193,13 +193,15 @@ def compute_matched(
     evaluation: dict | None = None,
     restart: bool = False,
     trust_code: bool = False,
+    threads: int | None = None,
 ) -> dict:
     """Train (or reuse) the compute-matched alternatives of ``run_dir`` and evaluate them beside
-    the generalist and the specialist ensemble on ``split``; returns and saves the table.
-    ``evaluation``: the ensemble's :func:`evaluate_ensemble` result on ``split``, if already made.
-    An alternative trained for another budget (the specialists were retrained) is refused unless
-    ``restart``, which retrains it (the rerun policy of :mod:`specens.core.loop`). The alternatives
-    train as the run's generalist did; a run whose model names code needs ``trust_code``."""
+        the generalist and the specialist ensemble on ``split``; returns and saves the table.
+        ``evaluation``: the ensemble's :func:`evaluate_ensemble` result on ``split``, if already made.
+        An alternative trained for another budget (the specialists were retrained) is refused unless
+        ``restart``, which retrains it (the rerun policy of :mod:`specens.core.loop`). The alternatives
+        train as the run's generalist did (``threads``, if given, replaces its CPU thread count, which
+    changes nothing computed); a run whose model names code needs ``trust_code``."""
     from specens.generalist.train import train_generalist
 
     run_dir = Path(run_dir)
@@ -212,6 +214,7 @@ def compute_matched(
     example = next(iter(iter_split(data, split, 8))).inputs.to(dev)
     f_g = forward_flops(ens.generalist.model, example)
     rows = {}
+    runtime = {"device": device} if threads is None else {"device": device, "threads": threads}
 
     r = evaluation or evaluate_ensemble(ens, data, split, progress=progress)
     inf = r["cost"]["inference"]
@@ -243,7 +246,7 @@ def compute_matched(
             init=str(run_dir / "generalist"),
             out=str(out / "continued"),
             epochs=epochs,
-            device=device,
+            **runtime,
         )
         echo(
             f"continued: the generalist + {epochs} epochs ({b['examples']} examples = the specialists' "
@@ -264,7 +267,7 @@ def compute_matched(
         k = b["seeds"]
         models, flops, seconds = [ens.generalist.model], b["generalist_flops"], gen_cost["wall_seconds"]
         for seed in range(1, k):
-            cfg = _generalist_config(run_dir, trust_code, seed=seed, out=str(out / f"seed{seed}"), device=device)
+            cfg = _generalist_config(run_dir, trust_code, seed=seed, out=str(out / f"seed{seed}"), **runtime)
             echo(f"seeds: generalist {seed + 1} of {k} (seed {seed})")
             res = train_generalist(cfg, progress=progress, restart=restart)
             g = load_generalist(res.run_dir, dev, trust_code)
@@ -281,7 +284,20 @@ def compute_matched(
 
     if "wider" in alternatives:
         rows["wider"] = _wider(
-            ens, run_dir, out, data, split, dev, b, example, rows["specialists"], trust_code, progress, restart, echo
+            ens,
+            run_dir,
+            out,
+            data,
+            split,
+            dev,
+            b,
+            example,
+            rows["specialists"],
+            trust_code,
+            progress,
+            restart,
+            echo,
+            runtime,
         )
 
     if "tfidf" in alternatives and load_info(data).featurizer:  # a text dataset of hashed n-grams
@@ -293,7 +309,9 @@ def compute_matched(
     return result
 
 
-def _wider(ens, run_dir, out, data, split, dev, b, example, ensemble_row, trust_code, progress, restart, echo) -> dict:
+def _wider(
+    ens, run_dir, out, data, split, dev, b, example, ensemble_row, trust_code, progress, restart, echo, runtime
+) -> dict:
     """(c): the generalist widened to the ensemble's inference FLOPs, trained from scratch with the
     FLOPs of generalist + specialists (in whole epochs of the generalist's own epoch size)."""
     from specens.core.cost import BACKWARD_FACTOR, OPTIMIZER_FLOPS_PER_PARAMETER
@@ -315,7 +333,7 @@ def _wider(ens, run_dir, out, data, split, dev, b, example, ensemble_row, trust_
         init="",
         out=str(out / "wider"),
         epochs=epochs,
-        device=str(dev),
+        **{**runtime, "device": str(dev)},
     )
     echo(
         f"wider: {spec.name} {spec.kwargs.get(WIDTH_KEYS[spec.name])} ({format_flops(f_w)} per example, the "

@@ -111,9 +111,14 @@ def evaluate_cmd(run_dir, data, split, out, top_n, batch_size, all_specialists, 
     help="Train only these alternatives (repeatable) [default: all that apply].",
 )
 @click.option("--restart", is_flag=True, help="Retrain alternatives trained for another budget (default: refuse).")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    help="CPU threads for the alternatives' training [default: the generalist's]; changes nothing computed.",
+)
 @options.device()
 @options.trust_code
-def baseline_cmd(run_dir, data, split, only, restart, device, trust_code):
+def baseline_cmd(run_dir, data, split, only, restart, threads, device, trust_code):
     """The specialists against the same training compute spent otherwise: (a) the generalist
     trained further, (b) an ensemble of generalists from other seeds, (c) a wider generalist at
     the ensemble's inference FLOPs, and for text TF-IDF + logistic regression. Trained
@@ -129,6 +134,7 @@ def baseline_cmd(run_dir, data, split, only, restart, device, trust_code):
         echo=click.echo,
         restart=restart,
         trust_code=trust_code,
+        threads=threads,
     )
     click.echo(format_table(r))
     click.echo(f"saved {run_dir}/baselines/baselines.json")

@@ -90,12 +90,15 @@ def test_baseline_command_trains_the_compute_matched_alternatives(small_run):
     if not wide_meta["metrics"]["stopped_early"]:  # the whole budget spent, to within one epoch
         per_epoch = wide_meta["metrics"]["cost"]["train_flops"] / wide_meta["metrics"]["cost"]["epochs"]
         assert 0 <= wide["train_flops"] - (b["generalist_flops"] + b["specialists_flops"]) <= per_epoch * 1.01
-    again = CliRunner().invoke(cli, ["baseline", "--run", str(root), "--data", data, "--split", "val"])
+    # rerun with another thread count: a runtime setting, so every alternative is reused as it is
+    again = CliRunner().invoke(
+        cli, ["baseline", "--run", str(root), "--data", data, "--split", "val", "--threads", "1"]
+    )
     untimed = lambda r: {
         **r,
         "rows": {k: {f: v for f, v in row.items() if f != "seconds_per_example"} for k, row in r["rows"].items()},
     }  # measured times differ run to run
-    assert again.exit_code == 0
+    assert again.exit_code == 0, again.output
     assert untimed(json.loads((root / "baselines" / "baselines.json").read_text())) == untimed(out)  # reused
     assert all(row["seconds_per_example"] > 0 for key, row in out["rows"].items() if key != "tfidf")
 

@@ -38,7 +38,8 @@ def one_seed(root: Path, seed: int, fraction: float) -> dict:
     from specens.generalist.config import TrainConfig
     from specens.generalist.train import train_generalist
     from specens.inference import Ensemble
-    from specens.inference.distill import DistillConfig, EnsembleTeacher, compare
+    from specens.inference.distill import DistillConfig, compare
+    from specens.inference.teachers import EnsembleTeacher
     from specens.specialists.model import build_specialist
 
     data = str(root / "data")

@@ -181,7 +181,7 @@ def hanzi_fonts() -> list[str]:
 
 def _generalist_row(name: str, data: str, out: Path, settings: dict, label: str, threads: int) -> list:
     from specens.core.config import load_config
-    from specens.generalist.checkpoint import load_generalist, read_meta
+    from specens.generalist.checkpoint import load_generalist, read_record
     from specens.generalist.config import TrainConfig
     from specens.generalist.evaluate import evaluate_generalist
     from specens.generalist.train import train_generalist
@@ -192,18 +192,18 @@ def _generalist_row(name: str, data: str, out: Path, settings: dict, label: str,
         cfg = load_config(TrainConfig, None, {"data": data, "out": str(out), "threads": threads, **settings})
         train_generalist(cfg, progress=False)
     wall = time.perf_counter() - t
-    meta = read_meta(out)
+    record = read_record(out)
+    hist = record.metrics.history
     if done:  # reused: the time recorded when it was trained
-        wall = sum(h["seconds"] for h in meta["metrics"]["history"])
+        wall = sum(h["seconds"] for h in hist)
     m = evaluate_generalist(str(out), data, "test", progress=False)
-    hist = meta["metrics"]["history"]
-    spec = meta["model"]
+    spec = record.model
     n_params = sum(p.numel() for p in load_generalist(out).model.parameters())
     model = f"{label}: {spec['name']} {json.dumps(spec['kwargs'], separators=(',', ':'))}"
     print(f"{name} {label}: top-1 {m['top1']:.4f} in {wall:.0f} s")
-    best = hist[meta["metrics"]["best_epoch"] - 1]
+    best = hist[record.metrics.best_epoch - 1]
     val = best.get("val_top1")
-    flops = meta["metrics"].get("cost", {}).get("flops_per_example", 0.0)
+    flops = record.metrics.cost.flops_per_example
     return [
         name,
         model,
@@ -211,7 +211,7 @@ def _generalist_row(name: str, data: str, out: Path, settings: dict, label: str,
         f"{val:.4f}" if val is not None else "",
         f"{m['top1']:.4f}",
         f"{m['nll']:.3f}",
-        f"{meta['metrics']['best_epoch']} / {len(hist)}",
+        f"{record.metrics.best_epoch} / {len(hist)}",
         f"{wall:.0f}",
         f"{n_params / 1e6:.2f} M",
         f"{flops / 1e6:.1f}",

@@ -34,17 +34,17 @@ def main() -> None:
                 cfg = load_config(
                     SpecialistConfig, None, {**saved, "out": f"{tmp}/{every}", "checkpoint_every": every, "threads": 1}
                 )
-                c = train_specialist(cfg, m)["cost"]
+                c = train_specialist(cfg, m).cost
                 rows.append(
                     [
                         f"{every:g} s" + (" (former: every epoch)" if not every else " (default)"),
                         m,
-                        c["epochs"],
-                        f"{c['wall_seconds']:.1f}",
-                        f"{c['train_seconds']:.1f}",
-                        f"{c['train_seconds'] / c['wall_seconds']:.0%}",
-                        f"{c['validation_seconds']:.1f}",
-                        f"{c['overhead_seconds']:.1f}",
+                        c.epochs,
+                        f"{c.wall_seconds:.1f}",
+                        f"{c.train_seconds:.1f}",
+                        f"{c.train_seconds / c.wall_seconds:.0%}",
+                        f"{c.validation_seconds:.1f}",
+                        f"{c.overhead_seconds:.1f}",
                     ]
                 )
                 print(rows[-1], flush=True)

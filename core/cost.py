@@ -1,8 +1,8 @@
 """What training and inference cost: examples, steps, FLOPs and seconds.
 
-Every trained artifact records a ``cost`` block built by :func:`training_cost` from its epoch
-records, so that "for the compute I spend, what do I get?" can be answered from the run directory
-alone:
+Every trained artifact records a ``cost`` block (:class:`TrainingCost`) built by
+:func:`training_cost` from its epoch records, so that "for the compute I spend, what do I get?"
+can be answered from the run directory alone:
 
 - ``examples`` / ``steps``: examples processed forward and backward, optimiser steps;
 - ``train_flops``: ``examples × (3 · f_model + f_teacher) + steps × 10 · parameters``, where f is
@@ -24,11 +24,15 @@ they are estimates for comparing runs of the same model family, not hardware mea
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+
+from .records import check_values, is_number, record_fields
 
 BACKWARD_FACTOR = 3.0  # forward + backward ≈ 3 forward passes (the backward pass computes two products per layer)
 OPTIMIZER_FLOPS_PER_PARAMETER = 10.0  # one AdamW update: moments, square root, division, decay
@@ -64,10 +68,49 @@ class Stopwatch:
         return time.process_time() - self.cpu0
 
 
+@dataclass(frozen=True, kw_only=True)
+class TrainingCost:
+    """The ``cost`` block of a trained artifact (the fields are those of the module docstring)."""
+
+    examples: int
+    steps: int
+    epochs: int
+    flops_per_example: float
+    teacher_flops_per_example: float
+    parameters: int
+    train_flops: float
+    train_seconds: float
+    train_cpu_seconds: float
+    validation_seconds: float
+    wall_seconds: float
+    cpu_seconds: float
+    overhead_seconds: float
+    epochs_resumed: int
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> TrainingCost:
+        """Read a ``cost`` block from an artifact: every field a finite number >= 0 (later stages
+        add them up); a :class:`CheckpointError` names ``where`` and the key otherwise."""
+        values = record_fields(data, cls, where)
+        check_values(values, ((k, _non_negative, "a finite number >= 0") for k in values), where)
+        return cls(**values)
+
+    @property
+    def examples_per_epoch(self) -> float:
+        return self.examples / max(self.epochs, 1)
+
+
+def _non_negative(v: Any) -> bool:
+    return is_number(v) and v >= 0
+
+
 def training_cost(
     result, model: torch.nn.Module, example: torch.Tensor, teachers: Sequence[torch.nn.Module | float], clock: Stopwatch
-) -> dict:
-    """The ``cost`` block of an artifact: ``result`` is the epoch loop's
+) -> TrainingCost:
+    """The cost of a training run: ``result`` is the epoch loop's
     :class:`~specens.core.loop.LoopResult` (records with ``examples``, ``steps``, ``seconds``,
     ``cpu_seconds`` and, where it validated, ``val_seconds``), ``model`` the trainee, ``example``
     a batch of its inputs on its device, ``teachers`` the models whose forward passes gave soft
@@ -85,58 +128,24 @@ def training_cost(
     train_s = sum(r.get("seconds", 0.0) for r in ran)
     val_s = sum(r.get("val_seconds", 0.0) for r in ran)
     wall = clock.wall()
-    return {
-        "examples": examples,
-        "steps": steps,
-        "epochs": len(history),
-        "flops_per_example": flops,
-        "teacher_flops_per_example": teacher_flops,
-        "parameters": parameters,
-        "train_flops": (
+    return TrainingCost(
+        examples=examples,
+        steps=steps,
+        epochs=len(history),
+        flops_per_example=flops,
+        teacher_flops_per_example=teacher_flops,
+        parameters=parameters,
+        train_flops=(
             examples * (BACKWARD_FACTOR * flops + teacher_flops) + steps * OPTIMIZER_FLOPS_PER_PARAMETER * parameters
         ),
-        "train_seconds": sum(r.get("seconds", 0.0) for r in history),
-        "train_cpu_seconds": sum(r.get("cpu_seconds", 0.0) for r in history),
-        "validation_seconds": sum(r.get("val_seconds", 0.0) for r in history),
-        "wall_seconds": wall,
-        "cpu_seconds": clock.cpu(),
-        "overhead_seconds": max(0.0, wall - train_s - val_s),
-        "epochs_resumed": result.epochs_resumed,
-    }
-
-
-COST_KEYS = (
-    "examples",
-    "steps",
-    "epochs",
-    "flops_per_example",
-    "teacher_flops_per_example",
-    "parameters",
-    "train_flops",
-    "train_seconds",
-    "train_cpu_seconds",
-    "validation_seconds",
-    "wall_seconds",
-    "cpu_seconds",
-    "overhead_seconds",
-    "epochs_resumed",
-)
-
-
-def check_cost(cost: dict, where: str) -> None:
-    """Refuse a ``cost`` block read from an artifact unless every number in it is a finite number
-    >= 0 (later stages add them up); raises :class:`CheckpointError` naming ``where`` and the key."""
-    import math
-
-    from .errors import CheckpointError
-
-    missing = [k for k in COST_KEYS if k not in cost]
-    if missing:
-        raise CheckpointError(f"{where} lacks {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}")
-    for key in COST_KEYS:
-        v = cost[key]
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
-            raise CheckpointError(f"{where}.{key} must be a finite number >= 0, got {v!r:.60}")
+        train_seconds=sum(r.get("seconds", 0.0) for r in history),
+        train_cpu_seconds=sum(r.get("cpu_seconds", 0.0) for r in history),
+        validation_seconds=sum(r.get("val_seconds", 0.0) for r in history),
+        wall_seconds=wall,
+        cpu_seconds=clock.cpu(),
+        overhead_seconds=max(0.0, wall - train_s - val_s),
+        epochs_resumed=result.epochs_resumed,
+    )
 
 
 def format_flops(flops: float) -> str:

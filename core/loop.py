@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ from .config import config_changes, config_to_json
 from .device import resolve_device
 from .errors import CheckpointError, TrainingDiverged
 from .optim import make_optimizer, make_schedule
+from .records import check_values, is_count, record_fields
 
 BEST = "checkpoints/best.safetensors"
 GRAD_CHECK_EVERY = 16  # steps between gradient-norm checks (each reads every gradient once)
@@ -121,6 +122,57 @@ class LoopResult:
     best: dict  # the best epoch's record
     stopped_early: bool
     epochs_resumed: int = 0  # epochs an earlier attempt had run before this one resumed
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingMetrics:
+    """The ``metrics`` record of a trained artifact: how its loop ended and every epoch's record.
+    A stage's own metrics extend it (the generalist's add its cost and teachers)."""
+
+    best_epoch: int  # 1-based, the epoch whose weights were exported
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict]  # one record per epoch, as the loop made them
+
+    @classmethod
+    def from_result(cls, result: LoopResult, **extra: Any) -> TrainingMetrics:
+        return cls(
+            best_epoch=result.best["epoch"],
+            epochs_run=len(result.history),
+            stopped_early=result.stopped_early,
+            history=result.history,
+            **extra,
+        )
+
+    @property
+    def still_improving(self) -> bool:
+        """Whether training was cut short: it ran every epoch it was given (no early stop) and its
+        best validation score came in the last two. Training further is then the first
+        alternative to beat."""
+        return bool(self.history) and not self.stopped_early and self.best_epoch >= len(self.history) - 1
+
+    def to_json(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> dict[str, Any]:
+        """``data``'s fields checked (the base fields' types): the keyword arguments of ``cls``."""
+        values = record_fields(data, cls, where)
+        check_values(
+            values,
+            (
+                ("best_epoch", is_count, "an int >= 0"),
+                ("epochs_run", is_count, "an int >= 0"),
+                ("stopped_early", lambda v: isinstance(v, bool), "true or false"),
+                ("history", lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v), "a list of objects"),
+            ),
+            where,
+        )
+        return values
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> TrainingMetrics:
+        return cls(**cls.parse(data, where))
 
 
 @dataclass

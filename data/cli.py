@@ -293,7 +293,7 @@ def text(
 ):
     """Your own text classification data (intents, topics, ...): CSV, TSV or JSON Lines files of a
     text and a label column, featurised like CLINC150 and Banking77."""
-    from .importers import import_text
+    from .tables import import_text
     from .text import HashedNgrams
 
     import_text(

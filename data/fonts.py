@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Sequence
@@ -201,3 +202,59 @@ def assign_splits(faces: Sequence[Face], seed: int = 0, val: int = 0, test: int 
     return {
         k: sorted(v, key=faces.index) for k, v in (("train", out["train"]), ("val", out["val"]), ("test", out["test"]))
     }
+
+
+def distinct_faces(
+    faces: Sequence[Face], probe: Sequence[int], size: int = 32, placement: str = "em"
+) -> tuple[list[Face], list[Face]]:
+    """(kept, dropped): a face whose clean renderings of every ``probe`` character are pixel-identical
+    to an earlier face's draws those characters in the same design (a collection's "Mono" face
+    differs from its sibling in Latin widths only), so it is dropped: it would put one design in
+    two splits."""
+    from .render import render  # it draws Faces: imported here, not at the top of this module
+
+    seen: set[bytes] = set()
+    kept, dropped = [], []
+    for f in faces:
+        h = hashlib.blake2b(digest_size=16)
+        for cp in probe:
+            h.update(render(chr(cp), f, size, placement=placement).tobytes())
+        (dropped if h.digest() in seen else kept).append(f)
+        seen.add(h.digest())
+    return kept, dropped
+
+
+def cmap_of(face: Face) -> frozenset[int]:
+    """The code points ``face`` maps to a glyph."""
+    return _cmap(face.path, face.index)
+
+
+def splits_by_name(
+    faces: Sequence[Face], val_faces: Sequence[str], test_faces: Sequence[str], seed: int
+) -> dict[str, list[Face]]:
+    """The faces of each split: those named for validation and test (exactly, else as substrings
+    of face names), the rest for training; with none named, :func:`assign_splits`'s seeded rule."""
+    if not (val_faces or test_faces):
+        return assign_splits(faces, seed)
+    chosen: dict[str, list[Face]] = {}
+    for split, patterns in (("test", test_faces), ("val", val_faces)):
+        chosen[split] = []
+        for pat in patterns:
+            hits = (
+                [f for f in faces if pat.lower() == f.name.lower()]  # an exact name, else every face it is part of
+                or [f for f in faces if pat.lower() in f.name.lower()]
+            )
+            if not hits:
+                raise DataError(
+                    f"--{split}-face {pat!r}: matches none of the faces ({', '.join(f.name for f in faces)})"
+                )
+            chosen[split] += [f for f in hits if f not in chosen[split]]
+    overlap = set(chosen["test"]) & set(chosen["val"])
+    if overlap:
+        raise DataError(f"face {sorted(f.name for f in overlap)[0]!r} is given to both validation and test")
+    rest = [f for f in faces if f not in chosen["test"] and f not in chosen["val"]]
+    if not rest or not chosen["test"] or not chosen["val"]:
+        raise DataError(
+            "every split needs a face: give at least one --val-face and one --test-face and leave faces for training"
+        )
+    return {"train": rest, "val": chosen["val"], "test": chosen["test"]}

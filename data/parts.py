@@ -28,7 +28,8 @@ import webdataset as wds
 from specens.core.io import temp_suffix
 
 from .format import DatasetInfo, ShardInfo, SplitInfo
-from .shards import ShardStream, sample_record, to_model_input
+from .shards import ShardStream, to_model_input
+from .writer import sample_record
 
 
 @dataclass(frozen=True)

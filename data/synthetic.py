@@ -13,7 +13,7 @@ import numpy as np
 from specens.core.errors import ConfigError
 
 from .format import InputSpec
-from .shards import DatasetWriter
+from .writer import DatasetWriter
 
 
 def make_synthetic(

@@ -3,9 +3,10 @@
 An exported generalist is a directory holding
 
 - ``model.safetensors``: the weights (no pickle);
-- ``model.json``: format and version, the :class:`~specens.generalist.models.ModelSpec`, the class
-  names, the training config, metrics, the weights' fingerprint and the record's (weights, spec
-  and classes: what later stages record to say which generalist they were made from).
+- ``model.json``: a :class:`GeneralistRecord`: format and version, the
+  :class:`~specens.generalist.models.ModelSpec`, the class names, the training config, metrics,
+  the weights' fingerprint and the record's (weights, spec and classes: what later stages record
+  to say which generalist they were made from).
 
 Training state for resumption lives in ``<run>/checkpoints/`` (:mod:`specens.core.checkpoint`).
 """
@@ -15,38 +16,123 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from specens.core.checkpoint import WEIGHTS, check_shapes, load_weights, save_weights, verify_weights
-from specens.core.cost import check_cost
+from specens.core.cost import TrainingCost
 from specens.core.errors import CheckpointError, check_same_classes, check_same_input
 from specens.core.io import fingerprint, read_artifact_json, record_fingerprint, write_json_atomic
+from specens.core.loop import TrainingMetrics
+from specens.core.records import check_values, is_str_list, record_fields
 
 from .models import ModelSpec, TrustedCodeWarning
 
 FORMAT = "specens.generalist"
 FORMAT_VERSION = 2  # 2: the fingerprint covers the spec and classes; weights_fingerprint added
 META = "model.json"
-KEYS = ("format", "format_version", "fingerprint", "weights_fingerprint", "model", "classes", "config", "metrics")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GeneralistMetrics(TrainingMetrics):
+    """A trained generalist's ``metrics``: the loop's outcome, the teachers it was distilled from
+    (a generalist's fingerprint, or a specialist ensemble's fingerprints as an object; none for
+    plain training) and its training cost."""
+
+    teacher_fingerprints: list[str | dict]
+    cost: TrainingCost
+
+    def to_json(self) -> dict:
+        return {**super().to_json(), "cost": self.cost.to_json()}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> GeneralistMetrics:
+        values = cls.parse(data, where)
+        check_values(values, (("teacher_fingerprints", _are_fingerprints, "a list of strings or objects"),), where)
+        return cls(**{**values, "cost": TrainingCost.from_json(values["cost"], f"{where}.cost")})
+
+
+def _are_fingerprints(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(f, str | dict) for f in v)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GeneralistRecord:
+    """``model.json``: the weights' fingerprint and the record's, the architecture
+    (:class:`~specens.generalist.models.ModelSpec` as JSON), the class names, the training config
+    and metrics (``None`` for a model exported without training: ``{}`` on disk)."""
+
+    fingerprint: str
+    weights_fingerprint: str
+    model: dict[str, Any]
+    classes: list[str]
+    config: dict[str, Any]
+    metrics: GeneralistMetrics | None
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec.from_json(self.model)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            **{f.name: getattr(self, f.name) for f in fields(self)},
+            "metrics": self.metrics.to_json() if self.metrics else {},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], path: Path) -> GeneralistRecord:
+        """Check every key and type, the spec well formed, the class list fitting it, and the
+        fingerprint its fields give; each problem is a :class:`CheckpointError` naming ``path``."""
+        values = record_fields({k: v for k, v in data.items() if k not in ("format", "format_version")}, cls, str(path))
+        check_values(
+            values,
+            (
+                ("fingerprint", lambda v: isinstance(v, str), "a string"),
+                ("weights_fingerprint", lambda v: isinstance(v, str), "a string"),
+                ("config", lambda v: isinstance(v, dict), "an object"),
+                ("classes", lambda v: is_str_list(v) and len(set(v)) == len(v), "a list of distinct strings"),
+            ),
+            str(path),
+        )
+        spec = ModelSpec.from_json(values["model"], f"{path}: 'model'")
+        if len(values["classes"]) != spec.n_classes:
+            raise CheckpointError(f"{path}: {len(values['classes'])} classes but model.n_classes is {spec.n_classes}")
+        metrics = values["metrics"]
+        values["metrics"] = None if metrics == {} else GeneralistMetrics.from_json(metrics, f"{path}: 'metrics'")
+        record = cls(**values)
+        want = generalist_fingerprint(record.weights_fingerprint, record.model, record.classes)
+        if want != record.fingerprint:
+            raise CheckpointError(
+                f"{path}: 'fingerprint' is {record.fingerprint}, but its weights_fingerprint, model "
+                f"and classes give {want} (edited after export?)"
+            )
+        return record
 
 
 @dataclass
 class Generalist:
-    """A loaded generalist: the model (in eval mode) and what it was trained on."""
+    """A loaded generalist: the model (in eval mode) and its record."""
 
     model: torch.nn.Module
     spec: ModelSpec
-    classes: tuple[str, ...]
-    fingerprint: str
-    meta: dict[str, Any]
+    record: GeneralistRecord
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.record.classes)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.record.fingerprint
 
     @property
     def n_classes(self) -> int:
-        return len(self.classes)
+        return len(self.record.classes)
 
     def check_fits(self, info, where: str, data_where: str) -> None:
         """Refuse a dataset (a :class:`~specens.data.format.DatasetInfo`) whose classes or input
@@ -67,7 +153,7 @@ def save_generalist(
     spec: ModelSpec,
     classes: tuple[str, ...] | list[str],
     config: dict[str, Any] | None = None,
-    metrics: dict[str, Any] | None = None,
+    metrics: GeneralistMetrics | None = None,
 ) -> str:
     """Export ``model`` into ``run_dir`` (weights first, then ``model.json``); returns its fingerprint."""
     run_dir = Path(run_dir)
@@ -77,68 +163,23 @@ def save_generalist(
     save_weights(model, run_dir / WEIGHTS)
     weights_fp = fingerprint(run_dir / WEIGHTS)
     spec_json = json.loads(json.dumps(spec.to_json()))  # tuples as lists, as read back
-    fp = generalist_fingerprint(weights_fp, spec_json, list(classes))
-    write_json_atomic(
-        run_dir / META,
-        {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "fingerprint": fp,
-            "weights_fingerprint": weights_fp,
-            "model": spec_json,
-            "classes": list(classes),
-            "config": config or {},
-            "metrics": metrics or {},
-        },
+    record = GeneralistRecord(
+        fingerprint=generalist_fingerprint(weights_fp, spec_json, list(classes)),
+        weights_fingerprint=weights_fp,
+        model=spec_json,
+        classes=list(classes),
+        config=config or {},
+        metrics=metrics,
     )
-    return fp
+    write_json_atomic(run_dir / META, record.to_json())
+    return record.fingerprint
 
 
-def read_meta(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Read and check ``model.json`` of an exported generalist: every key present with its type,
-    the spec well formed, the class list fitting it, and the fingerprint its fields give."""
+def read_record(run_dir: str | os.PathLike) -> GeneralistRecord:
+    """Read and check ``model.json`` of an exported generalist (:meth:`GeneralistRecord.from_json`)."""
     path = Path(run_dir) / META
-    meta = read_artifact_json(path, FORMAT, FORMAT_VERSION, f"; is {run_dir} a trained generalist's run directory?")
-    for key in KEYS:
-        if key not in meta:
-            raise CheckpointError(f"{path}: missing key {key!r}")
-    extra = sorted(set(meta) - set(KEYS))
-    if extra:
-        raise CheckpointError(f"{path}: unknown keys {extra}")
-    for key, tp in (("fingerprint", str), ("weights_fingerprint", str), ("config", dict), ("metrics", dict)):
-        if not isinstance(meta[key], tp):
-            raise CheckpointError(f"{path}: {key!r} must be a {tp.__name__}, got {meta[key]!r:.60}")
-    spec = ModelSpec.from_json(meta["model"], f"{path}: 'model'")
-    classes = meta["classes"]
-    if not (
-        isinstance(classes, list) and all(isinstance(c, str) for c in classes) and len(set(classes)) == len(classes)
-    ):
-        raise CheckpointError(f"{path}: 'classes' must be a list of distinct strings")
-    if len(classes) != spec.n_classes:
-        raise CheckpointError(f"{path}: {len(classes)} classes but model.n_classes is {spec.n_classes}")
-    check_metrics(meta["metrics"], f"{path}: 'metrics'")
-    want = generalist_fingerprint(meta["weights_fingerprint"], meta["model"], classes)
-    if want != meta["fingerprint"]:
-        raise CheckpointError(
-            f"{path}: 'fingerprint' is {meta['fingerprint']}, but its weights_fingerprint, model "
-            f"and classes give {want} (edited after export?)"
-        )
-    return meta
-
-
-def check_metrics(metrics: dict[str, Any], where: str) -> None:
-    """The parts of an exported model's ``metrics`` that later stages read must have their types."""
-    for key, ok, want in (
-        ("best_epoch", _is_count, "an int >= 0"),
-        ("epochs_run", _is_count, "an int >= 0"),
-        ("stopped_early", lambda v: isinstance(v, bool), "true or false"),
-        ("history", lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v), "a list of objects"),
-        ("cost", lambda v: v is None or isinstance(v, dict), "an object"),
-    ):
-        if key in metrics and not ok(metrics[key]):
-            raise CheckpointError(f"{where}.{key} must be {want}, got {metrics[key]!r:.60}")
-    if isinstance(metrics.get("cost"), dict):
-        check_cost(metrics["cost"], f"{where}.cost")
+    data = read_artifact_json(path, FORMAT, FORMAT_VERSION, f"; is {run_dir} a trained generalist's run directory?")
+    return GeneralistRecord.from_json(data, path)
 
 
 def training_config(run_dir: str | os.PathLike, trust_code: bool = False) -> dict[str, Any]:
@@ -149,7 +190,7 @@ def training_config(run_dir: str | os.PathLike, trust_code: bool = False) -> dic
     from .models import is_code
 
     path = Path(run_dir) / META
-    saved = dict(read_meta(run_dir)["config"])
+    saved = dict(read_record(run_dir).config)
     model = saved.get("model", "")
     if isinstance(model, str) and is_code(model) and not trust_code:
         raise CheckpointError(
@@ -160,19 +201,15 @@ def training_config(run_dir: str | os.PathLike, trust_code: bool = False) -> dic
     return {**saved, "trust_code": trust_code}
 
 
-def _is_count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
 def load_generalist(
     run_dir: str | os.PathLike, device: str | torch.device = "cpu", trust_code: bool = False
 ) -> Generalist:
     """Load an exported generalist; checks that the weights are the ones ``model.json`` describes.
     A model that names code (``module:callable``) is refused unless ``trust_code``."""
-    meta = read_meta(run_dir)
+    record = read_record(run_dir)
     weights = Path(run_dir) / WEIGHTS
-    verify_weights(weights, meta["weights_fingerprint"], META)
-    spec = ModelSpec.from_json(meta["model"])
+    verify_weights(weights, record.weights_fingerprint, META)
+    spec = record.spec
     with torch.device("meta"):  # the sizes the record states, checked against the file before any allocation
         skeleton = spec.build(trust_code, str(Path(run_dir) / META))
     check_shapes(skeleton, weights)
@@ -180,4 +217,4 @@ def load_generalist(
         warnings.simplefilter("ignore", TrustedCodeWarning)
         model = spec.build(trust_code, str(Path(run_dir) / META))
     load_weights(model, weights)
-    return Generalist(model.to(device).eval(), spec, tuple(meta["classes"]), meta["fingerprint"], meta)
+    return Generalist(model.to(device).eval(), spec, record)

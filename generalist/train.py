@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from specens.core.config import config_to_json
-from specens.core.cost import Stopwatch, forward_flops, training_cost
+from specens.core.cost import Stopwatch, TrainingCost, forward_flops, training_cost
 from specens.core.device import autocast
 from specens.core.errors import CheckpointError, ConfigError, DataError, check_same_classes
 from specens.core.io import check_target
@@ -28,7 +28,7 @@ from specens.data.augment import random_shift
 from specens.data.format import DatasetInfo, load_info
 from specens.data.shards import MixedLoader, ShardLoader, ShardStream, iter_split
 
-from .checkpoint import load_generalist, save_generalist
+from .checkpoint import GeneralistMetrics, load_generalist, save_generalist
 from .config import TrainConfig
 from .evaluate import evaluate
 from .losses import distillation_loss, ensemble_soft_targets
@@ -87,24 +87,13 @@ def _better(record: dict, best: dict) -> bool:
     return (record["val_top1"], -record.get("val_nll", math.inf)) > (best["val_top1"], -best.get("val_nll", math.inf))
 
 
-def still_improving(metrics: dict) -> bool:
-    """Whether an exported generalist's training was cut short: it ran every epoch it was given
-    (no early stop) and its best validation score came in the last two. Training it further is
-    then the first alternative to beat (``benchmarks/RESULTS.md``: on the demo's generalist, best
-    in its last epochs, the specialists' compute spent on more epochs beat the specialists)."""
-    history = metrics.get("history") or []
-    return (
-        bool(history) and not metrics.get("stopped_early", False) and metrics.get("best_epoch", 0) >= len(history) - 1
-    )
-
-
 def _start_from(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, run_dir: str) -> None:
     """Load an exported generalist's weights into ``model`` (``init``: continued training). Its
     recorded model must be the configured one, checked before anything is built from it (so a
     run naming code is built only when that code is the user's own configured ``model``)."""
-    from .checkpoint import load_generalist, read_meta
+    from .checkpoint import load_generalist, read_record
 
-    recorded = read_meta(run_dir)["model"]
+    recorded = read_record(run_dir).model
     if recorded != json.loads(json.dumps(spec.to_json())):  # tuples vs lists
         raise ConfigError(
             f"init {run_dir}: its model {recorded} is not the one configured "
@@ -115,13 +104,14 @@ def _start_from(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, run_
     model.load_state_dict(init.model.state_dict())
 
 
-def _exported_cost(run_dir: str) -> dict | None:
-    from .checkpoint import read_meta
+def _exported_cost(run_dir: str) -> TrainingCost | None:
+    from .checkpoint import read_record
 
     try:
-        return read_meta(run_dir)["metrics"].get("cost")
+        metrics = read_record(run_dir).metrics
     except CheckpointError:  # nothing exported yet: nothing to keep
         return None
+    return metrics.cost if metrics else None
 
 
 def _transfer_loaders(cfg: TrainConfig, info) -> list[ShardLoader]:
@@ -189,22 +179,16 @@ def train_generalist(
     cost = training_cost(result, model, example, [teacher.flops(example)] if teacher else [], clock)
     if result.epochs_resumed == len(result.history):  # a rerun of a finished run: keep the times it measured
         cost = _exported_cost(cfg.out) or cost
-    best_epoch = result.best["epoch"]
+    metrics = GeneralistMetrics.from_result(
+        result, teacher_fingerprints=teacher.fingerprints if teacher else [], cost=cost
+    )
     if progress and result.stopped_early:
         print(
             f"stopped after epoch {len(result.history)}: no better validation score for {cfg.patience} epochs "
-            f"(best: epoch {best_epoch})"
+            f"(best: epoch {metrics.best_epoch})"
         )
-    metrics = {
-        "best_epoch": best_epoch,
-        "epochs_run": len(result.history),
-        "stopped_early": result.stopped_early,
-        "history": result.history,
-        "teacher_fingerprints": teacher.fingerprints if teacher else [],
-        "cost": cost,
-    }
     fp = save_generalist(cfg.out, model, spec, info.classes, config_to_json(cfg), metrics)
-    return TrainResult(cfg.out, fp, best_epoch, result.history)
+    return TrainResult(cfg.out, fp, metrics.best_epoch, result.history)
 
 
 def _build_model(cfg: TrainConfig, info: DatasetInfo, device: torch.device) -> tuple[ModelSpec, torch.nn.Module]:

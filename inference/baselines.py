@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,18 +59,17 @@ BASELINES = "baselines"
 def budget(ens: Ensemble) -> dict:
     """The generalist's training cost G, the specialists' B (every trained one, gated off or not),
     and the examples / epochs / seeds they buy for the alternatives."""
-    gen = ens.training_costs.get("generalist")
-    specs = [c for c in ens.training_costs.get("specialists", []) if c]
-    if not gen or not gen.get("examples") or len(specs) < len(ens.training_costs.get("specialists", [])):
+    gen, specs = ens.training_costs["generalist"], ens.training_costs["specialists"]
+    if gen is None or not gen.examples or any(c is None for c in specs):
         raise ConfigError(
-            "the run's generalist or specialists carry no training cost (trained before costs were "
-            "recorded); retrain them with this version to compare at matched compute"
+            "the run's generalist or specialists carry no training cost (exported without "
+            "training); train them with specens to compare at matched compute"
         )
-    g, b = gen["train_flops"], sum(c["train_flops"] for c in specs)
+    g, b = gen.train_flops, sum(c.train_flops for c in specs)
     return {
         "generalist_flops": g,
         "specialists_flops": b,
-        "examples": math.ceil(b / (g / gen["examples"])),
+        "examples": math.ceil(b / (g / gen.examples)),
         "seeds": max(2, round((g + b) / g)),
     }
 
@@ -202,8 +202,6 @@ def compute_matched(
         ``restart``, which retrains it (the rerun policy of :mod:`specens.core.loop`). The alternatives
         train as the run's generalist did (``threads``, if given, replaces its CPU thread count, which
     changes nothing computed); a run whose model names code needs ``trust_code``."""
-    from specens.generalist.train import train_generalist
-
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     ens = Ensemble.load(run_dir, device=device, trust_code=trust_code)
@@ -222,7 +220,7 @@ def compute_matched(
     rows["generalist"] = {
         **{k: r["generalist"][k] for k in ("top1", "nll")},
         "train_flops": b["generalist_flops"],
-        "train_seconds": gen_cost["wall_seconds"],
+        "train_seconds": gen_cost.wall_seconds,
         "inference_flops_per_example": f_g,
         "seconds_per_example": inf["seconds"]["generalist"] / n,
     }
@@ -230,76 +228,20 @@ def compute_matched(
     rows["specialists"] = {
         **{k: r["ensemble"][k] for k in ("top1", "nll")},
         "train_flops": b["generalist_flops"] + b["specialists_flops"],
-        "train_seconds": gen_cost["wall_seconds"] + spec_cost["wall_seconds"],
+        "train_seconds": gen_cost.wall_seconds + spec_cost["wall_seconds"],
         "inference_flops_per_example": f_g * inf["predicted_ratio"],
         "seconds_per_example": sum(inf["seconds"].values()) / n,
         "specialists_on": len(ens.indices),
         "specialists_gated_off": len(ens.gated_off),
     }
 
+    train = _Alternatives(ens, run_dir, data, split, dev, b, f_g, trust_code, progress, restart, echo, runtime)
     if "continued" in alternatives:
-        per_epoch = gen_cost["examples"] / gen_cost["epochs"]  # as the generalist trained: subset, exclusions
-        epochs = max(1, math.ceil(b["examples"] / per_epoch))
-        cfg = _generalist_config(
-            run_dir,
-            trust_code,
-            init=str(run_dir / "generalist"),
-            out=str(out / "continued"),
-            epochs=epochs,
-            **runtime,
-        )
-        echo(
-            f"continued: the generalist + {epochs} epochs ({b['examples']} examples = the specialists' "
-            f"{format_flops(b['specialists_flops'])})"
-        )
-        res = train_generalist(cfg, progress=progress, restart=restart)
-        g = load_generalist(res.run_dir, dev, trust_code)
-        cost = g.meta["metrics"]["cost"]
-        rows["continued"] = {
-            **_metrics(*_probabilities([g.model], data, split, dev)),
-            "train_flops": b["generalist_flops"] + cost["train_flops"],
-            "train_seconds": gen_cost["wall_seconds"] + cost["wall_seconds"],
-            "inference_flops_per_example": f_g,
-            "epochs_run": len(res.history),
-        }
-
+        rows["continued"] = train.continued()
     if "seeds" in alternatives:
-        k = b["seeds"]
-        models, flops, seconds = [ens.generalist.model], b["generalist_flops"], gen_cost["wall_seconds"]
-        for seed in range(1, k):
-            cfg = _generalist_config(run_dir, trust_code, seed=seed, out=str(out / f"seed{seed}"), **runtime)
-            echo(f"seeds: generalist {seed + 1} of {k} (seed {seed})")
-            res = train_generalist(cfg, progress=progress, restart=restart)
-            g = load_generalist(res.run_dir, dev, trust_code)
-            models.append(g.model)
-            flops += g.meta["metrics"]["cost"]["train_flops"]
-            seconds += g.meta["metrics"]["cost"]["wall_seconds"]
-        rows["seeds"] = {
-            **_metrics(*_probabilities(models, data, split, dev)),
-            "train_flops": flops,
-            "train_seconds": seconds,
-            "inference_flops_per_example": k * f_g,
-            "members": k,
-        }
-
+        rows["seeds"] = train.seeds()
     if "wider" in alternatives:
-        rows["wider"] = _wider(
-            ens,
-            run_dir,
-            out,
-            data,
-            split,
-            dev,
-            b,
-            example,
-            rows["specialists"],
-            trust_code,
-            progress,
-            restart,
-            echo,
-            runtime,
-        )
-
+        rows["wider"] = train.wider(example, rows["specialists"]["inference_flops_per_example"])
     if "tfidf" in alternatives and load_info(data).featurizer:  # a text dataset of hashed n-grams
         echo("tfidf: TF-IDF over the hashed n-grams + logistic regression")
         rows["tfidf"] = tfidf_baseline(data, split)
@@ -309,49 +251,109 @@ def compute_matched(
     return result
 
 
-def _wider(
-    ens, run_dir, out, data, split, dev, b, example, ensemble_row, trust_code, progress, restart, echo, runtime
-) -> dict:
-    """(c): the generalist widened to the ensemble's inference FLOPs, trained from scratch with the
-    FLOPs of generalist + specialists (in whole epochs of the generalist's own epoch size)."""
-    from specens.core.cost import BACKWARD_FACTOR, OPTIMIZER_FLOPS_PER_PARAMETER
-    from specens.generalist.train import train_generalist
+@dataclass
+class _Alternatives:
+    """Trains (or reuses) the compute-matched alternatives of one run, each as the run's generalist
+    was trained but for what the alternative changes, and evaluates each on ``split``."""
 
-    target = ensemble_row["inference_flops_per_example"]
-    spec, f_w = wider_spec(ens.generalist.spec, example, target)
-    gen_cost = ens.training_costs["generalist"]
-    params = sum(p.numel() for p in spec.build(trust_code=True).parameters())
-    batch = gen_cost["examples"] / max(gen_cost["steps"], 1)
-    per_example = BACKWARD_FACTOR * f_w + OPTIMIZER_FLOPS_PER_PARAMETER * params / batch
-    per_epoch = gen_cost["examples"] / gen_cost["epochs"]
-    epochs = max(1, math.ceil((b["generalist_flops"] + b["specialists_flops"]) / per_example / per_epoch))
-    cfg = _generalist_config(
-        run_dir,
-        trust_code,
-        model=spec.name,
-        model_kwargs=spec.kwargs,
-        init="",
-        out=str(out / "wider"),
-        epochs=epochs,
-        **{**runtime, "device": str(dev)},
-    )
-    echo(
-        f"wider: {spec.name} {spec.kwargs.get(WIDTH_KEYS[spec.name])} ({format_flops(f_w)} per example, the "
-        f"ensemble's {format_flops(target)}), {epochs} epochs from scratch"
-    )
-    res = train_generalist(cfg, progress=progress, restart=restart)
-    g = load_generalist(res.run_dir, dev, trust_code)
-    cost = g.meta["metrics"]["cost"]
-    return {
-        **_metrics(*_probabilities([g.model], data, split, dev)),
-        "train_flops": cost["train_flops"],
-        "train_seconds": cost["wall_seconds"],
-        "inference_flops_per_example": f_w,
-        "target_inference_flops_per_example": target,
-        "model_kwargs": spec.kwargs,
-        "parameters": params,
-        "epochs_run": len(res.history),
-    }
+    ens: Ensemble
+    run_dir: Path
+    data: str
+    split: str
+    dev: torch.device
+    budget: dict  # :func:`budget`
+    f_g: float  # the generalist's inference FLOPs per example
+    trust_code: bool
+    progress: bool
+    restart: bool
+    echo: Callable[[str], None]
+    runtime: dict  # device and, if given, threads: changes nothing computed
+
+    def _train(self, name: str, **changes):
+        """Train alternative ``name`` into ``baselines/<name>``; returns (the loaded generalist, its history)."""
+        from specens.generalist.train import train_generalist
+
+        out = str(self.run_dir / BASELINES / name)
+        cfg = _generalist_config(self.run_dir, self.trust_code, out=out, **{**self.runtime, **changes})
+        res = train_generalist(cfg, progress=self.progress, restart=self.restart)
+        return load_generalist(res.run_dir, self.dev, self.trust_code), res.history
+
+    def _evaluate(self, models: list[torch.nn.Module]) -> dict:
+        return _metrics(*_probabilities(models, self.data, self.split, self.dev))
+
+    @property
+    def _generalist_cost(self):
+        return self.ens.training_costs["generalist"]
+
+    def continued(self) -> dict:
+        """(a): the generalist trained further with the specialists' FLOPs, in whole epochs of its
+        own epoch size (its subset and exclusions)."""
+        b = self.budget
+        epochs = max(1, math.ceil(b["examples"] / self._generalist_cost.examples_per_epoch))
+        self.echo(
+            f"continued: the generalist + {epochs} epochs ({b['examples']} examples = the specialists' "
+            f"{format_flops(b['specialists_flops'])})"
+        )
+        g, history = self._train("continued", init=str(self.run_dir / "generalist"), epochs=epochs)
+        cost = g.record.metrics.cost
+        return {
+            **self._evaluate([g.model]),
+            "train_flops": b["generalist_flops"] + cost.train_flops,
+            "train_seconds": self._generalist_cost.wall_seconds + cost.wall_seconds,
+            "inference_flops_per_example": self.f_g,
+            "epochs_run": len(history),
+        }
+
+    def seeds(self) -> dict:
+        """(b): k generalists, the run's own and k − 1 from other seeds, averaged."""
+        k = self.budget["seeds"]
+        models, flops = [self.ens.generalist.model], self.budget["generalist_flops"]
+        seconds = self._generalist_cost.wall_seconds
+        for seed in range(1, k):
+            self.echo(f"seeds: generalist {seed + 1} of {k} (seed {seed})")
+            g, _ = self._train(f"seed{seed}", seed=seed)
+            models.append(g.model)
+            flops += g.record.metrics.cost.train_flops
+            seconds += g.record.metrics.cost.wall_seconds
+        return {
+            **self._evaluate(models),
+            "train_flops": flops,
+            "train_seconds": seconds,
+            "inference_flops_per_example": k * self.f_g,
+            "members": k,
+        }
+
+    def wider(self, example: torch.Tensor, target: float) -> dict:
+        """(c): the generalist widened to ``target`` inference FLOPs per example (the ensemble's),
+        trained from scratch with the FLOPs of generalist + specialists (in whole epochs of the
+        generalist's own epoch size)."""
+        from specens.core.cost import BACKWARD_FACTOR, OPTIMIZER_FLOPS_PER_PARAMETER
+
+        b, gen_cost = self.budget, self._generalist_cost
+        spec, f_w = wider_spec(self.ens.generalist.spec, example, target)
+        params = sum(p.numel() for p in spec.build(trust_code=True).parameters())
+        batch = gen_cost.examples / max(gen_cost.steps, 1)
+        per_example = BACKWARD_FACTOR * f_w + OPTIMIZER_FLOPS_PER_PARAMETER * params / batch
+        total = b["generalist_flops"] + b["specialists_flops"]
+        epochs = max(1, math.ceil(total / per_example / gen_cost.examples_per_epoch))
+        self.echo(
+            f"wider: {spec.name} {spec.kwargs.get(WIDTH_KEYS[spec.name])} ({format_flops(f_w)} per example, the "
+            f"ensemble's {format_flops(target)}), {epochs} epochs from scratch"
+        )
+        g, history = self._train(
+            "wider", model=spec.name, model_kwargs=spec.kwargs, init="", epochs=epochs, device=str(self.dev)
+        )
+        cost = g.record.metrics.cost
+        return {
+            **self._evaluate([g.model]),
+            "train_flops": cost.train_flops,
+            "train_seconds": cost.wall_seconds,
+            "inference_flops_per_example": f_w,
+            "target_inference_flops_per_example": target,
+            "model_kwargs": spec.kwargs,
+            "parameters": params,
+            "epochs_run": len(history),
+        }
 
 
 def format_table(result: dict) -> str:

@@ -16,12 +16,12 @@ and for the ensemble it sharpens (T < 1) or flattens (T > 1) q the same way. The
 
 on the training split, plus, for every extra transfer set (``transfer``), the soft term alone.
 
-**Where q comes from.** On the fly (:class:`EnsembleTeacher`: sparse routing, the exact KL solve,
-on the very inputs the student sees, augmentation included), or from the ``<shard>.q.npy`` files
-that ``specens infer --save-q`` wrote (:class:`QCacheTeacher`: memory-mapped, looked up by sample
-key, never loaded whole). A cache is used only if its manifest's fingerprints, routing settings,
-dataset and shards are those of this run's ensemble and data; anything else is refused with the
-field at fault. A cache holds q of the un-augmented inputs.
+**Where q comes from** (:mod:`specens.inference.teachers`). On the fly (``EnsembleTeacher``: sparse
+routing, the exact KL solve, on the very inputs the student sees, augmentation included), or from
+the ``<shard>.q.npy`` files that ``specens infer --save-q`` wrote (``QCacheTeacher``: memory-mapped,
+looked up by sample key, never loaded whole). A cache is used only if its manifest's fingerprints,
+routing settings, dataset and shards are those of this run's ensemble and data; anything else is
+refused with the field at fault. A cache holds q of the un-augmented inputs.
 
 **What the student is.** An exported generalist (``model.safetensors`` + ``model.json``):
 ``specens generalist eval/predict`` work on it, and it can be the generalist of a second round
@@ -40,30 +40,26 @@ beside the student, with the run's compute-matched baselines where ``specens bas
 
 from __future__ import annotations
 
-import json
 import time
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from specens.core.config import OptimParts, SoftTargetParts, config_to_json, load_config, param, redefault
 from specens.core.cost import format_flops, forward_flops
-from specens.core.errors import CheckpointError, ConfigError, DataError
+from specens.core.errors import CheckpointError
 from specens.core.io import check_target, read_json, write_json_atomic
-from specens.data.format import load_info
 from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist, training_config
 from specens.generalist.config import TrainConfig
 from specens.generalist.evaluate import Metrics
-from specens.generalist.losses import temper
 
 from .ensemble import Ensemble
-from .infer import MANIFEST, SETTING_DEFAULTS, shard_stem
+from .teachers import EnsembleTeacher, QCacheTeacher
 
 REPORT = "distill.json"
 # What the student inherits from the generalist's own training config unless overridden: its model
@@ -114,136 +110,6 @@ class DistillConfig(TrainConfig):
     @property
     def has_teacher(self) -> bool:
         return True
-
-
-class EnsembleTeacher:
-    """q from the ensemble, computed on each batch (METHOD §5), tempered (:func:`temper`)."""
-
-    def __init__(self, ens: Ensemble):
-        self.ens = ens
-        self.fingerprints = [ens.fingerprints]
-        self.examples, self.active = 0, 0  # for the mean number of specialist passes per example
-
-    @torch.no_grad()
-    def soft_targets(self, x: torch.Tensor, temperature: float, keys=None, source: int = 0) -> torch.Tensor:
-        out = self.ens.forward(x)
-        self.examples += len(x)
-        self.active += int(out.active.sum())
-        return temper(out.q, temperature)
-
-    def flops(self, example: torch.Tensor) -> float:
-        """One generalist pass plus the mean number of specialist passes seen so far."""
-        f_s = self.ens.specialist_flops(example)
-        return forward_flops(self.ens.generalist.model, example) + self.active / max(self.examples, 1) * f_s
-
-
-@dataclass
-class _Cache:
-    """One ``specens infer --save-q`` output: the rows of q by sample key, memory-mapped."""
-
-    path: Path
-    index: dict[str, tuple[int, int]]  # key -> (shard, row)
-    arrays: list[np.ndarray]
-
-
-class QCacheTeacher:
-    """q read from caches written by ``specens infer --save-q``, one per source (the training split
-    and each transfer set), after checking each belongs to ``ens`` and to its source."""
-
-    def __init__(self, caches: typing.Sequence[str], ens: Ensemble, sources: typing.Sequence[tuple[str, str]]):
-        """``sources``: (dataset directory, split) of the training split (0) and each transfer set."""
-        self.fingerprints = [ens.fingerprints]
-        expected = {
-            "fingerprints": ens.fingerprints,
-            "specialists_on": ens.indices,
-            "top_n": ens.top_n,
-            "method": ens.method,
-            "specialist_weight": ens.specialist_weight,
-            "save_q": True,
-            "complete": True,
-        }
-        by_source: dict[int, _Cache] = {}
-        for d in caches:
-            path = Path(d) / MANIFEST
-            m = read_json(path, f"; is {d} the --out of `specens infer --save-q`?")
-            for key, want in expected.items():
-                got = m.get(key, SETTING_DEFAULTS.get(key))
-                if got != want:
-                    raise ConfigError(
-                        f"{path}: {key} is {got!r}, but the run's ensemble has {want!r}; the q it holds "
-                        "is not this ensemble's (rerun `specens infer --save-q` into a new --out)"
-                    )
-            matches = [
-                i
-                for i, (root, split) in enumerate(sources)
-                if m.get("split") == split and m.get("dataset") == load_info(root).name
-            ]
-            if not matches:
-                names = ", ".join(f"{root} split {split!r}" for root, split in sources)
-                raise ConfigError(
-                    f"{path}: holds q of dataset {m.get('dataset')!r} split {m.get('split')!r}, which "
-                    f"is none of the splits this student reads ({names})"
-                )
-            i = matches[0]
-            root, split = sources[i]
-            shards = [s.name for s in load_info(root).split(split).shards]
-            if m.get("shards") != shards:
-                raise ConfigError(f"{path}: made for shards {m.get('shards')} of {split!r}, but {root} has {shards}")
-            if i in by_source:
-                raise ConfigError(f"{path}: a second cache for {root} split {split!r} (the first: {by_source[i].path})")
-            by_source[i] = self._open(Path(d), shards, ens.n_classes)
-        missing = [f"{root} split {split!r}" for i, (root, split) in enumerate(sources) if i not in by_source]
-        if missing:
-            raise ConfigError(
-                f"q_cache: no cache for {missing[0]}; write one with `specens infer --save-q "
-                "--split ...` or leave q_cache empty to compute q on the fly"
-            )
-        self.caches = [by_source[i] for i in range(len(sources))]
-
-    @staticmethod
-    def _open(d: Path, shards: list[str], n_classes: int) -> _Cache:
-        index, arrays = {}, []
-        for s, name in enumerate(shards):
-            stem = shard_stem(name)
-            try:
-                with open(d / f"{stem}.jsonl", encoding="utf-8") as f:
-                    keys = [json.loads(line)["key"] for line in f if line.strip()]
-            except (ValueError, KeyError, TypeError) as e:
-                raise DataError(f"{d / (stem + '.jsonl')}: not the output of `specens infer` ({e!r})") from None
-            try:
-                q = np.load(d / f"{stem}.q.npy", mmap_mode="r", allow_pickle=False)
-            except (ValueError, OSError, EOFError) as e:
-                raise DataError(f"{d / (stem + '.q.npy')}: not a readable .npy array ({e})") from None
-            if (
-                q.ndim == 2
-                and q.shape[0]
-                and not (np.isfinite(q).all() and (q >= 0).all() and np.allclose(q.sum(1), 1, atol=1e-3))
-            ):
-                raise DataError(
-                    f"{d / (stem + '.q.npy')}: rows are not probability distributions (non-finite, "
-                    "negative, or not summing to 1)"
-                )
-            if q.shape != (len(keys), n_classes):
-                raise DataError(
-                    f"{d / (stem + '.q.npy')}: shape {q.shape}, expected ({len(keys)}, {n_classes}) "
-                    f"from {stem}.jsonl and the ensemble"
-                )
-            index.update((k, (s, r)) for r, k in enumerate(keys))
-            arrays.append(q)
-        return _Cache(d, index, arrays)
-
-    def soft_targets(self, x: torch.Tensor, temperature: float, keys=None, source: int = 0) -> torch.Tensor:
-        cache = self.caches[source]
-        rows = []
-        for k in keys:
-            where = cache.index.get(k)
-            if where is None:
-                raise DataError(f"{cache.path}: no q for sample {k!r}")
-            rows.append(cache.arrays[where[0]][where[1]])
-        return temper(torch.from_numpy(np.stack(rows)).to(x.device), temperature)
-
-    def flops(self, example: torch.Tensor) -> float:
-        return 0.0  # paid when the cache was written (`specens infer`'s cost)
 
 
 def distill_config(
@@ -425,10 +291,10 @@ def compare(
         for name, m in metrics.items()
     }
     g, e, s = (rows[k]["top1"] for k in ("generalist", "ensemble", "student"))
-    cost = {
-        k: (student.meta.get("metrics", {}).get("cost") or {}).get(k)
-        for k in ("train_flops", "teacher_flops_per_example", "wall_seconds", "epochs")
-    }
+    student_cost = student.record.metrics.cost if student.record.metrics else None
+    gen_cost = ens.training_costs["generalist"]
+    keys = ("train_flops", "teacher_flops_per_example", "wall_seconds", "epochs")
+    cost = {k: getattr(student_cost, k) if student_cost else None for k in keys}
     return {
         "dataset": info.name,
         "split": split,
@@ -441,7 +307,7 @@ def compare(
         "ensemble_over_generalist_seconds": seconds["ensemble"] / seconds["generalist"],
         "mean_active_specialists": active / max(n, 1),
         "student_training": cost,
-        "generalist_training_flops": (ens.training_costs.get("generalist") or {}).get("train_flops"),
+        "generalist_training_flops": gen_cost.train_flops if gen_cost else None,
         "fingerprints": {"student": student.fingerprint, **ens.fingerprints},
     }
 

@@ -36,7 +36,7 @@ from specens.data.format import INFO_FILE, load_info
 from specens.generalist.checkpoint import Generalist, load_generalist
 from specens.specialists.model import apply_correction, route, split_body
 from specens.specialists.record import META as SPECIALIST_META
-from specens.specialists.record import load_specialist, read_specialist, specialist_dir
+from specens.specialists.record import SpecialistRecord, load_specialist, read_specialist, specialist_dir
 
 from .combine import check_specialist_weight, combine_distributions
 
@@ -74,11 +74,11 @@ class SpecialistStore(Sequence):
             return self._cache[m][0]
         if not -len(self) <= m < len(self):
             raise IndexError(f"specialist {m} of {len(self)}")
-        model, meta = load_specialist(self.dirs[m], self.base, self.device)
-        if self.fingerprints is not None and meta["fingerprint"] != self.fingerprints[m]:
+        model, record = load_specialist(self.dirs[m], self.base, self.device)
+        if self.fingerprints is not None and record.fingerprint != self.fingerprints[m]:
             raise CheckpointError(
                 f"{self.dirs[m]}: changed since the ensemble was loaded (fingerprint "
-                f"{self.fingerprints[m]} then, {meta['fingerprint']} now)"
+                f"{self.fingerprints[m]} then, {record.fingerprint} now)"
             )
         self.loads += 1
         self._cache[m] = (model, sum(t.numel() * t.element_size() for t in model.state_dict().values()))
@@ -144,7 +144,8 @@ class Ensemble:
         # With shared-trunk specialists (top_blocks > 0) the generalist's body runs as trunk, then top:
         # the trunk's output is computed once per batch and every routed specialist starts from it.
         self.trunk, self.generalist_top = split_body(generalist.model.body, top_blocks) if top_blocks else (None, None)
-        # "generalist": its cost block, "specialists": every trained one's (load fills it)
+        # "generalist": its TrainingCost (None if exported without training), "specialists": every
+        # trained one's (load fills it)
         self.training_costs: dict = {}
         self.seconds = {"generalist": 0.0, "specialists": 0.0, "combine": 0.0}  # time spent in each step so far
         self.membership = torch.zeros(len(self.groups), generalist.n_classes, dtype=torch.bool, device=self.device)
@@ -210,21 +211,21 @@ class Ensemble:
         for m, group in enumerate(cl.groups):
             d = specialist_dir(run_dir, m)
             meta_path = d / SPECIALIST_META
-            meta = read_specialist(d) if meta_path.is_file() else None
-            if meta is None:
+            if not meta_path.is_file():
                 raise CheckpointError(
                     f"{meta_path}: missing; group {m} of {clusters_path} has no trained specialist "
                     "(run `specens specialists train`)"
                 )
-            _check_member(meta, meta_path, m, group, gen, gen_dir, cl, clusters_path)
-            costs.append(meta["cost"])
-            if not (all_specialists or meta["gate"]["on"]):
+            record = read_specialist(d)
+            _check_member(record, meta_path, m, group, gen, gen_dir, cl, clusters_path)
+            costs.append(record.cost)
+            if not (all_specialists or record.gate.on):
                 gated_off.append(m)
                 continue
             specialists.append(d)
-            blocks.add(meta["top_blocks"])
-            specialist_fps[m] = meta["fingerprint"]
-            corrections.append(meta["dustbin_correction"])
+            blocks.add(record.top_blocks)
+            specialist_fps[m] = record.fingerprint
+            corrections.append(record.dustbin_correction)
             kept.append(m)
         _check_layout(run_dir, cl, clusters_path, blocks, gen, gen_dir, specialists)
         fps = {
@@ -252,7 +253,8 @@ class Ensemble:
             gated_off=gated_off,
             top_blocks=next(iter(blocks), 0),
         )
-        ens.training_costs = {"generalist": gen.meta["metrics"].get("cost"), "specialists": costs}
+        gen_cost = gen.record.metrics.cost if gen.record.metrics else None  # None: exported without training
+        ens.training_costs = {"generalist": gen_cost, "specialists": costs}
         return ens
 
     @property
@@ -327,29 +329,31 @@ class Ensemble:
         return self.predict_proba(inputs).argmax(1)
 
 
-def _check_member(meta: dict, meta_path: Path, m: int, group, gen, gen_dir: Path, cl, clusters_path: Path) -> None:
+def _check_member(
+    record: SpecialistRecord, meta_path: Path, m: int, group, gen, gen_dir: Path, cl, clusters_path: Path
+) -> None:
     """Specialist ``m``'s record fits this run: made from this generalist for group ``m`` of this
     ``clusters.json``, with its classes and architecture. Any mismatch names the record."""
-    if meta["generalist_fingerprint"] != gen.fingerprint:
+    if record.generalist_fingerprint != gen.fingerprint:
         raise CheckpointError(
-            f"{meta_path}: trained from generalist {meta['generalist_fingerprint']}, but {gen_dir} is {gen.fingerprint}"
+            f"{meta_path}: trained from generalist {record.generalist_fingerprint}, but {gen_dir} is {gen.fingerprint}"
         )
-    if meta["clusters_fingerprint"] != cl.fingerprint:
+    if record.clusters_fingerprint != cl.fingerprint:
         raise CheckpointError(
             f"{meta_path}: trained for another clusters.json than {clusters_path} "
-            f"({meta['clusters_fingerprint']} vs {cl.fingerprint})"
+            f"({record.clusters_fingerprint} vs {cl.fingerprint})"
         )
-    if meta["group"] != group.tolist():
+    if record.group != group.tolist():
         raise CheckpointError(f"{meta_path}: its group differs from group {m} of {clusters_path}")
-    if meta["classes"] != [gen.classes[c] for c in meta["group"] if c < gen.n_classes]:
+    if record.classes != [gen.classes[c] for c in record.group if c < gen.n_classes]:
         raise CheckpointError(f"{meta_path}: its class names are not those of its group in {gen_dir}")
-    if meta["model"]["generalist_model"] != gen.meta["model"]:
+    if record.model["generalist_model"] != gen.record.model:
         raise CheckpointError(
-            f"{meta_path}: built on another architecture ({meta['model']['generalist_model']}) than {gen_dir}'s"
+            f"{meta_path}: built on another architecture ({record.model['generalist_model']}) than {gen_dir}'s"
         )
-    if meta["n_classes"] != gen.n_classes or meta["index"] != m:
+    if record.n_classes != gen.n_classes or record.index != m:
         raise CheckpointError(
-            f"{meta_path}: made as specialist {meta['index']} of {meta['n_classes']} classes, "
+            f"{meta_path}: made as specialist {record.index} of {record.n_classes} classes, "
             f"but it sits at group {m} of a {gen.n_classes}-class generalist"
         )
 

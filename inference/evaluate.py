@@ -166,8 +166,9 @@ def cost_report(ens: Ensemble, mean_active: float, example: torch.Tensor) -> dic
     or not: all were paid for). inference: passes per example (one generalist, ``mean_active``
     specialists), the FLOP-predicted ratio to the generalist alone, 1 + mean_active · f_s / f_g,
     and the measured one, the time of the whole ensemble over the generalist's share of it."""
-    gen = ens.training_costs.get("generalist") or {}
-    specs = [c for c in ens.training_costs.get("specialists", []) if c]
+    gen_cost = ens.training_costs["generalist"]
+    gen = gen_cost.to_json() if gen_cost else {}
+    specs = [c.to_json() for c in ens.training_costs["specialists"] if c]
     keys = (
         "train_flops",
         "examples",

@@ -95,15 +95,8 @@ def infer(
     (progress reporting; tests kill the process through it; single process only). At most
     ``specialist_memory`` bytes of specialist weights are loaded at a time (per worker).
     ``trust_code``: build a generalist whose ``model.json`` names code (see :class:`ModelSpec`)."""
-    for name, value, least in (
-        ("top_k", top_k, 1),
-        ("batch_size", batch_size, 1),
-        ("top_n", top_n, 1),
-        ("workers", workers, 1),
-        ("specialist_memory", specialist_memory, 0),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigError(f"{name} must be an int >= {least}, got {value!r}")
+    _check_counts(top_k=(top_k, 1), batch_size=(batch_size, 1), top_n=(top_n, 1), workers=(workers, 1))
+    _check_counts(specialist_memory=(specialist_memory, 0))
     check_target(out, (MANIFEST, "*.jsonl", "*.q.npy"), "a `specens infer` output")
     ens = ensemble or Ensemble.load(
         run_dir,
@@ -118,48 +111,14 @@ def infer(
     k = min(top_k, ens.n_classes)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "fingerprints": ens.fingerprints,
-        "n_specialists": len(ens.groups),
-        "specialists_on": ens.indices,
-        "dataset": info.name,
-        "split": split,
-        "shards": [s.name for s in shards],
-        "top_k": k,
-        "top_n": ens.top_n,
-        "save_q": save_q,
-        "method": ens.method,
-        "specialist_weight": ens.specialist_weight,
-        "batch_size": batch_size,
-    }
-    _check_manifest(out_dir, settings)
-    write_json_atomic(out_dir / MANIFEST, {**settings, "complete": False})
-    for leftover in out_dir.glob(TEMP_GLOB):  # temporaries of a killed run
-        leftover.unlink()
+    settings = _settings(ens, info, split, shards, k, save_q, batch_size)
+    _open_output(out_dir, settings)
 
     todo = [s.name for s in shards if not (out_dir / f"{shard_stem(s.name)}.jsonl").is_file()]
     if workers > 1 and len(todo) > 1:
-        _infer_with_ray(
-            run_dir,
-            data,
-            out,
-            todo,
-            workers,
-            dict(
-                split=split,
-                top_k=k,
-                save_q=save_q,
-                batch_size=batch_size,
-                top_n=ens.top_n,
-                device=device,
-                all_specialists=all_specialists,
-                specialist_memory=specialist_memory,
-                trust_code=trust_code,
-            ),
-            settings["fingerprints"],
-        )
+        task = dict(split=split, top_k=k, save_q=save_q, batch_size=batch_size, top_n=ens.top_n, device=device)
+        task.update(all_specialists=all_specialists, specialist_memory=specialist_memory, trust_code=trust_code)
+        _infer_with_ray(run_dir, data, out, todo, workers, task, settings["fingerprints"])
     else:
         bar = tqdm(
             total=info.split(split).num_samples,
@@ -176,6 +135,41 @@ def infer(
     manifest = {**settings, "complete": True, "n_samples": total}
     write_json_atomic(out_dir / MANIFEST, manifest)
     return manifest
+
+
+def _check_counts(**values: tuple[int, int]) -> None:
+    """Each ``name=(value, least)``: an int (not a bool) >= least, else a :class:`ConfigError`."""
+    for name, (value, least) in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{name} must be an int >= {least}, got {value!r}")
+
+
+def _settings(ens: Ensemble, info, split: str, shards, k: int, save_q: bool, batch_size: int) -> dict:
+    """What the manifest records about the run: what must match for a rerun to resume."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "fingerprints": ens.fingerprints,
+        "n_specialists": len(ens.groups),
+        "specialists_on": ens.indices,
+        "dataset": info.name,
+        "split": split,
+        "shards": [s.name for s in shards],
+        "top_k": k,
+        "top_n": ens.top_n,
+        "save_q": save_q,
+        "method": ens.method,
+        "specialist_weight": ens.specialist_weight,
+        "batch_size": batch_size,
+    }
+
+
+def _open_output(out_dir: Path, settings: dict) -> None:
+    """Refuse an output made with other settings, mark it incomplete, drop a killed run's temporaries."""
+    _check_manifest(out_dir, settings)
+    write_json_atomic(out_dir / MANIFEST, {**settings, "complete": False})
+    for leftover in out_dir.glob(TEMP_GLOB):
+        leftover.unlink()
 
 
 def write_shards(

@@ -26,10 +26,14 @@ approximation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from specens.core.errors import CheckpointError
+from specens.core.records import check_values, is_count, is_number, record_fields
 
 from .model import apply_correction, combine_one, route
 
@@ -118,3 +122,47 @@ def gate_on(generalist: dict, combined: dict) -> bool:
     """Whether the specialist improves the examples routed to it: no fewer right at top-1 and a
     lower NLL (``generalist`` and ``combined`` as :meth:`RoutedValidation.score` returns)."""
     return combined["correct"] >= generalist["correct"] and combined["nll"] < generalist["nll"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateRecord:
+    """The gate's verdict in ``specialist.json``: ``on``, and why. Where a validation split was
+    scored, the split, the routing's top-n, how many of its examples were routed to the
+    specialist, and the generalist alone and ``combined`` with it there (``correct``, ``nll``);
+    without one (``split`` None) the specialist is on, ungated, and those fields are absent."""
+
+    on: bool
+    why: str
+    split: str | None = None
+    top_n: int | None = None
+    routed: int | None = None
+    generalist: dict[str, float] | None = None
+    combined: dict[str, float] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> GateRecord:
+        values = record_fields(data, cls, where, optional=("split", "top_n", "routed", "generalist", "combined"))
+        scored = "split" in values
+        if scored and any(k not in values for k in ("top_n", "routed", "generalist", "combined")):
+            raise CheckpointError(f"{where}: a scored gate needs top_n, routed, generalist and combined")
+        check_values(
+            values,
+            (
+                ("on", lambda v: isinstance(v, bool), "true or false"),
+                ("why", lambda v: isinstance(v, str), "a string"),
+                ("split", lambda v: isinstance(v, str), "a string"),
+                ("top_n", lambda v: is_count(v, 1), "an int >= 1"),
+                ("routed", is_count, "an int >= 0"),
+                ("generalist", _is_score, "an object with 'correct' (an int >= 0) and 'nll' (a number)"),
+                ("combined", _is_score, "an object with 'correct' (an int >= 0) and 'nll' (a number)"),
+            ),
+            where,
+        )
+        return cls(**values)
+
+
+def _is_score(v: Any) -> bool:
+    return isinstance(v, dict) and set(v) == {"correct", "nll"} and is_count(v["correct"]) and is_number(v["nll"])

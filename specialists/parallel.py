@@ -27,14 +27,13 @@ from specens.clustering.cluster import load_clusters
 from specens.core.device import resolve_device
 from specens.core.errors import CheckpointError
 from specens.core.io import check_target
-from specens.core.loop import stale_changes
+from specens.core.loop import TrainingMetrics, stale_changes
 from specens.core.raysession import ray_session
 from specens.data.format import INFO_FILE, load_info
-from specens.generalist.checkpoint import load_generalist, read_meta
-from specens.generalist.train import still_improving
+from specens.generalist.checkpoint import load_generalist, read_record
 
 from .partition import ensure_partition
-from .record import SPECIALIST_FILES, specialist_dir, work_dir
+from .record import SPECIALIST_FILES, SpecialistRecord, specialist_dir, work_dir
 from .train import SpecialistConfig, complete_changes, train_specialist
 
 
@@ -43,7 +42,7 @@ class RunSummary:
     trained: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)  # already complete
     failed: dict[int, str] = field(default_factory=dict)
-    metrics: dict[int, dict] = field(default_factory=dict)
+    metrics: dict[int, TrainingMetrics] = field(default_factory=dict)  # of each specialist trained
     seconds: float = 0.0
 
 
@@ -64,13 +63,12 @@ def check_inputs(cfg: SpecialistConfig):
     return gen.fingerprint, clusters
 
 
-def _summary_line(m: int, meta: dict) -> str:
-    gate, cost = meta.get("gate", {}), meta.get("cost", {})
+def _summary_line(m: int, record: SpecialistRecord) -> str:
     return (
-        f"specialist {m:3d}: {len(meta['group'])} classes, pi {meta['pi']:.4f}, best epoch "
-        f"{meta['metrics']['best_epoch']} of {len(meta['metrics']['history'])}, "
-        f"{'ON' if gate.get('on', True) else 'gated off'} ({gate.get('why', 'no gate record')}); "
-        f"{cost.get('wall_seconds', 0):.0f} s, of which training {cost.get('train_seconds', 0):.0f} s"
+        f"specialist {m:3d}: {len(record.group)} classes, pi {record.pi:.4f}, best epoch "
+        f"{record.metrics.best_epoch} of {len(record.metrics.history)}, "
+        f"{'ON' if record.gate.on else 'gated off'} ({record.gate.why}); "
+        f"{record.cost.wall_seconds:.0f} s, of which training {record.cost.train_seconds:.0f} s"
     )
 
 
@@ -126,7 +124,8 @@ def train_all(
     summary = RunSummary()
     todo, summary.skipped = plan(cfg, wanted, gen_fp, clusters.fingerprint, restart)
     echo(f"{len(wanted)} specialists: {len(summary.skipped)} already complete, {len(todo)} to train")
-    if todo and still_improving(read_meta(cfg.generalist)["metrics"]):
+    metrics = read_record(cfg.generalist).metrics
+    if todo and metrics and metrics.still_improving:
         echo(
             f"note: {cfg.generalist} was still improving in its last epochs; its own further training is the "
             "alternative to beat: `specens baseline` trains it with the specialists' compute and compares"
@@ -143,10 +142,10 @@ def train_all(
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, record)
 
-            meta = train_specialist(cfg, m, on_epoch_end=report, restart=restart)
+            record = train_specialist(cfg, m, on_epoch_end=report, restart=restart)
             summary.trained.append(m)
-            summary.metrics[m] = meta["metrics"]
-            echo(_summary_line(m, meta))
+            summary.metrics[m] = record.metrics
+            echo(_summary_line(m, record))
     elif todo:
         with ray_session():
             _train_with_ray(
@@ -193,14 +192,14 @@ def _train_with_ray(cfg, todo, summary, max_retries, cpus, gpus, restart, on_epo
         for ref in done:
             m = pending.pop(ref)
             try:
-                meta = ray.get(ref)  # already finished: this does not block
+                record = ray.get(ref)  # already finished: this does not block
             except Exception as e:  # the task failed after all its retries
                 summary.failed[m] = f"{type(e).__name__}: {str(e).splitlines()[-1] if str(e) else ''}"
                 echo(f"specialist {m:3d}: FAILED after {max_retries} retries: {summary.failed[m]}")
                 continue
             summary.trained.append(m)
-            summary.metrics[m] = meta["metrics"]
-            echo(_summary_line(m, meta))
+            summary.metrics[m] = record.metrics
+            echo(_summary_line(m, record))
         finished = len(summary.trained) + len(summary.failed)
         rate = finished / (time.perf_counter() - started)
         eta = f", ETA {len(pending) / rate:.0f} s" if pending and rate > 0 else ""

@@ -4,25 +4,29 @@ where it lives in a run, its fingerprint, how it is read and checked, and how it
 The record says what the specialist predicts (its group and class names, the dustbin correction
 for the oversampling, the generalist's model spec and, for a shared trunk, how many top blocks it
 owns), what it was made from (the generalist's and the clusters' fingerprints), the gate's
-verdict, its config, cost and training history. Every reader goes through
-:func:`read_specialist`, which checks every key and refuses a record edited after training.
+verdict, its config, cost and training history (:class:`SpecialistRecord`). Every reader goes
+through :func:`read_specialist`, which checks every key and refuses a record edited after training.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import shutil
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from specens.core.checkpoint import load_weights, save_weights, verify_weights
-from specens.core.cost import check_cost
+from specens.core.cost import TrainingCost
 from specens.core.errors import CheckpointError
 from specens.core.io import fingerprint, publish_dir, read_artifact_json, record_fingerprint, write_json_atomic
+from specens.core.loop import TrainingMetrics
+from specens.core.records import check_values, is_count, is_number, is_str_list, record_fields
 
+from .gate import GateRecord
 from .model import build_specialist, dustbin_correction
 
 FORMAT, FORMAT_VERSION = "specens.specialist", 2  # 2: the record's fingerprint and its weights'
@@ -44,20 +48,121 @@ PREDICTION_FIELDS = (
     "top_blocks",
 )
 
-KEYS = (
-    "format",
-    "format_version",
-    "fingerprint",
-    "weights_fingerprint",
-    *PREDICTION_FIELDS,
-    "pi",
-    "rho",
-    "config",
-    "config_key",
-    "gate",
-    "cost",
-    "metrics",
-)
+
+@dataclass(frozen=True, kw_only=True)
+class SpecialistRecord:
+    """``specialist.json``. ``model`` holds the generalist's spec as JSON (``generalist_model``),
+    ``top_blocks`` how many of its blocks the specialist owns on the shared trunk (0: a copy of
+    the whole body); ``config`` / ``config_key`` the training config and the part of it that
+    decides what is trained. The two fingerprints are filled in by :func:`publish_specialist`."""
+
+    index: int
+    group: list[int]
+    classes: list[str]
+    n_classes: int
+    pi: float  # the group's share of the training split
+    rho: float  # its share of an enriched batch
+    dustbin_correction: float
+    generalist_fingerprint: str
+    clusters_fingerprint: str
+    model: dict[str, Any]
+    top_blocks: int
+    config: dict[str, Any]
+    config_key: dict[str, Any]
+    gate: GateRecord
+    cost: TrainingCost
+    metrics: TrainingMetrics
+    weights_fingerprint: str = ""
+    fingerprint: str = ""
+
+    def expected_fingerprint(self) -> str:
+        return specialist_fingerprint(self.to_json())
+
+    def to_json(self) -> dict[str, Any]:
+        nested = {"gate": self.gate.to_json(), "cost": self.cost.to_json(), "metrics": self.metrics.to_json()}
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            **{f.name: getattr(self, f.name) for f in fields(self)},
+            **nested,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], path: Path) -> SpecialistRecord:
+        """Check every key and its type, the dustbin correction against pi and rho, and the
+        fingerprint the fields give; each problem is a :class:`CheckpointError` naming ``path``."""
+        from specens.generalist.models import ModelSpec
+
+        where = str(path)
+        values = record_fields({k: v for k, v in data.items() if k not in ("format", "format_version")}, cls, where)
+        n, group = values["n_classes"], values["group"]
+        check_values(
+            values,
+            (
+                ("fingerprint", lambda v: isinstance(v, str), "a string"),
+                ("weights_fingerprint", lambda v: isinstance(v, str), "a string"),
+                ("index", is_count, "an int >= 0"),
+                ("n_classes", lambda v: is_count(v, 2), "an int >= 2"),
+                (
+                    "group",
+                    lambda v: (
+                        isinstance(v, list)
+                        and v
+                        and all(is_count(c) for c in v)
+                        and is_count(n)
+                        and v == sorted(set(v))
+                        and v[-1] < n
+                    ),
+                    "a sorted list of distinct class indices",
+                ),
+                (
+                    "classes",
+                    lambda v: is_str_list(v) and isinstance(group, list) and len(v) == len(group),
+                    "a list of one name per class of 'group'",
+                ),
+                ("pi", lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+                ("rho", lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+                ("dustbin_correction", is_number, "a finite number"),
+                ("generalist_fingerprint", lambda v: isinstance(v, str), "a string"),
+                ("clusters_fingerprint", lambda v: isinstance(v, str), "a string"),
+                (
+                    "model",
+                    lambda v: isinstance(v, dict) and "generalist_model" in v,
+                    "an object with 'generalist_model'",
+                ),
+                ("top_blocks", is_count, "an int >= 0 (0: the whole body)"),
+                ("config", lambda v: isinstance(v, dict), "an object"),
+                ("config_key", lambda v: isinstance(v, dict), "an object"),
+            ),
+            where,
+        )
+        if abs(values["dustbin_correction"] - dustbin_correction(values["pi"], values["rho"])) > 1e-9:
+            raise CheckpointError(
+                f"{where}: 'dustbin_correction' is {values['dustbin_correction']!r}, but pi and rho give "
+                f"{dustbin_correction(values['pi'], values['rho'])!r}"
+            )
+        ModelSpec.from_json(values["model"]["generalist_model"], f"{where}: 'model.generalist_model'")
+        record = cls(
+            **{
+                **values,
+                "gate": GateRecord.from_json(values["gate"], f"{where}: 'gate'"),
+                "cost": TrainingCost.from_json(values["cost"], f"{where}: 'cost'"),
+                "metrics": TrainingMetrics.from_json(values["metrics"], f"{where}: 'metrics'"),
+            }
+        )
+        if record.expected_fingerprint() != record.fingerprint:
+            raise CheckpointError(
+                f"{where}: 'fingerprint' is {record.fingerprint}, but its fields give "
+                f"{record.expected_fingerprint()} (edited after training?)"
+            )
+        return record
+
+
+def specialist_fingerprint(data: dict[str, Any]) -> str:
+    """The fingerprint of a record (as JSON): its weights' fingerprint, :data:`PREDICTION_FIELDS`
+    and whether its gate is on (which decides whether the ensemble uses it)."""
+    fields_ = {k: data[k] for k in PREDICTION_FIELDS}
+    return record_fingerprint(data["weights_fingerprint"], {**fields_, "gate_on": data["gate"]["on"]})
 
 
 def specialist_dir(out: str | Path, index: int) -> Path:
@@ -69,96 +174,12 @@ def work_dir(out: str | Path, index: int) -> Path:
     return Path(out) / "specialists" / f".s{index:03d}.work"
 
 
-def specialist_fingerprint(meta: dict[str, Any]) -> str:
-    """The record's fingerprint: its weights' fingerprint, :data:`PREDICTION_FIELDS` and whether
-    its gate is on (which decides whether the ensemble uses it)."""
-    fields = {k: meta[k] for k in PREDICTION_FIELDS}
-    return record_fingerprint(meta["weights_fingerprint"], {**fields, "gate_on": meta["gate"]["on"]})
-
-
-def read_specialist(path: str | Path) -> dict[str, Any]:
-    """Read and check ``specialist.json``: every key present with its type, and the fingerprint
-    its fields give. Every problem is a :class:`CheckpointError` naming the file and the key."""
+def read_specialist(path: str | Path) -> SpecialistRecord:
+    """Read and check ``specialist.json`` (a file, or the specialist's directory):
+    :meth:`SpecialistRecord.from_json`."""
     path = Path(path)
     meta_path = path / META if path.is_dir() else path
-    meta = read_artifact_json(meta_path, FORMAT, FORMAT_VERSION)
-    missing, extra = [k for k in KEYS if k not in meta], sorted(set(meta) - set(KEYS))
-    if missing or extra:
-        raise CheckpointError(
-            f"{meta_path}: "
-            + "; ".join(([f"missing keys {missing}"] if missing else []) + ([f"unknown keys {extra}"] if extra else []))
-        )
-    _check_record(meta, meta_path)
-    want = specialist_fingerprint(meta)
-    if want != meta["fingerprint"]:
-        raise CheckpointError(
-            f"{meta_path}: 'fingerprint' is {meta['fingerprint']}, but its fields give {want} (edited after training?)"
-        )
-    return meta
-
-
-def _check_record(meta: dict[str, Any], where: Path) -> None:
-    from specens.generalist.checkpoint import check_metrics
-    from specens.generalist.models import ModelSpec
-
-    def is_int(v, lo=0):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= lo
-
-    def is_num(v):
-        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-    n, group, gate = meta["n_classes"], meta["group"], meta["gate"]
-    checks = [
-        ("fingerprint", isinstance(meta["fingerprint"], str), "a string"),
-        ("weights_fingerprint", isinstance(meta["weights_fingerprint"], str), "a string"),
-        ("index", is_int(meta["index"]), "an int >= 0"),
-        ("n_classes", is_int(n, 2), "an int >= 2"),
-        (
-            "group",
-            isinstance(group, list)
-            and group
-            and all(is_int(c) for c in group)
-            and is_int(n)
-            and group == sorted(set(group))
-            and group[-1] < n,
-            "a sorted list of distinct class indices",
-        ),
-        (
-            "classes",
-            isinstance(meta["classes"], list)
-            and isinstance(group, list)
-            and len(meta["classes"]) == len(group)
-            and all(isinstance(c, str) for c in meta["classes"]),
-            "a list of one name per class of 'group'",
-        ),
-        ("pi", is_num(meta["pi"]) and 0 < meta["pi"] < 1, "a number in (0, 1)"),
-        ("rho", is_num(meta["rho"]) and 0 < meta["rho"] < 1, "a number in (0, 1)"),
-        ("dustbin_correction", is_num(meta["dustbin_correction"]), "a finite number"),
-        ("generalist_fingerprint", isinstance(meta["generalist_fingerprint"], str), "a string"),
-        ("clusters_fingerprint", isinstance(meta["clusters_fingerprint"], str), "a string"),
-        (
-            "model",
-            isinstance(meta["model"], dict) and "generalist_model" in meta["model"],
-            "an object with 'generalist_model'",
-        ),
-        ("top_blocks", is_int(meta["top_blocks"]), "an int >= 0 (0: the whole body)"),
-        ("config", isinstance(meta["config"], dict), "an object"),
-        ("config_key", isinstance(meta["config_key"], dict), "an object"),
-        ("gate", isinstance(gate, dict) and isinstance(gate.get("on"), bool), "an object with 'on': true or false"),
-        ("cost", isinstance(meta["cost"], dict), "an object"),
-        ("metrics", isinstance(meta["metrics"], dict), "an object"),
-    ]
-    for key, ok, want in checks:
-        if not ok:
-            raise CheckpointError(f"{where}: {key!r} must be {want}, got {meta[key]!r:.60}")
-    if abs(meta["dustbin_correction"] - dustbin_correction(meta["pi"], meta["rho"])) > 1e-9:
-        raise CheckpointError(
-            f"{where}: 'dustbin_correction' is {meta['dustbin_correction']!r}, but pi and rho give "
-            f"{dustbin_correction(meta['pi'], meta['rho'])!r}"
-        )
-    ModelSpec.from_json(meta["model"]["generalist_model"], f"{where}: 'model.generalist_model'")
-    check_cost(meta["cost"], f"{where}: 'cost'")
-    check_metrics(meta["metrics"], f"{where}: 'metrics'")
+    return SpecialistRecord.from_json(read_artifact_json(meta_path, FORMAT, FORMAT_VERSION), meta_path)
 
 
 def load_specialist(
@@ -172,36 +193,42 @@ def load_specialist(
     ``generalist_model`` to reuse its body. The weights must be the ones the record names."""
     from specens.generalist.models import ModelSpec
 
-    meta = read_specialist(path)
+    record = read_specialist(path)
     weights = Path(path) / "model.safetensors"
-    verify_weights(weights, meta["weights_fingerprint"], META)
-    group = torch.tensor(meta["group"])
+    verify_weights(weights, record.weights_fingerprint, META)
+    group = torch.tensor(record.group)
     if generalist_model is None:
-        if meta["top_blocks"]:
+        if record.top_blocks:
             raise CheckpointError(
-                f"{Path(path) / META}: a shared-trunk specialist (top_blocks {meta['top_blocks']}) "
+                f"{Path(path) / META}: a shared-trunk specialist (top_blocks {record.top_blocks}) "
                 "runs on its generalist's trunk: pass generalist_model (Ensemble.load does)"
             )
-        spec = ModelSpec.from_json(meta["model"]["generalist_model"])
+        spec = ModelSpec.from_json(record.model["generalist_model"])
         generalist_model = spec.build(trust_code, str(Path(path) / META))
     try:
-        model = build_specialist(generalist_model, group, top_blocks=meta["top_blocks"])
+        model = build_specialist(generalist_model, group, top_blocks=record.top_blocks)
     except ValueError as e:
         raise CheckpointError(f"{Path(path) / META}: 'top_blocks': {e}") from None
     load_weights(model, weights)
-    return model.to(device).eval(), meta
+    return model.to(device).eval(), record
 
 
-def publish_specialist(work: Path, final: Path, model: torch.nn.Module, meta: dict) -> None:
+def publish_specialist(work: Path, final: Path, model: torch.nn.Module, record: SpecialistRecord) -> SpecialistRecord:
     """Write the artifact into a fresh directory, rename it into place, drop the work directory.
-    ``meta`` gains the weights' fingerprint and the record's."""
+    Returns ``record`` with the weights' fingerprint and its own filled in, as written."""
+    published = []
 
     def write(tmp: Path) -> None:
         save_weights(model, tmp / "model.safetensors")
-        meta["weights_fingerprint"] = fingerprint(tmp / "model.safetensors")
-        meta["model"] = json.loads(json.dumps(meta["model"]))  # tuples as lists, as read back
-        meta["fingerprint"] = specialist_fingerprint(meta)
-        write_json_atomic(tmp / META, meta)
+        sealed = dataclasses.replace(
+            record,
+            weights_fingerprint=fingerprint(tmp / "model.safetensors"),
+            model=json.loads(json.dumps(record.model)),  # tuples as lists, as read back
+        )
+        sealed = dataclasses.replace(sealed, fingerprint=sealed.expected_fingerprint())
+        write_json_atomic(tmp / META, sealed.to_json())
+        published.append(sealed)
 
     publish_dir(final, write, own=SPECIALIST_FILES, what="a trained specialist")
     shutil.rmtree(work, ignore_errors=True)
+    return published[-1]

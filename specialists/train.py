@@ -37,25 +37,24 @@ from specens.core.config import (
     param,
     redefault,
 )
-from specens.core.cost import Stopwatch, forward_flops, training_cost
+from specens.core.cost import Stopwatch, TrainingCost, forward_flops, training_cost
 from specens.core.device import autocast
 from specens.core.errors import CheckpointError, ConfigError
 from specens.core.io import (
     check_target,
 )
-from specens.core.loop import Recipe, start
+from specens.core.loop import Recipe, TrainingMetrics, start
 from specens.data.format import INFO_FILE, load_info
 from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist
 
-from .gate import RoutedValidation, gate_on
+from .gate import GateRecord, RoutedValidation, gate_on
 from .model import TrunkedSpecialist, build_specialist, dustbin_correction, specialist_loss, split_body
 from .partition import ensure_partition
 from .record import (
-    FORMAT,
-    FORMAT_VERSION,
     META,
     SPECIALIST_FILES,
+    SpecialistRecord,
     publish_specialist,
     read_specialist,
     specialist_dir,
@@ -120,20 +119,20 @@ def complete_changes(cfg: SpecialistConfig, index: int, generalist_fp: str, clus
     if not (d / META).exists():
         return None
     try:  # a record in place that is not valid is not silently replaced: it differs from what would be trained
-        meta = read_specialist(d)
-        verify_weights(d / "model.safetensors", meta["weights_fingerprint"], META)
-        if meta["index"] != index:
-            raise CheckpointError(f"{d / META}: the record of specialist {meta['index']}, not {index}")
+        record = read_specialist(d)
+        verify_weights(d / "model.safetensors", record.weights_fingerprint, META)
+        if record.index != index:
+            raise CheckpointError(f"{d / META}: the record of specialist {record.index}, not {index}")
     except CheckpointError as e:
         return [f"not a valid specialist ({e})"]
     changes = (
         []
-        if meta["generalist_fingerprint"] == generalist_fp
-        else [f"generalist: {meta['generalist_fingerprint']} -> {generalist_fp}"]
+        if record.generalist_fingerprint == generalist_fp
+        else [f"generalist: {record.generalist_fingerprint} -> {generalist_fp}"]
     )
-    if meta["clusters_fingerprint"] != clusters_fp:
-        changes.append(f"clusters.json: {meta['clusters_fingerprint']} -> {clusters_fp}")
-    return changes + config_changes(meta["config_key"], cfg)
+    if record.clusters_fingerprint != clusters_fp:
+        changes.append(f"clusters.json: {record.clusters_fingerprint} -> {clusters_fp}")
+    return changes + config_changes(record.config_key, cfg)
 
 
 def is_complete(cfg: SpecialistConfig, index: int, generalist_fp: str, clusters_fp: str) -> bool:
@@ -151,8 +150,8 @@ def _better(record: dict, best: dict) -> bool:
 
 def train_specialist(
     cfg: SpecialistConfig, index: int, on_epoch_end: Callable[[int, dict], None] | None = None, restart: bool = False
-) -> dict:
-    """Train specialist ``index`` (a position in ``clusters.json``); returns its metadata.
+) -> SpecialistRecord:
+    """Train specialist ``index`` (a position in ``clusters.json``); returns its record.
 
     ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint (``record`` includes
     ``"index"``). An interrupted run resumes; checkpoints made with another config are refused, or
@@ -189,9 +188,8 @@ def train_specialist(
     top = _teacher_top(job.gen.model, cfg.shared_trunk) if isinstance(model, TrunkedSpecialist) else None
     result = recipe.run(job.work, _epoch(cfg, job, recipe, stream, top, device), validate, _better, restart, callbacks)
     cost = _cost(cfg, job, model, top, result, device, clock)
-    meta = _record(cfg, job, result, _gate(routed, result.best, cfg), cost)
-    publish_specialist(job.work, job.final, model, meta)
-    return meta
+    record = _record(cfg, job, result, _gate(routed, result.best, cfg), cost)
+    return publish_specialist(job.work, job.final, model, record)
 
 
 @dataclass
@@ -284,7 +282,7 @@ def _routed_validation(cfg: SpecialistConfig, job: _Job, parts, model: torch.nn.
     return routed, validate
 
 
-def _cost(cfg: SpecialistConfig, job: _Job, model: torch.nn.Module, teacher_top, result, device, clock) -> dict:
+def _cost(cfg: SpecialistConfig, job: _Job, model: torch.nn.Module, teacher_top, result, device, clock) -> TrainingCost:
     """The training cost block; a shared-trunk specialist's trunk runs forward only, once per
     example for its logits and the soft targets."""
     example = next(iter(iter_split(cfg.data, "train", 8, info=job.info))).inputs.to(device)
@@ -297,34 +295,27 @@ def _cost(cfg: SpecialistConfig, job: _Job, model: torch.nn.Module, teacher_top,
     return training_cost(result, model.own, features, forward_only, clock)
 
 
-def _record(cfg: SpecialistConfig, job: _Job, result, gate: dict, cost: dict) -> dict:
+def _record(cfg: SpecialistConfig, job: _Job, result, gate: GateRecord, cost: TrainingCost) -> SpecialistRecord:
     """``specialist.json`` but its fingerprints (:func:`publish_specialist` adds them)."""
     gen = job.gen
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "index": job.index,
-        "group": job.group.tolist(),
-        "classes": [gen.classes[c] for c in job.group.tolist()],
-        "n_classes": gen.n_classes,
-        "pi": job.pi,
-        "rho": cfg.rho,
-        "dustbin_correction": job.correction,
-        "generalist_fingerprint": gen.fingerprint,
-        "clusters_fingerprint": job.clusters.fingerprint,
-        "model": {"input_shape": list(gen.spec.input_shape), "generalist_model": gen.spec.to_json()},
-        "top_blocks": cfg.shared_trunk,
-        "config": config_to_json(cfg),
-        "config_key": cfg.result_key(),
-        "gate": gate,
-        "cost": cost,
-        "metrics": {
-            "best_epoch": result.best["epoch"],
-            "epochs_run": len(result.history),
-            "stopped_early": result.stopped_early,
-            "history": result.history,
-        },
-    }
+    return SpecialistRecord(
+        index=job.index,
+        group=job.group.tolist(),
+        classes=[gen.classes[c] for c in job.group.tolist()],
+        n_classes=gen.n_classes,
+        pi=job.pi,
+        rho=cfg.rho,
+        dustbin_correction=job.correction,
+        generalist_fingerprint=gen.fingerprint,
+        clusters_fingerprint=job.clusters.fingerprint,
+        model={"input_shape": list(gen.spec.input_shape), "generalist_model": gen.spec.to_json()},
+        top_blocks=cfg.shared_trunk,
+        config=config_to_json(cfg),
+        config_key=cfg.result_key(),
+        gate=gate,
+        cost=cost,
+        metrics=TrainingMetrics.from_result(result),
+    )
 
 
 def _teacher_top(generalist: torch.nn.Module, top_blocks: int) -> torch.nn.Module:
@@ -333,26 +324,26 @@ def _teacher_top(generalist: torch.nn.Module, top_blocks: int) -> torch.nn.Modul
     return torch.nn.Sequential(split_body(generalist.body, top_blocks)[1], generalist.head)
 
 
-def _gate(routed: RoutedValidation | None, best: dict, cfg: SpecialistConfig) -> dict:
+def _gate(routed: RoutedValidation | None, best: dict, cfg: SpecialistConfig) -> GateRecord:
     """The gate's record (:mod:`.gate`): the generalist alone and with this specialist on the
     validation examples routed to it, and whether the specialist is on."""
     if routed is None:
-        return {"on": True, "why": "no validation split: not gated"}
+        return GateRecord(on=True, why="no validation split: not gated")
     gen, combined = routed.generalist_score(), {"correct": best.get("val_correct", 0), "nll": best.get("val_nll", 0.0)}
     on = gate_on(gen, combined)
     why = (
         f"{len(routed)} routed {cfg.val_split} examples: {gen['correct']} -> {combined['correct']} right, "
         f"NLL {gen['nll']:.4f} -> {combined['nll']:.4f}"
     )
-    return {
-        "on": on,
-        "why": why if len(routed) else f"no {cfg.val_split} example is routed to it",
-        "split": cfg.val_split,
-        "top_n": cfg.top_n,
-        "routed": len(routed),
-        "generalist": gen,
-        "combined": combined,
-    }
+    return GateRecord(
+        on=on,
+        why=why if len(routed) else f"no {cfg.val_split} example is routed to it",
+        split=cfg.val_split,
+        top_n=cfg.top_n,
+        routed=len(routed),
+        generalist=gen,
+        combined=combined,
+    )
 
 
 @torch.no_grad()

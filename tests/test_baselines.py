@@ -62,19 +62,18 @@ def test_baseline_command_trains_the_compute_matched_alternatives(small_run):
     rows = out["rows"]
     assert set(rows) == {"generalist", "specialists", "continued", "seeds", "wider"}  # not text: no TF-IDF row
     assert all(0.2 < r["top1"] <= 1 and r["nll"] > 0 for r in rows.values())  # 8 classes: chance is 0.125
-    gen_meta = load_generalist(root / "generalist").meta
-    g = gen_meta["metrics"]["cost"]
-    assert out["budget"]["generalist_flops"] == pytest.approx(g["train_flops"])
+    g = load_generalist(root / "generalist").record.metrics.cost
+    assert out["budget"]["generalist_flops"] == pytest.approx(g.train_flops)
     # (a) the specialists' FLOPs as generalist examples, in whole epochs of the training split
-    n_train = g["examples"] // g["epochs"]
-    cont = load_generalist(root / "baselines" / "continued").meta
-    assert cont["config"]["init"] == str(root / "generalist")
-    assert cont["config"]["epochs"] == max(1, math.ceil(b["examples"] / n_train))
-    assert rows["continued"]["train_flops"] == pytest.approx(g["train_flops"] + cont["metrics"]["cost"]["train_flops"])
+    n_train = g.examples // g.epochs
+    cont = load_generalist(root / "baselines" / "continued").record
+    assert cont.config["init"] == str(root / "generalist")
+    assert cont.config["epochs"] == max(1, math.ceil(b["examples"] / n_train))
+    assert rows["continued"]["train_flops"] == pytest.approx(g.train_flops + cont.metrics.cost.train_flops)
     # (b) k generalists whose cost matches generalist + specialists; k passes at inference
     k = rows["seeds"]["members"]
     assert k == max(2, round((b["generalist_flops"] + b["specialists_flops"]) / b["generalist_flops"]))
-    assert load_generalist(root / "baselines" / f"seed{k - 1}").meta["config"]["seed"] == k - 1
+    assert load_generalist(root / "baselines" / f"seed{k - 1}").record.config["seed"] == k - 1
     assert rows["seeds"]["inference_flops_per_example"] == pytest.approx(
         k * rows["generalist"]["inference_flops_per_example"]
     )
@@ -85,10 +84,10 @@ def test_baseline_command_trains_the_compute_matched_alternatives(small_run):
         rows["specialists"]["inference_flops_per_example"], rel=0.10
     )
     assert wide["model_kwargs"]["hidden"][0] >= 64  # never narrower than the generalist's [64]
-    wide_meta = load_generalist(root / "baselines" / "wider").meta
-    assert wide_meta["config"]["init"] == "" and wide_meta["config"]["model_kwargs"] == wide["model_kwargs"]
-    if not wide_meta["metrics"]["stopped_early"]:  # the whole budget spent, to within one epoch
-        per_epoch = wide_meta["metrics"]["cost"]["train_flops"] / wide_meta["metrics"]["cost"]["epochs"]
+    wide_record = load_generalist(root / "baselines" / "wider").record
+    assert wide_record.config["init"] == "" and wide_record.config["model_kwargs"] == wide["model_kwargs"]
+    if not wide_record.metrics.stopped_early:  # the whole budget spent, to within one epoch
+        per_epoch = wide_record.metrics.cost.train_flops / wide_record.metrics.cost.epochs
         assert 0 <= wide["train_flops"] - (b["generalist_flops"] + b["specialists_flops"]) <= per_epoch * 1.01
     # rerun with another thread count: a runtime setting, so every alternative is reused as it is
     again = CliRunner().invoke(
@@ -109,7 +108,7 @@ def test_a_run_without_recorded_costs_is_refused_by_name(small_run):
     from specens.inference.ensemble import Ensemble
 
     ens = Ensemble.load(small_run[0], device="cpu")
-    ens.training_costs["specialists"][1] = None  # as if trained before costs were recorded
+    ens.training_costs["generalist"] = None  # as if exported without training (no metrics in its model.json)
     with pytest.raises(ConfigError, match="carry no training cost"):
         budget(ens)
 
@@ -121,14 +120,15 @@ def test_tfidf_on_hashed_ngrams_matches_tfidf_on_the_raw_texts(shared_data, tmp_
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline, make_union
 
-    from specens.data.importers import _import_text, read_clinc150
+    from specens.data.importers import read_clinc150
+    from specens.data.tables import write_text_dataset
     from specens.data.text import HashedNgrams
     from specens.inference.baselines import tfidf_baseline
 
     classes, splits, _, _ = read_clinc150(str(shared_data / "clinc150"))
     keep = classes[:20]
     sub = {k: [(t, c) for t, c in rows if c in keep] for k, rows in splits.items()}
-    _import_text(str(tmp_path / "data"), "clinc20", keep, sub, HashedNgrams())
+    write_text_dataset(str(tmp_path / "data"), "clinc20", keep, sub, HashedNgrams())
     hashed = tfidf_baseline(str(tmp_path / "data"), "test")
     raw = make_pipeline(
         make_union(
@@ -145,15 +145,18 @@ def test_tfidf_on_hashed_ngrams_matches_tfidf_on_the_raw_texts(shared_data, tmp_
 def test_still_improving():
     """A generalist that used every epoch and was best in the last two is flagged; one that stopped
     early, or peaked well before its last epoch, is not."""
-    from specens.generalist.train import still_improving
+    from specens.core.loop import TrainingMetrics
 
-    hist = lambda n: [{"epoch": i} for i in range(n)]  # noqa: E731
-    assert still_improving({"history": hist(6), "best_epoch": 6, "stopped_early": False})
-    assert still_improving({"history": hist(6), "best_epoch": 5, "stopped_early": False})  # the demo's
-    assert not still_improving({"history": hist(30), "best_epoch": 25, "stopped_early": False})  # CLINC150's
-    assert not still_improving({"history": hist(24), "best_epoch": 19, "stopped_early": True})
-    assert not still_improving({"history": hist(6), "best_epoch": 6, "stopped_early": True})
-    assert not still_improving({"history": [], "best_epoch": 0})
+    def still_improving(n: int, best: int, stopped: bool) -> bool:
+        history = [{"epoch": i + 1} for i in range(n)]
+        return TrainingMetrics(best_epoch=best, epochs_run=n, stopped_early=stopped, history=history).still_improving
+
+    assert still_improving(6, 6, False)
+    assert still_improving(6, 5, False)  # the demo's
+    assert not still_improving(30, 25, False)  # CLINC150's
+    assert not still_improving(24, 19, True)
+    assert not still_improving(6, 6, True)
+    assert not still_improving(0, 0, False)
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,9 @@ from specens.generalist.config import TrainConfig
 from specens.generalist.evaluate import evaluate
 from specens.generalist.train import train_generalist
 from specens.inference import Ensemble
-from specens.inference.distill import DistillConfig, EnsembleTeacher, QCacheTeacher, distill, distill_config
+from specens.inference.distill import DistillConfig, distill, distill_config
 from specens.inference.infer import infer
+from specens.inference.teachers import EnsembleTeacher, QCacheTeacher
 
 CPU = torch.device("cpu")
 

@@ -133,11 +133,11 @@ def test_on_validation_the_gated_ensemble_is_never_below_its_generalist(syntheti
 
     metas = [train_specialist(_cfg(synthetic_run, tmp_path), m) for m in range(3)]
     metas.append(train_specialist(_cfg(synthetic_run, tmp_path, lr=1.0, alpha=0.0, warmup=0.0), 3))  # wrecked by its lr
-    gains = [m["gate"]["combined"]["correct"] - m["gate"]["generalist"]["correct"] for m in metas]
-    on = [m["gate"]["on"] for m in metas]
-    assert any(on) and not all(on), [m["gate"]["why"] for m in metas]  # both cases are exercised
+    gains = [m.gate.combined["correct"] - m.gate.generalist["correct"] for m in metas]
+    on = [m.gate.on for m in metas]
+    assert any(on) and not all(on), [m.gate.why for m in metas]  # both cases are exercised
     assert all(
-        g >= 0 and m["gate"]["combined"]["nll"] < m["gate"]["generalist"]["nll"]
+        g >= 0 and m.gate.combined["nll"] < m.gate.generalist["nll"]
         for g, m, o in zip(gains, metas, on, strict=True)
         if o
     )
@@ -151,7 +151,7 @@ def test_on_validation_the_gated_ensemble_is_never_below_its_generalist(syntheti
         nll_delta = (r["ensemble"]["nll"] - r["generalist"]["nll"]) * r["n"]  # summed log-loss is additive too
         assert nll_delta == pytest.approx(
             sum(
-                m["gate"]["routed"] * (m["gate"]["combined"]["nll"] - m["gate"]["generalist"]["nll"])
+                m.gate.routed * (m.gate.combined["nll"] - m.gate.generalist["nll"])
                 for m, o in zip(metas, on, strict=True)
                 if forced or o
             ),
@@ -185,31 +185,27 @@ def test_cost_is_recorded_and_consistent_with_steps_and_batch_size(synthetic_run
     from specens.core.cost import forward_flops
 
     cfg = _cfg(synthetic_run, tmp_path, epochs=3, patience=0)
-    meta = train_specialist(cfg, 1)
-    cost, hist = meta["cost"], meta["metrics"]["history"]
-    assert cost["steps"] == sum(h["steps"] for h in hist) and cost["epochs"] == len(hist) == 3
-    assert cost["examples"] == cost["steps"] * cfg.batch_size  # enriched batches are always full
+    record = train_specialist(cfg, 1)
+    cost, hist = record.cost, record.metrics.history
+    assert cost.steps == sum(h["steps"] for h in hist) and cost.epochs == len(hist) == 3
+    assert cost.examples == cost.steps * cfg.batch_size  # enriched batches are always full
     gen = load_generalist(synthetic_run["generalist"])
     x = next(iter(iter_split(synthetic_run["data"], "val", 8))).inputs
     from specens.specialists.record import load_specialist
 
     model, _ = load_specialist(specialist_dir_of(tmp_path, 1))
     f, f_t, n = forward_flops(model, x), forward_flops(gen.model, x), sum(p.numel() for p in model.parameters())
-    assert (
-        f > 0
-        and cost["flops_per_example"] == pytest.approx(f)
-        and cost["teacher_flops_per_example"] == pytest.approx(f_t)
+    assert f > 0 and cost.flops_per_example == pytest.approx(f) and cost.teacher_flops_per_example == pytest.approx(f_t)
+    assert cost.train_flops == pytest.approx(
+        cost.examples * (BACKWARD_FACTOR * f + f_t) + cost.steps * OPTIMIZER_FLOPS_PER_PARAMETER * n
     )
-    assert cost["train_flops"] == pytest.approx(
-        cost["examples"] * (BACKWARD_FACTOR * f + f_t) + cost["steps"] * OPTIMIZER_FLOPS_PER_PARAMETER * n
+    assert 0 < cost.train_seconds <= cost.wall_seconds
+    assert cost.overhead_seconds == pytest.approx(
+        cost.wall_seconds - cost.train_seconds - cost.validation_seconds, abs=1e-6
     )
-    assert 0 < cost["train_seconds"] <= cost["wall_seconds"]
-    assert cost["overhead_seconds"] == pytest.approx(
-        cost["wall_seconds"] - cost["train_seconds"] - cost["validation_seconds"], abs=1e-6
-    )
-    g = gen.meta["metrics"]["cost"]  # the generalist's: every epoch is one pass over the training split
+    g = gen.record.metrics.cost  # the generalist's: every epoch is one pass over the training split
     n_train = sum(load_info_counts(synthetic_run["data"]))
-    assert g["examples"] == g["epochs"] * n_train and g["steps"] == g["epochs"] * -(-n_train // 64)
+    assert g.examples == g.epochs * n_train and g.steps == g.epochs * -(-n_train // 64)
 
 
 def specialist_dir_of(out, m):

@@ -225,7 +225,7 @@ def test_early_stopping_exports_the_best_epoch_and_resumes_to_the_same_stop(synt
     assert len(hist) < 40 and res.best_epoch == len(hist) - 1  # stopped one epoch after the best
     best = hist[res.best_epoch - 1]
     assert all((h["val_top1"], -h["val_nll"]) < (best["val_top1"], -best["val_nll"]) for h in hist[res.best_epoch :])
-    assert load_generalist(res.run_dir).meta["metrics"]["stopped_early"] is True
+    assert load_generalist(res.run_dir).record.metrics.stopped_early is True
     m = evaluate_generalist(res.run_dir, synthetic_ds, "val", progress=False)
     assert m["top1"] == best["val_top1"] and m["nll"] == pytest.approx(best["val_nll"], rel=1e-5)
     assert train_generalist(cfg, progress=False).history == hist  # finished: nothing more to train
@@ -271,13 +271,14 @@ def test_resnet_scales_with_the_class_count_and_pools_to_a_grid():
 def test_ngram_model_learns_real_intents(shared_data, tmp_path):
     """The default text generalist on 20 CLINC150 intents (100 training texts each): far above
     chance (0.05) on their test texts, with the featuriser's bucket count passed to the model."""
-    from specens.data.importers import _import_text, read_clinc150
+    from specens.data.importers import read_clinc150
+    from specens.data.tables import write_text_dataset
     from specens.data.text import HashedNgrams
 
     classes, splits, _, _ = read_clinc150(str(shared_data / "clinc150"))
     keep = classes[:20]
     sub = {k: [(t, c) for t, c in rows if c in keep] for k, rows in splits.items()}
-    _import_text(str(tmp_path / "data"), "clinc20", keep, sub, HashedNgrams(buckets=2**14))
+    write_text_dataset(str(tmp_path / "data"), "clinc20", keep, sub, HashedNgrams(buckets=2**14))
     res = train_generalist(
         # 6 epochs: 0.94 on the test texts with seeds 0 and 1, as with the 12 this test used to train
         TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "gen"), epochs=6, batch_size=32, threads=2),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from specens.data import glyphs
+from specens.data import glyphs, render
 from specens.data.format import load_info
 from specens.data.shards import iter_split
 
@@ -60,7 +60,7 @@ def test_no_two_kept_classes_render_identically():
     majority = len(glyphs.ALL_FACES) // 2 + 1
     same = np.zeros((len(kept), len(kept)), dtype=np.int32)
     for face in glyphs.ALL_FACES:
-        digests = [hashlib.blake2b(glyphs.render(chr(cp), face).tobytes()).digest() for cp in kept]
+        digests = [hashlib.blake2b(render.render(chr(cp), face).tobytes()).digest() for cp in kept]
         _, inverse = np.unique(np.array(digests, dtype=object), return_inverse=True)
         same += inverse[:, None] == inverse[None, :]
     np.fill_diagonal(same, 0)
@@ -95,7 +95,7 @@ def font_dir(tmp_path) -> Path:
     d = tmp_path / "fonts"
     d.mkdir()
     for name in SIX:
-        shutil.copy(Path(glyphs.font_dir()) / f"{name}.ttf", d)
+        shutil.copy(Path(render.font_dir()) / f"{name}.ttf", d)
     return d
 
 
@@ -210,7 +210,7 @@ def test_like_renders_the_same_classes_from_other_faces(font_dir, tmp_path):
     assert {f["name"] for f in b.source["faces"]["test"]}.isdisjoint(
         f["name"] for v in a.source["faces"].values() for f in v
     )
-    shutil.copy(Path(glyphs.font_dir()) / "cmr10.ttf", font_dir)  # a face without Cyrillic
+    shutil.copy(Path(render.font_dir()) / "cmr10.ttf", font_dir)  # a face without Cyrillic
     with pytest.raises(DataError, match=r"cmr10: lacks 4 of the 4 characters of .*\(ЖЯжя\)"):
         glyphs.import_glyphs(str(tmp_path / "c"), fonts=[str(font_dir)], like=str(tmp_path / "a"), progress=False)
 
@@ -220,19 +220,19 @@ def test_cjk_glyphs_are_centred_on_the_em_box_and_not_clipped(font_dir):
     rng = np.random.default_rng(0)
     for ch in "ЖШЮ":
         for _ in range(20):  # with the strongest jitter the ink stays off the border
-            img = glyphs.render(ch, face, 32, rng, placement="em")
+            img = render.render(ch, face, 32, rng, placement="em")
             assert img[:, 0].max() < 128 and img[:, -1].max() < 128 and img[0].max() < 128 and img[-1].max() < 128
-        clean = glyphs.render(ch, face, 32, placement="em").astype(float)
+        clean = render.render(ch, face, 32, placement="em").astype(float)
         ys, xs = np.nonzero(clean > 64)
         assert abs(xs.mean() - 15.5) < 3 and abs(ys.mean() - 15.5) < 4
 
 
 def test_strong_augmentation_varies_the_shape_keeps_the_glyph_and_is_seeded(font_dir):
     face = fonts.find_faces([str(font_dir)])[0]
-    draw = lambda seed, how: glyphs.render("Ж", face, 32, np.random.default_rng(seed), "em", how)
-    clean = glyphs.render("Ж", face, 32, placement="em").astype(float)
-    strong = [glyphs.render("Ж", face, 32, np.random.default_rng(s), "em", "strong").astype(float) for s in range(20)]
-    jitter = [glyphs.render("Ж", face, 32, np.random.default_rng(s), "em", "jitter").astype(float) for s in range(20)]
+    draw = lambda seed, how: render.render("Ж", face, 32, np.random.default_rng(seed), "em", how)
+    clean = render.render("Ж", face, 32, placement="em").astype(float)
+    strong = [render.render("Ж", face, 32, np.random.default_rng(s), "em", "strong").astype(float) for s in range(20)]
+    jitter = [render.render("Ж", face, 32, np.random.default_rng(s), "em", "jitter").astype(float) for s in range(20)]
     assert np.array_equal(draw(3, "strong"), draw(3, "strong"))  # a seed gives one rendering
     from scipy.ndimage import gaussian_filter
 

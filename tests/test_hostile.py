@@ -198,7 +198,7 @@ CASES = [
     ("model.json a list", _text(G, "[1, 2]"), EVAL, "model.json: 'format'"),
     ("model.json other format", _j(G, lambda d: d.update(format="x")), EVAL, "'format' is 'x'"),
     ("model.json old version", _j(G, lambda d: d.update(format_version=1)), EVAL, "'format_version' is 1"),
-    ("model.json no model", _j(G, lambda d: d.pop("model")), EVAL, "missing key 'model'"),
+    ("model.json no model", _j(G, lambda d: d.pop("model")), EVAL, "missing keys ['model']"),
     ("model.json extra key", _j(G, lambda d: d.update(evil=1)), EVAL, "unknown keys ['evil']"),
     ("input_shape a string", _j(G, lambda d: d["model"].update(input_shape="abc")), EVAL, "'input_shape'"),
     ("n_classes a bool", _j(G, lambda d: d["model"].update(n_classes=True)), EVAL, "'n_classes'"),
@@ -537,7 +537,7 @@ CASES = [
         INFER,
         "but pi and rho give",
     ),
-    ("specialist cost emptied", _j(f"{S0}/specialist.json", lambda d: d.update(cost={})), INFER, "'cost' lacks"),
+    ("specialist cost emptied", _j(f"{S0}/specialist.json", lambda d: d.update(cost={})), INFER, "'cost': missing keys"),
     (
         "specialist classes renamed",
         lambda w: (

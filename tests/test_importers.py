@@ -15,9 +15,9 @@ from specens.data.importers import (
     import_clinc150,
     import_folder,
     import_idx,
-    import_text,
 )
 from specens.data.shards import iter_split
+from specens.data.tables import import_text
 from specens.data.text import FORMER_DEFAULT, HashedNgrams
 
 

@@ -107,8 +107,8 @@ def test_the_demo_learns(demo_run):
     assert (z.argmax(1) == y).float().mean() > 10 / 30, "generalist"
     assert (q.argmax(1) == y).float().mean() > 10 / 30, "ensemble"
     for d in sorted((run / "specialists").glob("s*")):
-        model, meta = load_specialist(d)
-        group = torch.tensor(meta["group"])
+        model, record = load_specialist(d)
+        group = torch.tensor(record.group)
         mine = torch.isin(y, group)
         with torch.no_grad():
             pred = group[model(x[mine])[:, :-1].argmax(1)]  # its own classes only, the dustbin left out

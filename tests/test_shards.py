@@ -12,7 +12,8 @@ import webdataset as wds
 
 from specens.core.errors import DataError
 from specens.data.format import InputSpec, load_info
-from specens.data.shards import DatasetWriter, ShardLoader, ShardStream, encode_input, iter_split
+from specens.data.shards import ShardLoader, ShardStream, iter_split
+from specens.data.writer import DatasetWriter, encode_input
 
 
 def _write(root, xs, ys, spec, n_classes=3, shard_size=4):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from specens.data.format import InputSpec, load_info
-from specens.data.shards import DatasetWriter, iter_split
+from specens.data.shards import iter_split
+from specens.data.writer import DatasetWriter
 from specens.generalist.checkpoint import load_generalist
 from specens.specialists.model import (
     apply_correction,
@@ -115,12 +116,12 @@ def _cfg(run, out, **kw):
     return SpecialistConfig(**{**base, **kw})
 
 
-def _mean_dustbin(model, meta, data, corrected: bool) -> float:
+def _mean_dustbin(model, record, data, corrected: bool) -> float:
     ps = []
     with torch.no_grad():
         for b in iter_split(data, "test", 500):
             z = model(b.inputs)
-            ps.append(torch.softmax(apply_correction(z, meta["dustbin_correction"]) if corrected else z, 1)[:, -1])
+            ps.append(torch.softmax(apply_correction(z, record.dustbin_correction) if corrected else z, 1)[:, -1])
     return float(torch.cat(ps).mean())
 
 
@@ -150,11 +151,11 @@ def test_bias_correction_restores_the_natural_dustbin_rate(tmp_path):
         ("soft-natural", {"alpha": 0.5, "temperature": 1.0, "soft_prior": "natural"}),
     ):
         train_specialist(_cfg(run, tmp_path / name, epochs=4, **kw), 0)
-        model, meta = load_specialist(tmp_path / name / "specialists" / "s000")
+        model, record = load_specialist(tmp_path / name / "specialists" / "s000")
         counts = np.array(info.split("train").class_counts)
-        assert meta["pi"] == pytest.approx(counts[[0, 1]].sum() / counts.sum()) == pytest.approx(0.25)
-        assert meta["dustbin_correction"] == pytest.approx(math.log(3.0))
-        seen[name] = (_mean_dustbin(model, meta, data, True), _mean_dustbin(model, meta, data, False))
+        assert record.pi == pytest.approx(counts[[0, 1]].sum() / counts.sum()) == pytest.approx(0.25)
+        assert record.dustbin_correction == pytest.approx(math.log(3.0))
+        seen[name] = (_mean_dustbin(model, record, data, True), _mean_dustbin(model, record, data, False))
     g = load_generalist(gen.run_dir).model
     with torch.no_grad():
         gen_rest = float(
@@ -189,8 +190,8 @@ def test_checkpoints_of_another_config_are_refused_or_discarded_on_restart(synth
         )
     with pytest.raises(CheckpointError, match=r"another config \(lr: 0.003 -> 0.001\); rerun with --restart"):
         train_specialist(_cfg(synthetic_run, tmp_path / "run", epochs=2, lr=1e-3), 0)
-    meta = train_specialist(_cfg(synthetic_run, tmp_path / "run", epochs=2, lr=1e-3), 0, restart=True)
-    assert [h["epoch"] for h in meta["metrics"]["history"]] == [1, 2]  # started over, not resumed
+    record = train_specialist(_cfg(synthetic_run, tmp_path / "run", epochs=2, lr=1e-3), 0, restart=True)
+    assert [h["epoch"] for h in record.metrics.history] == [1, 2]  # started over, not resumed
     train_specialist(_cfg(synthetic_run, tmp_path / "fresh", epochs=2, lr=1e-3), 0)
     a = load_file(tmp_path / "run" / "specialists" / "s000" / "model.safetensors")
     b = load_file(tmp_path / "fresh" / "specialists" / "s000" / "model.safetensors")
@@ -204,8 +205,8 @@ def test_a_specialist_saved_before_a_config_field_existed_is_reused_at_its_defau
     from specens.specialists.train import is_complete
 
     cfg = _cfg(synthetic_run, tmp_path, epochs=1)
-    meta = train_specialist(cfg, 0)
-    fps = meta["generalist_fingerprint"], meta["clusters_fingerprint"]
+    record = train_specialist(cfg, 0)
+    fps = record.generalist_fingerprint, record.clusters_fingerprint
     path = specialist_dir(tmp_path, 0) / META
     saved = json.loads(path.read_text())
     del saved["config_key"]["soft_prior"]  # as if written before the field existed
@@ -222,7 +223,7 @@ def test_a_shared_trunk_specialist_is_a_whole_network_specialist_with_its_trunk_
     """Trained on the same batches, a specialist that owns only the body's last block (on the
     generalist's trunk) and a whole-body copy whose trunk is frozen predict the same q, in training
     and through the ensemble, where the trunk runs once for the generalist and every specialist."""
-    from specens.generalist.checkpoint import Generalist
+    from specens.generalist.checkpoint import Generalist, GeneralistRecord
     from specens.generalist.models import ModelSpec, mlp
     from specens.inference import Ensemble
     from specens.specialists.model import TrunkedSpecialist, specialist_loss, split_body
@@ -254,7 +255,12 @@ def test_a_shared_trunk_specialist_is_a_whole_network_specialist_with_its_trunk_
     assert all(
         torch.equal(a, b) for a, b in zip(before, gen_model.parameters(), strict=True)
     )  # the shared trunk stayed frozen
-    g = Generalist(gen_model, ModelSpec("mlp", (16,), 10, {"hidden": [32, 24]}), tuple("abcdefghij"), "f" * 16, {})
+    spec = ModelSpec("mlp", (16,), 10, {"hidden": [32, 24]})
+    record = GeneralistRecord(
+        fingerprint="f" * 16, weights_fingerprint="w" * 16, model=spec.to_json(), classes=list("abcdefghij"),
+        config={}, metrics=None,
+    )  # fmt: skip
+    g = Generalist(gen_model, spec, record)
     q_whole = Ensemble(g, [group], [whole.eval()], [0.7]).predict_proba(x)
     ens = Ensemble(g, [group], [shared.eval()], [0.7], top_blocks=1)
     assert ens.trunk is not None and torch.allclose(ens.predict_proba(x), q_whole, atol=1e-5)

@@ -1,0 +1,101 @@
+"""Typed records: each on-disk record reads back what it wrote, and refuses a missing or unknown
+key, or a value of the wrong type, by name."""
+
+import json
+
+import pytest
+
+from specens.core.cost import TrainingCost
+from specens.core.errors import CheckpointError
+from specens.core.loop import TrainingMetrics
+from specens.specialists.gate import GateRecord
+
+COST = TrainingCost(
+    examples=1000,
+    steps=8,
+    epochs=2,
+    flops_per_example=1e6,
+    teacher_flops_per_example=0.0,
+    parameters=500,
+    train_flops=3e9,
+    train_seconds=1.5,
+    train_cpu_seconds=2.5,
+    validation_seconds=0.1,
+    wall_seconds=2.0,
+    cpu_seconds=3.0,
+    overhead_seconds=0.4,
+    epochs_resumed=0,
+)
+
+
+def _json_round_trip(record):
+    return json.loads(json.dumps(record.to_json()))
+
+
+def test_the_cost_reads_back_and_refuses_bad_fields_by_name():
+    assert TrainingCost.from_json(_json_round_trip(COST), "cost") == COST
+    assert COST.examples_per_epoch == 500
+    data = COST.to_json()
+    for bad, match in (
+        ({k: v for k, v in data.items() if k != "steps"}, r"cost: missing keys \['steps'\]"),
+        ({**data, "gpu_hours": 1}, r"cost: unknown keys \['gpu_hours'\]"),
+        ({**data, "train_flops": -1}, r"cost: 'train_flops' must be a finite number >= 0, got -1"),
+        ({**data, "epochs": True}, r"cost: 'epochs' must be a finite number >= 0"),
+        ({**data, "wall_seconds": float("nan")}, r"cost: 'wall_seconds' must be"),
+        ([], r"cost must be an object, got list"),
+    ):
+        with pytest.raises(CheckpointError, match=match):
+            TrainingCost.from_json(bad, "cost")
+
+
+def test_training_metrics_read_back_and_check_their_types():
+    m = TrainingMetrics(best_epoch=2, epochs_run=3, stopped_early=True, history=[{"epoch": 1}, {"epoch": 2}, {}])
+    assert TrainingMetrics.from_json(_json_round_trip(m), "m") == m
+    for key, value in (("best_epoch", -1), ("stopped_early", "no"), ("history", [1, 2])):
+        with pytest.raises(CheckpointError, match=f"m: '{key}' must be"):
+            TrainingMetrics.from_json({**m.to_json(), key: value}, "m")
+
+
+def test_a_gate_record_is_either_ungated_or_fully_scored():
+    ungated = GateRecord(on=True, why="no validation split: not gated")
+    assert ungated.to_json() == {"on": True, "why": "no validation split: not gated"}  # no null fields on disk
+    assert GateRecord.from_json(ungated.to_json(), "gate") == ungated
+    scored = GateRecord(
+        on=False,
+        why="3 routed val examples: 2 -> 1 right",
+        split="val",
+        top_n=1,
+        routed=3,
+        generalist={"correct": 2, "nll": 0.5},
+        combined={"correct": 1, "nll": 0.7},
+    )
+    assert GateRecord.from_json(_json_round_trip(scored), "gate") == scored
+    partial = {k: v for k, v in scored.to_json().items() if k != "routed"}
+    with pytest.raises(CheckpointError, match="gate: a scored gate needs top_n, routed"):
+        GateRecord.from_json(partial, "gate")
+    with pytest.raises(CheckpointError, match="gate: 'combined' must be an object with 'correct'"):
+        GateRecord.from_json({**scored.to_json(), "combined": {"correct": 1}}, "gate")
+    with pytest.raises(CheckpointError, match="gate: 'on' must be true or false"):
+        GateRecord.from_json({**ungated.to_json(), "on": "yes"}, "gate")
+
+
+def test_a_generalist_record_reads_back_with_and_without_training_metrics(tmp_path):
+    from specens.generalist.checkpoint import GeneralistMetrics, load_generalist, read_record, save_generalist
+    from specens.generalist.models import ModelSpec
+
+    spec = ModelSpec("mlp", (4,), 3, {"hidden": [8]})
+    save_generalist(tmp_path / "bare", spec.build(), spec, ["a", "b", "c"])
+    bare = read_record(tmp_path / "bare")
+    assert bare.metrics is None and json.loads((tmp_path / "bare" / "model.json").read_text())["metrics"] == {}
+    metrics = GeneralistMetrics(
+        best_epoch=1, epochs_run=1, stopped_early=False, history=[{"epoch": 1}], teacher_fingerprints=[], cost=COST
+    )
+    save_generalist(tmp_path / "trained", spec.build(), spec, ["a", "b", "c"], {"lr": 0.1}, metrics)
+    g = load_generalist(tmp_path / "trained")
+    assert g.record.metrics == metrics and g.record.config == {"lr": 0.1} and g.classes == ("a", "b", "c")
+    assert g.record.model == json.loads(json.dumps(spec.to_json()))
+    data = json.loads((tmp_path / "trained" / "model.json").read_text())
+    data["metrics"]["cost"] = {**data["metrics"]["cost"], "steps": -3}
+    (tmp_path / "trained" / "model.json").write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match=r"model.json: 'metrics'.cost.steps must be a finite number >= 0"):
+        read_record(tmp_path / "trained")

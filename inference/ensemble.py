@@ -146,7 +146,7 @@ class Ensemble:
         self.trunk, self.generalist_top = split_body(generalist.model.body, top_blocks) if top_blocks else (None, None)
         # "generalist": its TrainingCost (None if exported without training), "specialists": every
         # trained one's (load fills it)
-        self.training_costs: dict = {}
+        self.training_costs: dict = {"generalist": None, "specialists": []}
         self.seconds = {"generalist": 0.0, "specialists": 0.0, "combine": 0.0}  # time spent in each step so far
         self.membership = torch.zeros(len(self.groups), generalist.n_classes, dtype=torch.bool, device=self.device)
         for m, g in enumerate(self.groups):

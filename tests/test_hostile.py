@@ -537,7 +537,12 @@ CASES = [
         INFER,
         "but pi and rho give",
     ),
-    ("specialist cost emptied", _j(f"{S0}/specialist.json", lambda d: d.update(cost={})), INFER, "'cost': missing keys"),
+    (
+        "specialist cost emptied",
+        _j(f"{S0}/specialist.json", lambda d: d.update(cost={})),
+        INFER,
+        "'cost': missing keys",
+    ),
     (
         "specialist classes renamed",
         lambda w: (

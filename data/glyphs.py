@@ -39,7 +39,7 @@ from specens.core.errors import ConfigError, DataError
 
 from .fonts import Face, cmap_of, covered, distinct_faces, find_faces, one_per_design, splits_by_name
 from .fonts import charset as read_charset
-from .format import InputSpec
+from .format import InputSpec, load_info
 from .render import AUGMENTATIONS, font_dir, render, render_classes
 from .writer import DatasetWriter
 
@@ -319,30 +319,7 @@ def _font_plan(fonts, n_classes, seed, charset_name, val_faces, test_faces, like
     placement = "baseline" if charset_name == "letters" else "em"
     dropped_faces = [f.name for f in same_design]  # regional variants, then pixel-identical designs
     if like:
-        from .format import load_info
-
-        info = load_info(like)
-        cps = [class_code_point(c, f"{like}/dataset.json") for c in info.classes]
-        _, lacking = covered(faces, cps)
-        if lacking:
-            face, missing = next(iter(lacking.items()))
-            raise DataError(
-                f"{face}: lacks {len(missing)} of the {len(cps)} characters of {like} "
-                f"({''.join(chr(c) for c in missing[:10])}{' …' if len(missing) > 10 else ''}); "
-                "leave that face out"
-            )
-        groups = None if info.groups is None else [list(g) for g in info.groups]
-        names = None if info.group_names is None else list(info.group_names)
-        return _Plan(
-            f"{info.name}-like",
-            cps,
-            groups,
-            names,
-            {"test": faces},
-            {"test": per_split["test"]},
-            placement,
-            {"faces": {"test": [f.to_json() for f in faces]}, "same_design_dropped": dropped_faces},
-        )
+        return _like_plan(like, faces, per_split, placement, dropped_faces)
     if charset_name == "letters":
         wanted = sorted(
             cp for cp in set().union(*(cmap_of(f) for f in faces)) if unicodedata.category(chr(cp)).startswith("L")
@@ -375,3 +352,30 @@ def _font_plan(fonts, n_classes, seed, charset_name, val_faces, test_faces, like
         },
     }
     return _Plan("glyphs", cps, groups, group_names, splits, per_split, placement, source)
+
+
+def _like_plan(like: str, faces: list[Face], per_split: dict, placement: str, dropped_faces: list[str]) -> _Plan:
+    """Another dataset's classes (and known groups) from these faces, all into the test split; a
+    face lacking one of its characters is refused, naming it."""
+    info = load_info(like)
+    cps = [class_code_point(c, f"{like}/dataset.json") for c in info.classes]
+    _, lacking = covered(faces, cps)
+    if lacking:
+        face, missing = next(iter(lacking.items()))
+        raise DataError(
+            f"{face}: lacks {len(missing)} of the {len(cps)} characters of {like} "
+            f"({''.join(chr(c) for c in missing[:10])}{' …' if len(missing) > 10 else ''}); "
+            "leave that face out"
+        )
+    groups = None if info.groups is None else [list(g) for g in info.groups]
+    names = None if info.group_names is None else list(info.group_names)
+    return _Plan(
+        f"{info.name}-like",
+        cps,
+        groups,
+        names,
+        {"test": faces},
+        {"test": per_split["test"]},
+        placement,
+        {"faces": {"test": [f.to_json() for f in faces]}, "same_design_dropped": dropped_faces},
+    )

@@ -95,47 +95,7 @@ class SpecialistRecord:
 
         where = str(path)
         values = record_fields({k: v for k, v in data.items() if k not in ("format", "format_version")}, cls, where)
-        n, group = values["n_classes"], values["group"]
-        check_values(
-            values,
-            (
-                ("fingerprint", lambda v: isinstance(v, str), "a string"),
-                ("weights_fingerprint", lambda v: isinstance(v, str), "a string"),
-                ("index", is_count, "an int >= 0"),
-                ("n_classes", lambda v: is_count(v, 2), "an int >= 2"),
-                (
-                    "group",
-                    lambda v: (
-                        isinstance(v, list)
-                        and v
-                        and all(is_count(c) for c in v)
-                        and is_count(n)
-                        and v == sorted(set(v))
-                        and v[-1] < n
-                    ),
-                    "a sorted list of distinct class indices",
-                ),
-                (
-                    "classes",
-                    lambda v: is_str_list(v) and isinstance(group, list) and len(v) == len(group),
-                    "a list of one name per class of 'group'",
-                ),
-                ("pi", lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
-                ("rho", lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
-                ("dustbin_correction", is_number, "a finite number"),
-                ("generalist_fingerprint", lambda v: isinstance(v, str), "a string"),
-                ("clusters_fingerprint", lambda v: isinstance(v, str), "a string"),
-                (
-                    "model",
-                    lambda v: isinstance(v, dict) and "generalist_model" in v,
-                    "an object with 'generalist_model'",
-                ),
-                ("top_blocks", is_count, "an int >= 0 (0: the whole body)"),
-                ("config", lambda v: isinstance(v, dict), "an object"),
-                ("config_key", lambda v: isinstance(v, dict), "an object"),
-            ),
-            where,
-        )
+        check_values(values, _field_checks(values), where)
         if abs(values["dustbin_correction"] - dustbin_correction(values["pi"], values["rho"])) > 1e-9:
             raise CheckpointError(
                 f"{where}: 'dustbin_correction' is {values['dustbin_correction']!r}, but pi and rho give "
@@ -156,6 +116,47 @@ class SpecialistRecord:
                 f"{record.expected_fingerprint()} (edited after training?)"
             )
         return record
+
+
+def _field_checks(values: dict[str, Any]) -> list:
+    """``specialist.json``'s own fields' checks (:func:`~specens.core.records.check_values`)."""
+    n, group = values["n_classes"], values["group"]
+    return [
+        ("fingerprint", lambda v: isinstance(v, str), "a string"),
+        ("weights_fingerprint", lambda v: isinstance(v, str), "a string"),
+        ("index", is_count, "an int >= 0"),
+        ("n_classes", lambda v: is_count(v, 2), "an int >= 2"),
+        (
+            "group",
+            lambda v: (
+                isinstance(v, list)
+                and v
+                and all(is_count(c) for c in v)
+                and is_count(n)
+                and v == sorted(set(v))
+                and v[-1] < n
+            ),
+            "a sorted list of distinct class indices",
+        ),
+        (
+            "classes",
+            lambda v: is_str_list(v) and isinstance(group, list) and len(v) == len(group),
+            "a list of one name per class of 'group'",
+        ),
+        ("pi", lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+        ("rho", lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+        ("dustbin_correction", is_number, "a finite number"),
+        ("generalist_fingerprint", lambda v: isinstance(v, str), "a string"),
+        ("clusters_fingerprint", lambda v: isinstance(v, str), "a string"),
+        (
+            "model",
+            lambda v: isinstance(v, dict) and "generalist_model" in v,
+            "an object with 'generalist_model'",
+        ),
+        ("top_blocks", is_count, "an int >= 0 (0: the whole body)"),
+        ("config", lambda v: isinstance(v, dict), "an object"),
+        ("config_key", lambda v: isinstance(v, dict), "an object"),
+    ]
 
 
 def specialist_fingerprint(data: dict[str, Any]) -> str:

@@ -246,23 +246,7 @@ def compare(
     from the ensemble's own generalist pass."""
     info = ens.dataset_info(data)
     student = load_generalist(student_dir, ens.device, trust_code)
-    metrics = {name: Metrics() for name in ("generalist", "ensemble", "student")}
-    active, held, n_held = 0, [], 0
-    bar = tqdm(
-        total=info.split(split).num_samples, unit="ex", unit_scale=True, desc=f"compare {split}", disable=not progress
-    )
-    for batch in iter_split(data, split, batch_size, info=info):
-        x, y = batch.inputs.to(ens.device), batch.labels
-        if n_held < timing_examples:
-            held.append(x)
-            n_held += len(x)
-        out = ens.forward(x)
-        active += int(out.active.sum())
-        metrics["student"].update(student.model(x).float().cpu(), y)
-        metrics["generalist"].update(torch.log(out.p_general.clamp_min(1e-30)).cpu(), y)
-        metrics["ensemble"].update(torch.log(out.q.clamp_min(1e-30)).cpu(), y)
-        bar.update(len(batch))
-    bar.close()
+    metrics, active, held = _score_three(ens, student.model, data, split, batch_size, info, progress, timing_examples)
     seconds = time_models(
         {
             "student": lambda x: F.softmax(student.model(x).float(), 1),
@@ -310,6 +294,28 @@ def compare(
         "generalist_training_flops": gen_cost.train_flops if gen_cost else None,
         "fingerprints": {"student": student.fingerprint, **ens.fingerprints},
     }
+
+
+def _score_three(ens, student, data, split, batch_size, info, progress, timing_examples):
+    """One pass over ``split``: the metrics of generalist, ensemble and student, the specialist
+    passes the ensemble ran, and the first ``timing_examples`` inputs, kept for the timing."""
+    metrics = {name: Metrics() for name in ("generalist", "ensemble", "student")}
+    active, held, n_held = 0, [], 0
+    total = info.split(split).num_samples
+    bar = tqdm(total=total, unit="ex", unit_scale=True, desc=f"compare {split}", disable=not progress)
+    for batch in iter_split(data, split, batch_size, info=info):
+        x, y = batch.inputs.to(ens.device), batch.labels
+        if n_held < timing_examples:
+            held.append(x)
+            n_held += len(x)
+        out = ens.forward(x)
+        active += int(out.active.sum())
+        metrics["student"].update(student(x).float().cpu(), y)
+        metrics["generalist"].update(torch.log(out.p_general.clamp_min(1e-30)).cpu(), y)
+        metrics["ensemble"].update(torch.log(out.q.clamp_min(1e-30)).cpu(), y)
+        bar.update(len(batch))
+    bar.close()
+    return metrics, active, held
 
 
 @torch.no_grad()

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Sequence
@@ -202,26 +201,6 @@ def assign_splits(faces: Sequence[Face], seed: int = 0, val: int = 0, test: int 
     return {
         k: sorted(v, key=faces.index) for k, v in (("train", out["train"]), ("val", out["val"]), ("test", out["test"]))
     }
-
-
-def distinct_faces(
-    faces: Sequence[Face], probe: Sequence[int], size: int = 32, placement: str = "em"
-) -> tuple[list[Face], list[Face]]:
-    """(kept, dropped): a face whose clean renderings of every ``probe`` character are pixel-identical
-    to an earlier face's draws those characters in the same design (a collection's "Mono" face
-    differs from its sibling in Latin widths only), so it is dropped: it would put one design in
-    two splits."""
-    from .render import render  # it draws Faces: imported here, not at the top of this module
-
-    seen: set[bytes] = set()
-    kept, dropped = [], []
-    for f in faces:
-        h = hashlib.blake2b(digest_size=16)
-        for cp in probe:
-            h.update(render(chr(cp), f, size, placement=placement).tobytes())
-        (dropped if h.digest() in seen else kept).append(f)
-        seen.add(h.digest())
-    return kept, dropped
 
 
 def cmap_of(face: Face) -> frozenset[int]:

@@ -37,10 +37,10 @@ import numpy as np
 
 from specens.core.errors import ConfigError, DataError
 
-from .fonts import Face, cmap_of, covered, distinct_faces, find_faces, one_per_design, splits_by_name
+from .fonts import Face, cmap_of, covered, find_faces, one_per_design, splits_by_name
 from .fonts import charset as read_charset
 from .format import InputSpec, load_info
-from .render import AUGMENTATIONS, font_dir, render, render_classes
+from .render import AUGMENTATIONS, distinct_faces, font_dir, render, render_classes
 from .writer import DatasetWriter
 
 FACES = {

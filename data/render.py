@@ -1,5 +1,6 @@
 """Rendering characters: one character from a face as a greyscale image, clean or augmented
-(:func:`render`), and every sample of many classes in parallel processes (:func:`render_classes`).
+(:func:`render`), every sample of many classes in parallel processes (:func:`render_classes`),
+and which faces draw the same design (:func:`distinct_faces`).
 
 Faces are the embedded DejaVu faces by name or :class:`~specens.data.fonts.Face` s from users'
 font files; :mod:`specens.data.glyphs` decides what to render and writes the dataset.
@@ -7,7 +8,9 @@ font files; :mod:`specens.data.glyphs` decides what to render and writes the dat
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Sequence
 from functools import cache
 
 import matplotlib
@@ -171,3 +174,21 @@ def render_classes(jobs, workers, advance) -> list[np.ndarray]:
             out.append(images)
             advance(len(images))
     return out
+
+
+def distinct_faces(
+    faces: Sequence[Face], probe: Sequence[int], size: int = 32, placement: str = "em"
+) -> tuple[list[Face], list[Face]]:
+    """(kept, dropped): a face whose clean renderings of every ``probe`` character are pixel-identical
+    to an earlier face's draws those characters in the same design (a collection's "Mono" face
+    differs from its sibling in Latin widths only), so it is dropped: it would put one design in
+    two splits."""
+    seen: set[bytes] = set()
+    kept, dropped = [], []
+    for f in faces:
+        h = hashlib.blake2b(digest_size=16)
+        for cp in probe:
+            h.update(render(chr(cp), f, size, placement=placement).tobytes())
+        (dropped if h.digest() in seen else kept).append(f)
+        seen.add(h.digest())
+    return kept, dropped

@@ -124,8 +124,7 @@ def train_all(
     summary = RunSummary()
     todo, summary.skipped = plan(cfg, wanted, gen_fp, clusters.fingerprint, restart)
     echo(f"{len(wanted)} specialists: {len(summary.skipped)} already complete, {len(todo)} to train")
-    metrics = read_record(cfg.generalist).metrics
-    if todo and metrics and metrics.still_improving:
+    if todo and (metrics := read_record(cfg.generalist).metrics) and metrics.still_improving:
         echo(
             f"note: {cfg.generalist} was still improving in its last epochs; its own further training is the "
             "alternative to beat: `specens baseline` trains it with the specialists' compute and compares"

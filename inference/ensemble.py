@@ -207,54 +207,36 @@ class Ensemble:
         gen = load_generalist(gen_dir, dev, trust_code)
         clusters_path = Path(clusters or run_dir / "clusters" / "clusters.json")
         cl = load_clusters(clusters_path, gen.fingerprint, gen.n_classes)
-        specialists, corrections, kept, gated_off, costs, specialist_fps, blocks = [], [], [], [], [], {}, set()
-        for m, group in enumerate(cl.groups):
-            d = specialist_dir(run_dir, m)
-            meta_path = d / SPECIALIST_META
-            if not meta_path.is_file():
-                raise CheckpointError(
-                    f"{meta_path}: missing; group {m} of {clusters_path} has no trained specialist "
-                    "(run `specens specialists train`)"
-                )
-            record = read_specialist(d)
-            _check_member(record, meta_path, m, group, gen, gen_dir, cl, clusters_path)
-            costs.append(record.cost)
-            if not (all_specialists or record.gate.on):
-                gated_off.append(m)
-                continue
-            specialists.append(d)
-            blocks.add(record.top_blocks)
-            specialist_fps[m] = record.fingerprint
-            corrections.append(record.dustbin_correction)
-            kept.append(m)
-        _check_layout(run_dir, cl, clusters_path, blocks, gen, gen_dir, specialists)
+        records = _specialist_records(run_dir, cl, clusters_path, gen, gen_dir)
+        kept = [m for m, record in enumerate(records) if all_specialists or record.gate.on]
+        dirs = [specialist_dir(run_dir, m) for m in kept]
+        blocks = {records[m].top_blocks for m in kept}
+        _check_layout(run_dir, cl, clusters_path, blocks, gen, gen_dir, dirs)
         fps = {
             "generalist": gen.fingerprint,
             "clusters": cl.fingerprint,
-            "specialists": [specialist_fps[m] for m in kept],
+            "specialists": [records[m].fingerprint for m in kept],
         }
-        if sum((d / "model.safetensors").stat().st_size for d in specialists) <= specialist_memory:
-            specialists = [load_specialist(d, gen.model, dev)[0] for d in specialists]
+        if sum((d / "model.safetensors").stat().st_size for d in dirs) <= specialist_memory:
+            specialists = [load_specialist(d, gen.model, dev)[0] for d in dirs]
         else:
-            specialists = SpecialistStore(
-                specialists, gen.model, dev, specialist_memory, [specialist_fps[m] for m in kept]
-            )
+            specialists = SpecialistStore(dirs, gen.model, dev, specialist_memory, fps["specialists"])
         ens = cls(
             gen,
             [torch.as_tensor(cl.groups[m]) for m in kept],
             specialists,
-            corrections,
+            [records[m].dustbin_correction for m in kept],
             top_n=top_n,
             method=method,
             specialist_weight=specialist_weight,
             device=dev,
             fingerprints=fps,
             indices=kept,
-            gated_off=gated_off,
+            gated_off=[m for m in range(len(records)) if m not in kept],
             top_blocks=next(iter(blocks), 0),
         )
         gen_cost = gen.record.metrics.cost if gen.record.metrics else None  # None: exported without training
-        ens.training_costs = {"generalist": gen_cost, "specialists": costs}
+        ens.training_costs = {"generalist": gen_cost, "specialists": [r.cost for r in records]}
         return ens
 
     @property
@@ -327,6 +309,23 @@ class Ensemble:
     def predict(self, inputs: torch.Tensor) -> torch.Tensor:
         """The ensemble's most probable class, (B,) int64."""
         return self.predict_proba(inputs).argmax(1)
+
+
+def _specialist_records(run_dir: Path, cl, clusters_path: Path, gen, gen_dir: Path) -> list[SpecialistRecord]:
+    """Every group's specialist record, each checked against this run (:func:`_check_member`)."""
+    records = []
+    for m, group in enumerate(cl.groups):
+        d = specialist_dir(run_dir, m)
+        meta_path = d / SPECIALIST_META
+        if not meta_path.is_file():
+            raise CheckpointError(
+                f"{meta_path}: missing; group {m} of {clusters_path} has no trained specialist "
+                "(run `specens specialists train`)"
+            )
+        record = read_specialist(d)
+        _check_member(record, meta_path, m, group, gen, gen_dir, cl, clusters_path)
+        records.append(record)
+    return records
 
 
 def _check_member(

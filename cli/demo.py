@@ -47,18 +47,10 @@ def demo(run_dir, n_classes, epochs, n_groups, specialist_epochs, baseline, loca
     """The whole pipeline on the embedded glyph dataset: data, generalist, clusters, specialists
     (Ray), batch inference, evaluation, and the generalist trained further with the specialists'
     compute for comparison. About 9 minutes on 2 CPU cores with the defaults."""
-    from specens.clustering.cluster import ClusterConfig, cluster
-    from specens.data.format import INFO_FILE
-    from specens.data.glyphs import import_glyphs
-    from specens.generalist.config import TrainConfig
-    from specens.generalist.evaluate import evaluate_generalist
-    from specens.generalist.train import train_generalist
     from specens.inference.baselines import compute_matched, format_table
     from specens.inference.ensemble import Ensemble
     from specens.inference.evaluate import evaluate_ensemble, format_report, save_report
     from specens.inference.infer import infer
-    from specens.specialists.parallel import train_all
-    from specens.specialists.train import SpecialistConfig
 
     t0 = time.perf_counter()
 
@@ -66,42 +58,11 @@ def demo(run_dir, n_classes, epochs, n_groups, specialist_epochs, baseline, loca
         click.echo(click.style(f"[{i}/{7 if baseline else 6} {time.perf_counter() - t0:5.0f} s] {text}", bold=True))
 
     root = Path(run_dir)
-    data = root / "glyphs"
-    if (data / INFO_FILE).is_file():
-        stage(1, f"dataset: reusing {data}")
-    else:
-        stage(1, f"dataset: rendering {n_classes} glyph classes into {data}")
-        import_glyphs(str(data), n_classes=n_classes)
-
-    stage(2, "generalist: training")
-    gen_cfg = TrainConfig(data=str(data), out=str(root / "generalist"), epochs=epochs, device=device)
-    train_generalist(gen_cfg)
-    m = evaluate_generalist(gen_cfg.out, str(data), "test", device=device, progress=False)
-    click.echo(f"generalist test top-1 {m['top1']:.4f}, top-5 {m['top5']:.4f}")
-
-    clusters = root / "clusters" / "clusters.json"
+    data = _dataset(stage, root / "glyphs", n_classes)
+    generalist = _generalist(stage, root, data, epochs, device)
     k = n_groups or max(2, n_classes // 10)
-    if clusters.is_file():
-        stage(3, f"clusters: reusing {clusters}")
-    else:
-        stage(3, f"clustering the generalist's confusions into {k} groups")
-        report = cluster(
-            ClusterConfig(generalist=gen_cfg.out, data=str(data), out=str(clusters.parent), n_groups=k, device=device)
-        )
-        click.echo(report.summary())
-
-    stage(4, f"specialists: {k}, {'sequentially' if local else 'in parallel on a local Ray cluster'}")
-    spec_cfg = SpecialistConfig(
-        generalist=gen_cfg.out,
-        clusters=str(clusters),
-        data=str(data),
-        out=str(root),
-        epochs=specialist_epochs,
-        device=device,
-    )
-    summary = train_all(spec_cfg, local=local, echo=click.echo)
-    if summary.failed:
-        raise click.ClickException(f"specialists {sorted(summary.failed)} failed; rerun to retry them")
+    clusters = _clusters(stage, root, data, generalist, k, device)
+    _specialists(stage, root, data, generalist, clusters, k, specialist_epochs, local, device)
 
     stage(5, "batch inference over the test shards")
     ens = Ensemble.load(root, device=device)
@@ -119,3 +80,60 @@ def demo(run_dir, n_classes, epochs, n_groups, specialist_epochs, baseline, loca
         f"\ndone in {time.perf_counter() - t0:.0f} s; run directory {root}: generalist/, clusters/, "
         "specialists/, predictions/, evaluation/ (evaluation.json, table4.png)"
     )
+
+
+def _dataset(stage, data: Path, n_classes: int) -> Path:
+    """Stage 1: the embedded glyphs rendered into ``data`` (reused when already there)."""
+    from specens.data.format import INFO_FILE
+    from specens.data.glyphs import import_glyphs
+
+    if (data / INFO_FILE).is_file():
+        stage(1, f"dataset: reusing {data}")
+    else:
+        stage(1, f"dataset: rendering {n_classes} glyph classes into {data}")
+        import_glyphs(str(data), n_classes=n_classes)
+    return data
+
+
+def _generalist(stage, root: Path, data: Path, epochs: int, device: str) -> str:
+    """Stage 2: the generalist trained (resumed when interrupted) and its test accuracy printed."""
+    from specens.generalist.config import TrainConfig
+    from specens.generalist.evaluate import evaluate_generalist
+    from specens.generalist.train import train_generalist
+
+    stage(2, "generalist: training")
+    cfg = TrainConfig(data=str(data), out=str(root / "generalist"), epochs=epochs, device=device)
+    train_generalist(cfg)
+    m = evaluate_generalist(cfg.out, str(data), "test", device=device, progress=False)
+    click.echo(f"generalist test top-1 {m['top1']:.4f}, top-5 {m['top5']:.4f}")
+    return cfg.out
+
+
+def _clusters(stage, root: Path, data: Path, generalist: str, k: int, device: str) -> Path:
+    """Stage 3: the generalist's confusions clustered into ``k`` groups (reused when there)."""
+    from specens.clustering.cluster import ClusterConfig, cluster
+
+    clusters = root / "clusters" / "clusters.json"
+    if clusters.is_file():
+        stage(3, f"clusters: reusing {clusters}")
+    else:
+        stage(3, f"clustering the generalist's confusions into {k} groups")
+        config = ClusterConfig(
+            generalist=generalist, data=str(data), out=str(clusters.parent), n_groups=k, device=device
+        )
+        click.echo(cluster(config).summary())
+    return clusters
+
+
+def _specialists(stage, root, data, generalist, clusters, k, epochs, local, device) -> None:
+    """Stage 4: one specialist per group, in parallel through Ray unless ``local``."""
+    from specens.specialists.parallel import train_all
+    from specens.specialists.train import SpecialistConfig
+
+    stage(4, f"specialists: {k}, {'sequentially' if local else 'in parallel on a local Ray cluster'}")
+    config = SpecialistConfig(
+        generalist=generalist, clusters=str(clusters), data=str(data), out=str(root), epochs=epochs, device=device
+    )
+    summary = train_all(config, local=local, echo=click.echo)
+    if summary.failed:
+        raise click.ClickException(f"specialists {sorted(summary.failed)} failed; rerun to retry them")

@@ -111,9 +111,9 @@ class DatasetInfo:
     @classmethod
     def from_json(cls, d: Any, where: str = INFO_FILE) -> DatasetInfo:
         """Validate a parsed ``dataset.json``; every problem is listed in one :class:`DataError`."""
-        problems: list[str] = []
         if not isinstance(d, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(d).__name__}")
+        problems: list[str] = []
         if d.get("format") != FORMAT:
             problems.append(f"'format' is {d.get('format')!r}, expected {FORMAT!r}")
         if d.get("format_version") != FORMAT_VERSION or not isinstance(d.get("format_version"), int):
@@ -127,46 +127,14 @@ class DatasetInfo:
         elif len(set(classes)) != len(classes):
             problems.append("'classes' has duplicate names")
         n = len(classes)
-        inp = d.get("input") or {}
-        kind, shape, dtype = (
-            (inp.get("kind"), inp.get("shape"), inp.get("dtype")) if isinstance(inp, dict) else (None,) * 3
-        )
-        kind = kind if isinstance(kind, str) else repr(kind)
-        dtype = dtype if isinstance(dtype, str) else repr(dtype)
-        if kind not in INPUT_KINDS:
-            problems.append(f"'input.kind' is {kind!r}, expected one of {sorted(INPUT_KINDS)}")
-        if not (isinstance(shape, list) and shape and all(isinstance(s, int) and s > 0 for s in shape)):
-            problems.append(f"'input.shape' must be a list of positive ints, got {shape!r}")
-            shape = [1]
-        if dtype not in DTYPES:
-            problems.append(f"'input.dtype' is {dtype!r}, expected one of {list(DTYPES)}")
+        kind, shape, dtype = _read_input(d.get("input"), problems)
         groups = d.get("groups")
         problems += _group_problems(groups, d.get("group_names"), n)
         for key, kinds in (("name", str), ("source", dict), ("featurizer", dict)):
             if d.get(key) is not None and not isinstance(d[key], kinds):
                 problems.append(f"{key!r} must be a {kinds.__name__}, got {type(d[key]).__name__}")
-        known = {
-            "format",
-            "format_version",
-            "name",
-            "classes",
-            "groups",
-            "group_names",
-            "input",
-            "splits",
-            "source",
-            "featurizer",
-        }
-        if set(d) - known:
-            problems.append(f"unknown keys {sorted(set(d) - known)}")
-        if not isinstance(inp, dict):
-            problems.append("'input' must be an object")
-        elif inp.get("encoding", INPUT_KINDS.get(kind)) != INPUT_KINDS.get(kind):
-            problems.append(
-                f"'input.encoding' is {inp.get('encoding')!r}, but kind {kind!r} is stored as {INPUT_KINDS.get(kind)!r}"
-            )
-        if kind == "image" and dtype != "uint8" or kind == "image" and isinstance(shape, list) and len(shape) != 3:
-            problems.append("an 'image' input is uint8 of shape [channels, height, width]")
+        if set(d) - _KEYS:
+            problems.append(f"unknown keys {sorted(set(d) - _KEYS)}")
         splits = _read_splits(d.get("splits"), n, problems)
         if problems:
             raise DataError(f"{where}: " + "; ".join(problems))
@@ -180,6 +148,45 @@ class DatasetInfo:
             source=dict(d.get("source") or {}),
             featurizer=d.get("featurizer"),
         )
+
+
+_KEYS = {
+    "format",
+    "format_version",
+    "name",
+    "classes",
+    "groups",
+    "group_names",
+    "input",
+    "splits",
+    "source",
+    "featurizer",
+}
+
+
+def _read_input(inp: Any, problems: list[str]) -> tuple[str, list[int], str]:
+    """``dataset.json``'s ``input`` as (kind, shape, dtype), its problems appended to ``problems``;
+    a missing or malformed part is replaced by a placeholder so that the other checks still run."""
+    if not isinstance(inp, dict):
+        problems.append("'input' must be an object")
+        inp = {}
+    kind, shape, dtype = inp.get("kind"), inp.get("shape"), inp.get("dtype")
+    kind = kind if isinstance(kind, str) else repr(kind)
+    dtype = dtype if isinstance(dtype, str) else repr(dtype)
+    if kind not in INPUT_KINDS:
+        problems.append(f"'input.kind' is {kind!r}, expected one of {sorted(INPUT_KINDS)}")
+    if not (isinstance(shape, list) and shape and all(isinstance(s, int) and s > 0 for s in shape)):
+        problems.append(f"'input.shape' must be a list of positive ints, got {shape!r}")
+        shape = [1]
+    if dtype not in DTYPES:
+        problems.append(f"'input.dtype' is {dtype!r}, expected one of {list(DTYPES)}")
+    if inp.get("encoding", INPUT_KINDS.get(kind)) != INPUT_KINDS.get(kind):
+        problems.append(
+            f"'input.encoding' is {inp.get('encoding')!r}, but kind {kind!r} is stored as {INPUT_KINDS.get(kind)!r}"
+        )
+    if kind == "image" and (dtype != "uint8" or len(shape) != 3):
+        problems.append("an 'image' input is uint8 of shape [channels, height, width]")
+    return kind, shape, dtype
 
 
 def _group_problems(groups: Any, names: Any, n: int) -> list[str]:

@@ -225,20 +225,7 @@ def _newton(pg, ps, groups, active, weight, tol, max_iter):
             stuck |= singular
             todo &= ~singular
             step = torch.where(singular[:, None], torch.zeros_like(step), step)
-        t = torch.ones(b, 1, dtype=pg.dtype, device=pg.device)
-        for _ in range(60):  # halve until denominators stay positive and the residual falls
-            cand = lam + t * step
-            qc, dc = q_of(cand)
-            gc, rc = residual(cand, qc)
-            ok = (
-                ((dc > 0) | (a == 0)).all(1)
-                & (cand >= 0).all(1)
-                & (gc.abs().amax(1) < err * (1 - 1e-4 * t[:, 0]) + 1e-300)
-            )
-            ok = ok | ~todo
-            if ok.all():
-                break
-            t = torch.where(ok[:, None], t, t / 2)
+        cand, ok = _line_search(lam, step, err, todo, a, q_of, residual)
         accept = (ok & todo)[:, None]
         lam = torch.where(accept, cand, lam)
         q, _ = q_of(lam)
@@ -252,6 +239,26 @@ def _newton(pg, ps, groups, active, weight, tol, max_iter):
             pg[idx], [p[idx] for p in ps], groups, active[idx], weight, q0=q[idx], tol=tol * 1e-2, max_iter=20_000
         )
     return q
+
+
+def _line_search(lam, step, err, todo, a, q_of, residual):
+    """Backtracking along the Newton ``step``: per example, halve it (at most 60 times) until the
+    denominators stay positive, λ ≥ 0 and the residual falls. Returns (λ + t·step, accepted)."""
+    t = torch.ones(lam.shape[0], 1, dtype=lam.dtype, device=lam.device)
+    for _ in range(60):
+        cand = lam + t * step
+        qc, dc = q_of(cand)
+        gc, _ = residual(cand, qc)
+        ok = (
+            ((dc > 0) | (a == 0)).all(1)
+            & (cand >= 0).all(1)
+            & (gc.abs().amax(1) < err * (1 - 1e-4 * t[:, 0]) + 1e-300)
+        )
+        ok = ok | ~todo
+        if ok.all():
+            break
+        t = torch.where(ok[:, None], t, t / 2)
+    return cand, ok
 
 
 def _em(pg, ps, groups, active, weight, q0, tol, max_iter):

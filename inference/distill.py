@@ -257,23 +257,8 @@ def compare(
         ens.device,
         rounds,
     )
-    example = held[0][:8]
     n = metrics["student"].n
-    f_g = forward_flops(ens.generalist.model, example)
-    f_s = ens.specialist_flops(example)
-    flops = {
-        "generalist": f_g,
-        "ensemble": f_g + active / max(n, 1) * f_s,
-        "student": forward_flops(student.model, example),
-    }
-    rows = {
-        name: {
-            **{k: v for k, v in m.result().items() if k in ("top1", "top5", "nll")},
-            "flops_per_example": flops[name],
-            "seconds_per_example": seconds[name],
-        }
-        for name, m in metrics.items()
-    }
+    rows = _rows(ens, student.model, held[0][:8], metrics, active / max(n, 1), seconds)
     g, e, s = (rows[k]["top1"] for k in ("generalist", "ensemble", "student"))
     student_cost = student.record.metrics.cost if student.record.metrics else None
     gen_cost = ens.training_costs["generalist"]
@@ -293,6 +278,26 @@ def compare(
         "student_training": cost,
         "generalist_training_flops": gen_cost.train_flops if gen_cost else None,
         "fingerprints": {"student": student.fingerprint, **ens.fingerprints},
+    }
+
+
+def _rows(ens: Ensemble, student: torch.nn.Module, example, metrics: dict, mean_active: float, seconds: dict) -> dict:
+    """The comparison's rows: each model's top-1, top-5 and NLL with its inference FLOPs and
+    measured seconds per example (the ensemble's FLOPs: the generalist's plus ``mean_active``
+    specialists')."""
+    f_g = forward_flops(ens.generalist.model, example)
+    flops = {
+        "generalist": f_g,
+        "ensemble": f_g + mean_active * ens.specialist_flops(example),
+        "student": forward_flops(student, example),
+    }
+    return {
+        name: {
+            **{k: v for k, v in m.result().items() if k in ("top1", "top5", "nll")},
+            "flops_per_example": flops[name],
+            "seconds_per_example": seconds[name],
+        }
+        for name, m in metrics.items()
     }
 
 

@@ -3,122 +3,46 @@
 
 Reading streams :class:`Batch` objects, either for training (shards and samples shuffled with a
 seeded buffer, epochs of a fixed length, shards split across nodes and DataLoader workers) or for
-evaluation (in order, every sample exactly once). Bad samples raise :class:`DataError` naming the
-shard and the sample key; ``on_error="skip"`` drops them instead and counts them.
+evaluation (in order, every sample exactly once), composed from the stages of
+:mod:`specens.data.stages`. Bad samples raise :class:`DataError` naming the shard and the sample
+key; ``on_error="skip"`` drops them instead and counts them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
 import math
 import os
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import webdataset as wds
-from PIL import Image
 
 from specens.core.errors import DataError
 
-from .format import INFO_FILE, DatasetInfo, InputSpec, ShardInfo, load_info
-from .remote import is_url, join, local_path, open_stream
+from .format import INFO_FILE, DatasetInfo, ShardInfo, load_info
+from .remote import is_url, join, local_path
+from .stages import (
+    Batch,
+    ErrorPolicy,
+    Sample,
+    batched,
+    checked_count,
+    decode_sample,
+    decoded,
+    keep_fraction,
+    keep_labels,
+    key_fraction,
+    raw_samples,
+    shuffled,
+    split_shards,
+    to_model_input,
+)
 
-
-def decode_sample(sample: dict, spec: InputSpec, n_classes: int) -> tuple[str, np.ndarray, int]:
-    """Decode and validate one raw sample (a dict of bytes keyed by field) into (key, x, label).
-
-    Raises :class:`DataError` naming the shard and the key for a missing field, an undecodable
-    input, a label outside ``[0, n_classes)``, a shape or dtype other than ``spec``'s, or
-    non-finite values.
-    """
-    key, url = sample.get("__key__", "?"), sample.get("__url__", "?")
-    where = f"{url}: sample {key!r}"
-    if "cls" not in sample:
-        raise DataError(f"{where}: missing 'cls' (the label)")
-    if spec.field not in sample:
-        present = sorted(k for k in sample if not k.startswith("__"))
-        raise DataError(f"{where}: missing {spec.field!r} (fields present: {present})")
-    try:
-        label = int(sample["cls"])
-    except ValueError:
-        raise DataError(f"{where}: 'cls' is not an integer: {sample['cls'][:20]!r}") from None
-    if not 0 <= label < n_classes:
-        raise DataError(f"{where}: label {label} outside the class range [0, {n_classes})")
-    try:
-        if spec.kind == "image":
-            with Image.open(io.BytesIO(sample[spec.field])) as img:
-                x = np.asarray(img)
-            x = x[None] if x.ndim == 2 else np.transpose(x, (2, 0, 1))  # -> (C, H, W)
-        else:
-            x = np.load(io.BytesIO(sample[spec.field]), allow_pickle=False)
-    except Exception as e:  # PIL and numpy raise many types for corrupt bytes
-        raise DataError(f"{where}: cannot decode {spec.field!r} ({e})") from None
-    if tuple(x.shape) != spec.shape:
-        raise DataError(f"{where}: input shape {tuple(x.shape)} disagrees with {INFO_FILE}'s {list(spec.shape)}")
-    if x.dtype != np.dtype(spec.dtype):
-        raise DataError(f"{where}: input dtype {x.dtype} disagrees with {INFO_FILE}'s {spec.dtype}")
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        raise DataError(f"{where}: input has non-finite values")
-    return key, x, label
-
-
-# ----------------------------------------------------------------------------- reading
-
-
-@dataclass
-class Batch:
-    """A batch of decoded samples.
-
-    inputs: Tensor of shape (batch, *input_shape): float32 (images scaled to [0, 1]) or int64.
-    labels: int64 Tensor of shape (batch,).
-    keys:   the samples' keys, in batch order.
-    skipped: bad samples dropped (``on_error="skip"``) since the previous batch.
-    """
-
-    inputs: torch.Tensor
-    labels: torch.Tensor
-    keys: list[str] = field(default_factory=list)
-    skipped: int = 0
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def to(self, device: torch.device | str) -> Batch:
-        return Batch(
-            self.inputs.to(device, non_blocking=True),
-            self.labels.to(device, non_blocking=True),
-            self.keys,
-            self.skipped,
-        )
-
-
-def to_model_input(x: np.ndarray) -> np.ndarray:
-    """Stored input (any of the format's dtypes) to what models take: uint8 images become float32
-    in [0, 1], float arrays float32, integer arrays (token ids) int64."""
-    if x.dtype == np.uint8:
-        return x.astype(np.float32) / 255.0
-    return x.astype(np.float32 if x.dtype.kind == "f" else np.int64, copy=False)
-
-
-def _collate(items: list[tuple[str, np.ndarray, int]], skipped: int) -> Batch:
-    if not items:
-        return Batch(torch.empty(0), torch.empty(0, dtype=torch.int64), [], skipped)
-    keys, xs, ys = zip(*items, strict=True)
-    return Batch(
-        torch.from_numpy(to_model_input(np.stack(xs))), torch.tensor(ys, dtype=torch.int64), list(keys), skipped
-    )
-
-
-def key_fraction(key: str) -> float:
-    """A sample key's stable position in [0, 1) (BLAKE2b of the key): ``key_fraction(k) < f`` picks
-    a fraction ``f`` of a split that does not depend on shard order, workers or the machine."""
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") / 2**64
+__all__ = ["Batch", "MixedLoader", "ShardLoader", "ShardStream", "decode_sample", "iter_split", "key_fraction"]
+__all__ += ["to_model_input", "verify_dataset"]
 
 
 class ShardStream(torch.utils.data.IterableDataset):
@@ -170,8 +94,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         super().__init__()
         if not 0 < fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        ErrorPolicy(on_error)  # checks the value
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.root = str(root) if is_url(root) else Path(local_path(root))
@@ -204,142 +127,75 @@ class ShardStream(torch.utils.data.IterableDataset):
         """Choose the epoch whose order the next ``__iter__`` produces."""
         self.epoch = epoch
 
-    # -- one worker's view -------------------------------------------------------------------
+    # -- one reader's view, composed from :mod:`specens.data.stages` ---------------------------
 
-    def samples(self) -> Iterator[tuple[str, np.ndarray, int]]:
+    def samples(self) -> Iterator[Sample]:
         """Every sample of this reader's shards once, in order, as ``(key, x, label)`` with ``x``
         as stored (images not scaled): what re-writing the split reads
         (:mod:`specens.data.parts`). Filters apply; ``on_error="skip"`` drops bad samples."""
-        tally = [0]
-        for shard in self._worker_shards()[0]:
-            yield from self._shard_samples(shard, tally)
+        errors = ErrorPolicy(self.on_error)
+        for shard in split_shards(self.split_info.shards)[0]:
+            yield from self._shard_samples(shard, errors)
 
-    def _raise_tar_error(self, url: str):
-        def handler(exn: Exception) -> bool:
-            if self.on_error == "skip":
-                return False  # stop reading this shard; the shortfall is counted as skipped
-            if isinstance(exn, DataError):  # a URL no retry could read (WebDataset appends to args)
-                raise DataError(exn.args[0]) from None
-            raise DataError(f"{url}: corrupt or truncated tar archive ({exn.args[0] if exn.args else exn})") from None
-
-        return handler
+    def __iter__(self) -> Iterator[Batch]:
+        shards, reader, n_readers = split_shards(self.split_info.shards)
+        errors = ErrorPolicy(self.on_error)
+        if self.train:
+            rng = random.Random(f"{self.seed}/{self.epoch}/{reader}")
+            quota = math.ceil(self.epoch_size / n_readers)
+            samples = shuffled(self._cycle(shards, n_readers, rng, errors), rng, quota, self.buffer)
+        else:
+            samples = (s for shard in shards for s in self._shard_samples(shard, errors))
+        yield from batched(samples, self.batch_size, errors)
 
     def _url(self, name: str) -> str:
         return join(self.root, name) if isinstance(self.root, str) else str(self.root / name)
 
-    def _tar_samples(self, url: str) -> Iterator[dict]:
-        """Raw samples of one shard, local (WebDataset's own opener) or streamed from a URL."""
-        handler = self._raise_tar_error(url)
-        if isinstance(self.root, Path):
-            yield from wds.tariterators.tarfile_samples([{"url": url}], handler=handler)
-            return
-        with open_stream(url) as stream:
-            files = wds.tariterators.tar_file_expander([{"url": url, "stream": stream}], handler=handler)
-            yield from wds.tariterators.group_by_keys(files, handler=handler)
-
-    def _shard_samples(self, shard: ShardInfo, tally: list[int]) -> Iterator[tuple[str, np.ndarray, int]]:
+    def _shard_samples(self, shard: ShardInfo, errors: ErrorPolicy) -> Iterator[Sample]:
+        """One shard: raw samples, count check, filters, decoded."""
         url = self._url(shard.name)
-        seen, fraction = 0, self.fraction
-        for raw in self._tar_samples(url):
-            seen += 1
-            if self._keep is not None and not self._passes(raw):
-                continue
-            if fraction < 1 and key_fraction(raw.get("__key__", "")) >= fraction:
-                continue
-            try:
-                yield decode_sample(raw, self.info.input, self.info.n_classes)
-            except DataError:
-                if self.on_error == "raise":
-                    raise
-                tally[0] += 1
-        if seen != shard.num_samples:
-            if self.on_error == "raise":
-                raise DataError(
-                    f"{url}: holds {seen} samples but {INFO_FILE} lists {shard.num_samples} "
-                    "(truncated shard, or dataset.json from another import)"
-                )
-            tally[0] += max(shard.num_samples - seen, 0)
+        raw = checked_count(raw_samples(url, isinstance(self.root, str), errors), url, shard.num_samples, errors)
+        if self._keep is not None:
+            raw = keep_labels(raw, self._keep)
+        if self.fraction < 1:
+            raw = keep_fraction(raw, self.fraction)
+        return decoded(raw, self.info.input, self.info.n_classes, errors)
 
-    def _cached_samples(self, shard: ShardInfo, tally: list[int]) -> Iterator[tuple[str, np.ndarray, int]]:
+    def _cached_samples(self, shard: ShardInfo, errors: ErrorPolicy) -> Iterator[Sample]:
         """``_shard_samples``, from memory once a filtering stream has read the whole shard cleanly."""
         if shard.name in self._cache:
             yield from self._cache[shard.name]
             return
         if self._keep is None and self.fraction == 1:
-            yield from self._shard_samples(shard, tally)
+            yield from self._shard_samples(shard, errors)
             return
-        kept, skipped = [], tally[0]
-        for s in self._shard_samples(shard, tally):
+        kept, skipped = [], errors.total
+        for s in self._shard_samples(shard, errors):
             kept.append(s)
             yield s
         size = sum(x.nbytes for _, x, _ in kept)
-        if tally[0] == skipped and self._cached_bytes + size <= self.cache_bytes:  # skips are reported once only
+        if errors.total == skipped and self._cached_bytes + size <= self.cache_bytes:  # a shard with skips is re-read
             self._cache[shard.name] = kept
             self._cached_bytes += size
 
-    def _passes(self, raw: dict) -> bool:
-        try:
-            label = int(raw["cls"])
-        except (KeyError, ValueError):
-            return True  # let decode_sample report the bad label
-        return not 0 <= label < len(self._keep) or bool(self._keep[label])
-
-    def _worker_shards(self) -> tuple[list[ShardInfo], int, int]:
-        """This worker's shards, its global index and the number of workers in all."""
-        info = torch.utils.data.get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        rank, world = wds.utils.pytorch_worker_info()[:2]
-        shards = list(wds.split_by_worker(wds.split_by_node(list(self.split_info.shards))))
-        return shards, rank * nw + wid, world * nw
-
-    def __iter__(self) -> Iterator[Batch]:
-        shards, worker, n_workers = self._worker_shards()
-        tally = [0]  # skipped samples not yet reported
-        if self.train:
-            samples = self._train_samples(shards, worker, n_workers, tally)
-        else:
-            samples = (s for shard in shards for s in self._shard_samples(shard, tally))
-        items: list = []
-        for item in samples:
-            items.append(item)
-            if len(items) == self.batch_size:
-                yield _collate(items, tally[0])
-                items, tally[0] = [], 0
-        if items or tally[0]:
-            yield _collate(items, tally[0])
-
-    def _train_samples(self, shards, worker, n_workers, tally):
+    def _cycle(self, shards, n_readers, rng, errors) -> Iterator[Sample]:
+        """The training order: this reader's shards, shuffled anew on each pass, endlessly."""
         if not shards:
             raise DataError(
                 f"{self.root}: split {self.split!r} has {len(self.split_info.shards)} shard(s), "
-                f"too few for {n_workers} reader(s); write smaller shards or use fewer workers"
+                f"too few for {n_readers} reader(s); write smaller shards or use fewer workers"
             )
-        rng = random.Random(f"{self.seed}/{self.epoch}/{worker}")
-        quota = math.ceil(self.epoch_size / n_workers)
-
-        def cycle():
-            while True:
-                order = shards[:]
-                rng.shuffle(order)
-                produced = 0
-                for shard in order:
-                    for s in self._cached_samples(shard, tally):
-                        produced += 1
-                        yield s
-                if produced == 0:
-                    why = "passes the label filter" if self._keep is not None else "could be read"
-                    raise DataError(f"{self.root}: no sample of split {self.split!r} in this reader's shards {why}")
-
-        buf: list = []
-        stream, drawn = cycle(), 0
-        for _ in range(quota):  # shuffle buffer: emit a random element; draw no more than the quota
-            while len(buf) < self.buffer and drawn < quota or not buf:
-                buf.append(next(stream))
-                drawn += 1
-            i = rng.randrange(len(buf))
-            yield buf[i]
-            buf[i] = buf[-1]
-            buf.pop()
+        while True:
+            order = shards[:]
+            rng.shuffle(order)
+            produced = 0
+            for shard in order:
+                for s in self._cached_samples(shard, errors):
+                    produced += 1
+                    yield s
+            if produced == 0:
+                why = "passes the label filter" if self._keep is not None else "could be read"
+                raise DataError(f"{self.root}: no sample of split {self.split!r} in this reader's shards {why}")
 
 
 class ShardLoader:

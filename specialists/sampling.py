@@ -6,9 +6,8 @@ Design: two streams, mixed batch by batch, each an ordinary
 kept, nothing is loaded into memory, and shards are still split across nodes and DataLoader
 workers. The rest is the split with S filtered out: it is most of the split, so reading the
 epoch's share of it costs about that share. The special part is read from the group's own shards
-(``special_source``: the specialists' one-pass partition, :mod:`specens.specialists.partition`)
-when there are some; otherwise it is the split filtered to S, which walks every shard of the split
-to find the group's examples (a filtered sample costs its tar read, never its decoding).
+(``special_source``: the specialists' one-pass partition, :mod:`specens.specialists.partition`),
+so a specialist never walks the whole split to find its group's examples.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ class EnrichedStream:
         rho: the special fraction of each batch.
         seed: seeds both streams; epoch e's batches depend only on (seed, e).
         special_source: ``(root, info)`` of a dataset whose split ``split`` holds exactly the
-            examples of S (a part of :mod:`specens.data.parts`); None filters the full split.
+            examples of S (a part of :mod:`specens.data.parts`).
     """
 
     def __init__(
@@ -47,7 +46,8 @@ class EnrichedStream:
         num_workers: int = 0,
         on_error: str = "raise",
         info=None,
-        special_source=None,
+        *,
+        special_source: tuple,
     ):
         n_special = int(round(rho * batch_size))
         if not 0 < n_special < batch_size:
@@ -55,11 +55,8 @@ class EnrichedStream:
         group = np.asarray(group, dtype=np.int64)
         common = dict(train=True, buffer=buffer, on_error=on_error, info=info)
         special = dict(epoch_size=n_special * batches_per_epoch, seed=seed * 2 + 1)
-        if special_source is None:
-            stream = ShardStream(root, split, n_special, labels=group, **special, **common)
-        else:
-            part_root, part_info = special_source
-            stream = ShardStream(part_root, split, n_special, **special, **{**common, "info": part_info})
+        part_root, part_info = special_source
+        stream = ShardStream(part_root, split, n_special, **special, **{**common, "info": part_info})
         # a part may hold fewer shards than there are workers: each worker needs one
         self.special = ShardLoader(stream, min(num_workers, len(stream.split_info.shards)))
         self.rest = ShardLoader(

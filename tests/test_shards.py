@@ -116,12 +116,12 @@ def test_a_filtering_stream_reads_each_shard_once_and_yields_the_same_batches(sy
     """A training stream that keeps a small subset (a specialist's classes, a fraction) cycles over
     the split many times per epoch; it reads each shard from disk once and then from memory, and
     its batches are the ones it yields without the cache, epoch after epoch."""
-    from specens.data import shards
+    from specens.data import stages
 
     opened = []
-    read = shards.wds.tariterators.tarfile_samples
+    read = stages.wds.tariterators.tarfile_samples
     monkeypatch.setattr(
-        shards.wds.tariterators, "tarfile_samples", lambda src, **kw: opened.append(src) or read(src, **kw)
+        stages.wds.tariterators, "tarfile_samples", lambda src, **kw: opened.append(src) or read(src, **kw)
     )
 
     def epochs(cache_bytes, **filt):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from specens.data.format import InputSpec, load_info
+from specens.data.parts import partition_split
 from specens.data.shards import iter_split
 from specens.data.writer import DatasetWriter
 from specens.generalist.checkpoint import load_generalist
@@ -82,9 +83,14 @@ def _skewed_dataset(root) -> str:
 
 
 def test_enriched_batches_are_half_special_with_natural_proportions(tmp_path):
-    root = _skewed_dataset(tmp_path)
+    root = _skewed_dataset(tmp_path / "data")
     group = [1, 4]  # natural fraction: (2 + 5) / 21 = 1/3
-    stream = EnrichedStream(root, "train", group, batch_size=40, batches_per_epoch=60, seed=3)
+    info = load_info(root)
+    part = partition_split(
+        root, "train", tmp_path / "parts", 1, lambda x, y: torch.isin(y, torch.tensor(group))[:, None], info=info
+    )
+    source = part.root, part.info(info, 0, "train")
+    stream = EnrichedStream(root, "train", group, batch_size=40, batches_per_epoch=60, seed=3, special_source=source)
     special, rest, total = np.zeros(6), np.zeros(6), 0
     for epoch in range(2):
         stream.set_epoch(epoch)

@@ -250,9 +250,7 @@ def _line_search(lam, step, err, todo, a, q_of, residual):
         qc, dc = q_of(cand)
         gc, _ = residual(cand, qc)
         ok = (
-            ((dc > 0) | (a == 0)).all(1)
-            & (cand >= 0).all(1)
-            & (gc.abs().amax(1) < err * (1 - 1e-4 * t[:, 0]) + 1e-300)
+            ((dc > 0) | (a == 0)).all(1) & (cand >= 0).all(1) & (gc.abs().amax(1) < err * (1 - 1e-4 * t[:, 0]) + 1e-300)
         )
         ok = ok | ~todo
         if ok.all():

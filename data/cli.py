@@ -73,45 +73,14 @@ _fraction = click.FloatRange(0, 1, max_open=True)
 )
 @_seed
 @_shard
-def glyphs(
-    out,
-    n_classes,
-    train_per_class,
-    val_per_class,
-    test_per_class,
-    size,
-    fonts,
-    charset,
-    val_faces,
-    test_faces,
-    like,
-    augment,
-    workers,
-    seed,
-    shard_size,
-):
+def glyphs(out, n_classes, fonts, charset, **options):
     """Characters rendered from type faces, with test faces never seen in training: by default
     Unicode letters from the DejaVu faces matplotlib ships, grouped by base letter; with --font,
     any character set from your fonts (printed Chinese: --charset gb2312-1)."""
     from .glyphs import import_glyphs
 
-    import_glyphs(
-        out,
-        n_classes=n_classes or None,
-        train_per_class=train_per_class,
-        val_per_class=val_per_class,
-        test_per_class=test_per_class,
-        size=size,
-        seed=seed,
-        shard_size=shard_size,
-        fonts=list(fonts) or None,
-        charset=charset or ("gb2312-1" if fonts else "letters"),
-        val_faces=val_faces,
-        test_faces=test_faces,
-        like=like,
-        workers=workers,
-        augment=augment,
-    )
+    charset = charset or ("gb2312-1" if fonts else "letters")
+    import_glyphs(out, n_classes=n_classes or None, fonts=list(fonts) or None, charset=charset, **options)
     _summary(out)
 
 
@@ -329,21 +298,12 @@ def text(
 @click.option("--test-fraction", default=0.1, show_default=True, type=_fraction)
 @_seed
 @_shard
-def folder(source, out, size, grayscale, val_fraction, test_fraction, seed, shard_size):
+def folder(**options):
     """Images in SOURCE/<class>/<file>.png|jpg, split train/val/test by class."""
     from .importers import import_folder
 
-    import_folder(
-        source,
-        out,
-        size=size,
-        grayscale=grayscale,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
-        shard_size=shard_size,
-    )
-    _summary(out)
+    import_folder(**options)
+    _summary(options["out"])
 
 
 @data_cli.command("arrays")

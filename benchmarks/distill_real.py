@@ -129,14 +129,16 @@ def second_round(args) -> None:
                 [
                     ds,
                     name,
-                    f"{r['generalist']['top1']:.4f}",
-                    f"{r['ensemble']['top1']:.4f}",
-                    f"{r['top1_error_relative_cut']:+.1%}",
-                    f"{r['generalist']['nll']:.4f} / {r['ensemble']['nll']:.4f}",
-                    f"{len(r['specialists_on'])} of {len(r['specialists_on']) + len(r['specialists_gated_off'])}",
+                    f"{r.generalist.top1:.4f}",
+                    f"{r.ensemble.top1:.4f}",
+                    f"{r.top1_error_relative_cut:+.1%}",
+                    f"{r.generalist.nll:.4f} / {r.ensemble.nll:.4f}",
+                    f"{len(r.specialists_on)} of {len(r.specialists_on) + len(r.specialists_gated_off)}",
                 ]
             )
-        (round2 / "summary.json").write_text(json.dumps({"round1": first, "round2": second}, indent=1, default=str))
+        (round2 / "summary.json").write_text(
+            json.dumps({"round1": first.to_json(), "round2": second.to_json()}, indent=1)
+        )
     table = markdown_table(
         ["dataset", "round", "its generalist", "its ensemble", "error cut", "NLL g / e", "specialists on"], rows
     )

@@ -210,22 +210,22 @@ def main() -> None:
         r = evaluate_ensemble(ens, str(data), args.split, progress=False)
         save_report(r, work / "evaluations" / (name if args.split == "test" else f"{name} ({args.split})"))
         report = json.loads((run / "clusters" / "report.json").read_text())
-        results[name] = r
-        g, e = r["generalist"], r["ensemble"]
+        results[name] = r.to_json()
+        g, e = r.generalist, r.ensemble
         agr = report.get("agreement") or {}
         rows.append(
             [
                 name,
-                r["n_specialists"],
-                f"{r['mean_active_specialists']:.2f}",
+                r.n_specialists,
+                f"{r.mean_active_specialists:.2f}",
                 f"{agr['ari']:.2f}" if agr else "–",
                 f"{report['error_capture']['captured']:.0%}",
-                f"{g['top1']:.4f}",
-                f"{e['top1']:.4f}",
-                f"{r['top1_relative_improvement']:+.1%}",
-                f"{r['top1_error_relative_cut']:+.1%}",
-                f"{g['conditional']:.4f} → {e['conditional']:.4f}",
-                f"{r['routing']['missed_fraction']:.1%}",
+                f"{g.top1:.4f}",
+                f"{e.top1:.4f}",
+                f"{r.top1_relative_improvement:+.1%}",
+                f"{r.top1_error_relative_cut:+.1%}",
+                f"{g.conditional:.4f} → {e.conditional:.4f}",
+                f"{r.routing.missed_fraction:.1%}",
             ]
         )
         print(rows[-1], flush=True)

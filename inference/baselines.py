@@ -52,6 +52,7 @@ from specens.generalist.models import ModelSpec
 
 from .ensemble import Ensemble
 from .evaluate import evaluate_ensemble
+from .report import EvaluationReport
 
 BASELINES = "baselines"
 
@@ -190,7 +191,7 @@ def compute_matched(
     alternatives: tuple[str, ...] = ("continued", "seeds", "wider", "tfidf"),
     progress: bool = True,
     echo=print,
-    evaluation: dict | None = None,
+    evaluation: EvaluationReport | None = None,
     restart: bool = False,
     trust_code: bool = False,
     threads: int | None = None,
@@ -215,22 +216,21 @@ def compute_matched(
     runtime = {"device": device} if threads is None else {"device": device, "threads": threads}
 
     r = evaluation or evaluate_ensemble(ens, data, split, progress=progress)
-    inf = r["cost"]["inference"]
-    n = max(r["n"], 1)  # examples evaluated
+    inf = r.cost.inference
+    n = max(r.n, 1)  # examples evaluated
     rows["generalist"] = {
-        **{k: r["generalist"][k] for k in ("top1", "nll")},
+        **_scores(r.generalist),
         "train_flops": b["generalist_flops"],
         "train_seconds": gen_cost.wall_seconds,
         "inference_flops_per_example": f_g,
-        "seconds_per_example": inf["seconds"]["generalist"] / n,
+        "seconds_per_example": inf.seconds["generalist"] / n,
     }
-    spec_cost = r["cost"]["training"]["specialists"]
     rows["specialists"] = {
-        **{k: r["ensemble"][k] for k in ("top1", "nll")},
+        **_scores(r.ensemble),
         "train_flops": b["generalist_flops"] + b["specialists_flops"],
-        "train_seconds": gen_cost.wall_seconds + spec_cost["wall_seconds"],
-        "inference_flops_per_example": f_g * inf["predicted_ratio"],
-        "seconds_per_example": sum(inf["seconds"].values()) / n,
+        "train_seconds": gen_cost.wall_seconds + r.cost.specialists.wall_seconds,
+        "inference_flops_per_example": f_g * inf.predicted_ratio,
+        "seconds_per_example": sum(inf.seconds.values()) / n,
         "specialists_on": len(ens.indices),
         "specialists_gated_off": len(ens.gated_off),
     }
@@ -249,6 +249,10 @@ def compute_matched(
     result = {"split": split, "budget": b, "rows": rows}
     write_json_atomic(out / "baselines.json", result)
     return result
+
+
+def _scores(s) -> dict:
+    return {"top1": s.top1, "nll": s.nll}
 
 
 @dataclass

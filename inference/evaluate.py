@@ -19,6 +19,7 @@ Definitions:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from specens.core.io import atomic_path, publish_dir, write_json_atomic
 from specens.data.shards import iter_split
 
 from .ensemble import Ensemble
+from .report import CoverageRow, EnsembleCost, EvaluationReport, InferenceCost, Routing, Scores, SpecialistsCost
 
 MAX_BUCKET = 10  # Table 4's last row is "10 or more"
 
@@ -82,52 +84,47 @@ class EnsembleTally:
         np.add.at(self.buckets, (bucket, 1), hit1["generalist"].numpy().astype(np.int64))
         np.add.at(self.buckets, (bucket, 2), hit1["ensemble"].numpy().astype(np.int64))
 
-    def result(self) -> dict:
+    def result(self) -> EvaluationReport:
+        """The report's arithmetic; :func:`evaluate_ensemble` adds what it knows of the ensemble."""
         n = max(self.n, 1)
-        out = {"n": self.n}
-        for name in ("generalist", "ensemble"):
-            c = self.correct[name]
-            out[name] = {
-                "top1": c["top1"] / n,
-                "top5": c["top5"] / n,
-                "nll": self.nll[name] / n,
-                "conditional": c["conditional"] / max(self.n_in_union, 1),
-            }
-        g1, e1 = out["generalist"]["top1"], out["ensemble"]["top1"]
-        out["top1_relative_improvement"] = (e1 - g1) / g1 if g1 else math.nan
-        out["top1_error_relative_cut"] = ((1 - g1) - (1 - e1)) / (1 - g1) if g1 < 1 else math.nan
-        gc, ec = out["generalist"]["conditional"], out["ensemble"]["conditional"]
-        out["conditional_relative_improvement"] = (ec - gc) / gc if gc else math.nan
-        out["n_in_union"] = self.n_in_union
-        out["mean_active_specialists"] = self.active_total / n
-        out["routed_fraction"] = self.routed / n
-        out["routing"] = {
-            "covered": self.covered,
-            "missed": self.missed,
-            "missed_fraction": self.missed / max(self.covered, 1),
+        scores = {
+            name: Scores(
+                top1=self.correct[name]["top1"] / n,
+                top5=self.correct[name]["top5"] / n,
+                nll=self.nll[name] / n,
+                conditional=self.correct[name]["conditional"] / max(self.n_in_union, 1),
+            )
+            for name in ("generalist", "ensemble")
         }
-        rows = []
-        for b, (count, gen, ens) in enumerate(self.buckets.tolist()):
-            if count:
-                rows.append(
-                    {
-                        "covering": f"{b}+" if b == MAX_BUCKET else str(b),
-                        "count": count,
-                        "generalist_correct": gen,
-                        "ensemble_correct": ens,
-                        "delta_correct": ens - gen,
-                        "relative_improvement": (ens - gen) / gen if gen else math.nan,
-                    }
-                )
-        out["table4"] = rows
-        return out
+        rows = tuple(
+            CoverageRow(
+                covering=f"{b}+" if b == MAX_BUCKET else str(b),
+                count=count,
+                generalist_correct=gen,
+                ensemble_correct=ens,
+                delta_correct=ens - gen,
+                relative_improvement=(ens - gen) / gen if gen else math.nan,
+            )
+            for b, (count, gen, ens) in enumerate(self.buckets.tolist())
+            if count
+        )
+        return EvaluationReport(
+            n=self.n,
+            generalist=scores["generalist"],
+            ensemble=scores["ensemble"],
+            n_in_union=self.n_in_union,
+            mean_active_specialists=self.active_total / n,
+            routed_fraction=self.routed / n,
+            routing=Routing(self.covered, self.missed, self.missed / max(self.covered, 1)),
+            table4=rows,
+        )
 
 
 @torch.no_grad()
 def evaluate_ensemble(
     ens: Ensemble, data: str, split: str = "test", batch_size: int = 256, progress: bool = True
-) -> dict:
-    """Stream ``data``'s labelled ``split`` through ``ens``; returns :meth:`EnsembleTally.result`."""
+) -> EvaluationReport:
+    """Stream ``data``'s labelled ``split`` through ``ens`` into its :class:`EvaluationReport`."""
     info = ens.dataset_info(data)
     tally = EnsembleTally(ens.membership)
     ens.seconds = dict.fromkeys(ens.seconds, 0.0)
@@ -141,121 +138,89 @@ def evaluate_ensemble(
         example = batch.inputs[:8] if example is None else example
         bar.update(len(batch))
     bar.close()
-    result = tally.result()
-    result.update(
-        {
-            "dataset": info.name,
-            "split": split,
-            "n_specialists": len(ens.groups),
-            "top_n": ens.top_n,
-            "specialist_weight": ens.specialist_weight,
-            "fingerprints": ens.fingerprints,
-            "specialists_on": ens.indices,
-            "specialists_gated_off": ens.gated_off,
-        }
+    report = dataclasses.replace(
+        tally.result(),
+        dataset=info.name,
+        split=split,
+        n_specialists=len(ens.groups),
+        top_n=ens.top_n,
+        specialist_weight=ens.specialist_weight,
+        fingerprints=ens.fingerprints,
+        specialists_on=tuple(ens.indices),
+        specialists_gated_off=tuple(ens.gated_off),
     )
-    if example is not None:
-        result["cost"] = cost_report(ens, result["mean_active_specialists"], example)
-    return result
+    if example is None:
+        return report
+    return dataclasses.replace(report, cost=cost_report(ens, report.mean_active_specialists, example))
 
 
-def cost_report(ens: Ensemble, mean_active: float, example: torch.Tensor) -> dict:
-    """What the ensemble cost to train and costs per example to run (:mod:`specens.core.cost`).
-
-    training: the generalist's cost block and the specialists' summed (every trained one, gated off
-    or not: all were paid for). inference: passes per example (one generalist, ``mean_active``
-    specialists), the FLOP-predicted ratio to the generalist alone, 1 + mean_active · f_s / f_g,
-    and the measured one, the time of the whole ensemble over the generalist's share of it."""
-    gen_cost = ens.training_costs["generalist"]
-    gen = gen_cost.to_json() if gen_cost else {}
-    specs = [c.to_json() for c in ens.training_costs["specialists"] if c]
-    keys = (
-        "train_flops",
-        "examples",
-        "steps",
-        "wall_seconds",
-        "train_seconds",
-        "validation_seconds",
-        "overhead_seconds",
-    )
-    total = {k: sum(c.get(k, 0) for c in specs) for k in keys}
+def cost_report(ens: Ensemble, mean_active: float, example: torch.Tensor) -> EnsembleCost:
+    """What the ensemble cost to train and costs per example to run (:mod:`specens.core.cost`):
+    the generalist's training cost, every trained specialist's summed, and the inference passes,
+    FLOPs and seconds (:class:`~specens.inference.report.InferenceCost`)."""
     x = example.to(ens.device)
     f_g = forward_flops(ens.generalist.model, x)
     f_s = ens.specialist_flops(x)
     sec = ens.seconds
-    return {
-        "training": {
-            "generalist": gen,
-            "specialists": {"count": len(specs), **total},
-            "specialists_over_generalist": (
-                total["train_flops"] / gen["train_flops"] if gen.get("train_flops") else None
-            ),
-        },
-        "inference": {
-            "generalist_passes": 1.0,
-            "specialist_passes": mean_active,
-            "flops_per_example": {"generalist": f_g, "specialist": f_s},
-            "predicted_ratio": 1 + mean_active * f_s / f_g if f_g else None,
-            "measured_ratio": sum(sec.values()) / sec["generalist"] if sec["generalist"] else None,
-            "seconds": dict(sec),
-        },
-    }
+    return EnsembleCost(
+        generalist=ens.training_costs["generalist"],
+        specialists=SpecialistsCost.total([c for c in ens.training_costs["specialists"] if c]),
+        inference=InferenceCost(
+            generalist_passes=1.0,
+            specialist_passes=mean_active,
+            flops_per_example={"generalist": f_g, "specialist": f_s},
+            predicted_ratio=1 + mean_active * f_s / f_g if f_g else None,
+            measured_ratio=sum(sec.values()) / sec["generalist"] if sec["generalist"] else None,
+            seconds=dict(sec),
+        ),
+    )
 
 
-def format_report(r: dict) -> str:
+def format_report(r: EvaluationReport) -> str:
     """The report as aligned plain-text tables."""
-    g, e = r["generalist"], r["ensemble"]
-    off = r.get("specialists_gated_off", [])
+    g, e = r.generalist, r.ensemble
+    off = r.specialists_gated_off
     gated = f" ({len(off)} more gated off on validation: {', '.join(map(str, off))})" if off else ""
     lines = [
-        f"{r.get('dataset', '')} {r.get('split', '')}: {r['n']} examples, {r.get('n_specialists', '?')} "
-        f"specialists on{gated}, top-{r.get('top_n', 1)} routing, {r['mean_active_specialists']:.2f} active "
-        "on average",
+        f"{r.dataset} {r.split}: {r.n} examples, {r.n_specialists} specialists on{gated}, top-{r.top_n} "
+        f"routing, {r.mean_active_specialists:.2f} active on average",
         "",
         f"{'':<22}{'generalist':>12}{'ensemble':>12}{'relative':>10}",
-        f"{'top-1 accuracy':<22}{g['top1']:>12.4f}{e['top1']:>12.4f}{r['top1_relative_improvement']:>+10.1%}",
-        f"{'top-5 accuracy':<22}{g['top5']:>12.4f}{e['top5']:>12.4f}",
-        f"{'conditional accuracy':<22}{g['conditional']:>12.4f}{e['conditional']:>12.4f}"
-        f"{_pct(r['conditional_relative_improvement']):>10}",
-        f"{'NLL':<22}{g['nll']:>12.4f}{e['nll']:>12.4f}",
-        f"top-1 error cut by {r['top1_error_relative_cut']:+.1%} (relative); routing missed "
-        f"{r['routing']['missed']} of {r['routing']['covered']} covered examples "
-        f"({r['routing']['missed_fraction']:.1%})",
-        *_cost_lines(r.get("cost")),
+        f"{'top-1 accuracy':<22}{g.top1:>12.4f}{e.top1:>12.4f}{_pct(r.top1_relative_improvement):>10}",
+        f"{'top-5 accuracy':<22}{g.top5:>12.4f}{e.top5:>12.4f}",
+        f"{'conditional accuracy':<22}{g.conditional:>12.4f}{e.conditional:>12.4f}"
+        f"{_pct(r.conditional_relative_improvement):>10}",
+        f"{'NLL':<22}{g.nll:>12.4f}{e.nll:>12.4f}",
+        f"top-1 error cut by {_pct(r.top1_error_relative_cut)} (relative); routing missed "
+        f"{r.routing.missed} of {r.routing.covered} covered examples ({r.routing.missed_fraction:.1%})",
+        *_cost_lines(r.cost),
         "",
         "Table 4: by number of specialists covering the true class",
         f"{'covering':>9}{'examples':>10}{'Δ correct':>11}{'relative':>10}",
     ]
-    for row in r["table4"]:
-        rel = row["relative_improvement"]
-        lines.append(
-            f"{row['covering']:>9}{row['count']:>10}{row['delta_correct']:>+11d}"
-            f"{'n/a' if math.isnan(rel) else format(rel, '+.1%'):>10}"
-        )
+    for row in r.table4:
+        lines.append(f"{row.covering:>9}{row.count:>10}{row.delta_correct:>+11d}{_pct(row.relative_improvement):>10}")
     return "\n".join(lines)
 
 
-def _cost_lines(cost: dict | None) -> list[str]:
+def _cost_lines(cost: EnsembleCost | None) -> list[str]:
     if not cost:
         return []
-    gen, spec, inf = cost["training"]["generalist"], cost["training"]["specialists"], cost["inference"]
+    gen, spec, inf = cost.generalist, cost.specialists, cost.inference
     lines = []
     if gen:
+        ratio = cost.specialists_over_generalist
         lines.append(
-            f"training: generalist {format_flops(gen['train_flops'])}, {gen['wall_seconds']:.0f} s; "
-            f"{spec['count']} specialists {format_flops(spec['train_flops'])}, {spec['wall_seconds']:.0f} s "
-            f"summed (training {spec['train_seconds']:.0f} s, validation {spec['validation_seconds']:.0f} s, "
-            f"overhead {spec['overhead_seconds']:.0f} s)"
-            + (
-                f"; specialists = {cost['training']['specialists_over_generalist']:.2f} x the generalist's FLOPs"
-                if cost["training"]["specialists_over_generalist"]
-                else ""
-            )
+            f"training: generalist {format_flops(gen.train_flops)}, {gen.wall_seconds:.0f} s; "
+            f"{spec.count} specialists {format_flops(spec.train_flops)}, {spec.wall_seconds:.0f} s "
+            f"summed (training {spec.train_seconds:.0f} s, validation {spec.validation_seconds:.0f} s, "
+            f"overhead {spec.overhead_seconds:.0f} s)"
+            + (f"; specialists = {ratio:.2f} x the generalist's FLOPs" if ratio else "")
         )
-    if inf["predicted_ratio"] and inf["measured_ratio"]:
+    if inf.predicted_ratio and inf.measured_ratio:
         lines.append(
-            f"inference per example: 1 generalist pass + {inf['specialist_passes']:.2f} specialist passes; "
-            f"{inf['predicted_ratio']:.2f} x the generalist's FLOPs predicted, {inf['measured_ratio']:.2f} x its "
+            f"inference per example: 1 generalist pass + {inf.specialist_passes:.2f} specialist passes; "
+            f"{inf.predicted_ratio:.2f} x the generalist's FLOPs predicted, {inf.measured_ratio:.2f} x its "
             "time measured"
         )
     return lines
@@ -266,7 +231,7 @@ def _pct(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, "+.1%")
 
 
-def save_report(r: dict, out: str | Path) -> None:
+def save_report(r: EvaluationReport, out: str | Path) -> None:
     """``evaluation.json`` and ``table4.png`` into ``out``, published together (an earlier report
     there is replaced only once the new one is complete; a folder of other files is refused)."""
     import matplotlib
@@ -275,37 +240,27 @@ def save_report(r: dict, out: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     def write(tmp: Path) -> None:
-        write_json_atomic(tmp / "evaluation.json", _json_safe(r))
+        write_json_atomic(tmp / "evaluation.json", r.to_json())
         _plot_table4(r, tmp / "table4.png", plt)
 
     publish_dir(out, write, own=("evaluation.json", "table4.png"), what="a `specens evaluate` output")
 
 
-def _plot_table4(r: dict, path: Path, plt) -> None:
-    rows = r["table4"]
+def _plot_table4(r: EvaluationReport, path: Path, plt) -> None:
+    rows = r.table4
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
-    labels = [row["covering"] for row in rows]
-    a1.bar(labels, [row["count"] for row in rows], color="#888")
+    labels = [row.covering for row in rows]
+    a1.bar(labels, [row.count for row in rows], color="#888")
     a1.set_xlabel("specialists covering the true class")
     a1.set_ylabel("test examples")
-    rel = [0.0 if math.isnan(row["relative_improvement"]) else 100 * row["relative_improvement"] for row in rows]
+    rel = [0.0 if math.isnan(row.relative_improvement) else 100 * row.relative_improvement for row in rows]
     a2.bar(labels, rel, color=["#2a7" if v >= 0 else "#c33" for v in rel])
     a2.axhline(0, color="k", lw=0.8)
     a2.set_xlabel("specialists covering the true class")
     a2.set_ylabel("relative top-1 improvement (%)")
-    g, e = r["generalist"]["top1"], r["ensemble"]["top1"]
-    fig.suptitle(f"{r.get('dataset', '')}: top-1 {g:.3f} → {e:.3f} ({r['top1_relative_improvement']:+.1%})")
+    g, e = r.generalist.top1, r.ensemble.top1
+    fig.suptitle(f"{r.dataset}: top-1 {g:.3f} → {e:.3f} ({_pct(r.top1_relative_improvement)})")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
-
-
-def _json_safe(x):
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_json_safe(v) for v in x]
-    return x

@@ -57,7 +57,7 @@ def test_the_student_learns_what_the_specialists_know(helpful_ensemble, syntheti
     h = helpful_ensemble
     ens = h["ensemble"]
     r = evaluate_ensemble(ens, synthetic_ds, "test", progress=False)
-    assert r["ensemble"]["top1"] > r["generalist"]["top1"] + 0.2, r  # the specialists help
+    assert r.ensemble.top1 > r.generalist.top1 + 0.2, r  # the specialists help
 
     common = dict(h["base"], epochs=3, lr=3e-3, init=h["weak"], temperature=2.0, train_fraction=0.1, run="in memory")
     top1 = {}

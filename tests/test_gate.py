@@ -146,9 +146,9 @@ def test_on_validation_the_gated_ensemble_is_never_below_its_generalist(syntheti
         assert ens.indices == [m for m in range(4) if forced or on[m]]
         assert ens.gated_off == ([] if forced else [m for m in range(4) if not on[m]])
         r = evaluate_ensemble(ens, synthetic_run["data"], "val", progress=False)
-        delta = round((r["ensemble"]["top1"] - r["generalist"]["top1"]) * r["n"])
+        delta = round((r.ensemble.top1 - r.generalist.top1) * r.n)
         assert delta == sum(g for g, o in zip(gains, on, strict=True) if forced or o)
-        nll_delta = (r["ensemble"]["nll"] - r["generalist"]["nll"]) * r["n"]  # summed log-loss is additive too
+        nll_delta = (r.ensemble.nll - r.generalist.nll) * r.n  # summed log-loss is additive too
         assert nll_delta == pytest.approx(
             sum(
                 m.gate.routed * (m.gate.combined["nll"] - m.gate.generalist["nll"])

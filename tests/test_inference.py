@@ -393,19 +393,19 @@ def test_tally_by_hand():
     t.update(p_g[:2], q[:2], active[:2], y[:2])  # in two batches
     t.update(p_g[2:], q[2:], active[2:], y[2:])
     r = t.result()
-    assert r["generalist"]["top1"] == 0.5 and r["ensemble"]["top1"] == 0.5
-    assert r["n_in_union"] == 3
-    assert r["generalist"]["conditional"] == pytest.approx(2 / 3)  # examples 1 and 3
-    assert r["ensemble"]["conditional"] == 1.0  # 0, 1, and 3 (its wrong top class 3 is outside U)
-    assert r["routing"] == {"covered": 3, "missed": 1, "missed_fraction": pytest.approx(1 / 3)}  # example 1
-    assert r["mean_active_specialists"] == 1.0
-    table = {row["covering"]: row for row in r["table4"]}
+    assert r.generalist.top1 == 0.5 and r.ensemble.top1 == 0.5
+    assert r.n_in_union == 3
+    assert r.generalist.conditional == pytest.approx(2 / 3)  # examples 1 and 3
+    assert r.ensemble.conditional == 1.0  # 0, 1, and 3 (its wrong top class 3 is outside U)
+    assert r.routing.to_json() == {"covered": 3, "missed": 1, "missed_fraction": pytest.approx(1 / 3)}  # example 1
+    assert r.mean_active_specialists == 1.0
+    table = {row.covering: vars(row) for row in r.table4}
     assert table["0"]["count"] == 1 and table["0"]["delta_correct"] == 0
     assert (
         table["1"]["count"] == 2 and table["1"]["delta_correct"] == 1 and math.isnan(table["1"]["relative_improvement"])
     )
     assert table["2"]["count"] == 1 and table["2"]["delta_correct"] == -1 and table["2"]["relative_improvement"] == -1
-    assert r["generalist"]["nll"] == pytest.approx(-np.log([0.1, 0.3, 0.7, 0.6]).mean())
+    assert r.generalist.nll == pytest.approx(-np.log([0.1, 0.3, 0.7, 0.6]).mean())
 
 
 def test_evaluate_cli_writes_json_and_plot(ensemble_run, tmp_path):

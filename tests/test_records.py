@@ -1,9 +1,11 @@
 """Typed records: each on-disk record reads back what it wrote, and refuses a missing or unknown
 key, or a value of the wrong type, by name."""
 
+import dataclasses
 import json
 
 import pytest
+import torch
 
 from specens.core.cost import TrainingCost
 from specens.core.errors import CheckpointError
@@ -99,3 +101,30 @@ def test_a_generalist_record_reads_back_with_and_without_training_metrics(tmp_pa
     (tmp_path / "trained" / "model.json").write_text(json.dumps(data))
     with pytest.raises(CheckpointError, match=r"model.json: 'metrics'.cost.steps must be a finite number >= 0"):
         read_record(tmp_path / "trained")
+
+
+def test_the_evaluation_report_round_trips_and_refuses_a_bad_field(tmp_path):
+    import math
+
+    from specens.core.io import write_json_atomic
+    from specens.inference.evaluate import EnsembleTally
+    from specens.inference.report import EnsembleCost, EvaluationReport, InferenceCost, SpecialistsCost
+
+    t = EnsembleTally(torch.tensor([[1, 1, 0], [0, 1, 1]], dtype=torch.bool))
+    p = torch.tensor([[0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [0.6, 0.3, 0.1]])
+    t.update(p, p.flip(1), torch.tensor([[True, False], [False, True], [True, True]]), torch.tensor([1, 0, 1]))
+    inference = InferenceCost(1.0, 1.3, {"generalist": 10.0, "specialist": 2.0}, 1.26, None, {"generalist": 0.5})
+    cost = EnsembleCost(COST, SpecialistsCost.total([COST, COST]), inference)
+    r = dataclasses.replace(t.result(), dataset="d", split="test", specialists_on=(0, 1), cost=cost)
+    assert cost.specialists_over_generalist == pytest.approx(2.0) and cost.specialists.count == 2
+    write_json_atomic(tmp_path / "evaluation.json", r.to_json())
+    back = EvaluationReport.read(tmp_path / "evaluation.json")
+    assert any(math.isnan(row.relative_improvement) for row in back.table4)  # null on disk, NaN in memory
+    assert back.to_json() == _json_round_trip(r) and back.cost == cost
+    data = r.to_json()
+    data["routing"] = {**data["routing"], "missed": -1}
+    with pytest.raises(CheckpointError, match=r"e.json: 'routing'.missed must be an int >= 0"):
+        EvaluationReport.from_json(data, "e.json")
+    with pytest.raises(CheckpointError, match=r"'format_version' is 0"):
+        write_json_atomic(tmp_path / "evaluation.json", {**r.to_json(), "format_version": 0})
+        EvaluationReport.read(tmp_path / "evaluation.json")

@@ -309,6 +309,6 @@ def test_shared_trunk_specialists_train_save_and_load(synthetic_run, tmp_path):
     # counted: the trunk once and the generalist's top for the soft targets, one generalist pass in all
     assert cost["teacher_flops_per_example"] == pytest.approx(forward_flops(gen, x[:8]))
     r = evaluate_ensemble(ens, synthetic_run["data"], "val", progress=False)
-    assert r["ensemble"]["top1"] > 0.5 and r["cost"]["inference"]["flops_per_example"]["specialist"] > 0
+    assert r.ensemble.top1 > 0.5 and r.cost.inference.flops_per_example["specialist"] > 0
     with pytest.raises(Exception, match="shared_trunk"):
         SpecialistConfig(generalist="g", clusters="c", data="d", out="o", shared_trunk=-1)

@@ -168,7 +168,8 @@ def _run(name: str, args) -> dict | None:
 
     evaluation = evaluate_ensemble(Ensemble.load(run), data, "test", progress=False)
     print(format_report(evaluation))  # with Table 4, by the number of specialists covering the true class
-    r = compute_matched(run, data, "test", progress=False, alternatives=tuple(args.only), evaluation=evaluation)
+    report = compute_matched(run, data, "test", progress=False, alternatives=tuple(args.only), evaluation=evaluation)
+    r = report.to_json()  # the table as baselines.json holds it
     r["name"], r["specialists"] = (
         name,
         [json.loads(p.read_text()) for p in sorted(run.glob("specialists/s*/specialist.json"))],

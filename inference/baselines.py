@@ -52,12 +52,12 @@ from specens.generalist.models import ModelSpec
 
 from .ensemble import Ensemble
 from .evaluate import evaluate_ensemble
-from .report import EvaluationReport
+from .report import BaselineReport, BaselineRow, Budget, EvaluationReport
 
 BASELINES = "baselines"
 
 
-def budget(ens: Ensemble) -> dict:
+def budget(ens: Ensemble) -> Budget:
     """The generalist's training cost G, the specialists' B (every trained one, gated off or not),
     and the examples / epochs / seeds they buy for the alternatives."""
     gen, specs = ens.training_costs["generalist"], ens.training_costs["specialists"]
@@ -67,12 +67,7 @@ def budget(ens: Ensemble) -> dict:
             "training); train them with specens to compare at matched compute"
         )
     g, b = gen.train_flops, sum(c.train_flops for c in specs)
-    return {
-        "generalist_flops": g,
-        "specialists_flops": b,
-        "examples": math.ceil(b / (g / gen.examples)),
-        "seeds": max(2, round((g + b) / g)),
-    }
+    return Budget(g, b, examples=math.ceil(b / (g / gen.examples)), seeds=max(2, round((g + b) / g)))
 
 
 WIDTH_KEYS = {"resnet": "width", "cnn": "width", "mlp": "hidden", "ngram": "dim", "bag": "dim"}  # what widens
@@ -220,14 +215,14 @@ def compute_matched(
     n = max(r.n, 1)  # examples evaluated
     rows["generalist"] = {
         **_scores(r.generalist),
-        "train_flops": b["generalist_flops"],
+        "train_flops": b.generalist_flops,
         "train_seconds": gen_cost.wall_seconds,
         "inference_flops_per_example": f_g,
         "seconds_per_example": inf.seconds["generalist"] / n,
     }
     rows["specialists"] = {
         **_scores(r.ensemble),
-        "train_flops": b["generalist_flops"] + b["specialists_flops"],
+        "train_flops": b.generalist_flops + b.specialists_flops,
         "train_seconds": gen_cost.wall_seconds + r.cost.specialists.wall_seconds,
         "inference_flops_per_example": f_g * inf.predicted_ratio,
         "seconds_per_example": sum(inf.seconds.values()) / n,
@@ -246,8 +241,8 @@ def compute_matched(
         echo("tfidf: TF-IDF over the hashed n-grams + logistic regression")
         rows["tfidf"] = tfidf_baseline(data, split)
 
-    result = {"split": split, "budget": b, "rows": rows}
-    write_json_atomic(out / "baselines.json", result)
+    result = BaselineReport(split, b, {k: BaselineRow(**row) for k, row in rows.items()})
+    write_json_atomic(out / "baselines.json", result.to_json())
     return result
 
 
@@ -265,7 +260,7 @@ class _Alternatives:
     data: str
     split: str
     dev: torch.device
-    budget: dict  # :func:`budget`
+    budget: Budget
     f_g: float  # the generalist's inference FLOPs per example
     trust_code: bool
     progress: bool
@@ -293,16 +288,16 @@ class _Alternatives:
         """(a): the generalist trained further with the specialists' FLOPs, in whole epochs of its
         own epoch size (its subset and exclusions)."""
         b = self.budget
-        epochs = max(1, math.ceil(b["examples"] / self._generalist_cost.examples_per_epoch))
+        epochs = max(1, math.ceil(b.examples / self._generalist_cost.examples_per_epoch))
         self.echo(
-            f"continued: the generalist + {epochs} epochs ({b['examples']} examples = the specialists' "
-            f"{format_flops(b['specialists_flops'])})"
+            f"continued: the generalist + {epochs} epochs ({b.examples} examples = the specialists' "
+            f"{format_flops(b.specialists_flops)})"
         )
         g, history = self._train("continued", init=str(self.run_dir / "generalist"), epochs=epochs)
         cost = g.record.metrics.cost
         return {
             **self._evaluate([g.model]),
-            "train_flops": b["generalist_flops"] + cost.train_flops,
+            "train_flops": b.generalist_flops + cost.train_flops,
             "train_seconds": self._generalist_cost.wall_seconds + cost.wall_seconds,
             "inference_flops_per_example": self.f_g,
             "epochs_run": len(history),
@@ -310,8 +305,8 @@ class _Alternatives:
 
     def seeds(self) -> dict:
         """(b): k generalists, the run's own and k − 1 from other seeds, averaged."""
-        k = self.budget["seeds"]
-        models, flops = [self.ens.generalist.model], self.budget["generalist_flops"]
+        k = self.budget.seeds
+        models, flops = [self.ens.generalist.model], self.budget.generalist_flops
         seconds = self._generalist_cost.wall_seconds
         for seed in range(1, k):
             self.echo(f"seeds: generalist {seed + 1} of {k} (seed {seed})")
@@ -338,7 +333,7 @@ class _Alternatives:
         params = sum(p.numel() for p in spec.build(trust_code=True).parameters())
         batch = gen_cost.examples / max(gen_cost.steps, 1)
         per_example = BACKWARD_FACTOR * f_w + OPTIMIZER_FLOPS_PER_PARAMETER * params / batch
-        total = b["generalist_flops"] + b["specialists_flops"]
+        total = b.generalist_flops + b.specialists_flops
         epochs = max(1, math.ceil(total / per_example / gen_cost.examples_per_epoch))
         self.echo(
             f"wider: {spec.name} {spec.kwargs.get(WIDTH_KEYS[spec.name])} ({format_flops(f_w)} per example, the "
@@ -360,7 +355,7 @@ class _Alternatives:
         }
 
 
-def format_table(result: dict) -> str:
+def format_table(result: BaselineReport) -> str:
     """The comparison as an aligned plain-text table."""
     names = {
         "generalist": "generalist",
@@ -373,12 +368,10 @@ def format_table(result: dict) -> str:
     lines = [
         f"{'':<36}{'top-1':>8}{'NLL':>8}{'train FLOPs':>14}{'train s':>9}{'infer FLOPs/ex':>16}{'infer ms/ex':>13}"
     ]
-    for key, row in result["rows"].items():
-        label = names[key] + (f" (k={row['members']})" if "members" in row else "")
-        tf = format_flops(row["train_flops"]) if row.get("train_flops") else "n/a"
-        inf = format_flops(row["inference_flops_per_example"]) if row.get("inference_flops_per_example") else "n/a"
-        ms = f"{1e3 * row['seconds_per_example']:.3f}" if row.get("seconds_per_example") else "n/a"
-        lines.append(
-            f"{label:<36}{row['top1']:>8.4f}{row['nll']:>8.4f}{tf:>14}{row['train_seconds']:>9.0f}{inf:>16}{ms:>13}"
-        )
+    for key, row in result.rows.items():
+        label = names[key] + (f" (k={row.members})" if row.members else "")
+        tf = format_flops(row.train_flops) if row.train_flops else "n/a"
+        inf = format_flops(row.inference_flops_per_example) if row.inference_flops_per_example else "n/a"
+        ms = f"{1e3 * row.seconds_per_example:.3f}" if row.seconds_per_example else "n/a"
+        lines.append(f"{label:<36}{row.top1:>8.4f}{row.nll:>8.4f}{tf:>14}{row.train_seconds:>9.0f}{inf:>16}{ms:>13}")
     return "\n".join(lines)

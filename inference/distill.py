@@ -59,6 +59,7 @@ from specens.generalist.config import TrainConfig
 from specens.generalist.evaluate import Metrics
 
 from .ensemble import Ensemble
+from .report import BaselineReport
 from .teachers import EnsembleTeacher, QCacheTeacher
 
 REPORT = "distill.json"
@@ -183,24 +184,10 @@ def distill(
 def _baseline_rows(path: Path, split: str) -> dict:
     """Top-1 and NLL of the compute-matched alternatives in ``baselines.json`` made on ``split``
     (none when made on another); a malformed file is refused naming it."""
-    import math
-
-    b = read_json(path)
-    rows = b.get("rows") if isinstance(b, dict) else None
-    if not isinstance(rows, dict) or not all(isinstance(v, dict) for v in rows.values()):
-        raise CheckpointError(
-            f"{path}: expected an object with 'rows' of objects; delete it or rerun `specens baseline`"
-        )
-    if b.get("split") != split:
+    b = BaselineReport.read(path)
+    if b.split != split:
         return {}
-    out = {}
-    for k, v in rows.items():
-        if k in ("generalist", "specialists") or "top1" not in v:
-            continue
-        if not all(isinstance(v.get(m), int | float) and math.isfinite(v[m]) for m in ("top1", "nll")):
-            raise CheckpointError(f"{path}: rows.{k}: 'top1' and 'nll' must be finite numbers")
-        out[k] = {"top1": v["top1"], "nll": v["nll"]}
-    return out
+    return {k: {"top1": v.top1, "nll": v.nll} for k, v in b.rows.items() if k not in ("generalist", "specialists")}
 
 
 def _check_teacher(out: Path, fingerprints: dict, restart: bool) -> None:

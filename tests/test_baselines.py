@@ -55,7 +55,7 @@ def test_baseline_command_trains_the_compute_matched_alternatives(small_run):
     from specens.inference.ensemble import Ensemble
 
     root, data = small_run
-    b = budget(Ensemble.load(root, device="cpu"))
+    b = budget(Ensemble.load(root, device="cpu")).to_json()
     res = CliRunner().invoke(cli, ["baseline", "--run", str(root), "--data", data, "--split", "val"])
     assert res.exit_code == 0, res.output
     out = json.loads((root / "baselines" / "baselines.json").read_text())

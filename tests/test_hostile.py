@@ -520,7 +520,7 @@ CASES = [
         "distill with a malformed baselines.json",
         lambda w: ((w / "run/baselines").mkdir(), (w / "run/baselines/baselines.json").write_text("[]")),
         ("distill", "--run", "{w}/run", "--data", "{w}/ds", "--quiet", "--epochs", 1),
-        "baselines.json: expected",
+        "baselines.json: 'format' is 'list'",
     ),
     (
         "distill: teacher.json a directory",

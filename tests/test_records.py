@@ -128,3 +128,24 @@ def test_the_evaluation_report_round_trips_and_refuses_a_bad_field(tmp_path):
     with pytest.raises(CheckpointError, match=r"'format_version' is 0"):
         write_json_atomic(tmp_path / "evaluation.json", {**r.to_json(), "format_version": 0})
         EvaluationReport.read(tmp_path / "evaluation.json")
+
+
+def test_the_baseline_report_round_trips_and_refuses_a_bad_row(tmp_path):
+    from specens.core.io import write_json_atomic
+    from specens.inference.report import BaselineReport, BaselineRow, Budget
+
+    rows = {
+        "generalist": BaselineRow(0.8, 0.6, 10.0, 1e9, 1e6, 1e-4),
+        "seeds": BaselineRow(0.85, 0.5, 20.0, 2e9, 2e6, 2e-4, members=2),
+        "tfidf": BaselineRow(0.7, 0.9, 3.0),
+    }
+    report = BaselineReport("test", Budget(1e9, 1e9, examples=1000, seeds=2), rows)
+    assert "train_flops" not in report.to_json()["rows"]["tfidf"]  # not counted: left out, not null
+    write_json_atomic(tmp_path / "baselines.json", report.to_json())
+    assert BaselineReport.read(tmp_path / "baselines.json") == report
+    bad = report.to_json()
+    bad["rows"]["seeds"]["members"] = 1.5
+    with pytest.raises(CheckpointError, match=r"b.json: 'rows'.seeds.members must be an int >= 0 or null"):
+        BaselineReport.from_json(bad, "b.json")
+    with pytest.raises(CheckpointError, match=r"unknown keys \['k'\]"):
+        BaselineReport.from_json({**report.to_json(), "k": 1}, "b.json")

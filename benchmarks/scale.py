@@ -39,9 +39,12 @@ from pathlib import Path
 from _results import markdown_table, record
 
 STAGES = ("import", "generalist", "cluster", "specialists", "infer")
+HANZI = False  # --hanzi: every GB2312 character from the benchmark fonts instead of the synthetic classes
+HANZI_PER_CLASS = dict(train_per_class=30, val_per_class=4, test_per_class=6)  # 2 renders per training face
+HANZI_GENERALIST = dict(model="resnet", model_kwargs={"width": 16, "depth": 1})  # the 3,755-class comparison's
 
 
-def _stage(name: str, c: int, m: int, root: str, threads: int) -> dict:
+def _stage(name: str, c: int, m: int, root: str, threads: int, hanzi: bool = False) -> dict:
     """One stage, in its own process: returns its wall seconds and peak RSS (MiB)."""
     import torch
 
@@ -50,7 +53,14 @@ def _stage(name: str, c: int, m: int, root: str, threads: int) -> dict:
     data, run = str(root / "data"), root / (m if isinstance(m, str) else f"M{m}")
     t = time.perf_counter()
     extra = {}
-    if name == "import":
+    if name == "import" and hanzi:
+        from generalists import hanzi_fonts
+
+        from specens.data.glyphs import import_glyphs
+
+        import_glyphs(data, n_classes=None, fonts=hanzi_fonts(), charset="gb2312", **HANZI_PER_CLASS, workers=threads)
+        extra["classes"] = json.loads((Path(data) / "dataset.json").read_text())["source"]["n_classes"]
+    elif name == "import":
         from specens.data.synthetic import import_synthetic
 
         import_synthetic(data, n_classes=c, n_groups=c // 10, dim=32, n_train=20, n_val=5, n_test=5, seed=0)
@@ -58,20 +68,13 @@ def _stage(name: str, c: int, m: int, root: str, threads: int) -> dict:
         from specens.generalist.config import TrainConfig
         from specens.generalist.train import train_generalist
 
+        model = HANZI_GENERALIST if hanzi else dict(batch_size=256, lr=3e-3, model_kwargs={"hidden": [256]})
         train_generalist(
-            TrainConfig(
-                data=data,
-                out=str(root / "generalist"),
-                epochs=2,
-                batch_size=256,
-                lr=3e-3,
-                model_kwargs={"hidden": [256]},
-                threads=threads,
-            ),
-            progress=False,
+            TrainConfig(data=data, out=str(root / "generalist"), epochs=2, threads=threads, **model), progress=False
         )
         meta = json.loads((root / "generalist" / "model.json").read_text())
         extra["val_top1"] = meta["metrics"]["history"][-1].get("val_top1")
+        extra["train_top1"] = meta["metrics"]["history"][-1].get("train_top1")
     elif name == "cluster":
         from specens.clustering.cluster import ClusterConfig, cluster
 
@@ -98,7 +101,8 @@ def _stage(name: str, c: int, m: int, root: str, threads: int) -> dict:
                 clusters=str(run / "clusters" / "clusters.json"),
                 data=data,
                 out=str(run),
-                epochs=1,
+                epochs=2 if hanzi else 1,
+                shared_trunk=1 if hanzi else 0,
                 threads=threads,
                 checkpoint_every=600,
             ),
@@ -106,6 +110,13 @@ def _stage(name: str, c: int, m: int, root: str, threads: int) -> dict:
             echo=lambda _: None,
         )
         extra["trained"] = len(s.trained) + len(s.skipped)
+    elif name == "evaluate":
+        from specens.inference.ensemble import Ensemble
+        from specens.inference.evaluate import evaluate_ensemble, save_report
+
+        r = evaluate_ensemble(Ensemble.load(str(run)), data, "test", progress=False)
+        save_report(r, run / "evaluation")
+        extra |= {"generalist_top1": r.generalist.top1, "ensemble_top1": r.ensemble.top1, "kept": len(r.specialists_on)}
     elif name == "quick-specialists":  # for inference throughput only: one batch of training each
         from specens.specialists.parallel import train_all
         from specens.specialists.train import SpecialistConfig
@@ -154,7 +165,7 @@ def _stage(name: str, c: int, m: int, root: str, threads: int) -> dict:
 
 def _run(name, c, m, root, threads) -> dict:
     with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_stage, (name, c, m, root, threads))
+        return pool.apply(_stage, (name, c, m, root, threads, HANZI))
 
 
 def main() -> None:
@@ -176,15 +187,25 @@ def main() -> None:
         action="store_true",
         help="also run inference with memory for only 10 specialists (the rest loaded as routed)",
     )
+    ap.add_argument(
+        "--hanzi",
+        action="store_true",
+        help="every GB2312 character the benchmark fonts share, instead of synthetic classes (--classes names "
+        "the run; --specialists 0: the clustering's own choice); shared-trunk specialists, 2 epochs, and an "
+        "evaluation on the test faces",
+    )
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     if args.throughput:
         return throughput(args)
+    global HANZI
+    HANZI = args.hanzi
+    stages = (*STAGES, "evaluate") if HANZI else STAGES
     results = {}
     for c in args.classes:
         root = Path(args.work) / f"C{c}"
         for m in args.specialists:
-            for name in STAGES:
+            for name in stages:
                 if name in ("import", "generalist") and m != args.specialists[0]:
                     results[c, m, name] = results[c, args.specialists[0], name]
                     continue
@@ -215,6 +236,14 @@ def main() -> None:
         ["C", "M", *(f"{s} (s / peak MiB)" for s in STAGES), "total", "peak GiB", "infer examples/s"], rows
     )
     growth = _growth(results, args)
+    for (c, m, name), r in sorted(results.items()):
+        if name == "evaluate":
+            gen = results[c, m, "generalist"]
+            growth += (
+                f"\n\nC={c:,}, M={m}: generalist training top-1 {gen['train_top1']:.4f}, validation "
+                f"{gen['val_top1']:.4f}; test top-1 generalist {r['generalist_top1']:.4f}, ensemble "
+                f"{r['ensemble_top1']:.4f} ({r['kept']} specialists kept by the gate)"
+            )
     if args.budget:
         rows = []
         for c, m in sorted({(c, m) for c, m, _ in results}):
@@ -236,6 +265,7 @@ def main() -> None:
             + " --specialists "
             + " ".join(map(str, args.specialists))
             + (" --budget" if args.budget else "")
+            + (" --hanzi" if args.hanzi else "")
         )
         record("scale", cmd, table + "\n\n" + growth)
 

@@ -19,20 +19,19 @@ import os
 from pathlib import Path
 
 import torch
-from _results import markdown_table, record
+from _results import former_featurizer, markdown_table, record
 
 
 def prepare(work: Path, data_root: Path, current: bool = False):
     from specens.data.format import INFO_FILE
     from specens.data.glyphs import import_glyphs
     from specens.data.importers import import_clinc150
-    from specens.data.text import FORMER_DEFAULT
     from specens.generalist.config import TrainConfig
     from specens.generalist.train import train_generalist
 
     root = work / "current" if current else work
     if not (root / "clinc" / INFO_FILE).is_file():
-        import_clinc150(str(data_root / "clinc150"), str(root / "clinc"), *(() if current else (FORMER_DEFAULT,)))
+        import_clinc150(str(data_root / "clinc150"), str(root / "clinc"), *(() if current else (former_featurizer(),)))
     if not (root / "glyphs" / INFO_FILE).is_file():
         import_glyphs(str(root / "glyphs"), n_classes=200, progress=False)
     clinc, glyphs = str(root / "clinc"), str(root / "glyphs")

@@ -28,7 +28,7 @@ import json
 import time
 from pathlib import Path
 
-from _results import markdown_table, record
+from _results import former_featurizer, markdown_table, record
 
 DATASETS = ("clinc150", "banking77", "glyphs", "hanzi", "fashion-mnist")
 # Printed Chinese (issue 27): exactly these Debian packages' faces, so that results are comparable
@@ -141,12 +141,12 @@ def _dataset(name: str, out: Path, args, former: bool = False) -> str:
     from specens.data import importers
     from specens.data.format import INFO_FILE
     from specens.data.glyphs import import_glyphs
-    from specens.data.text import FORMER_DEFAULT, HashedNgrams
+    from specens.data.text import HashedNgrams
 
     if (out / INFO_FILE).is_file():
         return str(out)
     src = Path(args.data_root) / name
-    featurizer = FORMER_DEFAULT if former else HashedNgrams()
+    featurizer = former_featurizer() if former else HashedNgrams()
     t = time.perf_counter()
     if name == "clinc150":
         importers.import_clinc150(str(src), str(out), featurizer)

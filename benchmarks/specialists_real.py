@@ -51,7 +51,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _results import markdown_table, record
+from _results import former_featurizer, markdown_table, record
 
 SETTINGS = {  # generalist and clustering per dataset, sized for 2 CPU cores: the former default models
     # (issue 6's tables; text imported with the former featuriser), pinned so those tables reproduce
@@ -409,16 +409,15 @@ def _within_group(ens, data: str, split: str) -> list:
 def _import(dataset: str, source: str | None, out: str, n_classes: int) -> None:
     from specens.data import importers
     from specens.data.glyphs import import_glyphs
-    from specens.data.text import FORMER_DEFAULT
 
     if dataset == "glyphs":
         import_glyphs(out, n_classes=n_classes)
     elif source is None:
         raise SystemExit(f"{dataset}: --source is required")
     elif dataset == "clinc150":
-        importers.import_clinc150(source, out, FORMER_DEFAULT)
+        importers.import_clinc150(source, out, former_featurizer())
     else:
-        importers.import_banking77(source, out, FORMER_DEFAULT)
+        importers.import_banking77(source, out, former_featurizer())
 
 
 if __name__ == "__main__":

@@ -76,16 +76,11 @@ class HashedNgrams:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> HashedNgrams:
-        """The featuriser ``dataset.json`` describes, also one written before ``char_min`` and
-        ``unique`` existed: such a featuriser made character n-grams of the single order
-        ``char_ngrams`` and kept repeated tokens."""
+        """The featuriser ``dataset.json`` describes: its kind and every setting, no other key."""
         if d.get("kind") != "hashed-ngrams":
             raise ValueError(f"featurizer kind {d.get('kind')!r}: expected 'hashed-ngrams'")
-        legacy = {"char_ngrams": 3, "char_min": d.get("char_ngrams", 3), "unique": False}
-        fields = {k: d[k] if k in d else legacy.get(k, v) for k, v in asdict(cls()).items()}
-        return cls(**fields)
-
-
-# The former default (word 1-2 grams and character 3-grams, repeats kept, 96 tokens):
-# what datasets imported then hold; benchmarks that reproduce tables measured then use it.
-FORMER_DEFAULT = HashedNgrams(max_tokens=96, char_ngrams=3, char_min=3, unique=False)
+        names = set(asdict(cls()))
+        missing, extra = sorted(names - set(d)), sorted(set(d) - names - {"kind"})
+        if missing or extra:
+            raise ValueError(f"featurizer: missing settings {missing}, unknown {extra}")
+        return cls(**{k: d[k] for k in names})

@@ -18,7 +18,7 @@ from specens.data.importers import (
 )
 from specens.data.shards import iter_split
 from specens.data.tables import import_text
-from specens.data.text import FORMER_DEFAULT, HashedNgrams
+from specens.data.text import HashedNgrams
 
 
 def test_featurizer_is_stable_and_padded():
@@ -39,11 +39,13 @@ def test_featurizer_is_stable_and_padded():
     ) % (2**18 - 1)
 
 
-def test_featurizer_settings_of_an_older_dataset_json_give_its_ids():
-    """dataset.json written before char_min / unique existed: one character order, repeats kept."""
+def test_featurizer_settings_give_their_ids_and_an_older_description_is_refused():
+    """The former default (one character order, repeats kept) keeps its ids; a dataset.json written
+    before char_min / unique existed is refused, naming what it lacks."""
     old = {"kind": "hashed-ngrams", "buckets": 2**18, "max_tokens": 96, "word_ngrams": 2, "char_ngrams": 3}
-    f = HashedNgrams.from_json(old)
-    assert f == FORMER_DEFAULT
+    with pytest.raises(ValueError, match=r"missing settings \['char_min', 'unique'\]"):
+        HashedNgrams.from_json(old)
+    f = HashedNgrams(max_tokens=96, char_ngrams=3, char_min=3, unique=False)
     assert f("hello")[:3].tolist() == [94504, 12496, 230202]  # the ids the former default wrote
     assert f.tokens("no no")[:3] == ["no", "no", "no_no"]
     assert HashedNgrams.from_json(HashedNgrams(max_tokens=7).to_json()) == HashedNgrams(max_tokens=7)

@@ -70,7 +70,7 @@ def test_the_student_learns_what_the_specialists_know(helpful_ensemble, syntheti
         top1[name] = _top1(train_generalist(cfg, progress=False, teacher=EnsembleTeacher(ens)).run_dir, synthetic_ds)
     assert top1["student"] > top1["plain"] + 0.05, top1
     assert top1["transfer"] > top1["student"] + 0.05, top1
-    assert top1["transfer"] > r["ensemble"]["top1"] - 0.06, (top1, r["ensemble"]["top1"])
+    assert top1["transfer"] > r.ensemble.top1 - 0.06, (top1, r.ensemble.top1)
 
 
 def test_mixed_loader_consumes_every_source_once_per_epoch_in_a_seeded_order(synthetic_ds):

@@ -11,7 +11,7 @@ from .format import load_info
 
 @click.group("data")
 def data_cli():
-    """Build datasets of WebDataset shards plus dataset.json (see the README's "Shard format")."""
+    """Build datasets of WebDataset shards plus dataset.json (docs/data.md: the shard format)."""
 
 
 _out = click.option("--out", required=True, type=click.Path(file_okay=False), help="Dataset directory to write.")

@@ -84,7 +84,7 @@ class SpecialistConfig(OptimParts, SoftTargetParts, RuntimeParts):
     alpha: float = redefault(SoftTargetParts, "alpha", 0.5)  # the generalist's collapsed soft targets; 0 = hard only
     temperature: float = redefault(
         SoftTargetParts, "temperature", 1.0
-    )  # above 1 the collapsed dustbin is inflated (README)
+    )  # above 1 the collapsed dustbin is inflated (docs/specialists.md)
     rho: float = param(0.5, gt=0, lt=1)  # fraction of each batch from the specialist's classes
     soft_prior: str = param(
         "enriched", choices=("enriched", "natural")

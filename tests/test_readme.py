@@ -132,3 +132,26 @@ def test_the_ensemble_is_not_below_its_generalist_beyond_noise(demo_run):
     gen_ok, ens_ok = z.argmax(1) == y, q.argmax(1) == y
     won, lost = int((ens_ok & ~gen_ok).sum()), int((gen_ok & ~ens_ok).sum())
     assert lost - won <= 2 * math.sqrt(won + lost) + 1, f"the ensemble loses {lost - won} net ({won} won, {lost} lost)"
+
+
+def test_the_readme_fits_a_screen_and_its_python_example_names_real_functions():
+    """The two commands come within the first 60 lines, the README stays under 250 lines, and the
+    Python example parses and imports only names that exist (the demo runs the same calls)."""
+    import ast
+    import importlib
+
+    text = (REPO / "README.md").read_text()
+    lines = text.splitlines()
+    assert len(lines) <= 250
+    assert max(i for i, line in enumerate(lines) if "<!-- test-command -->" in line) < 60
+    example = re.search(r"## In Python\n\n```python\n(.+?)\n```", text, re.S)
+    assert example, "README has no Python example"
+    tree = ast.parse(example.group(1))
+    imports = [node for node in tree.body if isinstance(node, ast.ImportFrom)]
+    assert imports
+    for node in imports:
+        module = importlib.import_module(node.module)
+        for alias in node.names:
+            assert hasattr(module, alias.name), f"{node.module} has no {alias.name}"
+    for link in re.findall(r"\]\((docs/[a-z]+\.md)\)", text):
+        assert (REPO / link).is_file(), link

@@ -80,6 +80,7 @@ def demo(run_dir, n_classes, epochs, n_groups, specialist_epochs, baseline, loca
         f"\ndone in {time.perf_counter() - t0:.0f} s; run directory {root}: generalist/, clusters/, "
         "specialists/, predictions/, evaluation/ (evaluation.json, table4.png)"
     )
+    click.echo(_verdict(r, b if baseline else None))
 
 
 def _dataset(stage, data: Path, n_classes: int) -> Path:
@@ -137,3 +138,24 @@ def _specialists(stage, root, data, generalist, clusters, k, epochs, local, devi
     summary = train_all(config, local=local, echo=click.echo)
     if summary.failed:
         raise click.ClickException(f"specialists {sorted(summary.failed)} failed; rerun to retry them")
+
+
+def _verdict(r, b) -> str:
+    """The demo's last line: what its tables mean, and where the measured regimes are."""
+    e = r.ensemble.top1
+    if b is None:
+        return (
+            f"the ensemble: test top-1 {e:.4f} against its generalist's {r.generalist.top1:.4f}; "
+            "`specens baseline` says whether the same compute spent otherwise buys more"
+        )
+    c = b.rows["continued"].top1
+    if c >= e:
+        return (
+            f"verdict: here the generalist trained further with the specialists' FLOPs is the better use of them "
+            f"({c:.4f} against the ensemble's {e:.4f}), as on every dataset measured so far (README, 'When it "
+            "helps'; benchmarks/RESULTS.md)"
+        )
+    return (
+        f"verdict: here the ensemble beats the generalist trained further with the same FLOPs ({e:.4f} against "
+        f"{c:.4f}); `specens baseline` also tries two generalists and a wider one"
+    )

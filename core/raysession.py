@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 
 # What a Ray task that raised is retried for: failures that another attempt may not meet (a lost
 # file system or connection, a device or memory error, an injected fault). A user error
@@ -22,6 +23,8 @@ def ray_session():
         yield
         return
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if not sys.stdout.isatty():  # workers' lines go to a file or a pipe: prefixed, without colour codes
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:

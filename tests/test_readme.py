@@ -70,6 +70,10 @@ def test_main_job_runs_as_written(demo_run):
     line = re.search(r"\(a\) generalist continued\s+([0-9.]+)", r.stdout)
     assert line and abs(float(line.group(1)) - table["continued"]["top1"]) <= 5e-5
     assert len(list((run / "predictions").glob("*.jsonl"))) == 1 and (run / "evaluation" / "table4.png").is_file()
+    # it ends on what the table means, and piped to a file it carries no terminal escape codes
+    verdict = r.stdout.strip().splitlines()[-1]
+    assert verdict.startswith("verdict: here the ") and f"{table['continued']['top1']:.4f}" in verdict
+    assert "\x1b" not in r.stdout + r.stderr
 
 
 def _test_predictions(run: Path):

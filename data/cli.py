@@ -293,7 +293,11 @@ def text(
 )
 @_out
 @click.option("--size", type=click.IntRange(min=1), default=None, help="Resize every image to SIZE x SIZE.")
-@click.option("--grayscale", is_flag=True, help="Convert images to one channel.")
+@click.option(
+    "--grayscale/--rgb",
+    default=None,
+    help="One channel or three [default: one when every image is stored greyscale].",
+)
 @click.option("--val-fraction", default=0.1, show_default=True, type=_fraction)
 @click.option("--test-fraction", default=0.1, show_default=True, type=_fraction)
 @_seed
@@ -304,6 +308,12 @@ def folder(**options):
 
     import_folder(**options)
     _summary(options["out"])
+    _, height, width = load_info(options["out"]).input.shape
+    if options["size"] is None and height * width > 48 * 48:
+        click.echo(
+            f"note: images are {height}x{width}; an image generalist's cost grows with the pixel count, and "
+            f"--size 32 stores {height * width / 32**2:.0f}x fewer pixels per image (try it first)"
+        )
 
 
 @data_cli.command("arrays")

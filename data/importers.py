@@ -203,7 +203,7 @@ def import_folder(
     source: str,
     out: str,
     size: int | None = None,
-    grayscale: bool = False,
+    grayscale: bool | None = None,
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     seed: int = 0,
@@ -211,8 +211,10 @@ def import_folder(
 ) -> None:
     """Images in ``source/<class>/<file>.png|jpg|jpeg``; classes are the folder names, sorted.
 
-    All images must share one size unless ``size`` resizes them to ``size``×``size``. Stratified
-    seeded splits of ``val_fraction`` and ``test_fraction``.
+    All images must share one size unless ``size`` resizes them to ``size``×``size``. One channel
+    (``grayscale``) or three; None: one when every image is stored greyscale (a three-channel copy
+    of grey pixels triples the input and the first layer's cost for nothing). Stratified seeded
+    splits of ``val_fraction`` and ``test_fraction``.
     """
     src = Path(source)
     classes = sorted(p.name for p in src.iterdir() if p.is_dir()) if src.is_dir() else []
@@ -226,6 +228,8 @@ def import_folder(
                 labels.append(c)
     if not files:
         raise DataError(f"{src}: no .png/.jpg/.jpeg files in its class folders")
+    if grayscale is None:
+        grayscale = all(_stored_grey(f) for f in files)
 
     def load(i: int) -> np.ndarray:
         try:
@@ -254,6 +258,18 @@ def import_folder(
         source=dict(importer="folder", source=str(source), size=size, grayscale=grayscale, seed=seed),
         shard_size=shard_size,
     )
+
+
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes of one-channel images
+
+
+def _stored_grey(path: Path) -> bool:
+    """Whether the image file holds one channel (its header only is read)."""
+    try:
+        with Image.open(path) as img:
+            return img.mode in GREY_MODES
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read as an image ({e})") from None
 
 
 def import_arrays(

@@ -321,3 +321,24 @@ def test_specens_data_text_command(tmp_path):
     assert "4 classes, 2 known groups, input array int64[16]" in r.output
     r = CliRunner().invoke(cli, ["data", "text", "--train", str(src), "--out", str(tmp_path / "e")])
     assert r.exit_code == 1 and "intents.tsv:1: no column 'label'" in r.stderr
+
+
+def test_image_folder_keeps_one_channel_when_every_image_is_grey_and_advises_a_size(tmp_path):
+    from click.testing import CliRunner
+
+    from specens.cli.main import cli
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "src" / c).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (60, 60), dtype=np.uint8)).save(tmp_path / "src" / c / f"{i}.png")
+    r = CliRunner().invoke(cli, ["data", "folder", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "g")])
+    assert r.exit_code == 0, r.output
+    assert load_info(tmp_path / "g").input.shape == (1, 60, 60)
+    assert "note: images are 60x60" in r.output and "--size 32 stores 4x fewer pixels" in r.output
+    import_folder(str(tmp_path / "src"), str(tmp_path / "rgb"), grayscale=False)
+    assert load_info(tmp_path / "rgb").input.shape == (3, 60, 60)
+    Image.fromarray(rng.integers(0, 255, (60, 60, 3), dtype=np.uint8)).save(tmp_path / "src" / "a" / "colour.png")
+    import_folder(str(tmp_path / "src"), str(tmp_path / "mixed"), size=16)  # one colour image: three channels
+    assert load_info(tmp_path / "mixed").input.shape == (3, 16, 16)

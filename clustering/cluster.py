@@ -25,6 +25,7 @@ from specens.generalist.checkpoint import load_generalist
 
 from .covariance import CovarianceAccumulator
 from .groups import ConfusionClusterer
+from .regime import RegimeCheck, regime_check
 from .report import ClusterReport, choose_n_groups
 
 FORMAT, FORMAT_VERSION = "specens.clusters", 1
@@ -112,6 +113,7 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
         clusterer.labels_,
         extra=extra,
     )
+    report.extra["regime"] = _regime(g, report, info).to_json()
 
     def write(tmp: Path) -> None:
         save_clusters(tmp / "clusters.json", clusterer.groups_, info.classes, g.fingerprint, config_to_json(cfg))
@@ -120,6 +122,13 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
 
     publish_dir(cfg.out, write, own=CLUSTER_FILES, what="a `specens cluster` output")
     return report
+
+
+def _regime(g, report: ClusterReport, info) -> RegimeCheck:
+    """The regime check (:mod:`.regime`) on this generalist and these groups."""
+    capture = report.error_capture()
+    per_class = info.split("train").num_samples / info.n_classes if "train" in info.splits else 0.0
+    return regime_check(g.record.metrics, capture["captured"] if capture else None, per_class)
 
 
 def _check_label_space(cfg: ClusterConfig, info) -> None:

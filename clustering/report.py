@@ -205,6 +205,8 @@ class ClusterReport:
                 f"agreement with the known grouping: ARI {agr['ari']:.3f}, NMI {agr['nmi']:.3f}, "
                 f"purity {agr['purity']:.3f}"
             )
+        if self.extra.get("regime"):
+            lines.append(self.extra["regime"]["line"])
         return "\n".join(lines)
 
     def table(self, max_names: int = 8) -> str:

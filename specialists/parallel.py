@@ -17,13 +17,16 @@ are done. A Ray session the caller started is used as it is and left running.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from specens.clustering.cluster import load_clusters
+from specens.clustering.regime import RegimeCheck, regime_check
 from specens.core.device import resolve_device
 from specens.core.errors import CheckpointError
 from specens.core.io import check_target
@@ -124,11 +127,8 @@ def train_all(
     summary = RunSummary()
     todo, summary.skipped = plan(cfg, wanted, gen_fp, clusters.fingerprint, restart)
     echo(f"{len(wanted)} specialists: {len(summary.skipped)} already complete, {len(todo)} to train")
-    if todo and (metrics := read_record(cfg.generalist).metrics) and metrics.still_improving:
-        echo(
-            f"note: {cfg.generalist} was still improving in its last epochs; its own further training is the "
-            "alternative to beat: `specens baseline` trains it with the specialists' compute and compares"
-        )
+    if todo:
+        echo(_regime(cfg).line())
     if todo:  # one pass over the data for all of them, before any starts (:mod:`.partition`)
         _partition(cfg, clusters, echo)
     if cfg.threads == 0:
@@ -152,6 +152,22 @@ def train_all(
             )
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _regime(cfg: SpecialistConfig) -> RegimeCheck:
+    """The regime check on the generalist's record and the error capture `specens cluster` measured
+    (its ``report.json`` beside ``clusters.json``, when there is one)."""
+    report = Path(cfg.clusters).with_name("report.json")
+    capture = None
+    if report.is_file():
+        try:
+            capture = json.loads(report.read_text())["error_capture"]["captured"]
+        except (ValueError, KeyError, TypeError):  # a report from elsewhere: the check goes without it
+            capture = None
+    capture = capture if isinstance(capture, float) and 0 <= capture <= 1 else None
+    info = load_info(cfg.data)
+    per_class = info.split("train").num_samples / info.n_classes if "train" in info.splits else 0.0
+    return regime_check(read_record(cfg.generalist).metrics, capture, per_class)
 
 
 def _partition(cfg: SpecialistConfig, clusters, echo) -> None:

@@ -10,9 +10,11 @@ from sklearn.metrics import adjusted_rand_score
 from specens.clustering import ConfusionClusterer, CovarianceAccumulator, prediction_covariance
 from specens.clustering.cluster import ClusterConfig, cluster, load_clusters
 from specens.clustering.groups import assign_overlapping, column_features, confusion_scores
+from specens.clustering.regime import regime_check
 from specens.clustering.report import ClusterReport, agreement, choose_n_groups, error_capture, n_groups_candidates
 from specens.core.errors import CheckpointError, ConfigError
 from specens.data.synthetic import synthetic_predictions
+from specens.generalist.checkpoint import load_generalist
 
 
 def _random_probs(n, c, seed=0):
@@ -312,6 +314,11 @@ def test_cluster_chooses_n_groups(glyph_generalist, glyph_ds, tmp_path):
     assert report.error_capture()["captured"] == pytest.approx(tried[search["chosen"]])
     assert f"K = {search['chosen']} chosen" in report.summary()
     assert ClusterConfig.n_groups == 0
+    # the regime check, on this generalist's record and this capture, stored and printed
+    regime = json.loads((tmp_path / "report.json").read_text())["regime"]
+    record = load_generalist(glyph_generalist).record.metrics
+    expected = regime_check(record, report.error_capture()["captured"], 40.0)
+    assert regime == expected.to_json() and report.summary().endswith(expected.line())
 
 
 def test_cluster_config_passes_the_estimator_parameters_through_with_its_defaults():

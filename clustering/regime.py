@@ -1,0 +1,101 @@
+"""Before the specialists' compute is spent: will they likely pay, from what is already measured?
+
+Specialists pay where the generalist under-fits a large, confusable label space for lack of
+capacity (the paper's JFT regime, METHOD §4): its errors are ones it also makes on its training
+data, in groups a specialist can own. They do not where the generalist fits its training set (its
+errors are failures to generalise from the examples there are, and a specialist sees the same
+examples), or where it was still improving (its own further training is the cheaper fix). The
+rules, in order, on the generalist's best epoch and the clustering's error capture:
+
+1. still improving (it ran every epoch and its best came in the last two): unlikely, train it
+   further first;
+2. fits its training set (training error below half its validation error): unlikely;
+3. the groups capture under ``MIN_CAPTURE`` of its validation errors: unlikely (a specialist can
+   fix only an error whose true and predicted classes share its group);
+4. otherwise: likely, to be confirmed by ``specens baseline``.
+
+Calibrated on every dataset measured (``benchmarks/RESULTS.md``, "The regime check").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from specens.core.loop import TrainingMetrics
+
+FIT_RATIO = 0.5  # training error below this share of the validation error: the training set is fitted
+MIN_CAPTURE = 0.3
+
+
+@dataclass(frozen=True)
+class RegimeCheck:
+    """The prediction (None when the generalist carries no training record), its reason, what to do
+    instead, and the measurements it rests on."""
+
+    likely: bool | None
+    reason: str
+    advice: str
+    train_top1: float | None
+    val_top1: float | None
+    still_improving: bool | None
+    error_capture: float | None
+    examples_per_class: float
+
+    def line(self) -> str:
+        verdict = {True: "likely to pay", False: "unlikely to pay", None: "unknown"}[self.likely]
+        return f"regime check: specialists {verdict}: {self.reason}; {self.advice}"
+
+    def to_json(self) -> dict:
+        return {"line": self.line(), **dataclasses.asdict(self)}
+
+
+def regime_check(
+    metrics: TrainingMetrics | None, error_capture: float | None, examples_per_class: float
+) -> RegimeCheck:
+    """The check of the module docstring, from the generalist's training record (``metrics``), the
+    share of its validation errors the groups capture, and the training examples per class."""
+    seen = dict(error_capture=error_capture, examples_per_class=examples_per_class)
+    best = metrics.history[metrics.best_epoch - 1] if metrics and metrics.history and metrics.best_epoch else None
+    if best is None or "train_top1" not in best or best.get("val_top1") is None:
+        return RegimeCheck(
+            None,
+            "the generalist carries no training and validation record",
+            "compare with `specens baseline` after training",
+            None,
+            None,
+            None,
+            **seen,
+        )
+    train, val = float(best["train_top1"]), float(best["val_top1"])
+    seen |= dict(train_top1=train, val_top1=val, still_improving=metrics.still_improving)
+    measured = f"training top-1 {train:.3f}, validation {val:.3f}"
+    if metrics.still_improving:
+        return RegimeCheck(
+            False,
+            f"the generalist was still improving at its last epoch ({measured})",
+            "train it further first (`specens baseline`'s (a) does, with the specialists' compute)",
+            **seen,
+        )
+    if 1 - train < FIT_RATIO * (1 - val):
+        return RegimeCheck(
+            False,
+            f"the generalist fits its training set ({measured}): its errors are on examples unlike those it "
+            "trained on, and a specialist trains on the same ones",
+            "more or more varied training data, or a second generalist, will likely buy more",
+            **seen,
+        )
+    if error_capture is not None and error_capture < MIN_CAPTURE:
+        return RegimeCheck(
+            False,
+            f"the groups capture only {error_capture:.0%} of the generalist's validation errors",
+            "specialists can fix at most that share; try more groups or overlap",
+            **seen,
+        )
+    capture = "" if error_capture is None else f", and the groups capture {error_capture:.0%} of its errors"
+    return RegimeCheck(
+        True,
+        f"the generalist under-fits after converging ({measured}){capture}",
+        "confirm with `specens baseline` against the same compute spent otherwise",
+        **seen,
+    )

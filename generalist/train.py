@@ -273,4 +273,10 @@ def _epoch(cfg: TrainConfig, recipe: Recipe, loader: MixedLoader, teacher, devic
 
 
 def _report(epoch: int, record: dict) -> None:
-    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+    """One readable line per epoch (every figure is also in ``model.json``'s history)."""
+    val = f"; validation top-1 {record['val_top1']:.4f}, NLL {record['val_nll']:.4f}" if "val_top1" in record else ""
+    skipped = f", {record['skipped']} bad samples skipped" if record.get("skipped") else ""
+    print(
+        f"epoch {record['epoch']}: training loss {record['train_loss']:.4f}, top-1 {record['train_top1']:.4f}{val} "
+        f"({record['seconds']:.0f} s{skipped})"
+    )

@@ -34,6 +34,7 @@ from specens.core import options
     "route to them, least recently used dropped first.",
 )
 @options.device()
+@options.quiet
 @options.trust_code
 def infer_cmd(
     run_dir,
@@ -48,6 +49,7 @@ def infer_cmd(
     workers,
     specialist_memory,
     device,
+    quiet,
     trust_code,
 ):
     """Predict every sample of a split with the ensemble; one output file per input shard."""
@@ -66,6 +68,7 @@ def infer_cmd(
         all_specialists=all_specialists,
         workers=workers,
         specialist_memory=specialist_memory * 2**20,
+        progress=not quiet,
         trust_code=trust_code,
     )
     click.echo(f"{m['n_samples']} predictions in {len(m['shards'])} shard file(s) under {out}")
@@ -85,15 +88,16 @@ def infer_cmd(
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
 @options.all_specialists
 @options.device()
+@options.quiet
 @options.trust_code
-def evaluate_cmd(run_dir, data, split, out, top_n, batch_size, all_specialists, device, trust_code):
+def evaluate_cmd(run_dir, data, split, out, top_n, batch_size, all_specialists, device, quiet, trust_code):
     """Generalist alone vs the ensemble: top-1/5, conditional accuracy, the paper's Table 4, and
     what both cost to train and to run."""
     from .ensemble import Ensemble
     from .evaluate import evaluate_ensemble, format_report, save_report
 
     ens = Ensemble.load(run_dir, device=device, top_n=top_n, all_specialists=all_specialists, trust_code=trust_code)
-    r = evaluate_ensemble(ens, data, split, batch_size)
+    r = evaluate_ensemble(ens, data, split, batch_size, progress=not quiet)
     out = out or f"{run_dir}/evaluation"
     save_report(r, out)
     click.echo(format_report(r))
@@ -117,8 +121,9 @@ def evaluate_cmd(run_dir, data, split, out, top_n, batch_size, all_specialists, 
     help="CPU threads for the alternatives' training [default: the generalist's]; changes nothing computed.",
 )
 @options.device()
+@options.quiet
 @options.trust_code
-def baseline_cmd(run_dir, data, split, only, restart, threads, device, trust_code):
+def baseline_cmd(run_dir, data, split, only, restart, threads, device, quiet, trust_code):
     """The specialists against the same training compute spent otherwise: (a) the generalist
     trained further, (b) an ensemble of generalists from other seeds, (c) a wider generalist at
     the ensemble's inference FLOPs, and for text TF-IDF + logistic regression. Trained
@@ -135,6 +140,7 @@ def baseline_cmd(run_dir, data, split, only, restart, threads, device, trust_cod
         restart=restart,
         trust_code=trust_code,
         threads=threads,
+        progress=not quiet,
     )
     click.echo(format_table(r))
     click.echo(f"saved {run_dir}/baselines/baselines.json")

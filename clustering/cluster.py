@@ -128,7 +128,8 @@ def _regime(g, report: ClusterReport, info) -> RegimeCheck:
     """The regime check (:mod:`.regime`) on this generalist and these groups."""
     capture = report.error_capture()
     per_class = info.split("train").num_samples / info.n_classes if "train" in info.splits else 0.0
-    return regime_check(g.record.metrics, capture["captured"] if capture else None, per_class)
+    captured = capture["captured"] if capture and capture["errors"] else None  # no errors: nothing to capture
+    return regime_check(g.record.metrics, captured, per_class)
 
 
 def _check_label_space(cfg: ClusterConfig, info) -> None:

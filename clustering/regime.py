@@ -54,10 +54,12 @@ def regime_check(
     metrics: TrainingMetrics | None, error_capture: float | None, examples_per_class: float
 ) -> RegimeCheck:
     """The check of the module docstring, from the generalist's training record (``metrics``), the
-    share of its validation errors the groups capture, and the training examples per class."""
+    share of its errors on the transfer set the groups capture (None: not measured, or it made none),
+    and the training examples per class. A record without both figures at its best epoch gives
+    the verdict "unknown"."""
     seen = dict(error_capture=error_capture, examples_per_class=examples_per_class)
-    best = metrics.history[metrics.best_epoch - 1] if metrics and metrics.history and metrics.best_epoch else None
-    if best is None or "train_top1" not in best or best.get("val_top1") is None:
+    best = _best_record(metrics)
+    if best is None:
         return RegimeCheck(
             None,
             "the generalist carries no training and validation record",
@@ -67,7 +69,7 @@ def regime_check(
             None,
             **seen,
         )
-    train, val = float(best["train_top1"]), float(best["val_top1"])
+    train, val = best
     seen |= dict(train_top1=train, val_top1=val, still_improving=metrics.still_improving)
     measured = f"training top-1 {train:.3f}, validation {val:.3f}"
     if metrics.still_improving:
@@ -88,7 +90,7 @@ def regime_check(
     if error_capture is not None and error_capture < MIN_CAPTURE:
         return RegimeCheck(
             False,
-            f"the groups capture only {error_capture:.0%} of the generalist's validation errors",
+            f"the groups capture only {error_capture:.0%} of the generalist's errors",
             "specialists can fix at most that share; try more groups or overlap",
             **seen,
         )
@@ -99,3 +101,13 @@ def regime_check(
         "confirm with `specens baseline` against the same compute spent otherwise",
         **seen,
     )
+
+
+def _best_record(metrics: TrainingMetrics | None) -> tuple[float, float] | None:
+    """(training top-1, validation top-1) at the best epoch, or None where the record lacks them."""
+    if metrics is None or not 1 <= metrics.best_epoch <= len(metrics.history):
+        return None
+    best = metrics.history[metrics.best_epoch - 1]
+    figures = best.get("train_top1"), best.get("val_top1")
+    ok = all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 for v in figures)
+    return (float(figures[0]), float(figures[1])) if ok else None

@@ -190,7 +190,7 @@ def compute_matched(
     restart: bool = False,
     trust_code: bool = False,
     threads: int | None = None,
-) -> dict:
+) -> BaselineReport:
     """Train (or reuse) the compute-matched alternatives of ``run_dir`` and evaluate them beside
         the generalist and the specialist ensemble on ``split``; returns and saves the table.
         ``evaluation``: the ensemble's :func:`evaluate_ensemble` result on ``split``, if already made.

@@ -409,14 +409,18 @@ class BaselineReport:
     @classmethod
     def read(cls, path) -> BaselineReport:
         """Read ``baselines.json`` at ``path``, its format and version checked."""
-        return cls.from_json(read_artifact_json(path, BASELINES_FORMAT, BASELINES_VERSION), str(path))
+        try:
+            data = read_artifact_json(path, BASELINES_FORMAT, BASELINES_VERSION)
+        except CheckpointError as e:  # e.g. written by an older specens
+            raise CheckpointError(f"{e}; delete it or rerun `specens baseline`") from None
+        return cls.from_json(data, str(path))
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> BaselineReport:
         """A parsed ``baselines.json`` (its format header is not a field)."""
         if not isinstance(data, dict):
             raise CheckpointError(f"{where} must be an object, got {type(data).__name__}")
-        values = record_fields({k: v for k, v in data.items() if k not in _HEADER}, cls, where)
+        values = record_fields({k: v for k, v in data.items() if k not in ("format", "format_version")}, cls, where)
         check_values(
             values, [("split", lambda v: isinstance(v, str), "a string"), ("rows", _is_dict, "an object")], where
         )

@@ -48,3 +48,9 @@ def test_every_measured_dataset_is_predicted_as_measured(name, train, val, best,
     beat the specialists; the check says so before any specialist is trained."""
     train = val if train is None else train  # not recorded: an under-fitting record, the harder case
     assert regime_check(_metrics(train, val, best, run, stopped), capture, 50.0).likely is False, name
+
+
+def test_a_malformed_record_gives_unknown_rather_than_a_crash():
+    for best, history in ((5, [{"train_top1": 0.9, "val_top1": 0.8}]), (1, [{"train_top1": None, "val_top1": 0.8}])):
+        metrics = TrainingMetrics(best_epoch=best, epochs_run=1, stopped_early=True, history=history)
+        assert regime_check(metrics, 0.5, 10.0).likely is None

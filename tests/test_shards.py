@@ -254,6 +254,22 @@ def test_skip_policy_drops_and_counts(tmp_path, case):
     assert keys == ["ok1", "ok2"] and loader.skipped == 1
 
 
+def test_a_filtering_stream_counts_a_shards_bad_samples_on_every_pass(tmp_path):
+    """A shard with a bad sample is not kept in the filter's memory cache, so each pass over it
+    reports its skip, as a stream that does not filter (or caches nothing) does."""
+    root = _raw_dataset(tmp_path, [_good("ok1"), BAD_SAMPLES["label out of range"][0], _good("ok2", label=1)])
+    skipped = {}
+    for cache in (0, 2**20):
+        stream = ShardStream(
+            root, "train", 4, train=True, epoch_size=6, labels=[0, 1], cache_bytes=cache, on_error="skip"
+        )
+        skipped[cache] = []
+        for epoch in (0, 1):
+            stream.set_epoch(epoch)
+            skipped[cache].append(sum(b.skipped for b in stream))
+    assert skipped[0] == skipped[2**20] and all(n >= 2 for n in skipped[0])  # 6 draws: 3 passes over 2 good
+
+
 def test_corrupt_tar(tmp_path):
     root = _raw_dataset(tmp_path, [_good(f"k{i}") for i in range(4)])
     (tmp_path / "train-000000.tar").write_bytes(b"\x00garbage" * 300)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 
@@ -29,8 +30,17 @@ def ray_session():
         ray.init(log_to_driver=True)
     else:
         # address="local": a new instance even when another is running on this machine (a bare
-        # ray.init() would join the latest `ray start` cluster it finds in /tmp/ray).
-        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
+        # ray.init() would join the latest `ray start` cluster it finds in /tmp/ray). Ray's notice
+        # that it chose token authentication (its secure default for a new local cluster) and its
+        # start-up INFO lines are kept out of the user's output.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+        ray.init(
+            address="local",
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            log_to_driver=True,
+            logging_level=logging.WARNING,
+        )
     try:
         yield
     finally:

@@ -50,9 +50,10 @@ from specens.generalist.config import TrainConfig
 from specens.generalist.evaluate import Metrics
 from specens.generalist.models import ModelSpec
 
+from .baseline_report import BaselineReport, BaselineRow, Budget
 from .ensemble import Ensemble
 from .evaluate import evaluate_ensemble
-from .report import BaselineReport, BaselineRow, Budget, EvaluationReport
+from .report import EvaluationReport
 
 BASELINES = "baselines"
 

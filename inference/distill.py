@@ -58,8 +58,8 @@ from specens.generalist.checkpoint import load_generalist, training_config
 from specens.generalist.config import TrainConfig
 from specens.generalist.evaluate import Metrics
 
+from .baseline_report import BaselineReport
 from .ensemble import Ensemble
-from .report import BaselineReport
 from .teachers import EnsembleTeacher, QCacheTeacher
 
 REPORT = "distill.json"

@@ -1,4 +1,5 @@
-"""The evaluation report (``evaluation.json``, ``specens.evaluation`` 1) as typed records.
+"""The evaluation report (``evaluation.json``, ``specens.evaluation`` 1) as typed records (the
+compute-matched table's are in :mod:`specens.inference.baseline_report`).
 
 :class:`EvaluationReport` is what :func:`~specens.inference.evaluate.evaluate_ensemble` returns
 and ``specens evaluate`` writes: both models' scores, the routing, Table 4 by coverage and the
@@ -22,7 +23,8 @@ from specens.core.records import check_values, field_name, is_count, is_number, 
 FORMAT, FORMAT_VERSION = "specens.evaluation", 1
 
 
-def _ratio(v: Any) -> bool:  # a number, or null where it is undefined
+def is_ratio(v: Any) -> bool:
+    """A finite number, or null where a ratio is undefined."""
     return v is None or is_number(v)
 
 
@@ -103,7 +105,7 @@ class CoverageRow:
             values,
             [("covering", lambda v: isinstance(v, str), "a string"), ("delta_correct", _is_int, "an int")]
             + [(k, is_count, "an int >= 0") for k in counts]
-            + [("relative_improvement", _ratio, "a number or null")],
+            + [("relative_improvement", is_ratio, "a number or null")],
             where,
         )
         return cls(**{**values, "relative_improvement": _nan(values["relative_improvement"])})
@@ -161,7 +163,7 @@ class InferenceCost:
         check_values(
             values,
             [(k, is_number, "a finite number") for k in ("generalist_passes", "specialist_passes")]
-            + [(k, _ratio, "a number or null") for k in ("predicted_ratio", "measured_ratio")]
+            + [(k, is_ratio, "a number or null") for k in ("predicted_ratio", "measured_ratio")]
             + [(k, numbers, "an object of numbers") for k in ("flops_per_example", "seconds")],
             where,
         )
@@ -305,127 +307,3 @@ def _is_dict(v: Any) -> bool:
 
 _DERIVED = ("top1_relative_improvement", "top1_error_relative_cut", "conditional_relative_improvement")
 _HEADER = ("format", "format_version", *_DERIVED)
-
-
-# ------------------------------------------------------------------ baselines.json
-
-
-BASELINES_FORMAT, BASELINES_VERSION = "specens.baselines", 1
-
-
-@dataclass(frozen=True)
-class Budget:
-    """The generalist's training FLOPs G, the specialists' B (every trained one), and what B buys
-    the alternatives: ``examples`` more generalist examples, ``seeds`` generalists for (G + B)."""
-
-    generalist_flops: float
-    specialists_flops: float
-    examples: int
-    seeds: int
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> Budget:
-        values = record_fields(data, cls, where)
-        check_values(
-            values,
-            [(k, is_number, "a finite number") for k in ("generalist_flops", "specialists_flops")]
-            + [(k, is_count, "an int >= 0") for k in ("examples", "seeds")],
-            where,
-        )
-        return cls(**values)
-
-
-@dataclass(frozen=True)
-class BaselineRow:
-    """One row of the compute-matched table: accuracy, training cost and inference cost (None where
-    it is not counted, e.g. scikit-learn's FLOPs), and what only some rows have: ``epochs_run``
-    (trained alternatives), ``members`` (k generalists), the gate's counts (the ensemble), the
-    widened model (``model_kwargs``, ``parameters`` and the inference FLOPs it was sized to)."""
-
-    top1: float
-    nll: float
-    train_seconds: float
-    train_flops: float | None = None
-    inference_flops_per_example: float | None = None
-    seconds_per_example: float | None = None
-    epochs_run: int | None = None
-    members: int | None = None
-    specialists_on: int | None = None
-    specialists_gated_off: int | None = None
-    target_inference_flops_per_example: float | None = None
-    model_kwargs: dict | None = None
-    parameters: int | None = None
-
-    def to_json(self) -> dict:
-        """The fields a row has (those that are None are left out)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> BaselineRow:
-        optional = [f.name for f in dataclasses.fields(cls) if f.default is None]
-        values = record_fields(data, cls, where, optional=optional)
-        counts = ("epochs_run", "members", "specialists_on", "specialists_gated_off", "parameters")
-        check_values(
-            values,
-            [(k, is_number, "a finite number") for k in ("top1", "nll", "train_seconds")]
-            + [(k, _ratio, "a number or null") for k in _BASELINE_NUMBERS]
-            + [(k, lambda v: v is None or is_count(v), "an int >= 0 or null") for k in counts]
-            + [("model_kwargs", lambda v: v is None or _is_dict(v), "an object or null")],
-            where,
-        )
-        return cls(**values)
-
-
-_BASELINE_NUMBERS = (
-    "train_flops",
-    "inference_flops_per_example",
-    "seconds_per_example",
-    "target_inference_flops_per_example",
-)
-
-
-@dataclass(frozen=True)
-class BaselineReport:
-    """``baselines.json``: the compute-matched alternatives of one run on ``split``, by name
-    (``generalist``, ``specialists`` and those trained: ``continued``, ``seeds``, ``wider``,
-    ``tfidf``), with the :class:`Budget` they were matched to."""
-
-    split: str
-    budget: Budget
-    rows: dict[str, BaselineRow]
-
-    def to_json(self) -> dict:
-        return {
-            "format": BASELINES_FORMAT,
-            "format_version": BASELINES_VERSION,
-            "split": self.split,
-            "budget": self.budget.to_json(),
-            "rows": {k: row.to_json() for k, row in self.rows.items()},
-        }
-
-    @classmethod
-    def read(cls, path) -> BaselineReport:
-        """Read ``baselines.json`` at ``path``, its format and version checked."""
-        try:
-            data = read_artifact_json(path, BASELINES_FORMAT, BASELINES_VERSION)
-        except CheckpointError as e:  # e.g. written by an older specens
-            raise CheckpointError(f"{e}; delete it or rerun `specens baseline`") from None
-        return cls.from_json(data, str(path))
-
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> BaselineReport:
-        """A parsed ``baselines.json`` (its format header is not a field)."""
-        if not isinstance(data, dict):
-            raise CheckpointError(f"{where} must be an object, got {type(data).__name__}")
-        values = record_fields({k: v for k, v in data.items() if k not in ("format", "format_version")}, cls, where)
-        check_values(
-            values, [("split", lambda v: isinstance(v, str), "a string"), ("rows", _is_dict, "an object")], where
-        )
-        return cls(
-            values["split"],
-            Budget.from_json(values["budget"], field_name(where, "budget")),
-            {k: BaselineRow.from_json(v, field_name(where, "rows") + f".{k}") for k, v in values["rows"].items()},
-        )

@@ -132,7 +132,7 @@ def test_the_evaluation_report_round_trips_and_refuses_a_bad_field(tmp_path):
 
 def test_the_baseline_report_round_trips_and_refuses_a_bad_row(tmp_path):
     from specens.core.io import write_json_atomic
-    from specens.inference.report import BaselineReport, BaselineRow, Budget
+    from specens.inference.baseline_report import BaselineReport, BaselineRow, Budget
 
     rows = {
         "generalist": BaselineRow(0.8, 0.6, 10.0, 1e9, 1e6, 1e-4),

@@ -25,7 +25,7 @@ from specens.generalist.checkpoint import load_generalist
 
 from .covariance import CovarianceAccumulator
 from .groups import ConfusionClusterer
-from .regime import RegimeCheck, regime_check
+from .regime import RegimeCheck, examples_per_class, regime_check
 from .report import ClusterReport, choose_n_groups
 
 FORMAT, FORMAT_VERSION = "specens.clusters", 1
@@ -127,9 +127,8 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
 def _regime(g, report: ClusterReport, info) -> RegimeCheck:
     """The regime check (:mod:`.regime`) on this generalist and these groups."""
     capture = report.error_capture()
-    per_class = info.split("train").num_samples / info.n_classes if "train" in info.splits else 0.0
     captured = capture["captured"] if capture and capture["errors"] else None  # no errors: nothing to capture
-    return regime_check(g.record.metrics, captured, per_class)
+    return regime_check(g.record.metrics, captured, examples_per_class(info))
 
 
 def _check_label_space(cfg: ClusterConfig, info) -> None:

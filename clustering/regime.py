@@ -103,6 +103,11 @@ def regime_check(
     )
 
 
+def examples_per_class(info) -> float:
+    """Training examples per class of a :class:`~specens.data.format.DatasetInfo` (0 without a train split)."""
+    return info.split("train").num_samples / info.n_classes if "train" in info.splits else 0.0
+
+
 def _best_record(metrics: TrainingMetrics | None) -> tuple[float, float] | None:
     """(training top-1, validation top-1) at the best epoch, or None where the record lacks them."""
     if metrics is None or not 1 <= metrics.best_epoch <= len(metrics.history):

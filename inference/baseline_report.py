@@ -14,12 +14,7 @@ from specens.core.errors import CheckpointError
 from specens.core.io import read_artifact_json
 from specens.core.records import check_values, field_name, is_count, is_number, record_fields
 
-from .report import is_ratio
-
-
-def _is_dict(v: Any) -> bool:
-    return isinstance(v, dict)
-
+from .report import is_dict, is_ratio
 
 BASELINES_FORMAT, BASELINES_VERSION = "specens.baselines", 1
 
@@ -84,7 +79,7 @@ class BaselineRow:
             [(k, is_number, "a finite number") for k in ("top1", "nll", "train_seconds")]
             + [(k, is_ratio, "a number or null") for k in _BASELINE_NUMBERS]
             + [(k, lambda v: v is None or is_count(v), "an int >= 0 or null") for k in counts]
-            + [("model_kwargs", lambda v: v is None or _is_dict(v), "an object or null")],
+            + [("model_kwargs", lambda v: v is None or is_dict(v), "an object or null")],
             where,
         )
         return cls(**values)
@@ -133,7 +128,7 @@ class BaselineReport:
             raise CheckpointError(f"{where} must be an object, got {type(data).__name__}")
         values = record_fields({k: v for k, v in data.items() if k not in ("format", "format_version")}, cls, where)
         check_values(
-            values, [("split", lambda v: isinstance(v, str), "a string"), ("rows", _is_dict, "an object")], where
+            values, [("split", lambda v: isinstance(v, str), "a string"), ("rows", is_dict, "an object")], where
         )
         return cls(
             values["split"],

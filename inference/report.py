@@ -277,7 +277,7 @@ class EvaluationReport:
             [(k, is_count, "an int >= 0") for k in ("n", "n_in_union", "n_specialists")]
             + [("top_n", lambda v: is_count(v, 1), "an int >= 1"), ("table4", lambda v: isinstance(v, list), "a list")]
             + [(k, is_number, "a finite number") for k in ("mean_active_specialists", "routed_fraction")]
-            + [("specialist_weight", is_number, "a finite number"), ("fingerprints", _is_dict, "an object")]
+            + [("specialist_weight", is_number, "a finite number"), ("fingerprints", is_dict, "an object")]
             + [(k, lambda v: isinstance(v, str), "a string") for k in ("dataset", "split")]
             + [(k, ints, "a list of ints >= 0") for k in ("specialists_on", "specialists_gated_off")],
             where,
@@ -301,7 +301,7 @@ class EvaluationReport:
         )
 
 
-def _is_dict(v: Any) -> bool:
+def is_dict(v: Any) -> bool:
     return isinstance(v, dict)
 
 

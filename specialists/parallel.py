@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from specens.clustering.cluster import load_clusters
-from specens.clustering.regime import RegimeCheck, regime_check
+from specens.clustering.regime import RegimeCheck, examples_per_class, regime_check
 from specens.core.device import resolve_device
 from specens.core.errors import CheckpointError
 from specens.core.io import check_target
@@ -165,9 +165,7 @@ def _regime(cfg: SpecialistConfig) -> RegimeCheck:
         except (ValueError, KeyError, TypeError):  # a report from elsewhere: the check goes without it
             capture = None
     capture = capture if isinstance(capture, float) and 0 <= capture <= 1 else None
-    info = load_info(cfg.data)
-    per_class = info.split("train").num_samples / info.n_classes if "train" in info.splits else 0.0
-    return regime_check(read_record(cfg.generalist).metrics, capture, per_class)
+    return regime_check(read_record(cfg.generalist).metrics, capture, examples_per_class(load_info(cfg.data)))
 
 
 def _partition(cfg: SpecialistConfig, clusters, echo) -> None:

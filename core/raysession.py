@@ -13,6 +13,12 @@ import sys
 # (specens.core.errors.SpecensError: a bad file, a diverging run) fails the same way every time.
 RETRIED_EXCEPTIONS = [OSError, RuntimeError, MemoryError, EOFError]
 
+# Ray reads this when it is imported, so it is set here, and this module is imported before Ray
+# by every stage that uses it. Ray's log de-duplication would fold the workers' per-epoch lines
+# ("specialist 1: epoch 2 ...", "specialist 2: epoch 2 ...", alike but for their numbers) into one
+# line and a colour-coded "[repeated 2x across cluster]" notice: every specialist's line is kept.
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
 
 @contextlib.contextmanager
 def ray_session():

@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from specens.core.errors import ConfigError, DataError
 from specens.core.io import TEMP_GLOB, check_target, write_bytes_atomic, write_json_atomic
+from specens.core.progress import progress_bar
+from specens.core.raysession import RETRIED_EXCEPTIONS, ray_session  # before Ray: it sets Ray's environment
 from specens.data.remote import is_url
 from specens.data.shards import iter_split
 
@@ -120,13 +121,13 @@ def infer(
         task.update(all_specialists=all_specialists, specialist_memory=specialist_memory, trust_code=trust_code)
         _infer_with_ray(run_dir, data, out, todo, workers, task, settings["fingerprints"])
     else:
-        bar = tqdm(
+        bar = progress_bar(
             total=info.split(split).num_samples,
             initial=sum(s.num_samples for s in shards if s.name not in todo),
             unit="ex",
             unit_scale=True,
             desc=f"infer {split}",
-            disable=not progress,
+            enabled=progress,
             smoothing=0.1,
         )
         write_shards(ens, data, out_dir, split, todo, k, save_q, batch_size, bar.update, on_batch)
@@ -230,8 +231,6 @@ def _shards_task(run_dir: str, data: str, out: str, names: list[str], options: d
 
 def _infer_with_ray(run_dir, data, out, todo, workers, options, fingerprints) -> None:
     import ray
-
-    from specens.core.raysession import RETRIED_EXCEPTIONS, ray_session
 
     with ray_session():
         task = ray.remote(_shards_task).options(num_cpus=1, max_retries=2, retry_exceptions=RETRIED_EXCEPTIONS)

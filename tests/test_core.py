@@ -189,3 +189,38 @@ def test_the_loop_checkpoints_by_time_and_keeps_the_best_in_memory(tmp_path):
     assert float(load_file(tmp_path / "rarely" / BEST)["weight"]) == 2.0
     for r in result.history:
         assert r["examples"] == 4 and r["seconds"] >= 0 and r["cpu_seconds"] >= 0 and r["val_seconds"] >= 0
+
+
+def test_ray_keeps_every_workers_line_when_a_stage_imports_it():
+    """Ray folds log lines alike but for their numbers (specialist 1's epoch line and specialist
+    2's) into one line plus a colour-coded notice, unless RAY_DEDUP_LOGS=0 when Ray is imported:
+    the stages that use Ray set it first."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import specens.specialists.parallel, specens.inference.infer, ray\n"
+        "from ray._private import ray_constants\n"  # where Ray keeps the switch it read on import
+        "print(ray_constants.RAY_DEDUP_LOGS)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_DEDUP_LOGS"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+
+
+def test_progress_bars_are_drawn_on_a_terminal_only():
+    import io
+
+    from specens.core.progress import progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert progress_bar(range(3), desc="x", unit="it", file=io.StringIO()).disable  # a pipe or a file
+    shown = Terminal()
+    assert list(progress_bar(range(3), desc="x", unit="it", file=shown)) == [0, 1, 2]
+    assert "3/3" in shown.getvalue()
+    assert progress_bar(range(3), desc="x", unit="it", enabled=False, file=Terminal()).disable

@@ -13,12 +13,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from specens.core.config import Validated, config_to_json, param
 from specens.core.device import resolve_device
 from specens.core.errors import CheckpointError, ConfigError
 from specens.core.io import check_target, fingerprint, publish_dir, read_artifact_json, write_json_atomic
+from specens.core.progress import progress_bar
 from specens.data.format import INFO_FILE, load_info
 from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist
@@ -153,7 +153,7 @@ def _transfer_pass(cfg: ClusterConfig, g, info, device, progress: bool):
     acc = CovarianceAccumulator(g.n_classes, top_k=cfg.top_k or None)
     y_true, y_pred = [], []
     batches = iter_split(cfg.data, cfg.split, cfg.batch_size, info=info)
-    for batch in tqdm(batches, desc=f"covariance {cfg.split}", disable=not progress, unit="batch"):
+    for batch in progress_bar(batches, desc=f"covariance {cfg.split}", unit="batch", enabled=progress):
         logits = g.model(batch.inputs.to(device)).float().cpu()
         acc.update(torch.softmax(logits.double() / cfg.temperature, dim=1))
         y_true.append(batch.labels.numpy())

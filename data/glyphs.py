@@ -272,7 +272,7 @@ def class_code_point(name: str, where: str) -> int:
 
 
 def _write(out, plan: _Plan, size, seed, shard_size, progress, workers, augment):
-    from tqdm import tqdm
+    from specens.core.progress import progress_bar
 
     cps = plan.cps
     with DatasetWriter(
@@ -288,7 +288,7 @@ def _write(out, plan: _Plan, size, seed, shard_size, progress, workers, augment)
         for split, n_per in plan.per_split.items():
             faces, split_id = plan.faces[split], _SPLIT_ID[split]
             jobs = [(cp, faces, n_per, size, (seed, cp, split_id), plan.placement, augment) for cp in cps]
-            with tqdm(total=n_per * len(cps), desc=f"glyphs {split}", disable=not progress, unit="img") as bar:
+            with progress_bar(total=n_per * len(cps), desc=f"glyphs {split}", unit="img", enabled=progress) as bar:
                 per_class = render_classes(jobs, workers, bar.update)
             with w.split(split) as s:
                 # Interleave classes so that every shard holds every class (good streaming shuffles).

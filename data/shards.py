@@ -281,15 +281,15 @@ def verify_dataset(root: str | os.PathLike, progress: bool = False) -> DatasetIn
     (truncation), each sample's fields, label range, shape, dtype and finiteness, and each split's
     class counts. Raises :class:`DataError` naming the shard (and sample) at fault; returns the
     dataset's description."""
-    from tqdm import tqdm
+    from specens.core.progress import progress_bar
 
     info = load_info(root)
     where = join(str(root), INFO_FILE) if is_url(root) else str(Path(local_path(root)) / INFO_FILE)
     for name, split in info.splits.items():
         counts = np.zeros(info.n_classes, dtype=np.int64)
         stream = ShardStream(root, name, 1, info=info)
-        for _, _, label in tqdm(
-            stream.samples(), total=split.num_samples, desc=f"check {name}", unit="ex", disable=not progress
+        for _, _, label in progress_bar(
+            stream.samples(), total=split.num_samples, desc=f"check {name}", unit="ex", enabled=progress
         ):
             counts[label] += 1
         if tuple(int(c) for c in counts) != split.class_counts:

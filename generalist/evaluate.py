@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from specens.core.device import autocast, resolve_device
 from specens.core.errors import ConfigError
 from specens.core.io import check_target, publish_dir, write_json_atomic
+from specens.core.progress import progress_bar
 from specens.data.format import INFO_FILE
 from specens.data.shards import Batch, iter_split
 
@@ -53,7 +53,7 @@ def evaluate(
     """Top-1, top-5 and NLL of ``model`` over ``batches``; leaves the model in eval mode."""
     model.eval()
     m = Metrics()
-    for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
+    for batch in progress_bar(batches, desc=desc, unit="batch", enabled=progress, leave=False):
         b = batch.to(device)
         with autocast(device, amp):
             logits = model(b.inputs)
@@ -127,7 +127,7 @@ def predict_generalist(
         keys: list[str] = []
         logits = np.lib.format.open_memmap(tmp / "logits.npy", mode="w+", dtype=np.float32, shape=(n, c))
         i = 0
-        for batch in tqdm(loader, desc=f"predict {split}", disable=not progress, unit="batch"):
+        for batch in progress_bar(loader, desc=f"predict {split}", unit="batch", enabled=progress):
             z = g.model(batch.inputs.to(dev)).float().cpu().numpy()
             logits[i : i + len(z)] = z
             labels[i : i + len(z)] = batch.labels.numpy()

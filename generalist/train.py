@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
 from specens.core.config import config_to_json
 from specens.core.cost import Stopwatch, TrainingCost, forward_flops, training_cost
@@ -24,6 +23,7 @@ from specens.core.device import autocast
 from specens.core.errors import CheckpointError, ConfigError, DataError, check_same_classes
 from specens.core.io import check_target
 from specens.core.loop import Recipe, start
+from specens.core.progress import progress_bar
 from specens.data.augment import random_shift
 from specens.data.format import DatasetInfo, load_info
 from specens.data.shards import MixedLoader, ShardLoader, ShardStream, iter_split
@@ -238,12 +238,8 @@ def _epoch(cfg: TrainConfig, recipe: Recipe, loader: MixedLoader, teacher, devic
         loader.set_epoch(epoch)
         jitter_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         seen, labelled, correct, loss_sum, steps = 0, 0, 0, 0.0, 0
-        bar = tqdm(
-            loader,
-            total=recipe.steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not progress,
-            unit="batch",
+        bar = progress_bar(
+            loader, total=recipe.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", enabled=progress
         )
         for source, batch in bar:
             x = random_shift(batch.inputs, cfg.jitter, jitter_gen) if cfg.jitter else batch.inputs

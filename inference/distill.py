@@ -47,12 +47,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from specens.core.config import OptimParts, SoftTargetParts, config_to_json, load_config, param, redefault
 from specens.core.cost import format_flops, forward_flops
 from specens.core.errors import CheckpointError
 from specens.core.io import check_target, read_json, write_json_atomic
+from specens.core.progress import progress_bar
 from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist, training_config
 from specens.generalist.config import TrainConfig
@@ -294,7 +294,7 @@ def _score_three(ens, student, data, split, batch_size, info, progress, timing_e
     metrics = {name: Metrics() for name in ("generalist", "ensemble", "student")}
     active, held, n_held = 0, [], 0
     total = info.split(split).num_samples
-    bar = tqdm(total=total, unit="ex", unit_scale=True, desc=f"compare {split}", disable=not progress)
+    bar = progress_bar(total=total, unit="ex", unit_scale=True, desc=f"compare {split}", enabled=progress)
     for batch in iter_split(data, split, batch_size, info=info):
         x, y = batch.inputs.to(ens.device), batch.labels
         if n_held < timing_examples:

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from specens.core.cost import format_flops, forward_flops
 from specens.core.io import atomic_path, publish_dir, write_json_atomic
+from specens.core.progress import progress_bar
 from specens.data.shards import iter_split
 
 from .ensemble import Ensemble
@@ -129,8 +129,8 @@ def evaluate_ensemble(
     tally = EnsembleTally(ens.membership)
     ens.seconds = dict.fromkeys(ens.seconds, 0.0)
     example = None
-    bar = tqdm(
-        total=info.split(split).num_samples, unit="ex", unit_scale=True, desc=f"evaluate {split}", disable=not progress
+    bar = progress_bar(
+        total=info.split(split).num_samples, unit="ex", unit_scale=True, desc=f"evaluate {split}", enabled=progress
     )
     for batch in iter_split(data, split, batch_size, info=info):
         res = ens.forward(batch.inputs)

@@ -18,7 +18,7 @@ overrides = click.option(
     metavar="KEY=VALUE",
     help="Override any config field (repeatable), e.g. --set lr=0.001 --set 'model_kwargs={\"width\": 32}'.",
 )
-quiet = click.option("--quiet", is_flag=True, help="No progress bars.")
+quiet = click.option("--quiet", is_flag=True, help="Only the results: no progress bars, no per-epoch lines.")
 top_n = click.option(
     "--top-n",
     default=1,

@@ -47,6 +47,7 @@ def specialists_cli():
     "--restart", is_flag=True, help="Retrain specialists trained (or started) with another config (default: refuse)."
 )
 @options.overrides
+@options.quiet
 @options.trust_code
 def train(
     config_path,
@@ -61,6 +62,7 @@ def train(
     max_retries,
     restart,
     sets,
+    quiet,
     trust_code,
 ):
     """Train every specialist not already complete. Inside `ray job submit` it joins that
@@ -85,6 +87,7 @@ def train(
         gpus_per_specialist=gpus_per_specialist,
         restart=restart,
         echo=click.echo,
+        epoch_lines=not quiet,
     )
     click.echo(
         f"trained {len(summary.trained)}, skipped {len(summary.skipped)} complete, failed "

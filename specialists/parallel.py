@@ -114,12 +114,15 @@ def train_all(
     restart: bool = False,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     echo=print,
+    epoch_lines: bool = True,
 ) -> RunSummary:
     """Train the specialists of ``cfg.clusters`` that are not complete yet; see the module doc.
 
     gpus_per_specialist: None = 1 when the cluster has GPUs, else 0; a fraction packs several
     small specialists on one GPU. on_epoch_end(epoch, record) runs inside each specialist's
     process after each epoch (with Ray it must pickle); tests inject faults through it.
+    epoch_lines: each specialist prints one line per epoch (from its Ray worker, prefixed by Ray);
+    the driver's lines (``echo``) say when each starts, ends and what the gate decided.
     """
     t0 = time.perf_counter()
     gen_fp, clusters = check_inputs(cfg)
@@ -137,7 +140,8 @@ def train_all(
         for m in todo:
 
             def report(epoch: int, record: dict) -> None:
-                echo(f"  specialist {record['index']}: epoch {record['epoch']}")
+                if epoch_lines:
+                    echo(_epoch_line(record))
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, record)
 
@@ -147,9 +151,8 @@ def train_all(
             echo(_summary_line(m, record))
     elif todo:
         with ray_session():
-            _train_with_ray(
-                cfg, todo, summary, max_retries, cpus_per_specialist, gpus_per_specialist, restart, on_epoch_end, echo
-            )
+            resources = (cpus_per_specialist, gpus_per_specialist)
+            _train_with_ray(cfg, todo, summary, max_retries, resources, restart, (on_epoch_end, epoch_lines), echo)
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -175,29 +178,34 @@ def _partition(cfg: SpecialistConfig, clusters, echo) -> None:
     ensure_partition(cfg.out, gen, clusters, cfg.data, load_info(cfg.data), cfg.val_split, cfg.top_n, device, echo)
 
 
-def _task(cfg: SpecialistConfig, index: int, restart: bool, on_epoch_end) -> dict:
+def _epoch_line(r: dict) -> str:
+    val = f" routed val NLL {r['val_nll']:.4f}, {r['val_correct']}/{r['val_routed']} right" if "val_nll" in r else ""
+    return f"specialist {r['index']}: epoch {r['epoch']} loss {r['train_loss']:.4f}{val}"
+
+
+def _task(cfg: SpecialistConfig, index: int, restart: bool, on_epoch_end, epoch_lines: bool = True) -> dict:
     def report(epoch: int, r: dict) -> None:
-        val = (
-            f" routed val NLL {r['val_nll']:.4f}, {r['val_correct']}/{r['val_routed']} right" if "val_nll" in r else ""
-        )
-        print(f"specialist {r['index']}: epoch {r['epoch']} loss {r['train_loss']:.4f}{val}", flush=True)
+        if epoch_lines:
+            print(_epoch_line(r), flush=True)  # reaches the driver's output through Ray's log streaming
         if on_epoch_end is not None:
             on_epoch_end(epoch, r)
 
     return train_specialist(cfg, index, on_epoch_end=report, restart=restart)
 
 
-def _train_with_ray(cfg, todo, summary, max_retries, cpus, gpus, restart, on_epoch_end, echo) -> None:
+def _train_with_ray(cfg, todo, summary, max_retries, resources, restart, epoch_hooks, echo) -> None:
     import ray
 
     from specens.core.raysession import RETRIED_EXCEPTIONS
 
+    cpus, gpus = resources
+    on_epoch_end, epoch_lines = epoch_hooks
     if gpus is None:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
     remote = ray.remote(max_calls=1)(_task).options(
         num_cpus=cpus, num_gpus=gpus, max_retries=max_retries, retry_exceptions=RETRIED_EXCEPTIONS
     )
-    pending = {remote.remote(cfg, m, restart, on_epoch_end): m for m in todo}  # submit everything first
+    pending = {remote.remote(cfg, m, restart, on_epoch_end, epoch_lines): m for m in todo}  # submit everything first
     started = time.perf_counter()
     echo(f"submitted {len(pending)} Ray tasks ({cpus} CPU, {gpus} GPU each)")
     while pending:

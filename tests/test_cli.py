@@ -76,6 +76,14 @@ def test_data_then_train_then_eval(tmp_path):
     r = specens_here("cluster", "--generalist", run, "--data", ds, "--out", tmp_path / "cl", "--groups", 7, "--quiet")
     assert r.returncode == 1
     assert r.stderr.strip() == "Error: ConfusionClusterer: n_groups must be an int in [1, n_classes=6], got 7"
+    spec = ("specialists", "train", "--local", "--generalist", run, "--clusters", tmp_path / "cl" / "clusters.json")
+    spec += ("--data", ds, "--epochs", 1, "--set", "batch_size=16")
+    r = specens_here(*spec, "--out", tmp_path / "loud")
+    assert r.returncode == 0, r.stderr
+    assert "specialist 1: epoch 1 loss " in r.stdout and "trained 2, skipped 0 complete, failed 0" in r.stdout
+    r = specens_here(*spec, "--out", tmp_path / "quiet", "--quiet")  # the same results, without the epoch lines
+    assert r.returncode == 0, r.stderr
+    assert "epoch 1 loss" not in r.stdout and "trained 2, skipped 0 complete, failed 0" in r.stdout
 
 
 def test_missing_dataset_json_is_one_line_error(tmp_path):

@@ -12,6 +12,11 @@ import pytest
 # external IP, where a loopback test cluster does not listen).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: N processes share the cores, one torch thread each
+    import torch
+
+    torch.set_num_threads(1)
+
 SHARED_DATA = Path(os.environ.get("SPECENS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 

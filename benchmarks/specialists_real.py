@@ -8,18 +8,27 @@ specialists in its own run directory that shares the generalist:
 
 - ``base``: the defaults (disjoint groups, soft targets alpha = 0.5 at T = 1, dustbin correction);
 - ``hard``: hard targets only (alpha = 0), no soft-target regularisation;
-- ``overlap``: overlapping groups (distance-ratio overlap 1.5);
+- ``overlap``: overlapping groups (distance-ratio overlap ``--overlap``, 1.5);
 - ``double``: twice as many groups;
 - ``long``: the base specialists trained for three times as many epochs;
 - ``longhard``: ``long`` with hard targets only (the two changes that helped, together);
 - ``longhard-overlap``: ``longhard`` on the overlapping groups;
+- ``trunk2``, ``whole``: shared-trunk specialists owning two top blocks of the generalist's net
+  instead of one, and whole-network copies (``shared_trunk`` 2 and 0): more capacity where the
+  confusions are;
 
 ``--current`` runs the variants on today's defaults instead of the former pinned settings: the
 generalist given by ``--generalist`` (e.g. the one ``compute_matched.py`` trained with every
 default), 8 groups (the former default; ``auto``: the number ``specens cluster`` chooses, ``half``
 and ``double``), ``specens specialists train``'s default length (``long``: three times it). With
 ``--split val`` this is issue 15's protocol for choosing the specialists' defaults on validation
-splits only.
+splits only. ``--groups`` replaces the base K and ``--specialist-set KEY=VALUE`` changes a
+specialist setting for every set (``hanzi``, issue 27: the shared-trunk specialists of
+``compute_matched.py``'s 1,000-class run, on its generalist and data, linked into ``--work``):
+
+    python benchmarks/specialists_real.py hanzi --current --split val --groups 6 \
+        --generalist runs/generalists/hanzi1000/r16/generalist --work runs/variants/hanzi1000 \
+        --specialist-set shared_trunk=1 --overlap 1.1 --variants double,trunk2,overlap,overlap:top2,whole
 
 ``smalldata`` is METHOD §6's soft-targets-as-regulariser experiment: two generalists trained on the
 same 10% of the training split (``--small-fraction``, a stable subset by key hash) for as many
@@ -62,6 +71,8 @@ SETTINGS = {  # generalist and clustering per dataset, sized for 2 CPU cores: th
         groups=100,
         spec_epochs=4,
     ),
+    # printed Chinese (issue 27): only with --current, on compute_matched.py's generalist and data
+    "hanzi": dict(gen=None, groups=6, spec_epochs=2),
 }
 
 
@@ -92,9 +103,20 @@ def main() -> None:
         help="today's defaults (clustering, specialists) on the generalist of --generalist",
     )
     ap.add_argument("--generalist", help="with --current: an exported generalist of this dataset, used as is")
+    ap.add_argument("--groups", type=int, default=0, help="the base K (0: the dataset's, 8 with --current)")
+    ap.add_argument("--overlap", type=float, default=1.5, help="the distance ratio of the overlapping sets")
+    ap.add_argument(
+        "--specialist-set",
+        dest="specialist_sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a specialist setting changed for every set, e.g. shared_trunk=1",
+    )
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     from specens.clustering.cluster import ClusterConfig, cluster
+    from specens.core.config import load_config, parse_overrides
     from specens.data.format import INFO_FILE, load_info
     from specens.generalist.config import TrainConfig
     from specens.generalist.train import train_generalist
@@ -107,21 +129,33 @@ def main() -> None:
     if args.current:
         if not args.generalist:
             raise SystemExit("--current needs --generalist (an exported generalist of this dataset)")
-        s = dict(s, groups=8, spec_epochs=SpecialistConfig.epochs)  # 8: the former default K
+        if args.dataset != "hanzi":
+            s = dict(s, groups=8, spec_epochs=SpecialistConfig.epochs)  # 8: the former default K
+    elif args.dataset == "hanzi":
+        raise SystemExit("hanzi: only with --current (the generalist of compute_matched.py's hanzi run)")
+    if args.groups:
+        s = dict(s, groups=args.groups)
+    changed = parse_overrides(args.specialist_sets)
+    if "epochs" in changed:
+        raise SystemExit("--specialist-set epochs: use --spec-epochs (the long variants multiply it)")
     spec_epochs = args.spec_epochs or s["spec_epochs"]
     wanted = args.variants.split(",")
-    n_groups, long = s["groups"], 3 * spec_epochs
+    if args.current and "smalldata" in wanted:
+        raise SystemExit("--variants smalldata: trains generalists of the pinned settings, not with --current")
+    n_groups, long, r = s["groups"], 3 * spec_epochs, args.overlap
     sets = {  # specialist sets: (label, variant_run arguments)
         "base": ("base", dict(groups=n_groups)),
         "hard": ("hard targets only", dict(groups=n_groups, alpha=0.0)),
-        "overlap": ("overlapping groups", dict(groups=n_groups, overlap=1.5)),
+        "overlap": (f"overlapping groups (r = {r:g})", dict(groups=n_groups, overlap=r)),
         "long": (f"specialists trained {long} epochs", dict(groups=n_groups, epochs=long)),
         "longhard": (f"hard targets, {long} epochs", dict(groups=n_groups, epochs=long, alpha=0.0)),
         "longhard-overlap": (
             f"hard targets, {long} epochs, overlapping groups",
-            dict(groups=n_groups, epochs=long, alpha=0.0, overlap=1.5),
+            dict(groups=n_groups, epochs=long, alpha=0.0, overlap=r),
         ),
         "double": (f"{2 * n_groups} groups", dict(groups=2 * n_groups)),
+        "trunk2": ("owning the top 2 blocks", dict(groups=n_groups, shared_trunk=2)),
+        "whole": ("whole-network copies", dict(groups=n_groups, shared_trunk=0)),
         "half": (f"{max(2, n_groups // 2)} groups", dict(groups=max(2, n_groups // 2))),
         "auto": ("K chosen by specens cluster (n_groups = 0)", dict(groups=0)),
     }
@@ -152,16 +186,16 @@ def main() -> None:
 
     t = time.perf_counter()
     gen_dir = (work / "generalist").resolve()
-    gen = {**s["gen"], "epochs": args.gen_epochs or s["gen"]["epochs"]}
     if args.current:
         gen_dir = Path(args.generalist).resolve()
     else:
+        gen = {**s["gen"], "epochs": args.gen_epochs or s["gen"]["epochs"]}
         train_generalist(TrainConfig(data=str(data), out=str(gen_dir), threads=2, **gen), progress=False)
     timings["generalist"] = time.perf_counter() - t
 
     trained: dict[str, Path] = {}
 
-    def variant_run(name: str, groups: int, overlap: float = 0.0, epochs: int = 0, **spec) -> Path:
+    def variant_run(name: str, groups: int, overlap: float | None = None, epochs: int = 0, **spec) -> Path:
         if name in trained:
             return trained[name]
         run = work / name
@@ -177,14 +211,14 @@ def main() -> None:
                 progress=False,
             )
             print(f"{name}: {rep.summary()}", flush=True)
-        cfg = SpecialistConfig(
-            generalist=str(gen_dir),
-            clusters=str(run / "clusters" / "clusters.json"),
-            data=str(data),
-            out=str(run),
-            epochs=epochs or spec_epochs,
-            **spec,
-        )
+        given = {
+            "generalist": str(gen_dir),
+            "clusters": str(run / "clusters" / "clusters.json"),
+            "data": str(data),
+            "out": str(run),
+            "epochs": str(epochs or spec_epochs),
+        }
+        cfg = load_config(SpecialistConfig, None, {**given, **changed, **{k: str(v) for k, v in spec.items()}})
         summary = train_all(cfg, local=args.local, restart=True, echo=lambda *a: None)
         if summary.failed:
             raise SystemExit(f"{name}: specialists failed: {summary.failed}; rerun to resume them")
@@ -321,6 +355,9 @@ def main() -> None:
         cls += f" --spec-epochs {args.spec_epochs}" * bool(args.spec_epochs)
         cls += f" --split {args.split}" * (args.split != "test")
         cls += f" --current --generalist {args.generalist}" * args.current
+        cls += f" --groups {args.groups}" * bool(args.groups)
+        cls += f" --overlap {args.overlap:g}" * (args.overlap != 1.5)
+        cls += "".join(f" --specialist-set {kv}" for kv in args.specialist_sets)
         record(
             f"specialists_real {args.dataset}",
             f"python benchmarks/specialists_real.py {args.dataset}{src}{cls} --work {args.work} "

@@ -35,3 +35,8 @@ def record(name: str, command: str, table: str) -> None:
     """Append ``table`` under a heading naming the benchmark, the date and the machine."""
     with open(RESULTS, "a") as f:
         f.write(f"\n### {name} ({time.strftime('%Y-%m-%d')}, {machine()})\n\n`{command}`\n\n{table}\n")
+
+
+def add_settings_option(ap, flag: str, dest: str, help: str) -> None:
+    """A repeatable ``FLAG KEY=VALUE`` option collected into ``dest`` (for ``parse_overrides``)."""
+    ap.add_argument(flag, dest=dest, action="append", default=[], metavar="KEY=VALUE", help=help)

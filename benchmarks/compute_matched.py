@@ -27,7 +27,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from _results import markdown_table, record
+from _results import add_settings_option, markdown_table, record
 from generalists import HANZI_PER_CLASS, _dataset, work_dir
 
 FIGURE = Path(__file__).with_name("figures") / "compute_matched.png"
@@ -47,29 +47,17 @@ def main() -> None:
         help="hanzi training renderings per class (spread over the 15 training faces)",
     )
     ap.add_argument("--demo-run", default="runs/demo", help="run directory of `specens demo` (made if missing)")
-    ap.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a generalist setting changed from its default (every dataset but demo), e.g. epochs=10",
+    add_settings_option(
+        ap, "--set", "sets", "a generalist setting changed from its default (every dataset but demo), e.g. epochs=10"
     )
-    ap.add_argument(
-        "--cluster-set",
-        dest="cluster_sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a `specens cluster` setting changed from its default, e.g. n_groups=64",
+    add_settings_option(
+        ap, "--cluster-set", "cluster_sets", "a `specens cluster` setting changed from its default, e.g. n_groups=64"
     )
-    ap.add_argument(
+    add_settings_option(
+        ap,
         "--specialist-set",
-        dest="specialist_sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a `specens specialists train` setting changed from its default, e.g. shared_trunk=1",
+        "specialist_sets",
+        "a `specens specialists train` setting changed from its default, e.g. shared_trunk=1",
     )
     ap.add_argument("--run-name", default="compute_matched", help="the run's folder under the dataset's")
     ap.add_argument("--figure", default=str(FIGURE), help="where the plot goes")

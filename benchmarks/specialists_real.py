@@ -60,7 +60,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _results import former_featurizer, markdown_table, record
+from _results import add_settings_option, former_featurizer, markdown_table, record
 
 SETTINGS = {  # generalist and clustering per dataset, sized for 2 CPU cores: the former default models
     # (issue 6's tables; text imported with the former featuriser), pinned so those tables reproduce
@@ -105,13 +105,8 @@ def main() -> None:
     ap.add_argument("--generalist", help="with --current: an exported generalist of this dataset, used as is")
     ap.add_argument("--groups", type=int, default=0, help="the base K (0: the dataset's, 8 with --current)")
     ap.add_argument("--overlap", type=float, default=1.5, help="the distance ratio of the overlapping sets")
-    ap.add_argument(
-        "--specialist-set",
-        dest="specialist_sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a specialist setting changed for every set, e.g. shared_trunk=1",
+    add_settings_option(
+        ap, "--specialist-set", "specialist_sets", "a specialist setting changed for every set, e.g. shared_trunk=1"
     )
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()

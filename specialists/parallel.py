@@ -31,7 +31,7 @@ from specens.core.device import resolve_device
 from specens.core.errors import CheckpointError
 from specens.core.io import check_target
 from specens.core.loop import TrainingMetrics, stale_changes
-from specens.core.raysession import ray_session
+from specens.core.raysession import RETRIED_EXCEPTIONS, ray_session
 from specens.data.format import INFO_FILE, load_info
 from specens.generalist.checkpoint import load_generalist, read_record
 
@@ -151,8 +151,18 @@ def train_all(
             echo(_summary_line(m, record))
     elif todo:
         with ray_session():
-            resources = (cpus_per_specialist, gpus_per_specialist)
-            _train_with_ray(cfg, todo, summary, max_retries, resources, restart, (on_epoch_end, epoch_lines), echo)
+            _train_with_ray(
+                cfg,
+                todo,
+                summary,
+                max_retries=max_retries,
+                cpus=cpus_per_specialist,
+                gpus=gpus_per_specialist,
+                restart=restart,
+                on_epoch_end=on_epoch_end,
+                epoch_lines=epoch_lines,
+                echo=echo,
+            )
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -183,7 +193,7 @@ def _epoch_line(r: dict) -> str:
     return f"specialist {r['index']}: epoch {r['epoch']} loss {r['train_loss']:.4f}{val}"
 
 
-def _task(cfg: SpecialistConfig, index: int, restart: bool, on_epoch_end, epoch_lines: bool = True) -> dict:
+def _task(cfg: SpecialistConfig, index: int, restart: bool, on_epoch_end, epoch_lines: bool) -> dict:
     def report(epoch: int, r: dict) -> None:
         if epoch_lines:
             print(_epoch_line(r), flush=True)  # reaches the driver's output through Ray's log streaming
@@ -193,13 +203,9 @@ def _task(cfg: SpecialistConfig, index: int, restart: bool, on_epoch_end, epoch_
     return train_specialist(cfg, index, on_epoch_end=report, restart=restart)
 
 
-def _train_with_ray(cfg, todo, summary, max_retries, resources, restart, epoch_hooks, echo) -> None:
+def _train_with_ray(cfg, todo, summary, *, max_retries, cpus, gpus, restart, on_epoch_end, epoch_lines, echo) -> None:
     import ray
 
-    from specens.core.raysession import RETRIED_EXCEPTIONS
-
-    cpus, gpus = resources
-    on_epoch_end, epoch_lines = epoch_hooks
     if gpus is None:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
     remote = ray.remote(max_calls=1)(_task).options(

@@ -109,7 +109,7 @@ class PartWriter:
             return
         name = f"{self.prefix}-{part:04d}-{len(self._shards[part]):06d}.tar"
         tmp = self.root / f".{name}{temp_suffix()}"
-        with wds.TarWriter(str(tmp), mtime=0.0) as tar:
+        with wds.TarWriter(str(tmp), mtime=0) as tar:
             for r in records:
                 tar.write(r)
         os.replace(tmp, self.root / name)

@@ -65,7 +65,7 @@ class _SplitWriter:
             maxcount=parent.shard_size,
             post=self._finish_shard,
             verbose=0,
-            mtime=0.0,
+            mtime=0,  # an int: a float mtime gives every member a pax header, doubling small shards
         )
 
     def _finish_shard(self, partial: str) -> None:

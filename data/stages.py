@@ -11,6 +11,7 @@ stage reports the count in :attr:`Batch.skipped`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import random
@@ -56,7 +57,7 @@ def decode_sample(sample: dict, spec: InputSpec, n_classes: int) -> tuple[str, n
                 x = np.asarray(img)
             x = x[None] if x.ndim == 2 else np.transpose(x, (2, 0, 1))  # -> (C, H, W)
         else:
-            x = np.load(io.BytesIO(sample[spec.field]), allow_pickle=False)
+            x = _load_npy(sample[spec.field], spec)
     except Exception as e:  # PIL and numpy raise many types for corrupt bytes
         raise DataError(f"{where}: cannot decode {spec.field!r} ({e})") from None
     if tuple(x.shape) != spec.shape:
@@ -66,6 +67,25 @@ def decode_sample(sample: dict, spec: InputSpec, n_classes: int) -> tuple[str, n
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         raise DataError(f"{where}: input has non-finite values")
     return key, x, label
+
+
+def _load_npy(raw: bytes, spec: InputSpec) -> np.ndarray:
+    """``.npy`` bytes as an array: when they are exactly what the writer makes for ``spec`` (its
+    header, then the data), read straight from the buffer; anything else through ``np.load``,
+    which parses the header (a ``literal_eval`` per sample, most of the decoding time)."""
+    head, nbytes = _npy_header(spec.shape, spec.dtype)
+    if len(raw) == len(head) + nbytes and raw.startswith(head):
+        return np.frombuffer(raw, dtype=spec.dtype, offset=len(head)).reshape(spec.shape).copy()
+    return np.load(io.BytesIO(raw), allow_pickle=False)
+
+
+@functools.lru_cache(maxsize=16)
+def _npy_header(shape: tuple[int, ...], dtype: str) -> tuple[bytes, int]:
+    """The header ``np.save`` writes for a C-ordered array of ``shape`` and ``dtype``, and the data's size."""
+    buf, zeros = io.BytesIO(), np.zeros(shape, dtype)
+    np.save(buf, zeros, allow_pickle=False)
+    raw = buf.getvalue()
+    return raw[: len(raw) - zeros.nbytes], zeros.nbytes
 
 
 @dataclass

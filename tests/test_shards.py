@@ -59,6 +59,36 @@ def test_images_and_token_ids_round_trip_exactly(tmp_path):
     assert x.dtype == torch.int64 and torch.equal(x, torch.from_numpy(tok))
 
 
+def test_shard_members_carry_no_pax_header(tmp_path):
+    """A plain ustar header per member, mtime 0 (a float mtime adds a pax header to every member,
+    doubling a small sample's bytes and its reading time)."""
+    import tarfile
+
+    root = _write(tmp_path, np.zeros((3, 5), np.float32), [0, 1, 2], InputSpec("array", (5,), "float32"))
+    with tarfile.open(Path(root) / "train-000000.tar") as tar:
+        members = tar.getmembers()
+    assert len(members) == 6 and all(m.pax_headers == {} and m.mtime == 0 for m in members)
+
+
+def test_npy_bytes_other_than_the_writers_decode_as_numpy_reads_them():
+    """The reader takes the writer's exact ``.npy`` layout straight from the buffer; any other valid
+    layout of the same shape and dtype (Fortran order, format version 2.0) goes through ``np.load``
+    and gives the same values."""
+    from specens.data.stages import decode_sample
+
+    spec = InputSpec("array", (2, 3), "float32")
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    layouts = [encode_input(x, spec)]
+    for other, version in ((np.asfortranarray(x), None), (x, (2, 0))):
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, other, version=version, allow_pickle=False)
+        layouts.append(buf.getvalue())
+    assert len(set(layouts)) == 3 and all(len(raw) == len(layouts[0]) for raw in layouts[:2])
+    for raw in layouts:
+        _, got, _ = decode_sample({"__key__": "k", "cls": b"0", "input.npy": raw}, spec, 1)
+        assert got.dtype == np.float32 and np.array_equal(got, x) and got.flags.writeable
+
+
 def test_training_epoch_is_a_seeded_permutation(synthetic_ds):
     def epoch(seed, e, workers=0):
         stream = ShardStream(synthetic_ds, "train", 64, train=True, seed=seed, buffer=10_000)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,9 @@ def test_url_errors_name_the_url(synthetic_ds, tmp_path, monkeypatch):
         assert srv.requests[f"ds/{shard}"] == 3  # the first try and 2 retries
         del srv.drop[f"ds/{shard}"]
         body = (tmp_path / "ds" / shard).read_bytes()  # the per-sample checks are the local ones
-        (tmp_path / "ds" / shard).write_bytes(body[: len(body) // 2])
+        with tarfile.open(tmp_path / "ds" / shard) as tar:
+            middle = tar.getmembers()[len(tar.getmembers()) // 2]
+        (tmp_path / "ds" / shard).write_bytes(body[: middle.offset_data + 10])  # cut inside a member's data
         with pytest.raises(DataError, match=f"{url}/{shard}: (corrupt or truncated|holds)"):
             _samples(url, "val")
     with pytest.raises(DataError, match="127.0.0.1:1/ds/dataset.json: cannot connect.*gave up after 2 retries"):

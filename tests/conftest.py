@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,27 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: N processes share the 
 
     torch.set_num_threads(1)
 
+
 SHARED_DATA = Path(os.environ.get("SPECENS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def _built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """``build(directory)`` run once per test run, however many processes share it (pytest -n N):
+    the first process to ask builds under a file lock and the others wait, then read what it
+    built (pytest-xdist's documented way to share a session fixture). Tests only read these."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # this run's directory, above each process's own
+    out, done = base / name, base / f"{name}.done"
+    with FileLock(str(base / f"{name}.lock")):
+        if not done.is_file():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            build(out)
+            done.touch()
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -25,20 +47,21 @@ def synthetic_ds(tmp_path_factory) -> str:
     """20 classes in 4 planted groups, 16-d inputs, 200/50/50 samples per class; 3 train shards."""
     from specens.data.synthetic import import_synthetic
 
-    root = tmp_path_factory.mktemp("synthetic")
-    import_synthetic(
-        str(root),
-        n_classes=20,
-        n_groups=4,
-        dim=16,
-        n_train=200,
-        n_val=50,
-        n_test=50,
-        noise=1.0,
-        seed=0,
-        shard_size=1500,
-    )
-    return str(root)
+    def build(root: Path) -> None:
+        import_synthetic(
+            str(root),
+            n_classes=20,
+            n_groups=4,
+            dim=16,
+            n_train=200,
+            n_val=50,
+            n_test=50,
+            noise=1.0,
+            seed=0,
+            shard_size=1500,
+        )
+
+    return str(_built_once(tmp_path_factory, "synthetic", build))
 
 
 @pytest.fixture(scope="session")
@@ -46,18 +69,19 @@ def glyph_ds(tmp_path_factory) -> str:
     """30 glyph classes, 40 training images per class."""
     from specens.data.glyphs import import_glyphs
 
-    root = tmp_path_factory.mktemp("glyphs")
-    import_glyphs(
-        str(root),
-        n_classes=30,
-        train_per_class=40,
-        val_per_class=4,
-        test_per_class=4,
-        seed=0,
-        shard_size=400,
-        progress=False,
-    )
-    return str(root)
+    def build(root: Path) -> None:
+        import_glyphs(
+            str(root),
+            n_classes=30,
+            train_per_class=40,
+            val_per_class=4,
+            test_per_class=4,
+            seed=0,
+            shard_size=400,
+            progress=False,
+        )
+
+    return str(_built_once(tmp_path_factory, "glyphs", build))
 
 
 @pytest.fixture
@@ -68,17 +92,28 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(scope="session")
-def glyph_generalist(glyph_ds, tmp_path_factory) -> str:
-    """The default image model (a small residual net, width 16) trained for 8 epochs on ``glyph_ds``."""
+def _train(tmp_path_factory, name: str, **config) -> str:
+    """A generalist trained once per test run into ``name`` (:func:`_built_once`); its run directory."""
     from specens.generalist.config import TrainConfig
     from specens.generalist.train import train_generalist
 
-    out = tmp_path_factory.mktemp("glyph_generalist")
-    cfg = TrainConfig(
-        data=glyph_ds, out=str(out), epochs=8, batch_size=48, lr=5e-3, model_kwargs={"width": 16}, threads=2
+    build = lambda out: train_generalist(TrainConfig(out=str(out), **config), progress=False)
+    return str(_built_once(tmp_path_factory, name, build))
+
+
+@pytest.fixture(scope="session")
+def glyph_generalist(glyph_ds, tmp_path_factory) -> str:
+    """The default image model (a small residual net, width 16) trained for 8 epochs on ``glyph_ds``."""
+    return _train(
+        tmp_path_factory,
+        "glyph_generalist",
+        data=glyph_ds,
+        epochs=8,
+        batch_size=48,
+        lr=5e-3,
+        model_kwargs={"width": 16},
+        threads=2,
     )
-    return train_generalist(cfg, progress=False).run_dir
 
 
 @pytest.fixture(scope="session")
@@ -86,12 +121,10 @@ def strong_synthetic_generalist(synthetic_ds, tmp_path_factory) -> str:
     """A generalist trained for 4 epochs on ``synthetic_ds`` (right about the planted groups and
     within them), the "strong" net that tests/test_gate.py and tests/test_distill.py cut
     specialists from; its run directory, which tests only read (each loads its own copy)."""
-    from specens.generalist.config import TrainConfig
-    from specens.generalist.train import train_generalist
-
-    cfg = TrainConfig(
+    return _train(
+        tmp_path_factory,
+        "strong_generalist",
         data=synthetic_ds,
-        out=str(tmp_path_factory.mktemp("strong_generalist")),
         epochs=4,
         lr=3e-3,
         batch_size=64,
@@ -100,7 +133,15 @@ def strong_synthetic_generalist(synthetic_ds, tmp_path_factory) -> str:
         patience=0,
         checkpoint_every=0,
     )
-    return train_generalist(cfg, progress=False).run_dir
+
+
+def _run(root: Path, data: str) -> dict:
+    return {
+        "root": root,
+        "generalist": str(root / "generalist"),
+        "clusters": str(root / "clusters" / "clusters.json"),
+        "data": data,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -110,60 +151,46 @@ def synthetic_run(synthetic_ds, tmp_path_factory) -> dict:
     from specens.generalist.config import TrainConfig
     from specens.generalist.train import train_generalist
 
-    root = tmp_path_factory.mktemp("synthetic_run")
-    gen = train_generalist(
-        TrainConfig(
-            data=synthetic_ds,
-            out=str(root / "generalist"),
-            epochs=3,
-            batch_size=64,
-            lr=3e-3,
-            model_kwargs={"hidden": [64]},
-            threads=2,
-        ),
-        progress=False,
-    )
-    cluster(
-        ClusterConfig(generalist=gen.run_dir, data=synthetic_ds, out=str(root / "clusters"), n_groups=4), progress=False
-    )
-    return {
-        "root": root,
-        "generalist": gen.run_dir,
-        "clusters": str(root / "clusters" / "clusters.json"),
-        "data": synthetic_ds,
-    }
+    def build(root: Path) -> None:
+        gen = train_generalist(
+            TrainConfig(
+                data=synthetic_ds,
+                out=str(root / "generalist"),
+                epochs=3,
+                batch_size=64,
+                lr=3e-3,
+                model_kwargs={"hidden": [64]},
+                threads=2,
+            ),
+            progress=False,
+        )
+        config = ClusterConfig(generalist=gen.run_dir, data=synthetic_ds, out=str(root / "clusters"), n_groups=4)
+        cluster(config, progress=False)
+
+    return _run(_built_once(tmp_path_factory, "synthetic_run", build), synthetic_ds)
 
 
 @pytest.fixture(scope="session")
 def ensemble_run(synthetic_run, tmp_path_factory) -> dict:
     """``synthetic_run``'s generalist and groups, copied, plus their 4 specialists (trained
     in-process, 2 epochs) in the run layout (``synthetic_run`` itself stays without specialists)."""
-    import shutil
-
     from specens.specialists.parallel import train_all
     from specens.specialists.train import SpecialistConfig
 
-    root = tmp_path_factory.mktemp("ensemble_run")
-    for part in ("generalist", "clusters"):
-        shutil.copytree(synthetic_run["root"] / part, root / part)
-    run = {
-        **synthetic_run,
-        "root": root,
-        "generalist": str(root / "generalist"),
-        "clusters": str(root / "clusters" / "clusters.json"),
-    }
-    train_all(
-        SpecialistConfig(
+    def build(root: Path) -> None:
+        for part in ("generalist", "clusters"):
+            shutil.copytree(synthetic_run["root"] / part, root / part)
+        run = _run(root, synthetic_run["data"])
+        config = SpecialistConfig(
             generalist=run["generalist"],
             clusters=run["clusters"],
             data=run["data"],
-            out=str(run["root"]),
+            out=str(root),
             epochs=2,
             batch_size=64,
             lr=3e-3,
             threads=1,
-        ),
-        local=True,
-        echo=lambda *_: None,
-    )
-    return run
+        )
+        train_all(config, local=True, echo=lambda *_: None)
+
+    return _run(_built_once(tmp_path_factory, "ensemble_run", build), synthetic_run["data"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import math
 import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -81,11 +82,13 @@ def _load_npy(raw: bytes, spec: InputSpec) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def _npy_header(shape: tuple[int, ...], dtype: str) -> tuple[bytes, int]:
-    """The header ``np.save`` writes for a C-ordered array of ``shape`` and ``dtype``, and the data's size."""
-    buf, zeros = io.BytesIO(), np.zeros(shape, dtype)
-    np.save(buf, zeros, allow_pickle=False)
-    raw = buf.getvalue()
-    return raw[: len(raw) - zeros.nbytes], zeros.nbytes
+    """The header ``np.save`` writes for a C-ordered array of ``shape`` and ``dtype``, and the data's
+    size; built from the header fields alone (``shape`` comes from dataset.json: nothing of that
+    size is allocated)."""
+    buf = io.BytesIO()
+    descr = np.lib.format.dtype_to_descr(np.dtype(dtype))
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": tuple(shape)})
+    return buf.getvalue(), math.prod(shape) * np.dtype(dtype).itemsize
 
 
 @dataclass

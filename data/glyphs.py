@@ -161,26 +161,53 @@ def import_glyphs(
             evenly over that split's faces.
         size: output image side in pixels.
         seed: seeds the class choice, the face split and every sample's augmentation.
-        fonts: font files or folders to render from (:func:`specens.data.fonts.find_faces`; one
-            face per design); None renders the embedded DejaVu faces with their fixed split.
-        charset: ``"letters"`` (Unicode letters, grouped by base letter), ``"gb2312-1"``,
-            ``"gb2312"`` or a UTF-8 file of characters (:func:`specens.data.fonts.charset`). Only
-            characters that every face maps and renders distinctly are kept; the rest are listed
-            in ``dataset.json``'s ``source``.
-        val_faces, test_faces: face names (exactly, else as substrings) that go to validation /
-            test (every one must match a face); by default a seeded rule spreads the styles over the splits
+        fonts: font files or folders (:func:`specens.data.fonts.find_faces`; one face per design);
+            None renders the embedded DejaVu faces with their fixed split.
+        charset: ``"letters"`` (grouped by base letter), ``"gb2312-1"``, ``"gb2312"`` or a UTF-8
+            file of characters (:func:`specens.data.fonts.charset`). Only characters every face
+            maps and renders distinctly are kept; the rest are listed in ``dataset.json``.
+        val_faces, test_faces: face names (exactly, else as substrings; each must match) for
+            validation / test; by default a seeded rule spreads the styles over the splits
             (:func:`specens.data.fonts.assign_splits`).
-        like: a dataset whose classes (and known groups) to render again from ``fonts``, every face
-            into the test split (``test_per_class`` each), to evaluate a run on faces it never saw;
-            a face lacking one of its characters is refused, the characters listed.
+        like: a dataset whose classes (and groups) to render again from ``fonts``, every face into
+            the test split, to evaluate a run on unseen faces; a face lacking one of its
+            characters is refused, the characters listed.
         workers: rendering processes; 0 = one per CPU for large splits (the output does not
             depend on it).
-        augment: ``"jitter"`` (a small affine jitter, stroke width and noise: the embedded
-            letters, which must stay byte-identical) or ``"strong"`` (:func:`specens.data.render.render`: elastic and
-            affine distortion, stroke weight, blur, levels, noise; every rendering of a face a
-            different shape), in every split, so that validation and test measure the training
-            distribution on unseen faces. None: ``"strong"`` with ``fonts``, ``"jitter"`` without.
+        augment: ``"jitter"`` (small affine jitter, stroke width, noise: the embedded letters,
+            byte-identical) or ``"strong"`` (:func:`specens.data.render.render`: elastic and affine
+            distortion, stroke weight, blur, levels, noise), in every split, so that validation and
+            test measure the training distribution on unseen faces. None: ``"strong"`` with
+            ``fonts``, ``"jitter"`` without.
     """
+    augment = _check_options(n_classes, fonts, augment, charset, like, val_faces, test_faces)
+    if fonts is None:
+        return _import_dejavu(
+            out, n_classes, train_per_class, val_per_class, test_per_class, size, seed, shard_size, progress, workers
+        )
+    per_split = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
+    plan = _font_plan(fonts, n_classes, seed, charset, val_faces, test_faces, like, size, per_split)
+    source = _font_source(plan, charset, size, seed, augment, like)
+    return _write(out, dataclasses.replace(plan, source=source), size, seed, shard_size, progress, workers, augment)
+
+
+def _font_source(plan, charset, size, seed, augment, like) -> dict:
+    """``dataset.json``'s ``source`` of a dataset rendered from fonts: how to render it again."""
+    return dict(
+        importer="glyphs",
+        charset=charset,
+        n_classes=len(plan.cps),
+        size=size,
+        seed=seed,
+        augment=augment,
+        per_class={k: v for k, v in plan.per_split.items()},
+        like=like,
+        **plan.source,
+    )
+
+
+def _check_options(n_classes, fonts, augment, charset, like, val_faces, test_faces) -> str:
+    """Refuse options that do not go together; returns the augmentation (its default filled in)."""
     if n_classes is not None and n_classes < 2:
         raise ConfigError(f"n_classes must be at least 2, got {n_classes}")
     augment = augment or ("strong" if fonts is not None else "jitter")
@@ -194,32 +221,7 @@ def import_glyphs(
                 "charset, like, val_faces and test_faces need fonts (the embedded DejaVu faces render "
                 "letters with a fixed split)"
             )
-        return _import_dejavu(
-            out, n_classes, train_per_class, val_per_class, test_per_class, size, seed, shard_size, progress, workers
-        )
-    plan = _font_plan(
-        fonts,
-        n_classes,
-        seed,
-        charset,
-        val_faces,
-        test_faces,
-        like,
-        size,
-        {"train": train_per_class, "val": val_per_class, "test": test_per_class},
-    )
-    source = dict(
-        importer="glyphs",
-        charset=charset,
-        n_classes=len(plan.cps),
-        size=size,
-        seed=seed,
-        augment=augment,
-        per_class={k: v for k, v in plan.per_split.items()},
-        like=like,
-        **plan.source,
-    )
-    return _write(out, dataclasses.replace(plan, source=source), size, seed, shard_size, progress, workers, augment)
+    return augment
 
 
 def _import_dejavu(

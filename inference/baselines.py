@@ -197,27 +197,47 @@ def compute_matched(
     threads: int | None = None,
 ) -> BaselineReport:
     """Train (or reuse) the compute-matched alternatives of ``run_dir`` and evaluate them beside
-        the generalist and the specialist ensemble on ``split``; returns and saves the table.
-        ``evaluation``: the ensemble's :func:`evaluate_ensemble` result on ``split``, if already made.
-        An alternative trained for another budget (the specialists were retrained) is refused unless
-        ``restart``, which retrains it (the rerun policy of :mod:`specens.core.loop`). The alternatives
-        train as the run's generalist did (``threads``, if given, replaces its CPU thread count, which
+    the generalist and the specialist ensemble on ``split``; returns and saves the table.
+    ``evaluation``: the ensemble's :func:`evaluate_ensemble` result on ``split``, if already made.
+    An alternative trained for another budget (the specialists were retrained) is refused unless
+    ``restart``, which retrains it (the rerun policy of :mod:`specens.core.loop`). The alternatives
+    train as the run's generalist did (``threads``, if given, replaces its CPU thread count, which
     changes nothing computed); a run whose model names code needs ``trust_code``."""
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     ens = Ensemble.load(run_dir, device=device, trust_code=trust_code)
     ens.dataset_info(data)  # its classes and input shape are the run's, before anything trains
     b = budget(ens)
-    gen_cost = ens.training_costs["generalist"]
     out = run_dir / BASELINES
     example = next(iter(iter_split(data, split, 8))).inputs.to(dev)
     f_g = forward_flops(ens.generalist.model, example)
-    rows = {}
     runtime = {"device": device} if threads is None else {"device": device, "threads": threads}
 
     r = evaluation or evaluate_ensemble(ens, data, split, progress=progress)
+    rows = _measured_rows(ens, r, b, f_g)
+    train = _Alternatives(ens, run_dir, data, split, dev, b, f_g, trust_code, progress, restart, echo, runtime)
+    if "continued" in alternatives:
+        rows["continued"] = train.continued()
+    if "seeds" in alternatives:
+        rows["seeds"] = train.seeds()
+    if "wider" in alternatives:
+        rows["wider"] = train.wider(example, rows["specialists"]["inference_flops_per_example"])
+    if "tfidf" in alternatives and load_info(data).featurizer:  # a text dataset of hashed n-grams
+        echo("tfidf: TF-IDF over the hashed n-grams + logistic regression")
+        rows["tfidf"] = tfidf_baseline(data, split)
+
+    result = BaselineReport(split, b, {k: BaselineRow(**row) for k, row in rows.items()})
+    write_json_atomic(out / "baselines.json", result.to_json())
+    return result
+
+
+def _measured_rows(ens: Ensemble, r: EvaluationReport, b: Budget, f_g: float) -> dict:
+    """The table's rows for what the run already holds: its generalist and its ensemble, scored
+    in evaluation ``r``, with their training cost and their inference cost per example."""
+    gen_cost = ens.training_costs["generalist"]
     inf = r.cost.inference
     n = max(r.n, 1)  # examples evaluated
+    rows = {}
     rows["generalist"] = {
         **_scores(r.generalist),
         "train_flops": b.generalist_flops,
@@ -234,21 +254,7 @@ def compute_matched(
         "specialists_on": len(ens.indices),
         "specialists_gated_off": len(ens.gated_off),
     }
-
-    train = _Alternatives(ens, run_dir, data, split, dev, b, f_g, trust_code, progress, restart, echo, runtime)
-    if "continued" in alternatives:
-        rows["continued"] = train.continued()
-    if "seeds" in alternatives:
-        rows["seeds"] = train.seeds()
-    if "wider" in alternatives:
-        rows["wider"] = train.wider(example, rows["specialists"]["inference_flops_per_example"])
-    if "tfidf" in alternatives and load_info(data).featurizer:  # a text dataset of hashed n-grams
-        echo("tfidf: TF-IDF over the hashed n-grams + logistic regression")
-        rows["tfidf"] = tfidf_baseline(data, split)
-
-    result = BaselineReport(split, b, {k: BaselineRow(**row) for k, row in rows.items()})
-    write_json_atomic(out / "baselines.json", result.to_json())
-    return result
+    return rows
 
 
 def _scores(s) -> dict:

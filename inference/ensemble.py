@@ -186,20 +186,15 @@ class Ensemble:
     ) -> Ensemble:
         """Load ``run_dir``'s generalist, ``clusters.json`` and every specialist, and check that
         they fit together: the groups were made from this generalist, and each specialist
-        ``sNNN`` was trained from this generalist for group NNN of this ``clusters.json``. Any
-        mismatch raises :class:`CheckpointError` naming the artifact at fault.
+        ``sNNN`` was trained from this generalist for group NNN of this ``clusters.json``, with
+        the weights its record names. Any mismatch raises :class:`CheckpointError` naming the
+        artifact at fault. ``generalist`` and ``clusters`` override the default locations
+        ``run_dir/generalist`` and ``run_dir/clusters/clusters.json``.
 
-        ``generalist`` and ``clusters`` override the default locations ``run_dir/generalist`` and
-        ``run_dir/clusters/clusters.json``. Specialists their gate switched off (they did not improve
-        the validation examples routed to them; :mod:`specens.specialists.gate`) are checked but
-        left out, unless ``all_specialists`` forces every one on.
-
-        Specialists whose weight files together fit in ``specialist_memory`` bytes are loaded now;
-        beyond that they are a :class:`SpecialistStore`, loaded as batches route to them and
-        dropped least recently used first, so memory stays bounded at any M.
-
-        A generalist whose ``model.json`` names code (``module:callable``) is refused unless
-        ``trust_code``; every specialist's weights must be the ones its record names.
+        Specialists their gate switched off (:mod:`specens.specialists.gate`) are checked but left
+        out, unless ``all_specialists``. Beyond ``specialist_memory`` bytes of weights, the
+        specialists are a :class:`SpecialistStore` (loaded as batches route to them, least recently
+        used dropped first). A ``model.json`` naming code is refused unless ``trust_code``.
         """
         run_dir = Path(run_dir)
         dev = resolve_device(device)
@@ -217,14 +212,10 @@ class Ensemble:
             "clusters": cl.fingerprint,
             "specialists": [records[m].fingerprint for m in kept],
         }
-        if sum((d / "model.safetensors").stat().st_size for d in dirs) <= specialist_memory:
-            specialists = [load_specialist(d, gen.model, dev)[0] for d in dirs]
-        else:
-            specialists = SpecialistStore(dirs, gen.model, dev, specialist_memory, fps["specialists"])
         ens = cls(
             gen,
             [torch.as_tensor(cl.groups[m]) for m in kept],
-            specialists,
+            _load_specialists(dirs, gen.model, dev, specialist_memory, fps["specialists"]),
             [records[m].dustbin_correction for m in kept],
             top_n=top_n,
             method=method,
@@ -309,6 +300,14 @@ class Ensemble:
     def predict(self, inputs: torch.Tensor) -> torch.Tensor:
         """The ensemble's most probable class, (B,) int64."""
         return self.predict_proba(inputs).argmax(1)
+
+
+def _load_specialists(dirs: list[Path], generalist, device, memory: int, fingerprints: list[str]):
+    """The specialists of ``dirs``: loaded now when their weight files fit in ``memory`` bytes,
+    else a :class:`SpecialistStore` that loads them as batches route to them."""
+    if sum((d / "model.safetensors").stat().st_size for d in dirs) <= memory:
+        return [load_specialist(d, generalist, device)[0] for d in dirs]
+    return SpecialistStore(dirs, generalist, device, memory, fingerprints)
 
 
 def _specialist_records(run_dir: Path, cl, clusters_path: Path, gen, gen_dir: Path) -> list[SpecialistRecord]:

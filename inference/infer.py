@@ -121,21 +121,26 @@ def infer(
         task.update(all_specialists=all_specialists, specialist_memory=specialist_memory, trust_code=trust_code)
         _infer_with_ray(run_dir, data, out, todo, workers, task, settings["fingerprints"])
     else:
-        bar = progress_bar(
-            total=info.split(split).num_samples,
-            initial=sum(s.num_samples for s in shards if s.name not in todo),
-            unit="ex",
-            unit_scale=True,
-            desc=f"infer {split}",
-            enabled=progress,
-            smoothing=0.1,
-        )
-        write_shards(ens, data, out_dir, split, todo, k, save_q, batch_size, bar.update, on_batch)
-        bar.close()
+        _write_here(ens, data, out_dir, split, info.split(split), todo, k, save_q, batch_size, progress, on_batch)
     total = sum((out_dir / f"{shard_stem(s.name)}.jsonl").read_bytes().count(b"\n") for s in shards)
     manifest = {**settings, "complete": True, "n_samples": total}
     write_json_atomic(out_dir / MANIFEST, manifest)
     return manifest
+
+
+def _write_here(ens, data, out_dir, split, split_info, todo, k, save_q, batch_size, progress, on_batch) -> None:
+    """Write the unfinished shards ``todo`` in this process, with one progress bar over the split."""
+    done = sum(s.num_samples for s in split_info.shards if s.name not in todo)
+    with progress_bar(
+        total=split_info.num_samples,
+        initial=done,
+        unit="ex",
+        unit_scale=True,
+        desc=f"infer {split}",
+        enabled=progress,
+        smoothing=0.1,
+    ) as bar:
+        write_shards(ens, data, out_dir, split, todo, k, save_q, batch_size, bar.update, on_batch)
 
 
 def _check_counts(**values: tuple[int, int]) -> None:

@@ -132,23 +132,12 @@ def train_all(
     echo(f"{len(wanted)} specialists: {len(summary.skipped)} already complete, {len(todo)} to train")
     if todo:
         echo(_regime(cfg).line())
-    if todo:  # one pass over the data for all of them, before any starts (:mod:`.partition`)
+        # one pass over the data for all of them, before any starts (:mod:`.partition`)
         _partition(cfg, clusters, echo)
     if cfg.threads == 0:
         cfg = dataclasses.replace(cfg, threads=cpus_per_specialist)
     if local:
-        for m in todo:
-
-            def report(epoch: int, record: dict) -> None:
-                if epoch_lines:
-                    echo(_epoch_line(record))
-                if on_epoch_end is not None:
-                    on_epoch_end(epoch, record)
-
-            record = train_specialist(cfg, m, on_epoch_end=report, restart=restart)
-            summary.trained.append(m)
-            summary.metrics[m] = record.metrics
-            echo(_summary_line(m, record))
+        _train_here(cfg, todo, summary, restart, on_epoch_end, epoch_lines, echo)
     elif todo:
         with ray_session():
             _train_with_ray(
@@ -165,6 +154,22 @@ def train_all(
             )
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _train_here(cfg, todo, summary, restart, on_epoch_end, epoch_lines, echo) -> None:
+    """``train_all(local=True)``: the specialists one after another in this process."""
+
+    def report(epoch: int, record: dict) -> None:
+        if epoch_lines:
+            echo(_epoch_line(record))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+
+    for m in todo:
+        record = train_specialist(cfg, m, on_epoch_end=report, restart=restart)
+        summary.trained.append(m)
+        summary.metrics[m] = record.metrics
+        echo(_summary_line(m, record))
 
 
 def _regime(cfg: SpecialistConfig) -> RegimeCheck:

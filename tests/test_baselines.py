@@ -113,6 +113,7 @@ def test_a_run_without_recorded_costs_is_refused_by_name(small_run):
         budget(ens)
 
 
+@pytest.mark.slow
 def test_tfidf_on_hashed_ngrams_matches_tfidf_on_the_raw_texts(shared_data, tmp_path):
     """The baseline's features are the dataset's hashed word 1-2 and character 2-5 grams; on 20
     CLINC150 intents it is within a point of scikit-learn's TF-IDF on the raw texts."""

@@ -1,4 +1,6 @@
-"""The `specens` command through its real entry point: exit codes and exact messages."""
+"""The `specens` command: exit codes and exact messages, through the real executable where the
+entry point is under test, else in process through the root command it calls (a process per
+check would mostly import torch again)."""
 
 import json
 import re
@@ -96,17 +98,17 @@ def test_missing_dataset_json_is_one_line_error(tmp_path):
 
 
 def test_unknown_config_key_is_named(tmp_path):
-    r = specens("generalist", "train", "--data", tmp_path, "--out", tmp_path / "r", "--set", "epoch=3")
+    r = specens_here("generalist", "train", "--data", tmp_path, "--out", tmp_path / "r", "--set", "epoch=3")
     assert r.returncode == 1
     assert r.stderr.startswith("Error: config: unknown key 'epoch'; valid keys are alpha, amp, batch_size")
-    r = specens("generalist", "train", "--data", tmp_path, "--out", tmp_path / "r", "--set", "lr=-1")
+    r = specens_here("generalist", "train", "--data", tmp_path, "--out", tmp_path / "r", "--set", "lr=-1")
     assert r.stderr.strip() == "Error: config: lr must be in (0, 10], got -1.0"
 
 
 def test_bad_source_files_are_named(tmp_path):
     (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\x00\x00\x00\x05" * 3 + b"\x00" * 10)
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05" + b"\x00" * 5)
-    r = specens("data", "mnist", "--source", tmp_path, "--out", tmp_path / "o")
+    r = specens_here("data", "mnist", "--source", tmp_path, "--out", tmp_path / "o")
     assert r.returncode == 1
     assert r.stderr.strip() == (
         f"Error: {tmp_path}/train-images-idx3-ubyte: header says (5, 5, 5), but holds 10 values (truncated?)"
@@ -116,7 +118,7 @@ def test_bad_source_files_are_named(tmp_path):
 def test_specialists_refuse_clusters_of_another_generalist(synthetic_run, tmp_path):
     d = json.loads(open(synthetic_run["clusters"]).read())
     (tmp_path / "c.json").write_text(json.dumps({**d, "generalist_fingerprint": "ffffffffffffffff"}))
-    r = specens(
+    r = specens_here(
         "specialists",
         "train",
         "--local",

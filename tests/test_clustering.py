@@ -230,7 +230,7 @@ def test_glyph_groups_agree_with_base_letters(glyph_generalist, glyph_ds, tmp_pa
     rng = np.random.default_rng(0)
     chance = np.mean([adjusted_rand_score(info.group_labels(), rng.permutation(report.labels)) for _ in range(50)])
     # The 30-class set is one large base-letter group and three pairs, which K-means splits;
-    # seen: ARI 0.14 against 0.004 for the same group sizes at random, 98% of errors captured.
+    # seen: ARI 0.19 against 0.004 for the same group sizes at random, 94% of errors captured.
     assert ari >= 0.1 and ari > chance + 0.1, (ari, chance)
     assert report.error_capture()["captured"] >= 0.7
     clusters = load_clusters(tmp_path / "clusters.json")

@@ -46,7 +46,7 @@ def test_generalist_learns_synthetic(trained, synthetic_ds):
 
 def test_generalist_learns_glyphs(glyph_generalist, glyph_ds):
     m = evaluate_generalist(glyph_generalist, glyph_ds, "test", progress=False)
-    assert m["top1"] >= 0.5  # 30 classes (chance 0.033), test faces never seen in training; seen: 0.75
+    assert m["top1"] >= 0.5  # 30 classes (chance 0.033), test faces never seen in training; seen: 0.73
 
 
 def test_resume_continues_exactly_where_it_stopped(synthetic_ds, tmp_path, trained):
@@ -268,6 +268,7 @@ def test_resnet_scales_with_the_class_count_and_pools_to_a_grid():
         resnet((1, 8, 8), 5, pool=0)
 
 
+@pytest.mark.slow
 def test_ngram_model_learns_real_intents(shared_data, tmp_path):
     """The default text generalist on 20 CLINC150 intents (100 training texts each): far above
     chance (0.05) on their test texts, with the featuriser's bucket count passed to the model."""

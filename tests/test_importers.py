@@ -55,6 +55,7 @@ def test_featurizer_settings_give_their_ids_and_an_older_description_is_refused(
         HashedNgrams(char_min=6)
 
 
+@pytest.mark.slow
 def test_clinc150(shared_data, tmp_path):
     import_clinc150(str(shared_data / "clinc150"), str(tmp_path))
     info = load_info(tmp_path)
@@ -64,6 +65,7 @@ def test_clinc150(shared_data, tmp_path):
     assert "banking" in info.group_names
 
 
+@pytest.mark.slow
 def test_banking77(shared_data, tmp_path):
     import_banking77(str(shared_data / "banking77"), str(tmp_path))
     info = load_info(tmp_path)
@@ -73,6 +75,7 @@ def test_banking77(shared_data, tmp_path):
     assert min(info.split("val").class_counts) > 0
 
 
+@pytest.mark.slow
 def test_mnist(shared_data, tmp_path):
     import_idx(str(shared_data / "mnist"), str(tmp_path), "mnist", MNIST_CLASSES, val_size=5000)
     info = load_info(tmp_path)

@@ -307,6 +307,7 @@ def test_infer_resumes_after_a_kill_with_byte_identical_output(ensemble_run, mul
     )
 
 
+@pytest.mark.slow
 def test_infer_with_ray_workers_writes_what_one_process_writes(ensemble_run, multi_shard_ds, tmp_path):
     """Four shards over two Ray tasks (a local cluster on loopback, started and stopped by infer),
     one shard already finished beforehand: the same files, byte for byte, as one process with as

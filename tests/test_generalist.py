@@ -242,7 +242,7 @@ def test_saved_model_spec_spells_out_every_argument(trained, glyph_generalist):
     the same model whatever later versions choose as defaults."""
     assert load_generalist(trained.run_dir).spec.kwargs == {"hidden": [64], "dropout": 0.0, "input_dropout": 0.0}
     spec = load_generalist(glyph_generalist).spec
-    assert spec.name == "resnet" and spec.kwargs == {"width": 16, "depth": 1, "dropout": 0.1, "pool": 2}
+    assert spec.name == "resnet" and spec.kwargs == {"width": 8, "depth": 1, "dropout": 0.1, "pool": 2}
 
 
 def test_resnet_scales_with_the_class_count_and_pools_to_a_grid():

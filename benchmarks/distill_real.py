@@ -56,7 +56,7 @@ def main() -> None:
         run, data = RUNS[ds]
         for name, overrides in map(parse_variant, args.variant or ["default"]):
             out = Path(args.work) / ds / name
-            r = distill(run, data, str(out), overrides=overrides, split=args.split, progress=False)
+            r = distill(run, data, str(out), overrides=overrides, split=args.split, progress=False).to_json()
             g, e, s = (r["rows"][k] for k in ("generalist", "ensemble", "student"))
             t = r["student_training"]
             kept = "n/a (no gain)" if r["kept"] is None else f"{r['kept']:.0%}"

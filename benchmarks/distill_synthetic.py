@@ -67,7 +67,7 @@ def one_seed(root: Path, seed: int, fraction: float) -> dict:
             **kw,
         )
         train_generalist(cfg, progress=False, teacher=EnsembleTeacher(ens))
-        out[name] = compare(ens, cfg.out, data, "test", progress=False)
+        out[name] = compare(ens, cfg.out, data, "test", progress=False).to_json()
     return out
 
 

@@ -34,12 +34,14 @@ recorded in ``teacher.json`` and checked on resumption.
 
 **The report** (:func:`compare`): student vs generalist vs ensemble on one split, top-1 and NLL,
 inference FLOPs and measured seconds per example (side by side in one pass), and the share of the
-ensemble's top-1 gain over the generalist that the student keeps; written to ``distill.json``
-beside the student, with the run's compute-matched baselines where ``specens baseline`` made them.
+ensemble's top-1 gain over the generalist that the student keeps; written to ``distill.json`` (a
+:class:`~specens.inference.distill_report.DistillReport`) beside the student, with the run's
+compute-matched baselines where ``specens baseline`` made them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import typing
 from dataclasses import dataclass
@@ -59,6 +61,7 @@ from specens.generalist.config import TrainConfig
 from specens.generalist.evaluate import Metrics
 
 from .baseline_report import BaselineReport
+from .distill_report import DistillReport, ModelRow, StudentTraining
 from .ensemble import Ensemble
 from .teachers import EnsembleTeacher, QCacheTeacher
 
@@ -146,7 +149,7 @@ def distill(
     progress: bool = True,
     restart: bool = False,
     echo=print,
-) -> dict:
+) -> DistillReport:
     """Train (or resume) the student of ``run_dir``'s ensemble on ``data`` and compare it with
     the generalist and the ensemble on ``split``; returns the report, also saved as
     ``<out>/distill.json``."""
@@ -173,10 +176,8 @@ def distill(
     _check_teacher(Path(cfg.out), ens.fingerprints, restart)
     result = train_generalist(cfg, progress=progress, restart=restart, teacher=teacher)
     report = compare(ens, result.run_dir, data, split, progress=progress, trust_code=cfg.trust_code)
-    report["config"] = config_to_json(cfg)
-    if prior is not None:
-        report["baselines"] = prior
-    write_json_atomic(Path(result.run_dir) / REPORT, report)
+    report = dataclasses.replace(report, config=config_to_json(cfg), baselines=prior or {})
+    write_json_atomic(Path(result.run_dir) / REPORT, report.to_json())
     echo(format_report(report))
     return report
 
@@ -221,10 +222,9 @@ def compare(
     timing_examples: int = 4096,
     rounds: int = 3,
     trust_code: bool = False,
-) -> dict:
+) -> DistillReport:
     """Student vs generalist vs ensemble on ``split``: top-1, NLL, inference FLOPs and seconds per
-    example. ``kept`` is the share of the ensemble's top-1 gain over the generalist that the
-    student keeps: (s − g) / (e − g), None when e ≤ g.
+    example, and the share of the ensemble's gain the student keeps (:class:`DistillReport`).
 
     Timing (:func:`time_models`): on the split's first ``timing_examples`` examples, held in
     memory, each model runs whole passes on its own, in turn, ``rounds`` times; its time is its
@@ -246,29 +246,30 @@ def compare(
     )
     n = metrics["student"].n
     rows = _rows(ens, student.model, held[0][:8], metrics, active / max(n, 1), seconds)
-    g, e, s = (rows[k]["top1"] for k in ("generalist", "ensemble", "student"))
+    g, e, s = (rows[k].top1 for k in ("generalist", "ensemble", "student"))
     student_cost = student.record.metrics.cost if student.record.metrics else None
     gen_cost = ens.training_costs["generalist"]
-    keys = ("train_flops", "teacher_flops_per_example", "wall_seconds", "epochs")
-    cost = {k: getattr(student_cost, k) if student_cost else None for k in keys}
-    return {
-        "dataset": info.name,
-        "split": split,
-        "n": n,
-        "rows": rows,
-        "ensemble_gain": e - g,
-        "student_gain": s - g,
-        "kept": (s - g) / (e - g) if e > g else None,
-        "student_over_generalist_seconds": seconds["student"] / seconds["generalist"],
-        "ensemble_over_generalist_seconds": seconds["ensemble"] / seconds["generalist"],
-        "mean_active_specialists": active / max(n, 1),
-        "student_training": cost,
-        "generalist_training_flops": gen_cost.train_flops if gen_cost else None,
-        "fingerprints": {"student": student.fingerprint, **ens.fingerprints},
-    }
+    keys = [f.name for f in dataclasses.fields(StudentTraining)]
+    return DistillReport(
+        dataset=info.name,
+        split=split,
+        n=n,
+        rows=rows,
+        ensemble_gain=e - g,
+        student_gain=s - g,
+        kept=(s - g) / (e - g) if e > g else None,
+        student_over_generalist_seconds=seconds["student"] / seconds["generalist"],
+        ensemble_over_generalist_seconds=seconds["ensemble"] / seconds["generalist"],
+        mean_active_specialists=active / max(n, 1),
+        student_training=StudentTraining(**{k: getattr(student_cost, k) if student_cost else None for k in keys}),
+        generalist_training_flops=gen_cost.train_flops if gen_cost else None,
+        fingerprints={"student": student.fingerprint, **ens.fingerprints},
+    )
 
 
-def _rows(ens: Ensemble, student: torch.nn.Module, example, metrics: dict, mean_active: float, seconds: dict) -> dict:
+def _rows(
+    ens: Ensemble, student: torch.nn.Module, example, metrics: dict, mean_active: float, seconds: dict
+) -> dict[str, ModelRow]:
     """The comparison's rows: each model's top-1, top-5 and NLL with its inference FLOPs and
     measured seconds per example (the ensemble's FLOPs: the generalist's plus ``mean_active``
     specialists')."""
@@ -279,11 +280,11 @@ def _rows(ens: Ensemble, student: torch.nn.Module, example, metrics: dict, mean_
         "student": forward_flops(student, example),
     }
     return {
-        name: {
+        name: ModelRow(
             **{k: v for k, v in m.result().items() if k in ("top1", "top5", "nll")},
-            "flops_per_example": flops[name],
-            "seconds_per_example": seconds[name],
-        }
+            flops_per_example=flops[name],
+            seconds_per_example=seconds[name],
+        )
         for name, m in metrics.items()
     }
 
@@ -329,36 +330,34 @@ def time_models(models: dict, batches: list[torch.Tensor], device: torch.device,
     return best
 
 
-def format_report(r: dict) -> str:
+def format_report(r: DistillReport) -> str:
     """The report as an aligned plain-text table."""
     lines = [
-        f"{r['dataset']} {r['split']}: {r['n']} examples; the ensemble runs "
-        f"{r['mean_active_specialists']:.2f} specialists per example on average",
+        f"{r.dataset} {r.split}: {r.n} examples; the ensemble runs "
+        f"{r.mean_active_specialists:.2f} specialists per example on average",
         f"{'':<14}{'top-1':>8}{'NLL':>9}{'FLOP/example':>16}{'time':>8}",
     ]
     for name in ("generalist", "ensemble", "student"):
-        row = r["rows"][name]
-        rel = row["seconds_per_example"] / r["rows"]["generalist"]["seconds_per_example"]
-        lines.append(
-            f"{name:<14}{row['top1']:>8.4f}{row['nll']:>9.4f}{format_flops(row['flops_per_example']):>16}{rel:>7.2f}x"
-        )
-    for name, row in (r.get("baselines") or {}).items():
+        row = r.rows[name]
+        rel = row.seconds_per_example / r.rows["generalist"].seconds_per_example
+        lines.append(f"{name:<14}{row.top1:>8.4f}{row.nll:>9.4f}{format_flops(row.flops_per_example):>16}{rel:>7.2f}x")
+    for name, row in r.baselines.items():
         lines.append(f"{name:<14}{row['top1']:>8.4f}{row['nll']:>9.4f}   (specens baseline, same split)")
-    if r["kept"] is None:
+    if r.kept is None:
         lines.append(
-            f"the ensemble does not beat the generalist at top-1 here ({r['ensemble_gain']:+.4f}): no gain to "
-            f"keep; the student is {r['student_gain']:+.4f} from the generalist"
+            f"the ensemble does not beat the generalist at top-1 here ({r.ensemble_gain:+.4f}): no gain to "
+            f"keep; the student is {r.student_gain:+.4f} from the generalist"
         )
     else:
         lines.append(
-            f"the student keeps {r['kept']:.0%} of the ensemble's top-1 gain "
-            f"({r['student_gain']:+.4f} of {r['ensemble_gain']:+.4f})"
+            f"the student keeps {r.kept:.0%} of the ensemble's top-1 gain "
+            f"({r.student_gain:+.4f} of {r.ensemble_gain:+.4f})"
         )
-    t = r.get("student_training") or {}
-    if t.get("train_flops") and r.get("generalist_training_flops"):
+    t = r.student_training
+    if t.train_flops and r.generalist_training_flops:
         lines.append(
-            f"student training: {format_flops(t['train_flops'])} "
-            f"({t['train_flops'] / r['generalist_training_flops']:.2f}x the generalist's), "
-            f"{t['wall_seconds']:.0f} s, {t['epochs']} epochs"
+            f"student training: {format_flops(t.train_flops)} "
+            f"({t.train_flops / r.generalist_training_flops:.2f}x the generalist's), "
+            f"{t.wall_seconds:.0f} s, {t.epochs} epochs"
         )
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 specialists know, from q on the fly or from a checked cache, resumes exactly, and is a generalist
 that later stages take. (The loss and the temperature of q: tests/test_losses.py.)"""
 
+import dataclasses
 import json
 
 import pytest
@@ -18,6 +19,7 @@ from specens.generalist.evaluate import evaluate
 from specens.generalist.train import train_generalist
 from specens.inference import Ensemble
 from specens.inference.distill import DistillConfig, distill, distill_config
+from specens.inference.distill_report import DistillReport
 from specens.inference.infer import infer
 from specens.inference.teachers import EnsembleTeacher, QCacheTeacher
 
@@ -165,9 +167,10 @@ def test_distill_resumes_exactly_and_refuses_another_teacher_setting(ensemble_ru
     resumed = distill(
         run, data, str(tmp_path / "resumed"), overrides=settings, split="val", progress=False, echo=lambda *_: None
     )
-    assert resumed["fingerprints"]["student"] == whole["fingerprints"]["student"]
-    assert resumed["rows"] == {
-        k: {**v, "seconds_per_example": resumed["rows"][k]["seconds_per_example"]} for k, v in whole["rows"].items()
+    assert resumed.fingerprints["student"] == whole.fingerprints["student"]
+    assert resumed.rows == {
+        k: dataclasses.replace(v, seconds_per_example=resumed.rows[k].seconds_per_example)
+        for k, v in whole.rows.items()
     }
     with pytest.raises(CheckpointError, match="top_n: 1 -> 2"):
         distill(run, data, str(tmp_path / "resumed"), overrides={**settings, "top_n": 2}, progress=False)
@@ -205,16 +208,16 @@ def test_the_student_is_a_generalist_for_every_later_stage(ensemble_run, tmp_pat
     )
     assert r.exit_code == 0, r.output
     assert "student" in r.output and "generalist" in r.output and "ensemble" in r.output
-    report = json.loads((student / "distill.json").read_text())
-    assert report["rows"]["student"]["flops_per_example"] == report["rows"]["generalist"]["flops_per_example"]
-    assert report["config"]["init"] == str(run / "generalist") and report["config"]["alpha"] == 0.9
+    report = DistillReport.read(student / "distill.json")
+    assert report.rows["student"].flops_per_example == report.rows["generalist"].flops_per_example
+    assert report.config["init"] == str(run / "generalist") and report.config["alpha"] == 0.9
     meta = json.loads((student / "model.json").read_text())
     assert meta["metrics"]["teacher_fingerprints"] == [Ensemble.load(run).fingerprints]
 
     r = CliRunner().invoke(cli, ["generalist", "eval", "--run", str(student), "--data", data])
     assert r.exit_code == 0, r.output
     printed = json.loads(r.output[r.output.index("{") : r.output.rindex("}") + 1])  # after the progress bar
-    assert printed["top1"] == pytest.approx(report["rows"]["student"]["top1"])
+    assert printed["top1"] == pytest.approx(report.rows["student"].top1)
 
     round2 = tmp_path / "round2"
     cluster(ClusterConfig(generalist=str(student), data=data, out=str(round2 / "clusters"), n_groups=4), progress=False)
@@ -232,6 +235,6 @@ def test_the_student_is_a_generalist_for_every_later_stage(ensemble_run, tmp_pat
         echo=lambda *_: None,
     )
     ens2 = Ensemble.load(round2, generalist=student, device="cpu", all_specialists=True)
-    assert ens2.fingerprints["generalist"] == report["fingerprints"]["student"] and len(ens2.specialists) == 4
+    assert ens2.fingerprints["generalist"] == report.fingerprints["student"] and len(ens2.specialists) == 4
     with pytest.raises(CheckpointError, match="clusters"):  # the first round's groups belong to the first generalist
         Ensemble.load(run, generalist=student, device="cpu")

@@ -149,3 +149,42 @@ def test_the_baseline_report_round_trips_and_refuses_a_bad_row(tmp_path):
         BaselineReport.from_json(bad, "b.json")
     with pytest.raises(CheckpointError, match=r"unknown keys \['k'\]"):
         BaselineReport.from_json({**report.to_json(), "k": 1}, "b.json")
+
+
+def test_the_distillation_report_round_trips_and_refuses_a_bad_field(tmp_path):
+    from specens.core.io import write_json_atomic
+    from specens.inference.distill_report import DistillReport, ModelRow, StudentTraining
+
+    rows = {
+        name: ModelRow(0.8 + i / 100, 0.95, 0.5, 1e6 * (1 + i), 1e-4)
+        for i, name in enumerate(("generalist", "ensemble", "student"))
+    }
+    report = DistillReport(
+        dataset="d",
+        split="test",
+        n=100,
+        rows=rows,
+        ensemble_gain=0.01,
+        student_gain=0.02,
+        kept=2.0,
+        student_over_generalist_seconds=1.0,
+        ensemble_over_generalist_seconds=1.3,
+        mean_active_specialists=0.4,
+        student_training=StudentTraining(None, None, None, None),  # a student exported without training
+        generalist_training_flops=3e9,
+        fingerprints={"student": "ab"},
+        baselines={"continued": {"top1": 0.9, "nll": 0.3}},
+    )
+    write_json_atomic(tmp_path / "distill.json", report.to_json())
+    assert DistillReport.read(tmp_path / "distill.json") == report
+    bad = report.to_json()
+    bad["rows"]["student"]["nll"] = "low"
+    with pytest.raises(CheckpointError, match=r"d.json: 'rows'.student.nll must be a finite number"):
+        DistillReport.from_json(bad, "d.json")
+    with pytest.raises(CheckpointError, match=r"d.json: 'rows' must be an object of generalist, ensemble, student"):
+        DistillReport.from_json({**report.to_json(), "rows": {"student": bad["rows"]["generalist"]}}, "d.json")
+    with pytest.raises(CheckpointError, match=r"d.json: 'baselines' must be an object of \{top1, nll\}"):
+        DistillReport.from_json({**report.to_json(), "baselines": {"seeds": {"top1": 0.9}}}, "d.json")
+    with pytest.raises(CheckpointError, match=r"'format_version' is 0.*rerun `specens distill`"):
+        write_json_atomic(tmp_path / "distill.json", {**report.to_json(), "format_version": 0})
+        DistillReport.read(tmp_path / "distill.json")

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import CheckpointError
+from .io import read_artifact_json
 
 
 def record_fields(data: Any, cls: type, where: str, optional: Iterable[str] = ()) -> dict[str, Any]:
@@ -32,6 +33,26 @@ def record_fields(data: Any, cls: type, where: str, optional: Iterable[str] = ()
             + "; ".join(([f"missing keys {missing}"] if missing else []) + ([f"unknown keys {extra}"] if extra else []))
         )
     return {k: data[k] for k in names if k in data}
+
+
+HEADER = ("format", "format_version")  # an artifact's header: checked by core.io.read_artifact_json, not a field
+
+
+def artifact_fields(data: Any, cls: type, where: str, optional: Iterable[str] = ()) -> dict[str, Any]:
+    """:func:`record_fields` of an artifact's top-level object, its :data:`HEADER` left out."""
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{where} must be an object, got {type(data).__name__}")
+    return record_fields({k: v for k, v in data.items() if k not in HEADER}, cls, where, optional)
+
+
+def read_record(cls: type, path, fmt: str, version: int, rerun: str):
+    """The artifact at ``path`` as record ``cls`` (its ``from_json(data, where)``), its format and
+    version checked; a refusal of those says how to replace the file (``rerun``, a command)."""
+    try:
+        data = read_artifact_json(path, fmt, version)
+    except CheckpointError as e:  # e.g. written by an older specens
+        raise CheckpointError(f"{e}; delete it or rerun `{rerun}`") from None
+    return cls.from_json(data, str(path))
 
 
 def check_values(data: dict[str, Any], checks: Iterable[tuple[str, Callable[[Any], bool], str]], where: str) -> None:

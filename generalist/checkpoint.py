@@ -27,7 +27,7 @@ from specens.core.cost import TrainingCost
 from specens.core.errors import CheckpointError, check_same_classes, check_same_input
 from specens.core.io import fingerprint, read_artifact_json, record_fingerprint, write_json_atomic
 from specens.core.loop import TrainingMetrics
-from specens.core.records import check_values, is_str_list, record_fields
+from specens.core.records import artifact_fields, check_values, is_str_list
 
 from .models import ModelSpec, TrustedCodeWarning
 
@@ -88,7 +88,7 @@ class GeneralistRecord:
     def from_json(cls, data: dict[str, Any], path: Path) -> GeneralistRecord:
         """Check every key and type, the spec well formed, the class list fitting it, and the
         fingerprint its fields give; each problem is a :class:`CheckpointError` naming ``path``."""
-        values = record_fields({k: v for k, v in data.items() if k not in ("format", "format_version")}, cls, str(path))
+        values = artifact_fields(data, cls, str(path))
         check_values(
             values,
             (

@@ -11,9 +11,15 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from specens.core.errors import CheckpointError
-from specens.core.io import read_artifact_json
-from specens.core.records import check_values, field_name, is_count, is_number, record_fields
+from specens.core.records import (
+    artifact_fields,
+    check_values,
+    field_name,
+    is_count,
+    is_number,
+    read_record,
+    record_fields,
+)
 
 from .report import is_dict, is_ratio
 
@@ -97,18 +103,12 @@ class DistillReport:
     @classmethod
     def read(cls, path) -> DistillReport:
         """Read ``distill.json`` at ``path``, its format and version checked."""
-        try:
-            data = read_artifact_json(path, DISTILL_FORMAT, DISTILL_VERSION)
-        except CheckpointError as e:  # e.g. written by an older specens
-            raise CheckpointError(f"{e}; delete it or rerun `specens distill`") from None
-        return cls.from_json(data, str(path))
+        return read_record(cls, path, DISTILL_FORMAT, DISTILL_VERSION, "specens distill")
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> DistillReport:
         """A parsed ``distill.json`` (its format header is not a field)."""
-        if not isinstance(data, dict):
-            raise CheckpointError(f"{where} must be an object, got {type(data).__name__}")
-        values = record_fields({k: v for k, v in data.items() if k not in ("format", "format_version")}, cls, where)
+        values = artifact_fields(data, cls, where)
         numbers = ("ensemble_gain", "student_gain", "mean_active_specialists")
         numbers += ("student_over_generalist_seconds", "ensemble_over_generalist_seconds")
         check_values(

@@ -24,7 +24,7 @@ from specens.core.cost import TrainingCost
 from specens.core.errors import CheckpointError
 from specens.core.io import fingerprint, publish_dir, read_artifact_json, record_fingerprint, write_json_atomic
 from specens.core.loop import TrainingMetrics
-from specens.core.records import check_values, is_count, is_number, is_str_list, record_fields
+from specens.core.records import artifact_fields, check_values, is_count, is_number, is_str_list
 
 from .gate import GateRecord
 from .model import build_specialist, dustbin_correction
@@ -94,7 +94,7 @@ class SpecialistRecord:
         from specens.generalist.models import ModelSpec
 
         where = str(path)
-        values = record_fields({k: v for k, v in data.items() if k not in ("format", "format_version")}, cls, where)
+        values = artifact_fields(data, cls, where)
         check_values(values, _field_checks(values), where)
         if abs(values["dustbin_correction"] - dustbin_correction(values["pi"], values["rho"])) > 1e-9:
             raise CheckpointError(

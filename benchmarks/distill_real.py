@@ -78,7 +78,8 @@ def main() -> None:
                     ),
                 ]
             )
-            (out / "summary.json").write_text(json.dumps({"variant": name, "overrides": overrides, **r}, indent=1))
+            body = {k: v for k, v in r.items() if k not in ("format", "format_version")}  # not a distill.json
+            (out / "summary.json").write_text(json.dumps({"variant": name, "overrides": overrides, **body}, indent=1))
     table = markdown_table(
         [
             "dataset",

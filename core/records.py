@@ -45,7 +45,7 @@ def artifact_fields(data: Any, cls: type, where: str, optional: Iterable[str] = 
     return record_fields({k: v for k, v in data.items() if k not in HEADER}, cls, where, optional)
 
 
-def read_record(cls: type, path, fmt: str, version: int, rerun: str):
+def read_report(cls: type, path, fmt: str, version: int, rerun: str):
     """The artifact at ``path`` as record ``cls`` (its ``from_json(data, where)``), its format and
     version checked; a refusal of those says how to replace the file (``rerun``, a command)."""
     try:

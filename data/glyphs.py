@@ -170,7 +170,7 @@ def import_glyphs(
             validation / test; by default a seeded rule spreads the styles over the splits
             (:func:`specens.data.fonts.assign_splits`).
         like: a dataset whose classes (and groups) to render again from ``fonts``, every face into
-            the test split, to evaluate a run on unseen faces; a face lacking one of its
+            the test split (``test_per_class`` each), to evaluate a run on unseen faces; a face lacking one of its
             characters is refused, the characters listed.
         workers: rendering processes; 0 = one per CPU for large splits (the output does not
             depend on it).

@@ -16,7 +16,7 @@ from specens.core.records import (
     field_name,
     is_count,
     is_number,
-    read_record,
+    read_report,
     record_fields,
 )
 
@@ -121,7 +121,7 @@ class BaselineReport:
     @classmethod
     def read(cls, path) -> BaselineReport:
         """Read ``baselines.json`` at ``path``, its format and version checked."""
-        return read_record(cls, path, BASELINES_FORMAT, BASELINES_VERSION, "specens baseline")
+        return read_report(cls, path, BASELINES_FORMAT, BASELINES_VERSION, "specens baseline")
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> BaselineReport:

@@ -17,7 +17,7 @@ from specens.core.records import (
     field_name,
     is_count,
     is_number,
-    read_record,
+    read_report,
     record_fields,
 )
 
@@ -103,7 +103,7 @@ class DistillReport:
     @classmethod
     def read(cls, path) -> DistillReport:
         """Read ``distill.json`` at ``path``, its format and version checked."""
-        return read_record(cls, path, DISTILL_FORMAT, DISTILL_VERSION, "specens distill")
+        return read_report(cls, path, DISTILL_FORMAT, DISTILL_VERSION, "specens distill")
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> DistillReport:

@@ -17,10 +17,10 @@ def specens(*args, cwd=None):
 
 
 def specens_here(*args):
-    """``specens ARGS`` in this process, through the root command the entry point calls; the
-    result has ``returncode``, ``stdout`` and ``stderr`` as from ``specens``. For a sequence of
-    steps whose work, not the start of a process, is under test (the others here spawn the real
-    executable)."""
+    """``specens ARGS`` in this process, through the root command the entry point calls (the same
+    error policy: a SpecensError is one ``Error:`` line and exit status 1); the result has
+    ``returncode``, ``stdout`` and ``stderr`` as from ``specens``, which spawns the real
+    executable where the entry point itself is under test."""
     from types import SimpleNamespace
 
     from click.testing import CliRunner

@@ -185,6 +185,8 @@ def test_the_distillation_report_round_trips_and_refuses_a_bad_field(tmp_path):
         DistillReport.from_json({**report.to_json(), "rows": {"student": bad["rows"]["generalist"]}}, "d.json")
     with pytest.raises(CheckpointError, match=r"d.json: 'baselines' must be an object of \{top1, nll\}"):
         DistillReport.from_json({**report.to_json(), "baselines": {"seeds": {"top1": 0.9}}}, "d.json")
+    unkept = dataclasses.replace(report, kept=None, student_training=StudentTraining(3e9, 1e6, 2.0, 3))
+    assert DistillReport.from_json(_json_round_trip(unkept), "d.json") == unkept
+    write_json_atomic(tmp_path / "distill.json", {**report.to_json(), "format_version": 0})
     with pytest.raises(CheckpointError, match=r"'format_version' is 0.*rerun `specens distill`"):
-        write_json_atomic(tmp_path / "distill.json", {**report.to_json(), "format_version": 0})
         DistillReport.read(tmp_path / "distill.json")

@@ -1,0 +1,109 @@
+"""Whether the generalist's batch-norm running statistics are current when it is validated.
+
+Trains the default generalist on the demo's glyphs (``--classes`` of them, the embedded DejaVu
+faces), keeping every epoch's weights, and scores each epoch's net on validation four ways: as the
+training loop validates it (eval mode, the running statistics), on its own training split the same
+way, with each batch's own statistics (train mode, no gradient), and in eval mode after the
+running statistics are recomputed over one shuffled training pass at the epoch's weights
+("precise BN"). Where the first is far below the last two, the loop validated a net whose
+statistics lag its weights.
+
+    python benchmarks/bn_staleness.py --classes 30 --epochs 8 --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from _results import markdown_table, record
+from safetensors.torch import load_file
+
+from specens.data.glyphs import import_glyphs
+from specens.data.shards import ShardStream, iter_split
+from specens.generalist.checkpoint import load_generalist
+from specens.generalist.config import TrainConfig
+from specens.generalist.train import train_generalist
+
+
+@torch.no_grad()
+def top1(model: torch.nn.Module, data: str, split: str, batch_stats: bool = False) -> float:
+    model.train(batch_stats)
+    right = n = 0
+    for b in iter_split(data, split, 256):
+        right += int((model(b.inputs).argmax(1) == b.labels).sum())
+        n += len(b)
+    return right / n
+
+
+@torch.no_grad()
+def recalibrate(model: torch.nn.Module, data: str, batch_size: int) -> None:
+    """Batch-norm running statistics recomputed as plain averages over one shuffled training pass."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    for b in ShardStream(data, "train", batch_size, train=True, seed=1):
+        model(b.inputs)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _train_keeping_every_epoch(cfg: TrainConfig, keep: Path) -> list[Path]:
+    """Train ``cfg``, stopping after each epoch to copy its weights (the loop keeps only the latest
+    state) and resuming, which continues exactly; returns each epoch's weights file."""
+    keep.mkdir()
+    files = []
+    for e in range(cfg.epochs):
+
+        def stop(epoch, record, e=e):
+            if epoch == e and e < cfg.epochs - 1:
+                raise _Stop
+
+        try:
+            train_generalist(cfg, progress=False, on_epoch_end=stop)
+        except _Stop:
+            pass
+        files.append(keep / f"{e}.safetensors")
+        shutil.copy(Path(cfg.out) / "checkpoints" / f"epoch-{e:04d}" / "model.safetensors", files[-1])
+    return files
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--classes", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data, out = str(Path(tmp) / "glyphs"), str(Path(tmp) / "generalist")
+        import_glyphs(data, n_classes=args.classes, progress=False)
+        cfg = TrainConfig(data=data, out=out, epochs=args.epochs, checkpoint_every=0, patience=0)
+        weights = _train_keeping_every_epoch(cfg, Path(tmp) / "epochs")
+        model = load_generalist(out).spec.build(False)
+        history = load_generalist(out).record.metrics.history
+        rows = []
+        for e, h in enumerate(history):
+            model.load_state_dict(load_file(weights[e]))
+            scores = [top1(model, data, "val"), top1(model, data, "train"), top1(model, data, "val", True)]
+            recalibrate(model, data, cfg.batch_size)
+            scores.append(top1(model, data, "val"))
+            rows.append([e + 1, f"{h['train_top1']:.3f}", *(f"{s:.3f}" for s in scores)])
+            print(*rows[-1], flush=True)
+    head = ["epoch", "training-stream top-1", "val (as validated)", "train, eval mode", "val, batch statistics"]
+    table = markdown_table(head + ["val, statistics recomputed"], rows)
+    print(table)
+    if args.record:
+        record(
+            "bn_staleness", f"python benchmarks/bn_staleness.py --classes {args.classes} --epochs {args.epochs}", table
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -86,8 +86,8 @@ def main() -> None:
         import_glyphs(data, n_classes=args.classes, progress=False)
         cfg = TrainConfig(data=data, out=out, epochs=args.epochs, checkpoint_every=0, patience=0)
         weights = _train_keeping_every_epoch(cfg, Path(tmp) / "epochs")
-        model = load_generalist(out).spec.build(False)
-        history = load_generalist(out).record.metrics.history
+        trained = load_generalist(out)
+        model, history = trained.spec.build(False), trained.record.metrics.history
         rows = []
         for e, h in enumerate(history):
             model.load_state_dict(load_file(weights[e]))

@@ -172,11 +172,11 @@ def distill(
     else:
         teacher = EnsembleTeacher(ens)
     baselines = Path(cfg.run) / "baselines" / "baselines.json"
-    prior = _baseline_rows(baselines, split) if baselines.is_file() else None  # refused before any training
+    prior = _baseline_rows(baselines, split) if baselines.is_file() else {}  # refused before any training
     _check_teacher(Path(cfg.out), ens.fingerprints, restart)
     result = train_generalist(cfg, progress=progress, restart=restart, teacher=teacher)
     report = compare(ens, result.run_dir, data, split, progress=progress, trust_code=cfg.trust_code)
-    report = dataclasses.replace(report, config=config_to_json(cfg), baselines=prior or {})
+    report = dataclasses.replace(report, config=config_to_json(cfg), baselines=prior)
     write_json_atomic(Path(result.run_dir) / REPORT, report.to_json())
     echo(format_report(report))
     return report

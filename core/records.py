@@ -78,5 +78,14 @@ def is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def is_ratio(v: Any) -> bool:
+    """A finite number, or null where a ratio is undefined."""
+    return v is None or is_number(v)
+
+
+def is_dict(v: Any) -> bool:
+    return isinstance(v, dict)
+
+
 def is_str_list(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(s, str) for s in v)

@@ -15,12 +15,12 @@ from specens.core.records import (
     check_values,
     field_name,
     is_count,
+    is_dict,
     is_number,
+    is_ratio,
     read_report,
     record_fields,
 )
-
-from .report import is_dict, is_ratio
 
 BASELINES_FORMAT, BASELINES_VERSION = "specens.baselines", 1
 

@@ -16,12 +16,12 @@ from specens.core.records import (
     check_values,
     field_name,
     is_count,
+    is_dict,
     is_number,
+    is_ratio,
     read_report,
     record_fields,
 )
-
-from .report import is_dict, is_ratio
 
 DISTILL_FORMAT, DISTILL_VERSION = "specens.distillation", 1
 MODELS = ("generalist", "ensemble", "student")

@@ -17,15 +17,19 @@ from typing import Any
 
 from specens.core.cost import TrainingCost
 from specens.core.errors import CheckpointError
-from specens.core.io import read_artifact_json
-from specens.core.records import check_values, field_name, is_count, is_number, record_fields
+from specens.core.records import (
+    HEADER,
+    check_values,
+    field_name,
+    is_count,
+    is_dict,
+    is_number,
+    is_ratio,
+    read_report,
+    record_fields,
+)
 
 FORMAT, FORMAT_VERSION = "specens.evaluation", 1
-
-
-def is_ratio(v: Any) -> bool:
-    """A finite number, or null where a ratio is undefined."""
-    return v is None or is_number(v)
 
 
 def _nan(v: float | None) -> float:
@@ -263,14 +267,14 @@ class EvaluationReport:
     @classmethod
     def read(cls, path) -> EvaluationReport:
         """Read ``evaluation.json`` at ``path``, its format and version checked."""
-        return cls.from_json(read_artifact_json(path, FORMAT, FORMAT_VERSION), str(path))
+        return read_report(cls, path, FORMAT, FORMAT_VERSION, "specens evaluate")
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> EvaluationReport:
         """A parsed report (its header and derived ratios are not fields)."""
         if not isinstance(data, dict):
             raise CheckpointError(f"{where} must be an object, got {type(data).__name__}")
-        values = record_fields({k: v for k, v in data.items() if k not in _HEADER}, cls, where)
+        values = record_fields({k: v for k, v in data.items() if k not in (*HEADER, *_DERIVED)}, cls, where)
         ints = lambda v: isinstance(v, list) and all(is_count(i) for i in v)  # noqa: E731
         check_values(
             values,
@@ -301,9 +305,4 @@ class EvaluationReport:
         )
 
 
-def is_dict(v: Any) -> bool:
-    return isinstance(v, dict)
-
-
 _DERIVED = ("top1_relative_improvement", "top1_error_relative_cut", "conditional_relative_improvement")
-_HEADER = ("format", "format_version", *_DERIVED)

@@ -125,7 +125,7 @@ def test_the_evaluation_report_round_trips_and_refuses_a_bad_field(tmp_path):
     data["routing"] = {**data["routing"], "missed": -1}
     with pytest.raises(CheckpointError, match=r"e.json: 'routing'.missed must be an int >= 0"):
         EvaluationReport.from_json(data, "e.json")
-    with pytest.raises(CheckpointError, match=r"'format_version' is 0"):
+    with pytest.raises(CheckpointError, match=r"'format_version' is 0.*rerun `specens evaluate`"):
         write_json_atomic(tmp_path / "evaluation.json", {**r.to_json(), "format_version": 0})
         EvaluationReport.read(tmp_path / "evaluation.json")
 

@@ -47,7 +47,10 @@ def main() -> None:
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
 
-    source = json.loads((Path(args.data) / "dataset.json").read_text())["source"]
+    source = json.loads((Path(args.data) / "dataset.json").read_text())["source"] or {}
+    missing = [s for s in args.splits if s not in source.get("faces", {})]
+    if missing:
+        raise SystemExit(f"{args.data}/dataset.json: no faces recorded for split(s) {missing} (import it with --font)")
     model = load_generalist(Path(args.run) / "generalist").model.eval()
     rows = []
     for split in args.splits:

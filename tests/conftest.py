@@ -14,10 +14,26 @@ import pytest
 # external IP, where a loopback test cluster does not listen).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: N processes share the cores, one torch thread each
+# pytest -n N: N processes share the cores, so each, and every process it starts (the CLI run as a
+# subprocess, a Ray head's workers), runs torch on one thread. Tests train with ``threads=0`` (keep
+# the process's count) for the same reason: two workers at two threads each on 2 cores ran the
+# training tests 3-4x slower than one worker alone.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
     torch.set_num_threads(1)
+
+
+# pytest -n N hands out test files in collection order; these, each a minute or more of end-to-end
+# work, go first so that none of them starts last and runs alone at the end (the README's main job
+# alone takes 2-3 minutes, about half the suite).
+LONGEST_FIRST = ("test_readme.py", "test_ray_multinode.py", "test_specialists_ray.py", "test_ray_job.py")
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: otherwise as collected
 
 
 SHARED_DATA = Path(os.environ.get("SPECENS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -114,7 +130,7 @@ def glyph_generalist(glyph_ds, tmp_path_factory) -> str:
         batch_size=48,
         lr=5e-3,
         model_kwargs={"width": 8},
-        threads=2,
+        threads=0,
     )
 
 
@@ -131,7 +147,7 @@ def strong_synthetic_generalist(synthetic_ds, tmp_path_factory) -> str:
         lr=3e-3,
         batch_size=64,
         model_kwargs={"hidden": [64]},
-        threads=2,
+        threads=0,
         patience=0,
         checkpoint_every=0,
     )
@@ -162,7 +178,7 @@ def synthetic_run(synthetic_ds, tmp_path_factory) -> dict:
                 batch_size=64,
                 lr=3e-3,
                 model_kwargs={"hidden": [64]},
-                threads=2,
+                threads=0,
             ),
             progress=False,
         )

@@ -34,7 +34,7 @@ def test_init_continues_from_an_exported_generalist_and_refuses_another_model(sy
         data=synthetic_run["data"],
         batch_size=64,
         model_kwargs={"hidden": [64]},
-        threads=2,
+        threads=0,
         epochs=1,
         init=synthetic_run["generalist"],
     )

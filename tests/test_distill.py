@@ -39,7 +39,7 @@ def helpful_ensemble(synthetic_ds, strong_synthetic_generalist, tmp_path_factory
 
     root = tmp_path_factory.mktemp("helpful")
     base = dict(
-        data=synthetic_ds, batch_size=64, model_kwargs={"hidden": [64]}, threads=2, patience=0, checkpoint_every=0
+        data=synthetic_ds, batch_size=64, model_kwargs={"hidden": [64]}, threads=0, patience=0, checkpoint_every=0
     )
     weak = train_generalist(TrainConfig(out=str(root / "weak"), epochs=1, lr=1e-3, **base), progress=False).run_dir
     strong = load_generalist(strong_synthetic_generalist)  # epochs=4, lr=3e-3, the rest as ``base``

@@ -53,7 +53,7 @@ def _weak_and_strong(synthetic_ds, strong_dir, tmp_path):
             lr=1e-4,
             batch_size=64,
             model_kwargs={"hidden": [64]},
-            threads=2,
+            threads=0,
             patience=0,
             checkpoint_every=0,
         ),

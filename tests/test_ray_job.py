@@ -1,5 +1,6 @@
 """End to end: `ray job submit` of `specens specialists train` to a loopback Ray head."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,10 +19,15 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports: every socket stays bound until all are chosen (binding
+    one at a time, the kernel may hand out the same port twice, and Ray refuses two components on
+    one port)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 @pytest.fixture
@@ -36,7 +42,7 @@ def ray_head():
         "PATH": f"{BIN}:{os.environ['PATH']}",
     }
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    dashboard = _free_port()
+    dashboard, gcs, client, agent = _free_ports(4)
     start = [
         str(BIN / "ray"),
         "start",
@@ -45,15 +51,15 @@ def ray_head():
         "--node-ip-address",
         "127.0.0.1",
         "--port",
-        str(_free_port()),
+        str(gcs),
         "--dashboard-host",
         "127.0.0.1",
         "--dashboard-port",
         str(dashboard),
         "--ray-client-server-port",
-        str(_free_port()),
+        str(client),
         "--dashboard-agent-listen-port",
-        str(_free_port()),
+        str(agent),
         "--disable-usage-stats",
         "--num-cpus",
         "2",

@@ -41,6 +41,7 @@ def demo_run(tmp_path_factory):
     assert argv[0] == "specens"
     exe = Path(sys.executable).with_name("specens")
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+    env.pop("OMP_NUM_THREADS", None)  # as a user runs it, on every core (conftest sets 1 under pytest -n)
     run = tmp_path_factory.mktemp("readme") / "demo"
     r = subprocess.run(
         [str(exe), *argv[1:], "--run", str(run), "--classes", "30", "--epochs", "8", "--specialist-epochs", "2"],

@@ -75,6 +75,78 @@ def split_body(body: nn.Module, top_blocks: int) -> tuple[nn.Sequential, nn.Sequ
     return body[:cut], body[cut:]
 
 
+@torch.no_grad()
+def widen_block(block: nn.Module, factor: int, generator: torch.Generator | None = None) -> nn.Module:
+    """A copy of a basic residual block (``conv1 -> bn1 -> relu -> conv2``, plus its shortcut) with
+    ``factor`` times the channels between ``conv1`` and ``conv2``, computing the same function
+    (Net2WiderNet, Chen, Goodfellow & Shlens 2016): each inner channel is repeated ``factor`` times
+    in ``conv1`` and ``bn1``, and ``conv2`` splits each of its input weights over the copies in
+    random shares that sum to one, so the copies' gradients differ from the first step and they
+    learn apart. With batch norm in training mode too the copies see identical statistics, so the
+    output is unchanged up to rounding. A specialist that owns a widened top has more capacity
+    than the generalist where its group's confusions are (METHOD §4, initialisation)."""
+    parts = [getattr(block, name, None) for name in ("conv1", "bn1", "conv2")]
+    conv1, bn1, conv2 = parts
+    if not (
+        isinstance(conv1, nn.Conv2d)
+        and isinstance(bn1, nn.BatchNorm2d)
+        and isinstance(conv2, nn.Conv2d)
+        and conv1.groups == conv2.groups == 1
+        and conv1.out_channels == bn1.num_features == conv2.in_channels
+    ):
+        raise ValueError(f"only basic residual blocks (conv1, bn1, conv2) can be widened, not {type(block).__name__}")
+    if factor < 1:
+        raise ValueError(f"widen must be >= 1, got {factor}")
+    wide = copy.deepcopy(block)
+    if factor == 1:
+        return wide
+    c = conv1.out_channels
+    wide.conv1 = _like(conv1, out_channels=c * factor)
+    wide.conv1.weight.copy_(conv1.weight.repeat(factor, 1, 1, 1))  # (k·C, Cin, kh, kw)
+    wide.bn1 = _like(bn1, num_features=c * factor)
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(wide.bn1, name).copy_(getattr(bn1, name).repeat(factor))
+    wide.bn1.num_batches_tracked.copy_(bn1.num_batches_tracked)
+    u = torch.randn((factor, *conv2.weight.shape), generator=generator, dtype=torch.float64)
+    shares = (1 + 0.5 * (u - u.mean(0))) / factor  # (k, Cout, C, kh, kw), summing to 1 over the copies
+    w = conv2.weight.double()[None] * shares  # copy i's share of every weight
+    wide.conv2 = _like(conv2, in_channels=c * factor)
+    wide.conv2.weight.copy_(torch.cat(list(w), dim=1).to(conv2.weight.dtype))  # (Cout, k·C, kh, kw)
+    return wide
+
+
+def _like(module: nn.Module, **changes) -> nn.Module:
+    """A new conv or batch-norm layer like ``module`` but for ``changes`` (channel counts)."""
+    if isinstance(module, nn.Conv2d):
+        m = module
+        kwargs = dict(
+            in_channels=m.in_channels,
+            out_channels=m.out_channels,
+            kernel_size=m.kernel_size,
+            stride=m.stride,
+            padding=m.padding,
+            dilation=m.dilation,
+            bias=m.bias is not None,
+        )
+        if m.bias is not None:
+            raise ValueError("widening a convolution with a bias is not supported")
+        return nn.Conv2d(**{**kwargs, **changes}).to(m.weight.device, m.weight.dtype)
+    bn = module
+    kwargs = dict(num_features=bn.num_features, eps=bn.eps, momentum=bn.momentum)
+    return nn.BatchNorm2d(**{**kwargs, **changes}).to(bn.weight.device, bn.weight.dtype)
+
+
+def widen_top(top: nn.Sequential, factor: int, generator: torch.Generator | None = None) -> nn.Sequential:
+    """``top`` with every basic residual block widened by ``factor`` (:func:`widen_block`); the
+    other modules (pooling, dropout) kept. ``top`` must hold at least one such block."""
+    if factor == 1:
+        return top
+    blocks = [i for i, m in enumerate(top) if hasattr(m, "conv1") and hasattr(m, "conv2")]
+    if not blocks:
+        raise ValueError("widen needs the owned top blocks to be residual blocks; this model's are not")
+    return nn.Sequential(*(widen_block(m, factor, generator) if i in blocks else m for i, m in enumerate(top)))
+
+
 class TrunkedSpecialist(nn.Module):
     """A specialist that owns only the top of the generalist's body and a head (METHOD §4 with a
     shared trunk): ``logits = own.head(own.body(trunk(x)))``, the trunk the generalist's own frozen
@@ -112,6 +184,8 @@ def build_specialist(
     features: torch.Tensor | None = None,
     ridge: float = 1e-3,
     top_blocks: int = 0,
+    widen: int = 1,
+    generator: torch.Generator | None = None,
 ) -> Classifier | TrunkedSpecialist:
     """A specialist initialised from the generalist (METHOD §4, initialisation).
 
@@ -124,8 +198,12 @@ def build_specialist(
     the bias their log-sum-exp, exact when the features are zero.
 
     ``top_blocks`` > 0 copies only the body's last ``top_blocks`` parameterised modules
-    (:func:`split_body`) and returns a :class:`TrunkedSpecialist` on the generalist's own trunk.
+    (:func:`split_body`) and returns a :class:`TrunkedSpecialist` on the generalist's own trunk;
+    ``widen`` > 1 widens those blocks (:func:`widen_top`, same function, ``generator`` drawing the
+    shares), and needs ``top_blocks`` > 0.
     """
+    if widen != 1 and not top_blocks:
+        raise ValueError("widen > 1 widens the blocks a shared-trunk specialist owns: it needs top_blocks >= 1")
     head: nn.Linear = generalist.head
     w, b = head.weight.detach().double(), head.bias.detach().double()  # (C, D), (C,)
     outside = torch.ones(len(b), dtype=torch.bool)
@@ -145,7 +223,7 @@ def build_specialist(
     new_head.bias.copy_(torch.cat([b[group], b_d[None]]).to(head.bias.dtype))
     if top_blocks:
         trunk, top = split_body(generalist.body, top_blocks)
-        return TrunkedSpecialist(trunk, Classifier(copy.deepcopy(top), new_head))
+        return TrunkedSpecialist(trunk, Classifier(widen_top(copy.deepcopy(top), widen, generator), new_head))
     return Classifier(copy.deepcopy(generalist.body), new_head)
 
 

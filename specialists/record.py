@@ -29,7 +29,7 @@ from specens.core.records import artifact_fields, check_values, is_count, is_num
 from .gate import GateRecord
 from .model import build_specialist, dustbin_correction
 
-FORMAT, FORMAT_VERSION = "specens.specialist", 2  # 2: the record's fingerprint and its weights'
+FORMAT, FORMAT_VERSION = "specens.specialist", 3  # 3: widen
 
 META = "specialist.json"
 
@@ -46,6 +46,7 @@ PREDICTION_FIELDS = (
     "clusters_fingerprint",
     "model",
     "top_blocks",
+    "widen",
 )
 
 
@@ -53,8 +54,9 @@ PREDICTION_FIELDS = (
 class SpecialistRecord:
     """``specialist.json``. ``model`` holds the generalist's spec as JSON (``generalist_model``),
     ``top_blocks`` how many of its blocks the specialist owns on the shared trunk (0: a copy of
-    the whole body); ``config`` / ``config_key`` the training config and the part of it that
-    decides what is trained. The two fingerprints are filled in by :func:`publish_specialist`."""
+    the whole body), ``widen`` how much wider their inner channels are; ``config`` / ``config_key``
+    the training config and the part of it that decides what is trained. The two fingerprints are
+    filled in by :func:`publish_specialist`."""
 
     index: int
     group: list[int]
@@ -67,6 +69,7 @@ class SpecialistRecord:
     clusters_fingerprint: str
     model: dict[str, Any]
     top_blocks: int
+    widen: int
     config: dict[str, Any]
     config_key: dict[str, Any]
     gate: GateRecord
@@ -154,6 +157,7 @@ def _field_checks(values: dict[str, Any]) -> list:
             "an object with 'generalist_model'",
         ),
         ("top_blocks", is_count, "an int >= 0 (0: the whole body)"),
+        ("widen", lambda v: is_count(v, 1), "an int >= 1"),
         ("config", lambda v: isinstance(v, dict), "an object"),
         ("config_key", lambda v: isinstance(v, dict), "an object"),
     ]
@@ -207,9 +211,9 @@ def load_specialist(
         spec = ModelSpec.from_json(record.model["generalist_model"])
         generalist_model = spec.build(trust_code, str(Path(path) / META))
     try:
-        model = build_specialist(generalist_model, group, top_blocks=record.top_blocks)
+        model = build_specialist(generalist_model, group, top_blocks=record.top_blocks, widen=record.widen)
     except ValueError as e:
-        raise CheckpointError(f"{Path(path) / META}: 'top_blocks': {e}") from None
+        raise CheckpointError(f"{Path(path) / META}: 'top_blocks' / 'widen': {e}") from None
     load_weights(model, weights)
     return model.to(device).eval(), record
 

@@ -97,12 +97,14 @@ class SpecialistConfig(OptimParts, SoftTargetParts, RuntimeParts):
     shared_trunk: int = param(
         0, ge=0
     )  # 0: copy the generalist's whole body; k: own its last k blocks, on its frozen trunk
+    widen: int = param(1, ge=1)  # the owned blocks' inner channels x this, same function at the start (model.py)
 
     RESUMABLE_CHANGES: ClassVar[frozenset[str]] = RuntimeParts.RESUMABLE | {"out", "patience"}
 
     def checks(self) -> list[tuple[bool, str]]:
         return [
             *((bool(getattr(self, f)), f"{f}: required") for f in ("generalist", "clusters", "data", "out")),
+            (self.widen == 1 or self.shared_trunk >= 1, "widen: needs shared_trunk >= 1 (it widens the blocks owned)"),
             *super().checks(),
         ]
 
@@ -163,10 +165,14 @@ def train_specialist(
     torch.manual_seed(cfg.seed * 1009 + index)
     try:
         model = build_specialist(
-            job.gen.model, job.group, _init_features(job.gen.model, cfg, job.info, device), top_blocks=cfg.shared_trunk
+            job.gen.model,
+            job.group,
+            _init_features(job.gen.model, cfg, job.info, device),
+            top_blocks=cfg.shared_trunk,
+            widen=cfg.widen,
         ).to(device)
-    except ValueError as e:  # shared_trunk beyond this architecture's blocks
-        raise ConfigError(f"shared_trunk: {e}") from None
+    except ValueError as e:  # shared_trunk beyond this architecture's blocks, or widen on what cannot widen
+        raise ConfigError(f"shared_trunk / widen: {e}") from None
     steps = max(1, math.ceil((cfg.epoch_size or int(2 * job.n_special)) / cfg.batch_size))
     parts = ensure_partition(cfg.out, job.gen, job.clusters, cfg.data, job.info, cfg.val_split, cfg.top_n, device)
     stream = EnrichedStream(
@@ -310,6 +316,7 @@ def _record(cfg: SpecialistConfig, job: _Job, result, gate: GateRecord, cost: Tr
         clusters_fingerprint=job.clusters.fingerprint,
         model={"input_shape": list(gen.spec.input_shape), "generalist_model": gen.spec.to_json()},
         top_blocks=cfg.shared_trunk,
+        widen=cfg.widen,
         config=config_to_json(cfg),
         config_key=cfg.result_key(),
         gate=gate,

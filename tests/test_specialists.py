@@ -312,3 +312,83 @@ def test_shared_trunk_specialists_train_save_and_load(synthetic_run, tmp_path):
     assert r.ensemble.top1 > 0.5 and r.cost.inference.flops_per_example["specialist"] > 0
     with pytest.raises(Exception, match="shared_trunk"):
         SpecialistConfig(generalist="g", clusters="c", data="d", out="o", shared_trunk=-1)
+
+
+def test_a_widened_block_computes_the_same_function_and_its_copies_learn_apart():
+    """Net2WiderNet (METHOD §4, initialisation): 3x the inner channels, the block's output
+    unchanged in eval and in training mode (float64), and one step of SGD moves the copies of a
+    channel differently, so that the extra capacity is not k copies of one unit forever."""
+    from specens.generalist.models import _Residual
+    from specens.specialists.model import widen_block
+
+    torch.manual_seed(0)
+    block = _Residual(8, 16, stride=2).double()
+    with torch.no_grad():  # statistics and scales as a trained block has them
+        for bn in (block.bn1, block.bn2, block.shortcut[1]):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.normal_()
+    wide = widen_block(block, 3)
+    assert wide.conv1.out_channels == wide.bn1.num_features == wide.conv2.in_channels == 48
+    x = torch.randn(20, 8, 12, 12, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(wide.eval()(x), block.eval()(x), atol=1e-10)
+        assert torch.allclose(wide.train()(x), block.train()(x), atol=1e-10)
+    opt = torch.optim.SGD(wide.parameters(), lr=0.1)
+    wide.train()(x).square().sum().backward()
+    opt.step()
+    w = wide.conv1.weight.detach().reshape(3, 16, -1)  # (copy, channel, ...)
+    assert (w[0] - w[1]).abs().max() > 1e-4 and (w[1] - w[2]).abs().max() > 1e-4
+    assert torch.equal(widen_block(block, 1).conv1.weight, block.conv1.weight)
+    with pytest.raises(ValueError, match="basic residual blocks"):
+        widen_block(torch.nn.Linear(4, 4), 2)
+
+
+def test_widened_shared_trunk_specialists_start_as_the_generalist_train_save_and_load(
+    glyph_generalist, glyph_ds, tmp_path
+):
+    """``widen=2``: the untrained specialist predicts what the unwidened one does; trained, its
+    record says so and it loads with its wider block; a widen without a shared trunk is refused by
+    name."""
+    import json
+    import shutil
+
+    from specens.clustering.cluster import ClusterConfig, cluster
+    from specens.core.errors import ConfigError
+    from specens.specialists.parallel import train_all
+
+    g = load_generalist(glyph_generalist).model
+    group = torch.tensor([2, 5, 11, 17])
+    x = next(iter(iter_split(glyph_ds, "test", batch_size=64))).inputs
+    with torch.no_grad():
+        feats = g.body(x)
+        narrow = build_specialist(g, group, feats, top_blocks=1).eval()
+        wide = build_specialist(g, group, feats, top_blocks=1, widen=2).eval()
+        assert torch.allclose(wide(x), narrow(x), atol=1e-4)
+    assert sum(p.numel() for p in wide.parameters()) > 1.5 * sum(p.numel() for p in narrow.parameters())
+    with pytest.raises(ValueError, match="top_blocks"):
+        build_specialist(g, group, widen=2)
+
+    shutil.copytree(glyph_generalist, tmp_path / "generalist")
+    cluster(ClusterConfig(generalist=str(tmp_path / "generalist"), data=glyph_ds, out=str(tmp_path / "clusters"),
+                          n_groups=4), progress=False)  # fmt: skip
+    cfg = SpecialistConfig(
+        generalist=str(tmp_path / "generalist"),
+        clusters=str(tmp_path / "clusters" / "clusters.json"),
+        data=glyph_ds,
+        out=str(tmp_path),
+        epochs=1,
+        batch_size=32,
+        threads=0,
+        shared_trunk=1,
+        widen=2,
+    )
+    train_all(cfg, local=True, echo=lambda *_: None, indices=[0])
+    assert json.loads((tmp_path / "specialists" / "s000" / "specialist.json").read_text())["widen"] == 2
+    s0, record = load_specialist(tmp_path / "specialists" / "s000", generalist_model=g)
+    assert record.widen == 2 and s0.own.body[0].bn1.num_features == 2 * g.body[-4].bn1.num_features
+    with pytest.raises(ConfigError, match="widen"):
+        SpecialistConfig(generalist="g", clusters="c", data="d", out="o", widen=0)
+    with pytest.raises(ConfigError, match="widen"):
+        train_specialist(SpecialistConfig(**{**cfg.__dict__, "shared_trunk": 0, "out": str(tmp_path / "b")}), 1)

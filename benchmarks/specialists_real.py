@@ -153,6 +153,8 @@ def main() -> None:
         "whole": ("whole-network copies", dict(groups=n_groups, shared_trunk=0)),
         "wide2": ("the owned blocks widened 2x", dict(groups=n_groups, widen=2)),
         "wide4": ("the owned blocks widened 4x", dict(groups=n_groups, widen=4)),
+        "trunk2-wide4": ("owning the top 2 blocks, widened 4x", dict(groups=n_groups, shared_trunk=2, widen=4)),
+        "whole-long": (f"whole-network copies, {long} epochs", dict(groups=n_groups, shared_trunk=0, epochs=long)),
         "half": (f"{max(2, n_groups // 2)} groups", dict(groups=max(2, n_groups // 2))),
         "auto": ("K chosen by specens cluster (n_groups = 0)", dict(groups=0)),
     }

@@ -40,6 +40,7 @@ MEASURED = [
     ("printed Chinese, 1,000", 0.975, 0.9324, 2, 2, False, 0.534),
     ("printed Chinese, 3,755", 0.9555, 0.909, 2, 2, False, 0.571),
     ("printed Chinese, 1,000, width 8", 0.9806, 0.9281, 6, 6, False, 0.504),
+    ("printed Chinese, 1,000, width 4", 0.903, 0.877, 9, 10, False, 0.548),
 ]
 
 

@@ -75,6 +75,9 @@ def split_body(body: nn.Module, top_blocks: int) -> tuple[nn.Sequential, nn.Sequ
     return body[:cut], body[cut:]
 
 
+MAX_WIDEN = 64  # a record from a shared run names the factor: bounded before anything is allocated
+
+
 @torch.no_grad()
 def widen_block(block: nn.Module, factor: int, generator: torch.Generator | None = None) -> nn.Module:
     """A copy of a basic residual block (``conv1 -> bn1 -> relu -> conv2``, plus its shortcut) with
@@ -85,8 +88,7 @@ def widen_block(block: nn.Module, factor: int, generator: torch.Generator | None
     learn apart. With batch norm in training mode too the copies see identical statistics, so the
     output is unchanged up to rounding. A specialist that owns a widened top has more capacity
     than the generalist where its group's confusions are (METHOD §4, initialisation)."""
-    parts = [getattr(block, name, None) for name in ("conv1", "bn1", "conv2")]
-    conv1, bn1, conv2 = parts
+    conv1, bn1, conv2 = (getattr(block, name, None) for name in ("conv1", "bn1", "conv2"))
     if not (
         isinstance(conv1, nn.Conv2d)
         and isinstance(bn1, nn.BatchNorm2d)
@@ -95,8 +97,8 @@ def widen_block(block: nn.Module, factor: int, generator: torch.Generator | None
         and conv1.out_channels == bn1.num_features == conv2.in_channels
     ):
         raise ValueError(f"only basic residual blocks (conv1, bn1, conv2) can be widened, not {type(block).__name__}")
-    if factor < 1:
-        raise ValueError(f"widen must be >= 1, got {factor}")
+    if not 1 <= factor <= MAX_WIDEN:
+        raise ValueError(f"widen must be in [1, {MAX_WIDEN}], got {factor}")
     wide = copy.deepcopy(block)
     if factor == 1:
         return wide
@@ -119,6 +121,8 @@ def _like(module: nn.Module, **changes) -> nn.Module:
     """A new conv or batch-norm layer like ``module`` but for ``changes`` (channel counts)."""
     if isinstance(module, nn.Conv2d):
         m = module
+        if m.bias is not None:
+            raise ValueError("widening a convolution with a bias is not supported")
         kwargs = dict(
             in_channels=m.in_channels,
             out_channels=m.out_channels,
@@ -126,17 +130,15 @@ def _like(module: nn.Module, **changes) -> nn.Module:
             stride=m.stride,
             padding=m.padding,
             dilation=m.dilation,
-            bias=m.bias is not None,
+            bias=False,
         )
-        if m.bias is not None:
-            raise ValueError("widening a convolution with a bias is not supported")
         return nn.Conv2d(**{**kwargs, **changes}).to(m.weight.device, m.weight.dtype)
     bn = module
     kwargs = dict(num_features=bn.num_features, eps=bn.eps, momentum=bn.momentum)
     return nn.BatchNorm2d(**{**kwargs, **changes}).to(bn.weight.device, bn.weight.dtype)
 
 
-def widen_top(top: nn.Sequential, factor: int, generator: torch.Generator | None = None) -> nn.Sequential:
+def widen_top(top: nn.Sequential, factor: int) -> nn.Sequential:
     """``top`` with every basic residual block widened by ``factor`` (:func:`widen_block`); the
     other modules (pooling, dropout) kept. ``top`` must hold at least one such block."""
     if factor == 1:
@@ -144,7 +146,7 @@ def widen_top(top: nn.Sequential, factor: int, generator: torch.Generator | None
     blocks = [i for i, m in enumerate(top) if hasattr(m, "conv1") and hasattr(m, "conv2")]
     if not blocks:
         raise ValueError("widen needs the owned top blocks to be residual blocks; this model's are not")
-    return nn.Sequential(*(widen_block(m, factor, generator) if i in blocks else m for i, m in enumerate(top)))
+    return nn.Sequential(*(widen_block(m, factor) if i in blocks else m for i, m in enumerate(top)))
 
 
 class TrunkedSpecialist(nn.Module):
@@ -185,7 +187,6 @@ def build_specialist(
     ridge: float = 1e-3,
     top_blocks: int = 0,
     widen: int = 1,
-    generator: torch.Generator | None = None,
 ) -> Classifier | TrunkedSpecialist:
     """A specialist initialised from the generalist (METHOD §4, initialisation).
 
@@ -199,8 +200,8 @@ def build_specialist(
 
     ``top_blocks`` > 0 copies only the body's last ``top_blocks`` parameterised modules
     (:func:`split_body`) and returns a :class:`TrunkedSpecialist` on the generalist's own trunk;
-    ``widen`` > 1 widens those blocks (:func:`widen_top`, same function, ``generator`` drawing the
-    shares), and needs ``top_blocks`` > 0.
+    ``widen`` > 1 widens those blocks (:func:`widen_top`, same function, the shares drawn from
+    torch's global generator), and needs ``top_blocks`` > 0.
     """
     if widen != 1 and not top_blocks:
         raise ValueError("widen > 1 widens the blocks a shared-trunk specialist owns: it needs top_blocks >= 1")
@@ -223,7 +224,7 @@ def build_specialist(
     new_head.bias.copy_(torch.cat([b[group], b_d[None]]).to(head.bias.dtype))
     if top_blocks:
         trunk, top = split_body(generalist.body, top_blocks)
-        return TrunkedSpecialist(trunk, Classifier(widen_top(copy.deepcopy(top), widen, generator), new_head))
+        return TrunkedSpecialist(trunk, Classifier(widen_top(copy.deepcopy(top), widen), new_head))
     return Classifier(copy.deepcopy(generalist.body), new_head)
 
 

@@ -27,7 +27,7 @@ from specens.core.loop import TrainingMetrics
 from specens.core.records import artifact_fields, check_values, is_count, is_number, is_str_list
 
 from .gate import GateRecord
-from .model import build_specialist, dustbin_correction
+from .model import MAX_WIDEN, build_specialist, dustbin_correction
 
 FORMAT, FORMAT_VERSION = "specens.specialist", 3  # 3: widen
 
@@ -157,7 +157,7 @@ def _field_checks(values: dict[str, Any]) -> list:
             "an object with 'generalist_model'",
         ),
         ("top_blocks", is_count, "an int >= 0 (0: the whole body)"),
-        ("widen", lambda v: is_count(v, 1), "an int >= 1"),
+        ("widen", lambda v: is_count(v, 1) and v <= MAX_WIDEN, f"an int in [1, {MAX_WIDEN}]"),
         ("config", lambda v: isinstance(v, dict), "an object"),
         ("config_key", lambda v: isinstance(v, dict), "an object"),
     ]

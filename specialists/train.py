@@ -49,7 +49,7 @@ from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist
 
 from .gate import GateRecord, RoutedValidation, gate_on
-from .model import TrunkedSpecialist, build_specialist, dustbin_correction, specialist_loss, split_body
+from .model import MAX_WIDEN, TrunkedSpecialist, build_specialist, dustbin_correction, specialist_loss, split_body
 from .partition import ensure_partition
 from .record import (
     META,
@@ -97,7 +97,9 @@ class SpecialistConfig(OptimParts, SoftTargetParts, RuntimeParts):
     shared_trunk: int = param(
         0, ge=0
     )  # 0: copy the generalist's whole body; k: own its last k blocks, on its frozen trunk
-    widen: int = param(1, ge=1)  # the owned blocks' inner channels x this, same function at the start (model.py)
+    widen: int = param(
+        1, ge=1, le=MAX_WIDEN
+    )  # the owned blocks' inner channels x this, same function at the start (model.py)
 
     RESUMABLE_CHANGES: ClassVar[frozenset[str]] = RuntimeParts.RESUMABLE | {"out", "patience"}
 

@@ -289,6 +289,7 @@ class OptimParts(Validated):
     weight_decay: float = param(0.05, ge=0)
     schedule: str = param("cosine", choices=("cosine", "constant"))  # cosine: to zero, after linear warm-up
     warmup: float = param(0.05, ge=0, lt=1)  # fraction of all steps spent warming up linearly
+    bn_batches: int = param(32, ge=0)  # batch norm recomputed over this many training batches each epoch; 0: off
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

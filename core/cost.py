@@ -5,7 +5,8 @@ Every trained artifact records a ``cost`` block (:class:`TrainingCost`) built by
 can be answered from the run directory alone:
 
 - ``examples`` / ``steps``: examples processed forward and backward, optimiser steps;
-- ``train_flops``: ``examples × (3 · f_model + f_teacher) + steps × 10 · parameters``, where f is
+- ``train_flops``: ``examples × (3 · f_model + f_teacher) + bn_examples · f_model + steps × 10 ·
+  parameters`` (``bn_examples``: forward passes recomputing batch norm, :mod:`.batchnorm`), where f is
   a forward pass's FLOPs per example counted once by :func:`forward_flops`
   (``torch.utils.flop_counter``; a backward pass costs about twice its forward pass), f_teacher
   the forward pass of a model whose soft targets the trainee learns from (the generalist, for a
@@ -124,6 +125,7 @@ def training_cost(
     parameters = sum(p.numel() for p in model.parameters())
     examples = sum(r.get("examples", 0) for r in history)
     steps = sum(r.get("steps", 0) for r in history)
+    bn_examples = sum(r.get("bn_examples", 0) for r in history)
     ran = history[result.epochs_resumed :]  # the epochs of the attempt that finished
     train_s = sum(r.get("seconds", 0.0) for r in ran)
     val_s = sum(r.get("val_seconds", 0.0) for r in ran)
@@ -136,7 +138,9 @@ def training_cost(
         teacher_flops_per_example=teacher_flops,
         parameters=parameters,
         train_flops=(
-            examples * (BACKWARD_FACTOR * flops + teacher_flops) + steps * OPTIMIZER_FLOPS_PER_PARAMETER * parameters
+            examples * (BACKWARD_FACTOR * flops + teacher_flops)
+            + bn_examples * flops
+            + steps * OPTIMIZER_FLOPS_PER_PARAMETER * parameters
         ),
         train_seconds=sum(r.get("seconds", 0.0) for r in history),
         train_cpu_seconds=sum(r.get("cpu_seconds", 0.0) for r in history),

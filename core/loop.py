@@ -26,21 +26,28 @@ and :class:`EpochLoop` does the rest, the same way for the generalist and every 
   ``GRAD_CHECK_EVERY`` steps and an epoch's last), weight or buffer (after every epoch, before
   its checkpoint) or validation score stops training with :class:`TrainingDiverged`, naming the
   stage, epoch and step; nothing of that epoch is checkpointed and nothing is exported;
+- **batch norm**: after each epoch's training and before its validation, a stage that supplies
+  its training inputs has every batch-norm layer's statistics recomputed at the epoch's weights
+  over ``bn_batches`` of them (:mod:`specens.core.batchnorm`), so the weights validated, kept as
+  the best and exported carry the statistics they were validated with; the record's
+  ``bn_examples`` counts what that read;
 - **cost**: each record carries the epoch's wall and CPU ``seconds`` / ``cpu_seconds`` of training
   and ``val_seconds`` (:mod:`specens.core.cost` sums them into an artifact's cost).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .batchnorm import batch_norms, recompute_batch_norm
 from .checkpoint import (
     discard_training_state,
     load_training_state,
@@ -189,6 +196,7 @@ class EpochLoop:
     on_epoch_end: Sequence[Callable[[int, dict], None]] = ()
     checkpoint_every: float = 0.0  # seconds between training-state writes; 0: after every epoch
     stage: str = "generalist"  # names the stage in messages ("specialist 3", "student")
+    refresh_bn: Callable[[int], int] | None = None  # recomputes batch norm after epoch e; returns examples read
 
     def _resume(self) -> tuple[int, list[dict], dict | None]:
         try:
@@ -230,6 +238,8 @@ class EpochLoop:
             self.model.train()
             t0, c0 = time.perf_counter(), time.process_time()
             record = {"epoch": epoch + 1, **train_epoch(epoch)}
+            if self.refresh_bn is not None:
+                record["bn_examples"] = self.refresh_bn(epoch)
             record.update(seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0)
             if validate is not None:
                 t0 = time.perf_counter()
@@ -304,8 +314,17 @@ class Recipe:
         better: Callable[[dict, dict], bool],
         restart: bool = False,
         on_epoch_end: Sequence[Callable[[int, dict], None]] = (),
+        bn_inputs: Callable[[int], Iterable[torch.Tensor]] | None = None,
     ) -> LoopResult:
-        """The epochs under ``work`` (:class:`EpochLoop`), the best one's weights loaded at the end."""
+        """The epochs under ``work`` (:class:`EpochLoop`), the best one's weights loaded at the end.
+        ``bn_inputs(epoch)``: batches of the stage's training inputs, the same for the same epoch,
+        over which batch norm is recomputed after each epoch (``cfg.bn_batches`` of them)."""
+        refresh_bn = None
+        if bn_inputs is not None and self.cfg.bn_batches and batch_norms(self.model):
+
+            def refresh_bn(epoch: int) -> int:
+                return recompute_batch_norm(self.model, itertools.islice(bn_inputs(epoch), self.cfg.bn_batches))
+
         loop = EpochLoop(
             Path(work),
             self.model,
@@ -319,5 +338,6 @@ class Recipe:
             on_epoch_end=on_epoch_end,
             checkpoint_every=self.cfg.checkpoint_every,
             stage=self.stage,
+            refresh_bn=refresh_bn,
         )
         return loop.run(train_epoch, validate)

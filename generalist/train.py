@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +36,7 @@ from .models import ModelSpec, data_defaults, default_model
 
 # What a training run directory holds (a student's also teacher.json and distill.json).
 RUN_FILES = ("model.json", "model.safetensors", "checkpoints", "teacher.json", "distill.json")
+BN_SEED = 7919  # offsets the seed of the stream batch norm is recomputed over from the training stream's
 
 
 class Teacher:
@@ -174,7 +175,9 @@ def train_generalist(
 
     callbacks = ([_report] if progress else []) + ([on_epoch_end] if on_epoch_end else [])
     train_epoch = _epoch(cfg, recipe, loader, teacher, device, progress)
-    result = recipe.run(cfg.out, train_epoch, validate if cfg.val_split else None, _better, restart, callbacks)
+    validation = validate if cfg.val_split else None
+    bn_inputs = _bn_inputs(cfg, info)
+    result = recipe.run(cfg.out, train_epoch, validation, _better, restart, callbacks, bn_inputs=bn_inputs)
     example = next(iter(iter_split(cfg.data, cfg.val_split or cfg.train_split, 8, info=info))).inputs.to(device)
     cost = training_cost(result, model, example, [teacher.flops(example)] if teacher else [], clock)
     if result.epochs_resumed == len(result.history):  # a rerun of a finished run: keep the times it measured
@@ -203,30 +206,47 @@ def _build_model(cfg: TrainConfig, info: DatasetInfo, device: torch.device) -> t
     return spec, model.to(device)
 
 
-def _train_loader(cfg: TrainConfig, info: DatasetInfo) -> MixedLoader:
-    """The training split (less ``exclude_classes``, a ``train_fraction`` subset) interleaved with
-    every transfer set."""
+def _train_stream(cfg: TrainConfig, info: DatasetInfo, seed: int) -> ShardStream:
+    """The training split, less ``exclude_classes``, a ``train_fraction`` subset, shuffled by ``seed``."""
     outside = [c for c in cfg.exclude_classes if c >= info.n_classes]
     if outside:
         raise ConfigError(f"exclude_classes: {outside[0]} is not a class of {cfg.data} ({info.n_classes} classes)")
     counts = info.split(cfg.train_split).class_counts
     kept = info.split(cfg.train_split).num_samples - sum(counts[c] for c in cfg.exclude_classes)
     epoch_size = cfg.epoch_size or max(1, round(kept * cfg.train_fraction))  # the subset's expected size
-    train_stream = ShardStream(
+    return ShardStream(
         cfg.data,
         cfg.train_split,
         cfg.batch_size,
         train=True,
         epoch_size=epoch_size,
         buffer=cfg.shuffle_buffer,
-        seed=cfg.seed,
+        seed=seed,
         on_error=cfg.on_error,
         info=info,
         labels=cfg.exclude_classes or None,
         exclude=True,
         fraction=cfg.train_fraction,
     )
-    return MixedLoader([ShardLoader(train_stream, cfg.num_workers), *_transfer_loaders(cfg, info)], cfg.seed)
+
+
+def _train_loader(cfg: TrainConfig, info: DatasetInfo) -> MixedLoader:
+    """The training stream interleaved with every transfer set."""
+    train = ShardLoader(_train_stream(cfg, info, cfg.seed), cfg.num_workers)
+    return MixedLoader([train, *_transfer_loaders(cfg, info)], cfg.seed)
+
+
+def _bn_inputs(cfg: TrainConfig, info: DatasetInfo) -> Callable[[int], Iterator[torch.Tensor]]:
+    """Epoch -> the inputs batch norm is recomputed over (:mod:`specens.core.batchnorm`): the
+    training stream in another shuffled order (its own seed, so the training batches are not
+    disturbed), without augmentation, as validation sees its inputs."""
+    stream = _train_stream(cfg, info, cfg.seed + BN_SEED)
+
+    def inputs(epoch: int) -> Iterator[torch.Tensor]:
+        stream.set_epoch(epoch)
+        return (batch.inputs for batch in stream)
+
+    return inputs
 
 
 def _epoch(cfg: TrainConfig, recipe: Recipe, loader: MixedLoader, teacher, device, progress: bool):

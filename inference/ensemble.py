@@ -147,6 +147,7 @@ class Ensemble:
         # "generalist": its TrainingCost (None if exported without training), "specialists": every
         # trained one's (load fills it)
         self.training_costs: dict = {"generalist": None, "specialists": []}
+        self.fits: list = []  # the specialists' fit reports (specialists.fit.FitReport), by group
         self.seconds = {"generalist": 0.0, "specialists": 0.0, "combine": 0.0}  # time spent in each step so far
         self.membership = torch.zeros(len(self.groups), generalist.n_classes, dtype=torch.bool, device=self.device)
         for m, g in enumerate(self.groups):
@@ -228,6 +229,7 @@ class Ensemble:
         )
         gen_cost = gen.record.metrics.cost if gen.record.metrics else None  # None: exported without training
         ens.training_costs = {"generalist": gen_cost, "specialists": [r.cost for r in records]}
+        ens.fits = [r.fit for r in records]  # every group's specialist, gated off too (specialists.fit)
         return ens
 
     @property

@@ -30,6 +30,7 @@ from specens.core.cost import format_flops, forward_flops
 from specens.core.io import atomic_path, publish_dir, write_json_atomic
 from specens.core.progress import progress_bar
 from specens.data.shards import iter_split
+from specens.specialists.fit import summarise
 
 from .ensemble import Ensemble
 from .report import CoverageRow, EnsembleCost, EvaluationReport, InferenceCost, Routing, Scores, SpecialistsCost
@@ -148,6 +149,7 @@ def evaluate_ensemble(
         fingerprints=ens.fingerprints,
         specialists_on=tuple(ens.indices),
         specialists_gated_off=tuple(ens.gated_off),
+        fit=tuple(ens.fits),
     )
     if example is None:
         return report
@@ -194,6 +196,7 @@ def format_report(r: EvaluationReport) -> str:
         f"top-1 error cut by {_pct(r.top1_error_relative_cut)} (relative); routing missed "
         f"{r.routing.missed} of {r.routing.covered} covered examples ({r.routing.missed_fraction:.1%})",
         *_cost_lines(r.cost),
+        *([summarise(dict(enumerate(r.fit)))] if r.fit else []),
         "",
         "Table 4: by number of specialists covering the true class",
         f"{'covering':>9}{'examples':>10}{'Δ correct':>11}{'relative':>10}",

@@ -28,8 +28,9 @@ from specens.core.records import (
     read_report,
     record_fields,
 )
+from specens.specialists.fit import FitReport
 
-FORMAT, FORMAT_VERSION = "specens.evaluation", 1
+FORMAT, FORMAT_VERSION = "specens.evaluation", 2  # 2: the specialists' fit reports
 
 
 def _nan(v: float | None) -> float:
@@ -231,6 +232,7 @@ class EvaluationReport:
     specialists_on: tuple[int, ...] = ()
     specialists_gated_off: tuple[int, ...] = ()
     cost: EnsembleCost | None = None
+    fit: tuple[FitReport, ...] = ()  # every specialist's fit report, by group (the gated off too)
 
     @property
     def top1_relative_improvement(self) -> float:
@@ -260,6 +262,7 @@ class EvaluationReport:
             specialists_on=list(self.specialists_on),
             specialists_gated_off=list(self.specialists_gated_off),
             cost=self.cost.to_json() if self.cost else None,
+            fit=[f.to_json() for f in self.fit],
         )
         derived = {k: _null(getattr(self, k)) for k in _DERIVED}
         return {"format": FORMAT, "format_version": FORMAT_VERSION, **d, **derived}
@@ -283,7 +286,8 @@ class EvaluationReport:
             + [(k, is_number, "a finite number") for k in ("mean_active_specialists", "routed_fraction")]
             + [("specialist_weight", is_number, "a finite number"), ("fingerprints", is_dict, "an object")]
             + [(k, lambda v: isinstance(v, str), "a string") for k in ("dataset", "split")]
-            + [(k, ints, "a list of ints >= 0") for k in ("specialists_on", "specialists_gated_off")],
+            + [(k, ints, "a list of ints >= 0") for k in ("specialists_on", "specialists_gated_off")]
+            + [("fit", lambda v: isinstance(v, list), "a list")],
             where,
         )
         return cls(
@@ -301,6 +305,9 @@ class EvaluationReport:
                 "cost": None
                 if values["cost"] is None
                 else EnsembleCost.from_json(values["cost"], field_name(where, "cost")),
+                "fit": tuple(
+                    FitReport.from_json(f, field_name(where, f"fit[{i}]")) for i, f in enumerate(values["fit"])
+                ),
             }
         )
 

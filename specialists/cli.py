@@ -67,6 +67,7 @@ def train(
 ):
     """Train every specialist not already complete. Inside `ray job submit` it joins that
     cluster (RAY_ADDRESS); otherwise it starts a local one. Rerunning skips finished specialists."""
+    from .fit import summarise
     from .parallel import train_all
 
     overrides = {
@@ -89,6 +90,7 @@ def train(
         echo=click.echo,
         epoch_lines=not quiet,
     )
+    click.echo(summarise(summary.fits))
     click.echo(
         f"trained {len(summary.trained)}, skipped {len(summary.skipped)} complete, failed "
         f"{len(summary.failed)} in {summary.seconds:.0f} s; artifacts in {cfg.out}/specialists/"

@@ -35,8 +35,9 @@ from specens.core.raysession import RETRIED_EXCEPTIONS, ray_session
 from specens.data.format import INFO_FILE, load_info
 from specens.generalist.checkpoint import load_generalist, read_record
 
+from .fit import FitReport
 from .partition import ensure_partition
-from .record import SPECIALIST_FILES, SpecialistRecord, specialist_dir, work_dir
+from .record import SPECIALIST_FILES, SpecialistRecord, read_specialist, specialist_dir, work_dir
 from .train import SpecialistConfig, complete_changes, train_specialist
 
 
@@ -46,6 +47,7 @@ class RunSummary:
     skipped: list[int] = field(default_factory=list)  # already complete
     failed: dict[int, str] = field(default_factory=dict)
     metrics: dict[int, TrainingMetrics] = field(default_factory=dict)  # of each specialist trained
+    fits: dict[int, FitReport] = field(default_factory=dict)  # of each specialist trained or complete
     seconds: float = 0.0
 
 
@@ -71,7 +73,8 @@ def _summary_line(m: int, record: SpecialistRecord) -> str:
         f"specialist {m:3d}: {len(record.group)} classes, pi {record.pi:.4f}, best epoch "
         f"{record.metrics.best_epoch} of {len(record.metrics.history)}, "
         f"{'ON' if record.gate.on else 'gated off'} ({record.gate.why}); "
-        f"{record.cost.wall_seconds:.0f} s, of which training {record.cost.train_seconds:.0f} s"
+        f"{record.cost.wall_seconds:.0f} s, of which training {record.cost.train_seconds:.0f} s\n"
+        f"specialist {m:3d} fit: {record.fit.line()}"
     )
 
 
@@ -129,6 +132,7 @@ def train_all(
     wanted = list(range(len(clusters.groups))) if indices is None else indices
     summary = RunSummary()
     todo, summary.skipped = plan(cfg, wanted, gen_fp, clusters.fingerprint, restart)
+    summary.fits = {m: read_specialist(specialist_dir(cfg.out, m)).fit for m in summary.skipped}
     echo(f"{len(wanted)} specialists: {len(summary.skipped)} already complete, {len(todo)} to train")
     if todo:
         echo(_regime(cfg).line())
@@ -169,6 +173,7 @@ def _train_here(cfg, todo, summary, restart, on_epoch_end, epoch_lines, echo) ->
         record = train_specialist(cfg, m, on_epoch_end=report, restart=restart)
         summary.trained.append(m)
         summary.metrics[m] = record.metrics
+        summary.fits[m] = record.fit
         echo(_summary_line(m, record))
 
 
@@ -231,6 +236,7 @@ def _train_with_ray(cfg, todo, summary, *, max_retries, cpus, gpus, restart, on_
                 continue
             summary.trained.append(m)
             summary.metrics[m] = record.metrics
+            summary.fits[m] = record.fit
             echo(_summary_line(m, record))
         finished = len(summary.trained) + len(summary.failed)
         rate = finished / (time.perf_counter() - started)

@@ -4,7 +4,8 @@ where it lives in a run, its fingerprint, how it is read and checked, and how it
 The record says what the specialist predicts (its group and class names, the dustbin correction
 for the oversampling, the generalist's model spec and, for a shared trunk, how many top blocks it
 owns), what it was made from (the generalist's and the clusters' fingerprints), the gate's
-verdict, its config, cost and training history (:class:`SpecialistRecord`). Every reader goes
+verdict, its fit report (:mod:`.fit`), its config, cost and training history
+(:class:`SpecialistRecord`). Every reader goes
 through :func:`read_specialist`, which checks every key and refuses a record edited after training.
 """
 
@@ -26,10 +27,11 @@ from specens.core.io import fingerprint, publish_dir, read_artifact_json, record
 from specens.core.loop import TrainingMetrics
 from specens.core.records import artifact_fields, check_values, is_count, is_number, is_str_list
 
+from .fit import FitReport
 from .gate import GateRecord
 from .model import MAX_WIDEN, build_specialist, dustbin_correction
 
-FORMAT, FORMAT_VERSION = "specens.specialist", 3  # 3: widen
+FORMAT, FORMAT_VERSION = "specens.specialist", 4  # 3: widen; 4: the fit report
 
 META = "specialist.json"
 
@@ -75,6 +77,7 @@ class SpecialistRecord:
     gate: GateRecord
     cost: TrainingCost
     metrics: TrainingMetrics
+    fit: FitReport  # within-group scores against the generalist, and the verdict (.fit)
     weights_fingerprint: str = ""
     fingerprint: str = ""
 
@@ -82,7 +85,12 @@ class SpecialistRecord:
         return specialist_fingerprint(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
-        nested = {"gate": self.gate.to_json(), "cost": self.cost.to_json(), "metrics": self.metrics.to_json()}
+        nested = {
+            "gate": self.gate.to_json(),
+            "cost": self.cost.to_json(),
+            "metrics": self.metrics.to_json(),
+            "fit": self.fit.to_json(),
+        }
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -111,6 +119,7 @@ class SpecialistRecord:
                 "gate": GateRecord.from_json(values["gate"], f"{where}: 'gate'"),
                 "cost": TrainingCost.from_json(values["cost"], f"{where}: 'cost'"),
                 "metrics": TrainingMetrics.from_json(values["metrics"], f"{where}: 'metrics'"),
+                "fit": FitReport.from_json(values["fit"], f"{where}: 'fit'"),
             }
         )
         if record.expected_fingerprint() != record.fingerprint:

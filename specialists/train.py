@@ -19,7 +19,7 @@ examples of 15,000 classes) and would fix the augmentation; the generalist is in
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,7 +47,9 @@ from specens.core.loop import Recipe, TrainingMetrics, start
 from specens.data.format import INFO_FILE, load_info
 from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist
+from specens.generalist.train import BN_SEED
 
+from .fit import FitReport, fit_report
 from .gate import GateRecord, RoutedValidation, gate_on
 from .model import MAX_WIDEN, TrunkedSpecialist, build_specialist, dustbin_correction, specialist_loss, split_body
 from .partition import ensure_partition
@@ -177,26 +179,18 @@ def train_specialist(
         raise ConfigError(f"shared_trunk / widen: {e}") from None
     steps = max(1, math.ceil((cfg.epoch_size or int(2 * job.n_special)) / cfg.batch_size))
     parts = ensure_partition(cfg.out, job.gen, job.clusters, cfg.data, job.info, cfg.val_split, cfg.top_n, device)
-    stream = EnrichedStream(
-        cfg.data,
-        "train",
-        job.group,
-        cfg.batch_size,
-        steps,
-        cfg.rho,
-        seed=cfg.seed * 1009 + index,
-        num_workers=cfg.num_workers,
-        info=job.info,
-        special_source=parts.source(index, "train"),
-    )
+    stream = _enriched(cfg, job, parts, steps, seed=cfg.seed * 1009 + index)
     recipe = Recipe(cfg, model, steps, f"specialist {index}")
     routed, validate = _routed_validation(cfg, job, parts, model, device)
     callbacks = [] if on_epoch_end is None else [lambda epoch, record: on_epoch_end(epoch, {"index": index, **record})]
     # a shared-trunk specialist's soft targets: the generalist's own top blocks and head on the trunk's features
     top = _teacher_top(job.gen.model, cfg.shared_trunk) if isinstance(model, TrunkedSpecialist) else None
-    result = recipe.run(job.work, _epoch(cfg, job, recipe, stream, top, device), validate, _better, restart, callbacks)
+    train_epoch = _epoch(cfg, job, recipe, stream, top, device)
+    bn_inputs = _bn_inputs(cfg, job, parts)
+    result = recipe.run(job.work, train_epoch, validate, _better, restart, callbacks, bn_inputs=bn_inputs)
     cost = _cost(cfg, job, model, top, result, device, clock)
-    record = _record(cfg, job, result, _gate(routed, result.best, cfg), cost)
+    fit = _fit(cfg, job, parts, model, device)
+    record = _record(cfg, job, result, _gate(routed, result.best, cfg), cost, fit)
     return publish_specialist(job.work, job.final, model, record)
 
 
@@ -238,6 +232,37 @@ class _Job:
         check_target(final, SPECIALIST_FILES, "a trained specialist")
         correction = dustbin_correction(pi, cfg.rho)
         return cls(index, gen, clusters, info, group, n_special, pi, correction, final, work_dir(cfg.out, index))
+
+
+def _enriched(cfg: SpecialistConfig, job: _Job, parts, batches: int, seed: int) -> EnrichedStream:
+    """``batches`` enriched batches an epoch: the group's training examples (from the partition)
+    and the rest of the training split, ``rho`` to ``1 - rho``."""
+    return EnrichedStream(
+        cfg.data,
+        "train",
+        job.group,
+        cfg.batch_size,
+        batches,
+        cfg.rho,
+        seed=seed,
+        num_workers=cfg.num_workers,
+        info=job.info,
+        special_source=parts.source(job.index, "train"),
+    )
+
+
+def _bn_inputs(cfg: SpecialistConfig, job: _Job, parts) -> Callable[[int], Iterator[torch.Tensor]] | None:
+    """Epoch -> the inputs batch norm is recomputed over: enriched batches like the training
+    stream's, in another order (their own seed)."""
+    if not cfg.bn_batches:
+        return None
+    stream = _enriched(cfg, job, parts, cfg.bn_batches, seed=(cfg.seed * 1009 + job.index) * 2 + BN_SEED)
+
+    def inputs(epoch: int) -> Iterator[torch.Tensor]:
+        stream.set_epoch(epoch)
+        return (batch.inputs for batch in stream)
+
+    return inputs
 
 
 def _epoch(cfg: SpecialistConfig, job: _Job, recipe: Recipe, stream: EnrichedStream, teacher_top, device):
@@ -303,7 +328,22 @@ def _cost(cfg: SpecialistConfig, job: _Job, model: torch.nn.Module, teacher_top,
     return training_cost(result, model.own, features, forward_only, clock)
 
 
-def _record(cfg: SpecialistConfig, job: _Job, result, gate: GateRecord, cost: TrainingCost) -> SpecialistRecord:
+def _fit(cfg: SpecialistConfig, job: _Job, parts, model: torch.nn.Module, device: torch.device) -> FitReport:
+    """The fit report (:mod:`.fit`) of the trained specialist: the group's training examples from
+    the partition, the validation split's examples of the group's classes and of the others."""
+    root, part_info = parts.source(job.index, "train")
+    train = iter_split(root, "train", 512, info=part_info)
+    group = job.group.tolist()
+    val, outside = None, iter_split(cfg.data, "train", 512, info=job.info, labels=group, exclude=True)
+    if cfg.val_split:
+        val = iter_split(cfg.data, cfg.val_split, 512, info=job.info, labels=group)
+        outside = iter_split(cfg.data, cfg.val_split, 512, info=job.info, labels=group, exclude=True)
+    return fit_report(job.gen.model, model, job.group, job.correction, train, val, outside, device)
+
+
+def _record(
+    cfg: SpecialistConfig, job: _Job, result, gate: GateRecord, cost: TrainingCost, fit: FitReport
+) -> SpecialistRecord:
     """``specialist.json`` but its fingerprints (:func:`publish_specialist` adds them)."""
     gen = job.gen
     return SpecialistRecord(
@@ -324,6 +364,7 @@ def _record(cfg: SpecialistConfig, job: _Job, result, gate: GateRecord, cost: Tr
         gate=gate,
         cost=cost,
         metrics=TrainingMetrics.from_result(result),
+        fit=fit,
     )
 
 

@@ -1,0 +1,239 @@
+"""Did a specialist learn what its generalist could not? The fit report (docs/specialists.md,
+"The fit report").
+
+A specialist exists to tell its group's classes apart better than the generalist does. The
+report scores both on the same examples, **within the group**: on an example whose true class is
+in S, the generalist's logits restricted to S and the specialist's logits for S (its dustbin
+ignored) each give a distribution over S; top-1 and the NLL of the true class follow. It does so on
+a sample of the group's own training examples (what the specialist trained on: can it fit them?)
+and on the validation examples of the group's classes (does that carry over?), and it counts how
+often the specialist, its dustbin corrected to the natural prior, predicts the dustbin on
+validation examples outside the group (it should, nearly always).
+
+The verdict names the case a user is in (:func:`verdict`):
+
+- **nothing to learn**: the generalist already gets at least 98% of the group's training examples
+  right within the group; a specialist trained on them has nothing to add there;
+- **under-trained**: the specialist removes less than 10% of the generalist's within-group errors
+  on its own training examples: it has not fitted what it trained on (more epochs, a higher
+  learning rate, less weight on the generalist's soft targets);
+- **over-fitting**: it does on its training examples, but makes no fewer errors than the
+  generalist on validation;
+- **learning**: fewer errors on both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from specens.core.records import check_values, is_count, is_number, record_fields
+
+from .model import apply_correction
+
+NOTHING_TO_LEARN = 0.98  # the generalist's within-group training top-1 at or above which there is little to add
+LEARNED = 0.10  # the share of the generalist's within-group training errors a specialist must remove
+SAMPLE = 2000  # examples read for each of the report's three scores (at most)
+VERDICTS = ("nothing to learn", "under-trained", "over-fitting", "learning")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupScores:
+    """The generalist and the specialist within the group on ``n`` examples of its classes."""
+
+    n: int
+    generalist_top1: float
+    specialist_top1: float
+    generalist_nll: float
+    specialist_nll: float
+
+    @property
+    def error_cut(self) -> float:
+        """The share of the generalist's within-group errors the specialist removes (negative:
+        it adds errors; 0 where the generalist makes none)."""
+        errors = 1.0 - self.generalist_top1
+        return 0.0 if errors <= 0 else 1.0 - (1.0 - self.specialist_top1) / errors
+
+    def line(self) -> str:
+        return (
+            f"top-1 {self.generalist_top1:.3f} -> {self.specialist_top1:.3f}, "
+            f"NLL {self.generalist_nll:.3f} -> {self.specialist_nll:.3f} ({self.n} examples)"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> GroupScores:
+        values = record_fields(data, cls, where)
+        check_values(
+            values,
+            [("n", is_count, "an int >= 0")]
+            + [(f.name, is_number, "a finite number") for f in fields(cls) if f.name != "n"],
+            where,
+        )
+        return cls(**values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FitReport:
+    """``specialist.json``'s ``fit``: within-group scores on the group's training sample
+    (``train``) and validation examples (``val``, None without a validation split), the dustbin's
+    rate on ``outside`` validation examples of other classes, and the :func:`verdict`."""
+
+    train: GroupScores
+    val: GroupScores | None
+    outside: int
+    dustbin_rate: float
+    verdict: str
+
+    def line(self) -> str:
+        val = f"; validation {self.val.line()}" if self.val is not None else ""
+        return (
+            f"{self.verdict}: within its group, training {self.train.line()}{val}; "
+            f"dustbin on {self.dustbin_rate:.1%} of {self.outside} examples of other classes"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "train": self.train.to_json(),
+            "val": None if self.val is None else self.val.to_json(),
+            "outside": self.outside,
+            "dustbin_rate": self.dustbin_rate,
+            "verdict": self.verdict,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> FitReport:
+        values = record_fields(data, cls, where)
+        check_values(
+            values,
+            (
+                ("outside", is_count, "an int >= 0"),
+                ("dustbin_rate", lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+                ("verdict", lambda v: v in VERDICTS, f"one of {list(VERDICTS)}"),
+            ),
+            where,
+        )
+        train = GroupScores.from_json(values["train"], f"{where}.train")
+        val = None if values["val"] is None else GroupScores.from_json(values["val"], f"{where}.val")
+        return cls(**{**values, "train": train, "val": val})
+
+
+def verdict(train: GroupScores, val: GroupScores | None) -> str:
+    """Which of :data:`VERDICTS` the scores say (the module doc gives the rules)."""
+    if train.generalist_top1 >= NOTHING_TO_LEARN:
+        return "nothing to learn"
+    if train.error_cut < LEARNED:
+        return "under-trained"
+    if val is not None and val.n and val.error_cut <= 0:
+        return "over-fitting"
+    return "learning"
+
+
+class _Tally:
+    """Sums of the within-group scores over batches (float64)."""
+
+    def __init__(self) -> None:
+        self.n, self.right, self.nll = 0, torch.zeros(2, dtype=torch.int64), torch.zeros(2, dtype=torch.float64)
+
+    def add(self, group_logits: tuple[torch.Tensor, torch.Tensor], positions: torch.Tensor) -> None:
+        """``group_logits``: the generalist's and the specialist's logits over S, each (B, |S|);
+        ``positions``: (B,) the true classes' positions in S."""
+        for i, z in enumerate(group_logits):
+            log_p = F.log_softmax(z.double(), dim=1)  # (B, |S|)
+            self.right[i] += int((z.argmax(1) == positions).sum())
+            self.nll[i] -= float(log_p.gather(1, positions[:, None]).sum())
+        self.n += len(positions)
+
+    def scores(self) -> GroupScores | None:
+        if not self.n:
+            return None
+        top1, nll = (self.right.double() / self.n).tolist(), (self.nll / self.n).tolist()
+        return GroupScores(
+            n=self.n, generalist_top1=top1[0], specialist_top1=top1[1], generalist_nll=nll[0], specialist_nll=nll[1]
+        )
+
+
+def _batches(batches: Iterable, limit: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """(inputs, labels) of ``batches`` up to ``limit`` examples (the last batch cut)."""
+    left = limit
+    for b in batches:
+        if left <= 0:
+            return
+        yield b.inputs[:left], b.labels[:left]
+        left -= len(b.labels[:left])
+
+
+@torch.no_grad()
+def fit_report(
+    generalist: torch.nn.Module,
+    specialist: torch.nn.Module,
+    group: torch.Tensor,
+    correction: float,
+    train: Iterable,
+    val: Iterable | None,
+    outside: Iterable,
+    device: torch.device,
+    sample: int = SAMPLE,
+) -> FitReport:
+    """The fit report of ``specialist`` (uncorrected weights; ``correction`` is its dustbin's)
+    against ``generalist`` (logits over all C classes). ``train`` and ``val``: batches (with
+    ``inputs`` and ``labels``) of examples of the group's classes; ``outside``: batches of other
+    classes; at most ``sample`` examples of each are read. Both models are put in eval mode."""
+    generalist.eval()
+    specialist.eval()
+    group = group.to(device)
+    position = torch.full((int(group.max()) + 1,), -1, dtype=torch.int64, device=device)
+    position[group] = torch.arange(len(group), device=device)
+
+    def tally(batches: Iterable) -> GroupScores | None:
+        t = _Tally()
+        for x, y in _batches(batches, sample):
+            x, y = x.to(device), y.to(device)
+            z_g = generalist(x).float()[:, group]  # (B, |S|)
+            z_m = specialist(x).float()[:, :-1]  # (B, |S|), the dustbin left out
+            t.add((z_g, z_m), position[y])
+        return t.scores()
+
+    train_scores = tally(train)
+    if train_scores is None:
+        raise ValueError("the group's training sample is empty")
+    val_scores = tally(val) if val is not None else None
+    n_out, binned = 0, 0
+    for x, _ in _batches(outside, sample):
+        logits = apply_correction(specialist(x.to(device)).float(), correction)  # (B, |S| + 1)
+        binned += int((logits.argmax(1) == len(group)).sum())
+        n_out += len(x)
+    return FitReport(
+        train=train_scores,
+        val=val_scores,
+        outside=n_out,
+        dustbin_rate=binned / n_out if n_out else 0.0,
+        verdict=verdict(train_scores, val_scores),
+    )
+
+
+def summarise(fits: dict[int, FitReport]) -> str:
+    """One line over a run's specialists: how many are in each case, and the within-group top-1
+    of the generalist and the specialists summed over them (each specialist's examples once)."""
+    if not fits:
+        return "fit: no specialist has a fit report"
+    counts = {v: sum(f.verdict == v for f in fits.values()) for v in VERDICTS}
+    cases = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+
+    def pooled(scores: list[GroupScores]) -> str:
+        n = sum(s.n for s in scores)
+        if not n:
+            return "none"
+        gen = sum(s.generalist_top1 * s.n for s in scores) / n
+        spec = sum(s.specialist_top1 * s.n for s in scores) / n
+        return f"{gen:.3f} -> {spec:.3f}"
+
+    train = pooled([f.train for f in fits.values()])
+    val = pooled([f.val for f in fits.values() if f.val is not None])
+    return f"fit of {len(fits)} specialists: {cases}; within-group top-1, training {train}, validation {val}"

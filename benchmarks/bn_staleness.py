@@ -1,19 +1,22 @@
-"""Whether the generalist's batch-norm running statistics are current when it is validated.
+"""Whether the generalist's batch-norm running statistics are current when it is validated, and
+over how many batches (``bn_batches``) to recompute them.
 
 Trains the default generalist on the demo's glyphs (``--classes`` of them, the embedded DejaVu
-faces), keeping every epoch's weights, and scores each epoch's net on validation four ways: as the
-training loop validates it (eval mode, the running statistics), on its own training split the same
-way, with each batch's own statistics (train mode, no gradient), and in eval mode after the
-running statistics are recomputed over one shuffled training pass at the epoch's weights
-("precise BN"). Where the first is far below the last two, the loop validated a net whose
-statistics lag its weights.
+faces) with the running averages as trained (``bn_batches=0``), keeping every epoch's weights, and
+scores each epoch's net on validation: as such a loop validates it (eval mode, the running
+statistics), with each batch's own statistics (BN layers in train mode, no gradient), and in eval
+mode after the statistics are recomputed (:func:`specens.core.batchnorm.recompute_batch_norm`) over
+K shuffled training batches, for each K of ``--k`` and over one whole training pass. Where the
+first is far below the others, the loop validated a net whose statistics lag its weights; where a
+K reads what the whole pass reads, K batches are enough.
 
-    python benchmarks/bn_staleness.py --classes 30 --epochs 8 --record
+    python benchmarks/bn_staleness.py --classes 30 --epochs 8 --k 4,8,16,32,64 --record
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,6 +25,7 @@ import torch
 from _results import markdown_table, record
 from safetensors.torch import load_file
 
+from specens.core.batchnorm import recompute_batch_norm
 from specens.data.glyphs import import_glyphs
 from specens.data.shards import ShardStream, iter_split
 from specens.generalist.checkpoint import load_generalist
@@ -39,16 +43,10 @@ def top1(model: torch.nn.Module, data: str, split: str, batch_stats: bool = Fals
     return right / n
 
 
-@torch.no_grad()
-def recalibrate(model: torch.nn.Module, data: str, batch_size: int) -> None:
-    """Batch-norm running statistics recomputed as plain averages over one shuffled training pass."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    model.train()
-    for b in ShardStream(data, "train", batch_size, train=True, seed=1):
-        model(b.inputs)
+def recalibrate(model: torch.nn.Module, data: str, batch_size: int, k: int | None) -> None:
+    """Batch-norm statistics recomputed over ``k`` shuffled training batches (None: one whole pass)."""
+    batches = (b.inputs for b in ShardStream(data, "train", batch_size, train=True, seed=1))
+    recompute_batch_norm(model, batches if k is None else itertools.islice(batches, k))
 
 
 class _Stop(Exception):
@@ -79,29 +77,34 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--classes", type=int, default=30)
     ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--k", default="4,8,16,32,64", help="batch counts to recompute the statistics over")
     ap.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data, out = str(Path(tmp) / "glyphs"), str(Path(tmp) / "generalist")
         import_glyphs(data, n_classes=args.classes, progress=False)
-        cfg = TrainConfig(data=data, out=out, epochs=args.epochs, checkpoint_every=0, patience=0)
+        cfg = TrainConfig(data=data, out=out, epochs=args.epochs, checkpoint_every=0, patience=0, bn_batches=0)
+        ks = [int(k) for k in args.k.split(",")] + [None]
         weights = _train_keeping_every_epoch(cfg, Path(tmp) / "epochs")
         trained = load_generalist(out)
         model, history = trained.spec.build(False), trained.record.metrics.history
         rows = []
         for e, h in enumerate(history):
             model.load_state_dict(load_file(weights[e]))
-            scores = [top1(model, data, "val"), top1(model, data, "train"), top1(model, data, "val", True)]
-            recalibrate(model, data, cfg.batch_size)
-            scores.append(top1(model, data, "val"))
+            scores = [top1(model, data, "val"), top1(model, data, "val", True)]
+            for k in ks:
+                recalibrate(model, data, cfg.batch_size, k)
+                scores.append(top1(model, data, "val"))
             rows.append([e + 1, f"{h['train_top1']:.3f}", *(f"{s:.3f}" for s in scores)])
             print(*rows[-1], flush=True)
-    head = ["epoch", "training-stream top-1", "val (as validated)", "train, eval mode", "val, batch statistics"]
-    table = markdown_table(head + ["val, statistics recomputed"], rows)
+    head = ["epoch", "training-stream top-1", "val, running averages", "val, batch statistics"]
+    table = markdown_table(head + [f"val, recomputed over {k} batches" for k in ks[:-1]] + ["val, one pass"], rows)
     print(table)
     if args.record:
         record(
-            "bn_staleness", f"python benchmarks/bn_staleness.py --classes {args.classes} --epochs {args.epochs}", table
+            "bn_staleness",
+            f"python benchmarks/bn_staleness.py --classes {args.classes} --epochs {args.epochs} --k {args.k}",
+            table,
         )
 
 

@@ -31,9 +31,9 @@ from specens.core import options
 @click.option("--groups", "n_groups", default=0, help="Specialists (k-means groups); 0 = one per 10 classes.")
 @click.option(
     "--specialist-epochs",
-    default=5,
-    show_default=True,
-    help="The most epochs a specialist runs; each stops earlier when its routed validation stops improving.",
+    default=0,
+    help="The most epochs a specialist runs (0: the specialists' default, 30); each stops earlier when its "
+    "routed validation stops improving.",
 )
 @click.option(
     "--baseline/--no-baseline",
@@ -132,8 +132,9 @@ def _specialists(stage, root, data, generalist, clusters, k, epochs, local, devi
     from specens.specialists.train import SpecialistConfig
 
     stage(4, f"specialists: {k}, {'sequentially' if local else 'in parallel on a local Ray cluster'}")
+    length = {"epochs": epochs} if epochs else {}
     config = SpecialistConfig(
-        generalist=generalist, clusters=str(clusters), data=str(data), out=str(root), epochs=epochs, device=device
+        generalist=generalist, clusters=str(clusters), data=str(data), out=str(root), device=device, **length
     )
     summary = train_all(config, local=local, echo=click.echo)
     if summary.failed:

@@ -29,6 +29,7 @@ import torch
 from specens.clustering.cluster import load_clusters
 from specens.core.checkpoint import verify_weights
 from specens.core.config import (
+    MAX_EPOCHS,
     OptimParts,
     RuntimeParts,
     SoftTargetParts,
@@ -77,13 +78,15 @@ class SpecialistConfig(OptimParts, SoftTargetParts, RuntimeParts):
     clusters: str  # clusters.json
     data: str  # dataset directory (training and validation splits)
     out: str  # run directory; specialists go to <out>/specialists/sNNN/
-    epochs: int = redefault(OptimParts, "epochs", 5)
-    patience: int = redefault(OptimParts, "patience", 3)  # epochs without a lower routed-validation NLL
+    # An epoch shows each of the group's training examples once (rho = 0.5: twice their number in
+    # all); 0 gives each as many presentations as the generalist gave each of its examples.
+    epochs: int = param(0, ge=0, le=MAX_EPOCHS)
+    patience: int = redefault(OptimParts, "patience", 8)  # epochs without a lower routed-validation NLL
     epoch_size: int = redefault(OptimParts, "epoch_size", 0)  # 0 = twice the group's training examples
     batch_size: int = param(128, ge=2)  # half special, half the rest (rho)
-    lr: float = redefault(OptimParts, "lr", 1e-3)
+    lr: float = redefault(OptimParts, "lr", 1e-2)  # 5x the generalist's: it starts trained, on a narrower task
     warmup: float = redefault(OptimParts, "warmup", 0.0)
-    alpha: float = redefault(SoftTargetParts, "alpha", 0.5)  # the generalist's collapsed soft targets; 0 = hard only
+    alpha: float = redefault(SoftTargetParts, "alpha", 0.0)  # the generalist's collapsed soft targets; 0 = hard only
     temperature: float = redefault(
         SoftTargetParts, "temperature", 1.0
     )  # above 1 the collapsed dustbin is inflated (docs/specialists.md)
@@ -146,6 +149,20 @@ def is_complete(cfg: SpecialistConfig, index: int, generalist_fp: str, clusters_
     return complete_changes(cfg, index, generalist_fp, clusters_fp) == []
 
 
+def matched_epochs(generalist, info) -> int:
+    """The specialists' default length (``epochs = 0``): as many presentations of each of its
+    group's training examples as the generalist gave each of its own, the examples its training
+    processed over the training split's size (at least 1); :data:`FALLBACK_EPOCHS` for a
+    generalist without a training record."""
+    metrics = generalist.record.metrics
+    if metrics is None or metrics.cost is None:
+        return FALLBACK_EPOCHS
+    return max(1, round(metrics.cost.examples / info.split("train").num_samples))
+
+
+FALLBACK_EPOCHS = 30  # the generalist's own default length
+
+
 def _better(record: dict, best: dict) -> bool:
     """Lower NLL of the combination on the routed validation examples; without validation (or
     none routed), the last epoch."""
@@ -180,7 +197,7 @@ def train_specialist(
     steps = max(1, math.ceil((cfg.epoch_size or int(2 * job.n_special)) / cfg.batch_size))
     parts = ensure_partition(cfg.out, job.gen, job.clusters, cfg.data, job.info, cfg.val_split, cfg.top_n, device)
     stream = _enriched(cfg, job, parts, steps, seed=cfg.seed * 1009 + index)
-    recipe = Recipe(cfg, model, steps, f"specialist {index}")
+    recipe = Recipe(cfg, model, steps, f"specialist {index}", epochs=cfg.epochs or matched_epochs(job.gen, job.info))
     routed, validate = _routed_validation(cfg, job, parts, model, device)
     callbacks = [] if on_epoch_end is None else [lambda epoch, record: on_epoch_end(epoch, {"index": index, **record})]
     # a shared-trunk specialist's soft targets: the generalist's own top blocks and head on the trunk's features

@@ -184,7 +184,7 @@ def test_gated_off_specialists_stay_out_of_inference_unless_forced(synthetic_run
 def test_cost_is_recorded_and_consistent_with_steps_and_batch_size(synthetic_run, tmp_path):
     from specens.core.cost import forward_flops
 
-    cfg = _cfg(synthetic_run, tmp_path, epochs=3, patience=0)
+    cfg = _cfg(synthetic_run, tmp_path, epochs=3, patience=0, alpha=0.5)  # soft targets: the generalist's pass counted
     record = train_specialist(cfg, 1)
     cost, hist = record.cost, record.metrics.history
     assert cost.steps == sum(h["steps"] for h in hist) and cost.epochs == len(hist) == 3

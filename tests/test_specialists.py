@@ -292,6 +292,7 @@ def test_shared_trunk_specialists_train_save_and_load(synthetic_run, tmp_path):
         batch_size=64,
         threads=1,
         shared_trunk=1,
+        alpha=0.5,  # soft targets from the generalist's top on the trunk's features (counted below)
     )
     train_all(cfg, local=True, echo=lambda *_: None)
     meta = json.loads((tmp_path / "specialists" / "s000" / "specialist.json").read_text())
@@ -392,3 +393,15 @@ def test_widened_shared_trunk_specialists_start_as_the_generalist_train_save_and
         SpecialistConfig(generalist="g", clusters="c", data="d", out="o", widen=0)
     with pytest.raises(ConfigError, match="widen"):
         train_specialist(SpecialistConfig(**{**cfg.__dict__, "shared_trunk": 0, "out": str(tmp_path / "b")}), 1)
+
+
+def test_default_length_matches_the_generalists_presentations(synthetic_run, tmp_path):
+    """``epochs = 0`` (the default) gives each group example as many presentations as the
+    generalist gave each of its training examples: 3 epochs for a generalist trained for 3."""
+    from specens.specialists.train import matched_epochs
+
+    gen = load_generalist(synthetic_run["generalist"])
+    assert gen.record.metrics.epochs_run == 3
+    assert matched_epochs(gen, load_info(synthetic_run["data"])) == 3
+    record = train_specialist(_cfg(synthetic_run, tmp_path, epochs=0), 0)
+    assert record.metrics.epochs_run == 3 and record.config["epochs"] == 0

@@ -103,6 +103,22 @@ class TrainingCost:
     def examples_per_epoch(self) -> float:
         return self.examples / max(self.epochs, 1)
 
+    def plus_trials(self, examples: int, steps: int, seconds: float) -> TrainingCost:
+        """This cost with training outside the epoch loop added (a specialist's learning-rate
+        trials, on the same model: the same FLOPs per example); ``epochs`` counts the loop's only."""
+        flops = (
+            examples * (BACKWARD_FACTOR * self.flops_per_example + self.teacher_flops_per_example)
+            + steps * OPTIMIZER_FLOPS_PER_PARAMETER * self.parameters
+        )
+        return dataclasses.replace(
+            self,
+            examples=self.examples + examples,
+            steps=self.steps + steps,
+            train_flops=self.train_flops + flops,
+            train_seconds=self.train_seconds + seconds,
+            overhead_seconds=max(0.0, self.overhead_seconds - seconds),
+        )
+
 
 def _non_negative(v: Any) -> bool:
     return is_number(v) and v >= 0

@@ -291,12 +291,20 @@ class Recipe:
     A stage supplies only what differs: its model, data and loss (inside ``train_epoch``, which
     calls :meth:`step` per batch), what it validates on and which record is better."""
 
-    def __init__(self, cfg: Any, model: torch.nn.Module, steps_per_epoch: int, stage: str, epochs: int | None = None):
-        """``epochs``: the run's length where the stage resolves it (a specialist's ``epochs = 0``),
-        else ``cfg.epochs``."""
+    def __init__(
+        self,
+        cfg: Any,
+        model: torch.nn.Module,
+        steps_per_epoch: int,
+        stage: str,
+        epochs: int | None = None,
+        lr: float | None = None,
+    ):
+        """``epochs`` and ``lr``: the run's length and peak learning rate where the stage resolves
+        them (a specialist's ``epochs = 0`` and ``lr = 0``), else ``cfg``'s."""
         self.cfg, self.model, self.steps_per_epoch, self.stage = cfg, model, steps_per_epoch, stage
-        self.epochs = epochs or cfg.epochs
-        self.optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+        self.epochs, self.lr = epochs or cfg.epochs, lr or cfg.lr
+        self.optimizer = make_optimizer(model, cfg.optimizer, self.lr, cfg.weight_decay, cfg.momentum)
         self.scheduler = make_schedule(self.optimizer, cfg.schedule, cfg.warmup, self.epochs * steps_per_epoch)
 
     def step(self, loss: torch.Tensor, epoch: int, step: int) -> float:

@@ -78,6 +78,8 @@ class SpecialistRecord:
     cost: TrainingCost
     metrics: TrainingMetrics
     fit: FitReport  # within-group scores against the generalist, and the verdict (.fit)
+    lr: float  # the peak learning rate it trained with (chosen on validation where the config's is 0)
+    lr_trials: list[dict[str, float]]  # the one-epoch trials that chose it: lr, train_loss, val_nll
     weights_fingerprint: str = ""
     fingerprint: str = ""
 
@@ -169,6 +171,12 @@ def _field_checks(values: dict[str, Any]) -> list:
         ("widen", lambda v: is_count(v, 1) and v <= MAX_WIDEN, f"an int in [1, {MAX_WIDEN}]"),
         ("config", lambda v: isinstance(v, dict), "an object"),
         ("config_key", lambda v: isinstance(v, dict), "an object"),
+        ("lr", lambda v: is_number(v) and v > 0, "a number > 0"),
+        (
+            "lr_trials",
+            lambda v: isinstance(v, list) and all(isinstance(t, dict) and "lr" in t for t in v),
+            "a list of objects with 'lr'",
+        ),
     ]
 
 

@@ -18,7 +18,10 @@ examples of 15,000 classes) and would fix the augmentation; the generalist is in
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +30,11 @@ from typing import Any, ClassVar
 import torch
 
 from specens.clustering.cluster import load_clusters
+from specens.core.batchnorm import recompute_batch_norm
 from specens.core.checkpoint import verify_weights
 from specens.core.config import (
     MAX_EPOCHS,
+    MAX_LR,
     OptimParts,
     RuntimeParts,
     SoftTargetParts,
@@ -40,7 +45,7 @@ from specens.core.config import (
 )
 from specens.core.cost import Stopwatch, TrainingCost, forward_flops, training_cost
 from specens.core.device import autocast
-from specens.core.errors import CheckpointError, ConfigError
+from specens.core.errors import CheckpointError, ConfigError, TrainingDiverged
 from specens.core.io import (
     check_target,
 )
@@ -84,7 +89,7 @@ class SpecialistConfig(OptimParts, SoftTargetParts, RuntimeParts):
     patience: int = redefault(OptimParts, "patience", 8)  # epochs without a lower routed-validation NLL
     epoch_size: int = redefault(OptimParts, "epoch_size", 0)  # 0 = twice the group's training examples
     batch_size: int = param(128, ge=2)  # half special, half the rest (rho)
-    lr: float = redefault(OptimParts, "lr", 1e-2)  # 5x the generalist's: it starts trained, on a narrower task
+    lr: float = param(0.0, ge=0, le=MAX_LR)  # peak learning rate; 0: chosen on validation among LR_CANDIDATES
     warmup: float = redefault(OptimParts, "warmup", 0.0)
     alpha: float = redefault(SoftTargetParts, "alpha", 0.0)  # the generalist's collapsed soft targets; 0 = hard only
     temperature: float = redefault(
@@ -149,6 +154,39 @@ def is_complete(cfg: SpecialistConfig, index: int, generalist_fp: str, clusters_
     return complete_changes(cfg, index, generalist_fp, clusters_fp) == []
 
 
+LR_CANDIDATES = (1e-2, 3e-3, 1e-3)  # lr = 0 tries each for an epoch (benchmarks/RESULTS.md, issue 43)
+
+
+def _lr_trials(cfg, job: _Job, model, steps: int, stream, top, routed, bn_inputs, device) -> list[dict]:
+    """``lr = 0``: each of :data:`LR_CANDIDATES` trains a copy of the initial ``model`` for one
+    epoch (the first epoch's batches, a one-epoch schedule), whose routed-validation NLL is then
+    measured (without validation examples, its training loss); :func:`_trial_loss` picks. A
+    candidate whose training diverges scores infinity. The best learning rate differs by model:
+    1e-2 suited a small MLP's specialists and wrecked a residual net's (RESULTS)."""
+    trials = []
+    for lr in LR_CANDIDATES:
+        torch.manual_seed(cfg.seed * 1009 + job.index)
+        trial = copy.deepcopy(model)
+        recipe = Recipe(cfg, trial, steps, f"specialist {job.index} (lr {lr:g} trial)", epochs=1, lr=lr)
+        t0 = time.perf_counter()
+        trial.train()
+        try:
+            record = _epoch(cfg, job, recipe, stream, top, device)(0)
+            if bn_inputs is not None:
+                recompute_batch_norm(trial, itertools.islice(bn_inputs(0), cfg.bn_batches))
+            if routed is not None and len(routed):
+                record["val_nll"] = routed.score(trial, device)["nll"]
+        except TrainingDiverged:
+            record = {"train_loss": math.inf, "val_nll": math.inf, "examples": steps * cfg.batch_size, "steps": steps}
+        trials.append({"lr": lr, **record, "seconds": time.perf_counter() - t0})
+    torch.manual_seed(cfg.seed * 1009 + job.index)
+    return trials
+
+
+def _trial_loss(trial: dict) -> float:
+    return trial["val_nll"] if "val_nll" in trial else trial["train_loss"]
+
+
 def matched_epochs(generalist, info) -> int:
     """The specialists' default length (``epochs = 0``): as many presentations of each of its
     group's training examples as the generalist gave each of its own, the examples its training
@@ -197,17 +235,22 @@ def train_specialist(
     steps = max(1, math.ceil((cfg.epoch_size or int(2 * job.n_special)) / cfg.batch_size))
     parts = ensure_partition(cfg.out, job.gen, job.clusters, cfg.data, job.info, cfg.val_split, cfg.top_n, device)
     stream = _enriched(cfg, job, parts, steps, seed=cfg.seed * 1009 + index)
-    recipe = Recipe(cfg, model, steps, f"specialist {index}", epochs=cfg.epochs or matched_epochs(job.gen, job.info))
     routed, validate = _routed_validation(cfg, job, parts, model, device)
     callbacks = [] if on_epoch_end is None else [lambda epoch, record: on_epoch_end(epoch, {"index": index, **record})]
     # a shared-trunk specialist's soft targets: the generalist's own top blocks and head on the trunk's features
     top = _teacher_top(job.gen.model, cfg.shared_trunk) if isinstance(model, TrunkedSpecialist) else None
-    train_epoch = _epoch(cfg, job, recipe, stream, top, device)
     bn_inputs = _bn_inputs(cfg, job, parts)
+    trials = [] if cfg.lr else _lr_trials(cfg, job, model, steps, stream, top, routed, bn_inputs, device)
+    lr = cfg.lr or min(trials, key=_trial_loss)["lr"]
+    epochs = cfg.epochs or matched_epochs(job.gen, job.info)
+    recipe = Recipe(cfg, model, steps, f"specialist {index}", epochs=epochs, lr=lr)
+    train_epoch = _epoch(cfg, job, recipe, stream, top, device)
     result = recipe.run(job.work, train_epoch, validate, _better, restart, callbacks, bn_inputs=bn_inputs)
     cost = _cost(cfg, job, model, top, result, device, clock)
+    if trials:
+        cost = cost.plus_trials(*(sum(t[k] for t in trials) for k in ("examples", "steps", "seconds")))
     fit = _fit(cfg, job, parts, model, device)
-    record = _record(cfg, job, result, _gate(routed, result.best, cfg), cost, fit)
+    record = _record(cfg, job, result, _gate(routed, result.best, cfg), cost, fit, lr, trials)
     return publish_specialist(job.work, job.final, model, record)
 
 
@@ -359,7 +402,14 @@ def _fit(cfg: SpecialistConfig, job: _Job, parts, model: torch.nn.Module, device
 
 
 def _record(
-    cfg: SpecialistConfig, job: _Job, result, gate: GateRecord, cost: TrainingCost, fit: FitReport
+    cfg: SpecialistConfig,
+    job: _Job,
+    result,
+    gate: GateRecord,
+    cost: TrainingCost,
+    fit: FitReport,
+    lr: float,
+    trials: list[dict],
 ) -> SpecialistRecord:
     """``specialist.json`` but its fingerprints (:func:`publish_specialist` adds them)."""
     gen = job.gen
@@ -382,6 +432,11 @@ def _record(
         cost=cost,
         metrics=TrainingMetrics.from_result(result),
         fit=fit,
+        lr=lr,
+        lr_trials=[  # a diverged trial's losses as null (JSON has no infinity)
+            {k: t[k] if math.isfinite(t[k]) else None for k in ("lr", "train_loss", "val_nll") if k in t}
+            for t in trials
+        ],
     )
 
 

@@ -405,3 +405,17 @@ def test_default_length_matches_the_generalists_presentations(synthetic_run, tmp
     assert matched_epochs(gen, load_info(synthetic_run["data"])) == 3
     record = train_specialist(_cfg(synthetic_run, tmp_path, epochs=0), 0)
     assert record.metrics.epochs_run == 3 and record.config["epochs"] == 0
+
+
+def test_learning_rate_chosen_on_validation(synthetic_run, tmp_path):
+    """``lr = 0`` (the default) trains each candidate for an epoch and keeps the one with the lowest
+    routed-validation NLL; its trials, and their cost, are in the record. A given lr trains alone."""
+    from specens.specialists.train import LR_CANDIDATES
+
+    chosen = train_specialist(_cfg(synthetic_run, tmp_path / "auto", epochs=1, lr=0.0), 0)
+    assert [t["lr"] for t in chosen.lr_trials] == list(LR_CANDIDATES)
+    assert chosen.lr == min(chosen.lr_trials, key=lambda t: t["val_nll"])["lr"]
+    fixed = train_specialist(_cfg(synthetic_run, tmp_path / "fixed", epochs=1, lr=3e-3), 0)
+    assert fixed.lr == 3e-3 and fixed.lr_trials == []
+    # the trials are paid for: three more epochs' examples than the one trained
+    assert chosen.cost.examples == 4 * fixed.cost.examples and chosen.cost.epochs == fixed.cost.epochs == 1

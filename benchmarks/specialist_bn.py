@@ -50,13 +50,16 @@ def _routed_inputs(gen, data, info, group, batch_size):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True)
+    ap.add_argument("--run", required=True, help="holds specialists/ (and, by default, generalist/ and clusters/)")
     ap.add_argument("--data", required=True)
+    ap.add_argument("--generalist", default=None, help="default: RUN/generalist")
+    ap.add_argument("--clusters", default=None, help="default: RUN/clusters/clusters.json")
     ap.add_argument("--k", type=int, default=32, help="batches the statistics are recomputed over")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
-    gen = load_generalist(f"{args.run}/generalist")
-    clusters = load_clusters(f"{args.run}/clusters/clusters.json", gen.fingerprint, gen.n_classes)
+    gen = load_generalist(args.generalist or f"{args.run}/generalist")
+    clusters_path = args.clusters or f"{args.run}/clusters/clusters.json"
+    clusters = load_clusters(clusters_path, gen.fingerprint, gen.n_classes)
     info = load_info(args.data)
     parts = ensure_partition(args.run, gen, clusters, args.data, info, "val", 1, torch.device("cpu"))
     totals = {s: [0, 0.0, 0] for s in ("as exported", "enriched", "group", "routed", "generalist alone")}

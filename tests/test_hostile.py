@@ -565,7 +565,7 @@ CASES = [
         "the record of specialist 1, not 0",
     ),
     ("specialists --set rho=1", lambda w: None, (*SPEC, "--set", "rho=1"), "rho must be in (0, 1)"),
-    ("specialists --set lr=0", lambda w: None, (*SPEC, "--set", "lr=0"), "lr must be in (0, 10]"),
+    ("specialists --set lr=-0.1", lambda w: None, (*SPEC, "--set", "lr=-0.1"), "lr must be in [0, 10]"),
     ("data synthetic --classes 1", lambda w: None, ("data", "synthetic", "--out", "{w}/s", "--classes", 1), "classes"),
     (
         "data glyphs --classes 1",

@@ -1,19 +1,25 @@
 """Training one specialist: plain Python, importable and testable without Ray (METHOD §4).
 
 ``train_specialist(cfg, index)`` builds specialist ``index`` of ``clusters.json`` from the
-generalist, trains it on enriched batches with the §1 loss (hard targets on S ∪ {d} plus the
-generalist's collapsed soft targets, computed on the fly), keeps the epoch whose combination with
-the generalist has the lowest NLL on the validation examples routed to it, stops after
-``patience`` epochs without a better one, gates it on those examples (:mod:`.gate`), and writes
-``<out>/specialists/sNNN/`` atomically: ``model.safetensors`` (the uncorrected weights) and
-``specialist.json`` (group, class names, π, ρ, the dustbin correction, the gate, config,
-fingerprints, metrics, cost). Interrupted, it resumes from its last checkpoint. Its group's
-training examples and its routed validation examples come from the run's one-pass partition
-(:mod:`.partition`), built by the first specialist that needs it (``train_all`` builds it first).
+generalist, chooses its learning rate by one-epoch trials where ``lr = 0`` (the default), trains
+it on enriched batches with the §1 loss (hard targets on S ∪ {d}, plus the generalist's collapsed
+soft targets computed on the fly where ``alpha`` > 0) for as many presentations of its group's
+examples as the generalist gave its own (``epochs = 0``), recomputes batch norm over its own
+batches before each validation, keeps the epoch whose combination with the generalist has the
+lowest NLL on the validation examples routed to it, stops after ``patience`` epochs without a
+better one, gates it on those examples (:mod:`.gate`), scores its fit against the generalist
+within its group (:mod:`.fit`), and writes ``<out>/specialists/sNNN/`` atomically:
+``model.safetensors`` (the uncorrected weights) and ``specialist.json`` (group, class names, π, ρ,
+the dustbin correction, the gate, the fit report, the learning rate and its trials, config,
+fingerprints, metrics, cost). Interrupted, it resumes from its last checkpoint (the learning-rate
+trials run again, deterministically on CPU, and the resumed optimiser keeps the rate it had).
+Its group's training examples and its routed validation examples come from the run's one-pass
+partition (:mod:`.partition`), built by the first specialist that needs it (``train_all``
+builds it first).
 
-Soft targets on the fly (the default, and the only mode here): the generalist's forward pass costs
-about as much as the specialist's, but stored logits would take N × C floats (6 GB for 100,000
-examples of 15,000 classes) and would fix the augmentation; the generalist is in memory anyway.
+Soft targets on the fly: the generalist's forward pass costs about as much as the specialist's,
+but stored logits would take N × C floats (6 GB for 100,000 examples of 15,000 classes) and would
+fix the augmentation; the generalist is in memory anyway.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ Pure: a model and batches of inputs in, the model's buffers changed; no files, n
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,6 +25,18 @@ def batch_norms(model: nn.Module) -> list[_BatchNorm]:
     """``model``'s batch-norm layers that keep running statistics (registered modules only: a
     shared-trunk specialist's frozen trunk is the generalist's, not its own)."""
     return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+
+
+def epoch_inputs(stream: Any) -> Callable[[int], Iterator[torch.Tensor]]:
+    """Epoch -> the inputs of ``stream``'s batches for that epoch (a stream with ``set_epoch``
+    whose batches have ``inputs``): what a stage gives :class:`~specens.core.loop.Recipe` to
+    recompute batch norm over."""
+
+    def inputs(epoch: int) -> Iterator[torch.Tensor]:
+        stream.set_epoch(epoch)
+        return (batch.inputs for batch in stream)
+
+    return inputs
 
 
 class _Moments:

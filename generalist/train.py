@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from specens.core.batchnorm import epoch_inputs
 from specens.core.config import config_to_json
 from specens.core.cost import Stopwatch, TrainingCost, forward_flops, training_cost
 from specens.core.device import autocast
@@ -240,13 +241,7 @@ def _bn_inputs(cfg: TrainConfig, info: DatasetInfo) -> Callable[[int], Iterator[
     """Epoch -> the inputs batch norm is recomputed over (:mod:`specens.core.batchnorm`): the
     training stream in another shuffled order (its own seed, so the training batches are not
     disturbed), without augmentation, as validation sees its inputs."""
-    stream = _train_stream(cfg, info, cfg.seed + BN_SEED)
-
-    def inputs(epoch: int) -> Iterator[torch.Tensor]:
-        stream.set_epoch(epoch)
-        return (batch.inputs for batch in stream)
-
-    return inputs
+    return epoch_inputs(_train_stream(cfg, info, cfg.seed + BN_SEED))
 
 
 def _epoch(cfg: TrainConfig, recipe: Recipe, loader: MixedLoader, teacher, device, progress: bool):

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import torch
 
 from specens.clustering.cluster import load_clusters
-from specens.core.batchnorm import recompute_batch_norm
+from specens.core.batchnorm import epoch_inputs, recompute_batch_norm
 from specens.core.checkpoint import verify_weights
 from specens.core.config import (
     MAX_EPOCHS,
@@ -322,13 +322,7 @@ def _bn_inputs(cfg: SpecialistConfig, job: _Job, parts) -> Callable[[int], Itera
     stream's, in another order (their own seed)."""
     if not cfg.bn_batches:
         return None
-    stream = _enriched(cfg, job, parts, cfg.bn_batches, seed=(cfg.seed * 1009 + job.index) * 2 + BN_SEED)
-
-    def inputs(epoch: int) -> Iterator[torch.Tensor]:
-        stream.set_epoch(epoch)
-        return (batch.inputs for batch in stream)
-
-    return inputs
+    return epoch_inputs(_enriched(cfg, job, parts, cfg.bn_batches, seed=(cfg.seed * 1009 + job.index) * 2 + BN_SEED))
 
 
 def _epoch(cfg: SpecialistConfig, job: _Job, recipe: Recipe, stream: EnrichedStream, teacher_top, device):

@@ -46,7 +46,7 @@ from specens.core import options
 def demo(run_dir, n_classes, epochs, n_groups, specialist_epochs, baseline, local, device):
     """The whole pipeline on the embedded glyph dataset: data, generalist, clusters, specialists
     (Ray), batch inference, evaluation, and the generalist trained further with the specialists'
-    compute for comparison. About 9 minutes on 2 CPU cores with the defaults."""
+    compute for comparison (the README gives its time)."""
     from specens.inference.baselines import compute_matched, format_table
     from specens.inference.ensemble import Ensemble
     from specens.inference.evaluate import evaluate_ensemble, format_report, save_report

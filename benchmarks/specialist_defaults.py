@@ -24,18 +24,9 @@ from _results import markdown_table, record
 from specens.core.config import load_config, parse_overrides
 from specens.inference.ensemble import Ensemble
 from specens.inference.evaluate import evaluate_ensemble
-from specens.specialists.fit import summarise
+from specens.specialists.fit import cases, pooled_top1, summarise
 from specens.specialists.parallel import train_all
 from specens.specialists.train import SpecialistConfig
-
-
-def _pooled(fits, part: str) -> tuple[float, float]:
-    scores = [getattr(f, part) for f in fits if getattr(f, part) is not None]
-    n = sum(s.n for s in scores)
-    return (
-        sum(s.generalist_top1 * s.n for s in scores) / n,
-        sum(s.specialist_top1 * s.n for s in scores) / n,
-    )
 
 
 def run_variant(run: Path, work: Path, name: str, settings: dict, split: str, local: bool) -> list:
@@ -52,8 +43,9 @@ def run_variant(run: Path, work: Path, name: str, settings: dict, split: str, lo
     ens = Ensemble.load(cfg.out, generalist=cfg.generalist, clusters=cfg.clusters)
     report = evaluate_ensemble(ens, cfg.data, split, progress=False)
     fits = report.fit
-    (train_g, train_s), (val_g, val_s) = _pooled(fits, "train"), _pooled(fits, "val")
-    verdicts = summarise(dict(enumerate(fits))).split(": ")[1].split(";")[0]
+    train_g, train_s = pooled_top1([f.train for f in fits])
+    val_g, val_s = pooled_top1([f.val for f in fits if f.val is not None])
+    verdicts = cases(dict(enumerate(fits)))
     cost = report.cost
     flops = cost.specialists.train_flops / cost.generalist.train_flops if cost and cost.generalist else float("nan")
     secs = cost.specialists.train_seconds if cost else float("nan")

@@ -218,22 +218,31 @@ def fit_report(
     )
 
 
+def pooled_top1(scores: list[GroupScores]) -> tuple[float, float] | None:
+    """The generalist's and the specialists' within-group top-1 pooled over ``scores`` (each
+    specialist's examples once); None when they hold no example."""
+    n = sum(s.n for s in scores)
+    if not n:
+        return None
+    return sum(s.generalist_top1 * s.n for s in scores) / n, sum(s.specialist_top1 * s.n for s in scores) / n
+
+
+def cases(fits: dict[int, FitReport]) -> str:
+    """How many specialists each verdict has: ``"21 learning, 3 under-trained"``."""
+    counts = {v: sum(f.verdict == v for f in fits.values()) for v in VERDICTS}
+    return ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+
+
 def summarise(fits: dict[int, FitReport]) -> str:
     """One line over a run's specialists: how many are in each case, and the within-group top-1
     of the generalist and the specialists summed over them (each specialist's examples once)."""
     if not fits:
         return "fit: no specialist has a fit report"
-    counts = {v: sum(f.verdict == v for f in fits.values()) for v in VERDICTS}
-    cases = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
 
     def pooled(scores: list[GroupScores]) -> str:
-        n = sum(s.n for s in scores)
-        if not n:
-            return "none"
-        gen = sum(s.generalist_top1 * s.n for s in scores) / n
-        spec = sum(s.specialist_top1 * s.n for s in scores) / n
-        return f"{gen:.3f} -> {spec:.3f}"
+        both = pooled_top1(scores)
+        return "none" if both is None else f"{both[0]:.3f} -> {both[1]:.3f}"
 
     train = pooled([f.train for f in fits.values()])
     val = pooled([f.val for f in fits.values() if f.val is not None])
-    return f"fit of {len(fits)} specialists: {cases}; within-group top-1, training {train}, validation {val}"
+    return f"fit of {len(fits)} specialists: {cases(fits)}; within-group top-1, training {train}, validation {val}"

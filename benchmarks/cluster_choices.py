@@ -1,4 +1,4 @@
-"""Which column representation and temperature recover known groups? (METHOD §3's choices)
+"""Which column representation and temperature recover known groups? (docs/method.md §3's choices)
 
 Trains (or reuses) a generalist on CLINC150 (known groups: its 10 domains) and on the glyph
 dataset (known groups: base letters), computes its soft predictions on the validation split at

@@ -4,9 +4,9 @@ confusable classes, 16-d inputs, 200 training examples per class).
 
 The generalist is trained for one epoch: it knows the planted group of an example but little within
 it. Each group's specialist is cut from a generalist trained for four epochs (its head collapsed
-onto the group plus the dustbin, METHOD §4), so the ensemble (top-1 routing, the exact KL solve)
+onto the group plus the dustbin, docs/method.md §4), so the ensemble (top-1 routing, the exact KL solve)
 is far better than its generalist. Students start from the generalist and train for 3 epochs on
-``--fraction`` of the labels (a stable key-hash subset; METHOD §6's small-data regime):
+``--fraction`` of the labels (a stable key-hash subset; docs/method.md §4's small-data regime):
 
 - ``labels only``: alpha = 0, what the same epochs buy without the ensemble;
 - ``student``: ``specens distill``'s defaults (alpha 0.9, T = 2) on the same labelled subset;

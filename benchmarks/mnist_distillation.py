@@ -4,7 +4,7 @@
   to 2 pixels;
 - plain: 784-800-800-10, no regularisation (no dropout, jitter or weight decay);
 - distilled: the same 800-unit net trained on the teacher's soft targets at T = 20 (soft weight
-  alpha = 0.9, the soft term scaled by T², METHOD §1), no jitter: the transfer set is the training set;
+  alpha = 0.9, the soft term scaled by T², docs/method.md §1), no jitter: the transfer set is the training set;
 - the same, with the transfer set jittered as the teacher's training images were (the teacher
   labels each shifted image; not in the paper, which trained far longer on the plain set);
 - temperature sweeps for 800- and 30-unit students;

@@ -30,7 +30,7 @@ specialist setting for every set (``hanzi``, issue 27: the shared-trunk speciali
         --generalist runs/generalists/hanzi1000/r16/generalist --work runs/variants/hanzi1000 \
         --specialist-set shared_trunk=1 --overlap 1.1 --variants double,trunk2,overlap,overlap:top2,whole
 
-``smalldata`` is METHOD §6's soft-targets-as-regulariser experiment: two generalists trained on the
+``smalldata`` is docs/method.md §4's soft-targets-as-regulariser experiment: two generalists trained on the
 same 10% of the training split (``--small-fraction``, a stable subset by key hash) for as many
 steps as the full one, one with hard targets only and one with the full generalist's soft targets
 (alpha 0.9, T = 1), each exported at its best validation epoch (early stopping), next to the
@@ -340,7 +340,9 @@ def main() -> None:
         )
     if small_rows:
         tables.append(
-            markdown_table(["METHOD §6: generalist trained on", "training data", "test top-1", "test NLL"], small_rows)
+            markdown_table(
+                ["docs/method.md §4: generalist trained on", "training data", "test top-1", "test NLL"], small_rows
+            )
         )
     seconds = {k: round(v) for k, v in timings.items()}
     print("\n\n".join(tables), "\n\nseconds:", seconds)

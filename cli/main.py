@@ -1,7 +1,11 @@
 """The ``specens`` command: one group per stage, each stage's subcommands in that stage's own
 ``cli`` module (thin wrappers over its Python API), and the one error policy: a
 :class:`~specens.core.errors.SpecensError` (or a file the system cannot open) is printed as one
-line, ``Error: <message>``, with exit status 1; anything else is a bug and keeps its traceback."""
+line, ``Error: <message>``, with exit status 1; anything else is a bug and keeps its traceback.
+
+The stages' ``cli`` modules import no torch, scikit-learn, SciPy, Ray or WebDataset at module
+level (each command imports its stage's API when it runs), so ``--help`` answers at once;
+tests/test_cli_help.py checks it."""
 
 from __future__ import annotations
 
@@ -11,10 +15,9 @@ import warnings
 import click
 
 from specens.clustering.cli import cluster_cli
-from specens.core.errors import SpecensError
+from specens.core.errors import SpecensError, TrustedCodeWarning
 from specens.data.cli import data_cli
 from specens.generalist.cli import generalist_cli
-from specens.generalist.models import TrustedCodeWarning
 from specens.inference.cli import baseline_cmd, distill_cmd, evaluate_cmd, infer_cmd
 from specens.specialists.cli import specialists_cli
 

@@ -7,8 +7,6 @@ import click
 from specens.core import options
 from specens.core.config import load_config, parse_overrides
 
-from .cluster import ClusterConfig
-
 
 @click.command("cluster")
 @options.config_file("ClusterConfig", "cluster")
@@ -23,7 +21,7 @@ from .cluster import ClusterConfig
 def cluster_cli(config_path, generalist, data, out, n_groups, temperature, sets, quiet, trust_code):
     """Covariance of the generalist's soft predictions, k-means on its columns, and a report of
     whether the groups are worth specialists (METHOD §3)."""
-    from .cluster import cluster
+    from .cluster import ClusterConfig, cluster
 
     overrides = {
         "generalist": generalist,

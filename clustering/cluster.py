@@ -43,7 +43,7 @@ ESTIMATOR_FIELDS = tuple(k for k in _ESTIMATOR if k != "n_groups")  # ClusterCon
 
 @dataclass(frozen=True, kw_only=True)
 class ClusterConfig(Validated):
-    """Clustering (METHOD §3). ``specens cluster`` builds one from a TOML file (top level or a
+    """Clustering (docs/method.md §3). ``specens cluster`` builds one from a TOML file (top level or a
     ``[cluster]`` table) and ``--set key=value`` overrides.
 
     The fields from ``representation`` to ``random_state`` are :class:`ConfusionClusterer`'s
@@ -148,7 +148,7 @@ def _check_label_space(cfg: ClusterConfig, info) -> None:
 
 
 def _transfer_pass(cfg: ClusterConfig, g, info, device, progress: bool):
-    """One pass of the transfer split: Σ of the soft predictions at ``cfg.temperature`` (METHOD §3),
+    """One pass of the transfer split: Σ of the soft predictions at ``cfg.temperature`` (docs/method.md §3),
     and the labels and top-1 predictions for the report. Returns (accumulator, y_true, y_pred)."""
     acc = CovarianceAccumulator(g.n_classes, top_k=cfg.top_k or None)
     y_true, y_pred = [], []

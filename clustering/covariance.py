@@ -1,4 +1,4 @@
-"""The covariance of soft predictions, accumulated batch by batch (METHOD §3; the paper's §5.3).
+"""The covariance of soft predictions, accumulated batch by batch (docs/method.md §3; the paper's §5.3).
 
     Σ = E[p pᵀ] − E[p] E[p]ᵀ        (population normalisation: divides by N, as ``np.cov(bias=True)``)
 

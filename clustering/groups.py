@@ -1,4 +1,4 @@
-"""Groups of confusable classes from k-means on the covariance columns (METHOD §3; paper §5.3).
+"""Groups of confusable classes from k-means on the covariance columns (docs/method.md §3; paper §5.3).
 
 :class:`ConfusionClusterer` follows the scikit-learn estimator contract: ``__init__`` stores
 parameters, ``fit``/``fit_covariance`` validate and return ``self``, learned attributes end in
@@ -8,7 +8,7 @@ The steps, each a small function:
 
 1. :func:`column_features`: each class j becomes a point, the column Σ[:, j], transformed as
    ``representation`` says (the diagonal is the class's own variance and dominates the literal
-   columns' distances, so the default removes it and normalises — METHOD §3 lists the choices;
+   columns' distances, so the default removes it and normalises — docs/method.md §3 lists the choices;
    ``benchmarks/cluster_choices.py`` measures them against known groups).
 2. optionally reduced to ``n_components`` dimensions by randomized SVD (needed at large C).
 3. k-means (full, or scikit-learn's on-line ``MiniBatchKMeans``), once or over several seeds.
@@ -136,7 +136,7 @@ def bound_sizes(
 
 
 class ConfusionClusterer(BaseEstimator):
-    """Groups of classes the generalist confuses, for specialists to own (METHOD §3).
+    """Groups of classes the generalist confuses, for specialists to own (docs/method.md §3).
 
     Parameters:
         n_groups: K, the number of k-means clusters (before size bounds).

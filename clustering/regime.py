@@ -1,7 +1,7 @@
 """Before the specialists' compute is spent: will they likely pay, from what is already measured?
 
 Specialists pay where the generalist under-fits a large, confusable label space for lack of
-capacity (the paper's JFT regime, METHOD §4): its errors are ones it also makes on its training
+capacity (the paper's JFT regime, docs/method.md §7): its errors are ones it also makes on its training
 data, in groups a specialist can own. They do not where the generalist fits its training set (its
 errors are failures to generalise from the examples there are, and a specialist sees the same
 examples), or where it was still improving (its own further training is the cheaper fix). The

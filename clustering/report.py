@@ -64,7 +64,7 @@ def choose_n_groups(
     min_mean_size: int = 8,
     max_groups: int = 32,
 ) -> tuple[int, list[dict]]:
-    """The number of groups K from the class count and the generalist's errors (METHOD §3).
+    """The number of groups K from the class count and the generalist's errors (docs/method.md §3).
 
     A specialist can only fix an error whose true and predicted classes share its group, so the
     share of the generalist's top-1 errors the groups capture (:func:`error_capture`) bounds what

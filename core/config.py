@@ -323,7 +323,7 @@ class RuntimeParts(Validated):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SoftTargetParts(Validated):
-    """The soft-target term of METHOD §1: its weight and temperature."""
+    """The soft-target term of docs/method.md §1: its weight and temperature."""
 
     alpha: float = param(0.9, ge=0, le=1)  # weight of the soft term
     temperature: float = param(1.0, gt=0)  # T of the soft term

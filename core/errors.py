@@ -35,6 +35,12 @@ class TrainingDiverged(SpecensError):
     """Training produced a non-finite loss, gradient or weight; nothing was exported."""
 
 
+class TrustedCodeWarning(UserWarning):
+    """Issued when an artifact's model is built from code it names, because the caller opted in.
+    Defined here, not beside the models, so that the ``specens`` command can show it as one line
+    without importing torch."""
+
+
 def check_same_classes(have: Sequence[str], want: Sequence[str], have_where: str, want_where: str) -> None:
     """Refuse to use an artifact trained on classes other than a dataset's (or another artifact's).
 

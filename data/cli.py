@@ -112,7 +112,11 @@ def synthetic(out, n_classes, n_groups, dim, train_per_class, noise, seed, shard
     _summary(out)
 
 
-def _idx_command(name: str, classes: list[str], doc: str):
+def _idx_command(name: str, classes: str, doc: str):
+    """``specens data <name>``; ``classes`` names the class list in :mod:`.importers`, read when the
+    command runs (importing the importers at module level would import scikit-learn and WebDataset
+    for every ``--help``)."""
+
     @data_cli.command(name, help=doc)
     @click.option(
         "--source",
@@ -130,22 +134,16 @@ def _idx_command(name: str, classes: list[str], doc: str):
     )
     @_shard
     def cmd(source, out, val_size, shard_size):
-        from .importers import import_idx
+        from . import importers
 
-        import_idx(source, out, name, classes, val_size=val_size, shard_size=shard_size)
+        importers.import_idx(source, out, name, getattr(importers, classes), val_size=val_size, shard_size=shard_size)
         _summary(out)
 
     return cmd
 
 
-def _register_idx():
-    from .importers import FASHION_CLASSES, MNIST_CLASSES
-
-    _idx_command("mnist", MNIST_CLASSES, "MNIST digits from their idx files (LeCun & Cortes).")
-    _idx_command("fashion-mnist", FASHION_CLASSES, "Fashion-MNIST from its idx files (Zalando Research).")
-
-
-_register_idx()
+_idx_command("mnist", "MNIST_CLASSES", "MNIST digits from their idx files (LeCun & Cortes).")
+_idx_command("fashion-mnist", "FASHION_CLASSES", "Fashion-MNIST from its idx files (Zalando Research).")
 
 
 def _featurizer_options(f):

@@ -1,7 +1,7 @@
 """Importers from the real datasets' original files and from users' own data layouts.
 
-Each writes a dataset directory (train/val/test shards and ``dataset.json``); see
-``../shared/data/README.md`` for where the real datasets come from.
+Each writes a dataset directory (train/val/test shards and ``dataset.json``); docs/data.md says
+where the real datasets come from and which files each importer reads.
 """
 
 from __future__ import annotations

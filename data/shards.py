@@ -233,7 +233,7 @@ class MixedLoader:
     epoch is the same as an uninterrupted one. Yields ``(source, batch)``, ``source`` the loader's
     index. With one loader it yields exactly that loader's batches.
 
-    Used to train on a labelled split together with extra transfer sets (METHOD §1: unlabelled
+    Used to train on a labelled split together with extra transfer sets (docs/method.md §1: unlabelled
     transfer data), a batch never mixing the two, so that the hard term is dropped per batch.
     """
 

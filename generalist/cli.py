@@ -1,4 +1,4 @@
-"""``specens generalist …``: train, evaluate and predict with the generalist (METHOD §1-2)."""
+"""``specens generalist …``: train, evaluate and predict with the generalist (docs/method.md §1-2)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from specens.core.config import OptimParts, RuntimeParts, SoftTargetParts, param
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig(OptimParts, SoftTargetParts, RuntimeParts):
-    """Generalist training (METHOD §1-2). ``specens generalist train`` builds one from a TOML file
+    """Generalist training (docs/method.md §1-2). ``specens generalist train`` builds one from a TOML file
     (top level or a ``[generalist]`` table) and ``--set key=value`` overrides. The optimiser,
     runtime and soft-target fields come from the shared parts of :mod:`specens.core.config`."""
 
@@ -34,7 +34,7 @@ class TrainConfig(OptimParts, SoftTargetParts, RuntimeParts):
     transfer_split: str = "train"  # the split of each transfer set that is read; its labels are never used
     train_split: str = "train"
     exclude_classes: tuple[int, ...] = ()  # leave these classes out of the training (transfer) set
-    train_fraction: float = param(1.0, gt=0, le=1)  # a stable subset of the split by key hash (METHOD §6)
+    train_fraction: float = param(1.0, gt=0, le=1)  # a stable subset of the split by key hash (docs/method.md §4)
     val_split: str = "val"  # "" skips validation (the last epoch's weights are then exported)
     shuffle_buffer: int = param(2000, ge=1)  # samples in the streaming shuffle buffer
     on_error: str = param("raise", choices=("raise", "skip"))  # bad samples: raise, or skip and count them

@@ -1,4 +1,4 @@
-"""Distillation mathematics (METHOD §1; the paper's section 2). Pure functions on tensors."""
+"""Distillation mathematics (docs/method.md §1; the paper's section 2). Pure functions on tensors."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def temper(q: torch.Tensor, temperature: float) -> torch.Tensor:
-    """A distribution q raised to the power 1/T and renormalised, along the last axis (METHOD §1, §5).
+    """A distribution q raised to the power 1/T and renormalised, along the last axis (docs/method.md §1, §5).
 
-    The specialist ensemble's q is the minimiser of a sum of KL divergences (METHOD §5), not the
+    The specialist ensemble's q is the minimiser of a sum of KL divergences (docs/method.md §5), not the
     softmax of any logits, so "q at temperature T" needs a definition: ``q_T ∝ q^(1/T)``, computed
     as ``softmax(log q / T)``. Where q = softmax(z) this is exactly ``softmax(z / T)``, the paper's
     soft targets, since log q = z − logsumexp(z) differs from z by a constant per row; T = 1 returns
@@ -29,7 +29,7 @@ def temper(q: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def ensemble_soft_targets(logits: Sequence[torch.Tensor], temperature: float, mean: str = "arithmetic") -> torch.Tensor:
-    """Soft targets of an ensemble teacher (METHOD §1).
+    """Soft targets of an ensemble teacher (docs/method.md §1).
 
     Args:
         logits: M tensors of shape (B, C), one per member.
@@ -54,7 +54,7 @@ def distillation_loss(
     alpha: float = 0.9,
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """``α · T² · KL(p_T ‖ softmax_T(z)) + (1 − α) · CE(y, softmax(z))``, averaged (METHOD §1).
+    """``α · T² · KL(p_T ‖ softmax_T(z)) + (1 − α) · CE(y, softmax(z))``, averaged (docs/method.md §1).
 
     Args:
         student_logits: z, Tensor of shape (B, C).

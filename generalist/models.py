@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from specens.core.errors import CheckpointError, ConfigError, DataError
+from specens.core.errors import CheckpointError, ConfigError, DataError, TrustedCodeWarning
 
 
 class Classifier(nn.Module):
@@ -239,10 +239,6 @@ REGISTRY: dict[str, Callable[..., Classifier]] = {
     "cnn": small_cnn,
     "bag": bag,
 }
-
-
-class TrustedCodeWarning(UserWarning):
-    """Issued when an artifact's model is built from code it names, because the caller opted in."""
 
 
 def is_code(name: str) -> bool:

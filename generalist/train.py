@@ -1,4 +1,4 @@
-"""Training the generalist (METHOD §2), plainly or distilled from a teacher (METHOD §1).
+"""Training the generalist (docs/method.md §2), plainly or distilled from a teacher (docs/method.md §1).
 
 ``train_generalist(cfg)`` streams the training split, validates after each epoch, writes a
 resumable checkpoint after each epoch, stops early once ``cfg.patience`` epochs in a row bring no
@@ -155,7 +155,7 @@ def train_generalist(
     name what it is, so that a resumed run is refused with another one).
 
     Batches come from the training split and, interleaved, from every ``cfg.transfer`` set, whose
-    labels are not used (the hard term is dropped for their batches; METHOD §1)."""
+    labels are not used (the hard term is dropped for their batches; docs/method.md §1)."""
     clock = Stopwatch()
     check_target(cfg.out, RUN_FILES, "a training run directory")
     device = start(cfg)

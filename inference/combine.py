@@ -1,4 +1,4 @@
-"""Combining the generalist with the active specialists (METHOD §5; the paper's section 5.4).
+"""Combining the generalist with the active specialists (docs/method.md §5; the paper's section 5.4).
 
 For each example, q over all C classes minimises
 
@@ -7,7 +7,7 @@ For each example, q over all C classes minimises
 with w = 1, the paper's objective, unless a ``specialist_weight`` is given (an extension for
 diagnosis: w > 1 trusts the specialists more than the generalist; see :func:`combine_distributions`).
 Up to constants F(q) = −Σ_i a_i log q_i − w Σ_{m∈A} p_m(d) log(1 − q(S_m)) with
-a_i = p_g(i) + w Σ_{m∈A, i∈S_m} p_m(i). At the optimum (METHOD §5, where w = 1), with
+a_i = p_g(i) + w Σ_{m∈A, i∈S_m} p_m(i). At the optimum (docs/method.md §5, where w = 1), with
 λ_m = w p_m(d)/(1 − q(S_m)),
 
     q_i = a_i / (1 + w|A| − Σ_{m∈A, i∉S_m} λ_m),
@@ -39,7 +39,7 @@ def objective(
     active: torch.Tensor,
     specialist_weight: float = 1.0,
 ) -> torch.Tensor:
-    """F(q) of METHOD §5 per example, up to constants (terms with zero weight count as 0), with
+    """F(q) of docs/method.md §5 per example, up to constants (terms with zero weight count as 0), with
     the specialists' terms weighted by ``specialist_weight``.
 
     q, p_general: (B, C); p_specialists[m]: (B, |S_m| + 1); active: (B, M) bool. Returns (B,).
@@ -88,7 +88,7 @@ def combine_distributions(
     max_iter: int = 100,
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """q minimising KL(p_g ‖ q) + w Σ_{m active} KL(p_m ‖ q_m) for each example (METHOD §5).
+    """q minimising KL(p_g ‖ q) + w Σ_{m active} KL(p_m ‖ q_m) for each example (docs/method.md §5).
 
     Args:
         p_general: (B, C), rows on the simplex.
@@ -260,7 +260,7 @@ def _line_search(lam, step, err, todo, a, q_of, residual):
 
 
 def _em(pg, ps, groups, active, weight, q0, tol, max_iter):
-    """EM (METHOD §5): q_i ← [a_i + Σ_{m∈A, i∉S_m} w p_m(d) q_i / (1 − q(S_m))] / (1 + w|A|), with
+    """EM (docs/method.md §5): q_i ← [a_i + Σ_{m∈A, i∉S_m} w p_m(d) q_i / (1 − q(S_m))] / (1 + w|A|), with
     ``ps`` already carrying w."""
     b, c = pg.shape
     slot, valid = _slots(groups, active)

@@ -2,8 +2,8 @@
 
 The paper (section 5) leaves open how to put what the specialists know back into a single net.
 Here the ensemble becomes a teacher: a *student*, by default the generalist's architecture started
-from the generalist's weights, is trained with the loss of METHOD §1 on the ensemble's combined
-distribution q (METHOD §5), so that at inference one model of the generalist's size and speed
+from the generalist's weights, is trained with the loss of docs/method.md §1 on the ensemble's combined
+distribution q (docs/method.md §5), so that at inference one model of the generalist's size and speed
 replaces the generalist plus its active specialists.
 
 **The temperature of q.** q minimises a sum of KL divergences; it is not the softmax of logits, so
@@ -101,7 +101,7 @@ class DistillConfig(TrainConfig):
     q_cache: tuple[str, ...] = ()  # `specens infer --save-q` outputs, one per split read; () computes q on the fly
     epochs: int = redefault(OptimParts, "epochs", 10)  # the student starts from the generalist: a fine-tuning budget
     patience: int = redefault(OptimParts, "patience", 3)
-    alpha: float = redefault(SoftTargetParts, "alpha", 0.9)  # METHOD §1's typical weight of the soft term
+    alpha: float = redefault(SoftTargetParts, "alpha", 0.9)  # docs/method.md §1's typical weight of the soft term
     temperature: float = redefault(SoftTargetParts, "temperature", 2.0)
 
     def checks(self) -> list[tuple[bool, str]]:

@@ -1,4 +1,4 @@
-"""The specialist ensemble at inference time (METHOD §5; the paper's section 5.4).
+"""The specialist ensemble at inference time (docs/method.md §5; the paper's section 5.4).
 
 :class:`Ensemble` holds the generalist, the groups of ``clusters.json`` and one trained specialist
 per group. For a batch it

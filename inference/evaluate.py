@@ -1,4 +1,4 @@
-"""The paper's evaluation of a specialist ensemble (METHOD §6; the paper's section 5.5 and Table 4).
+"""The paper's evaluation of a specialist ensemble (docs/method.md §6; the paper's section 5.5 and Table 4).
 
 :class:`EnsembleTally` is the arithmetic: it accumulates, batch by batch, what the report needs
 from the generalist's p_g, the ensemble's q, the routing and the labels; :func:`evaluate_ensemble`
@@ -8,7 +8,7 @@ streams a labelled split through an :class:`~specens.inference.ensemble.Ensemble
 Definitions:
 
 - top-1 / top-5 of p_g (generalist alone) and of q (ensemble);
-- conditional accuracy (METHOD §6): over the examples whose true class is in U, the union of the
+- conditional accuracy (docs/method.md §6): over the examples whose true class is in U, the union of the
   specialists' groups, with the arg-max taken over the classes of U only;
 - Table 4: examples grouped by how many specialists' groups hold their true class (0, 1, …, 10+),
   with their count, the change in the number correct at top-1 (ensemble − generalist), and the

@@ -3,7 +3,7 @@ compute-matched table's are in :mod:`specens.inference.baseline_report`).
 
 :class:`EvaluationReport` is what :func:`~specens.inference.evaluate.evaluate_ensemble` returns
 and ``specens evaluate`` writes: both models' scores, the routing, Table 4 by coverage and the
-ensemble's cost (METHOD §6). Each part is a frozen dataclass with ``to_json`` / ``from_json``
+ensemble's cost (docs/method.md §6). Each part is a frozen dataclass with ``to_json`` / ``from_json``
 (:mod:`specens.core.records`: a missing, unknown or mistyped key is refused by name). A ratio
 that is undefined (nothing to compare) is NaN in memory and ``null`` on disk.
 """

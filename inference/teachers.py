@@ -1,4 +1,4 @@
-"""The specialist ensemble as a teacher of soft targets (METHOD §5), for ``specens distill``:
+"""The specialist ensemble as a teacher of soft targets (docs/method.md §5), for ``specens distill``:
 on the fly (:class:`EnsembleTeacher`: sparse routing and the exact KL solve on the very inputs the
 student sees) or from the ``<shard>.q.npy`` files ``specens infer --save-q`` wrote
 (:class:`QCacheTeacher`: memory-mapped, looked up by sample key, used only where its manifest
@@ -25,7 +25,7 @@ from .infer import MANIFEST, SETTING_DEFAULTS, shard_stem
 
 
 class EnsembleTeacher:
-    """q from the ensemble, computed on each batch (METHOD §5), tempered (:func:`temper`)."""
+    """q from the ensemble, computed on each batch (docs/method.md §5), tempered (:func:`temper`)."""
 
     def __init__(self, ens: Ensemble):
         self.ens = ens

@@ -1,1 +1,2 @@
-"""specens.specialists: one specialist per group of confusable classes (METHOD §4), trained in parallel with Ray."""
+"""specens.specialists: one specialist per group of confusable classes (docs/method.md §4), trained in
+parallel with Ray."""

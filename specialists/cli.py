@@ -7,8 +7,6 @@ import click
 from specens.core import options
 from specens.core.config import load_config, parse_overrides
 
-from .train import SpecialistConfig
-
 
 @click.group("specialists")
 def specialists_cli():
@@ -69,6 +67,7 @@ def train(
     cluster (RAY_ADDRESS); otherwise it starts a local one. Rerunning skips finished specialists."""
     from .fit import summarise
     from .parallel import train_all
+    from .train import SpecialistConfig
 
     overrides = {
         "generalist": generalist,

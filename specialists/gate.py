@@ -1,7 +1,7 @@
 """Scoring a specialist where inference will use it: on the validation examples routed to it.
 
 The enriched batches a specialist trains on are half its own classes; at inference it sees only
-the examples the generalist routes to it (METHOD §5: its group holds one of their top-n classes),
+the examples the generalist routes to it (docs/method.md §5: its group holds one of their top-n classes),
 in natural proportions, and its output counts only through the KL combination with the
 generalist. :class:`RoutedValidation` scores it there, with the generalist's distributions
 computed once:
@@ -47,7 +47,7 @@ class RoutedValidation:
     labels: torch.Tensor
     p_general: torch.Tensor
     group: torch.Tensor
-    correction: float  # the specialist's dustbin correction (METHOD §4)
+    correction: float  # the specialist's dustbin correction (docs/method.md §4)
     batch_size: int = 512
 
     @classmethod

@@ -1,4 +1,4 @@
-"""A specialist's mathematics (METHOD §4; the paper's sections 5.2 and 6.1). Pure functions.
+"""A specialist's mathematics (docs/method.md §4; the paper's sections 5.2 and 6.1). Pure functions.
 
 A specialist for the group S (sorted class indices) predicts |S| + 1 classes: the classes of S,
 in the order of S, and last a *dustbin* d that stands for every class outside S.
@@ -18,7 +18,7 @@ from specens.generalist.models import Classifier
 
 def collapse(probs: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
     """Collapse distributions over C classes onto S ∪ {d}: classes of S keep their probabilities,
-    d gets the sum over the rest (METHOD §4, soft-target regularisation).
+    d gets the sum over the rest (docs/method.md §4, soft-target regularisation).
 
     probs: (B, C) rows on the simplex; group: (|S|,) int64. Returns (B, |S| + 1).
     """
@@ -43,7 +43,7 @@ def hard_targets(labels: torch.Tensor, group: torch.Tensor, n_classes: int) -> t
 
 
 def dustbin_correction(pi: float, rho: float = 0.5) -> float:
-    """The amount added to the dustbin logit after training on enriched batches (METHOD §4):
+    """The amount added to the dustbin logit after training on enriched batches (docs/method.md §4):
 
         log[ (ρ/π) / ((1 − ρ)/(1 − π)) ]     (= log((1 − π)/π) when ρ = 0.5)
 
@@ -87,7 +87,7 @@ def widen_block(block: nn.Module, factor: int, generator: torch.Generator | None
     random shares that sum to one, so the copies' gradients differ from the first step and they
     learn apart. With batch norm in training mode too the copies see identical statistics, so the
     output is unchanged up to rounding. A specialist that owns a widened top has more capacity
-    than the generalist where its group's confusions are (METHOD §4, initialisation)."""
+    than the generalist where its group's confusions are (docs/method.md §4, initialisation)."""
     conv1, bn1, conv2 = (getattr(block, name, None) for name in ("conv1", "bn1", "conv2"))
     if not (
         isinstance(conv1, nn.Conv2d)
@@ -150,7 +150,7 @@ def widen_top(top: nn.Sequential, factor: int) -> nn.Sequential:
 
 
 class TrunkedSpecialist(nn.Module):
-    """A specialist that owns only the top of the generalist's body and a head (METHOD §4 with a
+    """A specialist that owns only the top of the generalist's body and a head (docs/method.md §4 with a
     shared trunk): ``logits = own.head(own.body(trunk(x)))``, the trunk the generalist's own frozen
     modules (not registered here: not in ``state_dict``, not trained, left in eval mode), so that an
     ensemble runs the trunk once per example (:meth:`on_features`) and a specialist's artifact holds
@@ -188,7 +188,7 @@ def build_specialist(
     top_blocks: int = 0,
     widen: int = 1,
 ) -> Classifier | TrunkedSpecialist:
-    """A specialist initialised from the generalist (METHOD §4, initialisation).
+    """A specialist initialised from the generalist (docs/method.md §4, initialisation).
 
     Every body weight is copied; the head has |S| + 1 outputs; the rows for S are the generalist's
     rows for those classes. The dustbin row is **(choice)** the linear function of the features
@@ -229,7 +229,7 @@ def build_specialist(
 
 
 def route(p_general: torch.Tensor, membership: torch.Tensor, top_n: int = 1) -> torch.Tensor:
-    """Active specialists (METHOD §5, steps 1-2): ``active[b, m]`` is True when group m holds one
+    """Active specialists (docs/method.md §5, steps 1-2): ``active[b, m]`` is True when group m holds one
     of example b's ``top_n`` most probable classes under the generalist.
 
     p_general: (B, C); membership: (M, C) bool, ``membership[m, c]`` = class c ∈ S_m. Returns (B, M).
@@ -241,7 +241,7 @@ def route(p_general: torch.Tensor, membership: torch.Tensor, top_n: int = 1) -> 
 def combine_one(
     p_general: torch.Tensor, p_specialist: torch.Tensor, group: torch.Tensor, weight: float = 1.0
 ) -> torch.Tensor:
-    """q of METHOD §5 when exactly one specialist is active: the closed form of the KL solve.
+    """q of docs/method.md §5 when exactly one specialist is active: the closed form of the KL solve.
 
     With A = {m} and the specialist's term weighted by w (1: the paper's objective), the
     stationarity conditions give q_i = (p_g(i) + w p_m(i)) / (1 + w) for i ∈ S and

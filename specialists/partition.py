@@ -1,4 +1,4 @@
-"""The data every specialist reads, split out in one pass (METHOD §4, §5).
+"""The data every specialist reads, split out in one pass (docs/method.md §4, §5).
 
 Specialist m reads two subsets that are small when M is large: the training examples of its
 group S_m (half of each enriched batch) and the validation examples the generalist routes to it
@@ -9,7 +9,7 @@ Here both are written out once per run, before any specialist trains:
 
 - ``train``: one pass over the training split; example (x, y) goes to every group holding y;
 - ``val``: one pass of the generalist over the validation split; an example goes to every group
-  holding one of its ``top_n`` classes (the routing of METHOD §5 that inference will use).
+  holding one of its ``top_n`` classes (the routing of docs/method.md §5 that inference will use).
 
 so the stage costs O(N + Σ_m |its subsets|). The result lives in ``<out>/specialists/groups/``
 (shards in the dataset's own format, :mod:`specens.data.parts`, and ``groups.json``), published

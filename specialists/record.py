@@ -1,4 +1,4 @@
-"""A trained specialist's record, ``specialist.json`` beside its ``model.safetensors`` (METHOD §4):
+"""A trained specialist's record, ``specialist.json`` beside its ``model.safetensors`` (docs/method.md §4):
 where it lives in a run, its fingerprint, how it is read and checked, and how it is loaded.
 
 The record says what the specialist predicts (its group and class names, the dustbin correction

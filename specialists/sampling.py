@@ -1,4 +1,4 @@
-"""Enriched batches for a specialist (METHOD §4): a fraction ρ (= 0.5) of each batch from
+"""Enriched batches for a specialist (docs/method.md §4): a fraction ρ (= 0.5) of each batch from
 examples whose label is in S, the rest from the other classes, each part at random.
 
 Design: two streams, mixed batch by batch, each an ordinary

@@ -1,4 +1,4 @@
-"""Training one specialist: plain Python, importable and testable without Ray (METHOD §4).
+"""Training one specialist: plain Python, importable and testable without Ray (docs/method.md §4).
 
 ``train_specialist(cfg, index)`` builds specialist ``index`` of ``clusters.json`` from the
 generalist, chooses its learning rate by one-epoch trials where ``lr = 0`` (the default), trains
@@ -79,7 +79,7 @@ from .sampling import EnrichedStream
 
 @dataclass(frozen=True, kw_only=True)
 class SpecialistConfig(OptimParts, SoftTargetParts, RuntimeParts):
-    """Specialist training (METHOD §4). ``specens specialists train`` builds one from a TOML file
+    """Specialist training (docs/method.md §4). ``specens specialists train`` builds one from a TOML file
     (top level or a ``[specialists]`` table) and ``--set key=value`` overrides. The optimiser,
     runtime and soft-target fields come from the shared parts of :mod:`specens.core.config`."""
 
@@ -270,7 +270,7 @@ class _Job:
     info: Any
     group: torch.Tensor  # its classes, sorted
     n_special: float  # training examples in the group
-    pi: float  # their share of the training split (METHOD §4)
+    pi: float  # their share of the training split (docs/method.md §4)
     correction: float  # the dustbin logit's correction for the oversampling
     final: Path
     work: Path
@@ -326,7 +326,7 @@ def _bn_inputs(cfg: SpecialistConfig, job: _Job, parts) -> Callable[[int], Itera
 
 
 def _epoch(cfg: SpecialistConfig, job: _Job, recipe: Recipe, stream: EnrichedStream, teacher_top, device):
-    """One epoch of the specialist's loss (METHOD §4) over its enriched batches; a shared-trunk
+    """One epoch of the specialist's loss (docs/method.md §4) over its enriched batches; a shared-trunk
     specialist runs the frozen trunk once per batch for its own logits and the soft targets."""
     model, gen, g = recipe.model, job.gen, job.group.to(device)
     shift = job.correction if cfg.soft_prior == "enriched" else 0.0

@@ -1,4 +1,4 @@
-"""Clustering (METHOD §3): the covariance against numpy, planted groups recovered, options, errors."""
+"""Clustering (docs/method.md §3): the covariance against numpy, planted groups recovered, options, errors."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""The KL combination (METHOD §5) against an independent float64 reference and its special cases."""
+"""The KL combination (docs/method.md §5) against an independent float64 reference and its special cases."""
 
 import numpy as np
 import pytest
@@ -91,7 +91,7 @@ def test_weighted_em_and_gradient_agree_with_newton(method):
 
 def test_one_specialist_weighted_gives_p_g_plus_w_p_m_inside_its_group():
     """With one active specialist, q on S_m is proportional to p_g + w·p_m and q(S_m) solves the
-    two-outcome problem: (p_g(S) + w(1 − p_m(d))) / (1 + w) (METHOD §5 with w)."""
+    two-outcome problem: (p_g(S) + w(1 − p_m(d))) / (1 + w) (docs/method.md §5 with w)."""
     rng = np.random.default_rng(12)
     c, g = 9, torch.tensor([1, 4, 6])
     pg = torch.tensor(rng.dirichlet(np.ones(c), 5))

@@ -116,9 +116,10 @@ def test_excluded_classes_are_never_trained_on(trained, synthetic_ds, tmp_path):
 
 
 def test_soft_targets_regularise_training_on_little_data(trained, synthetic_ds, tmp_path):
-    """METHOD §6: on 3% of the training split (a stable subset, about 6 examples per class), a net
-    trained on hard targets overfits; the same net trained on the full-data generalist's soft
-    targets gets close to it. Seen: hard 0.90, soft 0.947, the full-data generalist 0.959."""
+    """docs/method.md §4, soft targets as a regulariser: on 3% of the training split (a stable
+    subset, about 6 examples per class), a net trained on hard targets overfits; the same net
+    trained on the full-data generalist's soft targets gets close to it. Seen: hard 0.90, soft
+    0.947, the full-data generalist 0.959."""
 
     def top1(run):
         return evaluate_generalist(run, synthetic_ds, "test", progress=False)["top1"]

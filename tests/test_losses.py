@@ -1,4 +1,4 @@
-"""The distillation loss (METHOD §1) against float64 references and its known limits."""
+"""The distillation loss (docs/method.md §1) against float64 references and its known limits."""
 
 import numpy as np
 import pytest
@@ -14,7 +14,7 @@ def _np_softmax(z, t=1.0):
 
 
 def _reference(z, y, p, alpha, t):
-    """METHOD §1 written out in float64 NumPy, independently of the implementation."""
+    """docs/method.md §1 written out in float64 NumPy, independently of the implementation."""
     q_t = _np_softmax(z, t)
     with np.errstate(divide="ignore", invalid="ignore"):
         kl = np.where(p > 0, p * (np.log(p) - np.log(q_t)), 0.0).sum(-1).mean()
@@ -70,7 +70,7 @@ def test_T_squared_keeps_soft_gradient_size_independent_of_T():
 
 
 def test_high_temperature_limit_is_logit_matching():
-    """METHOD §1: at high T with zero-mean logits, the unscaled soft gradient ≈ (z − v)/(N T²)."""
+    """docs/method.md §1: at high T with zero-mean logits, the unscaled soft gradient ≈ (z − v)/(N T²)."""
     torch.manual_seed(1)
     n = 10
     z = torch.randn(1, n, dtype=torch.float64)
@@ -131,7 +131,7 @@ def test_temper_of_a_softmax_is_the_softmax_at_that_temperature(t):
 
 
 def test_temper_of_an_ensemble_q_against_numpy_power():
-    """On q from the exact KL solve (METHOD §5), temper is q^(1/T) / Σ q^(1/T) in float64 NumPy;
+    """On q from the exact KL solve (docs/method.md §5), temper is q^(1/T) / Σ q^(1/T) in float64 NumPy;
     T = 1 returns q; an exact zero stays zero at every T."""
     from specens.inference.combine import combine_distributions
 

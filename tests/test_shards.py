@@ -120,8 +120,9 @@ def test_epoch_size_is_fixed(synthetic_ds):
 
 
 def test_fraction_is_a_stable_nested_subset(synthetic_ds):
-    """``fraction`` (METHOD §6's small-data runs) keeps the samples whose key hashes below it: the
-    same ones in every epoch and evaluation order, about the fraction asked for, and nested."""
+    """``fraction`` (the small-data runs of docs/method.md §4) keeps the samples whose key hashes
+    below it: the same ones in every epoch and evaluation order, about the fraction asked for, and
+    nested."""
     from specens.data.shards import key_fraction
 
     def keys(fraction, train=True, epoch=0):

@@ -1,4 +1,4 @@
-"""Specialists (METHOD §4): initialisation, enriched sampling, bias correction, regularisation."""
+"""Specialists (docs/method.md §4): initialisation, enriched sampling, bias correction, regularisation."""
 
 import math
 
@@ -316,7 +316,7 @@ def test_shared_trunk_specialists_train_save_and_load(synthetic_run, tmp_path):
 
 
 def test_a_widened_block_computes_the_same_function_and_its_copies_learn_apart():
-    """Net2WiderNet (METHOD §4, initialisation): 3x the inner channels, the block's output
+    """Net2WiderNet (docs/method.md §4, initialisation): 3x the inner channels, the block's output
     unchanged in eval and in training mode (float64), and one step of SGD moves the copies of a
     channel differently, so that the extra capacity is not k copies of one unit forever."""
     from specens.generalist.models import _Residual

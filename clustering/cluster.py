@@ -17,7 +17,14 @@ import torch
 from specens.core.config import Validated, config_to_json, param
 from specens.core.device import resolve_device
 from specens.core.errors import CheckpointError, ConfigError
-from specens.core.io import check_target, fingerprint, publish_dir, read_artifact_json, write_json_atomic
+from specens.core.io import (
+    check_outside_inputs,
+    check_target,
+    fingerprint,
+    publish_dir,
+    read_artifact_json,
+    write_json_atomic,
+)
 from specens.core.progress import progress_bar
 from specens.data.format import INFO_FILE, load_info
 from specens.data.shards import iter_split
@@ -93,6 +100,7 @@ class ClusterConfig(Validated):
 def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
     """Stream the transfer set through the generalist, accumulate Σ, fit groups, write artifacts."""
     device = resolve_device(cfg.device)
+    check_outside_inputs(cfg.out, "--out", data=cfg.data, generalist=cfg.generalist)
     check_target(cfg.out, CLUSTER_FILES, "a `specens cluster` output")  # before the pass over the data
     g = load_generalist(cfg.generalist, device, cfg.trust_code)
     info = load_info(cfg.data)

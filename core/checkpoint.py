@@ -18,10 +18,20 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
-from .io import atomic_path, fingerprint, publish_dir, read_artifact_json, read_json, write_json_atomic
+from .io import (
+    atomic_path,
+    check_no_links,
+    check_target,
+    fingerprint,
+    publish_dir,
+    read_artifact_json,
+    read_json,
+    write_json_atomic,
+)
 
 WEIGHTS = "model.safetensors"
 STATE_FORMAT, STATE_VERSION = "specens.training-state", 1  # progress.json of a resumable training state
+CHECKPOINT_FILES = ("epoch-[0-9][0-9][0-9][0-9]/", "latest.json", "best.safetensors")  # what <work>/checkpoints holds
 
 
 def save_weights(
@@ -95,6 +105,15 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike | dict[str, tor
     model.load_state_dict(state)
 
 
+def checkpoint_dir(work: str | os.PathLike) -> Path:
+    """``<work>/checkpoints``, checked to be no symbolic link and to hold nothing but
+    :data:`CHECKPOINT_FILES` (no link inside either), so that writing and pruning the training
+    state never reaches a directory the stage does not own."""
+    ckpt_root = check_no_links(work, Path(work) / "checkpoints")
+    check_target(ckpt_root, CHECKPOINT_FILES, "training checkpoints")
+    return ckpt_root
+
+
 def save_training_state(
     work: str | os.PathLike,
     epoch: int,
@@ -108,7 +127,7 @@ def save_training_state(
     ``state`` holds tensors and plain containers only (optimizer, scheduler and RNG states), so
     that it loads with ``weights_only=True``. Older epoch directories beyond ``keep`` are removed.
     """
-    ckpt_root = Path(work) / "checkpoints"
+    ckpt_root = checkpoint_dir(work)
     name = f"epoch-{epoch:04d}"
 
     def write(tmp: Path) -> None:
@@ -159,5 +178,5 @@ def _read_progress(d: Path) -> dict:
 
 
 def discard_training_state(work: str | os.PathLike) -> None:
-    """Remove ``<work>/checkpoints`` (a restart)."""
-    shutil.rmtree(Path(work) / "checkpoints", ignore_errors=True)
+    """Remove ``<work>/checkpoints`` (a restart); a link there is refused, not followed."""
+    shutil.rmtree(checkpoint_dir(work), ignore_errors=True)

@@ -120,22 +120,83 @@ LEFTOVERS = (TEMP_GLOB, ".*.old")  # what a killed write of this module leaves b
 def check_target(final: str | os.PathLike, own: Sequence[str], what: str) -> None:
     """The one rule for a directory a stage writes: ``final`` may be absent, empty, or hold only
     the stage's own files (``own``: names or glob patterns, e.g. ``clusters.json`` or
-    ``*.jsonl``; plus this module's temporaries). A directory holding anything else (a run
-    directory, someone's notes, an older layout that put other outputs beside this one) is
-    refused, never replaced or mixed into. Raises :class:`CheckpointError` naming the directory."""
+    ``*.jsonl``, a pattern ending in ``/`` naming a directory such as ``checkpoints/``; plus this
+    module's temporaries). A directory holding anything else (a run directory, someone's notes,
+    an older layout that put other outputs beside this one), an own name that is a directory
+    where a file belongs (or the reverse), and any symbolic link (``final`` itself or inside it:
+    a link could send a replacement or a deletion to a directory the stage does not own) are
+    refused, never replaced or mixed into. Raises :class:`CheckpointError` naming the path."""
     final = Path(final)
+    if final.is_symlink():
+        raise CheckpointError(
+            f"{final}: is a symbolic link (to {os.readlink(final)}); refusing to write {what} through it "
+            "(give the directory it names, or a new one)"
+        )
     if final.exists() and not final.is_dir():
         raise CheckpointError(f"{final}: is a file, not a directory for {what}")
     if not final.is_dir():
         return
-    patterns = (*own, *LEFTOVERS)
-    others = sorted(p.name for p in final.iterdir() if not any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns))
+    others = sorted(_shown(p) for p in final.iterdir() if not _owned(p, own))
     if others:
         shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
         raise CheckpointError(
             f"{final}: holds files that are not {what} ({shown}); refusing to write into it "
             "(choose a new or empty directory)"
         )
+
+
+def _shown(entry: Path) -> str:
+    return entry.name + (" (a symbolic link)" if entry.is_symlink() else "/" if entry.is_dir() else "")
+
+
+def _owned(entry: Path, own: Sequence[str]) -> bool:
+    """Whether ``entry`` is one of a stage's own files: its name matches a pattern of ``own`` (a
+    directory's pattern ending in ``/``) or a leftover temporary, and it is no symbolic link."""
+    if entry.is_symlink():
+        return False
+    if any(fnmatch.fnmatchcase(entry.name, pat) for pat in LEFTOVERS):
+        return True
+    is_dir = entry.is_dir()
+    return any(fnmatch.fnmatchcase(entry.name, pat.rstrip("/")) and pat.endswith("/") == is_dir for pat in own)
+
+
+def check_no_links(root: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """``path``, which lies under the output directory ``root``, checked to reach no symbolic link
+    below ``root`` (``root`` itself, which the user named, may be or lie under one): a link that a
+    shared run directory carries could send a stage's writes, replacements or deletions into a
+    directory it does not own. Returns ``Path(path)``; raises :class:`CheckpointError` naming the
+    link."""
+    root, path = Path(root), Path(path)
+    rel = path.relative_to(root)
+    at = root
+    for part in rel.parts:
+        at = at / part
+        if at.is_symlink():
+            raise CheckpointError(
+                f"{at}: is a symbolic link (to {os.readlink(at)}); refusing to write through it, "
+                f"since it leads out of {root} (remove the link)"
+            )
+    return path
+
+
+def check_outside_inputs(out: str | os.PathLike, option: str, **inputs: Any) -> None:
+    """Refuse an output directory ``out`` that is, or lies inside, one of the stage's inputs
+    (``inputs``: a path, or a sequence of paths, per option naming them, such as ``data=...``),
+    links resolved: a stage never writes into what it reads. An input inside the output (a run
+    holding its generalist) is fine."""
+    real_out = Path(os.path.realpath(out))
+    named = [(n, p) for n, v in inputs.items() for p in ([v] if isinstance(v, (str, os.PathLike)) else v or ())]
+    for name, path in named:
+        if not path:
+            continue
+        real_in = Path(os.path.realpath(path))
+        if real_in.is_file():  # a file input (clusters.json, x.npy): a directory never replaces it
+            continue
+        if real_out == real_in or real_in in real_out.parents:
+            raise CheckpointError(
+                f"{option} {out} lies inside the input --{name.replace('_', '-')} {path}; "
+                "outputs are never written into an input (choose another directory)"
+            )
 
 
 def publish_dir(
@@ -146,13 +207,13 @@ def publish_dir(
     what: str = "an earlier output of this stage",
 ) -> None:
     """Create directory ``final`` atomically: ``write(tmp)`` fills a fresh hidden sibling, which
-    then replaces ``final`` (a symbolic link is followed: the directory it names is replaced). A
-    crash leaves either the old ``final`` or the new one (plus, at worst, a hidden leftover),
-    never a half-written ``final``; on any error the old ``final`` is untouched. With ``own``,
-    :func:`check_target` first refuses a ``final`` holding anything but those files."""
-    if own is not None:
-        check_target(final, own, what)
-    with atomic_path(os.path.realpath(final), directory=True) as tmp:
+    then replaces ``final``. A crash leaves either the old ``final`` or the new one (plus, at
+    worst, a hidden leftover), never a half-written ``final``; on any error the old ``final`` is
+    untouched. :func:`check_target` first refuses a ``final`` that is a symbolic link (the
+    directory it names is not the stage's to replace) or, with ``own``, one holding anything but
+    those files."""
+    check_target(final, own if own is not None else ("*", "*/"), what)
+    with atomic_path(final, directory=True) as tmp:
         write(tmp)
 
 

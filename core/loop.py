@@ -49,6 +49,7 @@ import torch
 
 from .batchnorm import batch_norms, recompute_batch_norm
 from .checkpoint import (
+    checkpoint_dir,
     discard_training_state,
     load_training_state,
     load_weights,
@@ -199,6 +200,7 @@ class EpochLoop:
     refresh_bn: Callable[[int], int] | None = None  # recomputes batch norm after epoch e; returns examples read
 
     def _resume(self) -> tuple[int, list[dict], dict | None]:
+        checkpoint_dir(self.work)  # a link or a stranger's file there is refused before any training
         try:
             changes = stale_changes(self.work, self.config)
         except CheckpointError:  # a state this specens cannot read: discarded on restart, else refused

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from specens.core.errors import ConfigError, DataError
+from specens.core.io import check_outside_inputs
 
 from .fonts import Face, cmap_of, covered, find_faces, one_per_design, splits_by_name
 from .fonts import charset as read_charset
@@ -180,6 +181,7 @@ def import_glyphs(
             test measure the training distribution on unseen faces. None: ``"strong"`` with
             ``fonts``, ``"jitter"`` without.
     """
+    check_outside_inputs(out, "--out", like=like)
     augment = _check_options(n_classes, fonts, augment, charset, like, val_faces, test_faces)
     if fonts is None:
         return _import_dejavu(
@@ -188,7 +190,8 @@ def import_glyphs(
     per_split = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
     plan = _font_plan(fonts, n_classes, seed, charset, val_faces, test_faces, like, size, per_split)
     source = _font_source(plan, charset, size, seed, augment, like)
-    return _write(out, dataclasses.replace(plan, source=source), size, seed, shard_size, progress, workers, augment)
+    plan = dataclasses.replace(plan, source=source)
+    return _write(out, plan, size, seed, shard_size, progress, workers, augment)
 
 
 def _font_source(plan, charset, size, seed, augment, like) -> dict:

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from specens.core.errors import DataError
+from specens.core.io import check_outside_inputs
 
 from .format import InputSpec
 from .splitting import stratified_split, three_way_split
@@ -60,6 +61,7 @@ def import_idx(
 
     The last ``val_size`` training images become the validation split.
     """
+    check_outside_inputs(out, "--out", source=source)
 
     def load(prefix):
         src = Path(source)
@@ -142,6 +144,7 @@ def import_clinc150(
     source: str, out: str, featurizer: HashedNgrams = DEFAULT_FEATURIZER, shard_size: int = 10_000
 ) -> None:
     """CLINC150 (:func:`read_clinc150`) as a dataset whose known groups are the 10 domains."""
+    check_outside_inputs(out, "--out", source=source)
     classes, splits, groups, names = read_clinc150(source)
     write_text_dataset(
         out,
@@ -184,6 +187,7 @@ def import_banking77(
     shard_size: int = 10_000,
 ) -> None:
     """Banking77 (:func:`read_banking77`) as a dataset; no known groups."""
+    check_outside_inputs(out, "--out", source=source)
     classes, splits = read_banking77(source, val_fraction, seed)
     write_text_dataset(
         out,
@@ -216,6 +220,7 @@ def import_folder(
     of grey pixels triples the input and the first layer's cost for nothing). Stratified seeded
     splits of ``val_fraction`` and ``test_fraction``.
     """
+    check_outside_inputs(out, "--out", source=source)
     src = Path(source)
     classes = sorted(p.name for p in src.iterdir() if p.is_dir()) if src.is_dir() else []
     if not classes:

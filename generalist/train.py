@@ -22,7 +22,7 @@ from specens.core.config import config_to_json
 from specens.core.cost import Stopwatch, TrainingCost, forward_flops, training_cost
 from specens.core.device import autocast
 from specens.core.errors import CheckpointError, ConfigError, DataError, check_same_classes
-from specens.core.io import check_target
+from specens.core.io import check_outside_inputs, check_target
 from specens.core.loop import Recipe, start
 from specens.core.progress import progress_bar
 from specens.data.augment import random_shift
@@ -36,7 +36,7 @@ from .losses import distillation_loss, ensemble_soft_targets
 from .models import ModelSpec, data_defaults, default_model
 
 # What a training run directory holds (a student's also teacher.json and distill.json).
-RUN_FILES = ("model.json", "model.safetensors", "checkpoints", "teacher.json", "distill.json")
+RUN_FILES = ("model.json", "model.safetensors", "checkpoints/", "teacher.json", "distill.json")
 BN_SEED = 7919  # offsets the seed of the stream batch norm is recomputed over from the training stream's
 
 
@@ -157,6 +157,7 @@ def train_generalist(
     Batches come from the training split and, interleaved, from every ``cfg.transfer`` set, whose
     labels are not used (the hard term is dropped for their batches; docs/method.md §1)."""
     clock = Stopwatch()
+    check_outside_inputs(cfg.out, "--out", data=cfg.data, transfer=cfg.transfer, teacher=cfg.teacher, init=cfg.init)
     check_target(cfg.out, RUN_FILES, "a training run directory")
     device = start(cfg)
     info = load_info(cfg.data)

@@ -42,7 +42,7 @@ from specens.core.config import load_config
 from specens.core.cost import format_flops, forward_flops
 from specens.core.device import resolve_device
 from specens.core.errors import ConfigError
-from specens.core.io import write_json_atomic
+from specens.core.io import check_no_links, check_outside_inputs, write_json_atomic
 from specens.data.format import load_info
 from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist, training_config
@@ -204,11 +204,12 @@ def compute_matched(
     train as the run's generalist did (``threads``, if given, replaces its CPU thread count, which
     changes nothing computed); a run whose model names code needs ``trust_code``."""
     run_dir = Path(run_dir)
+    check_outside_inputs(run_dir, "--run", data=data)
     dev = resolve_device(device)
     ens = Ensemble.load(run_dir, device=device, trust_code=trust_code)
     ens.dataset_info(data)  # its classes and input shape are the run's, before anything trains
     b = budget(ens)
-    out = run_dir / BASELINES
+    out = check_no_links(run_dir, run_dir / BASELINES)
     example = next(iter(iter_split(data, split, 8))).inputs.to(dev)
     f_g = forward_flops(ens.generalist.model, example)
     runtime = {"device": device} if threads is None else {"device": device, "threads": threads}
@@ -283,7 +284,7 @@ class _Alternatives:
         """Train alternative ``name`` into ``baselines/<name>``; returns (the loaded generalist, its history)."""
         from specens.generalist.train import train_generalist
 
-        out = str(self.run_dir / BASELINES / name)
+        out = str(check_no_links(self.run_dir, self.run_dir / BASELINES / name))
         cfg = _generalist_config(self.run_dir, self.trust_code, out=out, **{**self.runtime, **changes})
         res = train_generalist(cfg, progress=self.progress, restart=self.restart)
         return load_generalist(res.run_dir, self.dev, self.trust_code), res.history

@@ -98,7 +98,12 @@ def evaluate_cmd(run_dir, data, split, out, top_n, batch_size, all_specialists, 
 
     ens = Ensemble.load(run_dir, device=device, top_n=top_n, all_specialists=all_specialists, trust_code=trust_code)
     r = evaluate_ensemble(ens, data, split, batch_size, progress=not quiet)
-    out = out or f"{run_dir}/evaluation"
+    from pathlib import Path
+
+    from specens.core.io import check_no_links, check_outside_inputs
+
+    out = out or check_no_links(run_dir, Path(run_dir) / "evaluation")
+    check_outside_inputs(out, "--out", data=data)
     save_report(r, out)
     click.echo(format_report(r))
     click.echo(f"saved {out}/evaluation.json and {out}/table4.png")

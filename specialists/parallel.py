@@ -29,7 +29,7 @@ from specens.clustering.cluster import load_clusters
 from specens.clustering.regime import RegimeCheck, examples_per_class, regime_check
 from specens.core.device import resolve_device
 from specens.core.errors import CheckpointError
-from specens.core.io import check_target
+from specens.core.io import check_no_links, check_outside_inputs, check_target
 from specens.core.loop import TrainingMetrics, stale_changes
 from specens.core.raysession import RETRIED_EXCEPTIONS, ray_session
 from specens.data.format import INFO_FILE, load_info
@@ -85,8 +85,9 @@ def plan(
     at one, made with another generalist, clusters or config is refused with one error naming the
     differences, or retrained with ``restart`` (the rerun policy of :mod:`specens.core.loop`)."""
     todo, done, stale = [], [], []
-    for m in wanted:  # a directory holding anything but a specialist's files stops the run before any work
-        check_target(specialist_dir(cfg.out, m), SPECIALIST_FILES, "a trained specialist")
+    check_outside_inputs(cfg.out, "--out", data=cfg.data, generalist=cfg.generalist, clusters=cfg.clusters)
+    for m in wanted:  # a directory holding anything but a specialist's files, or a link, stops the run before any work
+        check_target(check_no_links(cfg.out, specialist_dir(cfg.out, m)), SPECIALIST_FILES, "a trained specialist")
     for m in wanted:
         changes = complete_changes(cfg, m, gen_fp, clusters_fp)
         if changes == []:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from specens.core.errors import CheckpointError
-from specens.core.io import publish_dir, read_artifact_json, write_json_atomic
+from specens.core.io import check_no_links, publish_dir, read_artifact_json, write_json_atomic
 from specens.data.format import DatasetInfo
 from specens.data.parts import Parts, partition_split
 
@@ -41,6 +41,7 @@ from .model import route
 
 FORMAT, FORMAT_VERSION = "specens.groups", 1
 MANIFEST = "groups.json"
+PARTITION_FILES = (MANIFEST, "train-*.tar", "val-*.tar")  # what the partition's directory holds
 
 
 def partition_dir(out: str | Path) -> Path:
@@ -140,7 +141,8 @@ def build_partition(
             },
         )
 
-    publish_dir(partition_dir(out), write)
+    final = check_no_links(out, partition_dir(out))
+    publish_dir(final, write, own=PARTITION_FILES, what="the specialists' data partition")
     return load_partition(out, key, info)
 
 

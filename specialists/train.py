@@ -52,9 +52,7 @@ from specens.core.config import (
 from specens.core.cost import Stopwatch, TrainingCost, forward_flops, training_cost
 from specens.core.device import autocast
 from specens.core.errors import CheckpointError, ConfigError, TrainingDiverged
-from specens.core.io import (
-    check_target,
-)
+from specens.core.io import check_no_links, check_outside_inputs, check_target
 from specens.core.loop import Recipe, TrainingMetrics, start
 from specens.data.format import INFO_FILE, load_info
 from specens.data.shards import iter_split
@@ -294,8 +292,10 @@ class _Job:
                 f"group {index} has {int(n_special)} training examples of {int(counts.sum())}: "
                 "a specialist needs examples both in and outside its group"
             )
-        final = specialist_dir(cfg.out, index)
+        check_outside_inputs(cfg.out, "--out", data=cfg.data, generalist=cfg.generalist, clusters=cfg.clusters)
+        final = check_no_links(cfg.out, specialist_dir(cfg.out, index))
         check_target(final, SPECIALIST_FILES, "a trained specialist")
+        check_no_links(cfg.out, work_dir(cfg.out, index))
         correction = dustbin_correction(pi, cfg.rho)
         return cls(index, gen, clusters, info, group, n_special, pi, correction, final, work_dir(cfg.out, index))
 

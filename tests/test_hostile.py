@@ -191,7 +191,103 @@ TRAIN = (
 )
 
 
+def _mine(w: Path, name: str = "mine", files=("notes.txt",)) -> Path:
+    """A user's folder beside the run, holding their own files."""
+    (w / name).mkdir(parents=True, exist_ok=True)
+    for f in files:
+        (w / name / f).write_text("the user's own")
+    return w / name
+
+
+def _link(rel: str, target: str = "mine", files=("notes.txt",)):
+    """``rel`` (moved aside if present) made a symbolic link to a user's folder ``target``."""
+
+    def f(w: Path) -> None:
+        _mine(w, target, files)
+        if (w / rel).exists():
+            (w / rel).rename(w / "aside")
+        (w / rel).parent.mkdir(parents=True, exist_ok=True)
+        (w / rel).symlink_to(w / target, target_is_directory=True)
+
+    return f
+
+
+def _moved_link(rel: str):
+    """``rel`` moved to a user's place and linked back: a shared run whose folder points outside."""
+
+    def f(w: Path) -> None:
+        (w / rel).rename(w / "elsewhere")
+        (w / rel).symlink_to(w / "elsewhere", target_is_directory=True)
+
+    return f
+
+
+LINKS = [  # a link inside an output directory is never followed to write, replace or delete
+    ("partition linked outside", _link("run2/specialists/groups"), SPEC, "groups: is a symbolic link"),
+    ("partition a user's folder", lambda w: _mine(w / "run2/specialists", "groups"), SPEC, "groups: holds files"),
+    (
+        "specialists/ linked outside",
+        _moved_link("run/specialists"),
+        SPEC[:-4] + ("--out", "{w}/run", "--restart"),
+        "is a symbolic link",
+    ),
+    ("generalist checkpoints linked", _link("g2/checkpoints"), TRAIN, "checkpoints (a symbolic link)"),
+    ("checkpoint epoch linked", _link("g2/checkpoints/epoch-0000"), TRAIN, "epoch-0000 (a symbolic link)"),
+    (
+        "evaluation/ linked to a user's table4.png",
+        _link("run/evaluation", files=("table4.png",)),
+        ("evaluate", "--run", "{w}/run", "--data", "{w}/ds", "--quiet"),
+        "evaluation: is a symbolic link",
+    ),
+    (
+        "evaluation.json a user's folder",
+        lambda w: _mine(w / "ev", "evaluation.json"),
+        ("evaluate", "--run", "{w}/run", "--data", "{w}/ds", "--quiet", "--out", "{w}/ev"),
+        "evaluation.json/",
+    ),
+    (
+        "baselines linked outside",
+        _link("run/baselines"),
+        ("baseline", "--run", "{w}/run", "--data", "{w}/ds"),
+        "baselines: is a symbolic link",
+    ),
+    # no output is written inside an input
+    ("specialists --out the dataset", lambda w: None, SPEC[:-4] + ("--out", "{w}/ds"), "inside the input --data"),
+    (
+        "cluster --out inside the generalist",
+        lambda w: None,
+        CLUSTER[:-3] + ("--out", "{w}/run/generalist/c", "--quiet"),
+        "inside the input --generalist",
+    ),
+    (
+        "generalist --out inside the data",
+        lambda w: None,
+        TRAIN[:4] + ("--out", "{w}/ds/g") + TRAIN[6:],
+        "inside the input --data",
+    ),
+    ("infer --out the dataset", lambda w: None, INFER[:-2] + ("--out", "{w}/ds"), "inside the input --data"),
+    (
+        "infer into a user's *.q.npy",
+        lambda w: (_mine(w, "pred", ()), np.save(w / "pred" / "x.q.npy", np.zeros(2))),
+        INFER,
+        "no infer.json describes",
+    ),
+    (
+        "data glyphs --like DATA --out DATA",
+        lambda w: (w / "none.ttf").write_bytes(b"not a font"),
+        ("data", "glyphs", "--like", "{w}/ds", "--out", "{w}/ds", "--font", "{w}/none.ttf"),
+        "inside the input --like",
+    ),
+    (
+        "data clinc150 --out its own source folder",
+        lambda w: None,
+        ("data", "clinc150", "--source", "{w}/ds", "--out", "{w}/ds"),
+        "inside the input --source",
+    ),
+]
+
 CASES = [
+    *LINKS,
     # the generalist's model.json
     ("model.json not JSON", _text(G, "{oops"), EVAL, "model.json: not valid JSON"),
     ("model.json empty", _text(G, ""), EVAL, "model.json: not valid JSON"),
@@ -431,7 +527,7 @@ CASES = [
         "cluster --out beside other outputs",
         lambda w: shutil.copy(w / CL, w / "run" / "clusters.json"),
         ("cluster", "--generalist", "{w}/run/generalist", "--data", "{w}/ds", "--out", "{w}/run", "--quiet"),
-        "holds files that are not a `specens cluster` output (clusters, generalist, specialists)",
+        "holds files that are not a `specens cluster` output (clusters/, generalist/, specialists/)",
     ),
     (
         "data glyphs --out a dataset beside a user's file",
@@ -526,7 +622,7 @@ CASES = [
         "distill: teacher.json a directory",
         lambda w: (w / "run/student/teacher.json").mkdir(parents=True),
         ("distill", "--run", "{w}/run", "--data", "{w}/ds", "--quiet", "--epochs", 1),
-        "teacher.json: is a directory",
+        "run directory (teacher.json/)",
     ),
     (
         "correction not the one pi and rho give",

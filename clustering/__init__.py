@@ -1,4 +1,4 @@
-"""specens.clustering: groups of classes the generalist confuses (METHOD §3).
+"""specens.clustering: groups of classes the generalist confuses (docs/method.md §3).
 
 from specens.clustering import ClusterReport, ConfusionClusterer, prediction_covariance
 

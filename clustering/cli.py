@@ -20,7 +20,7 @@ from specens.core.config import load_config, parse_overrides
 @options.trust_code
 def cluster_cli(config_path, generalist, data, out, n_groups, temperature, sets, quiet, trust_code):
     """Covariance of the generalist's soft predictions, k-means on its columns, and a report of
-    whether the groups are worth specialists (METHOD §3)."""
+    whether the groups are worth specialists (docs/method.md §3)."""
     from .cluster import ClusterConfig, cluster
 
     overrides = {

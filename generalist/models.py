@@ -1,6 +1,6 @@
 """Classifier architectures. Every model is a :class:`Classifier`: a ``body`` that maps inputs to
 features and one final linear ``head``, because specialists copy the body and rows of the head
-(METHOD §4, initialisation).
+(docs/method.md §4, initialisation).
 
 Models are built from a :class:`ModelSpec` (a registry name or a user's ``module:callable``, plus
 keyword arguments), which checkpoints store so that they can rebuild the model without pickles.

@@ -1,4 +1,4 @@
-"""specens.inference: the top layer. The combination of METHOD §5 (:func:`combine_distributions`),
+"""specens.inference: the top layer. The combination of docs/method.md §5 (:func:`combine_distributions`),
 the routed, sparse :class:`Ensemble`, batch inference and evaluation; its ``cli`` module is the
 ``specens`` command.
 

@@ -10,7 +10,7 @@ from specens.core.config import load_config, parse_overrides
 
 @click.group("specialists")
 def specialists_cli():
-    """One specialist per group of clusters.json (METHOD §4), trained in parallel with Ray."""
+    """One specialist per group of clusters.json (docs/method.md §4), trained in parallel with Ray."""
 
 
 @specialists_cli.command("train")

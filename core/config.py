@@ -104,6 +104,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[st
             raise ConfigError(f"{path}: not valid TOML ({e})") from None
         section = getattr(cls, "SECTION", None)
         values.update(raw.get(section, raw) if section in raw else raw)
+        _check_file_trust(cls, values, path, overrides or {})
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -136,6 +137,29 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[st
         raise ConfigError(
             f"{where}: missing required key{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing)) or e}"
         ) from None
+
+
+FILE_REFUSED = frozenset({"trust_code"})  # keys a config file may not set: trust comes from the caller
+
+
+def _check_file_trust(cls: type, values: dict[str, Any], path: str | Path, overrides: dict[str, Any]) -> None:
+    """A config file travels with runs and repositories like any shared directory, so it is read
+    as a stranger's (docs/safety.md): it may not grant trust (:data:`FILE_REFUSED`), and a field of
+    ``cls.CODE_FIELDS`` naming code (``"package.module:callable"``) is refused unless the caller
+    passed ``trust_code`` or set that field itself (on the command line or in the Python call)."""
+    for key in sorted(FILE_REFUSED & set(values)):
+        raise ConfigError(
+            f"{path}: {key!r} is not read from a config file; trust comes only from the command line "
+            f"(--trust-code) or the Python call ({key}=True)"
+        )
+    trusted = str(overrides.get("trust_code")).lower() == "true"
+    for key in getattr(cls, "CODE_FIELDS", ()):
+        value = values.get(key)
+        if isinstance(value, str) and ":" in value and overrides.get(key) is None and not trusted:
+            raise ConfigError(
+                f"{path}: {key} = {value!r} names code to import, and a config file cannot make specens run "
+                f"code; if you wrote it, pass --trust-code (or --set {key}=... on the command line)"
+            )
 
 
 def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -305,7 +329,7 @@ class RuntimeParts(Validated):
         60.0, ge=0
     )  # seconds between resumable checkpoints (and after the last epoch); 0: every epoch
     seed: int = 0
-    trust_code: bool = False  # build models that loaded run directories name as code (module:callable)
+    trust_code: bool = False  # build models that loaded run directories name as code; never from a config file
 
     RESUMABLE: typing.ClassVar[frozenset[str]] = frozenset(
         {"num_workers", "device", "threads", "checkpoint_every", "trust_code"}

@@ -285,7 +285,7 @@ class _Alternatives:
         from specens.generalist.train import train_generalist
 
         out = str(check_no_links(self.run_dir, self.run_dir / BASELINES / name))
-        cfg = _generalist_config(self.run_dir, self.trust_code, out=out, **{**self.runtime, **changes})
+        cfg = _generalist_config(self.run_dir, self.trust_code, out=out, data=self.data, **{**self.runtime, **changes})
         res = train_generalist(cfg, progress=self.progress, restart=self.restart)
         return load_generalist(res.run_dir, self.dev, self.trust_code), res.history
 

@@ -749,6 +749,34 @@ def test_trust_code_opts_in_and_says_so(work, monkeypatch):
     assert len(warning) == 1 and "specens_payload:make" in warning[0] and "trusted" in warning[0]
 
 
+FILES = [  # a config file travels like a shared directory: it grants no trust and names no code alone
+    ("generalist", "train", "--config", "{w}/t.toml", "--data", "{w}/ds", "--out", "{w}/g2", "--quiet"),
+    ("cluster", "--config", "{w}/t.toml", "--generalist", "{w}/run/generalist", "--data", "{w}/ds", "--out", "{w}/c2"),
+]
+
+
+@pytest.mark.parametrize("args", FILES, ids=[a[0] for a in FILES])
+def test_a_config_file_grants_no_trust(work, args, monkeypatch):
+    marker = work / "pwned"
+    _plant_code(work, marker, monkeypatch)
+    (work / "t.toml").write_text("trust_code = true\n")
+    r = run_cli(*(str(a).replace("{w}", str(work)) for a in args))
+    assert_refused(r, "t.toml: 'trust_code' is not read from a config file")
+    assert not marker.exists()
+
+
+def test_a_config_file_names_code_only_with_the_flag(work, monkeypatch):
+    marker = work / "pwned"
+    _plant_code(work, marker, monkeypatch)
+    (work / "t.toml").write_text('model = "specens_payload:make"\n')
+    r = run_cli(*(str(a).replace("{w}", str(work)) for a in FILES[0]))
+    assert_refused(r, "t.toml: model = 'specens_payload:make' names code to import")
+    assert not marker.exists()
+    r = run_cli(*(str(a).replace("{w}", str(work)) for a in FILES[0]), "--epochs", 1, "--trust-code")
+    assert r.exit_code == 0, r.output
+    assert marker.exists()  # the user vouched for the file: its code ran
+
+
 def test_training_may_name_the_users_own_code(work):
     r = run_cli(
         "generalist",

@@ -84,7 +84,8 @@ def check_shapes(model: torch.nn.Module, path: str | os.PathLike) -> None:
 
 def load_weights(model: torch.nn.Module, path: str | os.PathLike | dict[str, torch.Tensor]) -> None:
     """Load a safetensors file (or a state dict held in memory) into ``model``; names and shapes
-    must fit exactly."""
+    must fit exactly, and a file's floating-point tensors must be finite (a NaN or infinite
+    weight would predict NaN everywhere without an error: refused naming the tensor)."""
     if isinstance(path, dict):
         model.load_state_dict(path)
         return
@@ -102,6 +103,8 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike | dict[str, tor
     for k, v in model.state_dict().items():
         if v.shape != state[k].shape:
             raise CheckpointError(f"{path}: {k} has shape {list(state[k].shape)}, the model's is {list(v.shape)}")
+        if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all()):
+            raise CheckpointError(f"{path}: {k} holds non-finite values (NaN or infinity): they cannot predict")
     model.load_state_dict(state)
 
 

@@ -222,6 +222,48 @@ def _moved_link(rel: str):
     return f
 
 
+def _nan_weights(rel: str, meta: str, refingerprint):
+    """A NaN in the first weight of ``rel``'s safetensors, the fingerprints made to fit again."""
+
+    def f(w: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        from specens.core.io import fingerprint
+
+        path = w / rel / "model.safetensors"
+        state = load_file(str(path))
+        first = next(k for k, v in state.items() if v.is_floating_point())
+        state[first].view(-1)[0] = float("nan")
+        save_file(state, str(path))
+        edit_json(w / rel / meta, lambda d: d.update(weights_fingerprint=fingerprint(path)))
+        refingerprint(w / rel)
+
+    return f
+
+
+NON_FINITE = [  # weights that would predict NaN are refused when loaded, not evaluated with exit 0
+    (
+        "generalist NaN weights",
+        _nan_weights("run/generalist", "model.json", refingerprint_generalist),
+        EVAL,
+        "non-finite",
+    ),
+    ("specialist NaN weights", _nan_weights(S0, "specialist.json", refingerprint_specialist), INFER, "non-finite"),
+    (
+        "specialist NaN weights, evaluate",
+        _nan_weights(S0, "specialist.json", refingerprint_specialist),
+        ("evaluate", "--run", "{w}/run", "--data", "{w}/ds", "--quiet"),
+        "non-finite",
+    ),
+    (
+        "cluster on a NaN generalist",
+        _nan_weights("run/generalist", "model.json", refingerprint_generalist),
+        CLUSTER,
+        "non-finite",
+    ),
+]
+
+
 LINKS = [  # a link inside an output directory is never followed to write, replace or delete
     ("partition linked outside", _link("run2/specialists/groups"), SPEC, "groups: is a symbolic link"),
     ("partition a user's folder", lambda w: _mine(w / "run2/specialists", "groups"), SPEC, "groups: holds files"),
@@ -288,6 +330,7 @@ LINKS = [  # a link inside an output directory is never followed to write, repla
 
 CASES = [
     *LINKS,
+    *NON_FINITE,
     # the generalist's model.json
     ("model.json not JSON", _text(G, "{oops"), EVAL, "model.json: not valid JSON"),
     ("model.json empty", _text(G, ""), EVAL, "model.json: not valid JSON"),

@@ -114,7 +114,31 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode())
 
 
-LEFTOVERS = (TEMP_GLOB, ".*.old")  # what a killed write of this module leaves beside its target
+LOCK = ".specens.lock"  # held by the process training into a directory (:func:`exclusive`)
+LEFTOVERS = (TEMP_GLOB, ".*.old", LOCK)  # what a killed write of this module leaves beside its target
+
+
+@contextlib.contextmanager
+def exclusive(work: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold ``<work>/.specens.lock`` (created with ``work``) for the block: a second process
+    training into the same directory is refused at once, naming it, instead of the two writing,
+    pruning and publishing one another's checkpoints. The lock is the kernel's (``flock``), so a
+    killed process releases it; the empty file left behind is harmless and reused."""
+    import fcntl
+
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    fd = os.open(work / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CheckpointError(
+                f"{work}: another process is training {what} into it now; wait for it to finish or use another --out"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def check_target(final: str | os.PathLike, own: Sequence[str], what: str) -> None:

@@ -22,7 +22,7 @@ from specens.core.config import config_to_json
 from specens.core.cost import Stopwatch, TrainingCost, forward_flops, training_cost
 from specens.core.device import autocast
 from specens.core.errors import CheckpointError, ConfigError, DataError, check_same_classes
-from specens.core.io import check_outside_inputs, check_target
+from specens.core.io import check_outside_inputs, check_target, exclusive
 from specens.core.loop import Recipe, start
 from specens.core.progress import progress_bar
 from specens.data.augment import random_shift
@@ -159,6 +159,12 @@ def train_generalist(
     clock = Stopwatch()
     check_outside_inputs(cfg.out, "--out", data=cfg.data, transfer=cfg.transfer, teacher=cfg.teacher, init=cfg.init)
     check_target(cfg.out, RUN_FILES, "a training run directory")
+    with exclusive(cfg.out, "a generalist"):
+        return _train(cfg, clock, progress, on_epoch_end, restart, teacher)
+
+
+def _train(cfg: TrainConfig, clock: Stopwatch, progress, on_epoch_end, restart, teacher) -> TrainResult:
+    """:func:`train_generalist` once its output is checked and held."""
     device = start(cfg)
     info = load_info(cfg.data)
     torch.manual_seed(cfg.seed)

@@ -52,7 +52,7 @@ from specens.core.config import (
 from specens.core.cost import Stopwatch, TrainingCost, forward_flops, training_cost
 from specens.core.device import autocast
 from specens.core.errors import CheckpointError, ConfigError, TrainingDiverged
-from specens.core.io import check_no_links, check_outside_inputs, check_target
+from specens.core.io import check_no_links, check_outside_inputs, check_target, exclusive
 from specens.core.loop import Recipe, TrainingMetrics, start
 from specens.data.format import INFO_FILE, load_info
 from specens.data.shards import iter_split
@@ -224,7 +224,13 @@ def train_specialist(
     clock = Stopwatch()
     device = start(cfg)
     job = _Job.prepare(cfg, index, device)
-    job.work.mkdir(parents=True, exist_ok=True)
+    with exclusive(job.work, f"specialist {index}"):
+        return _train(cfg, job, on_epoch_end, restart, clock, device)
+
+
+def _train(cfg: SpecialistConfig, job: _Job, on_epoch_end, restart: bool, clock: Stopwatch, device) -> SpecialistRecord:
+    """:func:`train_specialist` once its directories are checked and its work directory held."""
+    index = job.index
     torch.manual_seed(cfg.seed * 1009 + index)
     try:
         model = build_specialist(

@@ -224,3 +224,23 @@ def test_progress_bars_are_drawn_on_a_terminal_only():
     assert list(progress_bar(range(3), desc="x", unit="it", file=shown)) == [0, 1, 2]
     assert "3/3" in shown.getvalue()
     assert progress_bar(range(3), desc="x", unit="it", enabled=False, file=Terminal()).disable
+
+
+def test_a_second_process_training_into_the_same_directory_is_refused(tmp_path):
+    """Two trainings into one directory wrote, pruned and published each other's checkpoints (two
+    of ten simultaneous processes failed on a vanished temporary): the second is now refused at
+    once, naming the directory, and the lock goes with the first (a killed one releases it too)."""
+    from specens.core.io import LOCK, exclusive
+    from specens.data.synthetic import import_synthetic
+    from specens.generalist.config import TrainConfig
+    from specens.generalist.train import train_generalist
+
+    import_synthetic(str(tmp_path / "ds"), n_classes=4, n_groups=2, dim=4, n_train=8, n_val=4, n_test=2, seed=0)
+    cfg = TrainConfig(data=str(tmp_path / "ds"), out=str(tmp_path / "g"), epochs=1, model="mlp", threads=1)
+    with exclusive(tmp_path / "g", "a generalist"):  # as another process holding it would
+        with pytest.raises(CheckpointError, match=r"g: another process is training a generalist into it now"):
+            train_generalist(cfg, progress=False)
+        assert not (tmp_path / "g" / "model.json").exists()
+    train_generalist(cfg, progress=False)  # released: trains, and the lock file is accepted as its own
+    assert (tmp_path / "g" / "model.json").is_file() and (tmp_path / "g" / LOCK).is_file()
+    train_generalist(cfg, progress=False)  # a rerun finds the directory its own

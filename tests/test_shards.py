@@ -390,3 +390,15 @@ def test_atomic_writes_leave_files_readable_as_the_umask_allows(tmp_path):
     modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
     assert modes == {"a.json": 0o644, "w.safetensors": 0o644, "run": 0o755}
     assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1}
+
+
+def test_a_shard_that_vanishes_while_read_is_reported_missing_not_corrupt():
+    """A shard deleted after dataset.json was checked (a cleanup, another job) used to read as
+    "corrupt or truncated"; WebDataset hands the reader's FileNotFoundError to the handler."""
+    from specens.data.stages import ErrorPolicy
+
+    handler = ErrorPolicy("raise").tar_handler("d/train-000003.tar")
+    with pytest.raises(DataError, match=r"^d/train-000003.tar: missing \(dataset.json lists it"):
+        handler(FileNotFoundError(2, "No such file or directory"))
+    with pytest.raises(DataError, match="corrupt or truncated"):
+        handler(ValueError("bad header"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,21 @@ class TrainConfig(OptimParts, SoftTargetParts, RuntimeParts):
                 "transfer sets need a teacher (they are learnt from its soft targets only)",
             ),
             (
+                not (self.teacher and self.alpha == 0),
+                "alpha=0 leaves the teacher unused (the soft term's weight is 0): drop teacher, or set alpha > 0",
+            ),
+            *(
+                (
+                    self.has_teacher or getattr(self, k) == self._default(k),
+                    f"{k}={getattr(self, k)!r} does nothing without a teacher (it shapes the soft term only)",
+                )
+                for k in ("alpha", "temperature", "teacher_mean")
+            ),
+            (
+                bool(self.transfer) or self.transfer_split == self._default("transfer_split"),
+                f"transfer_split={self.transfer_split!r} does nothing without transfer sets (it names their split)",
+            ),
+            (
                 all(isinstance(c, int) and c >= 0 for c in self.exclude_classes),
                 f"exclude_classes must be class indices, got {list(self.exclude_classes)}",
             ),
@@ -64,6 +80,11 @@ class TrainConfig(OptimParts, SoftTargetParts, RuntimeParts):
                 f"model must be one of {sorted(REGISTRY)}, 'module:callable' or '' (by input kind), got {self.model!r}",
             ),
         ]
+
+    def _default(self, name: str) -> Any:
+        """Field ``name``'s default in this config class (a subclass may re-declare it)."""
+        f = type(self).__dataclass_fields__[name]
+        return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
     @property
     def has_teacher(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
 from specens.core import options
 from specens.core.config import load_config, parse_overrides
@@ -30,7 +31,7 @@ def specialists_cli():
 )
 @click.option(
     "--gpus-per-specialist",
-    type=float,
+    type=click.FloatRange(min=0),
     default=None,
     help="Ray GPUs per task; default 1 when the cluster has GPUs, else 0. A fraction packs small ones.",
 )
@@ -65,6 +66,13 @@ def train(
 ):
     """Train every specialist not already complete. Inside `ray job submit` it joins that
     cluster (RAY_ADDRESS); otherwise it starts a local one. Rerunning skips finished specialists."""
+    if local:  # Ray's resources and retries: nothing without Ray
+        given = click.get_current_context().get_parameter_source
+        for name, option in (("gpus_per_specialist", "--gpus-per-specialist"), ("max_retries", "--max-retries")):
+            if given(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+                raise click.ClickException(
+                    f"{option} applies to Ray tasks, and --local trains in this process without Ray: drop one of them"
+                )
     from .fit import summarise
     from .parallel import train_all
     from .train import SpecialistConfig

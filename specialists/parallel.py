@@ -28,7 +28,7 @@ import torch
 from specens.clustering.cluster import load_clusters
 from specens.clustering.regime import RegimeCheck, examples_per_class, regime_check
 from specens.core.device import resolve_device
-from specens.core.errors import CheckpointError
+from specens.core.errors import CheckpointError, ConfigError
 from specens.core.io import check_no_links, check_outside_inputs, check_target
 from specens.core.loop import TrainingMetrics, stale_changes
 from specens.core.raysession import RETRIED_EXCEPTIONS, ray_session
@@ -129,6 +129,8 @@ def train_all(
     the driver's lines (``echo``) say when each starts, ends and what the gate decided.
     """
     t0 = time.perf_counter()
+    if local and gpus_per_specialist is not None:
+        raise ConfigError("gpus_per_specialist applies to Ray tasks, and local=True trains without Ray")
     gen_fp, clusters = check_inputs(cfg)
     wanted = list(range(len(clusters.groups))) if indices is None else indices
     summary = RunSummary()

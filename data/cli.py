@@ -79,7 +79,7 @@ def glyphs(out, n_classes, fonts, charset, **options):
     any character set from your fonts (printed Chinese: --charset gb2312-1)."""
     from .glyphs import import_glyphs
 
-    charset = charset or ("gb2312-1" if fonts else "letters")
+    charset = charset or ("gb2312-1" if fonts and not options.get("like") else "letters")
     import_glyphs(out, n_classes=n_classes or None, fonts=list(fonts) or None, charset=charset, **options)
     _summary(out)
 

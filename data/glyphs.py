@@ -40,7 +40,7 @@ from specens.core.io import check_outside_inputs
 
 from .fonts import Face, cmap_of, covered, find_faces, one_per_design, splits_by_name
 from .fonts import charset as read_charset
-from .format import InputSpec, load_info
+from .format import INFO_FILE, InputSpec, load_info
 from .render import AUGMENTATIONS, distinct_faces, font_dir, render, render_classes
 from .writer import DatasetWriter
 
@@ -182,6 +182,10 @@ def import_glyphs(
             ``fonts``, ``"jitter"`` without.
     """
     check_outside_inputs(out, "--out", like=like)
+    if like:
+        asked = dict(n_classes=n_classes, charset=charset, val_faces=tuple(val_faces), test_faces=tuple(test_faces))
+        asked.update(train_per_class=train_per_class, val_per_class=val_per_class)
+        augment, charset = _like_rendering(like, asked, size, augment)
     augment = _check_options(n_classes, fonts, augment, charset, like, val_faces, test_faces)
     if fonts is None:
         return _import_dejavu(
@@ -207,6 +211,44 @@ def _font_source(plan, charset, size, seed, augment, like) -> dict:
         like=like,
         **plan.source,
     )
+
+
+_LIKE_IGNORES = {  # option (parameter): its default; --like renders the other dataset's classes into test only
+    "--classes (n_classes)": 200,
+    "--charset (charset)": "letters",
+    "--val-face (val_faces)": (),
+    "--test-face (test_faces)": (),
+    "--train-per-class (train_per_class)": 48,
+    "--val-per-class (val_per_class)": 8,
+}
+
+
+def _like_rendering(like: str, asked: dict, size: int, augment: str | None) -> tuple[str, str]:
+    """``--like``'s rendering, which must be the dataset's own for its generalist to read it: its
+    image size, augmentation and placement (from its ``dataset.json``); returns (augment, the
+    character set, which decides the placement). An option that ``--like`` would ignore, or a size
+    or augmentation other than the dataset's, is refused naming it, rather than silently rendering
+    something else."""
+    for (option, default), value in zip(_LIKE_IGNORES.items(), asked.values(), strict=True):
+        if value != default:
+            raise ConfigError(
+                f"{option} has no effect with --like: the classes are {like}'s and every face renders "
+                "into the test split (leave it out)"
+            )
+    info = load_info(like)
+    where = f"{like}/{INFO_FILE}"
+    source = info.source or {}
+    if source.get("importer") != "glyphs" or info.input.kind != "image":
+        raise DataError(
+            f"{where}: not a glyph dataset (source importer {source.get('importer')!r}); --like renders glyphs"
+        )
+    theirs = info.input.shape[-1]
+    if size != theirs:
+        raise ConfigError(f"--size {size}: {where} holds {theirs}-pixel images; --like renders at the dataset's size")
+    own = source.get("augment", "jitter")  # the embedded letters: a light jitter
+    if augment is not None and augment != own:
+        raise ConfigError(f"--augment {augment}: {where} was rendered with {own!r}; --like renders as the dataset did")
+    return own, source.get("charset", "letters")
 
 
 def _check_options(n_classes, fonts, augment, charset, like, val_faces, test_faces) -> str:

@@ -253,3 +253,31 @@ def test_a_class_name_naming_no_code_point_is_refused():
     for bad in ("x U+110000", "x U+-5", "x", "x U+zz"):
         with pytest.raises(DataError, match="d.json: class"):
             glyphs.class_code_point(bad, "d.json")
+
+
+def test_like_renders_as_the_dataset_did_or_refuses(font_dir, tmp_path):
+    """``--like`` of the embedded letters from the same DejaVu faces renders at the dataset's scale
+    (the strong augmentation it used to take by default inked about twice the pixels: a generalist
+    reading its own validation faces at 0.47 read those at 0.21), and the options it would ignore
+    or contradict are refused, naming them."""
+    from specens.data.shards import iter_split
+
+    glyphs.import_glyphs(str(tmp_path / "a"), n_classes=6, train_per_class=8, val_per_class=1, test_per_class=1)
+    glyphs.import_glyphs(str(tmp_path / "b"), fonts=[str(font_dir)], like=str(tmp_path / "a"), test_per_class=8)
+    assert load_info(tmp_path / "b").source["augment"] == "jitter"
+
+    def ink(root, split):  # mean total intensity of an image (the strong augmentation's levels and noise: +60%)
+        return float(np.mean([b.inputs.sum((1, 2, 3)).mean() for b in iter_split(root, split, 64)]))
+
+    assert abs(ink(tmp_path / "b", "test") / ink(tmp_path / "a", "train") - 1) < 0.15
+    refused = {
+        "n_classes": ({"n_classes": 100}, r"--classes \(n_classes\) has no effect with --like"),
+        "train": ({"train_per_class": 5}, r"--train-per-class \(train_per_class\) has no effect"),
+        "faces": ({"val_faces": ["Bold"]}, r"--val-face \(val_faces\) has no effect"),
+        "size": ({"size": 24}, "--size 24: .*holds 32-pixel images"),
+        "augment": ({"augment": "strong"}, "--augment strong: .*was rendered with 'jitter'"),
+    }
+    for change, match in refused.values():
+        with pytest.raises((ConfigError, DataError), match=match):
+            glyphs.import_glyphs(str(tmp_path / "c"), fonts=[str(font_dir)], like=str(tmp_path / "a"), **change)
+    assert not (tmp_path / "c").exists()

@@ -48,10 +48,32 @@ def train(config_path, data, out, epochs, teacher, device, sets, restart, quiet,
     cfg = load_config(TrainConfig, config_path, overrides)
     result = train_generalist(cfg, progress=not quiet, restart=restart)
     last = result.history[-1] if result.history else {}
-    click.echo(
-        f"generalist {result.fingerprint} in {result.run_dir}: best epoch {result.best_epoch}, "
-        f"val top-1 {last.get('val_top1', float('nan')):.4f} (last epoch)"
-    )
+    best = next((h for h in result.history if h.get("epoch") == result.best_epoch), last)
+    if "val_top1" in best:
+        score = f"val top-1 {best['val_top1']:.4f}"
+        if best is not last and "val_top1" in last:
+            score += f" (last epoch, {last['epoch']}: {last['val_top1']:.4f})"
+    else:
+        score = "no validation split: the last epoch exported"
+    click.echo(f"generalist {result.fingerprint} in {result.run_dir}: best epoch {result.best_epoch}, {score}")
+    if "val_top1" in best:
+        _warn_near_chance(best["val_top1"], cfg)
+
+
+def _warn_near_chance(top1: float, cfg: TrainConfig) -> None:
+    """A ``Warning:`` line on stderr when the exported net's validation top-1 is within 1.5x of
+    chance (and within 0.1 of it, for a few classes): a learning rate at either end of its range
+    does this, and the net would otherwise be exported, and used by the next stages, without a word."""
+    from specens.data.format import load_info
+
+    n = load_info(cfg.data).n_classes
+    chance = 1 / n
+    if top1 <= min(1.5 * chance, chance + 0.1):
+        click.echo(
+            f"Warning: the exported net is near chance: best validation top-1 {top1:.4f}, chance {chance:.4f} "
+            f"({n} classes); lr={cfg.lr:g} may be too high or too low for this model (try --set lr=...)",
+            err=True,
+        )
 
 
 @generalist_cli.command("eval")

@@ -63,3 +63,30 @@ def test_soft_target_settings_with_a_teacher_are_accepted():
     TrainConfig(data="d", out="o", teacher=("t",), transfer=("x",), transfer_split="val")
     # a student at alpha 0 is the labels-only control of tests/test_distill.py and the benchmarks
     assert DistillConfig(data="d", out="o", run="r", alpha=0.0).alpha == 0.0
+
+
+# -- 2. a net near chance is not exported without a word -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_ds(tmp_path_factory) -> str:
+    """40 synthetic classes, 20 training and 10 validation examples each."""
+    from specens.data.synthetic import import_synthetic
+
+    out = tmp_path_factory.mktemp("options") / "ds"
+    import_synthetic(str(out), n_classes=40, n_groups=4, dim=32, n_train=20, n_val=10, n_test=2, seed=0)
+    return str(out)
+
+
+@pytest.mark.parametrize("lr, warned", [(1e-7, True), (3e-2, False)])
+def test_a_net_near_chance_is_exported_with_a_warning_naming_lr(small_ds, tmp_path, lr, warned):
+    args = ("generalist", "train", "--data", small_ds, "--out", tmp_path / "g", "--epochs", 3, "--quiet")
+    r = run_cli(*args, "--set", f"lr={lr}", "--set", 'model_kwargs={"hidden": [32]}', "--set", "threads=1")
+    assert r.exit_code == 0, r.output
+    assert "generalist " in r.stdout and ": best epoch " in r.stdout and "val top-1 " in r.stdout
+    warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("Warning: ")]
+    if warned:
+        assert len(warnings) == 1 and "near chance" in warnings[0] and f"lr={lr:g}" in warnings[0], r.stderr
+        assert "chance 0.0250 (40 classes)" in warnings[0]
+    else:
+        assert not warnings, r.stderr

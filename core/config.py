@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import tomllib
 import types
 import typing
@@ -97,13 +98,19 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[st
     if path is not None:
         where = str(path)
         try:
-            raw = tomllib.loads(Path(path).read_text())
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such config file") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text, as TOML must be (byte {e.start}: {e.reason})") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot be read ({e.strerror or e})") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML ({e})") from None
         section = getattr(cls, "SECTION", None)
-        values.update(raw.get(section, raw) if section in raw else raw)
+        if section in raw and not isinstance(raw[section], dict):
+            raise ConfigError(f"{path}: [{section}] must be a table of keys, got {type(raw[section]).__name__}")
+        values.update(raw[section] if section in raw else raw)
         _check_file_trust(cls, values, path, overrides or {})
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     hints = typing.get_type_hints(cls)
@@ -281,12 +288,34 @@ class Validated:
 def config_changes(saved: dict[str, Any], cfg: Any) -> list[str]:
     """The fields that differ between a config saved as JSON and ``cfg``, as ``"key: old -> new"``
     lines; fields in ``type(cfg).RESUMABLE_CHANGES`` are ignored, and a field the saved config lacks
-    (written before the field existed) counts as the field's default."""
+    (written before the field existed) counts as the field's default. A path field
+    (``type(cfg).PATH_FIELDS``) is the same when both name the same file from here (relative
+    against absolute, through a link); when only paths differ, the last line says so."""
     ignore = getattr(type(cfg), "RESUMABLE_CHANGES", frozenset())
+    paths = getattr(type(cfg), "PATH_FIELDS", frozenset())
     now = config_to_json(cfg)
     saved = with_defaults(saved, type(cfg))
-    keys = sorted(k for k in set(saved) | set(now) if k not in ignore and saved.get(k) != now.get(k))
-    return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys]
+
+    def same(k: str) -> bool:
+        return saved.get(k) == now.get(k) or (k in paths and _real(saved.get(k)) == _real(now.get(k)))
+
+    keys = sorted(k for k in set(saved) | set(now) if k not in ignore and not same(k))
+    changes = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys]
+    if keys and set(keys) <= paths:
+        changes.append(
+            "only paths differ: if the run was moved or its inputs are addressed from another directory, "
+            "and they are the same files, --restart retrains (or give the paths it was made with)"
+        )
+    return changes
+
+
+def _real(value: Any) -> Any:
+    """A path field's value with every path resolved (a list of paths too)."""
+    if isinstance(value, str):
+        return os.path.realpath(value) if value else value
+    if isinstance(value, list):
+        return [_real(v) for v in value]
+    return value
 
 
 # -- the parts every training stage's config is composed of -------------------------------------

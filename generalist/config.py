@@ -17,6 +17,7 @@ class TrainConfig(OptimParts, SoftTargetParts, RuntimeParts):
     runtime and soft-target fields come from the shared parts of :mod:`specens.core.config`."""
 
     SECTION: typing.ClassVar[str] = "generalist"
+    PATH_FIELDS: typing.ClassVar[frozenset[str]] = frozenset({"data", "out", "init", "teacher", "transfer"})
     CODE_FIELDS: typing.ClassVar[tuple[str, ...]] = ("model",)  # may name code: not from a file without --trust-code
 
     data: str  # dataset directory (holding dataset.json)

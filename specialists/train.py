@@ -116,6 +116,7 @@ class SpecialistConfig(OptimParts, SoftTargetParts, RuntimeParts):
     )  # the owned blocks' inner channels x this, same function at the start (model.py)
 
     RESUMABLE_CHANGES: ClassVar[frozenset[str]] = RuntimeParts.RESUMABLE | {"out", "patience"}
+    PATH_FIELDS: ClassVar[frozenset[str]] = frozenset({"generalist", "clusters", "data", "out"})
 
     def checks(self) -> list[tuple[bool, str]]:
         return [

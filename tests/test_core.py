@@ -41,6 +41,22 @@ def test_config_changes_ignore_resumable_fields_and_fill_defaults():
     assert config_changes(saved, cfg) == ["lr: 0.002 -> 0.01"]
 
 
+def test_config_changes_compare_paths_by_what_they_name(tmp_path, monkeypatch):
+    """A run addressed relative against absolute, or through a link, is the same run; a moved one
+    is told apart with a line saying that only the paths differ."""
+    from specens.generalist.config import TrainConfig
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "via").symlink_to(tmp_path / "d")
+    monkeypatch.chdir(tmp_path)
+    saved = json.loads(json.dumps(TrainConfig(data="d", out="o", teacher=("t",)).__dict__))
+    for data in (str(tmp_path / "d"), "via", "./d/"):
+        assert config_changes(saved, TrainConfig(data=data, out="o", teacher=(str(tmp_path / "t"),))) == []
+    changes = config_changes(saved, TrainConfig(data="moved/d", out="o", teacher=("t",)))
+    assert changes[0] == "data: 'd' -> 'moved/d'" and changes[-1].startswith("only paths differ")
+    assert "only paths" not in " ".join(config_changes(saved, TrainConfig(data="moved/d", out="o", lr=0.01)))
+
+
 def test_declared_constraints_are_checked_together_and_shared_parts_keep_them():
     """param() declares a field's constraint next to it; every broken one is reported at once in
     one style; a stage re-declaring a shared field's default (redefault) keeps its bounds; union

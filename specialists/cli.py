@@ -103,4 +103,4 @@ def train(
         f"{len(summary.failed)} in {summary.seconds:.0f} s; artifacts in {cfg.out}/specialists/"
     )
     if summary.failed:
-        raise click.ClickException(f"{len(summary.failed)} specialist(s) failed: {sorted(summary.failed)}")
+        raise click.ClickException(summary.failure_line())

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +52,13 @@ class RunSummary:
     metrics: dict[int, TrainingMetrics] = field(default_factory=dict)  # of each specialist trained
     fits: dict[int, FitReport] = field(default_factory=dict)  # of each specialist trained or complete
     seconds: float = 0.0
+
+    def failure_line(self) -> str:
+        """The failed specialists and the first failure's cause, in one line (the others' causes
+        are in the per-task lines above it)."""
+        first = next(iter(self.failed))
+        causes = f"the first, {first}: {self.failed[first]}"
+        return f"{len(self.failed)} specialist(s) failed: {sorted(self.failed)}; {causes}"
 
 
 def check_inputs(cfg: SpecialistConfig):
@@ -131,6 +141,7 @@ def train_all(
     t0 = time.perf_counter()
     if local and gpus_per_specialist is not None:
         raise ConfigError("gpus_per_specialist applies to Ray tasks, and local=True trains without Ray")
+    _check_device(cfg.device, local, gpus_per_specialist)
     gen_fp, clusters = check_inputs(cfg)
     wanted = list(range(len(clusters.groups))) if indices is None else indices
     summary = RunSummary()
@@ -180,6 +191,45 @@ def _train_here(cfg, todo, summary, restart, on_epoch_end, epoch_lines, echo) ->
         echo(_summary_line(m, record))
 
 
+def _check_device(device: str, local: bool, gpus: float | None) -> None:
+    """Refuse ``device`` in the driver, before the partition pass or any Ray task, where the
+    specialists could not have it: in this process (``local``), or in the Ray tasks of a cluster
+    started on this machine, it must exist here; a Ray cluster joined elsewhere (``RAY_ADDRESS``, or
+    a session the caller started) is asked once connected (:func:`_check_ray_device`)."""
+    if local:
+        resolve_device(device)
+        return
+    if os.environ.get("RAY_ADDRESS") or ("ray" in sys.modules and sys.modules["ray"].is_initialized()):
+        return
+    resolve_device(device)
+    _check_ray_device(device, gpus if gpus is not None else (1 if torch.cuda.is_available() else 0))
+
+
+def _check_ray_device(device: str, gpus: float) -> None:
+    """A Ray task sees only the GPUs it was given (Ray sets its CUDA_VISIBLE_DEVICES): none with
+    ``gpus_per_specialist`` 0, and as ``cuda:0`` onwards the ones it holds."""
+    if not device.startswith("cuda") or os.environ.get("RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"):
+        return
+    if gpus == 0:
+        raise ConfigError(
+            f"device {device!r}: each Ray task is given no GPU (gpus_per_specialist 0, or a cluster "
+            "without GPUs); use device cpu or auto, or give the tasks GPUs (--gpus-per-specialist)"
+        )
+    index = int(device.partition(":")[2] or 0)
+    if index >= math.ceil(gpus):
+        raise ConfigError(
+            f"device {device!r}: a Ray task sees only the {math.ceil(gpus)} GPU(s) it is given, as cuda:0 "
+            "onwards; use device cuda (or auto)"
+        )
+
+
+def _cause(e: BaseException) -> str:
+    """A failed task's exception as one line: the task's own (Ray wraps it) and its last line."""
+    cause = getattr(e, "cause", None) or e
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"
+
+
 def _regime(cfg: SpecialistConfig) -> RegimeCheck:
     """The regime check on the generalist's record and the error capture `specens cluster` measured
     (its ``report.json`` beside ``clusters.json``, when there is one)."""
@@ -221,6 +271,7 @@ def _train_with_ray(cfg, todo, summary, *, max_retries, cpus, gpus, restart, on_
 
     if gpus is None:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+    _check_ray_device(cfg.device, gpus)  # a cluster joined elsewhere: its GPUs are known only now
     remote = ray.remote(max_calls=1)(_task).options(
         num_cpus=cpus, num_gpus=gpus, max_retries=max_retries, retry_exceptions=RETRIED_EXCEPTIONS
     )
@@ -234,7 +285,7 @@ def _train_with_ray(cfg, todo, summary, *, max_retries, cpus, gpus, restart, on_
             try:
                 record = ray.get(ref)  # already finished: this does not block
             except Exception as e:  # the task failed after all its retries
-                summary.failed[m] = f"{type(e).__name__}: {str(e).splitlines()[-1] if str(e) else ''}"
+                summary.failed[m] = _cause(e)
                 echo(f"specialist {m:3d}: FAILED after {max_retries} retries: {summary.failed[m]}")
                 continue
             summary.trained.append(m)

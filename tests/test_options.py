@@ -90,3 +90,46 @@ def test_a_net_near_chance_is_exported_with_a_warning_naming_lr(small_ds, tmp_pa
         assert "chance 0.0250 (40 classes)" in warnings[0]
     else:
         assert not warnings, r.stderr
+
+
+# -- 3. the specialists' device is checked in the driver, and a Ray failure names its cause --------
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_a_device_this_machine_lacks_is_refused_before_any_work(tmp_path, local):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    args = ("specialists", "train", *(["--local"] if local else []), "--generalist", tmp_path / "g")
+    r = run_cli(
+        *args, "--clusters", tmp_path / "c.json", "--data", tmp_path, "--out", tmp_path / "o", "--set", "device=cuda"
+    )
+    assert_refused(r, "device 'cuda': CUDA is not available on this machine")
+    assert not (tmp_path / "o").exists()  # no partition pass, no Ray
+
+
+def test_a_ray_task_given_no_gpu_cannot_use_cuda():
+    from specens.core.errors import ConfigError
+    from specens.specialists.parallel import _check_ray_device
+
+    for device, gpus in (("cuda", 0), ("cuda:0", 0), ("cuda:1", 1), ("cuda:2", 0.5)):
+        with pytest.raises(ConfigError, match=f"device '{device}': "):
+            _check_ray_device(device, gpus)
+    for device, gpus in (("cpu", 0), ("auto", 0), ("cuda", 1), ("cuda:0", 0.25), ("cuda:1", 2)):
+        _check_ray_device(device, gpus)
+
+
+def test_the_failure_line_gives_the_first_failures_cause():
+    from specens.specialists.parallel import RunSummary, _cause
+
+    ray = pytest.importorskip("ray")
+    from specens.core.errors import ConfigError
+
+    wrapped = ray.exceptions.RayTaskError(
+        "_task", "Traceback ...\nlong", ConfigError("device 'cuda': no")
+    ).as_instanceof_cause()
+    assert _cause(wrapped) == "ConfigError: device 'cuda': no"
+    assert _cause(RuntimeError("first\nlast")) == "RuntimeError: last"
+    summary = RunSummary(failed={3: "ConfigError: device 'cuda': no", 0: "OSError: gone"})
+    assert summary.failure_line() == "2 specialist(s) failed: [0, 3]; the first, 3: ConfigError: device 'cuda': no"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -103,14 +104,20 @@ def one_per_design(faces: Sequence[Face], prefer: Sequence[str] = ("SC", "CN", "
 
 @cache
 def _cmap(path: str, index: int) -> frozenset[int]:
-    from fontTools.ttLib import TTCollection, TTFont
+    """The code points face ``index`` of ``path`` maps to a glyph; a file whose ``cmap`` table
+    (read lazily, only now) cannot be decoded is a :class:`DataError` naming it."""
+    from fontTools.ttLib import TTCollection, TTFont, TTLibError
 
-    font = (
-        TTCollection(path, lazy=True).fonts[index]
-        if path.lower().endswith((".ttc", ".otc"))
-        else TTFont(path, lazy=True)
-    )
-    return frozenset(cp for cp, glyph in (font.getBestCmap() or {}).items() if glyph != ".notdef")
+    try:
+        font = (
+            TTCollection(path, lazy=True).fonts[index]
+            if path.lower().endswith((".ttc", ".otc"))
+            else TTFont(path, lazy=True)
+        )
+        cmap = font.getBestCmap() or {}
+    except (TTLibError, OSError, KeyError, AssertionError, ValueError, IndexError, struct.error) as e:
+        raise DataError(f"{path}: its character map (cmap table) cannot be read ({type(e).__name__}: {e})") from None
+    return frozenset(cp for cp, glyph in cmap.items() if glyph != ".notdef")
 
 
 def covered(faces: Sequence[Face], code_points: Sequence[int]) -> tuple[list[int], dict[str, list[int]]]:

@@ -29,7 +29,7 @@ from specens.core.io import fingerprint, read_artifact_json, record_fingerprint,
 from specens.core.loop import TrainingMetrics
 from specens.core.records import artifact_fields, check_values, is_str_list
 
-from .models import ModelSpec, TrustedCodeWarning
+from .models import ModelSpec, TrustedCodeWarning, check_input_dtype
 
 FORMAT = "specens.generalist"
 FORMAT_VERSION = 2  # 2: the fingerprint covers the spec and classes; weights_fingerprint added
@@ -135,10 +135,11 @@ class Generalist:
         return len(self.record.classes)
 
     def check_fits(self, info, where: str, data_where: str) -> None:
-        """Refuse a dataset (a :class:`~specens.data.format.DatasetInfo`) whose classes or input
-        shape are not this generalist's, naming both sides."""
+        """Refuse a dataset (a :class:`~specens.data.format.DatasetInfo`) whose classes, input
+        shape or input dtype are not this generalist's, naming both sides."""
         check_same_classes(self.classes, info.classes, where, data_where)
         check_same_input(self.spec.input_shape, info.input.shape, where, data_where)
+        check_input_dtype(self.spec, info.input.dtype, where, data_where)
 
 
 def generalist_fingerprint(weights_fingerprint: str, spec: dict[str, Any], classes: list[str]) -> str:

@@ -379,6 +379,26 @@ def data_defaults(name: str, n_classes: int, featurizer: dict[str, Any] | None) 
     return {}
 
 
+TOKEN_MODELS = ("ngram", "bag")  # registry models over token ids; the others take float tensors
+MODEL_INPUT = {"uint8": "float32", "float32": "float32", "int64": "int64"}  # a dataset's dtype -> the batches'
+INPUT_MEANING = {"float32": "images or feature vectors", "int64": "token ids"}
+
+
+def check_input_dtype(spec: ModelSpec, data_dtype: str, model_where: str, data_where: str) -> None:
+    """Refuse a dataset whose inputs are not the kind a registry model takes (token ids into a
+    float model, images or floats into an embedding), before any batch; a model named as code is
+    the user's own, its inputs unknown here."""
+    if spec.name not in REGISTRY:
+        return
+    want = "int64" if spec.name in TOKEN_MODELS else "float32"
+    have = MODEL_INPUT.get(data_dtype, data_dtype)
+    if have != want:
+        raise DataError(
+            f"{model_where} (model {spec.name!r}) takes {want} inputs ({INPUT_MEANING[want]}), but {data_where} "
+            f"holds input dtype {data_dtype} ({INPUT_MEANING.get(have, 'unknown')})"
+        )
+
+
 def default_model(input_kind: str, dtype: str) -> str:
     """The registry model that suits a dataset's inputs: images → resnet, token ids → ngram, else mlp."""
     if input_kind == "image":

@@ -26,14 +26,14 @@ from specens.core.io import check_outside_inputs, check_target, exclusive
 from specens.core.loop import Recipe, start
 from specens.core.progress import progress_bar
 from specens.data.augment import random_shift
-from specens.data.format import DatasetInfo, load_info
+from specens.data.format import INFO_FILE, DatasetInfo, load_info
 from specens.data.shards import MixedLoader, ShardLoader, ShardStream, iter_split
 
 from .checkpoint import GeneralistMetrics, load_generalist, save_generalist
 from .config import TrainConfig
 from .evaluate import evaluate
 from .losses import distillation_loss, ensemble_soft_targets
-from .models import ModelSpec, data_defaults, default_model
+from .models import ModelSpec, check_input_dtype, data_defaults, default_model
 
 # What a training run directory holds (a student's also teacher.json and distill.json).
 RUN_FILES = ("model.json", "model.safetensors", "checkpoints/", "teacher.json", "distill.json")
@@ -208,6 +208,7 @@ def _build_model(cfg: TrainConfig, info: DatasetInfo, device: torch.device) -> t
     name = cfg.model or default_model(info.input.kind, info.input.dtype)
     kwargs = {**data_defaults(name, info.n_classes, info.featurizer), **cfg.model_kwargs}
     spec = ModelSpec(name, info.input.shape, info.n_classes, kwargs).resolved(trust_code=True)  # the user's own
+    check_input_dtype(spec, info.input.dtype, "the configured model", f"{cfg.data}/{INFO_FILE}")
     model = spec.build(trust_code=True)
     if cfg.init:
         _start_from(model, spec, info, cfg.init)

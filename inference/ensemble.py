@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from specens.clustering.cluster import load_clusters
 from specens.core.cost import forward_flops
 from specens.core.device import resolve_device
-from specens.core.errors import CheckpointError, ConfigError, check_same_classes, check_same_input
+from specens.core.errors import CheckpointError, ConfigError
 from specens.data.format import INFO_FILE, load_info
 from specens.generalist.checkpoint import Generalist, load_generalist
 from specens.specialists.model import apply_correction, route, split_body
@@ -162,12 +162,10 @@ class Ensemble:
         return self.generalist.n_classes
 
     def dataset_info(self, data: str | Path):
-        """``data``'s :class:`DatasetInfo`, after checking that its classes are the ensemble's."""
+        """``data``'s :class:`DatasetInfo`, after checking that its classes, input shape and dtype
+        are the ensemble's."""
         info = load_info(data)
-        check_same_classes(self.classes, info.classes, "the ensemble's generalist", f"{data}/{INFO_FILE}")
-        check_same_input(
-            self.generalist.spec.input_shape, info.input.shape, "the ensemble's generalist", f"{data}/{INFO_FILE}"
-        )
+        self.generalist.check_fits(info, "the ensemble's generalist", f"{data}/{INFO_FILE}")
         return info
 
     @classmethod

@@ -328,9 +328,67 @@ LINKS = [  # a link inside an output directory is never followed to write, repla
     ),
 ]
 
+
+def _token_ids(w: Path) -> None:
+    """{w}/ds_int: the tiny dataset's classes and input shape, but int64 token ids for inputs."""
+    from specens.data.importers import import_arrays
+
+    np.save(w / "xi.npy", np.random.default_rng(0).integers(1, 50, (80, 8)))
+    np.save(w / "yi.npy", np.repeat(np.arange(8), 10))
+    classes = json.loads((w / DS).read_text())["classes"]
+    import_arrays(str(w / "xi.npy"), str(w / "yi.npy"), str(w / "ds_int"), classes, shard_size=100)
+
+
+def _bad_cmap(w: Path) -> None:
+    """{w}/bad.ttf: a DejaVu face whose cmap table's header and first subtable records are 0xff."""
+    from fontTools.ttLib import TTFont
+
+    from specens.data.render import font_dir
+
+    src = Path(font_dir()) / "DejaVuSans.ttf"
+    offset = TTFont(str(src), lazy=True).reader.tables["cmap"].offset
+    data = bytearray(src.read_bytes())
+    data[offset : offset + 40] = b"\xff" * 40
+    (w / "bad.ttf").write_bytes(bytes(data))
+
+
+TRACEBACKS = [  # each ended in a Python traceback (issue 44)
+    # token ids into a float model, and floats into a token model, refused at the dataset's boundary
+    ("eval on token ids", _token_ids, (*EVAL[:-1], "{w}/ds_int"), "ds_int/dataset.json holds input dtype int64"),
+    ("infer on token ids", _token_ids, (*INFER[:4], "{w}/ds_int", *INFER[5:]), "takes float32 inputs"),
+    ("cluster on token ids", _token_ids, (*CLUSTER[:4], "{w}/ds_int", *CLUSTER[5:]), "dataset.json holds input dtype"),
+    (
+        "train a token model on floats",
+        lambda w: None,
+        (*TRAIN[:-4], "--set", "model=ngram"),
+        "(model 'ngram') takes int64 inputs (token ids), but",
+    ),
+    # a font whose character map fontTools cannot decode
+    (
+        "glyphs from a font with a corrupt cmap",
+        _bad_cmap,
+        ("data", "glyphs", "--out", "{w}/gl", "--font", "{w}/bad.ttf", "--classes", 4),
+        "bad.ttf: its character map (cmap table) cannot be read",
+    ),
+    # a config file that is not UTF-8, or whose stage section is not a table
+    (
+        "config file not UTF-8",
+        lambda w: (w / "t.toml").write_bytes(b"\xff\xfe"),
+        (*TRAIN, "--config", "{w}/t.toml"),
+        "t.toml: not UTF-8",
+    ),
+    (
+        "config section not a table",
+        lambda w: (w / "t.toml").write_text("generalist = 5\n"),
+        (*TRAIN, "--config", "{w}/t.toml"),
+        "t.toml: [generalist] must be a table",
+    ),
+]
+
 CASES = [
     *LINKS,
     *NON_FINITE,
+    *TRACEBACKS,
     # the generalist's model.json
     ("model.json not JSON", _text(G, "{oops"), EVAL, "model.json: not valid JSON"),
     ("model.json empty", _text(G, ""), EVAL, "model.json: not valid JSON"),

@@ -124,20 +124,39 @@ def exclusive(work: str | os.PathLike, what: str) -> Iterator[None]:
     training into the same directory is refused at once, naming it, instead of the two writing,
     pruning and publishing one another's checkpoints. The lock is the kernel's (``flock``), so a
     killed process releases it; the empty file left behind is harmless and reused."""
-    import fcntl
-
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
-    fd = os.open(work / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    busy = f"{work}: another process is training {what} into it now; wait for it to finish or use another --out"
+    with flocked(work / LOCK, busy):
+        yield
+
+
+@contextlib.contextmanager
+def flocked(lock: str | os.PathLike, busy: str, remove: bool = False) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on file ``lock`` (created if absent) for the block; another
+    process holding it gets :class:`CheckpointError` ``busy`` at once. A killed holder releases it.
+    ``remove``: delete the file when done (a lock beside a user's output, not inside a directory
+    the stage owns); a lock taken on a file that a finishing holder has just deleted is retaken."""
+    import fcntl
+
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise CheckpointError(
-                f"{work}: another process is training {what} into it now; wait for it to finish or use another --out"
-            ) from None
+            os.close(fd)
+            raise CheckpointError(busy) from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the file was deleted (or replaced) before we held it: take the new one
+    try:
         yield
     finally:
+        if remove:
+            Path(lock).unlink(missing_ok=True)
         os.close(fd)
 
 

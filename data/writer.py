@@ -8,6 +8,8 @@ failed import leaves the directory as it was, an earlier dataset there included.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import io
 import os
 import re
@@ -20,7 +22,7 @@ import webdataset as wds
 from PIL import Image
 
 from specens.core.errors import DataError
-from specens.core.io import check_target, replace_dir, temp_sibling, temp_suffix, write_json_atomic
+from specens.core.io import check_target, flocked, replace_dir, temp_sibling, temp_suffix, write_json_atomic
 
 from .format import INFO_FILE, DatasetInfo, InputSpec, ShardInfo, SplitInfo
 
@@ -118,6 +120,15 @@ class _SplitWriter:
 DATASET_FILES = (INFO_FILE, "*-[0-9][0-9][0-9][0-9][0-9][0-9].tar")  # what a dataset directory holds
 
 
+def _drop_leftovers(root: Path, keep: Path) -> None:
+    """Remove what killed imports into ``root`` left beside it (their hidden build folders, an old
+    dataset renamed aside); called holding the import lock, so no live import owns them."""
+    for pattern in (f".{glob.escape(root.name)}.*.tmp", f".{glob.escape(root.name)}.*.old"):
+        for p in root.parent.glob(pattern):
+            if p != keep and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+
+
 class DatasetWriter:
     """Writes a dataset directory: shards per split, then ``dataset.json``.
 
@@ -152,6 +163,10 @@ class DatasetWriter:
         self.root = Path(os.path.realpath(root))  # a link to a dataset directory: that directory is replaced
         check_target(self.root, DATASET_FILES, "a dataset directory")
         self.root.parent.mkdir(parents=True, exist_ok=True)
+        self._held = contextlib.ExitStack()  # the import's lock, until close or abandon
+        lock = self.root.parent / f".{self.root.name}.lock.tmp"
+        self._held.enter_context(flocked(lock, f"{self.root}: another import is writing it now", remove=True))
+        _drop_leftovers(self.root, keep=lock)
         self.build_dir = temp_sibling(self.root)  # where the shards go until the dataset is complete
         self.build_dir.mkdir()
         self.name, self.classes, self.input = name, tuple(classes), input
@@ -183,11 +198,13 @@ class DatasetWriter:
         except BaseException:
             self.abandon()
             raise
+        self._held.close()
         return info
 
     def abandon(self) -> None:
         """Drop everything written so far; ``root`` stays as it was."""
         shutil.rmtree(self.build_dir, ignore_errors=True)
+        self._held.close()
 
     def __enter__(self) -> DatasetWriter:
         return self

@@ -402,3 +402,24 @@ def test_a_shard_that_vanishes_while_read_is_reported_missing_not_corrupt():
         handler(FileNotFoundError(2, "No such file or directory"))
     with pytest.raises(DataError, match="corrupt or truncated"):
         handler(ValueError("bad header"))
+
+
+def test_an_import_clears_what_a_killed_one_left_and_refuses_a_live_one(tmp_path):
+    """A SIGKILLed import left its hidden build folder beside the output for good; the next import
+    into the same place removes it (holding the import lock, so no live import owns it), and a
+    second import while one is writing is refused at once."""
+    from specens.core.errors import CheckpointError
+    from specens.core.io import flocked
+
+    spec = InputSpec("array", (2,), "float32")
+    leftover = tmp_path / ".ds.0123456789ab.tmp"
+    leftover.mkdir()
+    (leftover / "train-000000.tar").write_bytes(b"half a shard")
+    (tmp_path / ".other.0123456789ab.tmp").mkdir()  # another output's: not this import's to remove
+    with flocked(tmp_path / ".ds.lock.tmp", "busy"):  # as a live import holds it
+        with pytest.raises(CheckpointError, match="ds: another import is writing it now"):
+            DatasetWriter(tmp_path / "ds", "t", ["a", "b"], spec)
+    with DatasetWriter(tmp_path / "ds", "t", ["a", "b"], spec) as w:
+        with w.split("train") as s:
+            s.write("k0", np.zeros(2, np.float32), 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.0123456789ab.tmp", "ds"]

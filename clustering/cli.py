@@ -5,16 +5,22 @@ from __future__ import annotations
 import click
 
 from specens.core import options
-from specens.core.config import load_config, parse_overrides
+from specens.core.config import parse_overrides
 
 
 @click.command("cluster")
 @options.config_file("ClusterConfig", "cluster")
-@click.option("--generalist", help="Run directory of the generalist.")
-@click.option("--data", help="Dataset directory or URL of the transfer set.")
-@click.option("--out", help="Folder for clusters.json, report.json, covariance.png, group_sizes.png.")
-@click.option("--groups", "n_groups", type=int, help="K, the number of k-means groups.")
-@click.option("--temperature", type=float, help="T of the soft predictions (default 4).")
+@click.option("--generalist", help=options.required("Run directory of the generalist."))
+@click.option("--data", help=options.required("Dataset directory or URL of the transfer set."))
+@click.option("--out", help=options.required("Folder for clusters.json, report.json, covariance.png, group_sizes.png."))
+@click.option(
+    "--groups",
+    "n_groups",
+    type=int,
+    help="K, the number of k-means groups [default: the config's, 0: chosen from the class count and the errors "
+    "the groups capture].",
+)
+@click.option("--temperature", type=float, help="T of the soft predictions [default: the config's, 4].")
 @options.overrides
 @options.quiet
 @options.trust_code
@@ -32,6 +38,7 @@ def cluster_cli(config_path, generalist, data, out, n_groups, temperature, sets,
         "trust_code": trust_code or None,
         **parse_overrides(sets),
     }
-    report = cluster(load_config(ClusterConfig, config_path, overrides), progress=not quiet)
+    cfg = options.load(ClusterConfig, config_path, overrides)
+    report = cluster(cfg, progress=not quiet)
     click.echo(report.table())
-    click.echo(f"wrote {out or 'out'}/clusters.json, report.json, covariance.png, group_sizes.png")
+    click.echo(f"wrote {cfg.out}/clusters.json, report.json, covariance.png, group_sizes.png")

@@ -27,6 +27,7 @@ from .errors import ConfigError
 __all__ = [
     "Bounds",
     "ConfigError",
+    "MissingKeys",
     "Validated",
     "config_changes",
     "config_to_json",
@@ -141,9 +142,21 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[st
             and f.default is dataclasses.MISSING
             and f.default_factory is dataclasses.MISSING
         ]
-        raise ConfigError(
-            f"{where}: missing required key{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing)) or e}"
+        raise MissingKeys(
+            f"{where}: missing required key{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing)) or e}",
+            missing,
+            None if path is None else str(path),
         ) from None
+
+
+class MissingKeys(ConfigError):
+    """:func:`load_config`'s error for required fields that neither the file nor the overrides
+    gave; ``keys`` lists them, so that a command can name its own options instead."""
+
+    def __init__(self, message: str, keys: list[str] = (), path: str | None = None):
+        super().__init__(message)
+        self.keys = list(keys)
+        self.path = path
 
 
 FILE_REFUSED = frozenset({"trust_code"})  # keys a config file may not set: trust comes from the caller

@@ -38,6 +38,33 @@ def device(configured: bool = False):
     return click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 
 
+REQUIRED = "[required unless in --config]"
+
+
+def required(help: str):
+    """``help`` of an option that a command built from a config needs from the command line or the file."""
+    return f"{help} {REQUIRED}"
+
+
+def load(cls: type, config_path: str | None, overrides: dict):
+    """:func:`specens.core.config.load_config` for the running command: a required key that neither
+    the command line nor ``--config`` gave is named as the command's option (``--data``), as click
+    names a missing option, not as the config key the Python API reports."""
+    from specens.core.config import MissingKeys, load_config
+
+    try:
+        return load_config(cls, config_path, overrides)
+    except MissingKeys as e:
+        if not e.keys:
+            raise
+        params = click.get_current_context().command.params
+        names = {p.name: p.opts[0] for p in params if isinstance(p, click.Option)}
+        opts = ", ".join(repr(names.get(k, f"--set {k}=...")) for k in e.keys)
+        keys = ", ".join(e.keys)
+        where = f"{e.path} has no {keys} either" if e.path else f"or {keys} in a --config file"
+        raise click.ClickException(f"Missing option{'s' if len(e.keys) > 1 else ''} {opts} ({where})") from None
+
+
 def config_file(config_class: str, section: str):
     """``--config``: a TOML file of the stage's config fields."""
     return click.option(

@@ -7,7 +7,7 @@ import json
 import click
 
 from specens.core import options
-from specens.core.config import load_config, parse_overrides
+from specens.core.config import parse_overrides
 
 from .config import TrainConfig
 
@@ -19,8 +19,8 @@ def generalist_cli():
 
 @generalist_cli.command("train")
 @options.config_file("TrainConfig", "generalist")
-@click.option("--data", help="Dataset directory or URL (overrides the config).")
-@click.option("--out", help="Run directory (overrides the config). Rerunning resumes it.")
+@click.option("--data", help=options.required("Dataset directory or URL (overrides the config)."))
+@click.option("--out", help=options.required("Run directory (overrides the config). Rerunning resumes it."))
 @click.option("--epochs", type=int, help="Training epochs.")
 @click.option("--teacher", multiple=True, help="Run directory of a teacher to distil from; repeat for an ensemble.")
 @options.device(configured=True)
@@ -45,7 +45,7 @@ def train(config_path, data, out, epochs, teacher, device, sets, restart, quiet,
         "trust_code": trust_code or None,
         **parse_overrides(sets),
     }
-    cfg = load_config(TrainConfig, config_path, overrides)
+    cfg = options.load(TrainConfig, config_path, overrides)
     result = train_generalist(cfg, progress=not quiet, restart=restart)
     last = result.history[-1] if result.history else {}
     best = next((h for h in result.history if h.get("epoch") == result.best_epoch), last)

@@ -6,7 +6,7 @@ import click
 from click.core import ParameterSource
 
 from specens.core import options
-from specens.core.config import load_config, parse_overrides
+from specens.core.config import parse_overrides
 
 
 @click.group("specialists")
@@ -16,10 +16,10 @@ def specialists_cli():
 
 @specialists_cli.command("train")
 @options.config_file("SpecialistConfig", "specialists")
-@click.option("--generalist", help="Run directory of the generalist.")
-@click.option("--clusters", help="clusters.json from `specens cluster`.")
-@click.option("--data", help="Dataset directory or URL.")
-@click.option("--out", help="Run directory; specialists are written to OUT/specialists/sNNN/.")
+@click.option("--generalist", help=options.required("Run directory of the generalist."))
+@click.option("--clusters", help=options.required("clusters.json from `specens cluster`."))
+@click.option("--data", help=options.required("Dataset directory or URL."))
+@click.option("--out", help=options.required("Run directory; specialists are written to OUT/specialists/sNNN/."))
 @click.option("--epochs", type=int)
 @click.option("--local", is_flag=True, help="Train sequentially in this process, without Ray (debugging).")
 @click.option(
@@ -86,7 +86,7 @@ def train(
         "trust_code": trust_code or None,
         **parse_overrides(sets),
     }
-    cfg = load_config(SpecialistConfig, config_path, overrides)
+    cfg = options.load(SpecialistConfig, config_path, overrides)
     summary = train_all(
         cfg,
         local=local,

@@ -133,3 +133,39 @@ def test_the_failure_line_gives_the_first_failures_cause():
     assert _cause(RuntimeError("first\nlast")) == "RuntimeError: last"
     summary = RunSummary(failed={3: "ConfigError: device 'cuda': no", 0: "OSError: gone"})
     assert summary.failure_line() == "2 specialist(s) failed: [0, 3]; the first, 3: ConfigError: device 'cuda': no"
+
+
+# -- 4. a missing required option is named as the command's option ------------------------------
+
+
+@pytest.mark.parametrize(
+    "command, missing",
+    [
+        (("generalist", "train"), ("--data", "--out")),
+        (("cluster",), ("--generalist", "--data", "--out")),
+        (("specialists", "train"), ("--generalist", "--clusters", "--data", "--out")),
+    ],
+)
+def test_missing_options_are_named_as_options_and_marked_in_help(command, missing):
+    r = run_cli(*command)
+    names = ", ".join(repr(o) for o in missing)
+    keys = ", ".join(o[2:] for o in missing)
+    assert_refused(r, f"Missing options {names} (or {keys} in a --config file)")
+    r = run_cli(*command, *missing[0:1], "X")
+    rest = missing[1:]
+    assert_refused(r, f"Missing option{'s' if len(rest) > 1 else ''} {', '.join(repr(o) for o in rest)} (")
+    help_text = " ".join(run_cli(*command, "--help").stdout.split())
+    for option in missing:
+        assert f"{option} TEXT" in help_text
+    assert help_text.count("[required unless in --config]") == len(missing)
+
+
+def test_a_config_file_without_a_required_key_is_named_with_the_option(tmp_path):
+    (tmp_path / "c.toml").write_text('[generalist]\nout = "o"\n')
+    r = run_cli("generalist", "train", "--config", tmp_path / "c.toml")
+    assert_refused(r, f"Missing option '--data' ({tmp_path}/c.toml has no data either)")
+
+
+def test_cluster_groups_shows_its_default():
+    help_text = " ".join(run_cli("cluster", "--help").stdout.split())
+    assert "--groups INTEGER K, the number of k-means groups [default: the config's, 0: chosen" in help_text

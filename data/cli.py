@@ -332,14 +332,13 @@ def folder(**options):
 @_shard
 def arrays(x_path, y_path, out, classes_file, val_fraction, test_fraction, seed, shard_size):
     """NumPy arrays x.npy / y.npy, split train/val/test by class."""
-    from .importers import import_arrays
+    from .importers import import_arrays, read_class_names
 
-    classes = open(classes_file).read().split("\n") if classes_file else None
     import_arrays(
         x_path,
         y_path,
         out,
-        [c for c in classes if c] if classes else None,
+        read_class_names(classes_file) if classes_file else None,
         val_fraction=val_fraction,
         test_fraction=test_fraction,
         seed=seed,

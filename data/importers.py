@@ -277,6 +277,26 @@ def _stored_grey(path: Path) -> bool:
         raise DataError(f"{path}: cannot be read as an image ({e})") from None
 
 
+def read_class_names(path: str | Path) -> list[str]:
+    """Class names from a UTF-8 text file, one a line (blank lines skipped): refused in one line
+    naming the file when it is not UTF-8, names no class, or names one twice."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); class names are one a line") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
+    names = [line for line in text.splitlines() if line.strip()]
+    if not names:
+        raise DataError(f"{path}: names no class (class names are one a line)")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise DataError(f"{path}: class name {name!r} is given twice (names {seen[name] + 1} and {i + 1})")
+        seen[name] = i
+    return names
+
+
 def import_arrays(
     x_path: str,
     y_path: str,
@@ -299,6 +319,8 @@ def import_arrays(
         raise DataError(f"{y_path}: labels must be a 1-d integer array, got {y.dtype}{list(y.shape)}")
     if len(x) != len(y):
         raise DataError(f"{x_path} has {len(x)} rows but {y_path} has {len(y)} labels")
+    if not len(y):
+        raise DataError(f"{y_path}: no labels (an empty array); there is nothing to import")
     if x.dtype.kind == "f":
         dtype = "float32"
         bad = np.flatnonzero(~np.isfinite(np.asarray(x)).reshape(len(x), -1).all(1))
@@ -309,9 +331,10 @@ def import_arrays(
     else:
         raise DataError(f"{x_path}: inputs must be float or integer, got {x.dtype}")
     n_classes = int(y.max()) + 1
+    named = f" ({len(classes)} class names given)" if classes is not None else ""
     classes = list(classes) if classes is not None else [str(c) for c in range(n_classes)]
     if y.min() < 0 or n_classes > len(classes):
-        raise DataError(f"{y_path}: labels span [{y.min()}, {y.max()}], outside [0, {len(classes)})")
+        raise DataError(f"{y_path}: labels span [{y.min()}, {y.max()}], outside [0, {len(classes)}){named}")
     splits = three_way_split(y, val_fraction, test_fraction, seed, str(y_path))
     write_splits(
         out,

@@ -352,6 +352,14 @@ def _bad_cmap(w: Path) -> None:
     (w / "bad.ttf").write_bytes(bytes(data))
 
 
+def _arrays(w: Path, n: int = 8) -> None:
+    """{w}/x.npy and {w}/y.npy: ``n`` rows of 3 classes, for ``data arrays``."""
+    np.save(w / "x.npy", np.zeros((n, 2), np.float32))
+    np.save(w / "y.npy", np.arange(n) % 3)
+
+
+ARRAYS = ("data", "arrays", "--x", "{w}/x.npy", "--y", "{w}/y.npy", "--out", "{w}/arr")
+
 TRACEBACKS = [  # each ended in a Python traceback (issue 44)
     # token ids into a float model, and floats into a token model, refused at the dataset's boundary
     ("eval on token ids", _token_ids, (*EVAL[:-1], "{w}/ds_int"), "ds_int/dataset.json holds input dtype int64"),
@@ -383,6 +391,22 @@ TRACEBACKS = [  # each ended in a Python traceback (issue 44)
         (*TRAIN, "--config", "{w}/t.toml"),
         "t.toml: [generalist] must be a table",
     ),
+    # data arrays --classes: a file that is empty, not UTF-8 or names a class twice; arrays without rows
+    *(
+        (
+            f"data arrays --classes {what}",
+            lambda w, text=text: (_arrays(w), (w / "names.txt").write_bytes(text)),
+            (*ARRAYS, "--classes", "{w}/names.txt"),
+            culprit,
+        )
+        for what, text, culprit in (
+            ("empty", b"", "names.txt: names no class"),
+            ("blank lines", b"\n \n", "names.txt: names no class"),
+            ("not UTF-8", b"\xff\xfe", "names.txt: not UTF-8"),
+            ("a name twice", b"a\nb\na\n", "names.txt: class name 'a' is given twice"),
+        )
+    ),
+    ("data arrays of no rows", lambda w: _arrays(w, 0), ARRAYS, "y.npy: no labels"),
 ]
 
 CASES = [
@@ -528,6 +552,7 @@ CASES = [
     # clusters.json
     ("clusters not JSON", _text(CL, "]"), INFER, "clusters.json: not valid JSON"),
     ("group out of range", _j(CL, lambda d: d["groups"][0].append(99)), INFER, "outside [0, 8)"),
+    ("group member not an int", _j(CL, lambda d: d["groups"][0].append(1.5)), INFER, "holds 1.5, not a class index"),
     ("group repeats a class", _j(CL, lambda d: d["groups"][0].append(d["groups"][0][0])), INFER, "repeats a class"),
     ("no groups", _j(CL, lambda d: d.update(groups=[])), SPEC, "holds no groups"),
     ("groups not lists", _j(CL, lambda d: d.update(groups=[1, 2])), SPEC, "clusters.json"),

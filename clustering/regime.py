@@ -79,7 +79,7 @@ def regime_check(
     if metrics.still_improving:
         return RegimeCheck(
             False,
-            f"the generalist was still improving at its last epoch ({measured})",
+            _still_improving(metrics, best),
             "train it further first (`specens baseline`'s (a) does, with the specialists' compute)",
             **seen,
         )
@@ -114,11 +114,34 @@ def examples_per_class(info) -> float:
     return info.split("train").num_samples / info.n_classes if "train" in info.splits else 0.0
 
 
+def _still_improving(metrics: TrainingMetrics, best: tuple[float, float]) -> str:
+    """Rule 1's reason: the last epoch's figures where it says "at its last epoch" (and the best
+    epoch's validation top-1 when that came the epoch before); the best epoch's, named as such, where
+    the last epoch's record lacks them."""
+    n, b = len(metrics.history), metrics.best_epoch
+    last = best if b == n else _figures(metrics.history[-1])
+    if last is None:
+        return (
+            f"the generalist was still improving: its best epoch, {b} of {n}, came in the last two "
+            f"(training top-1 {best[0]:.3f}, validation {best[1]:.3f})"
+        )
+    measured = f"training top-1 {last[0]:.3f}, validation {last[1]:.3f}"
+    if b < n:
+        measured += f"; its best validation top-1, {best[1]:.3f}, at epoch {b} of {n}"
+    return f"the generalist was still improving at its last epoch ({measured})"
+
+
 def _best_record(metrics: TrainingMetrics | None) -> tuple[float, float] | None:
     """(training top-1, validation top-1) at the best epoch, or None where the record lacks them."""
     if metrics is None or not 1 <= metrics.best_epoch <= len(metrics.history):
         return None
-    best = metrics.history[metrics.best_epoch - 1]
-    figures = best.get("train_top1"), best.get("val_top1")
+    return _figures(metrics.history[metrics.best_epoch - 1])
+
+
+def _figures(record) -> tuple[float, float] | None:
+    """(training top-1, validation top-1) of one epoch's record, or None where it lacks them."""
+    if not isinstance(record, dict):
+        return None
+    figures = record.get("train_top1"), record.get("val_top1")
     ok = all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 for v in figures)
     return (float(figures[0]), float(figures[1])) if ok else None

@@ -28,6 +28,24 @@ def test_each_rule_in_order():
     assert unknown.likely is None and unknown.line().startswith("regime check: specialists unknown")
 
 
+def test_still_improving_quotes_the_last_epochs_figures():
+    """Its words "at its last epoch" quote that epoch (issue 44: it quoted the best, the epoch before)."""
+    m = _metrics(0.874, 0.830, 5, 6, False)
+    m.history[-1].update(train_top1=0.906, val_top1=0.829)
+    assert regime_check(m, 0.9, 100.0).reason == (
+        "the generalist was still improving at its last epoch (training top-1 0.906, validation 0.829; "
+        "its best validation top-1, 0.830, at epoch 5 of 6)"
+    )
+    assert regime_check(_metrics(0.874, 0.830, 6, 6, False), 0.9, 100.0).reason == (
+        "the generalist was still improving at its last epoch (training top-1 0.874, validation 0.830)"
+    )
+    m.history[-1].pop("train_top1")  # the last epoch's record lacks a figure: the best epoch's, named so
+    assert regime_check(m, 0.9, 100.0).reason == (
+        "the generalist was still improving: its best epoch, 5 of 6, came in the last two "
+        "(training top-1 0.874, validation 0.830)"
+    )
+
+
 # (training top-1, validation top-1 at the best epoch, best epoch, epochs run, stopped early, error
 # capture) as benchmarks/RESULTS.md records them; None / marked where it records no figure.
 MEASURED = [

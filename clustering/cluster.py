@@ -109,6 +109,7 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
     _check_label_space(cfg, info)
     acc, y_true, y_pred = _transfer_pass(cfg, g, info, device, progress)
     cov = acc.covariance()
+    _check_confusion(cov, cfg.temperature)
     extra: dict[str, Any] = {"transfer_samples": acc.count, "dropped_mass": acc.dropped_mass / acc.count}
     clusterer = _fit_groups(cfg, cov, y_true, y_pred, info.n_classes, extra)
     report = ClusterReport(
@@ -167,6 +168,19 @@ def _transfer_pass(cfg: ClusterConfig, g, info, device, progress: bool):
         y_true.append(batch.labels.numpy())
         y_pred.append(logits.argmax(1).numpy())
     return acc, np.concatenate(y_true), np.concatenate(y_pred)
+
+
+def _check_confusion(cov, temperature: float) -> None:
+    """Refuse a covariance in which no two classes vary together: at an extreme temperature the
+    soft predictions are one-hot (every off-diagonal entry <= 0) or uniform (all 0), and k-means
+    would then blame the number of groups for what the temperature did."""
+    c = np.asarray(cov, dtype=np.float64)
+    off = c[~np.eye(len(c), dtype=bool)]
+    if not np.isfinite(c).all() or not (off > 1e-12 * max(float(np.abs(np.diag(c)).max()), 1e-300)).any():
+        raise ConfigError(
+            f"temperature {temperature:g}: the soft predictions carry no confusion between classes (no two "
+            "vary together: one-hot at a very low T, uniform at a very high one); try a T near the default 4"
+        )
 
 
 def _fit_groups(cfg: ClusterConfig, cov, y_true, y_pred, n_classes: int, extra: dict) -> ConfusionClusterer:
@@ -263,7 +277,10 @@ def load_clusters(
     for i, g in enumerate(d.get("groups", [])):
         if not g:
             raise CheckpointError(f"{path}: group {i} is empty")
-        if not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < c for x in g):
+        odd = next((x for x in g if not isinstance(x, int) or isinstance(x, bool)), None)
+        if odd is not None:
+            raise CheckpointError(f"{path}: group {i} holds {odd!r}, not a class index (an int)")
+        if not all(0 <= x < c for x in g):
             raise CheckpointError(f"{path}: group {i} has classes outside [0, {c})")
         if len(set(g)) != len(g):
             raise CheckpointError(f"{path}: group {i} repeats a class")

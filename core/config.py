@@ -92,7 +92,8 @@ def _coerce_union(value: Any, members: tuple, key: str) -> Any:
 def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> C:
     """Build ``cls`` from a TOML file (optional) and overrides (``{field: value or string}``).
 
-    Keys may sit at the top of the file or in a table named after the stage (``[generalist]``).
+    Keys at the top of the file apply to every stage; a table named after the stage
+    (``[generalist]``) adds its own, which win; other stages' tables are left to them.
     """
     values: dict[str, Any] = {}
     where = "config"
@@ -108,10 +109,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[st
             raise ConfigError(f"{path}: cannot be read ({e.strerror or e})") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML ({e})") from None
-        section = getattr(cls, "SECTION", None)
-        if section in raw and not isinstance(raw[section], dict):
-            raise ConfigError(f"{path}: [{section}] must be a table of keys, got {type(raw[section]).__name__}")
-        values.update(raw[section] if section in raw else raw)
+        values.update(_file_values(raw, getattr(cls, "SECTION", None), path))
         _check_file_trust(cls, values, path, overrides or {})
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     hints = typing.get_type_hints(cls)
@@ -157,6 +155,18 @@ class MissingKeys(ConfigError):
         super().__init__(message)
         self.keys = list(keys)
         self.path = path
+
+
+STAGE_SECTIONS = frozenset({"generalist", "cluster", "specialists", "distill"})  # the stages' TOML tables
+
+
+def _file_values(raw: dict[str, Any], section: str | None, path: str | Path) -> dict[str, Any]:
+    """A config file's keys for the stage whose table is ``section``: the keys at the top of the
+    file (shared by every stage), then that table's, which win; other stages' tables are theirs."""
+    table = raw.get(section, {}) if section else {}
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{section}] must be a table of keys, got {type(table).__name__}")
+    return {**{k: v for k, v in raw.items() if k not in STAGE_SECTIONS}, **table}
 
 
 FILE_REFUSED = frozenset({"trust_code"})  # keys a config file may not set: trust comes from the caller
@@ -240,11 +250,11 @@ class Bounds:
         if ok:
             return None
         if lo != (None, None) and hi != (None, None):
-            left = f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}"
-            right = f"{self.le:g}]" if self.le is not None else f"{self.lt:g})"
+            left = f"[{_number(self.ge)}" if self.ge is not None else f"({_number(self.gt)}"
+            right = f"{_number(self.le)}]" if self.le is not None else f"{_number(self.lt)})"
             return f"{name} must be in {left}, {right}, got {value!r}"
         bound = next(
-            f"{op} {b:g}"
+            f"{op} {_number(b)}"
             for op, b in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
             if b is not None
         )
@@ -271,6 +281,11 @@ def redefault(cls: type, name: str, default: Any) -> Any:
     stage whose default differs (a specialist's lr) declares it without restating the bounds."""
     f = cls.__dataclass_fields__[name]
     return dataclasses.field(default=default, metadata=f.metadata)
+
+
+def _number(b: float) -> str:
+    """A bound as a message shows it: an int in full (2**63 - 1 is not 9.22337e+18), a float short."""
+    return str(b) if isinstance(b, int) else f"{b:g}"
 
 
 def field_problems(cfg: Any) -> list[str]:
@@ -338,6 +353,8 @@ def _real(value: Any) -> Any:
 
 MAX_EPOCHS = 100_000  # beyond this a schedule's learning rate is ~0 for every epoch a run could reach
 MAX_LR = 10.0  # far past any rate that trains; larger ones are typing mistakes
+MAX_SEED = 2**63 - 1  # a signed 64-bit int, what torch, NumPy and a JSON reader elsewhere all take
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0  # beyond, z / T or T² leaves float32's range or drowns the soft term
 DEVICES = "'auto', 'cpu' or 'cuda[:N]'"
 
 
@@ -370,7 +387,7 @@ class RuntimeParts(Validated):
     checkpoint_every: float = param(
         60.0, ge=0
     )  # seconds between resumable checkpoints (and after the last epoch); 0: every epoch
-    seed: int = 0
+    seed: int = param(0, ge=0, le=MAX_SEED)
     trust_code: bool = False  # build models that loaded run directories name as code; never from a config file
 
     RESUMABLE: typing.ClassVar[frozenset[str]] = frozenset(
@@ -392,4 +409,4 @@ class SoftTargetParts(Validated):
     """The soft-target term of docs/method.md §1: its weight and temperature."""
 
     alpha: float = param(0.9, ge=0, le=1)  # weight of the soft term
-    temperature: float = param(1.0, gt=0)  # T of the soft term
+    temperature: float = param(1.0, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE)  # T of the soft term

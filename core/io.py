@@ -123,12 +123,19 @@ def exclusive(work: str | os.PathLike, what: str) -> Iterator[None]:
     """Hold ``<work>/.specens.lock`` (created with ``work``) for the block: a second process
     training into the same directory is refused at once, naming it, instead of the two writing,
     pruning and publishing one another's checkpoints. The lock is the kernel's (``flock``), so a
-    killed process releases it; the empty file left behind is harmless and reused."""
+    killed process releases it, and a killed run's empty file is harmless and reused. The lock is
+    removed when done, with the directory when this call made it and nothing else was written."""
     work = Path(work)
+    created = not work.exists()
     work.mkdir(parents=True, exist_ok=True)
     busy = f"{work}: another process is training {what} into it now; wait for it to finish or use another --out"
-    with flocked(work / LOCK, busy):
-        yield
+    try:
+        with flocked(work / LOCK, busy, remove=True):
+            yield
+    finally:  # a run refused before it wrote anything leaves nothing behind
+        if created and work.is_dir() and not any(work.iterdir()):
+            with contextlib.suppress(OSError):
+                work.rmdir()
 
 
 @contextlib.contextmanager

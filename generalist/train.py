@@ -20,7 +20,7 @@ import torch
 from specens.core.batchnorm import epoch_inputs
 from specens.core.config import config_to_json
 from specens.core.cost import Stopwatch, TrainingCost, forward_flops, training_cost
-from specens.core.device import autocast
+from specens.core.device import autocast, torch_seed
 from specens.core.errors import CheckpointError, ConfigError, DataError, check_same_classes
 from specens.core.io import check_outside_inputs, check_target, exclusive
 from specens.core.loop import Recipe, start
@@ -222,6 +222,11 @@ def _train_stream(cfg: TrainConfig, info: DatasetInfo, seed: int) -> ShardStream
         raise ConfigError(f"exclude_classes: {outside[0]} is not a class of {cfg.data} ({info.n_classes} classes)")
     counts = info.split(cfg.train_split).class_counts
     kept = info.split(cfg.train_split).num_samples - sum(counts[c] for c in cfg.exclude_classes)
+    if kept * cfg.train_fraction < 1:
+        raise ConfigError(
+            f"train_fraction {cfg.train_fraction:g} keeps no example: it is a fraction of the {kept} "
+            f"training examples of {cfg.data}, and keeps about {kept * cfg.train_fraction:.2g}"
+        )
     epoch_size = cfg.epoch_size or max(1, round(kept * cfg.train_fraction))  # the subset's expected size
     return ShardStream(
         cfg.data,
@@ -259,7 +264,7 @@ def _epoch(cfg: TrainConfig, recipe: Recipe, loader: MixedLoader, teacher, devic
 
     def train_epoch(epoch: int) -> dict:
         loader.set_epoch(epoch)
-        jitter_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        jitter_gen = torch.Generator().manual_seed(torch_seed(cfg.seed * 100_003 + epoch))
         seen, labelled, correct, loss_sum, steps = 0, 0, 0, 0.0, 0
         bar = progress_bar(
             loader, total=recipe.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", enabled=progress

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from specens.core.config import config_changes
+from specens.core.config import config_changes, load_config
 from specens.core.errors import CheckpointError, ConfigError, DataError, SpecensError, check_same_classes
 from specens.core.io import TEMP_GLOB, atomic_path, write_bytes_atomic
 
@@ -257,6 +257,22 @@ def test_a_second_process_training_into_the_same_directory_is_refused(tmp_path):
         with pytest.raises(CheckpointError, match=r"g: another process is training a generalist into it now"):
             train_generalist(cfg, progress=False)
         assert not (tmp_path / "g" / "model.json").exists()
-    train_generalist(cfg, progress=False)  # released: trains, and the lock file is accepted as its own
-    assert (tmp_path / "g" / "model.json").is_file() and (tmp_path / "g" / LOCK).is_file()
-    train_generalist(cfg, progress=False)  # a rerun finds the directory its own
+    assert not (tmp_path / "g").exists()  # the refused run left nothing behind
+    train_generalist(cfg, progress=False)  # released: trains, and removes its lock when done
+    assert (tmp_path / "g" / "model.json").is_file() and not (tmp_path / "g" / LOCK).exists()
+    (tmp_path / "g" / LOCK).touch()  # a killed run's: accepted as a leftover, and reused
+    train_generalist(cfg, progress=False)
+
+
+def test_a_config_file_s_top_level_keys_and_its_stage_table_merge(tmp_path):
+    """Keys at the top of a TOML file apply to every stage, the stage's table wins, other stages'
+    tables are theirs; they were silently dropped when the file also had a [generalist] table."""
+    from specens.clustering.cluster import ClusterConfig
+    from specens.generalist.config import TrainConfig
+
+    path = tmp_path / "t.toml"
+    path.write_text('data = "d"\nepochs = 3\nlr = 0.1\n[generalist]\nout = "g"\nlr = 0.01\n[cluster]\nout = "c"\n')
+    cfg = load_config(TrainConfig, path)
+    assert (cfg.data, cfg.out, cfg.epochs, cfg.lr) == ("d", "g", 3, 0.01)
+    with pytest.raises(ConfigError, match="unknown key 'epochs'"):  # a shared key this stage lacks is still named
+        load_config(ClusterConfig, path, {"generalist": "g"})

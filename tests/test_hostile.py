@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -407,6 +408,37 @@ TRACEBACKS = [  # each ended in a Python traceback (issue 44)
         )
     ),
     ("data arrays of no rows", lambda w: _arrays(w, 0), ARRAYS, "y.npy: no labels"),
+    # numbers at the edge of their range: bounded where the config is checked, before any work
+    (
+        "specialists --set rho=1e-300",
+        lambda w: None,
+        (*SPEC, "--set", "rho=1e-300"),
+        "rho=1e-300 puts 0 of each batch of 128 from the group",
+    ),
+    (
+        "specialists --set rho=1-2**-53",
+        lambda w: None,
+        (*SPEC, "--set", "rho=0.9999999999999999"),
+        "rho * batch_size must round to an int in [1, 127]",
+    ),
+    *(
+        (
+            f"{args[0]} --set seed=2**70",
+            lambda w: None,
+            (*args, "--set", f"seed={2**70}"),
+            f"seed must be in [0, {2**63 - 1}]",
+        )
+        for args in (TRAIN, SPEC)
+    ),
+    *(
+        (
+            f"distill --set temperature={t}",
+            lambda w: None,
+            ("distill", "--run", "{w}/run", "--data", "{w}/ds", "--quiet", "--epochs", 1, "--set", f"temperature={t}"),
+            "temperature must be in [0.01, 100]",
+        )
+        for t in ("1e308", "1e-308")
+    ),
 ]
 
 CASES = [
@@ -553,6 +585,19 @@ CASES = [
     ("clusters not JSON", _text(CL, "]"), INFER, "clusters.json: not valid JSON"),
     ("group out of range", _j(CL, lambda d: d["groups"][0].append(99)), INFER, "outside [0, 8)"),
     ("group member not an int", _j(CL, lambda d: d["groups"][0].append(1.5)), INFER, "holds 1.5, not a class index"),
+    (
+        "cluster at T 1e-6",
+        lambda w: None,
+        (*CLUSTER, "--temperature", "1e-6"),
+        "temperature 1e-06: the soft predictions",
+    ),
+    ("cluster at T 1e300", lambda w: None, (*CLUSTER, "--temperature", "1e300"), "carry no confusion between classes"),
+    (
+        "train_fraction 1e-9",
+        lambda w: None,
+        (*TRAIN, "--set", "train_fraction=1e-9"),
+        "train_fraction 1e-09 keeps no example",
+    ),
     ("group repeats a class", _j(CL, lambda d: d["groups"][0].append(d["groups"][0][0])), INFER, "repeats a class"),
     ("no groups", _j(CL, lambda d: d.update(groups=[])), SPEC, "holds no groups"),
     ("groups not lists", _j(CL, lambda d: d.update(groups=[1, 2])), SPEC, "clusters.json"),
@@ -721,7 +766,7 @@ CASES = [
         (*TRAIN, "--set", "exclude_classes=[99]"),
         "exclude_classes: 99 is not a class",
     ),
-    ("train without --data", lambda w: None, ("generalist", "train", "--out", "{w}/g2"), "missing required key 'data'"),
+    ("train without --data", lambda w: None, ("generalist", "train", "--out", "{w}/g2"), "Missing option '--data'"),
     ("cluster --temperature nan", lambda w: None, (*CLUSTER, "--temperature", "nan"), "must be a finite number"),
     ("cluster --temperature inf", lambda w: None, (*CLUSTER, "--temperature", "inf"), "must be a finite number"),
     ("cluster --groups 1", lambda w: None, (*CLUSTER, "--groups", 1), "a group holds all 8 classes"),
@@ -894,6 +939,7 @@ def test_a_config_file_grants_no_trust(work, args, monkeypatch):
 def test_a_config_file_names_code_only_with_the_flag(work, monkeypatch):
     marker = work / "pwned"
     _plant_code(work, marker, monkeypatch)
+    monkeypatch.delitem(sys.modules, "specens_payload", raising=False)  # imported by an earlier test
     (work / "t.toml").write_text('model = "specens_payload:make"\n')
     r = run_cli(*(str(a).replace("{w}", str(work)) for a in FILES[0]))
     assert_refused(r, "t.toml: model = 'specens_payload:make' names code to import")

@@ -32,3 +32,9 @@ def autocast(device: torch.device, enabled: bool = True):
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def torch_seed(n: int) -> int:
+    """A seed derived from a config's (``seed * 1009 + index``, ...) as torch takes one, below
+    2**64: every seed a config allows then derives a valid one, and a small one is unchanged."""
+    return n % 2**64

@@ -48,10 +48,12 @@ def dustbin_correction(pi: float, rho: float = 0.5) -> float:
         log[ (ρ/π) / ((1 − ρ)/(1 − π)) ]     (= log((1 − π)/π) when ρ = 0.5)
 
     π: the natural fraction of examples whose class is in S; ρ: their fraction in training batches.
+    Computed as a sum of logarithms, finite for every π and ρ in (0, 1): the ratios themselves
+    overflow or vanish when either is within a few ulps of 0 or 1.
     """
     if not (0 < pi < 1 and 0 < rho < 1):
         raise ValueError(f"need 0 < pi < 1 and 0 < rho < 1, got pi={pi}, rho={rho}")
-    return math.log((rho / pi) / ((1 - rho) / (1 - pi)))
+    return math.log(rho) - math.log(pi) - math.log1p(-rho) + math.log1p(-pi)
 
 
 def apply_correction(logits: torch.Tensor, correction: float) -> torch.Tensor:

@@ -50,7 +50,7 @@ from specens.core.config import (
     redefault,
 )
 from specens.core.cost import Stopwatch, TrainingCost, forward_flops, training_cost
-from specens.core.device import autocast
+from specens.core.device import autocast, torch_seed
 from specens.core.errors import CheckpointError, ConfigError, TrainingDiverged
 from specens.core.io import check_no_links, check_outside_inputs, check_target, exclusive
 from specens.core.loop import Recipe, TrainingMetrics, start
@@ -122,6 +122,11 @@ class SpecialistConfig(OptimParts, SoftTargetParts, RuntimeParts):
         return [
             *((bool(getattr(self, f)), f"{f}: required") for f in ("generalist", "clusters", "data", "out")),
             (self.widen == 1 or self.shared_trunk >= 1, "widen: needs shared_trunk >= 1 (it widens the blocks owned)"),
+            (
+                not 0 < self.rho < 1 or 0 < round(self.rho * self.batch_size) < self.batch_size,
+                f"rho={self.rho!r} puts {round(self.rho * self.batch_size)} of each batch of {self.batch_size} "
+                f"from the group: rho * batch_size must round to an int in [1, {self.batch_size - 1}]",
+            ),
             *super().checks(),
         ]
 
@@ -170,7 +175,7 @@ def _lr_trials(cfg, job: _Job, model, steps: int, stream, top, routed, bn_inputs
     1e-2 suited a small MLP's specialists and wrecked a residual net's (RESULTS)."""
     trials = []
     for lr in LR_CANDIDATES:
-        torch.manual_seed(cfg.seed * 1009 + job.index)
+        torch.manual_seed(torch_seed(cfg.seed * 1009 + job.index))
         trial = copy.deepcopy(model)
         recipe = Recipe(cfg, trial, steps, f"specialist {job.index} (lr {lr:g} trial)", epochs=1, lr=lr)
         t0 = time.perf_counter()
@@ -184,7 +189,7 @@ def _lr_trials(cfg, job: _Job, model, steps: int, stream, top, routed, bn_inputs
         except TrainingDiverged:
             record = {"train_loss": math.inf, "val_nll": math.inf, "examples": steps * cfg.batch_size, "steps": steps}
         trials.append({"lr": lr, **record, "seconds": time.perf_counter() - t0})
-    torch.manual_seed(cfg.seed * 1009 + job.index)
+    torch.manual_seed(torch_seed(cfg.seed * 1009 + job.index))
     return trials
 
 
@@ -232,7 +237,7 @@ def train_specialist(
 def _train(cfg: SpecialistConfig, job: _Job, on_epoch_end, restart: bool, clock: Stopwatch, device) -> SpecialistRecord:
     """:func:`train_specialist` once its directories are checked and its work directory held."""
     index = job.index
-    torch.manual_seed(cfg.seed * 1009 + index)
+    torch.manual_seed(torch_seed(cfg.seed * 1009 + index))
     try:
         model = build_specialist(
             job.gen.model,

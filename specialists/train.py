@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -52,8 +53,16 @@ from specens.core.config import (
 from specens.core.cost import Stopwatch, TrainingCost, forward_flops, training_cost
 from specens.core.device import autocast, torch_seed
 from specens.core.errors import CheckpointError, ConfigError, TrainingDiverged
-from specens.core.io import check_no_links, check_outside_inputs, check_target, exclusive
+from specens.core.io import (
+    check_no_links,
+    check_outside_inputs,
+    check_target,
+    exclusive,
+    read_artifact_json,
+    write_json_atomic,
+)
 from specens.core.loop import Recipe, TrainingMetrics, start
+from specens.core.records import is_number
 from specens.data.format import INFO_FILE, load_info
 from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist
@@ -193,6 +202,39 @@ def _lr_trials(cfg, job: _Job, model, steps: int, stream, top, routed, bn_inputs
     return trials
 
 
+TRIALS = "lr_trials.json"  # in the work directory: an interrupted specialist resumes without rerunning them
+TRIALS_FORMAT = ("specens.lr-trials", 1)
+_TRIAL_KEYS = ("lr", "train_loss", "val_nll", "examples", "steps", "seconds")
+
+
+def _store_trials(cfg: SpecialistConfig, job: _Job, trials: list[dict]) -> None:
+    fmt, version = TRIALS_FORMAT
+    rows = [{k: t[k] if math.isfinite(t[k]) else None for k in _TRIAL_KEYS if k in t} for t in trials]
+    write_json_atomic(
+        job.work / TRIALS, {"format": fmt, "format_version": version, "config": cfg.result_key(), "trials": rows}
+    )
+
+
+def _stored_trials(cfg: SpecialistConfig, job: _Job, restart: bool) -> list[dict]:
+    """The trials an interrupted attempt with this config already ran, or [] (none, another
+    config, a restart, or a file this specens cannot read: they are run again)."""
+    path = job.work / TRIALS
+    if restart or not path.is_file():
+        return []
+    try:
+        data = read_artifact_json(path, *TRIALS_FORMAT)
+    except CheckpointError:
+        return []
+    rows = data.get("trials")
+    valid = (
+        data.get("config") == json.loads(json.dumps(cfg.result_key()))
+        and isinstance(rows, list)
+        and [r.get("lr") if isinstance(r, dict) else None for r in rows] == list(LR_CANDIDATES)
+        and all(all(v is None or is_number(v) for v in r.values()) and set(r) <= set(_TRIAL_KEYS) for r in rows)
+    )
+    return [{k: math.inf if v is None else v for k, v in r.items()} for r in rows] if valid else []
+
+
 def _trial_loss(trial: dict) -> float:
     return trial["val_nll"] if "val_nll" in trial else trial["train_loss"]
 
@@ -256,7 +298,10 @@ def _train(cfg: SpecialistConfig, job: _Job, on_epoch_end, restart: bool, clock:
     # a shared-trunk specialist's soft targets: the generalist's own top blocks and head on the trunk's features
     top = _teacher_top(job.gen.model, cfg.shared_trunk) if isinstance(model, TrunkedSpecialist) else None
     bn_inputs = _bn_inputs(cfg, job, parts)
-    trials = [] if cfg.lr else _lr_trials(cfg, job, model, steps, stream, top, routed, bn_inputs, device)
+    trials = [] if cfg.lr else _stored_trials(cfg, job, restart)
+    if not cfg.lr and not trials:
+        trials = _lr_trials(cfg, job, model, steps, stream, top, routed, bn_inputs, device)
+        _store_trials(cfg, job, trials)
     lr = cfg.lr or min(trials, key=_trial_loss)["lr"]
     epochs = cfg.epochs or matched_epochs(job.gen, job.info)
     recipe = Recipe(cfg, model, steps, f"specialist {index}", epochs=epochs, lr=lr)

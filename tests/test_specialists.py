@@ -419,3 +419,27 @@ def test_learning_rate_chosen_on_validation(synthetic_run, tmp_path):
     assert fixed.lr == 3e-3 and fixed.lr_trials == []
     # the trials are paid for: three more epochs' examples than the one trained
     assert chosen.cost.examples == 4 * fixed.cost.examples and chosen.cost.epochs == fixed.cost.epochs == 1
+
+
+def test_an_interrupted_specialist_resumes_without_rerunning_its_rate_trials(synthetic_run, tmp_path, monkeypatch):
+    """The learning-rate trials (three one-epoch runs) are kept in the work directory: a resumed
+    specialist reads them instead of running them again, and ends as an uninterrupted one does."""
+    from faults import FailOnce, InjectedFailure
+    from safetensors.torch import load_file
+
+    import specens.specialists.train as train
+
+    with pytest.raises(InjectedFailure):
+        train_specialist(
+            _cfg(synthetic_run, tmp_path / "run", epochs=2, lr=0.0), 0, on_epoch_end=FailOnce(0, 0, tmp_path / "m")
+        )
+    ran = train._lr_trials
+    monkeypatch.setattr(train, "_lr_trials", lambda *a: pytest.fail("the trials ran again"))
+    resumed = train_specialist(_cfg(synthetic_run, tmp_path / "run", epochs=2, lr=0.0), 0)
+    monkeypatch.setattr(train, "_lr_trials", ran)
+    whole = train_specialist(_cfg(synthetic_run, tmp_path / "whole", epochs=2, lr=0.0), 0)
+    assert resumed.lr == whole.lr and resumed.lr_trials == whole.lr_trials
+    assert resumed.cost.examples == whole.cost.examples  # the trials are still paid for
+    a = load_file(tmp_path / "run" / "specialists" / "s000" / "model.safetensors")
+    b = load_file(tmp_path / "whole" / "specialists" / "s000" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -73,7 +73,7 @@ def demo(run_dir, n_classes, epochs, n_groups, specialist_epochs, baseline, loca
     save_report(r, root / "evaluation")
     click.echo(format_report(r))
     if baseline:
-        stage(7, "the same compute spent on the generalist instead: training it further")
+        stage(7, f"the same compute spent on the generalist instead: {_baseline_plan(ens, root)}")
         b = compute_matched(root, str(data), "test", device, alternatives=("continued",), echo=click.echo, evaluation=r)
         click.echo(format_table(b))
     click.echo(
@@ -102,12 +102,55 @@ def _generalist(stage, root: Path, data: Path, epochs: int, device: str) -> str:
     from specens.generalist.evaluate import evaluate_generalist
     from specens.generalist.train import train_generalist
 
-    stage(2, "generalist: training")
     cfg = TrainConfig(data=str(data), out=str(root / "generalist"), epochs=epochs, device=device)
-    train_generalist(cfg)
+    if _trained(cfg):
+        stage(2, f"generalist: reusing {cfg.out}")
+    else:
+        stage(2, f"generalist: training ({epochs} epochs at most)")
+    train_generalist(cfg)  # a complete run is checked and returned as it is
     m = evaluate_generalist(cfg.out, str(data), "test", device=device, progress=False)
     click.echo(f"generalist test top-1 {m['top1']:.4f}, top-5 {m['top5']:.4f}")
     return cfg.out
+
+
+def _trained(cfg) -> bool:
+    """Whether ``cfg.out`` holds a generalist exported from training with ``cfg`` (a rerun reuses it)."""
+    from specens.core.config import config_changes
+    from specens.core.errors import SpecensError
+    from specens.generalist.checkpoint import read_record
+
+    if not (Path(cfg.out) / "model.json").is_file():
+        return False
+    try:
+        return config_changes(read_record(cfg.out).config, cfg) == []
+    except SpecensError:  # unreadable: training says what is wrong
+        return False
+
+
+def _baseline_plan(ens, root: Path) -> str:
+    """Stage 7's line, before it starts: the epochs and FLOPs the compute-matched generalist will
+    train (as ``compute_matched``'s (a) counts them) and their time at the generalist's measured
+    seconds per epoch; or that a rerun reuses it (exported, for the same number of epochs)."""
+    import math
+
+    from specens.core.cost import format_flops
+    from specens.core.errors import SpecensError
+    from specens.generalist.checkpoint import read_record
+    from specens.inference.baselines import BASELINES, budget
+
+    b, g = budget(ens), ens.training_costs["generalist"]
+    epochs = max(1, math.ceil(b.examples / g.examples_per_epoch))
+    out = root / BASELINES / "continued"
+    try:
+        if (out / "model.json").is_file() and read_record(out).config.get("epochs") == epochs:
+            return f"reusing {out}"
+    except SpecensError:  # unreadable: the stage says what is wrong
+        pass
+    seconds = g.wall_seconds / max(g.epochs, 1) * epochs
+    return (
+        f"training it {epochs} more epochs ({format_flops(b.specialists_flops)}, the specialists' training FLOPs; "
+        f"about {seconds:.0f} s at the generalist's pace)"
+    )
 
 
 def _clusters(stage, root: Path, data: Path, generalist: str, k: int, device: str) -> Path:
@@ -138,7 +181,7 @@ def _specialists(stage, root, data, generalist, clusters, k, epochs, local, devi
     )
     summary = train_all(config, local=local, echo=click.echo)
     if summary.failed:
-        raise click.ClickException(f"specialists {sorted(summary.failed)} failed; rerun to retry them")
+        raise click.ClickException(f"{summary.failure_line()}; rerun to retry them")
 
 
 def _verdict(r, b) -> str:

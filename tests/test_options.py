@@ -3,6 +3,9 @@ refused as one ``Error:`` line naming the option or key at fault, or accepted an
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 from click.testing import CliRunner
 
@@ -169,3 +172,74 @@ def test_a_config_file_without_a_required_key_is_named_with_the_option(tmp_path)
 def test_cluster_groups_shows_its_default():
     help_text = " ".join(run_cli("cluster", "--help").stdout.split())
     assert "--groups INTEGER K, the number of k-means groups [default: the config's, 0: chosen" in help_text
+
+
+# -- 6. the demo says what a rerun reuses, and what its last stage will cost -----------------------
+
+
+SMALL = dict(epochs=1, model_kwargs={"hidden": [8]}, threads=1)
+
+
+@pytest.fixture(scope="module")
+def small_generalist(small_ds, tmp_path_factory) -> str:
+    from specens.generalist.config import TrainConfig
+    from specens.generalist.train import train_generalist
+
+    out = tmp_path_factory.mktemp("options") / "g"
+    return train_generalist(TrainConfig(data=small_ds, out=str(out), **SMALL), progress=False).run_dir
+
+
+def test_demo_reuses_only_a_generalist_trained_with_its_config(small_ds, small_generalist, tmp_path):
+    from specens.cli.demo import _trained
+    from specens.generalist.config import TrainConfig
+
+    cfg = TrainConfig(data=small_ds, out=small_generalist, **SMALL)
+    assert _trained(cfg)
+    assert _trained(TrainConfig(**{**cfg.__dict__, "device": "cpu"}))  # changes nothing computed
+    assert not _trained(TrainConfig(**{**cfg.__dict__, "epochs": 2}))  # the rerun trains (or refuses)
+    assert not _trained(TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "g")}))
+
+
+def test_demo_states_the_compute_matched_stage_before_it_starts(small_generalist, tmp_path):
+    from types import SimpleNamespace
+
+    from specens.cli.demo import _baseline_plan
+    from specens.core.cost import TrainingCost
+
+    def cost(examples, epochs, flops, wall):
+        return TrainingCost(
+            examples=examples,
+            steps=1,
+            epochs=epochs,
+            flops_per_example=1.0,
+            teacher_flops_per_example=0.0,
+            parameters=1,
+            train_flops=flops,
+            train_seconds=wall,
+            train_cpu_seconds=wall,
+            validation_seconds=0.0,
+            wall_seconds=wall,
+            cpu_seconds=wall,
+            overhead_seconds=0.0,
+            epochs_resumed=0,
+        )
+
+    # the generalist: 6 epochs of 1,000 examples, 6e9 FLOPs in 60 s; the specialists: 2.1e10 FLOPs in all
+    ens = SimpleNamespace(
+        training_costs={
+            "generalist": cost(6000, 6, 6e9, 60.0),
+            "specialists": [cost(1, 1, 1e10, 1), cost(1, 1, 1.1e10, 1)],
+        }
+    )
+    plan = (
+        "training it 21 more epochs (21 GFLOP, the specialists' training FLOPs; about 210 s at the generalist's pace)"
+    )
+    assert _baseline_plan(ens, tmp_path / "fresh") == plan
+    other, same = tmp_path / "other", tmp_path / "same"
+    shutil.copytree(small_generalist, other / "baselines" / "continued")  # trained for 1 epoch, not 21
+    assert _baseline_plan(ens, other) == plan
+    shutil.copytree(small_generalist, same / "baselines" / "continued")
+    record = json.loads((same / "baselines" / "continued" / "model.json").read_text())
+    record["config"]["epochs"] = 21  # the config is outside the fingerprint: the record stays valid
+    (same / "baselines" / "continued" / "model.json").write_text(json.dumps(record))
+    assert _baseline_plan(ens, same) == f"reusing {same}/baselines/continued"

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from specens.core.config import load_config
 from specens.core.cost import format_flops, forward_flops
 from specens.core.device import resolve_device
-from specens.core.errors import ConfigError
+from specens.core.errors import CheckpointError, ConfigError
 from specens.core.io import check_no_links, check_outside_inputs, write_json_atomic
 from specens.data.format import load_info
 from specens.data.shards import iter_split
@@ -58,9 +58,11 @@ from .report import EvaluationReport
 BASELINES = "baselines"
 
 
-def budget(ens: Ensemble) -> Budget:
+def budget(ens: Ensemble, where: str | Path = "the generalist's model.json") -> Budget:
     """The generalist's training cost G, the specialists' B (every trained one, gated off or not),
-    and the examples / epochs / seeds they buy for the alternatives."""
+    and the examples / epochs / seeds they buy for the alternatives. ``where`` names the
+    generalist's ``model.json``: a G the budgets cannot be divided by (zero, or under one FLOP an
+    example, as only an edited record holds) is refused naming it."""
     gen, specs = ens.training_costs["generalist"], ens.training_costs["specialists"]
     if gen is None or not gen.examples or any(c is None for c in specs):
         raise ConfigError(
@@ -68,6 +70,16 @@ def budget(ens: Ensemble) -> Budget:
             "training); train them with specens to compare at matched compute"
         )
     g, b = gen.train_flops, sum(c.train_flops for c in specs)
+    if not g / gen.examples >= 1:
+        raise CheckpointError(
+            f"{where}: 'metrics'.cost.train_flops is {g!r} for {gen.examples} training examples, under one "
+            "FLOP an example: not a cost specens measured, and the compute-matched budgets are multiples of it"
+        )
+    if not math.isfinite(g + b):
+        raise CheckpointError(
+            f"the specialists' training costs ('cost'.train_flops of their specialist.json) sum to {b!r} "
+            f"with the generalist's {g!r} ({where}): beyond any budget a run could train"
+        )
     return Budget(g, b, examples=math.ceil(b / (g / gen.examples)), seeds=max(2, round((g + b) / g)))
 
 
@@ -208,7 +220,7 @@ def compute_matched(
     dev = resolve_device(device)
     ens = Ensemble.load(run_dir, device=device, trust_code=trust_code)
     ens.dataset_info(data)  # its classes and input shape are the run's, before anything trains
-    b = budget(ens)
+    b = budget(ens, run_dir / "generalist" / "model.json")
     out = check_no_links(run_dir, run_dir / BASELINES)
     example = next(iter(iter_split(data, split, 8))).inputs.to(dev)
     f_g = forward_flops(ens.generalist.model, example)

@@ -439,6 +439,13 @@ TRACEBACKS = [  # each ended in a Python traceback (issue 44)
         )
         for t in ("1e308", "1e-308")
     ),
+    # the compute-matched budgets are multiples of the generalist's training cost
+    (
+        "baseline on a generalist that cost nothing",
+        _j(G, lambda d: d["metrics"]["cost"].update(train_flops=0)),
+        ("baseline", "--run", "{w}/run", "--data", "{w}/ds"),
+        "model.json: 'metrics'.cost.train_flops is 0 for",
+    ),
 ]
 
 CASES = [

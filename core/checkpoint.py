@@ -10,7 +10,10 @@ with ``torch.load(weights_only=True)``, which refuses pickled code.
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +31,15 @@ from .io import (
     read_json,
     write_json_atomic,
 )
+from .records import is_count, is_number
 
 WEIGHTS = "model.safetensors"
 STATE_FORMAT, STATE_VERSION = "specens.training-state", 1  # progress.json of a resumable training state
 CHECKPOINT_FILES = ("epoch-[0-9][0-9][0-9][0-9]/", "latest.json", "best.safetensors")  # what <work>/checkpoints holds
+STATE_DIR = re.compile(r"epoch-([0-9]{4,})")  # a state directory's name, as save_training_state makes it
+STATE_KEYS = ("optimizer", "scheduler", "rng")  # state.pt
+PROGRESS_KEYS = ("epoch", "config", "history", "best")  # progress.json, besides its format header
+RESTART = "; rerun with --restart (restart=True) to discard this training state"
 
 
 def save_weights(
@@ -146,10 +154,31 @@ def save_training_state(
 
 
 def _latest(work: str | os.PathLike) -> Path | None:
+    """The newest complete state's directory, as ``latest.json`` names it: ``{"epoch": e, "dir":
+    "epoch-EEEE"}``, a plain name inside ``<work>/checkpoints`` (no path: an edited ``dir`` never
+    sends the reader elsewhere), of a directory that is there. None when there is no state."""
     latest = Path(work) / "checkpoints" / "latest.json"
     if not latest.is_file():
         return None
-    return latest.parent / read_json(latest)["dir"]
+    try:
+        record = read_json(latest)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}{RESTART}") from None
+    if not isinstance(record, dict) or sorted(record) != ["dir", "epoch"]:
+        got = sorted(record) if isinstance(record, dict) else f"a {type(record).__name__}"
+        raise CheckpointError(f"{latest}: expected an object of keys ['dir', 'epoch'], got {got}{RESTART}")
+    name, epoch = record["dir"], record["epoch"]
+    match = STATE_DIR.fullmatch(name) if isinstance(name, str) else None
+    if match is None:
+        raise CheckpointError(
+            f"{latest}: 'dir' is {name!r:.60}, not the name of a state directory (epoch-NNNN) inside {latest.parent}"
+            f"{RESTART}"
+        )
+    if not is_count(epoch) or name != f"epoch-{epoch:04d}":
+        raise CheckpointError(f"{latest}: 'epoch' is {epoch!r:.30}, but 'dir' is {name}{RESTART}")
+    if not (latest.parent / name).is_dir():
+        raise CheckpointError(f"{latest}: names {name}, which {latest.parent} does not hold{RESTART}")
+    return latest.parent / name
 
 
 def training_progress(work: str | os.PathLike) -> dict | None:
@@ -158,26 +187,171 @@ def training_progress(work: str | os.PathLike) -> dict | None:
     return None if d is None else _read_progress(d)
 
 
-def load_training_state(work: str | os.PathLike, model: torch.nn.Module) -> tuple[dict, dict] | None:
-    """Load the newest complete training state into ``model``; returns (state, progress) or None."""
+def load_training_state(
+    work: str | os.PathLike,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+) -> tuple[dict, dict] | None:
+    """Load the newest complete training state into ``model`` and, when given, into ``optimizer``,
+    ``scheduler`` and torch's RNG; returns (state, progress) or None when there is none. Every file
+    is checked against what it is loaded into before anything is loaded, so a state that does not
+    fit (a :class:`CheckpointError` naming the file) leaves them as they were."""
     d = _latest(work)
     if d is None:
         return None
-    load_weights(model, d / WEIGHTS)
+    prog = _read_progress(d)
+    state = _read_state(d / "state.pt")
+    if optimizer is not None:
+        _check_fits(state, d / "state.pt", optimizer, scheduler)
+    load_weights(model, d / WEIGHTS)  # checked whole before the model changes
+    if optimizer is not None:
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            raise CheckpointError(f"{d / 'state.pt'}: does not fit this run ({_first_line(e)}){RESTART}") from None
+    return state, prog
+
+
+def _read_state(path: Path) -> dict:
+    """``state.pt``: tensors and plain containers only (``weights_only``: no pickled object is
+    built), holding :data:`STATE_KEYS`."""
     try:
-        state = torch.load(d / "state.pt", weights_only=True, map_location="cpu")
-    except Exception as e:
-        raise CheckpointError(f"{d / 'state.pt'}: cannot be read ({e})") from None
-    return state, _read_progress(d)
+        with warnings.catch_warnings():  # the weights-only unpickler warns about what it then refuses
+            warnings.simplefilter("ignore")
+            state = torch.load(path, weights_only=True, map_location="cpu")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing{RESTART}") from None
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: not a specens training state (weights_only load refused it){RESTART}") from None
+    except Exception as e:  # torch raises several types for a damaged file
+        raise CheckpointError(f"{path}: cannot be read ({_first_line(e)}){RESTART}") from None
+    if not (isinstance(state, dict) and sorted(state) == sorted(STATE_KEYS)):
+        raise CheckpointError(
+            f"{path}: not a specens training state (an object of the optimizer's and scheduler's states "
+            f"and torch's RNG state){RESTART}"
+        )
+    return state
+
+
+def _check_fits(state: dict, path: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+    """Refuse a state that does not fit this run's optimizer, scheduler and RNG: the scheduler's
+    state and the optimizer's parameter groups must have this run's keys and kinds of value, the
+    groups this run's sizes, every per-parameter tensor its parameter's shape (a fused optimizer
+    step on another shape writes outside its memory), and the RNG state torch's size."""
+    saved, rng = state["optimizer"], state["rng"]
+    fresh_groups = optimizer.state_dict()["param_groups"]
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    if not (
+        isinstance(groups, list)
+        and len(groups) == len(fresh_groups)
+        and all(
+            isinstance(g, dict) and _like(fresh, g, skip="params")
+            for fresh, g in zip(fresh_groups, groups, strict=True)
+        )
+        and _like(scheduler.state_dict(), state["scheduler"])
+    ):
+        raise CheckpointError(f"{path}: its optimizer or schedule state is not this run's{RESTART}")
+    params: dict[Any, torch.Tensor] = {}
+    for g, ours in zip(groups, optimizer.param_groups, strict=True):
+        ids = g.get("params")
+        if not (isinstance(ids, list) and len(ids) == len(ours["params"]) and all(is_count(i) for i in ids)):
+            raise CheckpointError(f"{path}: its optimizer's parameter groups are not this model's{RESTART}")
+        params.update(zip(ids, ours["params"], strict=True))
+    per_param = saved.get("state")
+    if not (
+        isinstance(per_param, dict)
+        and set(per_param) <= set(params)
+        and all(isinstance(v, dict) and all(isinstance(k, str) for k in v) for v in per_param.values())
+    ):
+        raise CheckpointError(f"{path}: its optimizer's per-parameter state is not this model's{RESTART}")
+    for i, values in per_param.items():
+        p = params[i]
+        for key, v in values.items():
+            if isinstance(v, torch.Tensor):
+                ok = (v.shape == p.shape and v.is_floating_point()) if v.dim() else bool(torch.isfinite(v).all())
+            else:
+                ok = v is None or is_number(v)
+            if not ok:
+                got = f"of shape {list(v.shape)} ({v.dtype})" if isinstance(v, torch.Tensor) else repr(v)[:40]
+                raise CheckpointError(
+                    f"{path}: the optimizer's {key!r} of a parameter of shape {list(p.shape)} is {got}{RESTART}"
+                )
+    want = torch.get_rng_state()
+    if not (isinstance(rng, torch.Tensor) and rng.dtype == want.dtype and rng.shape == want.shape):
+        raise CheckpointError(f"{path}: its 'rng' is not a torch RNG state{RESTART}")
+
+
+def _like(fresh: Any, loaded: Any, skip: str = "") -> bool:
+    """Whether ``loaded`` (read from a file) has the structure of ``fresh`` (this run's own):
+    the same keys (but ``skip``), lengths and kinds of value (numbers finite; true/false and null
+    interchangeable)."""
+    if isinstance(fresh, dict):
+        keys = set(fresh) - {skip}
+        return (
+            isinstance(loaded, dict) and set(loaded) - {skip} == keys and all(_like(fresh[k], loaded[k]) for k in keys)
+        )
+    if isinstance(fresh, list | tuple):
+        return (
+            isinstance(loaded, list | tuple)
+            and len(loaded) == len(fresh)
+            and all(_like(a, b) for a, b in zip(fresh, loaded, strict=True))
+        )
+    if fresh is None or isinstance(fresh, bool):
+        return loaded is None or isinstance(loaded, bool)
+    if isinstance(fresh, int | float):
+        return is_number(loaded)
+    if isinstance(fresh, torch.Tensor):
+        return isinstance(loaded, torch.Tensor) and loaded.shape == fresh.shape
+    return type(loaded) is type(fresh)
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
 
 
 def _read_progress(d: Path) -> dict:
-    """``progress.json`` of one training state; one written in another format is refused, naming
-    the version, with the way out (``--restart`` discards the state)."""
+    """``progress.json`` of the state in ``d`` (``epoch-EEEE``): its format and version, its epoch
+    the directory's, a config, the history of epochs 1 .. e + 1 (objects of numbers, each its
+    ``epoch``) and the best of them. A problem is refused naming the file and the key, with the
+    way out (``--restart`` discards the state)."""
+    path = d / "progress.json"
     try:
-        return read_artifact_json(d / "progress.json", STATE_FORMAT, STATE_VERSION)
+        prog = read_artifact_json(path, STATE_FORMAT, STATE_VERSION)
+        _check_progress(prog, path, int(STATE_DIR.fullmatch(d.name).group(1)))
     except CheckpointError as e:
-        raise CheckpointError(f"{e}; rerun with --restart (restart=True) to discard this training state") from None
+        raise CheckpointError(f"{e}{RESTART}") from None
+    return prog
+
+
+def _check_progress(prog: dict, path: Path, epoch: int) -> None:
+    have = set(prog) - {"format", "format_version"}
+    missing, extra = [k for k in PROGRESS_KEYS if k not in have], sorted(have - set(PROGRESS_KEYS))
+    if missing or extra:
+        problems = [f"missing keys {missing}"] * bool(missing) + [f"unknown keys {extra}"] * bool(extra)
+        raise CheckpointError(f"{path}: " + "; ".join(problems))
+    if not is_count(prog["epoch"]) or prog["epoch"] != epoch:
+        raise CheckpointError(f"{path}: 'epoch' is {prog['epoch']!r:.30}, but this is the state after epoch {epoch}")
+    if not isinstance(prog["config"], dict):
+        raise CheckpointError(f"{path}: 'config' must be an object, got {type(prog['config']).__name__}")
+    history = prog["history"]
+    if not (
+        isinstance(history, list)
+        and len(history) == epoch + 1
+        and all(
+            isinstance(r, dict) and r.get("epoch") == i + 1 and all(is_number(v) for v in r.values())
+            for i, r in enumerate(history)
+        )
+    ):
+        raise CheckpointError(
+            f"{path}: 'history' must be the records of epochs 1 to {epoch + 1}, each an object of numbers "
+            "with its 'epoch'"
+        )
+    if not isinstance(prog["best"], dict) or prog["best"] not in history:
+        raise CheckpointError(f"{path}: 'best' must be one of the records of its 'history'")
 
 
 def discard_training_state(work: str | os.PathLike) -> None:

@@ -216,13 +216,16 @@ class EpochLoop:
                     f"({'; '.join(changes)}); rerun with --restart (restart=True) to discard "
                     "it, or use a new run directory"
                 )
-        resumed = load_training_state(self.work, self.model)
+        try:  # every file is checked before anything is loaded: a refused state leaves the model as built
+            resumed = load_training_state(self.work, self.model, self.optimizer, self.scheduler)
+        except CheckpointError:  # weights or state.pt that do not fit: discarded on restart, else refused
+            if not self.restart:
+                raise
+            discard_training_state(self.work)
+            resumed = None
         if resumed is None:
             return 0, [], None
-        state, prog = resumed
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+        _, prog = resumed
         return prog["epoch"] + 1, prog["history"], prog["best"]
 
     def _patience_spent(self, best: dict | None, epochs_done: int) -> bool:

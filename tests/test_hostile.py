@@ -361,6 +361,63 @@ def _arrays(w: Path, n: int = 8) -> None:
 
 ARRAYS = ("data", "arrays", "--x", "{w}/x.npy", "--y", "{w}/y.npy", "--out", "{w}/arr")
 
+
+class _Interrupted(Exception):
+    """Raised after a training's first epoch, as a killed run stops: its state is left to resume."""
+
+
+def _resumable(edit):
+    """A mutation: {w}/g2 is a generalist run interrupted after epoch 1 of 2 (what ``RESUME``
+    continues), then ``edit(checkpoints folder)`` changes its training state."""
+
+    def mutate(w: Path) -> None:
+        from specens.generalist.config import TrainConfig
+        from specens.generalist.train import train_generalist
+
+        def stop(epoch, record):
+            raise _Interrupted
+
+        cfg = TrainConfig(
+            data=str(w / "ds"),
+            out=str(w / "g2"),
+            epochs=2,
+            model="mlp",
+            model_kwargs={"hidden": [8]},
+            checkpoint_every=0,
+        )
+        with pytest.raises(_Interrupted):
+            train_generalist(cfg, progress=False, on_epoch_end=stop)
+        edit(w / "g2" / "checkpoints")
+
+    return mutate
+
+
+def _planted_state(ckpt: Path) -> None:
+    """state.pt: a pickle that would run a command (touching a file the snapshot would see)."""
+    import os
+    import pickle
+
+    class Planted:
+        def __reduce__(self):
+            return os.system, (f"touch {ckpt.parent / 'pwned'}",)
+
+    (ckpt / "epoch-0000" / "state.pt").write_bytes(pickle.dumps(Planted()))
+
+
+def _moments_reshaped(ckpt: Path) -> None:
+    """state.pt: valid, but the optimizer's moments of another shape than their parameters'."""
+    import torch
+
+    path = ckpt / "epoch-0000" / "state.pt"
+    state = torch.load(path, weights_only=True)
+    for moments in state["optimizer"]["state"].values():
+        moments.update(exp_avg=torch.zeros(3))
+    torch.save(state, path)
+
+
+RESUME = (*TRAIN, "--epochs", 2)
+LATEST, PROGRESS = "latest.json", "epoch-0000/progress.json"
+
 TRACEBACKS = [  # each ended in a Python traceback (issue 44)
     # token ids into a float model, and floats into a token model, refused at the dataset's boundary
     ("eval on token ids", _token_ids, (*EVAL[:-1], "{w}/ds_int"), "ds_int/dataset.json holds input dtype int64"),
@@ -446,6 +503,42 @@ TRACEBACKS = [  # each ended in a Python traceback (issue 44)
         ("baseline", "--run", "{w}/run", "--data", "{w}/ds"),
         "model.json: 'metrics'.cost.train_flops is 0 for",
     ),
+    # an interrupted run's training state, edited: refused naming the file before any of it is used
+    *(
+        (f"resume: {what}", _resumable(lambda c, rel=rel, change=change: edit_json(c / rel, change)), RESUME, culprit)
+        for what, rel, change, culprit in (
+            (
+                "latest.json dir outside",
+                LATEST,
+                lambda d: d.update(dir="../../elsewhere"),
+                "latest.json: 'dir' is '../../elsewhere', not the name of a state directory",
+            ),
+            ("latest.json without dir", LATEST, lambda d: d.pop("dir"), "latest.json: expected an object of keys"),
+            ("latest.json dir a number", LATEST, lambda d: d.update(dir=0), "latest.json: 'dir' is 0"),
+            ("progress.json without history", PROGRESS, lambda d: d.pop("history"), "missing keys ['history']"),
+            ("progress.json epoch a string", PROGRESS, lambda d: d.update(epoch="0"), "progress.json: 'epoch' is '0'"),
+            ("progress.json epoch ahead", PROGRESS, lambda d: d.update(epoch=5), "progress.json: 'epoch' is 5"),
+            (
+                "progress.json best not in history",
+                PROGRESS,
+                lambda d: d["best"].update(val_top1=1.0),
+                "progress.json: 'best' must be one of",
+            ),
+            (
+                "progress.json history of strings",
+                PROGRESS,
+                lambda d: d["history"][0].update(val_top1="x"),
+                "progress.json: 'history' must be",
+            ),
+        )
+    ),
+    (
+        "resume: state.pt a pickled object",
+        _resumable(_planted_state),
+        RESUME,
+        "state.pt: not a specens training state (weights_only load refused it)",
+    ),
+    ("resume: state.pt moments reshaped", _resumable(_moments_reshaped), RESUME, "state.pt: the optimizer's 'exp_avg'"),
 ]
 
 CASES = [

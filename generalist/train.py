@@ -167,6 +167,8 @@ def _train(cfg: TrainConfig, clock: Stopwatch, progress, on_epoch_end, restart, 
     """:func:`train_generalist` once its output is checked and held."""
     device = start(cfg)
     info = load_info(cfg.data)
+    if cfg.jitter and info.input.kind != "image":
+        raise ConfigError(f"jitter {cfg.jitter}: shifts images, and {cfg.data} holds {info.input.kind} inputs")
     torch.manual_seed(cfg.seed)
     spec, model = _build_model(cfg, info, device)
     if teacher is None and cfg.teacher:

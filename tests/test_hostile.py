@@ -692,6 +692,7 @@ CASES = [
         "temperature 1e-06: the soft predictions",
     ),
     ("cluster at T 1e300", lambda w: None, (*CLUSTER, "--temperature", "1e300"), "carry no confusion between classes"),
+    ("jitter on arrays", lambda w: None, (*TRAIN, "--set", "jitter=1"), "jitter 1: shifts images"),
     (
         "train_fraction 1e-9",
         lambda w: None,

@@ -8,8 +8,9 @@ importing ``specens.clustering.cli`` for ``specens cluster --help`` imports neit
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from specens.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .covariance import CovarianceAccumulator, prediction_covariance
@@ -26,13 +27,4 @@ _EXPORTS = {
 __all__ = ["ClusterReport", "ConfusionClusterer", "CovarianceAccumulator", "prediction_covariance"]
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

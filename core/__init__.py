@@ -8,5 +8,6 @@
 ``loop``           the epoch loop: resume, train, validate, keep the best, stop early
 ``optim``          the optimiser and learning-rate schedule
 ``device``         device choice and mixed precision
+``lazy``           a package's names imported on first use (light ``--help``)
 =================  ===========================================================================
 """

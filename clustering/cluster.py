@@ -7,6 +7,7 @@ fingerprint of the generalist whose predictions they came from; later stages loa
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -44,6 +45,7 @@ CLUSTER_FILES = (
 )  # what `specens cluster` writes into its --out
 
 
+DEFAULT_TEMPERATURE = 4.0
 _ESTIMATOR = ConfusionClusterer().get_params()  # the one source of the pass-through fields' defaults
 ESTIMATOR_FIELDS = tuple(k for k in _ESTIMATOR if k != "n_groups")  # ClusterConfig passes these through unchanged
 
@@ -63,7 +65,7 @@ class ClusterConfig(Validated):
     data: str  # dataset directory of the transfer set (labels are used for the report only)
     out: str  # folder for clusters.json, report.json and the plots
     split: str = "val"  # the transfer set's split: held-out predictions show the real confusions
-    temperature: float = param(4.0, gt=0)  # T of the soft predictions p = softmax_T(z)
+    temperature: float = param(DEFAULT_TEMPERATURE, gt=0)  # T of the soft predictions p = softmax_T(z)
     n_groups: int = param(0, ge=0)  # K of k-means; 0 = chosen from the class count and the error capture
     min_capture: float = param(0.5, ge=0, le=1)  # automatic K: the largest whose groups capture this share of errors
     min_mean_size: int = param(8, ge=1)  # automatic K: groups of at least this many classes on average
@@ -101,7 +103,7 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
     """Stream the transfer set through the generalist, accumulate Σ, fit groups, write artifacts."""
     device = resolve_device(cfg.device)
     check_outside_inputs(cfg.out, "--out", data=cfg.data, generalist=cfg.generalist)
-    check_target(cfg.out, CLUSTER_FILES, "a `specens cluster` output")  # before the pass over the data
+    check_target(cfg.out, CLUSTER_FILES, "a `specens cluster` output", "clusters.json")  # before the pass over the data
     g = load_generalist(cfg.generalist, device, cfg.trust_code)
     info = load_info(cfg.data)
     g.check_fits(info, cfg.generalist, f"{cfg.data}/{INFO_FILE}")
@@ -129,7 +131,7 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
         report.save_json(tmp / "report.json")
         report.save_plots(tmp)
 
-    publish_dir(cfg.out, write, own=CLUSTER_FILES, what="a `specens cluster` output")
+    publish_dir(cfg.out, write, own=CLUSTER_FILES, what="a `specens cluster` output", record="clusters.json")
     return report
 
 
@@ -177,9 +179,13 @@ def _check_confusion(cov, temperature: float) -> None:
     c = np.asarray(cov, dtype=np.float64)
     off = c[~np.eye(len(c), dtype=bool)]
     if not np.isfinite(c).all() or not (off > 1e-12 * max(float(np.abs(np.diag(c)).max()), 1e-300)).any():
+        hint = (
+            "" if temperature == DEFAULT_TEMPERATURE else f"; or T is extreme (try the default {DEFAULT_TEMPERATURE:g})"
+        )
         raise ConfigError(
-            f"temperature {temperature:g}: the soft predictions carry no confusion between classes (no two "
-            "vary together: one-hot at a very low T, uniform at a very high one); try a T near the default 4"
+            f"the generalist's soft predictions at temperature {temperature:g} carry no confusion between "
+            "classes (no two vary together): it predicts every example with certainty, or the same for all"
+            f"{hint}; check its training (specens generalist eval)"
         )
 
 
@@ -277,9 +283,9 @@ def load_clusters(
     for i, g in enumerate(d.get("groups", [])):
         if not g:
             raise CheckpointError(f"{path}: group {i} is empty")
-        odd = next((x for x in g if not isinstance(x, int) or isinstance(x, bool)), None)
-        if odd is not None:
-            raise CheckpointError(f"{path}: group {i} holds {odd!r}, not a class index (an int)")
+        odd = [x for x in g if not isinstance(x, int) or isinstance(x, bool)]
+        if odd:
+            raise CheckpointError(f"{path}: group {i} holds {json.dumps(odd[0])}, not a class index (an int)")
         if not all(0 <= x < c for x in g):
             raise CheckpointError(f"{path}: group {i} has classes outside [0, {c})")
         if len(set(g)) != len(g):

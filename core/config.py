@@ -124,7 +124,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[st
             except ConfigError as e:
                 problems.append(str(e))
     if unknown:
-        problems.append(f"valid keys are {', '.join(sorted(fields))}")
+        problems.append(f"valid keys are {', '.join(sorted(fields - (FILE_REFUSED if path is not None else set())))}")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
     try:

@@ -19,7 +19,10 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise ConfigError(f"device {device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r}: CUDA is not available on this machine (use --device cpu or auto)")
+            raise ConfigError(
+                f"device {device!r}: CUDA is not available on this machine (set device to cpu or auto: "
+                "--device where a command has it, else --set device=...)"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     elif dev.type != "cpu":

@@ -167,7 +167,7 @@ def flocked(lock: str | os.PathLike, busy: str, remove: bool = False) -> Iterato
         os.close(fd)
 
 
-def check_target(final: str | os.PathLike, own: Sequence[str], what: str) -> None:
+def check_target(final: str | os.PathLike, own: Sequence[str], what: str, record: str | None = None) -> None:
     """The one rule for a directory a stage writes: ``final`` may be absent, empty, or hold only
     the stage's own files (``own``: names or glob patterns, e.g. ``clusters.json`` or
     ``*.jsonl``, a pattern ending in ``/`` naming a directory such as ``checkpoints/``; plus this
@@ -175,7 +175,11 @@ def check_target(final: str | os.PathLike, own: Sequence[str], what: str) -> Non
     an older layout that put other outputs beside this one), an own name that is a directory
     where a file belongs (or the reverse), and any symbolic link (``final`` itself or inside it:
     a link could send a replacement or a deletion to a directory the stage does not own) are
-    refused, never replaced or mixed into. Raises :class:`CheckpointError` naming the path."""
+    refused, never replaced or mixed into. With ``record`` (the stage's record file, such as
+    ``evaluation.json``), files of the stage's names count as its own only beside that record
+    as specens writes it (a JSON object whose ``format`` is ``specens.*``): a user's
+    ``table4.png`` or ``evaluation.json`` of their own is not replaced for its name. Raises
+    :class:`CheckpointError` naming the path."""
     final = Path(final)
     if final.is_symlink():
         raise CheckpointError(
@@ -193,6 +197,22 @@ def check_target(final: str | os.PathLike, own: Sequence[str], what: str) -> Non
             f"{final}: holds files that are not {what} ({shown}); refusing to write into it "
             "(choose a new or empty directory)"
         )
+    mine = [p for p in final.iterdir() if not any(fnmatch.fnmatchcase(p.name, pat) for pat in LEFTOVERS)]
+    if record is not None and mine and not _is_record(final / record):
+        shown = ", ".join(sorted(p.name for p in mine)[:3])
+        raise CheckpointError(
+            f"{final}: holds {shown} but no {record} that specens wrote: not {what}, so not replaced "
+            "(choose a new or empty directory)"
+        )
+
+
+def _is_record(path: Path) -> bool:
+    """Whether ``path`` is a JSON object with a specens ``format`` header."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("format"), str) and data["format"].startswith("specens.")
 
 
 def _shown(entry: Path) -> str:
@@ -255,6 +275,7 @@ def publish_dir(
     *,
     own: Sequence[str] | None = None,
     what: str = "an earlier output of this stage",
+    record: str | None = None,
 ) -> None:
     """Create directory ``final`` atomically: ``write(tmp)`` fills a fresh hidden sibling, which
     then replaces ``final``. A crash leaves either the old ``final`` or the new one (plus, at
@@ -262,7 +283,7 @@ def publish_dir(
     untouched. :func:`check_target` first refuses a ``final`` that is a symbolic link (the
     directory it names is not the stage's to replace) or, with ``own``, one holding anything but
     those files."""
-    check_target(final, own if own is not None else ("*", "*/"), what)
+    check_target(final, own if own is not None else ("*", "*/"), what, record)
     with atomic_path(final, directory=True) as tmp:
         write(tmp)
 

@@ -15,7 +15,9 @@ def data_cli():
 
 
 _out = click.option("--out", required=True, type=click.Path(file_okay=False), help="Dataset directory to write.")
-_seed = click.option("--seed", default=0, show_default=True, help="Seed of every random choice.")
+_seed = click.option(
+    "--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1), help="Seed of every random choice."
+)
 _shard = click.option(
     "--shard-size", default=10_000, show_default=True, type=click.IntRange(min=1), help="Samples per shard."
 )

@@ -20,11 +20,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import webdataset as wds
 
+from specens.core.errors import CheckpointError
 from specens.core.io import temp_suffix
 
 from .format import DatasetInfo, ShardInfo, SplitInfo
@@ -67,8 +69,27 @@ class Parts:
         return list(self.parts)
 
     @classmethod
-    def from_json(cls, root: str | os.PathLike, parts: list[dict], n_classes: int) -> Parts:
+    def from_json(cls, root: str | os.PathLike, parts: Any, n_classes: int, where: str = "") -> Parts:
+        """Parts as stored, each checked (a list of ``{"shards": [[name, count], ...], "counts":
+        {class: count}}``, shard names plain file names, classes below ``n_classes``); anything
+        else is a :class:`CheckpointError` naming ``where``."""
+        if not isinstance(parts, list) or not all(_valid_part(p, n_classes) for p in parts):
+            raise CheckpointError(f"{where or root}: its parts are not lists of shards and class counts")
         return cls(Path(root), tuple(parts), n_classes)
+
+
+def _valid_part(p: Any, n_classes: int) -> bool:
+    def count(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    if not isinstance(p, dict) or not isinstance(p.get("shards"), list) or not isinstance(p.get("counts"), dict):
+        return False
+    shards_ok = all(
+        isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) and s[0] == Path(s[0]).name and count(s[1])
+        for s in p["shards"]
+    )
+    counts_ok = all(k.isdigit() and int(k) < n_classes and count(v) for k, v in p["counts"].items())
+    return shards_ok and counts_ok
 
 
 class PartWriter:

@@ -168,7 +168,9 @@ class ErrorPolicy:
             if isinstance(exn, DataError):  # a URL no retry could read (WebDataset appends to args)
                 raise DataError(exn.args[0]) from None
             if isinstance(exn, FileNotFoundError):
-                raise DataError(f"{url}: missing (dataset.json lists it; the shard was moved or deleted)") from None
+                raise DataError(
+                    f"{url}: missing (its dataset's record lists it; the shard was moved or deleted)"
+                ) from None
             raise DataError(f"{url}: corrupt or truncated tar archive ({exn.args[0] if exn.args else exn})") from None
 
         return handler

@@ -161,7 +161,7 @@ class DatasetWriter:
         if shard_size < 1:
             raise ValueError(f"shard_size must be at least 1, got {shard_size}")
         self.root = Path(os.path.realpath(root))  # a link to a dataset directory: that directory is replaced
-        check_target(self.root, DATASET_FILES, "a dataset directory")
+        check_target(self.root, DATASET_FILES, "a dataset directory", INFO_FILE)
         self.root.parent.mkdir(parents=True, exist_ok=True)
         self._held = contextlib.ExitStack()  # the import's lock, until close or abandon
         lock = self.root.parent / f".{self.root.name}.lock.tmp"

@@ -61,14 +61,14 @@ def train(config_path, data, out, epochs, teacher, device, sets, restart, quiet,
 
 
 def _warn_near_chance(top1: float, cfg: TrainConfig) -> None:
-    """A ``Warning:`` line on stderr when the exported net's validation top-1 is within 1.5x of
-    chance (and within 0.1 of it, for a few classes): a learning rate at either end of its range
+    """A ``Warning:`` line on stderr when the exported net's validation top-1 is within 2x of
+    chance (and within 0.15 of it, for a few classes): a learning rate at either end of its range
     does this, and the net would otherwise be exported, and used by the next stages, without a word."""
     from specens.data.format import load_info
 
     n = load_info(cfg.data).n_classes
     chance = 1 / n
-    if top1 <= min(1.5 * chance, chance + 0.1):
+    if top1 <= min(2 * chance, chance + 0.15):
         click.echo(
             f"Warning: the exported net is near chance: best validation top-1 {top1:.4f}, chance {chance:.4f} "
             f"({n} classes); lr={cfg.lr:g} may be too high or too low for this model (try --set lr=...)",

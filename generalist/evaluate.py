@@ -106,7 +106,7 @@ def predict_generalist(
     replacing an earlier output (never a folder of other files).
     """
     _check_batch_size(batch_size)
-    check_target(out, PREDICT_FILES, "a `specens generalist predict` output")
+    check_target(out, PREDICT_FILES, "a `specens generalist predict` output", "predictions.json")
     dev = resolve_device(device)
     g = load_generalist(run_dir, dev, trust_code)
     loader = iter_split(data, split, batch_size)
@@ -139,5 +139,5 @@ def predict_generalist(
         (tmp / "keys.txt").write_bytes(("\n".join(keys) + "\n").encode())
         write_json_atomic(tmp / "predictions.json", meta)
 
-    publish_dir(out, write, own=PREDICT_FILES, what="a `specens generalist predict` output")
+    publish_dir(out, write, own=PREDICT_FILES, what="a `specens generalist predict` output", record="predictions.json")
     return meta

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from specens.core.config import OptimParts, SoftTargetParts, config_to_json, load_config, param, redefault
 from specens.core.cost import format_flops, forward_flops
 from specens.core.errors import CheckpointError
-from specens.core.io import check_target, read_json, write_json_atomic
+from specens.core.io import check_outside_inputs, check_target, read_json, write_json_atomic
 from specens.core.progress import progress_bar
 from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist, training_config
@@ -156,6 +156,7 @@ def distill(
     from specens.generalist.train import RUN_FILES, train_generalist
 
     cfg = distill_config(run_dir, data, out, overrides)
+    check_outside_inputs(cfg.out, "--out", data=cfg.data, transfer=cfg.transfer)  # before teacher.json is written
     check_target(cfg.out, RUN_FILES, "a student's run directory")
     if (Path(cfg.out) / "model.json").exists() and not (Path(cfg.out) / "teacher.json").exists():
         raise CheckpointError(

@@ -246,7 +246,9 @@ def save_report(r: EvaluationReport, out: str | Path) -> None:
         write_json_atomic(tmp / "evaluation.json", r.to_json())
         _plot_table4(r, tmp / "table4.png", plt)
 
-    publish_dir(out, write, own=("evaluation.json", "table4.png"), what="a `specens evaluate` output")
+    publish_dir(
+        out, write, own=("evaluation.json", "table4.png"), what="a `specens evaluate` output", record="evaluation.json"
+    )
 
 
 def _plot_table4(r: EvaluationReport, path: Path, plt) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from specens.core.errors import CheckpointError, ConfigError, DataError
+from specens.core.errors import ConfigError, DataError
 from specens.core.io import TEMP_GLOB, check_outside_inputs, check_target, write_bytes_atomic, write_json_atomic
 from specens.core.progress import progress_bar
 from specens.core.raysession import RETRIED_EXCEPTIONS, ray_session  # before Ray: it sets Ray's environment
@@ -99,13 +99,7 @@ def infer(
     _check_counts(top_k=(top_k, 1), batch_size=(batch_size, 1), top_n=(top_n, 1), workers=(workers, 1))
     _check_counts(specialist_memory=(specialist_memory, 0))
     check_outside_inputs(out, "--out", data=data)
-    check_target(out, (MANIFEST, "*.jsonl", "*.q.npy"), "a `specens infer` output")
-    found = [p for pat in ("*.jsonl", "*.q.npy") for p in Path(out).glob(pat)] if Path(out).is_dir() else []
-    if found and not (Path(out) / MANIFEST).is_file():
-        raise CheckpointError(
-            f"{out}: holds predictions that no {MANIFEST} describes (someone else's?); refusing to write "
-            "into it (choose a new or empty directory)"
-        )
+    check_target(out, (MANIFEST, "*.jsonl", "*.q.npy"), "a `specens infer` output", MANIFEST)
     ens = ensemble or Ensemble.load(
         run_dir,
         device=device,

@@ -40,7 +40,7 @@ from specens.generalist.checkpoint import load_generalist, read_record
 
 from .fit import FitReport
 from .partition import ensure_partition
-from .record import SPECIALIST_FILES, SpecialistRecord, read_specialist, specialist_dir, work_dir
+from .record import META, SPECIALIST_FILES, SpecialistRecord, read_specialist, specialist_dir, work_dir
 from .train import SpecialistConfig, complete_changes, train_specialist
 
 
@@ -97,7 +97,9 @@ def plan(
     todo, done, stale = [], [], []
     check_outside_inputs(cfg.out, "--out", data=cfg.data, generalist=cfg.generalist, clusters=cfg.clusters)
     for m in wanted:  # a directory holding anything but a specialist's files, or a link, stops the run before any work
-        check_target(check_no_links(cfg.out, specialist_dir(cfg.out, m)), SPECIALIST_FILES, "a trained specialist")
+        check_target(
+            check_no_links(cfg.out, specialist_dir(cfg.out, m)), SPECIALIST_FILES, "a trained specialist", META
+        )
     for m in wanted:
         changes = complete_changes(cfg, m, gen_fp, clusters_fp)
         if changes == []:

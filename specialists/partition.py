@@ -84,18 +84,22 @@ def partition_key(info: DatasetInfo, clusters_fp: str, generalist_fp: str, val_s
     }
 
 
-def load_partition(out: str | Path, key: dict, info: DatasetInfo) -> Partition | None:
-    """The partition stored under ``out`` if it is complete and made for ``key``; else None."""
+def load_partition(out: str | Path, key: dict, info: DatasetInfo, n_parts: int) -> Partition | None:
+    """The partition stored under ``out`` if it is complete, made for ``key`` and holds
+    ``n_parts`` parts; else None (a manifest that is not one, edited or damaged, is rebuilt)."""
     root = partition_dir(out)
     try:
         meta = read_artifact_json(root / MANIFEST, FORMAT, FORMAT_VERSION)
+        if meta.get("key") != key or "train" not in meta or (key["val_split"] and meta.get("val") is None):
+            return None
+        n, where = info.n_classes, str(root / MANIFEST)
+        train = Parts.from_json(root, meta["train"], n, where)
+        val = None if meta.get("val") is None else Parts.from_json(root, meta["val"], n, where)
     except CheckpointError:
         return None
-    if meta.get("key") != key:
+    if len(train.parts) != n_parts or (val is not None and len(val.parts) != n_parts):
         return None
-    n = info.n_classes
-    val = None if meta["val"] is None else Parts.from_json(root, meta["val"], n)
-    return Partition(root, info, Parts.from_json(root, meta["train"], n), val)
+    return Partition(root, info, train, val)
 
 
 def build_partition(
@@ -142,8 +146,8 @@ def build_partition(
         )
 
     final = check_no_links(out, partition_dir(out))
-    publish_dir(final, write, own=PARTITION_FILES, what="the specialists' data partition")
-    return load_partition(out, key, info)
+    publish_dir(final, write, own=PARTITION_FILES, what="the specialists' data partition", record=MANIFEST)
+    return load_partition(out, key, info, len(groups))
 
 
 def ensure_partition(
@@ -160,7 +164,7 @@ def ensure_partition(
     """The stored partition if it is current, else a new one (``generalist``: a loaded
     :class:`~specens.generalist.checkpoint.Generalist`; ``clusters``: loaded clusters)."""
     key = partition_key(info, clusters.fingerprint, generalist.fingerprint, val_split, top_n)
-    found = load_partition(out, key, info)
+    found = load_partition(out, key, info, len(clusters.groups))
     if found is not None:
         return found
     t0 = time.perf_counter()

@@ -251,6 +251,6 @@ def publish_specialist(work: Path, final: Path, model: torch.nn.Module, record: 
         write_json_atomic(tmp / META, sealed.to_json())
         published.append(sealed)
 
-    publish_dir(final, write, own=SPECIALIST_FILES, what="a trained specialist")
+    publish_dir(final, write, own=SPECIALIST_FILES, what="a trained specialist", record=META)
     shutil.rmtree(work, ignore_errors=True)
     return published[-1]

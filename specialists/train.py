@@ -351,7 +351,7 @@ class _Job:
             )
         check_outside_inputs(cfg.out, "--out", data=cfg.data, generalist=cfg.generalist, clusters=cfg.clusters)
         final = check_no_links(cfg.out, specialist_dir(cfg.out, index))
-        check_target(final, SPECIALIST_FILES, "a trained specialist")
+        check_target(final, SPECIALIST_FILES, "a trained specialist", META)
         check_no_links(cfg.out, work_dir(cfg.out, index))
         correction = dustbin_correction(pi, cfg.rho)
         return cls(index, gen, clusters, info, group, n_special, pi, correction, final, work_dir(cfg.out, index))

@@ -294,7 +294,32 @@ LINKS = [  # a link inside an output directory is never followed to write, repla
         ("baseline", "--run", "{w}/run", "--data", "{w}/ds"),
         "baselines: is a symbolic link",
     ),
+    (
+        "evaluate --out over a user's evaluation.json",
+        lambda w: _mine(w, "ev", ("evaluation.json",)),
+        ("evaluate", "--run", "{w}/run", "--data", "{w}/ds", "--quiet", "--out", "{w}/ev"),
+        "holds evaluation.json but no evaluation.json that specens wrote",
+    ),
+    (
+        "evaluate --out over a user's table4.png",
+        lambda w: _mine(w, "ev", ("table4.png",)),
+        ("evaluate", "--run", "{w}/run", "--data", "{w}/ds", "--quiet", "--out", "{w}/ev"),
+        "holds table4.png but no evaluation.json",
+    ),
+    (
+        "cluster --out over a user's report.json",
+        lambda w: _mine(w, "c3", ("report.json",)),
+        CLUSTER[:-3] + ("--out", "{w}/c3", "--quiet"),
+        "holds report.json but no clusters.json that specens wrote",
+    ),
     # no output is written inside an input
+    (
+        "distill --out inside the data",
+        lambda w: None,
+        ("distill", "--run", "{w}/run", "--data", "{w}/ds", "--out", "{w}/ds/st", "--epochs", 1),
+        "inside the input --data",
+    ),
+    ("data synthetic --seed -1", lambda w: None, ("data", "synthetic", "--out", "{w}/s", "--seed", -1), "--seed"),
     ("specialists --out the dataset", lambda w: None, SPEC[:-4] + ("--out", "{w}/ds"), "inside the input --data"),
     (
         "cluster --out inside the generalist",
@@ -313,7 +338,7 @@ LINKS = [  # a link inside an output directory is never followed to write, repla
         "infer into a user's *.q.npy",
         lambda w: (_mine(w, "pred", ()), np.save(w / "pred" / "x.q.npy", np.zeros(2))),
         INFER,
-        "no infer.json describes",
+        "holds x.q.npy but no infer.json that specens wrote",
     ),
     (
         "data glyphs --like DATA --out DATA",
@@ -685,11 +710,12 @@ CASES = [
     ("clusters not JSON", _text(CL, "]"), INFER, "clusters.json: not valid JSON"),
     ("group out of range", _j(CL, lambda d: d["groups"][0].append(99)), INFER, "outside [0, 8)"),
     ("group member not an int", _j(CL, lambda d: d["groups"][0].append(1.5)), INFER, "holds 1.5, not a class index"),
+    ("group member null", _j(CL, lambda d: d["groups"][0].append(None)), INFER, "holds null, not a class index"),
     (
         "cluster at T 1e-6",
         lambda w: None,
         (*CLUSTER, "--temperature", "1e-6"),
-        "temperature 1e-06: the soft predictions",
+        "soft predictions at temperature 1e-06 carry no confusion",
     ),
     ("cluster at T 1e300", lambda w: None, (*CLUSTER, "--temperature", "1e300"), "carry no confusion between classes"),
     ("jitter on arrays", lambda w: None, (*TRAIN, "--set", "jitter=1"), "jitter 1: shifts images"),

@@ -129,3 +129,36 @@ def test_enriched_batches_from_a_part_match_the_filtered_ones(synthetic_run, tmp
         seen |= set(b.keys[:20])
     filtered = {k for k, _, _ in ShardStream(data, "train", 64, info=info, labels=group).samples()}
     assert seen == filtered and len(seen) == n_group
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m.update(train=5),
+        lambda m: m["train"][0]["shards"][0].__setitem__(1, "many"),
+        lambda m: m["train"][0]["counts"].update(x=3),
+        lambda m: m["train"][0]["shards"][0].__setitem__(0, "../../elsewhere/train-0000-000000.tar"),
+        lambda m: m.update(val=m["val"][:1]),
+    ],
+    ids=["train not a list", "a count not an int", "a class not an index", "a shard outside", "parts missing"],
+)
+def test_an_edited_partition_manifest_is_rebuilt_not_read(edit, synthetic_run, tmp_path):
+    """groups.json is the run's own file, but a shared run is a stranger's: any edit that does not
+    describe the partition makes it be rebuilt, never a traceback or a read outside it."""
+    import json
+
+    from specens.specialists.partition import load_partition, partition_key
+
+    data, info = synthetic_run["data"], load_info(synthetic_run["data"])
+    gen = load_generalist(synthetic_run["generalist"])
+    ensure_partition(tmp_path, gen, _clusters(), data, info, "val", 1, torch.device("cpu"))
+    key = partition_key(info, "c1", gen.fingerprint, "val", 1)
+    assert load_partition(tmp_path, key, info, len(GROUPS)) is not None
+    path = partition_dir(tmp_path) / MANIFEST
+    original = json.loads(path.read_text())
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+    assert load_partition(tmp_path, key, info, len(GROUPS)) is None
+    ensure_partition(tmp_path, gen, _clusters(), data, info, "val", 1, torch.device("cpu"))
+    assert json.loads(path.read_text()) == original  # rebuilt as it was

@@ -398,7 +398,7 @@ def test_a_shard_that_vanishes_while_read_is_reported_missing_not_corrupt():
     from specens.data.stages import ErrorPolicy
 
     handler = ErrorPolicy("raise").tar_handler("d/train-000003.tar")
-    with pytest.raises(DataError, match=r"^d/train-000003.tar: missing \(dataset.json lists it"):
+    with pytest.raises(DataError, match=r"^d/train-000003.tar: missing \(its dataset's record lists it; the shard"):
         handler(FileNotFoundError(2, "No such file or directory"))
     with pytest.raises(DataError, match="corrupt or truncated"):
         handler(ValueError("bad header"))

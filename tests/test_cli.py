@@ -106,12 +106,14 @@ def test_unknown_config_key_is_named(tmp_path):
 
 
 def test_bad_source_files_are_named(tmp_path):
-    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\x00\x00\x00\x05" * 3 + b"\x00" * 10)
-    (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05" + b"\x00" * 5)
-    r = specens_here("data", "mnist", "--source", tmp_path, "--out", tmp_path / "o")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\x00\x00\x00\x05" * 3 + b"\x00" * 10)
+    (src / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05" + b"\x00" * 5)
+    r = specens_here("data", "mnist", "--source", src, "--out", tmp_path / "o")
     assert r.returncode == 1
     assert r.stderr.strip() == (
-        f"Error: {tmp_path}/train-images-idx3-ubyte: header says (5, 5, 5), but holds 10 values (truncated?)"
+        f"Error: {src}/train-images-idx3-ubyte: header says (5, 5, 5), but holds 10 values (truncated?)"
     )
 
 

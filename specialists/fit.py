@@ -14,6 +14,9 @@ The verdict names the case a user is in (:func:`verdict`):
 
 - **nothing to learn**: the generalist already gets at least 98% of the group's training examples
   right within the group; a specialist trained on them has nothing to add there;
+- **damaged**: the specialist makes half as many errors again as the generalist on its own
+  training examples, or more: training broke what it started from (a learning rate too high for
+  this model; the gate switches such a specialist off);
 - **under-trained**: the specialist removes less than 10% of the generalist's within-group errors
   on its own training examples: it has not fitted what it trained on (more epochs, a higher
   learning rate, less weight on the generalist's soft targets);
@@ -38,7 +41,8 @@ from .model import apply_correction
 NOTHING_TO_LEARN = 0.98  # the generalist's within-group training top-1 at or above which there is little to add
 LEARNED = 0.10  # the share of the generalist's within-group training errors a specialist must remove
 SAMPLE = 2000  # examples read for each of the report's three scores (at most)
-VERDICTS = ("nothing to learn", "under-trained", "over-fitting", "learning")
+DAMAGED = -0.5  # the error cut on its training examples at or below which a specialist is damaged
+VERDICTS = ("nothing to learn", "damaged", "under-trained", "over-fitting", "learning")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,6 +132,8 @@ def verdict(train: GroupScores, val: GroupScores | None) -> str:
     """Which of :data:`VERDICTS` the scores say (the module doc gives the rules)."""
     if train.generalist_top1 >= NOTHING_TO_LEARN:
         return "nothing to learn"
+    if train.error_cut <= DAMAGED:
+        return "damaged"
     if train.error_cut < LEARNED:
         return "under-trained"
     if val is not None and val.n and val.error_cut <= 0:

@@ -85,6 +85,9 @@ def _scores(gen: float, spec: float, n: int = 100) -> GroupScores:
     [
         (_scores(0.99, 0.99), _scores(0.6, 0.6), "nothing to learn"),
         (_scores(0.62, 0.63), _scores(0.55, 0.56), "under-trained"),  # 2.6% of the training errors removed
+        (_scores(0.863, 0.116), _scores(0.68, 0.11), "damaged"),  # the demo's specialist 9 at lr 1e-2
+        (_scores(0.80, 0.70), _scores(0.6, 0.6), "damaged"),  # exactly half as many errors again
+        (_scores(0.80, 0.71), _scores(0.6, 0.6), "under-trained"),
         (_scores(0.62, 0.80), _scores(0.55, 0.55), "over-fitting"),
         (_scores(0.62, 0.80), _scores(0.55, 0.50), "over-fitting"),
         (_scores(0.62, 0.72), _scores(0.55, 0.60), "learning"),

@@ -137,8 +137,10 @@ def train_all(
     gpus_per_specialist: None = 1 when the cluster has GPUs, else 0; a fraction packs several
     small specialists on one GPU. on_epoch_end(epoch, record) runs inside each specialist's
     process after each epoch (with Ray it must pickle); tests inject faults through it.
-    epoch_lines: each specialist prints one line per epoch (from its Ray worker, prefixed by Ray);
-    the driver's lines (``echo``) say when each starts, ends and what the gate decided.
+    epoch_lines: a line per specialist epoch, printed by the driver (``echo``) in order with its own
+    lines, which say when each starts, ends and what the gate decided (with Ray, the workers send
+    them through a queue, which the driver empties before each summary, so that no epoch line
+    arrives after the summary of its specialist, as Ray's log streaming let them).
     """
     t0 = time.perf_counter()
     if local and gpus_per_specialist is not None:
@@ -258,14 +260,30 @@ def _epoch_line(r: dict) -> str:
     return f"specialist {r['index']}: epoch {r['epoch']} loss {r['train_loss']:.4f}{val}"
 
 
-def _task(cfg: SpecialistConfig, index: int, restart: bool, on_epoch_end, epoch_lines: bool) -> dict:
+def _task(cfg: SpecialistConfig, index: int, restart: bool, on_epoch_end, lines) -> dict:
+    """One specialist in a Ray worker; ``lines``: the driver's queue of epoch lines, or None."""
+
     def report(epoch: int, r: dict) -> None:
-        if epoch_lines:
-            print(_epoch_line(r), flush=True)  # reaches the driver's output through Ray's log streaming
+        if lines is not None:
+            lines.put(_epoch_line(r))  # returns once the queue holds it, before the task can end
         if on_epoch_end is not None:
             on_epoch_end(epoch, r)
 
     return train_specialist(cfg, index, on_epoch_end=report, restart=restart)
+
+
+class _EpochLines:
+    """The Ray workers' epoch lines, queued in an actor that takes no CPU and printed by the driver."""
+
+    def __init__(self, echo):
+        from ray.util.queue import Queue
+
+        self.queue, self.echo = Queue(actor_options={"num_cpus": 0}), echo
+
+    def drain(self) -> None:
+        n = self.queue.qsize()
+        for line in self.queue.get_nowait_batch(n) if n else ():
+            self.echo(line)
 
 
 def _train_with_ray(cfg, todo, summary, *, max_retries, cpus, gpus, restart, on_epoch_end, epoch_lines, echo) -> None:
@@ -277,11 +295,17 @@ def _train_with_ray(cfg, todo, summary, *, max_retries, cpus, gpus, restart, on_
     remote = ray.remote(max_calls=1)(_task).options(
         num_cpus=cpus, num_gpus=gpus, max_retries=max_retries, retry_exceptions=RETRIED_EXCEPTIONS
     )
-    pending = {remote.remote(cfg, m, restart, on_epoch_end, epoch_lines): m for m in todo}  # submit everything first
+    lines = _EpochLines(echo) if epoch_lines else None
+    queue = None if lines is None else lines.queue
+    pending = {remote.remote(cfg, m, restart, on_epoch_end, queue): m for m in todo}  # submit everything first
     started = time.perf_counter()
     echo(f"submitted {len(pending)} Ray tasks ({cpus} CPU, {gpus} GPU each)")
     while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+        if lines is not None:
+            lines.drain()  # a finished task's lines were queued before it ended: they come first
+        if not done:
+            continue
         for ref in done:
             m = pending.pop(ref)
             try:
@@ -301,3 +325,5 @@ def _train_with_ray(cfg, todo, summary, *, max_retries, cpus, gpus, restart, on_
             f"[{finished}/{len(todo)}] done {len(summary.trained)}, running/queued {len(pending)}, "
             f"failed {len(summary.failed)}{eta}"
         )
+    if lines is not None:
+        lines.queue.shutdown()

@@ -65,6 +65,12 @@ def test_failed_specialist_is_retried_resumes_and_matches_an_uninterrupted_run(r
     summary = train_all(cfg, max_retries=2, on_epoch_end=fail, echo=lines.append)
     assert sorted(summary.trained) == [0, 1, 2, 3] and not summary.failed
     assert any("[4/4] done 4" in line for line in lines)
+    # every epoch line reaches the driver (through its queue, not Ray's log streaming) before the
+    # summary of its specialist: two epochs each, specialist 1's first from the attempt that failed
+    for m in range(4):
+        epochs = [i for i, line in enumerate(lines) if line.startswith(f"specialist {m}: epoch ")]
+        done = next(i for i, line in enumerate(lines) if line.startswith(f"specialist {m:3d}: "))
+        assert len(epochs) == 2 and max(epochs) < done, (m, lines)
     assert (tmp_path / "failed-once").is_file()
     # Specialist 1 failed once after its first epoch and was retried:
     history = json.loads((tmp_path / "ray" / "specialists" / "s001" / "specialist.json").read_text())["metrics"][

@@ -62,6 +62,7 @@ def evaluate(
 
 
 PREDICT_FILES = ("logits.npy", "labels.npy", "keys.txt", "predictions.json")
+PREDICT_FORMAT = "specens.generalist-predictions"  # predictions.json's header: what check_target trusts
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -114,6 +115,8 @@ def predict_generalist(
     g.check_fits(info, run_dir, f"{data}/{INFO_FILE}")
     n, c = info.split(split).num_samples, g.n_classes
     meta = {
+        "format": PREDICT_FORMAT,
+        "format_version": 1,
         "generalist": str(run_dir),
         "generalist_fingerprint": g.fingerprint,
         "data": str(data),

@@ -265,7 +265,10 @@ def _task(cfg: SpecialistConfig, index: int, restart: bool, on_epoch_end, lines)
 
     def report(epoch: int, r: dict) -> None:
         if lines is not None:
-            lines.put(_epoch_line(r))  # returns once the queue holds it, before the task can end
+            try:
+                lines.put(_epoch_line(r))  # returns once the queue holds it, before the task can end
+            except Exception:  # noqa: BLE001 (the queue lost: a progress line must not fail the specialist)
+                pass
         if on_epoch_end is not None:
             on_epoch_end(epoch, r)
 
@@ -276,13 +279,23 @@ class _EpochLines:
     """The Ray workers' epoch lines, queued in an actor that takes no CPU and printed by the driver."""
 
     def __init__(self, echo):
+        import ray
         from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self.queue, self.echo = Queue(actor_options={"num_cpus": 0}), echo
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})  # dies with the driver only
+        self.echo = echo
 
     def drain(self) -> None:
-        n = self.queue.qsize()
-        for line in self.queue.get_nowait_batch(n) if n else ():
+        import ray
+
+        try:
+            n = self.queue.qsize()
+            lines = self.queue.get_nowait_batch(n) if n else []
+        except ray.exceptions.RayActorError:  # the queue lost (its node gone): the epoch lines only
+            lines = []
+        for line in lines:
             self.echo(line)
 
 
@@ -326,4 +339,4 @@ def _train_with_ray(cfg, todo, summary, *, max_retries, cpus, gpus, restart, on_
             f"failed {len(summary.failed)}{eta}"
         )
     if lines is not None:
-        lines.queue.shutdown()
+        lines.queue.shutdown(force=True)

@@ -146,7 +146,7 @@ def build_partition(
         )
 
     final = check_no_links(out, partition_dir(out))
-    publish_dir(final, write, own=PARTITION_FILES, what="the specialists' data partition", record=MANIFEST)
+    publish_dir(final, write, own=PARTITION_FILES, what="the specialists' data partition")
     return load_partition(out, key, info, len(groups))
 
 

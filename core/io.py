@@ -206,9 +206,14 @@ def check_target(final: str | os.PathLike, own: Sequence[str], what: str, record
         )
 
 
+RECORD_MAX_BYTES = 256 * 2**20  # a record specens writes is far smaller; a larger file is not read to find out
+
+
 def _is_record(path: Path) -> bool:
     """Whether ``path`` is a JSON object with a specens ``format`` header."""
     try:
+        if path.stat().st_size > RECORD_MAX_BYTES:
+            return False
         data = json.loads(path.read_bytes())
     except (OSError, ValueError):
         return False

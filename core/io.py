@@ -142,8 +142,8 @@ def exclusive(work: str | os.PathLike, what: str) -> Iterator[None]:
 def flocked(lock: str | os.PathLike, busy: str, remove: bool = False) -> Iterator[None]:
     """Hold an exclusive ``flock`` on file ``lock`` (created if absent) for the block; another
     process holding it gets :class:`CheckpointError` ``busy`` at once. A killed holder releases it.
-    ``remove``: delete the file when done (a lock beside a user's output, not inside a directory
-    the stage owns); a lock taken on a file that a finishing holder has just deleted is retaken."""
+    ``remove``: delete the file when done, so that no lock outlives its holder; a lock taken on a
+    file that a finishing holder has just deleted is retaken."""
     import fcntl
 
     while True:
@@ -190,14 +190,15 @@ def check_target(final: str | os.PathLike, own: Sequence[str], what: str, record
         raise CheckpointError(f"{final}: is a file, not a directory for {what}")
     if not final.is_dir():
         return
-    others = sorted(_shown(p) for p in final.iterdir() if not _owned(p, own))
+    entries = list(final.iterdir())
+    others = sorted(_shown(p) for p in entries if not _owned(p, own))
     if others:
         shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
         raise CheckpointError(
             f"{final}: holds files that are not {what} ({shown}); refusing to write into it "
             "(choose a new or empty directory)"
         )
-    mine = [p for p in final.iterdir() if not any(fnmatch.fnmatchcase(p.name, pat) for pat in LEFTOVERS)]
+    mine = [p for p in entries if not any(fnmatch.fnmatchcase(p.name, pat) for pat in LEFTOVERS)]
     if record is not None and mine and not _is_record(final / record):
         shown = ", ".join(sorted(p.name for p in mine)[:3])
         raise CheckpointError(

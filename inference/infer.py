@@ -250,9 +250,7 @@ def _infer_with_ray(run_dir, data, out, todo, workers, options, fingerprints) ->
 def _check_manifest(out_dir: Path, settings: dict) -> None:
     """Refuse to resume into ``out_dir`` when it holds predictions made differently."""
     path = out_dir / MANIFEST
-    if not path.is_file():
-        if any(out_dir.glob("*.jsonl")):
-            raise DataError(f"{out_dir}: holds .jsonl files but no {MANIFEST}; choose an empty --out")
+    if not path.is_file():  # predictions without it were refused by check_target's record rule
         return
     try:
         old = json.loads(path.read_text())

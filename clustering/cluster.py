@@ -1,14 +1,17 @@
-"""``specens cluster``: from a generalist and a transfer set to ``clusters.json`` and a report.
+"""``specens cluster``: from a generalist and a transfer set, or from any model's predictions on a
+labelled transfer set (:mod:`.predictions`), to ``clusters.json`` and a report.
 
 ``clusters.json`` holds the groups (by index and by name), the config that made them, and the
-fingerprint of the generalist whose predictions they came from; later stages load it with
-:func:`load_clusters`, which refuses groups made from another generalist.
+fingerprint of the generalist whose predictions they came from (or, made from a predictions file,
+that file's, and no generalist's); later stages load it with :func:`load_clusters`, which refuses
+groups made from another generalist, or from a predictions file, where a generalist's are needed.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,8 +34,9 @@ from specens.data.format import INFO_FILE, load_info
 from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist
 
-from .covariance import CovarianceAccumulator
+from .covariance import CovarianceAccumulator, prediction_covariance, soft_predictions
 from .groups import ConfusionClusterer
+from .predictions import load_predictions
 from .regime import RegimeCheck, examples_per_class, regime_check
 from .report import ClusterReport, choose_n_groups
 
@@ -43,6 +47,7 @@ CLUSTER_FILES = (
     "covariance.png",
     "group_sizes.png",
 )  # what `specens cluster` writes into its --out
+WHAT = "a `specens cluster` output"
 
 
 DEFAULT_TEMPERATURE = 4.0
@@ -61,11 +66,12 @@ class ClusterConfig(Validated):
 
     SECTION: ClassVar[str] = "cluster"
 
-    generalist: str  # run directory of the generalist
-    data: str  # dataset directory of the transfer set (labels are used for the report only)
+    generalist: str = ""  # run directory of the generalist (with data; or predictions instead)
+    data: str = ""  # dataset directory of the transfer set (labels are used for the report only)
+    predictions: str = ""  # instead of generalist and data: .npz of any model's logits or probs, labels, classes
     out: str  # folder for clusters.json, report.json and the plots
     split: str = "val"  # the transfer set's split: held-out predictions show the real confusions
-    temperature: float = param(DEFAULT_TEMPERATURE, gt=0)  # T of the soft predictions p = softmax_T(z)
+    temperature: float = param(DEFAULT_TEMPERATURE, gt=0)  # T of p = softmax_T(z); given probabilities q: q^(1/T)
     n_groups: int = param(0, ge=0)  # K of k-means; 0 = chosen from the class count and the error capture
     min_capture: float = param(0.5, ge=0, le=1)  # automatic K: the largest whose groups capture this share of errors
     min_mean_size: int = param(8, ge=1)  # automatic K: groups of at least this many classes on average
@@ -87,75 +93,165 @@ class ClusterConfig(Validated):
     random_state: int = _ESTIMATOR["random_state"]
 
     def checks(self) -> list[tuple[bool, str]]:
+        problems = []
+        if self.predictions and (self.generalist or self.data):
+            problems.append(
+                "predictions (--predictions) replaces generalist and data (--generalist, --data): give one or the "
+                "other, not both"
+            )
+        elif not self.predictions and not (self.generalist and self.data):
+            missing = " and ".join(f"{k} (--{k})" for k in ("generalist", "data") if not getattr(self, k))
+            problems.append(f"missing {missing}; or give predictions (--predictions), a model's predictions file")
         try:  # the clusterer's own constraints, before any data is read
             self.clusterer().check_params()
         except ValueError as e:
-            return [(False, str(e))]
-        return []
+            problems.append(str(e))
+        return [(False, msg) for msg in problems]
 
     def clusterer(self, n_groups: int | None = None) -> ConfusionClusterer:
         """The estimator; ``n_groups`` stands in for an automatic ``self.n_groups`` (0)."""
         return ConfusionClusterer(n_groups or self.n_groups or 2, **{k: getattr(self, k) for k in ESTIMATOR_FIELDS})
 
 
+@dataclass
+class _Transfer:
+    """What groups are made from: Σ's accumulator over the transfer set, its labels and top-1
+    predictions (n,), the class names, a known grouping, the regime check given the error capture,
+    whose soft predictions they are (for messages), and the fingerprints clusters.json records."""
+
+    acc: CovarianceAccumulator
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    classes: Sequence[str]
+    known_groups: np.ndarray | None
+    regime: Callable[[float | None], RegimeCheck]
+    whose: str
+    advice: str
+    generalist_fingerprint: str | None = None
+    predictions_fingerprint: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 @torch.no_grad()
 def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
-    """Stream the transfer set through the generalist, accumulate Σ, fit groups, write artifacts."""
+    """Σ of the soft predictions, of the generalist streamed over the transfer set or of the
+    predictions file ``cfg.predictions``; groups fitted on it; artifacts written."""
+    t = _from_predictions(cfg) if cfg.predictions else _from_generalist(cfg, progress)
+    cov = t.acc.covariance()
+    _check_confusion(cov, cfg.temperature, t.whose, t.advice)
+    extra: dict[str, Any] = {"transfer_samples": t.acc.count, "dropped_mass": t.acc.dropped_mass / t.acc.count}
+    extra |= t.extra
+    clusterer = _fit_groups(cfg, cov, t.y_true, t.y_pred, len(t.classes), extra)
+    report = ClusterReport(
+        clusterer.groups_,
+        t.classes,
+        clusterer.covariance_,
+        t.y_true,
+        t.y_pred,
+        t.known_groups,
+        clusterer.labels_,
+        extra=extra,
+    )
+    capture = report.error_capture()
+    captured = capture["captured"] if capture and capture["errors"] else None  # no errors: nothing to capture
+    report.extra["regime"] = t.regime(captured).to_json()
+
+    def write(tmp: Path) -> None:
+        save_clusters(
+            tmp / "clusters.json",
+            clusterer.groups_,
+            t.classes,
+            t.generalist_fingerprint,
+            config_to_json(cfg),
+            predictions_fingerprint=t.predictions_fingerprint,
+        )
+        report.save_json(tmp / "report.json")
+        report.save_plots(tmp)
+
+    publish_dir(cfg.out, write, own=CLUSTER_FILES, what=WHAT, record="clusters.json")
+    return report
+
+
+def cluster_predictions(predictions: str | Path, out: str | Path, progress: bool = False, **fields) -> ClusterReport:
+    """``specens cluster --predictions``: groups, report and plots in ``out`` from any model's
+    predictions on a labelled transfer set (the ``.npz`` layout of :mod:`.predictions`);
+    ``fields`` are :class:`ClusterConfig`'s (``n_groups``, ``temperature``, the estimator's)."""
+    return cluster(ClusterConfig(predictions=str(predictions), out=str(out), **fields), progress)
+
+
+def _from_generalist(cfg: ClusterConfig, progress: bool) -> _Transfer:
+    """One pass of the generalist over the transfer split (:func:`_transfer_pass`), after every check."""
     device = resolve_device(cfg.device)
     check_outside_inputs(cfg.out, "--out", data=cfg.data, generalist=cfg.generalist)
-    check_target(cfg.out, CLUSTER_FILES, "a `specens cluster` output", "clusters.json")  # before the pass over the data
+    check_target(cfg.out, CLUSTER_FILES, WHAT, "clusters.json")  # before the pass over the data
     g = load_generalist(cfg.generalist, device, cfg.trust_code)
     info = load_info(cfg.data)
     g.check_fits(info, cfg.generalist, f"{cfg.data}/{INFO_FILE}")
     info.split(cfg.split)
-    _check_label_space(cfg, info)
+    _check_label_space(cfg, info.n_classes, cfg.data)
     acc, y_true, y_pred = _transfer_pass(cfg, g, info, device, progress)
-    cov = acc.covariance()
-    _check_confusion(cov, cfg.temperature)
-    extra: dict[str, Any] = {"transfer_samples": acc.count, "dropped_mass": acc.dropped_mass / acc.count}
-    clusterer = _fit_groups(cfg, cov, y_true, y_pred, info.n_classes, extra)
-    report = ClusterReport(
-        clusterer.groups_,
-        info.classes,
-        clusterer.covariance_,
+    return _Transfer(
+        acc,
         y_true,
         y_pred,
+        info.classes,
         info.group_labels(),
-        clusterer.labels_,
-        extra=extra,
+        lambda captured: regime_check(g.record.metrics, captured, examples_per_class(info)),
+        "the generalist's",
+        "check its training (specens generalist eval)",
+        generalist_fingerprint=g.fingerprint,
     )
-    report.extra["regime"] = _regime(g, report, info).to_json()
-
-    def write(tmp: Path) -> None:
-        save_clusters(tmp / "clusters.json", clusterer.groups_, info.classes, g.fingerprint, config_to_json(cfg))
-        report.save_json(tmp / "report.json")
-        report.save_plots(tmp)
-
-    publish_dir(cfg.out, write, own=CLUSTER_FILES, what="a `specens cluster` output", record="clusters.json")
-    return report
 
 
-def _regime(g, report: ClusterReport, info) -> RegimeCheck:
-    """The regime check (:mod:`.regime`) on this generalist and these groups."""
-    capture = report.error_capture()
-    captured = capture["captured"] if capture and capture["errors"] else None  # no errors: nothing to capture
-    return regime_check(g.record.metrics, captured, examples_per_class(info))
+def _from_predictions(cfg: ClusterConfig) -> _Transfer:
+    """The soft predictions of a checked predictions file (:mod:`.predictions`) at ``cfg.temperature``;
+    no generalist, so no regime check (it reads a generalist's training record)."""
+    check_outside_inputs(cfg.out, "--out", predictions=cfg.predictions)
+    check_target(cfg.out, CLUSTER_FILES, WHAT, "clusters.json")
+    p = load_predictions(cfg.predictions)
+    _check_label_space(cfg, p.n_classes, cfg.predictions)
+    acc = prediction_covariance([p.soft(cfg.temperature)], p.n_classes, top_k=cfg.top_k or None)
+
+    def regime(captured: float | None) -> RegimeCheck:
+        return RegimeCheck(
+            likely=None,
+            reason="the groups come from a predictions file, and the check reads a generalist's training record",
+            advice="the error capture above bounds what specialists could fix",
+            train_top1=None,
+            val_top1=None,
+            still_improving=None,
+            error_capture=captured,
+            examples_per_class=None,
+        )
+
+    return _Transfer(
+        acc,
+        p.labels,
+        p.top1(),
+        p.classes,
+        None,
+        regime,
+        f"the model's (in {cfg.predictions})",
+        "check that the file holds the model's outputs on a held-out set",
+        predictions_fingerprint=p.fingerprint,
+        extra={"predictions": {"file": cfg.predictions, "fingerprint": p.fingerprint, "given": p.kind}},
+    )
 
 
-def _check_label_space(cfg: ClusterConfig, info) -> None:
-    """``n_groups`` and ``top_k`` against the dataset's classes, before the pass over the data."""
+def _check_label_space(cfg: ClusterConfig, n_classes: int, where: str) -> None:
+    """``n_groups`` and ``top_k`` against the ``n_classes`` of the transfer set ``where``, before the pass over it."""
     try:
         if cfg.n_groups:
-            cfg.clusterer().check_params(info.n_classes)
+            cfg.clusterer().check_params(n_classes)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if cfg.n_groups >= info.n_classes:
+    if cfg.n_groups >= n_classes:
         raise ConfigError(
-            f"n_groups must be below the {info.n_classes} classes of {cfg.data} (a specialist's "
+            f"n_groups must be below the {n_classes} classes of {where} (a specialist's "
             f"dustbin needs classes outside its group), got {cfg.n_groups}"
         )
-    if cfg.top_k > info.n_classes:
-        raise ConfigError(f"top_k must be at most the {info.n_classes} classes of {cfg.data}, got {cfg.top_k}")
+    if cfg.top_k > n_classes:
+        raise ConfigError(f"top_k must be at most the {n_classes} classes of {where}, got {cfg.top_k}")
 
 
 def _transfer_pass(cfg: ClusterConfig, g, info, device, progress: bool):
@@ -166,16 +262,22 @@ def _transfer_pass(cfg: ClusterConfig, g, info, device, progress: bool):
     batches = iter_split(cfg.data, cfg.split, cfg.batch_size, info=info)
     for batch in progress_bar(batches, desc=f"covariance {cfg.split}", unit="batch", enabled=progress):
         logits = g.model(batch.inputs.to(device)).float().cpu()
-        acc.update(torch.softmax(logits.double() / cfg.temperature, dim=1))
+        acc.update(soft_predictions(logits, cfg.temperature))
         y_true.append(batch.labels.numpy())
         y_pred.append(logits.argmax(1).numpy())
     return acc, np.concatenate(y_true), np.concatenate(y_pred)
 
 
-def _check_confusion(cov, temperature: float) -> None:
+def _check_confusion(
+    cov,
+    temperature: float,
+    whose: str = "the generalist's",
+    advice: str = "check its training (specens generalist eval)",
+) -> None:
     """Refuse a covariance in which no two classes vary together: at an extreme temperature the
     soft predictions are one-hot (every off-diagonal entry <= 0) or uniform (all 0), and k-means
-    would then blame the number of groups for what the temperature did."""
+    would then blame the number of groups for what the temperature did. ``whose`` and ``advice``
+    name the model in the message."""
     c = np.asarray(cov, dtype=np.float64)
     off = c[~np.eye(len(c), dtype=bool)]
     if not np.isfinite(c).all() or not (off > 1e-12 * max(float(np.abs(np.diag(c)).max()), 1e-300)).any():
@@ -183,9 +285,9 @@ def _check_confusion(cov, temperature: float) -> None:
             "" if temperature == DEFAULT_TEMPERATURE else f"; or T is extreme (try the default {DEFAULT_TEMPERATURE:g})"
         )
         raise ConfigError(
-            f"the generalist's soft predictions at temperature {temperature:g} carry no confusion between "
+            f"{whose} soft predictions at temperature {temperature:g} carry no confusion between "
             "classes (no two vary together): it predicts every example with certainty, or the same for all"
-            f"{hint}; check its training (specens generalist eval)"
+            f"{hint}; {advice}"
         )
 
 
@@ -230,14 +332,25 @@ def _fit_groups(cfg: ClusterConfig, cov, y_true, y_pred, n_classes: int, extra: 
 
 
 def save_clusters(
-    path: str | Path, groups: list[np.ndarray], classes, generalist_fingerprint: str, config: dict[str, Any]
+    path: str | Path,
+    groups: list[np.ndarray],
+    classes,
+    generalist_fingerprint: str | None,
+    config: dict[str, Any],
+    *,
+    predictions_fingerprint: str | None = None,
 ) -> None:
+    """Write ``clusters.json``: made from a generalist (its fingerprint), or from a predictions file
+    (``generalist_fingerprint`` None, ``predictions_fingerprint`` the file's)."""
+    made_from = {"generalist_fingerprint": generalist_fingerprint}
+    if predictions_fingerprint is not None:
+        made_from["predictions_fingerprint"] = predictions_fingerprint
     write_json_atomic(
         path,
         {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "generalist_fingerprint": generalist_fingerprint,
+            **made_from,
             "n_classes": len(classes),
             "groups": [[int(c) for c in g] for g in groups],
             "group_names": [[classes[c] for c in g] for g in groups],
@@ -250,18 +363,26 @@ def save_clusters(
 class Clusters:
     groups: tuple[np.ndarray, ...]
     n_classes: int
-    generalist_fingerprint: str
+    generalist_fingerprint: str | None  # None: made from a predictions file
     fingerprint: str  # of clusters.json itself, for specialists to record
     config: dict
+    predictions_fingerprint: str | None = None  # of the predictions file it was made from
 
 
 def load_clusters(
     path: str | Path, generalist_fingerprint: str | None = None, n_classes: int | None = None
 ) -> Clusters:
     """Read and check ``clusters.json``; with ``generalist_fingerprint``, refuse groups made from
-    another generalist. Every group must be non-empty, sorted-unique, and within [0, n_classes)."""
+    another generalist, or from a predictions file. Every group must be non-empty, sorted-unique,
+    and within [0, n_classes)."""
     path = Path(path)
     d = read_artifact_json(path, FORMAT, FORMAT_VERSION)
+    from_predictions = d.get("generalist_fingerprint") is None and isinstance(d.get("predictions_fingerprint"), str)
+    if generalist_fingerprint is not None and from_predictions:
+        raise CheckpointError(
+            f"{path}: made from a predictions file (`specens cluster --predictions`), not from a generalist; "
+            "specialists need groups made from their generalist (`specens cluster --generalist ... --data ...`)"
+        )
     if generalist_fingerprint is not None and d.get("generalist_fingerprint") != generalist_fingerprint:
         raise CheckpointError(
             f"{path}: made from generalist {d.get('generalist_fingerprint')}, but the generalist "
@@ -270,6 +391,8 @@ def load_clusters(
     for key in ("generalist_fingerprint", "n_classes", "groups"):
         if key not in d:
             raise CheckpointError(f"{path}: missing key {key!r}")
+    if not (isinstance(d["generalist_fingerprint"], str) or from_predictions):
+        raise CheckpointError(f"{path}: 'generalist_fingerprint' must be a string, got {d['generalist_fingerprint']!r}")
     if isinstance(d["n_classes"], bool) or not isinstance(d["n_classes"], int) or d["n_classes"] < 2:
         raise CheckpointError(f"{path}: 'n_classes' must be an int >= 2, got {d['n_classes']!r}")
     if not (isinstance(d["groups"], list) and all(isinstance(g, list) for g in d["groups"])):
@@ -293,4 +416,11 @@ def load_clusters(
         groups.append(np.array(sorted(g), dtype=np.int64))
     if not groups:
         raise CheckpointError(f"{path}: holds no groups")
-    return Clusters(tuple(groups), c, d["generalist_fingerprint"], fingerprint(path), d.get("config", {}))
+    return Clusters(
+        tuple(groups),
+        c,
+        d["generalist_fingerprint"],
+        fingerprint(path),
+        d.get("config", {}),
+        d.get("predictions_fingerprint"),
+    )

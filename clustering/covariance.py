@@ -134,6 +134,12 @@ def check_probabilities(p: torch.Tensor | np.ndarray, atol: float = 1e-3, name: 
         raise ValueError(f"{name}: row {r} sums to {float(p[r].sum()):.6f}, not 1 (pass softmax outputs, not logits)")
 
 
+def soft_predictions(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """p = softmax_T(z) (docs/method.md §3), in float64: logits (batch, n_classes) -> the same shape.
+    Probabilities q given in place of logits become q^(1/T) renormalised through z = log q."""
+    return torch.softmax(logits.double() / temperature, dim=1)
+
+
 def prediction_covariance(
     batches: Iterable[torch.Tensor | np.ndarray], n_classes: int, *, top_k: int | None = None, dtype: str = "float64"
 ) -> CovarianceAccumulator:

@@ -34,8 +34,9 @@ MIN_CAPTURE = 0.3
 
 @dataclass(frozen=True)
 class RegimeCheck:
-    """The prediction (None when the generalist carries no training record), its reason, what to do
-    instead, and the measurements it rests on."""
+    """The prediction (None when the generalist carries no training record, or there is no
+    generalist: groups from a predictions file), its reason, what to do instead, and the
+    measurements it rests on."""
 
     likely: bool | None
     reason: str
@@ -44,7 +45,7 @@ class RegimeCheck:
     val_top1: float | None
     still_improving: bool | None
     error_capture: float | None
-    examples_per_class: float
+    examples_per_class: float | None  # None: no training set known (groups from a predictions file)
 
     def line(self) -> str:
         verdict = {True: "likely to pay", False: "unlikely to pay", None: "unknown"}[self.likely]

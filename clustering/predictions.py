@@ -75,11 +75,10 @@ def load_predictions(path: str | Path) -> Predictions:
     arrays, names = _read(path)
     held = ", ".join(repr(k) for k in names) or "no arrays"
     present = [k for k in SCORES if k in arrays]
-    if len(present) != 1:
-        raise DataError(
-            f"{path}: holds {'both' if present else 'neither of'} 'logits' and 'probs', one of which must be "
-            f"there (it holds {held})"
-        )
+    if len(present) == 2:
+        raise DataError(f"{path}: holds both 'logits' and 'probs'; keep one")
+    if not present:
+        raise DataError(f"{path}: holds neither 'logits' nor 'probs' (it holds {held})")
     kind = present[0]
     for key in ("labels", "classes"):
         if key not in arrays:

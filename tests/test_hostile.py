@@ -976,6 +976,107 @@ CASES = [
 ]
 
 
+# ----------------------------------------------------------------------------- cluster --predictions
+# A model's predictions file (clustering/predictions.py) refused by key, and groups made from one
+# refused where specialists need their generalist's.
+
+PRED = ("cluster", "--predictions", "{w}/p.npz", "--out", "{w}/cl2", "--quiet")
+
+
+def _preds(**change):
+    """A mutation: {w}/p.npz, valid predictions for the tiny dataset's 8 classes (two confusable
+    halves), with ``change`` applied (a key set to None is left out)."""
+
+    def mutate(w: Path) -> None:
+        rng = np.random.default_rng(0)
+        labels = np.arange(40) % 8
+        logits = rng.normal(0, 0.3, (40, 8)) + 2 * np.eye(8)[labels]
+        logits[:, :4] += (labels < 4)[:, None] * rng.normal(1, 0.8, (40, 1))  # classes 0-3 confused together
+        arrays = {"logits": logits, "labels": labels, "classes": np.array(json.loads((w / DS).read_text())["classes"])}
+        arrays |= change
+        np.savez(w / "p.npz", **{k: v for k, v in arrays.items() if v is not None})
+
+    return mutate
+
+
+class _Planted:
+    """Unpickled, it would create ``path``: what a hostile object array in an .npz can do."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _planted_preds(w: Path) -> None:
+    _preds(classes=np.array([_Planted(str(w / "pwned"))] * 8, dtype=object))(w)
+
+
+def _pickle_named_npz(w: Path) -> None:
+    import pickle
+
+    (w / "p.npz").write_bytes(pickle.dumps({"logits": [[0.0, 1.0]]}))
+
+
+def _clustered_preds(w: Path) -> None:
+    """{w}/pc: `specens cluster --predictions` output for the tiny dataset's classes."""
+    from specens.clustering import cluster_predictions
+
+    _preds()(w)
+    cluster_predictions(w / "p.npz", w / "pc", n_groups=2)
+
+
+PREDICTIONS = [
+    ("predictions: NaN logits", _preds(logits=np.full((40, 8), np.nan)), PRED, "p.npz: key 'logits' holds NaN"),
+    ("predictions: logits 1-d", _preds(logits=np.zeros(40)), PRED, "p.npz: key 'logits' must be a 2-d float array"),
+    ("predictions: 39 labels", _preds(labels=np.arange(39) % 8), PRED, "p.npz: key 'labels' must be integers of shape"),
+    ("predictions: labels as floats", _preds(labels=np.arange(40.0) % 8), PRED, "p.npz: key 'labels' must be integers"),
+    ("predictions: label 8 of 8", _preds(labels=np.arange(40) % 9), PRED, "p.npz: key 'labels' holds 8, outside"),
+    ("predictions: 7 names", _preds(classes=np.array(list("abcdefg"))), PRED, "p.npz: key 'classes' must be 8 strings"),
+    ("predictions: a name twice", _preds(classes=np.array(list("abcdefga"))), PRED, "key 'classes' names 'a' twice"),
+    (
+        "predictions: one class",
+        _preds(logits=np.zeros((40, 1)), labels=np.zeros(40, int), classes=np.array(["a"])),
+        PRED,
+        "p.npz: key 'classes' names 1 class(es); clustering needs at least 2",
+    ),
+    ("predictions: one row", _preds(logits=np.zeros((1, 8)), labels=np.zeros(1, int)), PRED, "'logits' has 1 row(s)"),
+    ("predictions: probs off the simplex", _preds(logits=None, probs=np.full((40, 8), 0.2)), PRED, "row 0 sums to 1.6"),
+    ("predictions: logits and probs", _preds(probs=np.full((40, 8), 0.125)), PRED, "holds both 'logits' and 'probs'"),
+    ("predictions: no labels", _preds(labels=None), PRED, "p.npz: no key 'labels'"),
+    (
+        "predictions: class names an object array",
+        _preds(classes=np.array(list("abcdefgh"), dtype=object)),
+        PRED,
+        "p.npz: key 'classes' is an object array",
+    ),
+    ("predictions: a planted pickle", _planted_preds, PRED, "p.npz: key 'classes' is an object array"),
+    ("predictions: a pickle named .npz", _pickle_named_npz, PRED, "p.npz: not an .npz file"),
+    (
+        "predictions: an .npy",
+        lambda w: np.save(w / "p.npy", np.zeros((4, 2))),
+        (*PRED[:2], "{w}/p.npy", *PRED[3:]),
+        "p.npy: one .npy array",
+    ),
+    ("predictions: no such file", lambda w: None, PRED, "p.npz: no such file"),
+    (
+        "predictions with --generalist",
+        _preds(),
+        (*PRED, "--generalist", "{w}/run/generalist"),
+        "predictions (--predictions) replaces generalist and data (--generalist, --data)",
+    ),
+    ("predictions: --groups C", _preds(), (*PRED, "--groups", 8), "n_groups must be below the 8 classes of"),
+    (
+        "specialists train on groups from predictions",
+        _clustered_preds,
+        (*SPEC[:6], "{w}/pc/clusters.json", *SPEC[7:]),
+        "clusters.json: made from a predictions file",
+    ),
+]
+CASES += PREDICTIONS
+
+
 @pytest.mark.parametrize("name,mutate,args,culprit", CASES, ids=[c[0] for c in CASES])
 def test_hostile_input_is_refused_in_one_line_and_loses_nothing(work, name, mutate, args, culprit):
     mutate(work)

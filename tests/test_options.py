@@ -145,7 +145,6 @@ def test_the_failure_line_gives_the_first_failures_cause():
     "command, missing",
     [
         (("generalist", "train"), ("--data", "--out")),
-        (("cluster",), ("--generalist", "--data", "--out")),
         (("specialists", "train"), ("--generalist", "--clusters", "--data", "--out")),
     ],
 )

@@ -149,14 +149,45 @@ _idx_command("fashion-mnist", "FASHION_CLASSES", "Fashion-MNIST from its idx fil
 
 
 def _featurizer_options(f):
-    from .text import HashedNgrams
+    from .text import DEFAULT_MAX_LENGTH, HashedNgrams
 
     d = HashedNgrams()
+    f = click.option(
+        "--max-length",
+        default=DEFAULT_MAX_LENGTH,
+        show_default=True,
+        type=click.IntRange(2, 8192),
+        help="Tokens per text with --tokenizer (truncated, padded).",
+    )(f)
+    f = click.option(
+        "--tokenizer",
+        default=None,
+        type=click.Path(exists=True, file_okay=False),
+        help="A transformers model directory: store its tokenizer's ids and attention masks (for a "
+        "transformers generalist, docs/own-generalist.md) instead of hashed n-grams.",
+    )(f)
     f = click.option("--buckets", default=d.buckets, show_default=True, help="Hash buckets of the n-gram featuriser.")(
         f
     )
     f = click.option("--max-tokens", default=d.max_tokens, show_default=True, help="Token ids kept per text.")(f)
     return f
+
+
+def _featurizer(buckets: int, max_tokens: int, tokenizer: str | None, max_length: int):
+    """The featuriser the options name: a transformers tokenizer (``--tokenizer``) or hashed
+    n-grams; an option of the other one changed from its default is refused (it would do nothing)."""
+    from .text import DEFAULT_MAX_LENGTH, HashedNgrams, Tokenized
+
+    d = HashedNgrams()
+    if tokenizer is not None:
+        if (buckets, max_tokens) != (d.buckets, d.max_tokens):
+            raise click.UsageError(
+                "--buckets and --max-tokens set the n-gram featuriser; with --tokenizer use --max-length"
+            )
+        return Tokenized(tokenizer, max_length)
+    if max_length != DEFAULT_MAX_LENGTH:
+        raise click.UsageError("--max-length needs --tokenizer (the n-gram featuriser keeps --max-tokens ids)")
+    return HashedNgrams(buckets=buckets, max_tokens=max_tokens)
 
 
 @data_cli.command("clinc150")
@@ -169,12 +200,11 @@ def _featurizer_options(f):
 @_out
 @_featurizer_options
 @_shard
-def clinc150(source, out, buckets, max_tokens, shard_size):
+def clinc150(source, out, buckets, max_tokens, tokenizer, max_length, shard_size):
     """CLINC150 intents (150 classes); its 10 domains become the known groups."""
     from .importers import import_clinc150
-    from .text import HashedNgrams
 
-    import_clinc150(source, out, HashedNgrams(buckets=buckets, max_tokens=max_tokens), shard_size=shard_size)
+    import_clinc150(source, out, _featurizer(buckets, max_tokens, tokenizer, max_length), shard_size=shard_size)
     _summary(out)
 
 
@@ -190,15 +220,14 @@ def clinc150(source, out, buckets, max_tokens, shard_size):
 @click.option("--val-fraction", default=0.1, show_default=True, type=_fraction)
 @_seed
 @_shard
-def banking77(source, out, buckets, max_tokens, val_fraction, seed, shard_size):
+def banking77(source, out, buckets, max_tokens, tokenizer, max_length, val_fraction, seed, shard_size):
     """Banking77 intents (77 classes); validation carved from train, stratified."""
     from .importers import import_banking77
-    from .text import HashedNgrams
 
     import_banking77(
         source,
         out,
-        HashedNgrams(buckets=buckets, max_tokens=max_tokens),
+        _featurizer(buckets, max_tokens, tokenizer, max_length),
         val_fraction=val_fraction,
         seed=seed,
         shard_size=shard_size,
@@ -257,13 +286,15 @@ def text(
     name,
     buckets,
     max_tokens,
+    tokenizer,
+    max_length,
     seed,
     shard_size,
 ):
     """Your own text classification data (intents, topics, ...): CSV, TSV or JSON Lines files of a
-    text and a label column, featurised like CLINC150 and Banking77."""
+    text and a label column, featurised like CLINC150 and Banking77, or with a transformers
+    model's own tokenizer (--tokenizer MODEL_DIR)."""
     from .tables import import_text
-    from .text import HashedNgrams
 
     import_text(
         train_file,
@@ -273,7 +304,7 @@ def text(
         text=text_column,
         label=label_column,
         group=group_column,
-        featurizer=HashedNgrams(buckets=buckets, max_tokens=max_tokens),
+        featurizer=_featurizer(buckets, max_tokens, tokenizer, max_length),
         val_fraction=val_fraction,
         test_fraction=test_fraction,
         seed=seed,

@@ -17,7 +17,7 @@ from specens.core.errors import DataError
 
 from .format import InputSpec
 from .splitting import three_way_split
-from .text import HashedNgrams
+from .text import HashedNgrams, Tokenized
 from .writer import write_splits
 
 DEFAULT_FEATURIZER = HashedNgrams()  # frozen: one shared default is safe
@@ -28,20 +28,22 @@ def write_text_dataset(
     name,
     classes,
     splits_text,
-    featurizer: HashedNgrams,
+    featurizer: HashedNgrams | Tokenized,
     groups=None,
     group_names=None,
     source=None,
     shard_size=10_000,
 ):
-    """A text dataset: each split's ``(text, class name)`` rows featurised into token ids."""
+    """A text dataset: each split's ``(text, class name)`` rows featurised into token ids (hashed
+    n-grams, or a transformers tokenizer's ids and attention mask)."""
     index = {c: i for i, c in enumerate(classes)}
     splits = {}
     for split, rows in splits_text.items():
         texts = [t for t, _ in rows]
         labels = np.array([index[c] for _, c in rows], dtype=np.int64)
         splits[split] = ((lambda i, texts=texts: featurizer(texts[i])), labels)
-    spec = InputSpec("array", (featurizer.max_tokens,), "int64")
+    shape = featurizer.shape if isinstance(featurizer, Tokenized) else (featurizer.max_tokens,)
+    spec = InputSpec("array", shape, "int64")
     write_splits(
         out,
         name,

@@ -84,3 +84,92 @@ class HashedNgrams:
         if missing or extra:
             raise ValueError(f"featurizer: missing settings {missing}, unknown {extra}")
         return cls(**{k: d[k] for k in names})
+
+
+DEFAULT_MAX_LENGTH = 64  # tokens per text for a transformers model; intents and titles are shorter
+
+
+class Tokenized:
+    """A transformers model's own tokenizer as a featuriser: a text becomes an int64 array of
+    shape (2, ``max_length``), the input ids (truncated, padded with the pad id) and the attention
+    mask, which the ``hf`` models read (:mod:`specens.generalist.hf`).
+
+    Read from ``MODEL_DIR/tokenizer.json`` by the ``tokenizers`` library (a JSON file: nothing is
+    imported or run), never from a hub. Its ``fingerprint`` (the file's SHA-256) is stored in
+    ``dataset.json`` and in a model trained or imported on the data, and every stage that reads both
+    checks they agree (:func:`specens.generalist.hf.check_tokenizer`)."""
+
+    def __init__(self, model_dir: str, max_length: int = DEFAULT_MAX_LENGTH):
+        from pathlib import Path
+
+        from specens.core.errors import DataError
+        from specens.core.io import fingerprint
+
+        path = Path(model_dir) / "tokenizer.json"
+        if not path.is_file():
+            raise DataError(
+                f"{path}: no such file; --tokenizer needs a model directory holding a fast tokenizer's "
+                "tokenizer.json (transformers' AutoTokenizer.save_pretrained writes one)"
+            )
+        if not 2 <= max_length <= 8192:
+            raise DataError(f"--max-length must be in [2, 8192], got {max_length}")
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise DataError("--tokenizer needs the tokenizers package: pip install 'specens[hf]'") from None
+        try:
+            self._tokenizer = Tokenizer.from_file(str(path))
+        except Exception as e:  # the library's own parse errors (a Rust panic message, ValueError, ...)
+            raise DataError(f"{path}: not a tokenizer the tokenizers library reads ({str(e)[:200]})") from None
+        self.max_length = max_length
+        self.pad_token_id = _pad_id(self._tokenizer, Path(model_dir))
+        self.fingerprint = fingerprint(path)
+        self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        self.source = str(model_dir)
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (2, self.max_length)
+
+    def __call__(self, text: str) -> np.ndarray:
+        """(2, max_length) int64: ids padded with the pad id, and the attention mask."""
+        ids = self._tokenizer.encode(text).ids[: self.max_length]
+        out = np.zeros((2, self.max_length), dtype=np.int64)
+        out[0] = self.pad_token_id
+        out[0, : len(ids)] = ids
+        out[1, : len(ids)] = 1
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": "tokenizer",
+            "fingerprint": self.fingerprint,
+            "max_length": self.max_length,
+            "pad_token_id": self.pad_token_id,
+            "vocab_size": self.vocab_size,
+            "source": self.source,
+        }
+
+
+def _pad_id(tokenizer, model_dir) -> int:
+    """The pad token's id: tokenizer_config.json's ``pad_token``, else the tokenizer's padding
+    setting, else config.json's ``pad_token_id``, else 0 (BERT's)."""
+    import json
+
+    for name, key in (("tokenizer_config.json", "pad_token"), ("special_tokens_map.json", "pad_token")):
+        try:
+            token = json.loads((model_dir / name).read_text(encoding="utf-8")).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        token = token.get("content") if isinstance(token, dict) else token
+        if isinstance(token, str) and tokenizer.token_to_id(token) is not None:
+            return tokenizer.token_to_id(token)
+    if tokenizer.padding and isinstance(tokenizer.padding.get("pad_id"), int):
+        return tokenizer.padding["pad_id"]
+    try:
+        pad = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("pad_token_id")
+    except (OSError, ValueError, AttributeError):
+        pad = None
+    return pad if isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0 else 0

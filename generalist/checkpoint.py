@@ -29,6 +29,7 @@ from specens.core.io import fingerprint, read_artifact_json, record_fingerprint,
 from specens.core.loop import TrainingMetrics
 from specens.core.records import artifact_fields, check_values, is_str_list
 
+from .hf import check_tokenizer
 from .models import ModelSpec, TrustedCodeWarning, check_input_dtype
 
 FORMAT = "specens.generalist"
@@ -136,10 +137,11 @@ class Generalist:
 
     def check_fits(self, info, where: str, data_where: str) -> None:
         """Refuse a dataset (a :class:`~specens.data.format.DatasetInfo`) whose classes, input
-        shape or input dtype are not this generalist's, naming both sides."""
+        shape, input dtype or tokenizer are not this generalist's, naming both sides."""
         check_same_classes(self.classes, info.classes, where, data_where)
         check_same_input(self.spec.input_shape, info.input.shape, where, data_where)
         check_input_dtype(self.spec, info.input.dtype, where, data_where)
+        check_tokenizer(self.spec, info.featurizer, where, data_where)
 
 
 def generalist_fingerprint(weights_fingerprint: str, spec: dict[str, Any], classes: list[str]) -> str:

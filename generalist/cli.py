@@ -116,3 +116,69 @@ def predict(run_dir, data, split, out, batch_size, device, trust_code):
 
     meta = predict_generalist(run_dir, data, split, out, batch_size, device, trust_code=trust_code)
     click.echo(f"wrote logits of {meta['n_samples']} samples x {meta['n_classes']} classes to {out}")
+
+
+@generalist_cli.command("import")
+@click.option(
+    "--hf",
+    "hf_dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="A transformers sequence-classification directory (config.json, model.safetensors, tokenizer.json).",
+)
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A state dict (.safetensors, or .pt read with weights_only=True) of a specens architecture (--model).",
+)
+@click.option("--model", default=None, help="With --weights: the architecture (resnet, ngram, mlp, cnn, bag).")
+@click.option("--data", required=True, help="The dataset it classifies (with --hf: tokenized by its tokenizer).")
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="Run directory to create (model.json + weights)."
+)
+@click.option(
+    "--classes",
+    "classes_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="With --hf: the model's class names in output order, one a line (default: its config's id2label).",
+)
+@click.option(
+    "--epochs",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Passes over this dataset's training split the model was trained for; gives its estimated training "
+    "cost (the specialists' matched length, the compute-matched budgets). 0: unknown.",
+)
+@options.device()
+@options.overrides
+@options.quiet
+def import_cmd(hf_dir, weights, model, data, out, classes_file, epochs, device, sets, quiet):
+    """A generalist run directory from a model you already have, scored on the dataset's splits, for
+    `specens cluster`, `specens specialists train`, `specens evaluate` and `specens baseline`
+    (docs/own-generalist.md)."""
+    from .importing import import_hf, import_state_dict, summary_lines
+
+    if (hf_dir is None) == (weights is None):
+        raise click.UsageError("give exactly one of --hf MODEL_DIR and --weights FILE")
+    overrides = parse_overrides(sets)
+    if hf_dir is not None:
+        if model or overrides:
+            raise click.UsageError("--model and --set go with --weights; --hf reads the model's own config.json")
+        result = import_hf(hf_dir, data, out, classes_file, epochs, device, progress=not quiet)
+    else:
+        if classes_file:
+            raise click.UsageError("--classes goes with --hf; a state dict's classes are the dataset's, in its order")
+        if not model:
+            raise click.UsageError("--weights needs --model (the architecture the state dict is for)")
+        unknown = sorted(set(overrides) - {"model_kwargs"})
+        if unknown:
+            raise click.UsageError(f"--set takes only model_kwargs with --weights, not {unknown}")
+        try:
+            kwargs = json.loads(overrides.get("model_kwargs", "{}"))
+        except ValueError as e:
+            raise click.UsageError(f"--set model_kwargs=...: not JSON ({e})") from None
+        if not isinstance(kwargs, dict):
+            raise click.UsageError("--set model_kwargs=...: expected a JSON object")
+        result = import_state_dict(weights, data, out, model, kwargs, epochs, device, progress=not quiet)
+    for line in summary_lines(result, out):
+        click.echo(line)

@@ -232,12 +232,22 @@ def ngram(
     return Classifier(body, nn.Linear(dim, n_classes))
 
 
+def hf(input_shape: tuple[int, ...], n_classes: int, config: dict | None = None, tokenizer: str = "") -> Classifier:
+    """A transformers sequence classifier (BERT type) built from its ``config.json`` dict, as
+    blocks over the model's own modules: :func:`specens.generalist.hf.hf` (transformers is imported
+    only when one is built). Inputs: (2, L) int64 token ids and attention mask."""
+    from .hf import hf as build
+
+    return build(input_shape, n_classes, config=config, tokenizer=tokenizer)
+
+
 REGISTRY: dict[str, Callable[..., Classifier]] = {
     "resnet": resnet,
     "ngram": ngram,
     "mlp": mlp,
     "cnn": small_cnn,
     "bag": bag,
+    "hf": hf,
 }
 
 
@@ -366,7 +376,8 @@ def _is_int(v: Any) -> bool:
 
 def data_defaults(name: str, n_classes: int, featurizer: dict[str, Any] | None) -> dict[str, Any]:
     """Model arguments whose default depends on the dataset: a ``resnet``'s width and depth (from
-    the class count, :func:`resnet_size`) and a text model's ``buckets`` (the featuriser's).
+    the class count, :func:`resnet_size`), a text model's ``buckets`` (the featuriser's) and an
+    ``hf`` model's ``tokenizer`` (the fingerprint of the tokenizer that made the dataset's ids).
     Written into the saved spec, so a checkpoint never depends on these rules."""
     if name == "resnet":
         width, depth = resnet_size(n_classes)
@@ -376,10 +387,12 @@ def data_defaults(name: str, n_classes: int, featurizer: dict[str, Any] | None) 
         if isinstance(b, bool) or not isinstance(b, int) or b < 2:
             raise DataError(f"dataset.json: 'featurizer.buckets' must be an int >= 2, got {b!r}")
         return {"buckets": b}
+    if name == "hf" and isinstance(featurizer, dict) and featurizer.get("kind") == "tokenizer":
+        return {"tokenizer": featurizer.get("fingerprint", "")}
     return {}
 
 
-TOKEN_MODELS = ("ngram", "bag")  # registry models over token ids; the others take float tensors
+TOKEN_MODELS = ("ngram", "bag", "hf")  # registry models over token ids; the others take float tensors
 MODEL_INPUT = {"uint8": "float32", "float32": "float32", "int64": "int64"}  # a dataset's dtype -> the batches'
 INPUT_MEANING = {"float32": "images or feature vectors", "int64": "token ids"}
 

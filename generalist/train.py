@@ -32,6 +32,7 @@ from specens.data.shards import MixedLoader, ShardLoader, ShardStream, iter_spli
 from .checkpoint import GeneralistMetrics, load_generalist, save_generalist
 from .config import TrainConfig
 from .evaluate import evaluate
+from .hf import check_tokenizer
 from .losses import distillation_loss, ensemble_soft_targets
 from .models import ModelSpec, check_input_dtype, data_defaults, default_model
 
@@ -211,6 +212,7 @@ def _build_model(cfg: TrainConfig, info: DatasetInfo, device: torch.device) -> t
     kwargs = {**data_defaults(name, info.n_classes, info.featurizer), **cfg.model_kwargs}
     spec = ModelSpec(name, info.input.shape, info.n_classes, kwargs).resolved(trust_code=True)  # the user's own
     check_input_dtype(spec, info.input.dtype, "the configured model", f"{cfg.data}/{INFO_FILE}")
+    check_tokenizer(spec, info.featurizer, "the configured model", f"{cfg.data}/{INFO_FILE}")
     model = spec.build(trust_code=True)
     if cfg.init:
         _start_from(model, spec, info, cfg.init)

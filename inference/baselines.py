@@ -226,6 +226,7 @@ def compute_matched(
     f_g = forward_flops(ens.generalist.model, example)
     runtime = {"device": device} if threads is None else {"device": device, "threads": threads}
 
+    alternatives = _applicable(alternatives, ens.generalist.spec, echo)
     r = evaluation or evaluate_ensemble(ens, data, split, progress=progress)
     rows = _measured_rows(ens, r, b, f_g)
     train = _Alternatives(ens, run_dir, data, split, dev, b, f_g, trust_code, progress, restart, echo, runtime)
@@ -235,13 +236,30 @@ def compute_matched(
         rows["seeds"] = train.seeds()
     if "wider" in alternatives:
         rows["wider"] = train.wider(example, rows["specialists"]["inference_flops_per_example"])
-    if "tfidf" in alternatives and load_info(data).featurizer:  # a text dataset of hashed n-grams
+    if "tfidf" in alternatives and (load_info(data).featurizer or {}).get("kind") == "hashed-ngrams":
         echo("tfidf: TF-IDF over the hashed n-grams + logistic regression")
         rows["tfidf"] = tfidf_baseline(data, split)
 
     result = BaselineReport(split, b, {k: BaselineRow(**row) for k, row in rows.items()})
     write_json_atomic(out / "baselines.json", result.to_json())
     return result
+
+
+ALL_ALTERNATIVES = ("continued", "seeds", "wider", "tfidf")
+
+
+def _applicable(alternatives: tuple[str, ...], spec: ModelSpec, echo) -> tuple[str, ...]:
+    """``alternatives`` less (c) for a model without a width to scale (a transformers model: its
+    next size is another pretrained model, not one specens can train from scratch here), said in
+    one line when every alternative was asked for by default, refused before anything trains when
+    (c) was asked for by name."""
+    if "wider" not in alternatives or spec.name in WIDTH_KEYS:
+        return alternatives
+    why = f"(c) the wider generalist is not defined for model {spec.name!r} (no width specens can scale and train)"
+    if tuple(alternatives) != ALL_ALTERNATIVES:
+        raise ConfigError(f"--only wider: {why}")
+    echo(f"wider: skipped: {why}")
+    return tuple(a for a in alternatives if a != "wider")
 
 
 def _measured_rows(ens: Ensemble, r: EvaluationReport, b: Budget, f_g: float) -> dict:

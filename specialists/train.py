@@ -245,7 +245,7 @@ def matched_epochs(generalist, info) -> int:
     processed over the training split's size (at least 1); :data:`FALLBACK_EPOCHS` for a
     generalist without a training record."""
     metrics = generalist.record.metrics
-    if metrics is None or metrics.cost is None:
+    if metrics is None or metrics.cost is None or not metrics.cost.examples:  # an import without --epochs
         return FALLBACK_EPOCHS
     return max(1, round(metrics.cost.examples / info.split("train").num_samples))
 

@@ -263,7 +263,14 @@ def _finish(model, spec, info, data, out, epochs, source, device, progress) -> d
     metrics = GeneralistMetrics(
         best_epoch=1, epochs_run=1, stopped_early=True, history=[record], teacher_fingerprints=[], cost=cost
     )
-    config = {"model": spec.name, "model_kwargs": spec.kwargs, "data": str(data)}  # trains it further
+    # what `specens baseline` trains from: (a) this model further, (b) the architecture from scratch
+    # for the stated epochs with specens' recipe
+    config = {
+        "model": spec.name,
+        "model_kwargs": spec.kwargs,
+        "data": str(data),
+        **({"epochs": epochs} if epochs else {}),
+    }
     fp = {}
 
     def write(tmp: Path) -> None:

@@ -59,7 +59,7 @@ def import_hf(
     for dataset ``data``; returns the summary :func:`_finish` prints. Every refusal (a type
     outside the list, a config naming code, labels missing or not the dataset's, another
     tokenizer, weights that do not fit) comes before anything is built or written."""
-    from .hf import check_hf_config, check_tokenizer, hf_model
+    from .hf import as_classifier, check_hf_config, check_tokenizer, hf_model
 
     src = Path(model_dir)
     check_outside_inputs(out, "--out", model=model_dir, data=data)
@@ -72,19 +72,23 @@ def import_hf(
         bins = sorted(p.name for p in src.glob("*.bin"))
         pickles = f" ({', '.join(bins)} are pickles, which specens never loads: save_pretrained writes safetensors)"
         raise CheckpointError(f"{weights}: no such file" + (pickles if bins else ""))
-    labels = _labels(read_json(config_path), classes_file, config_path)
-    order = _class_order(labels, info, classes_file or f"{config_path}: id2label", data)
     tok = src / "tokenizer.json"
     kwargs = {"config": config, "tokenizer": fingerprint(tok) if tok.is_file() else ""}
     spec = ModelSpec("hf", tuple(info.input.shape), info.n_classes, kwargs).resolved()
-    check_tokenizer(spec, info.featurizer, str(src), f"{data}/{INFO_FILE}")
+    check_tokenizer(spec, info.featurizer, str(src), f"{data}/{INFO_FILE}")  # the data is this model's to read
+    positions = config.get("max_position_embeddings")
+    if isinstance(positions, int) and info.input.shape[1] > positions:
+        raise DataError(
+            f"{data}/{INFO_FILE}: texts of {info.input.shape[1]} tokens, but {config_path} has "
+            f"max_position_embeddings {positions}: import the data with --max-length {positions} or less"
+        )
+    labels = _labels(read_json(config_path), classes_file, config_path)
+    order = _class_order(labels, info, classes_file or f"{config_path}: id2label", data)
     with torch.device("meta"):  # sizes checked before any allocation
         skeleton = hf_model(config, len(labels), str(config_path))
     state = _safetensors(weights, skeleton)
     model = hf_model(config, len(labels), str(config_path))
     model.load_state_dict(state, strict=False)
-    from .hf import as_classifier
-
     classifier = as_classifier(model)
     with torch.no_grad():  # the head's rows in the dataset's class order
         classifier.head.weight.copy_(classifier.head.weight[order].clone())

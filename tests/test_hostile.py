@@ -1076,6 +1076,102 @@ PREDICTIONS = [
 ]
 CASES += PREDICTIONS
 
+# ----------------------------------------------------------------------------- generalist import
+# A model directory or state dict from someone else (generalist/importing.py): refused by file and
+# key before anything is built or written.
+
+BERT_DIR = "{w}/bert"
+IMPORT = ("generalist", "import", "--hf", BERT_DIR, "--data", "{w}/tok", "--out", "{w}/imported", "--quiet")
+TEXTS = [(f"{verb} {noun} please", f"{verb}_{noun}") for verb in ("pay", "show") for noun in ("bill", "card")] * 6
+
+
+def _bert(edit=None, drop=(), retokenize: bool = False):
+    """A mutation: {w}/bert, a two-layer BERT classifier and its tokenizer as save_pretrained writes
+    them, and {w}/tok, TEXTS tokenized by it (by another tokenizer with ``retokenize``); then its
+    config.json edited by ``edit`` and the files in ``drop`` removed."""
+
+    def mutate(w: Path) -> None:
+        transformers = pytest.importorskip("transformers")
+        from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+        from specens.data.tables import write_text_dataset
+        from specens.data.text import Tokenized
+
+        def tokenizer_dir(path: Path, words) -> None:
+            tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+            tok.pre_tokenizer = pre_tokenizers.Whitespace()
+            tok.train_from_iterator(words, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]"]))
+            transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]").save_pretrained(path)
+
+        classes = sorted({c for _, c in TEXTS})
+        tokenizer_dir(w / "bert", [t for t, _ in TEXTS])
+        labels = dict(enumerate(classes))
+        config = transformers.BertConfig(
+            vocab_size=16, hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8,
+            max_position_embeddings=16, id2label=labels, label2id={v: k for k, v in labels.items()},
+        )  # fmt: skip
+        transformers.BertForSequenceClassification(config).save_pretrained(w / "bert")
+        if retokenize:
+            tokenizer_dir(w / "other", ["please show pay bill card"] * 3)
+        rows = {"train": TEXTS, "val": TEXTS[:4], "test": TEXTS[:4]}
+        featurizer = Tokenized(str(w / ("other" if retokenize else "bert")), 8)
+        write_text_dataset(str(w / "tok"), "tok", classes, rows, featurizer)
+        if edit:
+            cfg = json.loads((w / "bert" / "config.json").read_text())
+            edit(cfg)
+            (w / "bert" / "config.json").write_text(json.dumps(cfg))
+        for name in drop:
+            (w / "bert" / name).unlink()
+
+    return mutate
+
+
+def _bert_bin(w: Path) -> None:
+    _bert(drop=["model.safetensors"])(w)
+    (w / "bert" / "pytorch_model.bin").write_bytes(b"a pickle")
+
+
+def _state_pt(w: Path, state) -> None:
+    import torch
+
+    torch.save(state, w / "net.pt")
+
+
+STATE = ("generalist", "import", "--weights", "{w}/net.pt", "--model", "mlp", "--data", "{w}/ds", "--out", "{w}/sd")
+STATE += ("--set", 'model_kwargs={"hidden": [16]}')
+IMPORTS = [
+    ("import: config names code", _bert(lambda c: c.update(auto_map={"AutoConfig": "evil.Config"})), IMPORT,
+     "config.json: 'auto_map' names code"),
+    ("import: trust_remote_code", _bert(lambda c: c.update(trust_remote_code=True)), IMPORT, "'trust_remote_code'"),
+    ("import: unknown model type", _bert(lambda c: c.update(model_type="llama")), IMPORT,
+     "model_type 'llama' is not one specens builds"),
+    ("import: labels not the dataset's", _bert(lambda c: c["id2label"].update({"0": "refund"})), IMPORT,
+     "labels are not the dataset's 4 classes"),
+    ("import: placeholder labels", _bert(lambda c: c.update(id2label={str(i): f"LABEL_{i}" for i in range(4)})),
+     IMPORT, "placeholders (LABEL_0 ...)"),
+    ("import: weights of another size", _bert(lambda c: c.update(hidden_size=16)), IMPORT,
+     "model.safetensors: the weights do not fit the model: wrong shapes"),
+    ("import: only a pickled .bin", _bert_bin, IMPORT, "pytorch_model.bin are pickles"),
+    ("import: data from another tokenizer", _bert(retokenize=True), IMPORT, "tokenized by tokenizer"),
+    ("import: a hashed n-gram dataset", _bert(), (*IMPORT[:5], "{w}/ds", *IMPORT[6:]),
+     "ds/dataset.json was not tokenized for a transformers model"),
+    ("import: texts longer than its positions", _bert(lambda c: c.update(max_position_embeddings=4)), IMPORT,
+     "texts of 8 tokens, but"),
+    ("import: state dict of another size", lambda w: _state_pt(w, {"body.1.weight": np.zeros(1)}), STATE,
+     "net.pt: not a state dict"),
+    ("import: state dict of wrong shapes", lambda w: _state_pt(w, _mlp_state(w, hidden=4)), STATE,
+     "net.pt: the weights do not fit the model: wrong shapes"),
+]  # fmt: skip
+
+
+def _mlp_state(w: Path, hidden: int) -> dict:
+    from specens.generalist.models import mlp
+
+    return mlp((8,), 8, hidden=[hidden]).state_dict()
+
+
+CASES += IMPORTS
+
 
 @pytest.mark.parametrize("name,mutate,args,culprit", CASES, ids=[c[0] for c in CASES])
 def test_hostile_input_is_refused_in_one_line_and_loses_nothing(work, name, mutate, args, culprit):

@@ -323,3 +323,29 @@ def test_specialists_from_a_trained_transformer_end_to_end(hf_setup, tmp_path):
         assert (ens.trunk is not None) == bool(trunk)
         r = evaluate_ensemble(ens, hf_setup["data"], "val", progress=False)
         assert 0 <= r.ensemble.top1 <= 1 and r.fit  # every specialist's fit report is in the evaluation
+
+
+@pytest.mark.slow
+def test_the_five_documented_commands_from_a_model_directory_and_a_csv(hf_setup, tmp_path):
+    """docs/own-generalist.md's path: tokenize with the model's tokenizer, import it (with the
+    epochs it was trained for), cluster, train specialists, and the compute-matched table, where
+    (c) is skipped with a line for a transformers model and (a) and (b) are trained."""
+    from specens.inference.baseline_report import BaselineReport
+
+    data, run, model = tmp_path / "data", tmp_path / "run", hf_setup["model"]
+    csv_file = hf_setup["root"] / "train.csv"
+    steps = [
+        ["data", "text", "--train", csv_file, "--out", data, "--tokenizer", model, "--max-length", 16],
+        ["generalist", "import", "--hf", model, "--data", data, "--out", run / "generalist", "--epochs", 1],
+        ["cluster", "--generalist", run / "generalist", "--data", data, "--out", run / "clusters", "--groups", 2],
+        ["specialists", "train", "--generalist", run / "generalist", "--clusters", run / "clusters" / "clusters.json"]
+        + ["--data", data, "--out", run, "--local", "--set", "epochs=1", "--set", "lr=0.003"],
+        ["baseline", "--run", run, "--data", data, "--threads", 1],
+    ]
+    for argv in steps:
+        result = CliRunner().invoke(cli, [str(a) for a in argv])
+        assert result.exit_code == 0, (argv[:2], result.output)
+    assert "wider: skipped: (c) the wider generalist is not defined for model 'hf'" in result.output
+    report = BaselineReport.from_json(json.loads((run / "baselines" / "baselines.json").read_text()), "baselines")
+    assert set(report.rows) == {"generalist", "specialists", "continued", "seeds"}
+    assert report.rows["continued"].train_flops > report.rows["generalist"].train_flops > 0

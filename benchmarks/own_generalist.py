@@ -138,12 +138,12 @@ def train_outside(src: Path, out: Path, args) -> None:
         model.train()
         for i in range(0, n, batch):
             idx = torch.tensor(order[i : i + batch])
-            out = model(input_ids=enc["input_ids"][idx], attention_mask=enc["attention_mask"][idx], labels=y[idx])
+            step = model(input_ids=enc["input_ids"][idx], attention_mask=enc["attention_mask"][idx], labels=y[idx])
             opt.zero_grad()
-            out.loss.backward()
+            step.loss.backward()
             opt.step()
             sched.step()
-        print(f"outside fine-tuning: epoch {epoch + 1} of {args.epochs}, last loss {out.loss.item():.3f}", flush=True)
+        print(f"outside fine-tuning: epoch {epoch + 1} of {args.epochs}, last loss {step.loss.item():.3f}", flush=True)
     fast.save_pretrained(out)
     model.save_pretrained(out)
 

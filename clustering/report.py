@@ -187,8 +187,9 @@ class ClusterReport:
         ]
         cap = self.error_capture()
         if cap:
+            model = "model" if "predictions" in self.extra else "generalist"  # a predictions file: any model's
             lines.append(
-                f"error capture: {cap['captured']:.1%} of the generalist's {cap['errors']} top-1 errors "
+                f"error capture: {cap['captured']:.1%} of the {model}'s {cap['errors']} top-1 errors "
                 "fall inside a group"
             )
         search = self.extra.get("n_groups_search")

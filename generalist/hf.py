@@ -15,7 +15,11 @@ Trust (docs/safety.md): this is a registered family, not a ``module:callable``. 
 built from a config dict through transformers' own classes for the types in :data:`MODEL_TYPES`
 only; a config that names code (``auto_map``), asks for remote code or for a quantisation backend
 is refused before anything is built, and weights come only from safetensors or
-``torch.load(weights_only=True)``.
+``torch.load(weights_only=True)``. Attention is always transformers' eager implementation: the
+config's own choice (``attn_implementation``, which may name a kernel to fetch from the Hub, or
+``experts_implementation``) is dropped, never passed on. A config whose model is not the
+bidirectional encoder the blocks compute (a decoder, cross-attention, relative positions, which
+transformers 5 no longer builds) is refused rather than built as another network.
 """
 
 from __future__ import annotations
@@ -29,7 +33,19 @@ from specens.core.errors import ConfigError
 
 MODEL_TYPES = ("bert",)  # config.model_type values built here (BERT, MiniLM, TinyBERT, ... checkpoints)
 REFUSED_KEYS = ("auto_map", "trust_remote_code", "quantization_config", "custom_pipelines")
-DROPPED_KEYS = ("id2label", "label2id", "architectures", "transformers_version", "_name_or_path", "torch_dtype")
+# keys that do not change the function computed: label names, provenance, the dtype to load in
+# (specens computes in float32), and the attention or expert kernels (specens always uses eager)
+DROPPED_KEYS = (
+    *("id2label", "label2id", "architectures", "transformers_version", "_name_or_path", "name_or_path"),
+    *("_commit_hash", "dtype", "torch_dtype", "use_kernels", "kernel_config"),
+    *("attn_implementation", "_attn_implementation", "_attn_implementation_internal"),
+    *("experts_implementation", "_experts_implementation", "_experts_implementation_internal"),
+)
+NOT_ENCODER = ("is_decoder", "add_cross_attention", "is_encoder_decoder")  # refused when true: not the blocks' model
+# positive ints where given (num_hidden_layers also bounded: each layer's modules exist before the weights are read)
+SIZES = ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size", "max_position_embeddings")
+SIZES += ("type_vocab_size",)
+MAX_LAYERS = 256  # num_hidden_layers at most (the largest BERT-type checkpoints have 48)
 
 
 def _transformers():
@@ -61,7 +77,28 @@ def check_hf_config(config: Any, where: str = "config") -> dict[str, Any]:
             f"{where}: model_type {model_type!r} is not one specens builds (known: {', '.join(MODEL_TYPES)}); "
             "export its predictions and use `specens cluster --predictions` instead (docs/own-generalist.md)"
         )
+    for key in NOT_ENCODER:
+        if config.get(key):
+            raise ConfigError(f"{where}: {key!r} is true; specens builds {model_type} as a bidirectional encoder only")
+    positions = config.get("position_embedding_type", "absolute")
+    if positions != "absolute":
+        raise ConfigError(
+            f"{where}: 'position_embedding_type' {positions!r}; transformers 5 builds only absolute positions"
+        )
+    for key in SIZES:
+        if key in config and not (_is_int(config[key]) and config[key] >= 1):
+            raise ConfigError(f"{where}: {key!r} must be a positive int, got {config[key]!r}")
+    layers = config.get("num_hidden_layers", 1)
+    if not (_is_int(layers) and 1 <= layers <= MAX_LAYERS):
+        raise ConfigError(f"{where}: 'num_hidden_layers' must be an int in [1, {MAX_LAYERS}], got {layers!r}")
+    pad, vocab = config.get("pad_token_id"), config.get("vocab_size")
+    if pad is not None and not (_is_int(pad) and 0 <= pad < (vocab if _is_int(vocab) else pad + 1)):
+        raise ConfigError(f"{where}: 'pad_token_id' must be None or an id below vocab_size {vocab}, got {pad!r}")
     return {k: v for k, v in config.items() if k not in DROPPED_KEYS}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def hf_config(config: dict[str, Any], n_classes: int, where: str = "config"):
@@ -70,10 +107,12 @@ def hf_config(config: dict[str, Any], n_classes: int, where: str = "config"):
 
     checked = check_hf_config(config, where)
     values = {k: v for k, v in checked.items() if k != "model_type"}
-    try:
-        cfg = CONFIG_MAPPING[checked["model_type"]](**values)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from None
+    from transformers.activations import ACT2FN
+
+    cfg = _refusing(where, lambda: CONFIG_MAPPING[checked["model_type"]](**values))
+    if not (isinstance(cfg.hidden_act, str) and cfg.hidden_act in ACT2FN) or cfg.hidden_act == "xielu":
+        # xielu: imports an optional CUDA extension and computes in bfloat16
+        raise ConfigError(f"{where}: 'hidden_act' {cfg.hidden_act!r} is not an activation specens builds")
     cfg.num_labels = n_classes
     cfg._attn_implementation = "eager"  # the same numbers on every machine; no kernel is fetched
     return cfg
@@ -84,7 +123,19 @@ def hf_model(config: dict[str, Any], n_classes: int, where: str = "config") -> n
     transformers = _transformers()
     cfg = hf_config(config, n_classes, where)
     classes = {"bert": transformers.BertForSequenceClassification}
-    return classes[cfg.model_type](cfg)
+    return _refusing(where, lambda: classes[cfg.model_type](cfg))
+
+
+def _refusing(where: str, build):
+    """``build()``, with the errors transformers and torch raise for a value they do not take (an
+    unknown ``hidden_act``, heads that do not divide the hidden size, a mistyped field) as one
+    :class:`ConfigError` line naming ``where``."""
+    from huggingface_hub.errors import StrictDataclassError
+
+    try:
+        return build()
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, AssertionError, StrictDataclassError) as e:
+        raise ConfigError(f"{where}: transformers does not build this config ({' '.join(str(e).split())})") from None
 
 
 class _Embed(nn.Module):
@@ -180,7 +231,8 @@ def check_tokenizer(spec, featurizer: Any, model_where: str, data_where: str) ->
             f"{data_where} was tokenized by tokenizer {str(have)[:12]}, but {model_where} reads tokenizer "
             f"{want[:12]}'s ids: import the data with the model's own tokenizer (--tokenizer MODEL_DIR)"
         )
-    vocab = (spec.kwargs.get("config") or {}).get("vocab_size")
+    config = spec.kwargs.get("config")
+    vocab = config.get("vocab_size") if isinstance(config, dict) else None
     size = featurizer.get("vocab_size")
-    if isinstance(vocab, int) and isinstance(size, int) and size > vocab:
+    if _is_int(vocab) and vocab >= 1 and _is_int(size) and size > vocab:
         raise DataError(f"{data_where}: the tokenizer has {size} ids, {model_where}'s embeddings {vocab}")

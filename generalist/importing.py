@@ -54,6 +54,7 @@ def import_hf(
     epochs: int = 0,
     device: str = "cpu",
     progress: bool = False,
+    recipe: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Import a transformers sequence classifier from ``model_dir`` as a generalist run in ``out``
     for dataset ``data``; returns the summary :func:`_finish` prints. Every refusal (a type
@@ -62,7 +63,8 @@ def import_hf(
     from .hf import as_classifier, check_hf_config, check_tokenizer, hf_model
 
     src = Path(model_dir)
-    check_outside_inputs(out, "--out", model=model_dir, data=data)
+    recipe = training_recipe(recipe, data, out)
+    check_outside_inputs(out, "--out", hf=model_dir, data=data)
     check_target(out, IMPORT_FILES, "a generalist run directory", META)
     config_path = src / "config.json"
     config = check_hf_config(read_json(config_path, "; a transformers model directory holds one"), str(config_path))
@@ -73,7 +75,12 @@ def import_hf(
         pickles = f" ({', '.join(bins)} are pickles, which specens never loads: save_pretrained writes safetensors)"
         raise CheckpointError(f"{weights}: no such file" + (pickles if bins else ""))
     tok = src / "tokenizer.json"
-    kwargs = {"config": config, "tokenizer": fingerprint(tok) if tok.is_file() else ""}
+    if not tok.is_file():  # without it nothing says the data's ids are this model's
+        raise DataError(
+            f"{tok}: no such file; the model's fast tokenizer (tokenizer.save_pretrained(MODEL_DIR)) must sit "
+            "beside it, the one the data was tokenized with (--tokenizer MODEL_DIR)"
+        )
+    kwargs = {"config": config, "tokenizer": fingerprint(tok)}
     spec = ModelSpec("hf", tuple(info.input.shape), info.n_classes, kwargs).resolved()
     check_tokenizer(spec, info.featurizer, str(src), f"{data}/{INFO_FILE}")  # the data is this model's to read
     positions = config.get("max_position_embeddings")
@@ -88,13 +95,13 @@ def import_hf(
         skeleton = hf_model(config, len(labels), str(config_path))
     state = _safetensors(weights, skeleton)
     model = hf_model(config, len(labels), str(config_path))
-    model.load_state_dict(state, strict=False)
+    model.load_state_dict(state)
     classifier = as_classifier(model)
     with torch.no_grad():  # the head's rows in the dataset's class order
         classifier.head.weight.copy_(classifier.head.weight[order].clone())
         classifier.head.bias.copy_(classifier.head.bias[order].clone())
     source = {"importer": "transformers", "model_dir": str(src), "weights_fingerprint": fingerprint(weights)}
-    return _finish(classifier, spec, info, data, out, epochs, source, device, progress)
+    return _finish(classifier, spec, info, data, out, epochs, recipe, source, device, progress)
 
 
 def import_state_dict(
@@ -106,16 +113,20 @@ def import_state_dict(
     epochs: int = 0,
     device: str = "cpu",
     progress: bool = False,
+    recipe: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Import a state dict of a specens architecture (``model``: a registry name) as a generalist
     run in ``out`` for dataset ``data``: a ``.safetensors`` file, or a ``.pt`` / ``.pth`` read with
     ``torch.load(weights_only=True)``. Keys and shapes must be exactly the architecture's."""
     from .models import REGISTRY, check_input_dtype, data_defaults
 
+    recipe = training_recipe(recipe, data, out)
     check_outside_inputs(out, "--out", weights=weights, data=data)
     check_target(out, IMPORT_FILES, "a generalist run directory", META)
     if model not in REGISTRY:
         raise ConfigError(f"--model {model!r}: not one of specens' architectures {sorted(REGISTRY)}")
+    if model == "hf":  # its tokenizer, label names and head order come from the model directory
+        raise ConfigError("--model hf: a transformers model comes in with --hf MODEL_DIR, not as a state dict")
     info = load_info(data)
     kwargs = {**data_defaults(model, info.n_classes, info.featurizer), **(model_kwargs or {})}
     spec = ModelSpec(model, tuple(info.input.shape), info.n_classes, kwargs).resolved()
@@ -132,7 +143,7 @@ def import_state_dict(
     net = spec.build()
     net.load_state_dict(state)
     source = {"importer": "state-dict", "weights": str(path), "weights_fingerprint": fingerprint(path)}
-    return _finish(net, spec, info, data, out, epochs, source, device, progress)
+    return _finish(net, spec, info, data, out, epochs, recipe, source, device, progress)
 
 
 def _labels(config: dict, classes_file: str | None, where: Path) -> list[str]:
@@ -244,7 +255,27 @@ def _check_finite(path: Path, state: dict[str, torch.Tensor]) -> None:
             raise CheckpointError(f"{path}: tensor {k!r} holds NaN or infinite values")
 
 
-def _finish(model, spec, info, data, out, epochs, source, device, progress) -> dict[str, Any]:
+RECIPE_KEYS = ("batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "warmup")
+
+
+def training_recipe(recipe: dict[str, Any] | None, data: str, out: str) -> dict[str, Any]:
+    """The optimiser settings the model was trained with (``recipe``: keys of :data:`RECIPE_KEYS`,
+    values or ``--set`` strings), checked as ``specens generalist train`` checks them and typed;
+    recorded in the run's config, so that `specens baseline` trains (a) and (b) as the model was
+    trained rather than with specens' defaults (which a transformer may not survive)."""
+    from specens.core.config import load_config
+
+    from .config import TrainConfig
+
+    recipe = dict(recipe or {})
+    unknown = sorted(set(recipe) - set(RECIPE_KEYS))
+    if unknown:
+        raise ConfigError(f"--set {unknown[0]}: an import records only its training recipe ({', '.join(RECIPE_KEYS)})")
+    cfg = load_config(TrainConfig, None, {"data": data, "out": out, **recipe})
+    return {k: getattr(cfg, k) for k in recipe}
+
+
+def _finish(model, spec, info, data, out, epochs, recipe, source, device, progress) -> dict[str, Any]:
     """Score ``model`` (training sample, validation, test), estimate its cost from ``epochs``, and
     publish the run directory ``out``; returns the scores."""
     dev = resolve_device(device)
@@ -274,6 +305,7 @@ def _finish(model, spec, info, data, out, epochs, source, device, progress) -> d
         "model_kwargs": spec.kwargs,
         "data": str(data),
         **({"epochs": epochs} if epochs else {}),
+        **recipe,
     }
     fp = {}
 

@@ -155,30 +155,30 @@ def predict(run_dir, data, split, out, batch_size, device, trust_code):
 def import_cmd(hf_dir, weights, model, data, out, classes_file, epochs, device, sets, quiet):
     """A generalist run directory from a model you already have, scored on the dataset's splits, for
     `specens cluster`, `specens specialists train`, `specens evaluate` and `specens baseline`
-    (docs/own-generalist.md)."""
+    (docs/own-generalist.md). --set records the recipe it was trained with (lr, batch_size,
+    weight_decay, warmup, schedule, optimizer, momentum), which `specens baseline` trains with;
+    with --weights, --set model_kwargs=JSON gives the architecture's arguments."""
     from .importing import import_hf, import_state_dict, summary_lines
 
     if (hf_dir is None) == (weights is None):
         raise click.UsageError("give exactly one of --hf MODEL_DIR and --weights FILE")
     overrides = parse_overrides(sets)
+    model_kwargs = overrides.pop("model_kwargs", None)
     if hf_dir is not None:
-        if model or overrides:
-            raise click.UsageError("--model and --set go with --weights; --hf reads the model's own config.json")
-        result = import_hf(hf_dir, data, out, classes_file, epochs, device, progress=not quiet)
+        if model or model_kwargs is not None:
+            raise click.UsageError("--model and model_kwargs go with --weights; --hf reads the model's own config.json")
+        result = import_hf(hf_dir, data, out, classes_file, epochs, device, not quiet, recipe=overrides)
     else:
         if classes_file:
             raise click.UsageError("--classes goes with --hf; a state dict's classes are the dataset's, in its order")
         if not model:
             raise click.UsageError("--weights needs --model (the architecture the state dict is for)")
-        unknown = sorted(set(overrides) - {"model_kwargs"})
-        if unknown:
-            raise click.UsageError(f"--set takes only model_kwargs with --weights, not {unknown}")
         try:
-            kwargs = json.loads(overrides.get("model_kwargs", "{}"))
+            kwargs = json.loads(model_kwargs or "{}")
         except ValueError as e:
             raise click.UsageError(f"--set model_kwargs=...: not JSON ({e})") from None
         if not isinstance(kwargs, dict):
             raise click.UsageError("--set model_kwargs=...: expected a JSON object")
-        result = import_state_dict(weights, data, out, model, kwargs, epochs, device, progress=not quiet)
+        result = import_state_dict(weights, data, out, model, kwargs, epochs, device, not quiet, recipe=overrides)
     for line in summary_lines(result, out):
         click.echo(line)

@@ -349,3 +349,22 @@ def test_the_five_documented_commands_from_a_model_directory_and_a_csv(hf_setup,
     report = BaselineReport.from_json(json.loads((run / "baselines" / "baselines.json").read_text()), "baselines")
     assert set(report.rows) == {"generalist", "specialists", "continued", "seeds"}
     assert report.rows["continued"].train_flops > report.rows["generalist"].train_flops > 0
+
+
+def test_an_import_records_the_recipe_it_was_trained_with(hf_setup, tmp_path):
+    """--set records the optimiser settings the model was trained with, checked as training checks
+    them, for `specens baseline` to train (a) and (b) with; anything else is refused."""
+    result = CliRunner().invoke(
+        cli,
+        ["generalist", "import", "--hf", str(hf_setup["model"]), "--data", hf_setup["data"]]
+        + ["--out", str(tmp_path / "g"), "--epochs", "3", "--set", "lr=0.001", "--set", "batch_size=32", "--quiet"],
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "g" / "model.json").read_text())["config"]
+    assert (config["lr"], config["batch_size"], config["epochs"], config["model"]) == (0.001, 32, 3, "hf")
+    for bad, culprit in (("patience=3", "records only its training recipe"), ("lr=-1", "lr must be")):
+        result = CliRunner().invoke(
+            cli, ["generalist", "import", "--hf", str(hf_setup["model"]), "--data", hf_setup["data"]]
+            + ["--out", str(tmp_path / "h"), "--set", bad],
+        )  # fmt: skip
+        assert result.exit_code == 1 and culprit in result.output and not (tmp_path / "h").exists()

@@ -8,7 +8,7 @@ decay, ``--epochs``), both saved with ``save_pretrained``. Then the documented c
 default::
 
     specens data clinc150 --source SRC --out data --tokenizer model
-    specens generalist import --hf model --data data --out run/generalist --epochs N
+    specens generalist import --hf model --data data --out run/generalist --epochs N --set lr=... (its recipe)
     specens cluster --generalist run/generalist --data data --out run/clusters
     specens specialists train --generalist run/generalist --clusters run/clusters/clusters.json --data data --out run
     specens baseline --run run --data data          # (a) continued, (b) k generalists; (c) skipped
@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 
 from _results import markdown_table, record
+
+
+BATCH, WEIGHT_DECAY = 32, 0.01  # the outside fine-tuning's, recorded by the import as its recipe
 
 
 def main() -> None:
@@ -60,7 +63,8 @@ def main() -> None:
           "--max-length", args.max_length]),
         ("specens generalist import", run / "generalist" / "model.json",
          ["generalist", "import", "--hf", model, "--data", data, "--out", run / "generalist",
-          "--epochs", args.epochs]),
+          "--epochs", args.epochs, "--set", f"lr={args.lr}", "--set", f"batch_size={BATCH}",
+          "--set", f"weight_decay={WEIGHT_DECAY}"]),
         ("specens cluster", run / "clusters" / "clusters.json",
          ["cluster", "--generalist", run / "generalist", "--data", data, "--out", run / "clusters"]),
         ("specens specialists train", run / "specialists",
@@ -124,8 +128,8 @@ def train_outside(src: Path, out: Path, args) -> None:
     enc = fast([t for t, _ in train], padding="max_length", truncation=True, max_length=args.max_length,
                return_tensors="pt")  # fmt: skip
     y = torch.tensor([labels.index(c) for _, c in train])
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    batch, n = 32, len(y)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=WEIGHT_DECAY)
+    batch, n = BATCH, len(y)
     total = args.epochs * math.ceil(n / batch)
     warm = max(1, total // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(

@@ -31,7 +31,6 @@ from pathlib import Path
 
 from _results import markdown_table, record
 
-
 BATCH, WEIGHT_DECAY = 32, 0.01  # the outside fine-tuning's, recorded by the import as its recipe
 
 

@@ -204,7 +204,7 @@ def hf(input_shape: tuple[int, ...], n_classes: int, config: dict | None = None,
             f"hf takes (2, max_length) int64 inputs (ids and attention mask: `specens data ... --tokenizer`), "
             f"got input shape {list(input_shape)}"
         )
-    model = hf_model(config, n_classes)
+    model = hf_model(config, n_classes, "model_kwargs.config")
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions is not None and input_shape[1] > positions:
         raise ValueError(f"inputs of {input_shape[1]} tokens, but the model has {positions} positions")
@@ -219,14 +219,19 @@ def check_tokenizer(spec, featurizer: Any, model_where: str, data_where: str) ->
 
     if spec.name != "hf":
         return
-    want = spec.kwargs.get("tokenizer", "")
+    want = str(spec.kwargs.get("tokenizer") or "")
     have = featurizer.get("fingerprint") if isinstance(featurizer, dict) else None
     if featurizer is None or not isinstance(featurizer, dict) or featurizer.get("kind") != "tokenizer":
         raise DataError(
             f"{data_where} was not tokenized for a transformers model ({model_where} reads the token ids of "
             "tokenizer " + (want[:12] or "unknown") + "): import it with `specens data ... --tokenizer MODEL_DIR`"
         )
-    if want and have != want:
+    if not want:
+        raise DataError(
+            f"{model_where} records no tokenizer fingerprint (model_kwargs.tokenizer), so nothing says "
+            f"{data_where}'s ids are the ones it reads: import the model with `specens generalist import --hf`"
+        )
+    if have != want:
         raise DataError(
             f"{data_where} was tokenized by tokenizer {str(have)[:12]}, but {model_where} reads tokenizer "
             f"{want[:12]}'s ids: import the data with the model's own tokenizer (--tokenizer MODEL_DIR)"

@@ -225,6 +225,19 @@ def test_the_tokenizer_identity_is_checked_at_every_stage(hf_setup, tmp_path):
         train_generalist(cfg, progress=False)
 
 
+def test_a_model_recording_no_tokenizer_reads_no_data(hf_setup):
+    """A spec whose tokenizer fingerprint is empty (a stranger's model.json, an explicit
+    ``model_kwargs.tokenizer=""``) cannot say the data's ids are its own: refused."""
+    from specens.data.format import load_info
+    from specens.generalist.hf import check_tokenizer
+    from specens.generalist.models import ModelSpec
+
+    info = load_info(hf_setup["data"])
+    spec = ModelSpec("hf", info.input.shape, 6, {"config": {"model_type": "bert", **BERT}, "tokenizer": ""})
+    with pytest.raises(SpecensError, match="model.json records no tokenizer fingerprint"):
+        check_tokenizer(spec, info.featurizer, "model.json", "dataset.json")
+
+
 def test_a_state_dict_of_a_specens_architecture_imports_as_the_same_model(synthetic_run, tmp_path):
     from safetensors.torch import save_file
 

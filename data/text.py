@@ -121,6 +121,11 @@ class Tokenized:
             self._tokenizer = Tokenizer.from_file(str(path))
         except Exception as e:  # the library's own parse errors (a Rust panic message, ValueError, ...)
             raise DataError(f"{path}: not a tokenizer the tokenizers library reads ({str(e)[:200]})") from None
+        if any(self._tokenizer.encode("a").type_ids):  # the hf blocks read token type 0, as the model does without them
+            raise DataError(
+                f"{path}: gives a single text token type ids other than 0, which specens does not store "
+                "(it stores the ids and the attention mask)"
+            )
         self.max_length = max_length
         self.pad_token_id = _pad_id(self._tokenizer, Path(model_dir))
         self.fingerprint = fingerprint(path)

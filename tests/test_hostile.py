@@ -1131,6 +1131,21 @@ def _bert_bin(w: Path) -> None:
     (w / "bert" / "pytorch_model.bin").write_bytes(b"a pickle")
 
 
+def _typed_tokenizer(w: Path) -> None:
+    """{w}/bert's tokenizer made to give a single text token type 1, and {w}/t.csv to tokenize."""
+    _bert()(w)
+    path = w / "bert" / "tokenizer.json"
+    tok = json.loads(path.read_text())
+    tok["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"Sequence": {"id": "A", "type_id": 1}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {},
+    }
+    path.write_text(json.dumps(tok))
+    (w / "t.csv").write_text("text,label\n" + "".join(f"{t},{c}\n" for t, c in TEXTS))
+
+
 def _state_pt(w: Path, state) -> None:
     import torch
 
@@ -1162,6 +1177,9 @@ IMPORTS = [
      "bert/run lies inside the input --hf"),
     ("import: a transformers state dict", lambda w: _state_pt(w, {}), (*STATE[:5], "hf", *STATE[6:-2]),
      "--model hf: a transformers model comes in with --hf MODEL_DIR"),
+    ("data: a tokenizer giving type ids", _typed_tokenizer,
+     ("data", "text", "--train", "{w}/t.csv", "--out", "{w}/tok2", "--tokenizer", BERT_DIR),
+     "bert/tokenizer.json: gives a single text token type ids other than 0"),
     ("import: a decoder config", _bert(lambda c: c.update(is_decoder=True)), IMPORT,
      "config.json: 'is_decoder' is true"),
     ("import: a million layers", _bert(lambda c: c.update(num_hidden_layers=10**6)), IMPORT,

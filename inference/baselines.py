@@ -56,6 +56,7 @@ from .evaluate import evaluate_ensemble
 from .report import EvaluationReport
 
 BASELINES = "baselines"
+ALL_ALTERNATIVES = ("continued", "seeds", "wider", "tfidf")  # (a) continued, (b) seeds, (c) wider, and TF-IDF
 
 
 def budget(ens: Ensemble, where: str | Path = "the generalist's model.json") -> Budget:
@@ -66,8 +67,9 @@ def budget(ens: Ensemble, where: str | Path = "the generalist's model.json") -> 
     gen, specs = ens.training_costs["generalist"], ens.training_costs["specialists"]
     if gen is None or not gen.examples or any(c is None for c in specs):
         raise ConfigError(
-            "the run's generalist or specialists carry no training cost (exported without "
-            "training); train them with specens to compare at matched compute"
+            "the run's generalist or specialists carry no training cost (exported without training, or "
+            "imported without --epochs); train them with specens, or import the generalist with "
+            "`specens generalist import ... --epochs N`, to compare at matched compute"
         )
     g, b = gen.train_flops, sum(c.train_flops for c in specs)
     if not g / gen.examples >= 1:
@@ -200,7 +202,7 @@ def compute_matched(
     data: str,
     split: str = "test",
     device: str = "auto",
-    alternatives: tuple[str, ...] = ("continued", "seeds", "wider", "tfidf"),
+    alternatives: tuple[str, ...] | None = None,
     progress: bool = True,
     echo=print,
     evaluation: EvaluationReport | None = None,
@@ -210,6 +212,7 @@ def compute_matched(
 ) -> BaselineReport:
     """Train (or reuse) the compute-matched alternatives of ``run_dir`` and evaluate them beside
     the generalist and the specialist ensemble on ``split``; returns and saves the table.
+    ``alternatives``: those of :data:`ALL_ALTERNATIVES` to train; ``None``: every one that applies.
     ``evaluation``: the ensemble's :func:`evaluate_ensemble` result on ``split``, if already made.
     An alternative trained for another budget (the specialists were retrained) is refused unless
     ``restart``, which retrains it (the rerun policy of :mod:`specens.core.loop`). The alternatives
@@ -245,18 +248,17 @@ def compute_matched(
     return result
 
 
-ALL_ALTERNATIVES = ("continued", "seeds", "wider", "tfidf")
-
-
-def _applicable(alternatives: tuple[str, ...], spec: ModelSpec, echo) -> tuple[str, ...]:
-    """``alternatives`` less (c) for a model without a width to scale (a transformers model: its
-    next size is another pretrained model, not one specens can train from scratch here), said in
-    one line when every alternative was asked for by default, refused before anything trains when
-    (c) was asked for by name."""
+def _applicable(alternatives: tuple[str, ...] | None, spec: ModelSpec, echo) -> tuple[str, ...]:
+    """``alternatives`` (``None``: all of them) less (c) for a model without a width to scale (a
+    transformers model: its next size is another pretrained model, not one specens can train from
+    scratch here), said in one line when the alternatives were left to the default, refused before
+    anything trains when (c) was asked for by name."""
+    named = alternatives is not None
+    alternatives = tuple(alternatives) if named else ALL_ALTERNATIVES
     if "wider" not in alternatives or spec.name in WIDTH_KEYS:
         return alternatives
     why = f"(c) the wider generalist is not defined for model {spec.name!r} (no width specens can scale and train)"
-    if tuple(alternatives) != ALL_ALTERNATIVES:
+    if named:
         raise ConfigError(f"--only wider: {why}")
     echo(f"wider: skipped: {why}")
     return tuple(a for a in alternatives if a != "wider")

@@ -140,7 +140,7 @@ def baseline_cmd(run_dir, data, split, only, restart, threads, device, quiet, tr
         data,
         split,
         device,
-        alternatives=only or ("continued", "seeds", "wider", "tfidf"),
+        alternatives=only or None,  # None: every alternative that applies to the run's model
         echo=click.echo,
         restart=restart,
         trust_code=trust_code,

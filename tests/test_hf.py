@@ -238,6 +238,21 @@ def test_a_model_recording_no_tokenizer_reads_no_data(hf_setup):
         check_tokenizer(spec, info.featurizer, "model.json", "dataset.json")
 
 
+def test_the_wider_alternative_is_skipped_by_default_and_refused_by_name_for_a_transformer():
+    from specens.core.errors import ConfigError
+    from specens.generalist.models import ModelSpec
+    from specens.inference.baselines import ALL_ALTERNATIVES, _applicable
+
+    hf, mlp = ModelSpec("hf", (2, 8), 4, {}), ModelSpec("mlp", (8,), 4, {})
+    said = []
+    assert _applicable(None, hf, said.append) == ("continued", "seeds", "tfidf")
+    assert said == ["wider: skipped: (c) the wider generalist is not defined for model 'hf' (no width specens "
+                    "can scale and train)"]  # fmt: skip
+    with pytest.raises(ConfigError, match="--only wider: .* not defined for model 'hf'"):
+        _applicable(ALL_ALTERNATIVES, hf, said.append)  # named, even all of them
+    assert _applicable(None, mlp, said.append) == ALL_ALTERNATIVES and len(said) == 1
+
+
 def test_a_state_dict_of_a_specens_architecture_imports_as_the_same_model(synthetic_run, tmp_path):
     from safetensors.torch import save_file
 

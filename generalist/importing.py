@@ -15,7 +15,7 @@ The run directory is what ``specens generalist train`` exports (``model.json`` a
 eval mode, validation top-1 and NLL), so that the regime check, the gate and ``specens baseline``
 read it as they read a trained one. The model's own training is not seen: with ``epochs`` (how
 many passes over this dataset's training split it was trained or fine-tuned for) its cost is
-estimated as specens counts its own (docs/method.md §8), which gives the specialists' matched
+estimated as specens counts its own (:mod:`specens.core.cost`), which gives the specialists' matched
 length and the compute-matched budgets; without, the record carries no cost and those need
 ``--set epochs=N`` and stay unavailable.
 """
@@ -43,7 +43,7 @@ from .models import ModelSpec
 
 IMPORT_FILES = (META, WEIGHTS)
 TRAIN_SAMPLE = 2000  # training examples scored for the record's training top-1
-IMPORT_BATCH = 64  # the batch size the estimated cost assumes (steps = examples / batch)
+IMPORT_BATCH = 64  # batches scored; the batch size the estimated cost assumes when the recipe names none
 
 
 def import_hf(
@@ -292,7 +292,7 @@ def _finish(model, spec, info, data, out, epochs, recipe, source, device, progre
         if split in scores:
             record[f"{prefix}_top1"], record[f"{prefix}_nll"] = scores[split]["top1"], scores[split]["nll"]
     example = next(iter(iter_split(data, "train", 8, info=info))).inputs.to(dev)
-    cost = _estimated_cost(model, example, info, epochs)
+    cost = _estimated_cost(model, example, info, epochs, recipe.get("batch_size", IMPORT_BATCH))
     # stopped_early: an imported model is taken as trained to its end (the regime check's "still
     # improving" reads a run specens cut short, which an import is not)
     metrics = GeneralistMetrics(
@@ -316,13 +316,15 @@ def _finish(model, spec, info, data, out, epochs, recipe, source, device, progre
     return {"fingerprint": fp["value"], "scores": scores, "cost": cost}
 
 
-def _estimated_cost(model, example, info: DatasetInfo, epochs: int) -> TrainingCost:
-    """The training cost specens would count for ``epochs`` passes over the training split
-    (forward + backward FLOPs per example, AdamW per step at batch :data:`IMPORT_BATCH`); no
-    measured seconds. ``epochs`` 0: nothing known (zero examples), which the stages that need a
-    cost refuse by name."""
-    n = info.split("train").num_samples * epochs
-    steps = math.ceil(n / IMPORT_BATCH)
+def _estimated_cost(model, example, info: DatasetInfo, epochs: int, batch_size: int) -> TrainingCost:
+    """The training cost specens would count for ``epochs`` passes over the training split in
+    batches of ``batch_size`` (the formula of :func:`specens.core.cost.training_cost`, explained
+    in :mod:`specens.core.cost`: forward + backward FLOPs per example, AdamW per step, each epoch's
+    last batch a step of its own); no measured seconds. ``epochs`` 0: nothing known (zero
+    examples), which the stages that need a cost refuse by name."""
+    per_epoch = info.split("train").num_samples
+    n = per_epoch * epochs
+    steps = math.ceil(per_epoch / batch_size) * epochs
     flops = forward_flops(model, example)
     params = sum(p.numel() for p in model.parameters())
     return TrainingCost(

@@ -216,10 +216,19 @@ class DatasetWriter:
             self.abandon()
 
 
-def write_splits(out, name, classes, spec, splits: dict[str, tuple[np.ndarray, np.ndarray]], **kw):
-    """Write {split: (inputs, labels)}; inputs is an array or a callable index -> input."""
+def write_splits(
+    out, name, classes, spec, splits: dict[str, tuple[np.ndarray, np.ndarray]], shuffle: bool = True, **kw
+):
+    """Write {split: (inputs, labels)}; inputs is an array or a callable index -> input.
+
+    ``shuffle`` writes each split in a seeded random order (the keys keep each example's index in
+    the source, so key-hash subsets do not change): sources listed class by class (CLINC150's
+    intents, a CSV sorted by label, a folder per class) would otherwise reach the training stream,
+    whose shuffle buffer holds a few thousand examples, as batches of a handful of classes, which
+    a net trained from scratch may not survive. False for a source already in random order."""
     with DatasetWriter(out, name, classes, spec, **kw) as w:
         for split, (xs, ys) in splits.items():
+            order = np.random.default_rng(0).permutation(len(ys)) if shuffle else range(len(ys))
             with w.split(split) as s:
-                for i in range(len(ys)):
+                for i in order:
                     s.write(f"{split}_{i:08d}", xs(i) if callable(xs) else xs[i], int(ys[i]))

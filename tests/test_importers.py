@@ -345,3 +345,16 @@ def test_image_folder_keeps_one_channel_when_every_image_is_grey_and_advises_a_s
     Image.fromarray(rng.integers(0, 255, (60, 60, 3), dtype=np.uint8)).save(tmp_path / "src" / "a" / "colour.png")
     import_folder(str(tmp_path / "src"), str(tmp_path / "mixed"), size=16)  # one colour image: three channels
     assert load_info(tmp_path / "mixed").input.shape == (3, 16, 16)
+
+
+def test_a_source_listed_class_by_class_is_written_in_random_order(tmp_path):
+    """A CSV sorted by label reaches the shards shuffled (seeded), so the training stream's shuffle
+    buffer does not serve batches of one class; keys still name each row's place in the source."""
+    rows = [f"{c} text {i},{c}" for c in "abcdefghij" for i in range(30)]
+    (tmp_path / "sorted.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    for out in ("d1", "d2"):
+        import_text(str(tmp_path / "sorted.csv"), str(tmp_path / out), val_fraction=0.1, test_fraction=0.1)
+    first = next(iter(iter_split(str(tmp_path / "d1"), "train", 24))).labels
+    assert len(set(first.tolist())) >= 6  # in source order these 24 rows would hold one or two classes
+    keys = [[k for b in iter_split(str(tmp_path / d), "train", 50) for k in b.keys] for d in ("d1", "d2")]
+    assert keys[0] == keys[1] and keys[0] != sorted(keys[0])  # seeded: the same order every import

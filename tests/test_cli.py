@@ -179,8 +179,8 @@ def test_every_bad_input_is_one_line_naming_the_culprit(synthetic_run, glyph_ds,
     cases = [
         (
             ["generalist", "train", "--data", syn, "--out", tmp_path / "a", "--set", "model=nosuch"],
-            "model must be one of ['bag', 'cnn', 'hf', 'mlp', 'ngram', 'resnet'], 'module:callable' or '' (by input kind), "
-            "got 'nosuch'",
+            "model must be one of ['bag', 'cnn', 'hf', 'mlp', 'ngram', 'resnet'], 'module:callable' or '' "
+            "(by input kind), got 'nosuch'",
         ),
         (
             ["generalist", "train", "--data", syn, "--out", tmp_path / "b", "--set", "model=resnet"],

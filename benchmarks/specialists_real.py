@@ -156,7 +156,7 @@ def main() -> None:
         "trunk2-wide4": ("owning the top 2 blocks, widened 4x", dict(groups=n_groups, shared_trunk=2, widen=4)),
         "whole-long": (f"whole-network copies, {long} epochs", dict(groups=n_groups, shared_trunk=0, epochs=long)),
         "half": (f"{max(2, n_groups // 2)} groups", dict(groups=max(2, n_groups // 2))),
-        "auto": ("K chosen by specens cluster (n_groups = 0)", dict(groups=0)),
+        "auto": ("K chosen by specens cluster (n_groups = auto)", dict(groups="auto")),
     }
     at_inference = {  # changes at inference only: (label, evaluate arguments)
         "top2": ("n = 2 routing", dict(top_n=2)),

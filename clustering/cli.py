@@ -23,9 +23,8 @@ from specens.core.config import parse_overrides
 @click.option(
     "--groups",
     "n_groups",
-    type=int,
-    help="K, the number of k-means groups [default: the config's, 0: chosen from the class count and the errors "
-    "the groups capture].",
+    help="K, the number of k-means groups, or 'auto': chosen from the class count and the errors the groups "
+    "capture [default: the config's, auto].",
 )
 @click.option(
     "--temperature",

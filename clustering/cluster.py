@@ -38,7 +38,7 @@ from .covariance import CovarianceAccumulator, prediction_covariance, soft_predi
 from .groups import ConfusionClusterer
 from .predictions import load_predictions
 from .regime import RegimeCheck, examples_per_class, regime_check
-from .report import ClusterReport, choose_n_groups
+from .report import ClusterReport
 
 FORMAT, FORMAT_VERSION = "specens.clusters", 1
 CLUSTER_FILES = (
@@ -52,7 +52,7 @@ WHAT = "a `specens cluster` output"
 
 DEFAULT_TEMPERATURE = 4.0
 _ESTIMATOR = ConfusionClusterer().get_params()  # the one source of the pass-through fields' defaults
-ESTIMATOR_FIELDS = tuple(k for k in _ESTIMATOR if k != "n_groups")  # ClusterConfig passes these through unchanged
+ESTIMATOR_FIELDS = tuple(_ESTIMATOR)  # ClusterConfig passes these through unchanged
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,9 +60,9 @@ class ClusterConfig(Validated):
     """Clustering (docs/method.md §3). ``specens cluster`` builds one from a TOML file (top level or a
     ``[cluster]`` table) and ``--set key=value`` overrides.
 
-    The fields from ``representation`` to ``random_state`` are :class:`ConfusionClusterer`'s
-    parameters, with its defaults, passed through as they are and checked by it; ``n_groups`` = 0
-    chooses K (:func:`choose_n_groups`)."""
+    The fields from ``n_groups`` to ``random_state`` are :class:`ConfusionClusterer`'s parameters,
+    with its defaults, passed through as they are and checked by it; ``n_groups = "auto"`` (the
+    default) chooses K from the error capture (:func:`~specens.clustering.groups.choose_n_groups`)."""
 
     SECTION: ClassVar[str] = "cluster"
 
@@ -72,15 +72,15 @@ class ClusterConfig(Validated):
     out: str  # folder for clusters.json, report.json and the plots
     split: str = "val"  # the transfer set's split: held-out predictions show the real confusions
     temperature: float = param(DEFAULT_TEMPERATURE, gt=0)  # T of p = softmax_T(z); given probabilities q: q^(1/T)
-    n_groups: int = param(0, ge=0)  # K of k-means; 0 = chosen from the class count and the error capture
-    min_capture: float = param(0.5, ge=0, le=1)  # automatic K: the largest whose groups capture this share of errors
-    min_mean_size: int = param(8, ge=1)  # automatic K: groups of at least this many classes on average
-    max_groups: int = param(32, ge=2)  # automatic K: at most this many specialists
     top_k: int = param(0, ge=0)  # 0 = exact covariance; k = sparse top-k second moment (for very large C)
     batch_size: int = param(512, ge=1)
     device: str = "auto"
     trust_code: bool = False  # build a generalist whose model.json names code (module:callable)
     # ConfusionClusterer's parameters (see specens.clustering.groups):
+    n_groups: int | str = _ESTIMATOR["n_groups"]  # K of k-means; "auto": chosen from the error capture
+    min_capture: float = _ESTIMATOR["min_capture"]  # "auto": the largest K whose groups capture this share of errors
+    min_mean_size: int = _ESTIMATOR["min_mean_size"]  # "auto": groups of at least this many classes on average
+    max_groups: int = _ESTIMATOR["max_groups"]  # "auto": at most this many specialists
     representation: str = _ESTIMATOR["representation"]
     algorithm: str = _ESTIMATOR["algorithm"]  # "kmeans" or "minibatch"
     n_components: int | str | None = _ESTIMATOR["n_components"]  # randomized-SVD dimension; "auto": 128 when C > 2000
@@ -108,9 +108,9 @@ class ClusterConfig(Validated):
             problems.append(str(e))
         return [(False, msg) for msg in problems]
 
-    def clusterer(self, n_groups: int | None = None) -> ConfusionClusterer:
-        """The estimator; ``n_groups`` stands in for an automatic ``self.n_groups`` (0)."""
-        return ConfusionClusterer(n_groups or self.n_groups or 2, **{k: getattr(self, k) for k in ESTIMATOR_FIELDS})
+    def clusterer(self) -> ConfusionClusterer:
+        """The estimator, with this config's parameters."""
+        return ConfusionClusterer(**{k: getattr(self, k) for k in ESTIMATOR_FIELDS})
 
 
 @dataclass
@@ -241,15 +241,9 @@ def _from_predictions(cfg: ClusterConfig) -> _Transfer:
 def _check_label_space(cfg: ClusterConfig, n_classes: int, where: str) -> None:
     """``n_groups`` and ``top_k`` against the ``n_classes`` of the transfer set ``where``, before the pass over it."""
     try:
-        if cfg.n_groups:
-            cfg.clusterer().check_params(n_classes)
+        cfg.clusterer().check_params(n_classes, where)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if cfg.n_groups >= n_classes:
-        raise ConfigError(
-            f"n_groups must be below the {n_classes} classes of {where} (a specialist's "
-            f"dustbin needs classes outside its group), got {cfg.n_groups}"
-        )
     if cfg.top_k > n_classes:
         raise ConfigError(f"top_k must be at most the {n_classes} classes of {where}, got {cfg.top_k}")
 
@@ -292,40 +286,27 @@ def _check_confusion(
 
 
 def _fit_groups(cfg: ClusterConfig, cov, y_true, y_pred, n_classes: int, extra: dict) -> ConfusionClusterer:
-    """The clusterer fitted on Σ: with ``cfg.n_groups``, or with the K that :func:`choose_n_groups`
-    picks (its search recorded in ``extra``). Groups no specialist could own are refused."""
+    """The clusterer fitted on Σ, its K given or chosen from the labelled examples' errors (the
+    search recorded in ``extra``). Groups no specialist could own are refused."""
+    labelled = y_true >= 0
     try:
-        if cfg.n_groups:
-            clusterer = cfg.clusterer().fit_covariance(cov)
-        else:
-            fitted: dict[int, ConfusionClusterer] = {}  # each K tried, fitted once
-
-            def fit(k: int) -> list[np.ndarray]:
-                fitted[k] = cfg.clusterer(k).fit_covariance(cov)
-                return fitted[k].groups_
-
-            labelled = y_true >= 0
-            k, search = choose_n_groups(
-                fit,
-                y_true[labelled],
-                y_pred[labelled],
-                n_classes,
-                min_capture=cfg.min_capture,
-                min_mean_size=cfg.min_mean_size,
-                max_groups=cfg.max_groups,
-            )
-            clusterer = fitted.get(k) or cfg.clusterer(k).fit_covariance(cov)  # not tried: no labelled errors
-            extra["n_groups_search"] = {"chosen": k, "min_capture": cfg.min_capture, "tried": search}
+        clusterer = cfg.clusterer().fit_covariance(cov, y_true[labelled], y_pred[labelled])
     except ValueError as e:  # parameters that do not fit this label space, e.g. n_groups > C
         raise ConfigError(str(e)) from None
+    if cfg.n_groups == "auto":
+        extra["n_groups_search"] = {
+            "chosen": clusterer.n_groups_,
+            "min_capture": cfg.min_capture,
+            "tried": clusterer.n_groups_search_,
+        }
     if any(len(grp) == n_classes for grp in clusterer.groups_):
         raise ConfigError(
-            f"a group holds all {n_classes} classes (n_groups={cfg.n_groups or 'chosen'}): its "
+            f"a group holds all {n_classes} classes (n_groups={clusterer.n_groups_}): its "
             "specialist would have no classes outside it; use more groups"
         )
     if not len(clusterer.groups_):
         raise ConfigError(
-            f"no group of at least min_size={cfg.min_size} classes came out of {cfg.n_groups or 'the chosen'} "
+            f"no group of at least min_size={cfg.min_size} classes came out of {clusterer.n_groups_} "
             f"k-means groups over {n_classes} classes; use fewer groups or a smaller min_size"
         )
     return clusterer

@@ -21,6 +21,7 @@ The steps, each a small function:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 
 import numpy as np
@@ -135,11 +136,82 @@ def bound_sizes(
     return sorted(unique.values(), key=lambda g: (g[0], len(g)))
 
 
+# -- choosing K -------------------------------------------------------------------------------
+
+
+def error_capture(groups: Sequence[np.ndarray], y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
+    """Share of top-1 errors (y_pred ≠ y_true) whose two classes share a group.
+
+    Returns {"errors": n, "captured": share overall, "per_group": [share of all errors captured by
+    group g, for each g]}; an error counts for every group holding both its classes.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    wrong = y_true != y_pred
+    n_err = int(wrong.sum())
+    member = np.zeros((len(groups), n_classes), dtype=bool)  # (G, C)
+    for g, cls in enumerate(groups):
+        member[g, cls] = True
+    both = member[:, y_true[wrong]] & member[:, y_pred[wrong]]  # (G, errors)
+    return {
+        "errors": n_err,
+        "captured": float(both.any(0).sum() / n_err) if n_err else 0.0,
+        "per_group": [float(v / n_err) if n_err else 0.0 for v in both.sum(1)],
+    }
+
+
+def n_groups_candidates(n_classes: int, min_mean_size: int, max_groups: int) -> list[int]:
+    """The K :func:`choose_n_groups` tries: 2, 3, 4, 6, 8, 12, 16, … (two per octave), each at
+    most ``max_groups`` and with groups of ``min_mean_size`` classes or more on average."""
+    top = min(max_groups, n_classes // max(min_mean_size, 1))
+    grid = [k for i in range(1, top.bit_length() + 1) for k in (2**i, 3 * 2 ** (i - 1)) if 2 <= k <= top]
+    return sorted(set(grid)) or [min(2, n_classes)]
+
+
+def choose_n_groups(
+    fit: Callable[[int], Sequence[np.ndarray]],
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    n_classes: int,
+    *,
+    min_capture: float = 0.5,
+    min_mean_size: int = 8,
+    max_groups: int = 32,
+) -> tuple[int, list[dict]]:
+    """The number of groups K from the class count and the generalist's errors (docs/method.md §3).
+
+    A specialist can only fix an error whose true and predicted classes share its group, so the
+    share of the generalist's top-1 errors the groups capture (:func:`error_capture`) bounds what
+    the ensemble can gain; it falls as K grows. Smaller groups make sharper specialists. The
+    choice: the largest K of :func:`n_groups_candidates` whose groups (``fit(K)``) still capture
+    at least ``min_capture`` of the errors; the K of highest capture if none does. Without
+    labelled errors there is nothing to measure: K = min(8, the largest candidate).
+
+    Returns (K, one row per candidate tried: k, groups made, captured share).
+    """
+    grid = n_groups_candidates(n_classes, min_mean_size, max_groups)
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if not (y_true != y_pred).any():
+        return max([k for k in grid if k <= 8] or grid[:1]), []
+    rows = []
+    for k in grid:
+        groups = fit(k)
+        rows.append(
+            {"k": k, "groups": len(groups), "captured": error_capture(groups, y_true, y_pred, n_classes)["captured"]}
+        )
+    passing = [r["k"] for r in rows if r["captured"] >= min_capture]
+    best = max(passing) if passing else max(rows, key=lambda r: r["captured"])["k"]
+    return best, rows
+
+
 class ConfusionClusterer(BaseEstimator):
     """Groups of classes the generalist confuses, for specialists to own (docs/method.md §3).
 
     Parameters:
-        n_groups: K, the number of k-means clusters (before size bounds).
+        n_groups: K, the number of k-means clusters (before size bounds), or ``"auto"``: the
+            largest K of :func:`n_groups_candidates` whose groups still capture ``min_capture``
+            of the model's top-1 errors (:func:`choose_n_groups`; the labels ``y`` given to
+            :meth:`fit`), at most ``max_groups``, with ``min_mean_size`` classes a group on
+            average; without labels, 8 (or the largest candidate below).
         representation: how a class's covariance column is turned into a point
             (see :func:`column_features`); default ``"offdiag-scaled"``, the best or near best on
             known groups (``benchmarks/cluster_choices.py``).
@@ -156,6 +228,9 @@ class ConfusionClusterer(BaseEstimator):
         random_state: seed of every random step.
 
     Attributes (after fitting):
+        n_groups_: the K used (``n_groups``, or the one chosen).
+        n_groups_search_: the automatic choice's rows (k, groups made, share of errors captured);
+            empty when ``n_groups`` is a number or no labelled error was given.
         groups_: list of sorted int64 arrays of class indices.
         labels_: int64 (C,), the first group holding each class (index into ``groups_``), -1 for
             a class in no group.
@@ -168,7 +243,10 @@ class ConfusionClusterer(BaseEstimator):
 
     # The parameters' constraints, the scikit-learn way; ``check_params`` reports every one broken.
     _parameter_constraints: dict = {
-        "n_groups": [Interval(Integral, 1, None, closed="left")],
+        "n_groups": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "min_capture": [Interval(Real, 0, 1, closed="both")],
+        "min_mean_size": [Interval(Integral, 1, None, closed="left")],
+        "max_groups": [Interval(Integral, 2, None, closed="left")],
         "representation": [StrOptions(set(REPRESENTATIONS))],
         "algorithm": [StrOptions({"kmeans", "minibatch"})],
         "n_components": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
@@ -183,8 +261,11 @@ class ConfusionClusterer(BaseEstimator):
 
     def __init__(
         self,
-        n_groups: int = 8,
+        n_groups: int | str = "auto",
         *,
+        min_capture: float = 0.5,
+        min_mean_size: int = 8,
+        max_groups: int = 32,
         representation: str = "offdiag-scaled",
         algorithm: str = "kmeans",
         n_components: int | str | None = "auto",
@@ -197,6 +278,7 @@ class ConfusionClusterer(BaseEstimator):
         random_state: int = 0,
     ):
         self.n_groups, self.representation, self.algorithm = n_groups, representation, algorithm
+        self.min_capture, self.min_mean_size, self.max_groups = min_capture, min_mean_size, max_groups
         self.n_components, self.overlap, self.n_runs = n_components, overlap, n_runs
         self.min_size, self.max_size, self.small = min_size, max_size, small
         self.min_confusion, self.random_state = min_confusion, random_state
@@ -204,13 +286,17 @@ class ConfusionClusterer(BaseEstimator):
     # -- fitting -------------------------------------------------------------------------------
 
     def fit(self, probs, y=None) -> ConfusionClusterer:
-        """Fit from soft predictions, an array of shape (n_samples, n_classes) with rows on the simplex."""
+        """Fit from soft predictions, an array of shape (n_samples, n_classes) with rows on the
+        simplex; ``y`` (n_samples,), the true labels, lets ``n_groups="auto"`` measure how many of
+        the model's top-1 errors (``probs.argmax(1)``) the groups capture."""
         p = np.asarray(probs)
         check_probabilities(p)
-        return self.fit_covariance(prediction_covariance([p], p.shape[1]).covariance())
+        y_pred = p.argmax(1) if y is not None else None
+        return self.fit_covariance(prediction_covariance([p], p.shape[1]).covariance(), y, y_pred)
 
-    def fit_covariance(self, cov) -> ConfusionClusterer:
-        """Fit from a covariance matrix of shape (n_classes, n_classes)."""
+    def fit_covariance(self, cov, y_true=None, y_pred=None) -> ConfusionClusterer:
+        """Fit from a covariance matrix of shape (n_classes, n_classes); ``y_true`` and ``y_pred``
+        (n,), labels and the model's top-1 predictions on the same examples, for ``"auto"``."""
         cov = np.asarray(cov, dtype=np.float64)
         self._validate(cov)
         c = cov.shape[0]
@@ -221,31 +307,58 @@ class ConfusionClusterer(BaseEstimator):
         if d is not None and d < c:
             u, s, _ = randomized_svd(features, n_components=d, random_state=self.random_state)
             features = u * s  # (C, d): distances of the rank-d approximation's rows
-        keep = confusion_scores(cov) >= self.min_confusion if self.min_confusion > 0 else np.ones(c, bool)
-        idx = np.flatnonzero(keep)
-        if len(idx) < self.n_groups:
-            raise ValueError(
-                f"only {len(idx)} classes pass min_confusion={self.min_confusion}, fewer than n_groups={self.n_groups}"
+        if self.n_groups == "auto":
+            fitted: dict[int, tuple[list[np.ndarray], np.ndarray]] = {}  # each K tried, fitted once
+
+            def fit(k: int) -> list[np.ndarray]:
+                fitted[k] = self._groups(cov, features, k)
+                return fitted[k][0]
+
+            none = np.zeros(0, dtype=np.int64)
+            k, self.n_groups_search_ = choose_n_groups(
+                fit,
+                none if y_true is None else y_true,
+                none if y_pred is None else y_pred,
+                c,
+                min_capture=self.min_capture,
+                min_mean_size=self.min_mean_size,
+                max_groups=self.max_groups,
             )
-        groups: list[np.ndarray] = []
+            groups, centers = fitted[k] if k in fitted else self._groups(cov, features, k)
+        else:
+            k, self.n_groups_search_ = self.n_groups, []
+            groups, centers = self._groups(cov, features, k)
         labels = np.full(c, -1, dtype=np.int64)
-        for run in range(self.n_runs):
-            km = _kmeans(features[idx], self.n_groups, self.algorithm, self.random_state + run)
-            dist = km.transform(features[idx])  # (C', K)
-            groups += [idx[g] for g in assign_overlapping(dist, self.overlap)]
-            if run == 0:
-                self.cluster_centers_ = km.cluster_centers_
-        groups = bound_sizes(
-            groups, features, self.min_size, self.max_size, self.small, self.algorithm, self.random_state
-        )
         for gi in reversed(range(len(groups))):  # the first group holding the class
             labels[groups[gi]] = gi
-        self.groups_ = [g.astype(np.int64) for g in groups]
+        self.n_groups_, self.cluster_centers_ = k, centers
+        self.groups_ = [grp.astype(np.int64) for grp in groups]
         self.labels_ = labels
         self.covariance_, self.features_ = cov, features
-        self.confusability_ = np.array([group_confusability(cov, g) for g in self.groups_])
+        self.confusability_ = np.array([group_confusability(cov, grp) for grp in self.groups_])
         self.n_features_in_ = c
         return self
+
+    def _groups(self, cov: np.ndarray, features: np.ndarray, k: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """The groups of ``k`` k-means clusters over the confused classes (every run merged),
+        within the size bounds, and the first run's centroids."""
+        c = cov.shape[0]
+        keep = confusion_scores(cov) >= self.min_confusion if self.min_confusion > 0 else np.ones(c, bool)
+        idx = np.flatnonzero(keep)
+        if len(idx) < k:
+            raise ValueError(
+                f"only {len(idx)} classes pass min_confusion={self.min_confusion}, fewer than n_groups={k}"
+            )
+        groups: list[np.ndarray] = []
+        centers = None
+        for run in range(self.n_runs):
+            km = _kmeans(features[idx], k, self.algorithm, self.random_state + run)
+            dist = km.transform(features[idx])  # (C', K)
+            groups += [idx[grp] for grp in assign_overlapping(dist, self.overlap)]
+            if run == 0:
+                centers = km.cluster_centers_
+        sizes = (self.min_size, self.max_size, self.small)
+        return bound_sizes(groups, features, *sizes, self.algorithm, self.random_state), centers
 
     def _validate(self, cov: np.ndarray) -> None:
         if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
@@ -258,10 +371,10 @@ class ConfusionClusterer(BaseEstimator):
                 raise ValueError("covariance is not symmetric")
         self.check_params(cov.shape[0])
 
-    def check_params(self, n_classes: int | None = None) -> None:
+    def check_params(self, n_classes: int | None = None, where: str = "") -> None:
         """Raise one :class:`ValueError` listing every parameter that breaks its constraint
         (``_parameter_constraints``); with ``n_classes``, also ``n_groups`` against the label
-        space. Runs before any data is read (``ClusterConfig``)."""
+        space (of ``where``, named in the message). Runs before any data is read (``ClusterConfig``)."""
         problems = []
         for name, constraints in self._parameter_constraints.items():
             try:
@@ -270,9 +383,10 @@ class ConfusionClusterer(BaseEstimator):
                 )
             except InvalidParameterError as e:
                 problems.append(str(e).removesuffix("."))
-        if not problems and n_classes is not None and self.n_groups > n_classes:
+        if not problems and n_classes is not None and self.n_groups != "auto" and self.n_groups >= n_classes:
             problems.append(
-                f"ConfusionClusterer: n_groups must be an int in [1, n_classes={n_classes}], got {self.n_groups}"
+                f"n_groups must be below the {n_classes} classes{f' of {where}' if where else ''} (a specialist's "
+                f"dustbin needs classes outside its group), got {self.n_groups}"
             )
         if not problems and self.max_size is not None and self.max_size < self.min_size:
             problems.append(f"ConfusionClusterer: max_size={self.max_size} is below min_size={self.min_size}")

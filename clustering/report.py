@@ -13,7 +13,7 @@ covariance, the generalist's labelled predictions and a known grouping:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,71 +23,9 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from specens.core.io import atomic_path
 
-from .groups import group_confusability
+from .groups import choose_n_groups, error_capture, group_confusability, n_groups_candidates
 
-
-def error_capture(groups: Sequence[np.ndarray], y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
-    """Share of top-1 errors (y_pred ≠ y_true) whose two classes share a group.
-
-    Returns {"errors": n, "captured": share overall, "per_group": [share of all errors captured by
-    group g, for each g]}; an error counts for every group holding both its classes.
-    """
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    wrong = y_true != y_pred
-    n_err = int(wrong.sum())
-    member = np.zeros((len(groups), n_classes), dtype=bool)  # (G, C)
-    for g, cls in enumerate(groups):
-        member[g, cls] = True
-    both = member[:, y_true[wrong]] & member[:, y_pred[wrong]]  # (G, errors)
-    return {
-        "errors": n_err,
-        "captured": float(both.any(0).sum() / n_err) if n_err else 0.0,
-        "per_group": [float(v / n_err) if n_err else 0.0 for v in both.sum(1)],
-    }
-
-
-def n_groups_candidates(n_classes: int, min_mean_size: int, max_groups: int) -> list[int]:
-    """The K :func:`choose_n_groups` tries: 2, 3, 4, 6, 8, 12, 16, … (two per octave), each at
-    most ``max_groups`` and with groups of ``min_mean_size`` classes or more on average."""
-    top = min(max_groups, n_classes // max(min_mean_size, 1))
-    grid = [k for i in range(1, top.bit_length() + 1) for k in (2**i, 3 * 2 ** (i - 1)) if 2 <= k <= top]
-    return sorted(set(grid)) or [min(2, n_classes)]
-
-
-def choose_n_groups(
-    fit: Callable[[int], Sequence[np.ndarray]],
-    y_true: np.ndarray,
-    y_pred: np.ndarray,
-    n_classes: int,
-    *,
-    min_capture: float = 0.5,
-    min_mean_size: int = 8,
-    max_groups: int = 32,
-) -> tuple[int, list[dict]]:
-    """The number of groups K from the class count and the generalist's errors (docs/method.md §3).
-
-    A specialist can only fix an error whose true and predicted classes share its group, so the
-    share of the generalist's top-1 errors the groups capture (:func:`error_capture`) bounds what
-    the ensemble can gain; it falls as K grows. Smaller groups make sharper specialists. The
-    choice: the largest K of :func:`n_groups_candidates` whose groups (``fit(K)``) still capture
-    at least ``min_capture`` of the errors; the K of highest capture if none does. Without
-    labelled errors there is nothing to measure: K = min(8, the largest candidate).
-
-    Returns (K, one row per candidate tried: k, groups made, captured share).
-    """
-    grid = n_groups_candidates(n_classes, min_mean_size, max_groups)
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if not (y_true != y_pred).any():
-        return max([k for k in grid if k <= 8] or grid[:1]), []
-    rows = []
-    for k in grid:
-        groups = fit(k)
-        rows.append(
-            {"k": k, "groups": len(groups), "captured": error_capture(groups, y_true, y_pred, n_classes)["captured"]}
-        )
-    passing = [r["k"] for r in rows if r["captured"] >= min_capture]
-    best = max(passing) if passing else max(rows, key=lambda r: r["captured"])["k"]
-    return best, rows
+__all__ = ["ClusterReport", "agreement", "choose_n_groups", "error_capture", "n_groups_candidates"]
 
 
 def agreement(labels: np.ndarray, known: np.ndarray) -> dict:

@@ -77,7 +77,10 @@ def test_data_then_train_then_eval(tmp_path):
     }
     r = specens_here("cluster", "--generalist", run, "--data", ds, "--out", tmp_path / "cl", "--groups", 7, "--quiet")
     assert r.returncode == 1
-    assert r.stderr.strip() == "Error: ConfusionClusterer: n_groups must be an int in [1, n_classes=6], got 7"
+    assert r.stderr.strip() == (
+        f"Error: n_groups must be below the 6 classes of {ds} (a specialist's dustbin needs classes outside its "
+        "group), got 7"
+    )
     spec = ("specialists", "train", "--local", "--generalist", run, "--clusters", tmp_path / "cl" / "clusters.json")
     spec += ("--data", ds, "--epochs", 1, "--set", "batch_size=16")
     r = specens_here(*spec, "--out", tmp_path / "loud")

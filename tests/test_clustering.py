@@ -174,7 +174,7 @@ def test_parameter_and_fitting_errors():
     cov, _, _ = _planted(c=30, size=6, n=3000)
     with pytest.raises(NotFittedError, match="not fitted yet"):
         ConfusionClusterer(3).coverage()
-    with pytest.raises(ValueError, match=r"n_groups must be an int in \[1, n_classes=30\], got 31"):
+    with pytest.raises(ValueError, match=r"n_groups must be below the 30 classes \(a specialist's dustbin .*got 31"):
         ConfusionClusterer(31).fit_covariance(cov)
     with pytest.raises(
         ValueError,
@@ -259,7 +259,7 @@ def test_clusters_json_checks(glyph_generalist, glyph_ds, tmp_path):
         bad.write_text(json.dumps({**d, "groups": groups}))
         with pytest.raises(CheckpointError, match=message):
             load_clusters(bad)
-    with pytest.raises(ConfigError, match="n_groups must be an int in"):
+    with pytest.raises(ConfigError, match="n_groups must be below the 30 classes of"):
         cluster(
             ClusterConfig(generalist=glyph_generalist, data=glyph_ds, out=str(tmp_path), n_groups=31), progress=False
         )
@@ -297,7 +297,7 @@ def test_choose_n_groups_against_brute_force():
 
 
 def test_cluster_chooses_n_groups(glyph_generalist, glyph_ds, tmp_path):
-    """n_groups = 0 (the default): K from the error capture on the transfer split, recorded in
+    """n_groups = "auto" (the default): K from the error capture on the transfer split, recorded in
     report.json, printed by the summary, and equal to what choose_n_groups picks."""
     report = cluster(
         ClusterConfig(
@@ -313,7 +313,7 @@ def test_cluster_chooses_n_groups(glyph_generalist, glyph_ds, tmp_path):
     assert len(report.groups) == search["chosen"]  # min_size 1: nothing merged
     assert report.error_capture()["captured"] == pytest.approx(tried[search["chosen"]])
     assert f"K = {search['chosen']} chosen" in report.summary()
-    assert ClusterConfig.n_groups == 0
+    assert ClusterConfig.n_groups == "auto" == ConfusionClusterer().get_params()["n_groups"]
     # the regime check, on this generalist's record and this capture, stored and printed
     regime = json.loads((tmp_path / "report.json").read_text())["regime"]
     record = load_generalist(glyph_generalist).record.metrics
@@ -322,25 +322,50 @@ def test_cluster_chooses_n_groups(glyph_generalist, glyph_ds, tmp_path):
 
 
 def test_cluster_config_passes_the_estimator_parameters_through_with_its_defaults():
-    """One source for every clustering default: ClusterConfig holds ConfusionClusterer's parameters
-    (but n_groups, which it may choose) at the estimator's own defaults, and hands them over as
-    they are, so the two cannot diverge."""
+    """One source for every clustering default: ClusterConfig holds every ConfusionClusterer
+    parameter (n_groups and the automatic choice's too) at the estimator's own defaults, and hands
+    them over as they are, so the two cannot diverge."""
     import dataclasses
 
     from specens.clustering.cluster import ESTIMATOR_FIELDS
 
     est = ConfusionClusterer().get_params()
-    assert set(ESTIMATOR_FIELDS) == set(est) - {"n_groups"}
+    assert set(ESTIMATOR_FIELDS) == set(est)
     defaults = {f.name: f.default for f in dataclasses.fields(ClusterConfig)}
     assert {k: defaults[k] for k in ESTIMATOR_FIELDS} == {k: est[k] for k in ESTIMATOR_FIELDS}
     assert est["representation"] == "offdiag-scaled"  # the value every README and RESULTS figure used
-    cfg = ClusterConfig(generalist="g", data="d", out="o", overlap=1.5, max_size=9, n_components=16)
-    assert cfg.clusterer(5).get_params() == {**est, "n_groups": 5, "overlap": 1.5, "max_size": 9, "n_components": 16}
+    cfg = ClusterConfig(generalist="g", data="d", out="o", n_groups=5, overlap=1.5, max_size=9, n_components=16)
+    assert cfg.clusterer().get_params() == {**est, "n_groups": 5, "overlap": 1.5, "max_size": 9, "n_components": 16}
     with pytest.raises(
         ConfigError,
         match="'n_runs' parameter of ConfusionClusterer.*temperature must be > 0"
         "|temperature must be > 0.*'n_runs' parameter of ConfusionClusterer",
     ):
         ClusterConfig(generalist="g", data="d", out="o", n_runs=0, temperature=0.0)
-    with pytest.raises(ConfigError, match="min_capture must be in"):
+    with pytest.raises(ConfigError, match="'min_capture' parameter of ConfusionClusterer must be a float in"):
         ClusterConfig(generalist="g", data="d", out="o", min_capture=1.5)
+
+
+def test_the_estimator_chooses_k_as_the_command_does():
+    """ConfusionClusterer(n_groups="auto").fit(probs, y): K from the error capture of the model's
+    top-1 predictions (choose_n_groups over the same candidates), and the groups of that K fitted
+    directly; without labels, the no-error rule (8 or the largest candidate below)."""
+    rng = np.random.default_rng(0)
+    c, n = 48, 4000
+    block = np.arange(c) // 6  # 8 planted blocks of 6 look-alike classes
+    y = rng.integers(0, c, n)
+    logits = rng.normal(0, 1, (n, c)) + 3 * (block[None, :] == block[y][:, None]) + 2 * np.eye(c)[y]
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    auto = ConfusionClusterer(min_mean_size=3, random_state=0).fit(probs, y)
+    tried = {r["k"]: r["captured"] for r in auto.n_groups_search_}
+    assert list(tried) == n_groups_candidates(c, 3, 32)
+    k, _ = choose_n_groups(
+        lambda k: ConfusionClusterer(k, random_state=0).fit(probs).groups_, y, probs.argmax(1), c, min_mean_size=3
+    )
+    assert auto.n_groups_ == k and auto.n_groups == "auto"
+    fixed = ConfusionClusterer(k, random_state=0).fit(probs)
+    assert [g.tolist() for g in auto.groups_] == [g.tolist() for g in fixed.groups_]
+    assert np.allclose(auto.cluster_centers_, fixed.cluster_centers_)
+    unlabelled = ConfusionClusterer(min_mean_size=3, random_state=0).fit(probs)
+    assert unlabelled.n_groups_ == 8 and unlabelled.n_groups_search_ == []

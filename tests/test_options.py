@@ -170,7 +170,8 @@ def test_a_config_file_without_a_required_key_is_named_with_the_option(tmp_path)
 
 def test_cluster_groups_shows_its_default():
     help_text = " ".join(run_cli("cluster", "--help").stdout.split())
-    assert "--groups INTEGER K, the number of k-means groups [default: the config's, 0: chosen" in help_text
+    assert "--groups TEXT K, the number of k-means groups, or 'auto': chosen from the class count" in help_text
+    assert "[default: the config's, auto]" in help_text
 
 
 # -- 6. the demo says what a rerun reuses, and what its last stage will cost -----------------------

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from specens.core.config import Validated, config_to_json, param
+from specens.core.config import DeviceParts, config_to_json, param
 from specens.core.device import resolve_device
 from specens.core.errors import CheckpointError, ConfigError
 from specens.core.io import (
@@ -56,7 +56,7 @@ ESTIMATOR_FIELDS = tuple(_ESTIMATOR)  # ClusterConfig passes these through uncha
 
 
 @dataclass(frozen=True, kw_only=True)
-class ClusterConfig(Validated):
+class ClusterConfig(DeviceParts):
     """Clustering (docs/method.md §3). ``specens cluster`` builds one from a TOML file (top level or a
     ``[cluster]`` table) and ``--set key=value`` overrides.
 
@@ -74,8 +74,6 @@ class ClusterConfig(Validated):
     temperature: float = param(DEFAULT_TEMPERATURE, gt=0)  # T of p = softmax_T(z); given probabilities q: q^(1/T)
     top_k: int = param(0, ge=0)  # 0 = exact covariance; k = sparse top-k second moment (for very large C)
     batch_size: int = param(512, ge=1)
-    device: str = "auto"
-    trust_code: bool = False  # build a generalist whose model.json names code (module:callable)
     # ConfusionClusterer's parameters (see specens.clustering.groups):
     n_groups: int | str = _ESTIMATOR["n_groups"]  # K of k-means; "auto": chosen from the error capture
     min_capture: float = _ESTIMATOR["min_capture"]  # "auto": the largest K whose groups capture this share of errors
@@ -106,7 +104,7 @@ class ClusterConfig(Validated):
             self.clusterer().check_params()
         except ValueError as e:
             problems.append(str(e))
-        return [(False, msg) for msg in problems]
+        return [*super().checks(), *((False, msg) for msg in problems)]
 
     def clusterer(self) -> ConfusionClusterer:
         """The estimator, with this config's parameters."""

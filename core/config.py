@@ -27,6 +27,7 @@ from .errors import ConfigError
 __all__ = [
     "Bounds",
     "ConfigError",
+    "DeviceParts",
     "MissingKeys",
     "Validated",
     "config_changes",
@@ -376,23 +377,12 @@ class OptimParts(Validated):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class RuntimeParts(Validated):
-    """Where and how a stage runs; none of it changes what is computed, so a run may resume with
-    other values (:data:`RESUMABLE`)."""
+class DeviceParts(Validated):
+    """Where a stage's models run and whether it may build code a run directory names: what
+    every stage that loads a model takes (the clustering's pass, the training stages)."""
 
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
-    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
-    threads: int = param(0, ge=0)  # torch CPU threads; 0 leaves torch's default
-    num_workers: int = param(0, ge=0)  # DataLoader workers decoding shards
-    checkpoint_every: float = param(
-        60.0, ge=0
-    )  # seconds between resumable checkpoints (and after the last epoch); 0: every epoch
-    seed: int = param(0, ge=0, le=MAX_SEED)
     trust_code: bool = False  # build models that loaded run directories name as code; never from a config file
-
-    RESUMABLE: typing.ClassVar[frozenset[str]] = frozenset(
-        {"num_workers", "device", "threads", "checkpoint_every", "trust_code"}
-    )
 
     def checks(self) -> list[tuple[bool, str]]:
         return [
@@ -402,6 +392,24 @@ class RuntimeParts(Validated):
                 f"device must be {DEVICES}, got {self.device!r}",
             ),
         ]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RuntimeParts(DeviceParts):
+    """How a training stage runs besides its device; none of it changes what is computed, so a
+    run may resume with other values (:data:`RESUMABLE`)."""
+
+    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    threads: int = param(0, ge=0)  # torch CPU threads; 0 leaves torch's default
+    num_workers: int = param(0, ge=0)  # DataLoader workers decoding shards
+    checkpoint_every: float = param(
+        60.0, ge=0
+    )  # seconds between resumable checkpoints (and after the last epoch); 0: every epoch
+    seed: int = param(0, ge=0, le=MAX_SEED)
+
+    RESUMABLE: typing.ClassVar[frozenset[str]] = frozenset(
+        {"num_workers", "device", "threads", "checkpoint_every", "trust_code"}
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -344,6 +344,8 @@ def test_cluster_config_passes_the_estimator_parameters_through_with_its_default
         ClusterConfig(generalist="g", data="d", out="o", n_runs=0, temperature=0.0)
     with pytest.raises(ConfigError, match="'min_capture' parameter of ConfusionClusterer must be a float in"):
         ClusterConfig(generalist="g", data="d", out="o", min_capture=1.5)
+    with pytest.raises(ConfigError, match="device must be 'auto', 'cpu' or 'cuda"):  # the shared runtime part's check
+        ClusterConfig(generalist="g", data="d", out="o", device="tpu")
 
 
 def test_the_estimator_chooses_k_as_the_command_does():

@@ -96,8 +96,8 @@ class _Residual(nn.Module):
 def resnet_size(n_classes: int) -> tuple[int, int]:
     """(width, blocks per stage) of :func:`resnet` for a label space of ``n_classes``: 32 channels
     and one block per stage up to 1,000 classes, 48 channels and two blocks beyond, where a
-    128-feature bottleneck grows narrow for the classes it separates. On 2 CPU cores a 48 x 2 net
-    costs 5x the former ``cnn`` per step and the 32 x 1 one 1.4x (``benchmarks/RESULTS.md``)."""
+    128-feature bottleneck grows narrow for the classes it separates (chosen on validation, with
+    the step costs measured, in ``benchmarks/RESULTS.md``)."""
     return (32, 1) if n_classes <= 1000 else (48, 2)
 
 
@@ -110,12 +110,11 @@ def resnet(
     head, so it takes any input size. ``width`` / ``depth`` of 0 scale with the class count
     (:func:`resnet_size`). For images of shape (channels, H, W).
 
-    Two choices made on validation top-1 of the demo's glyphs (200 classes, 6 epochs;
-    ``benchmarks/RESULTS.md``): a 2 x 2 grid rather than global pooling keeps where a
-    stroke or diacritic sits, which tells many glyphs apart (0.79 with global pooling, 0.92 with
-    the grid); and the blocks' last batch norm starts at scale 1, not 0 (the "zero-gamma" trick for
-    deep nets): at 0 each block starts as its shortcut, and a net this shallow then spends hundreds
-    of steps seeing little beyond the stem's 3 x 3 window (0.48)."""
+    Two choices made on validation (``benchmarks/RESULTS.md``): a 2 x 2 grid rather than global
+    pooling keeps where a stroke or diacritic sits, which tells many glyphs apart; and the blocks'
+    last batch norm starts at scale 1, not 0 (the "zero-gamma" trick for deep nets): at 0 each
+    block starts as its shortcut, and a net this shallow then spends hundreds of steps seeing
+    little beyond the stem's 3 x 3 window."""
     if len(input_shape) != 3:
         raise ValueError(f"resnet takes images of shape (C, H, W), got input shape {list(input_shape)}")
     if pool < 1:

@@ -42,6 +42,26 @@ def agreement(labels: np.ndarray, known: np.ndarray) -> dict:
     }
 
 
+REPORT_FORMAT, REPORT_VERSION = "specens.cluster-report", 1  # report.json's header
+
+
+def read_error_capture(path: str | Path) -> float | None:
+    """The share of the model's errors the groups capture, as the clustering's ``report.json`` at
+    ``path`` records it; None where the file is absent, not such a report (another version, edited,
+    someone else's) or made without labelled errors: the regime check then goes without it."""
+    from specens.core.errors import CheckpointError
+    from specens.core.io import read_artifact_json
+
+    if not Path(path).is_file():
+        return None
+    try:
+        capture = read_artifact_json(path, REPORT_FORMAT, REPORT_VERSION)["error_capture"]
+    except (CheckpointError, KeyError):
+        return None
+    share = capture["captured"] if isinstance(capture, dict) and "captured" in capture else None  # null: no labels
+    return float(share) if isinstance(share, float | int) and not isinstance(share, bool) and 0 <= share <= 1 else None
+
+
 @dataclass
 class ClusterReport:
     """What a user weighs before training specialists for ``groups``.
@@ -103,6 +123,8 @@ class ClusterReport:
 
     def to_json(self) -> dict:
         return {
+            "format": REPORT_FORMAT,
+            "format_version": REPORT_VERSION,
             "n_classes": self.n_classes,
             "n_groups": len(self.groups),
             "coverage": self.coverage(),

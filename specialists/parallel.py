@@ -17,7 +17,6 @@ are done. A Ray session the caller started is used as it is and left running.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -30,6 +29,7 @@ import torch
 
 from specens.clustering.cluster import load_clusters
 from specens.clustering.regime import RegimeCheck, examples_per_class, regime_check
+from specens.clustering.report import read_error_capture
 from specens.core.device import resolve_device
 from specens.core.errors import CheckpointError, ConfigError
 from specens.core.io import check_no_links, check_outside_inputs, check_target
@@ -237,14 +237,7 @@ def _cause(e: BaseException) -> str:
 def _regime(cfg: SpecialistConfig) -> RegimeCheck:
     """The regime check on the generalist's record and the error capture `specens cluster` measured
     (its ``report.json`` beside ``clusters.json``, when there is one)."""
-    report = Path(cfg.clusters).with_name("report.json")
-    capture = None
-    if report.is_file():
-        try:
-            capture = json.loads(report.read_text())["error_capture"]["captured"]
-        except (ValueError, KeyError, TypeError):  # a report from elsewhere: the check goes without it
-            capture = None
-    capture = capture if isinstance(capture, float) and 0 <= capture <= 1 else None
+    capture = read_error_capture(Path(cfg.clusters).with_name("report.json"))
     return regime_check(read_record(cfg.generalist).metrics, capture, examples_per_class(load_info(cfg.data)))
 
 

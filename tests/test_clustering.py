@@ -371,3 +371,19 @@ def test_the_estimator_chooses_k_as_the_command_does():
     assert np.allclose(auto.cluster_centers_, fixed.cluster_centers_)
     unlabelled = ConfusionClusterer(min_mean_size=3, random_state=0).fit(probs)
     assert unlabelled.n_groups_ == 8 and unlabelled.n_groups_search_ == []
+
+
+def test_the_report_carries_its_header_and_its_capture_is_read_typed(tmp_path):
+    """report.json names its format like every artifact; the specialists' regime check reads the
+    error capture through one reader, which gives None for a file that is not such a report."""
+    from specens.clustering.report import REPORT_FORMAT, read_error_capture
+
+    groups = [np.array([0, 1]), np.array([2, 3])]
+    y_true, y_pred = np.array([0, 1, 2, 3, 0]), np.array([1, 1, 3, 0, 0])  # errors 0->1, 2->3 inside, 3->0 across
+    report = ClusterReport(groups, list("abcd"), y_true=y_true, y_pred=y_pred)
+    report.save_json(tmp_path / "report.json")
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert (data["format"], data["format_version"]) == (REPORT_FORMAT, 1)
+    assert read_error_capture(tmp_path / "report.json") == pytest.approx(2 / 3)
+    (tmp_path / "old.json").write_text(json.dumps({k: v for k, v in data.items() if k != "format"}))
+    assert read_error_capture(tmp_path / "old.json") is None and read_error_capture(tmp_path / "none.json") is None

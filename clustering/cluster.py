@@ -133,13 +133,30 @@ class _Transfer:
 @torch.no_grad()
 def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
     """Σ of the soft predictions, of the generalist streamed over the transfer set or of the
-    predictions file ``cfg.predictions``; groups fitted on it; artifacts written."""
-    t = _from_predictions(cfg) if cfg.predictions else _from_generalist(cfg, progress)
+    predictions file ``cfg.predictions``; groups fitted on it; artifacts written. The config is
+    read here, once; the helpers below take the values they use."""
+    estimator, temperature, top_k = cfg.clusterer(), cfg.temperature, cfg.top_k or None
+    if cfg.predictions:
+        t = _from_predictions(cfg.predictions, cfg.out, estimator, temperature, top_k)
+    else:
+        t = _from_generalist(
+            cfg.generalist,
+            cfg.data,
+            cfg.out,
+            estimator,
+            split=cfg.split,
+            batch_size=cfg.batch_size,
+            temperature=temperature,
+            top_k=top_k,
+            device=resolve_device(cfg.device),
+            trust_code=cfg.trust_code,
+            progress=progress,
+        )
     cov = t.acc.covariance()
-    _check_confusion(cov, cfg.temperature, t.whose, t.advice)
+    _check_confusion(cov, temperature, t.whose, t.advice)
     extra: dict[str, Any] = {"transfer_samples": t.acc.count, "dropped_mass": t.acc.dropped_mass / t.acc.count}
     extra |= t.extra
-    clusterer = _fit_groups(cfg, cov, t.y_true, t.y_pred, len(t.classes), extra)
+    clusterer = _fit_groups(estimator, cov, t.y_true, t.y_pred, len(t.classes), extra)
     report = ClusterReport(
         clusterer.groups_,
         t.classes,
@@ -177,17 +194,31 @@ def cluster_predictions(predictions: str | Path, out: str | Path, progress: bool
     return cluster(ClusterConfig(predictions=str(predictions), out=str(out), **fields), progress)
 
 
-def _from_generalist(cfg: ClusterConfig, progress: bool) -> _Transfer:
-    """One pass of the generalist over the transfer split (:func:`_transfer_pass`), after every check."""
-    device = resolve_device(cfg.device)
-    check_outside_inputs(cfg.out, "--out", data=cfg.data, generalist=cfg.generalist)
-    check_target(cfg.out, CLUSTER_FILES, WHAT, "clusters.json")  # before the pass over the data
-    g = load_generalist(cfg.generalist, device, cfg.trust_code)
-    info = load_info(cfg.data)
-    g.check_fits(info, cfg.generalist, f"{cfg.data}/{INFO_FILE}")
-    info.split(cfg.split)
-    _check_label_space(cfg, info.n_classes, cfg.data)
-    acc, y_true, y_pred = _transfer_pass(cfg, g, info, device, progress)
+def _from_generalist(
+    run_dir: str,
+    data: str,
+    out: str,
+    estimator: ConfusionClusterer,
+    *,
+    split: str,
+    batch_size: int,
+    temperature: float,
+    top_k: int | None,
+    device: torch.device,
+    trust_code: bool,
+    progress: bool,
+) -> _Transfer:
+    """One pass of the generalist in ``run_dir`` over ``split`` of ``data`` (:func:`_transfer_pass`),
+    after every check."""
+    check_outside_inputs(out, "--out", data=data, generalist=run_dir)
+    check_target(out, CLUSTER_FILES, WHAT, "clusters.json")  # before the pass over the data
+    g = load_generalist(run_dir, device, trust_code)
+    info = load_info(data)
+    g.check_fits(info, run_dir, f"{data}/{INFO_FILE}")
+    info.split(split)
+    _check_label_space(estimator, top_k, info.n_classes, data)
+    batches = iter_split(data, split, batch_size, info=info)
+    acc, y_true, y_pred = _transfer_pass(g, batches, split, temperature, top_k, device, progress)
     return _Transfer(
         acc,
         y_true,
@@ -201,14 +232,16 @@ def _from_generalist(cfg: ClusterConfig, progress: bool) -> _Transfer:
     )
 
 
-def _from_predictions(cfg: ClusterConfig) -> _Transfer:
-    """The soft predictions of a checked predictions file (:mod:`.predictions`) at ``cfg.temperature``;
+def _from_predictions(
+    predictions: str, out: str, estimator: ConfusionClusterer, temperature: float, top_k: int | None
+) -> _Transfer:
+    """The soft predictions of a checked predictions file (:mod:`.predictions`) at ``temperature``;
     no generalist, so no regime check (it reads a generalist's training record)."""
-    check_outside_inputs(cfg.out, "--out", predictions=cfg.predictions)
-    check_target(cfg.out, CLUSTER_FILES, WHAT, "clusters.json")
-    p = load_predictions(cfg.predictions)
-    _check_label_space(cfg, p.n_classes, cfg.predictions)
-    acc = prediction_covariance([p.soft(cfg.temperature)], p.n_classes, top_k=cfg.top_k or None)
+    check_outside_inputs(out, "--out", predictions=predictions)
+    check_target(out, CLUSTER_FILES, WHAT, "clusters.json")
+    p = load_predictions(predictions)
+    _check_label_space(estimator, top_k, p.n_classes, predictions)
+    acc = prediction_covariance([p.soft(temperature)], p.n_classes, top_k=top_k)
 
     def regime(captured: float | None) -> RegimeCheck:
         return RegimeCheck(
@@ -229,32 +262,33 @@ def _from_predictions(cfg: ClusterConfig) -> _Transfer:
         p.classes,
         None,
         regime,
-        f"the model's (in {cfg.predictions})",
+        f"the model's (in {predictions})",
         "check that the file holds the model's outputs on a held-out set",
         predictions_fingerprint=p.fingerprint,
-        extra={"predictions": {"file": cfg.predictions, "fingerprint": p.fingerprint, "given": p.kind}},
+        extra={"predictions": {"file": predictions, "fingerprint": p.fingerprint, "given": p.kind}},
     )
 
 
-def _check_label_space(cfg: ClusterConfig, n_classes: int, where: str) -> None:
-    """``n_groups`` and ``top_k`` against the ``n_classes`` of the transfer set ``where``, before the pass over it."""
+def _check_label_space(estimator: ConfusionClusterer, top_k: int | None, n_classes: int, where: str) -> None:
+    """The estimator's ``n_groups`` and ``top_k`` against the ``n_classes`` of the transfer set
+    ``where``, before the pass over it."""
     try:
-        cfg.clusterer().check_params(n_classes, where)
+        estimator.check_params(n_classes, where)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if cfg.top_k > n_classes:
-        raise ConfigError(f"top_k must be at most the {n_classes} classes of {where}, got {cfg.top_k}")
+    if top_k and top_k > n_classes:
+        raise ConfigError(f"top_k must be at most the {n_classes} classes of {where}, got {top_k}")
 
 
-def _transfer_pass(cfg: ClusterConfig, g, info, device, progress: bool):
-    """One pass of the transfer split: Σ of the soft predictions at ``cfg.temperature`` (docs/method.md §3),
-    and the labels and top-1 predictions for the report. Returns (accumulator, y_true, y_pred)."""
-    acc = CovarianceAccumulator(g.n_classes, top_k=cfg.top_k or None)
+def _transfer_pass(g, batches, split: str, temperature: float, top_k: int | None, device, progress: bool):
+    """One pass over the transfer split's ``batches``: Σ of the generalist's soft predictions at
+    ``temperature`` (docs/method.md §3), and the labels and top-1 predictions for the report.
+    Returns (accumulator, y_true, y_pred)."""
+    acc = CovarianceAccumulator(g.n_classes, top_k=top_k)
     y_true, y_pred = [], []
-    batches = iter_split(cfg.data, cfg.split, cfg.batch_size, info=info)
-    for batch in progress_bar(batches, desc=f"covariance {cfg.split}", unit="batch", enabled=progress):
+    for batch in progress_bar(batches, desc=f"covariance {split}", unit="batch", enabled=progress):
         logits = g.model(batch.inputs.to(device)).float().cpu()
-        acc.update(soft_predictions(logits, cfg.temperature))
+        acc.update(soft_predictions(logits, temperature))
         y_true.append(batch.labels.numpy())
         y_pred.append(logits.argmax(1).numpy())
     return acc, np.concatenate(y_true), np.concatenate(y_pred)
@@ -283,18 +317,18 @@ def _check_confusion(
         )
 
 
-def _fit_groups(cfg: ClusterConfig, cov, y_true, y_pred, n_classes: int, extra: dict) -> ConfusionClusterer:
-    """The clusterer fitted on Σ, its K given or chosen from the labelled examples' errors (the
+def _fit_groups(estimator: ConfusionClusterer, cov, y_true, y_pred, n_classes: int, extra: dict) -> ConfusionClusterer:
+    """``estimator`` fitted on Σ, its K given or chosen from the labelled examples' errors (the
     search recorded in ``extra``). Groups no specialist could own are refused."""
     labelled = y_true >= 0
     try:
-        clusterer = cfg.clusterer().fit_covariance(cov, y_true[labelled], y_pred[labelled])
+        clusterer = estimator.fit_covariance(cov, y_true[labelled], y_pred[labelled])
     except ValueError as e:  # parameters that do not fit this label space, e.g. n_groups > C
         raise ConfigError(str(e)) from None
-    if cfg.n_groups == "auto":
+    if estimator.n_groups == "auto":
         extra["n_groups_search"] = {
             "chosen": clusterer.n_groups_,
-            "min_capture": cfg.min_capture,
+            "min_capture": estimator.min_capture,
             "tried": clusterer.n_groups_search_,
         }
     if any(len(grp) == n_classes for grp in clusterer.groups_):
@@ -304,7 +338,7 @@ def _fit_groups(cfg: ClusterConfig, cov, y_true, y_pred, n_classes: int, extra: 
         )
     if not len(clusterer.groups_):
         raise ConfigError(
-            f"no group of at least min_size={cfg.min_size} classes came out of {clusterer.n_groups_} "
+            f"no group of at least min_size={estimator.min_size} classes came out of {clusterer.n_groups_} "
             f"k-means groups over {n_classes} classes; use fewer groups or a smaller min_size"
         )
     return clusterer

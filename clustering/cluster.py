@@ -30,6 +30,7 @@ from specens.core.io import (
     write_json_atomic,
 )
 from specens.core.progress import progress_bar
+from specens.core.records import artifact_fields, check_values, is_count
 from specens.data.format import INFO_FILE, load_info
 from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist
@@ -344,6 +345,52 @@ def _fit_groups(estimator: ConfusionClusterer, cov, y_true, y_pred, n_classes: i
     return clusterer
 
 
+@dataclass(frozen=True, kw_only=True)
+class ClustersRecord:
+    """``clusters.json``: the groups (class indices, and their names for a reader), what they were
+    made from (a generalist's fingerprint, or None and a predictions file's), the class count and
+    the config. :meth:`from_json` checks every key and type, naming the file and the key."""
+
+    generalist_fingerprint: str | None  # None: made from a predictions file
+    predictions_fingerprint: str | None = None  # the predictions file's, where one was used
+    n_classes: int
+    groups: list[list[int]]
+    group_names: list[list[str]]
+    config: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        made_from = {"generalist_fingerprint": self.generalist_fingerprint}
+        if self.predictions_fingerprint is not None:
+            made_from["predictions_fingerprint"] = self.predictions_fingerprint
+        body = {k: getattr(self, k) for k in ("n_classes", "groups", "group_names", "config")}
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, **made_from, **body}
+
+    @classmethod
+    def from_json(cls, data: Any, path: Path) -> ClustersRecord:
+        values = artifact_fields(data, cls, str(path), optional=("predictions_fingerprint", "group_names", "config"))
+        check_values(
+            values,
+            (
+                ("generalist_fingerprint", lambda v: v is None or isinstance(v, str), "a string"),
+                ("predictions_fingerprint", lambda v: v is None or isinstance(v, str), "a string"),
+                ("n_classes", lambda v: is_count(v, 2), "an int >= 2"),
+                ("groups", lambda v: isinstance(v, list) and all(isinstance(g, list) for g in v),
+                 "a list of lists of class indices"),
+                ("group_names", lambda v: isinstance(v, list), "a list of lists of class names"),
+                ("config", lambda v: isinstance(v, dict), "an object"),
+            ),
+            str(path),
+        )  # fmt: skip
+        record = cls(**{"predictions_fingerprint": None, "group_names": [], "config": {}, **values})
+        if record.generalist_fingerprint is None and record.predictions_fingerprint is None:
+            raise CheckpointError(f"{path}: 'generalist_fingerprint' must be a string, got None")
+        return record
+
+    @property
+    def from_predictions(self) -> bool:
+        return self.generalist_fingerprint is None
+
+
 def save_clusters(
     path: str | Path,
     groups: list[np.ndarray],
@@ -353,23 +400,17 @@ def save_clusters(
     *,
     predictions_fingerprint: str | None = None,
 ) -> None:
-    """Write ``clusters.json``: made from a generalist (its fingerprint), or from a predictions file
-    (``generalist_fingerprint`` None, ``predictions_fingerprint`` the file's)."""
-    made_from = {"generalist_fingerprint": generalist_fingerprint}
-    if predictions_fingerprint is not None:
-        made_from["predictions_fingerprint"] = predictions_fingerprint
-    write_json_atomic(
-        path,
-        {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            **made_from,
-            "n_classes": len(classes),
-            "groups": [[int(c) for c in g] for g in groups],
-            "group_names": [[classes[c] for c in g] for g in groups],
-            "config": config,
-        },
+    """Write ``clusters.json`` (:class:`ClustersRecord`): made from a generalist (its fingerprint),
+    or from a predictions file (``generalist_fingerprint`` None, ``predictions_fingerprint`` the file's)."""
+    record = ClustersRecord(
+        generalist_fingerprint=generalist_fingerprint,
+        predictions_fingerprint=predictions_fingerprint,
+        n_classes=len(classes),
+        groups=[[int(c) for c in g] for g in groups],
+        group_names=[[classes[c] for c in g] for g in groups],
+        config=config,
     )
+    write_json_atomic(path, record.to_json())
 
 
 @dataclass(frozen=True)
@@ -385,55 +426,40 @@ class Clusters:
 def load_clusters(
     path: str | Path, generalist_fingerprint: str | None = None, n_classes: int | None = None
 ) -> Clusters:
-    """Read and check ``clusters.json``; with ``generalist_fingerprint``, refuse groups made from
-    another generalist, or from a predictions file. Every group must be non-empty, sorted-unique,
-    and within [0, n_classes)."""
+    """Read and check ``clusters.json`` (:class:`ClustersRecord`); with ``generalist_fingerprint``,
+    refuse groups made from another generalist, or from a predictions file. Every group must be
+    non-empty, sorted-unique, and within [0, n_classes)."""
     path = Path(path)
-    d = read_artifact_json(path, FORMAT, FORMAT_VERSION)
-    from_predictions = d.get("generalist_fingerprint") is None and isinstance(d.get("predictions_fingerprint"), str)
-    if generalist_fingerprint is not None and from_predictions:
+    r = ClustersRecord.from_json(read_artifact_json(path, FORMAT, FORMAT_VERSION), path)
+    if generalist_fingerprint is not None and r.from_predictions:
         raise CheckpointError(
             f"{path}: made from a predictions file (`specens cluster --predictions`), not from a generalist; "
             "specialists need groups made from their generalist (`specens cluster --generalist ... --data ...`)"
         )
-    if generalist_fingerprint is not None and d.get("generalist_fingerprint") != generalist_fingerprint:
+    if generalist_fingerprint is not None and r.generalist_fingerprint != generalist_fingerprint:
         raise CheckpointError(
-            f"{path}: made from generalist {d.get('generalist_fingerprint')}, but the generalist "
-            f"given is {generalist_fingerprint}"
+            f"{path}: made from generalist {r.generalist_fingerprint}, but the generalist given is "
+            f"{generalist_fingerprint}"
         )
-    for key in ("generalist_fingerprint", "n_classes", "groups"):
-        if key not in d:
-            raise CheckpointError(f"{path}: missing key {key!r}")
-    if not (isinstance(d["generalist_fingerprint"], str) or from_predictions):
-        raise CheckpointError(f"{path}: 'generalist_fingerprint' must be a string, got {d['generalist_fingerprint']!r}")
-    if isinstance(d["n_classes"], bool) or not isinstance(d["n_classes"], int) or d["n_classes"] < 2:
-        raise CheckpointError(f"{path}: 'n_classes' must be an int >= 2, got {d['n_classes']!r}")
-    if not (isinstance(d["groups"], list) and all(isinstance(g, list) for g in d["groups"])):
-        raise CheckpointError(f"{path}: 'groups' must be a list of lists of class indices")
-    if not isinstance(d.get("config", {}), dict):
-        raise CheckpointError(f"{path}: 'config' must be an object")
-    c = int(d["n_classes"]) if n_classes is None else n_classes
-    if n_classes is not None and int(d["n_classes"]) != n_classes:
-        raise CheckpointError(f"{path}: made for {d['n_classes']} classes, the generalist has {n_classes}")
-    groups = []
-    for i, g in enumerate(d.get("groups", [])):
-        if not g:
-            raise CheckpointError(f"{path}: group {i} is empty")
-        odd = [x for x in g if not isinstance(x, int) or isinstance(x, bool)]
-        if odd:
-            raise CheckpointError(f"{path}: group {i} holds {json.dumps(odd[0])}, not a class index (an int)")
-        if not all(0 <= x < c for x in g):
-            raise CheckpointError(f"{path}: group {i} has classes outside [0, {c})")
-        if len(set(g)) != len(g):
-            raise CheckpointError(f"{path}: group {i} repeats a class")
-        groups.append(np.array(sorted(g), dtype=np.int64))
+    if n_classes is not None and r.n_classes != n_classes:
+        raise CheckpointError(f"{path}: made for {r.n_classes} classes, the generalist has {n_classes}")
+    groups = [_checked_group(g, i, r.n_classes, path) for i, g in enumerate(r.groups)]
     if not groups:
         raise CheckpointError(f"{path}: holds no groups")
     return Clusters(
-        tuple(groups),
-        c,
-        d["generalist_fingerprint"],
-        fingerprint(path),
-        d.get("config", {}),
-        d.get("predictions_fingerprint"),
+        tuple(groups), r.n_classes, r.generalist_fingerprint, fingerprint(path), r.config, r.predictions_fingerprint
     )
+
+
+def _checked_group(g: list, i: int, n_classes: int, path: Path) -> np.ndarray:
+    """Group ``i`` as sorted int64 class indices: non-empty, ints in [0, n_classes), no repeats."""
+    if not g:
+        raise CheckpointError(f"{path}: group {i} is empty")
+    odd = [x for x in g if not isinstance(x, int) or isinstance(x, bool)]
+    if odd:
+        raise CheckpointError(f"{path}: group {i} holds {json.dumps(odd[0])}, not a class index (an int)")
+    if not all(0 <= x < n_classes for x in g):
+        raise CheckpointError(f"{path}: group {i} has classes outside [0, {n_classes})")
+    if len(set(g)) != len(g):
+        raise CheckpointError(f"{path}: group {i} repeats a class")
+    return np.array(sorted(g), dtype=np.int64)

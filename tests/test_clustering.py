@@ -387,3 +387,23 @@ def test_the_report_carries_its_header_and_its_capture_is_read_typed(tmp_path):
     assert read_error_capture(tmp_path / "report.json") == pytest.approx(2 / 3)
     (tmp_path / "old.json").write_text(json.dumps({k: v for k, v in data.items() if k != "format"}))
     assert read_error_capture(tmp_path / "old.json") is None and read_error_capture(tmp_path / "none.json") is None
+
+
+def test_clusters_json_is_a_typed_record(glyph_generalist, glyph_ds, tmp_path):
+    """clusters.json round-trips through ClustersRecord; an unknown key or a mistyped field is
+    refused by name, as every typed record's is."""
+    from specens.clustering.cluster import ClustersRecord
+
+    cluster(ClusterConfig(generalist=glyph_generalist, data=glyph_ds, out=str(tmp_path / "c"), n_groups=4), False)
+    path = tmp_path / "c" / "clusters.json"
+    data = json.loads(path.read_text())
+    record = ClustersRecord.from_json(data, path)
+    assert record.to_json() == data and not record.from_predictions and len(record.groups) == len(record.group_names)
+    for change, message in (
+        ({"extra": 1}, r"unknown keys \['extra'\]"),
+        ({"n_classes": "30"}, "'n_classes' must be an int >= 2"),
+        ({"config": []}, "'config' must be an object"),
+        ({"generalist_fingerprint": None}, "'generalist_fingerprint' must be a string"),
+    ):
+        with pytest.raises(CheckpointError, match=message):
+            ClustersRecord.from_json({**data, **change}, path)

@@ -62,7 +62,7 @@ from specens.core.io import (
     write_json_atomic,
 )
 from specens.core.loop import Recipe, TrainingMetrics, start
-from specens.core.records import is_number
+from specens.core.records import HEADER, check_values, is_count, is_number, record_fields
 from specens.data.format import INFO_FILE, load_info
 from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist
@@ -176,12 +176,56 @@ def is_complete(cfg: SpecialistConfig, index: int, generalist_fp: str, clusters_
 LR_CANDIDATES = (1e-2, 3e-3, 1e-3)  # lr = 0 tries each for an epoch (benchmarks/RESULTS.md, issue 43)
 
 
-def _lr_trials(cfg, job: _Job, model, steps: int, stream, top, routed, bn_inputs, device) -> list[dict]:
+@dataclass(frozen=True, kw_only=True)
+class LrTrial:
+    """One learning-rate trial: the rate, the epoch's mean training loss and the routed-validation
+    NLL after it (None without routed validation examples; infinity where training diverged), and
+    what it cost."""
+
+    lr: float
+    train_loss: float
+    val_nll: float | None
+    examples: int
+    steps: int
+    seconds: float
+
+    @property
+    def loss(self) -> float:
+        """What the choice minimises: the validation NLL, or without it the training loss."""
+        return self.train_loss if self.val_nll is None else self.val_nll
+
+    def to_json(self) -> dict[str, Any]:
+        """The trial as ``lr_trials.json`` stores it: a diverged trial's losses as null (JSON has no
+        infinity); ``val_nll`` left out where there was no routed validation."""
+        out = {k: getattr(self, k) for k in ("lr", "train_loss", "val_nll", "examples", "steps", "seconds")}
+        if self.val_nll is None:
+            del out["val_nll"]
+        return {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in out.items()}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> LrTrial:
+        values = record_fields(data, cls, where, optional=("val_nll",))
+        check_values(
+            values,
+            (
+                *((k, lambda v: v is None or is_number(v), "a number or null") for k in ("train_loss", "val_nll")),
+                ("lr", is_number, "a number"),
+                ("examples", is_count, "an int >= 0"),
+                ("steps", is_count, "an int >= 0"),
+                ("seconds", is_number, "a number"),
+            ),
+            where,
+        )
+        diverged = {k: math.inf for k in ("train_loss", "val_nll") if k in values and values[k] is None}  # null
+        return cls(**{"val_nll": None, **values, **diverged})  # val_nll absent: no routed validation
+
+
+def _lr_trials(cfg, job: _Job, model, steps: int, stream, top, routed, bn_inputs, device) -> list[LrTrial]:
     """``lr = 0``: each of :data:`LR_CANDIDATES` trains a copy of the initial ``model`` for one
     epoch (the first epoch's batches, a one-epoch schedule), whose routed-validation NLL is then
-    measured (without validation examples, its training loss); :func:`_trial_loss` picks. A
-    candidate whose training diverges scores infinity. The best learning rate differs by model:
-    1e-2 suited a small MLP's specialists and wrecked a residual net's (RESULTS)."""
+    measured (without validation examples, its training loss); the lowest :attr:`LrTrial.loss`
+    wins. A candidate whose training diverges scores infinity. The best rate differs by model
+    (``benchmarks/RESULTS.md``), hence a choice on validation rather than a constant."""
     trials = []
     for lr in LR_CANDIDATES:
         torch.manual_seed(torch_seed(cfg.seed * 1009 + job.index))
@@ -193,50 +237,53 @@ def _lr_trials(cfg, job: _Job, model, steps: int, stream, top, routed, bn_inputs
             record = _epoch(cfg, job, recipe, stream, top, device)(0)
             if bn_inputs is not None:
                 recompute_batch_norm(trial, itertools.islice(bn_inputs(0), cfg.bn_batches))
-            if routed is not None and len(routed):
-                record["val_nll"] = routed.score(trial, device)["nll"]
+            val_nll = routed.score(trial, device)["nll"] if routed is not None and len(routed) else None
+            loss, examples, done = record["train_loss"], record["examples"], record["steps"]
         except TrainingDiverged:
-            record = {"train_loss": math.inf, "val_nll": math.inf, "examples": steps * cfg.batch_size, "steps": steps}
-        trials.append({"lr": lr, **record, "seconds": time.perf_counter() - t0})
+            loss, val_nll, examples, done = math.inf, math.inf, steps * cfg.batch_size, steps
+        trials.append(LrTrial(lr=lr, train_loss=loss, val_nll=val_nll, examples=examples, steps=done,
+                              seconds=time.perf_counter() - t0))  # fmt: skip
     torch.manual_seed(torch_seed(cfg.seed * 1009 + job.index))
     return trials
 
 
 TRIALS = "lr_trials.json"  # in the work directory: an interrupted specialist resumes without rerunning them
 TRIALS_FORMAT = ("specens.lr-trials", 1)
-_TRIAL_KEYS = ("lr", "train_loss", "val_nll", "examples", "steps", "seconds")
 
 
-def _store_trials(cfg: SpecialistConfig, job: _Job, trials: list[dict]) -> None:
+def _store_trials(cfg: SpecialistConfig, job: _Job, trials: list[LrTrial]) -> None:
     fmt, version = TRIALS_FORMAT
-    rows = [{k: t[k] if math.isfinite(t[k]) else None for k in _TRIAL_KEYS if k in t} for t in trials]
+    rows = [t.to_json() for t in trials]
     write_json_atomic(
         job.work / TRIALS, {"format": fmt, "format_version": version, "config": cfg.result_key(), "trials": rows}
     )
 
 
-def _stored_trials(cfg: SpecialistConfig, job: _Job, restart: bool) -> list[dict]:
+def _stored_trials(cfg: SpecialistConfig, job: _Job, restart: bool) -> list[LrTrial]:
     """The trials an interrupted attempt with this config already ran, or [] (none, another
     config, a restart, or a file this specens cannot read: they are run again)."""
     path = job.work / TRIALS
     if restart or not path.is_file():
         return []
     try:
-        data = read_artifact_json(path, *TRIALS_FORMAT)
-    except CheckpointError:
+        data = record_fields(
+            {k: v for k, v in read_artifact_json(path, *TRIALS_FORMAT).items() if k not in HEADER},
+            _StoredTrials,
+            str(path),
+        )
+        trials = [LrTrial.from_json(row, f"{path}: 'trials'") for row in data["trials"]]
+    except (CheckpointError, TypeError):
         return []
-    rows = data.get("trials")
-    valid = (
-        data.get("config") == json.loads(json.dumps(cfg.result_key()))
-        and isinstance(rows, list)
-        and [r.get("lr") if isinstance(r, dict) else None for r in rows] == list(LR_CANDIDATES)
-        and all(all(v is None or is_number(v) for v in r.values()) and set(r) <= set(_TRIAL_KEYS) for r in rows)
-    )
-    return [{k: math.inf if v is None else v for k, v in r.items()} for r in rows] if valid else []
+    same_config = data["config"] == json.loads(json.dumps(cfg.result_key()))
+    return trials if same_config and tuple(t.lr for t in trials) == LR_CANDIDATES else []
 
 
-def _trial_loss(trial: dict) -> float:
-    return trial["val_nll"] if "val_nll" in trial else trial["train_loss"]
+@dataclass(frozen=True)
+class _StoredTrials:
+    """The body of ``lr_trials.json`` (after its header): the config they ran with, the trials."""
+
+    config: Any
+    trials: list
 
 
 def matched_epochs(generalist, info) -> int:
@@ -302,14 +349,14 @@ def _train(cfg: SpecialistConfig, job: _Job, on_epoch_end, restart: bool, clock:
     if not cfg.lr and not trials:
         trials = _lr_trials(cfg, job, model, steps, stream, top, routed, bn_inputs, device)
         _store_trials(cfg, job, trials)
-    lr = cfg.lr or min(trials, key=_trial_loss)["lr"]
+    lr = cfg.lr or min(trials, key=lambda t: t.loss).lr
     epochs = cfg.epochs or matched_epochs(job.gen, job.info)
     recipe = Recipe(cfg, model, steps, f"specialist {index}", epochs=epochs, lr=lr)
     train_epoch = _epoch(cfg, job, recipe, stream, top, device)
     result = recipe.run(job.work, train_epoch, validate, _better, restart, callbacks, bn_inputs=bn_inputs)
     cost = _cost(cfg, job, model, top, result, device, clock)
     if trials:
-        cost = cost.plus_trials(*(sum(t[k] for t in trials) for k in ("examples", "steps", "seconds")))
+        cost = cost.plus_trials(*(sum(getattr(t, k) for t in trials) for k in ("examples", "steps", "seconds")))
     fit = _fit(cfg, job, parts, model, device)
     record = _record(cfg, job, result, _gate(routed, result.best, cfg), cost, fit, lr, trials)
     return publish_specialist(job.work, job.final, model, record)
@@ -466,7 +513,7 @@ def _record(
     cost: TrainingCost,
     fit: FitReport,
     lr: float,
-    trials: list[dict],
+    trials: list[LrTrial],
 ) -> SpecialistRecord:
     """``specialist.json`` but its fingerprints (:func:`publish_specialist` adds them)."""
     gen = job.gen
@@ -491,8 +538,7 @@ def _record(
         fit=fit,
         lr=lr,
         lr_trials=[  # a diverged trial's losses as null (JSON has no infinity)
-            {k: t[k] if math.isfinite(t[k]) else None for k in ("lr", "train_loss", "val_nll") if k in t}
-            for t in trials
+            {k: v for k, v in t.to_json().items() if k in ("lr", "train_loss", "val_nll")} for t in trials
         ],
     )
 

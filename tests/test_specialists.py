@@ -443,3 +443,21 @@ def test_an_interrupted_specialist_resumes_without_rerunning_its_rate_trials(syn
     a = load_file(tmp_path / "run" / "specialists" / "s000" / "model.safetensors")
     b = load_file(tmp_path / "whole" / "specialists" / "s000" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_learning_rate_trial_is_a_typed_record():
+    """lr_trials.json's rows: a diverged trial's losses stored as null read back as infinity, a
+    trial without routed validation has no val_nll and is judged on its training loss, and a
+    malformed row is refused by key."""
+    import math
+
+    from specens.core.errors import CheckpointError
+    from specens.specialists.train import LrTrial
+
+    diverged = LrTrial(lr=1e-2, train_loss=math.inf, val_nll=math.inf, examples=64, steps=2, seconds=0.5)
+    assert diverged.to_json()["train_loss"] is None and LrTrial.from_json(diverged.to_json(), "t") == diverged
+    unrouted = LrTrial(lr=3e-3, train_loss=0.7, val_nll=None, examples=64, steps=2, seconds=0.5)
+    assert "val_nll" not in unrouted.to_json() and LrTrial.from_json(unrouted.to_json(), "t") == unrouted
+    assert unrouted.loss == 0.7 and min([diverged, unrouted], key=lambda t: t.loss) is unrouted
+    with pytest.raises(CheckpointError, match="t: 'steps' must be an int >= 0"):
+        LrTrial.from_json({**unrouted.to_json(), "steps": "2"}, "t")

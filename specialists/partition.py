@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from specens.core.errors import CheckpointError
 from specens.core.io import check_no_links, publish_dir, read_artifact_json, write_json_atomic
+from specens.core.records import artifact_fields
 from specens.data.format import DatasetInfo
 from specens.data.parts import Parts, partition_split
 
@@ -84,17 +85,27 @@ def partition_key(info: DatasetInfo, clusters_fp: str, generalist_fp: str, val_s
     }
 
 
+@dataclass(frozen=True)
+class _Manifest:
+    """The manifest's body (after its header): what the partition was made for (:func:`partition_key`)
+    and each split's parts (:class:`~specens.data.parts.Parts`, checked by its ``from_json``)."""
+
+    key: dict
+    train: list
+    val: list | None
+
+
 def load_partition(out: str | Path, key: dict, info: DatasetInfo, n_parts: int) -> Partition | None:
     """The partition stored under ``out`` if it is complete, made for ``key`` and holds
     ``n_parts`` parts; else None (a manifest that is not one, edited or damaged, is rebuilt)."""
     root = partition_dir(out)
+    where = str(root / MANIFEST)
     try:
-        meta = read_artifact_json(root / MANIFEST, FORMAT, FORMAT_VERSION)
-        if meta.get("key") != key or "train" not in meta or (key["val_split"] and meta.get("val") is None):
+        m = _Manifest(**artifact_fields(read_artifact_json(root / MANIFEST, FORMAT, FORMAT_VERSION), _Manifest, where))
+        if m.key != key or (key["val_split"] and m.val is None):
             return None
-        n, where = info.n_classes, str(root / MANIFEST)
-        train = Parts.from_json(root, meta["train"], n, where)
-        val = None if meta.get("val") is None else Parts.from_json(root, meta["val"], n, where)
+        train = Parts.from_json(root, m.train, info.n_classes, where)
+        val = None if m.val is None else Parts.from_json(root, m.val, info.n_classes, where)
     except CheckpointError:
         return None
     if len(train.parts) != n_parts or (val is not None and len(val.parts) != n_parts):
@@ -134,16 +145,8 @@ def build_partition(
             if val_split
             else None
         )  # "val" even if val_split is "train"
-        write_json_atomic(
-            tmp / MANIFEST,
-            {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "key": key,
-                "train": train.to_json(),
-                "val": None if val is None else val.to_json(),
-            },
-        )
+        manifest = _Manifest(key=key, train=train.to_json(), val=None if val is None else val.to_json())
+        write_json_atomic(tmp / MANIFEST, {"format": FORMAT, "format_version": FORMAT_VERSION, **vars(manifest)})
 
     final = check_no_links(out, partition_dir(out))
     publish_dir(final, write, own=PARTITION_FILES, what="the specialists' data partition")

@@ -24,15 +24,25 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from specens.core.errors import ConfigError, DataError
-from specens.core.io import TEMP_GLOB, check_outside_inputs, check_target, write_bytes_atomic, write_json_atomic
+from specens.core.errors import CheckpointError, ConfigError, DataError
+from specens.core.io import (
+    TEMP_GLOB,
+    check_outside_inputs,
+    check_target,
+    read_artifact_json,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from specens.core.progress import progress_bar
 from specens.core.raysession import RETRIED_EXCEPTIONS, ray_session  # before Ray: it sets Ray's environment
+from specens.core.records import artifact_fields, check_values, is_count, is_number, is_str_list
 from specens.data.remote import is_url
 from specens.data.shards import iter_split
 
@@ -40,7 +50,67 @@ from .ensemble import SPECIALIST_MEMORY, Ensemble
 
 FORMAT, FORMAT_VERSION = "specens.predictions", 1
 MANIFEST = "infer.json"
-SETTING_DEFAULTS = {"specialist_weight": 1.0}  # settings added later: what an older manifest meant
+
+
+@dataclass(frozen=True, kw_only=True)
+class InferManifest:
+    """``infer.json``: the ensemble and data the predictions came from, the settings they were made
+    with (what a rerun must match to resume), and, once every shard is written, the totals."""
+
+    fingerprints: dict[str, Any]
+    n_specialists: int
+    specialists_on: list[int]
+    dataset: str
+    split: str
+    shards: list[str]
+    top_k: int
+    top_n: int
+    save_q: bool
+    method: str
+    specialist_weight: float = 1.0  # absent from manifests written before the setting: they meant 1
+    batch_size: int
+    complete: bool
+    n_samples: int | None = None  # written with complete = true
+
+    SETTINGS: ClassVar[tuple[str, ...]] = (
+        "fingerprints", "n_specialists", "specialists_on", "dataset", "split", "shards", "top_k", "top_n",
+        "save_q", "method", "specialist_weight", "batch_size",
+    )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        body = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.n_samples is None:
+            del body["n_samples"]
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, **body}
+
+    @classmethod
+    def from_json(cls, data: Any, path: Path) -> InferManifest:
+        values = artifact_fields(data, cls, str(path), optional=("specialist_weight", "n_samples"))
+        check_values(
+            values,
+            (
+                ("fingerprints", lambda v: isinstance(v, dict), "an object"),
+                ("specialists_on", lambda v: isinstance(v, list) and all(is_count(i) for i in v), "a list of ints"),
+                ("shards", is_str_list, "a list of shard names"),
+                *((k, is_count, "an int >= 0") for k in ("n_specialists", "top_k", "top_n", "batch_size")),
+                *((k, lambda v: isinstance(v, str), "a string") for k in ("dataset", "split", "method")),
+                *((k, lambda v: isinstance(v, bool), "true or false") for k in ("save_q", "complete")),
+                ("specialist_weight", is_number, "a number"),
+                ("n_samples", lambda v: v is None or is_count(v), "an int >= 0"),
+            ),
+            str(path),
+        )
+        return cls(**values)
+
+    def first_difference(self, other: InferManifest) -> str | None:
+        """The first setting in which ``other`` differs from this manifest, or None."""
+        return next((k for k in self.SETTINGS if getattr(self, k) != getattr(other, k)), None)
+
+
+def read_manifest(path: Path, hint: str = "") -> InferManifest:
+    """``infer.json`` at ``path``, its header and every key checked (:class:`CheckpointError`
+    naming the file; ``hint`` added where the file is missing)."""
+    return InferManifest.from_json(read_artifact_json(path, FORMAT, FORMAT_VERSION, hint), path)
 
 
 def shard_stem(name: str) -> str:
@@ -120,11 +190,11 @@ def infer(
     if workers > 1 and len(todo) > 1:
         task = dict(split=split, top_k=k, save_q=save_q, batch_size=batch_size, top_n=ens.top_n, device=device)
         task.update(all_specialists=all_specialists, specialist_memory=specialist_memory, trust_code=trust_code)
-        _infer_with_ray(run_dir, data, out, todo, workers, task, settings["fingerprints"])
+        _infer_with_ray(run_dir, data, out, todo, workers, task, settings.fingerprints)
     else:
         _write_here(ens, data, out_dir, split, info.split(split), todo, k, save_q, batch_size, progress, on_batch)
     total = sum((out_dir / f"{shard_stem(s.name)}.jsonl").read_bytes().count(b"\n") for s in shards)
-    manifest = {**settings, "complete": True, "n_samples": total}
+    manifest = replace(settings, complete=True, n_samples=total).to_json()
     write_json_atomic(out_dir / MANIFEST, manifest)
     return manifest
 
@@ -151,30 +221,29 @@ def _check_counts(**values: tuple[int, int]) -> None:
             raise ConfigError(f"{name} must be an int >= {least}, got {value!r}")
 
 
-def _settings(ens: Ensemble, info, split: str, shards, k: int, save_q: bool, batch_size: int) -> dict:
-    """What the manifest records about the run: what must match for a rerun to resume."""
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "fingerprints": ens.fingerprints,
-        "n_specialists": len(ens.groups),
-        "specialists_on": ens.indices,
-        "dataset": info.name,
-        "split": split,
-        "shards": [s.name for s in shards],
-        "top_k": k,
-        "top_n": ens.top_n,
-        "save_q": save_q,
-        "method": ens.method,
-        "specialist_weight": ens.specialist_weight,
-        "batch_size": batch_size,
-    }
+def _settings(ens: Ensemble, info, split: str, shards, k: int, save_q: bool, batch_size: int) -> InferManifest:
+    """The manifest of this run before any shard is written: what a rerun must match to resume."""
+    return InferManifest(
+        fingerprints=ens.fingerprints,
+        n_specialists=len(ens.groups),
+        specialists_on=ens.indices,
+        dataset=info.name,
+        split=split,
+        shards=[s.name for s in shards],
+        top_k=k,
+        top_n=ens.top_n,
+        save_q=save_q,
+        method=ens.method,
+        specialist_weight=ens.specialist_weight,
+        batch_size=batch_size,
+        complete=False,
+    )
 
 
-def _open_output(out_dir: Path, settings: dict) -> None:
+def _open_output(out_dir: Path, settings: InferManifest) -> None:
     """Refuse an output made with other settings, mark it incomplete, drop a killed run's temporaries."""
     _check_manifest(out_dir, settings)
-    write_json_atomic(out_dir / MANIFEST, {**settings, "complete": False})
+    write_json_atomic(out_dir / MANIFEST, settings.to_json())
     for leftover in out_dir.glob(TEMP_GLOB):
         leftover.unlink()
 
@@ -247,20 +316,18 @@ def _infer_with_ray(run_dir, data, out, todo, workers, options, fingerprints) ->
         ray.get([task.remote(*paths, part, options, fingerprints) for part in parts])
 
 
-def _check_manifest(out_dir: Path, settings: dict) -> None:
+def _check_manifest(out_dir: Path, settings: InferManifest) -> None:
     """Refuse to resume into ``out_dir`` when it holds predictions made differently."""
     path = out_dir / MANIFEST
     if not path.is_file():  # predictions without it were refused by check_target's record rule
         return
     try:
-        old = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e}); delete {out_dir} or choose another --out") from None
-    if not isinstance(old, dict):
-        raise DataError(f"{path}: expected a JSON object; delete {out_dir} or choose another --out")
-    for key, value in settings.items():
-        if old.get(key, SETTING_DEFAULTS.get(key)) != value:
-            raise DataError(
-                f"{path}: these predictions were made with {key} = {old.get(key)!r}, this run has "
-                f"{value!r}; choose another --out (or delete it) to start afresh"
-            )
+        old = read_manifest(path)
+    except CheckpointError as e:
+        raise DataError(f"{e}; delete {out_dir} or choose another --out") from None
+    key = old.first_difference(settings)
+    if key is not None:
+        raise DataError(
+            f"{path}: these predictions were made with {key} = {getattr(old, key)!r}, this run has "
+            f"{getattr(settings, key)!r}; choose another --out (or delete it) to start afresh"
+        )

@@ -16,12 +16,11 @@ import torch
 
 from specens.core.cost import forward_flops
 from specens.core.errors import ConfigError, DataError
-from specens.core.io import read_json
 from specens.data.format import load_info
 from specens.generalist.losses import temper
 
 from .ensemble import Ensemble
-from .infer import MANIFEST, SETTING_DEFAULTS, shard_stem
+from .infer import MANIFEST, read_manifest, shard_stem
 
 
 class EnsembleTeacher:
@@ -73,30 +72,27 @@ class QCacheTeacher:
         by_source: dict[int, _Cache] = {}
         for d in caches:
             path = Path(d) / MANIFEST
-            m = read_json(path, f"; is {d} the --out of `specens infer --save-q`?")
+            m = read_manifest(path, f"; is {d} the --out of `specens infer --save-q`?")
             for key, want in expected.items():
-                got = m.get(key, SETTING_DEFAULTS.get(key))
-                if got != want:
+                if getattr(m, key) != want:
                     raise ConfigError(
-                        f"{path}: {key} is {got!r}, but the run's ensemble has {want!r}; the q it holds "
+                        f"{path}: {key} is {getattr(m, key)!r}, but the run's ensemble has {want!r}; the q it holds "
                         "is not this ensemble's (rerun `specens infer --save-q` into a new --out)"
                     )
             matches = [
-                i
-                for i, (root, split) in enumerate(sources)
-                if m.get("split") == split and m.get("dataset") == load_info(root).name
+                i for i, (root, split) in enumerate(sources) if (m.split, m.dataset) == (split, load_info(root).name)
             ]
             if not matches:
                 names = ", ".join(f"{root} split {split!r}" for root, split in sources)
                 raise ConfigError(
-                    f"{path}: holds q of dataset {m.get('dataset')!r} split {m.get('split')!r}, which "
+                    f"{path}: holds q of dataset {m.dataset!r} split {m.split!r}, which "
                     f"is none of the splits this student reads ({names})"
                 )
             i = matches[0]
             root, split = sources[i]
             shards = [s.name for s in load_info(root).split(split).shards]
-            if m.get("shards") != shards:
-                raise ConfigError(f"{path}: made for shards {m.get('shards')} of {split!r}, but {root} has {shards}")
+            if m.shards != shards:
+                raise ConfigError(f"{path}: made for shards {m.shards} of {split!r}, but {root} has {shards}")
             if i in by_source:
                 raise ConfigError(f"{path}: a second cache for {root} split {split!r} (the first: {by_source[i].path})")
             by_source[i] = self._open(Path(d), shards, ens.n_classes)

@@ -119,9 +119,7 @@ def stale_changes(work: str | Path, config: Any) -> list[str]:
     prog = training_progress(work)
     if prog is None:
         return []
-    if not isinstance(prog.get("config"), dict):
-        raise CheckpointError(f"{work}/checkpoints: the training state records no config; rerun with --restart")
-    return config_changes(prog["config"], config)
+    return config_changes(prog["config"], config)  # training_progress checked it is an object
 
 
 @dataclass

@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from specens.core.io import atomic_path
+from specens.core.errors import CheckpointError
+from specens.core.io import atomic_path, read_artifact_json, read_json
+from specens.core.records import HEADER
 
 from .groups import choose_n_groups, error_capture, group_confusability, n_groups_candidates
 
@@ -47,15 +49,17 @@ REPORT_FORMAT, REPORT_VERSION = "specens.cluster-report", 1  # report.json's hea
 
 def read_error_capture(path: str | Path) -> float | None:
     """The share of the model's errors the groups capture, as the clustering's ``report.json`` at
-    ``path`` records it; None where the file is absent, not such a report (another version, edited,
-    someone else's) or made without labelled errors: the regime check then goes without it."""
-    from specens.core.errors import CheckpointError
-    from specens.core.io import read_artifact_json
-
+    ``path`` records it; None where the file is absent, not such a report (another format or
+    version, edited, someone else's) or made without labelled errors: the regime check then goes
+    without it. A report without a header, as every ``specens cluster`` wrote one before version 1,
+    holds the same body and is read as one."""
     if not Path(path).is_file():
         return None
     try:
-        capture = read_artifact_json(path, REPORT_FORMAT, REPORT_VERSION)["error_capture"]
+        data = read_json(path)
+        if not isinstance(data, dict) or set(HEADER) & set(data):  # a header, or none of ours: check it
+            data = read_artifact_json(path, REPORT_FORMAT, REPORT_VERSION)
+        capture = data["error_capture"]
     except (CheckpointError, KeyError):
         return None
     share = capture["captured"] if isinstance(capture, dict) and "captured" in capture else None  # null: no labels

@@ -375,7 +375,8 @@ def test_the_estimator_chooses_k_as_the_command_does():
 
 def test_the_report_carries_its_header_and_its_capture_is_read_typed(tmp_path):
     """report.json names its format like every artifact; the specialists' regime check reads the
-    error capture through one reader, which gives None for a file that is not such a report."""
+    error capture through one reader, which gives None for a file that is not such a report, and
+    reads a report written before the header (the same body) as it did then."""
     from specens.clustering.report import REPORT_FORMAT, read_error_capture
 
     groups = [np.array([0, 1]), np.array([2, 3])]
@@ -385,8 +386,14 @@ def test_the_report_carries_its_header_and_its_capture_is_read_typed(tmp_path):
     data = json.loads((tmp_path / "report.json").read_text())
     assert (data["format"], data["format_version"]) == (REPORT_FORMAT, 1)
     assert read_error_capture(tmp_path / "report.json") == pytest.approx(2 / 3)
-    (tmp_path / "old.json").write_text(json.dumps({k: v for k, v in data.items() if k != "format"}))
-    assert read_error_capture(tmp_path / "old.json") is None and read_error_capture(tmp_path / "none.json") is None
+    body = {k: v for k, v in data.items() if k not in ("format", "format_version")}
+    (tmp_path / "before.json").write_text(json.dumps(body))  # as specens cluster wrote it before the header
+    assert read_error_capture(tmp_path / "before.json") == pytest.approx(2 / 3)
+    for name, header in (("half.json", {"format_version": 1}), ("other.json", {"format": "x", "format_version": 1})):
+        (tmp_path / name).write_text(json.dumps({**header, **body}))
+        assert read_error_capture(tmp_path / name) is None
+    (tmp_path / "v2.json").write_text(json.dumps({**data, "format_version": 2}))
+    assert read_error_capture(tmp_path / "v2.json") is None and read_error_capture(tmp_path / "none.json") is None
 
 
 def test_clusters_json_is_a_typed_record(glyph_generalist, glyph_ds, tmp_path):

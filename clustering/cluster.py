@@ -76,7 +76,7 @@ class ClusterConfig(DeviceParts):
     top_k: int = param(0, ge=0)  # 0 = exact covariance; k = sparse top-k second moment (for very large C)
     batch_size: int = param(512, ge=1)
     # ConfusionClusterer's parameters (see specens.clustering.groups):
-    n_groups: int | str = _ESTIMATOR["n_groups"]  # K of k-means; "auto": chosen from the error capture
+    n_groups: int | str = _ESTIMATOR["n_groups"]  # K of k-means; "auto" (or 0): chosen from the error capture
     min_capture: float = _ESTIMATOR["min_capture"]  # "auto": the largest K whose groups capture this share of errors
     min_mean_size: int = _ESTIMATOR["min_mean_size"]  # "auto": groups of at least this many classes on average
     max_groups: int = _ESTIMATOR["max_groups"]  # "auto": at most this many specialists
@@ -108,8 +108,12 @@ class ClusterConfig(DeviceParts):
         return [*super().checks(), *((False, msg) for msg in problems)]
 
     def clusterer(self) -> ConfusionClusterer:
-        """The estimator, with this config's parameters."""
-        return ConfusionClusterer(**{k: getattr(self, k) for k in ESTIMATOR_FIELDS})
+        """The estimator, with this config's parameters; ``n_groups = 0``, how configs and
+        ``--groups`` said "auto" before it had a name, still means it."""
+        params = {k: getattr(self, k) for k in ESTIMATOR_FIELDS}
+        if params["n_groups"] == 0 and not isinstance(params["n_groups"], bool):
+            params["n_groups"] = "auto"
+        return ConfusionClusterer(**params)
 
 
 @dataclass

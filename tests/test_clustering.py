@@ -328,6 +328,7 @@ def test_cluster_config_passes_the_estimator_parameters_through_with_its_default
     import dataclasses
 
     from specens.clustering.cluster import ESTIMATOR_FIELDS
+    from specens.core import options
 
     est = ConfusionClusterer().get_params()
     assert set(ESTIMATOR_FIELDS) == set(est)
@@ -336,6 +337,9 @@ def test_cluster_config_passes_the_estimator_parameters_through_with_its_default
     assert est["representation"] == "offdiag-scaled"  # the value every README and RESULTS figure used
     cfg = ClusterConfig(generalist="g", data="d", out="o", n_groups=5, overlap=1.5, max_size=9, n_components=16)
     assert cfg.clusterer().get_params() == {**est, "n_groups": 5, "overlap": 1.5, "max_size": 9, "n_components": 16}
+    for earlier in (0, "0"):  # how configs and --groups asked for the automatic K before "auto"
+        given = {"generalist": "g", "data": "d", "out": "o", "n_groups": earlier}
+        assert options.load(ClusterConfig, None, given).clusterer().n_groups == "auto"
     with pytest.raises(
         ConfigError,
         match="'n_runs' parameter of ConfusionClusterer.*temperature must be > 0"

@@ -160,21 +160,24 @@ class Tokenized:
 
 def _pad_id(tokenizer, model_dir) -> int:
     """The pad token's id: tokenizer_config.json's ``pad_token``, else the tokenizer's padding
-    setting, else config.json's ``pad_token_id``, else 0 (BERT's)."""
-    import json
+    setting, else config.json's ``pad_token_id``, else 0 (BERT's). A file that is missing or not
+    JSON is passed over (it only names the pad token; masked positions never reach the logits)."""
+    from specens.core.errors import CheckpointError
+    from specens.core.io import read_json
 
-    for name, key in (("tokenizer_config.json", "pad_token"), ("special_tokens_map.json", "pad_token")):
+    def field(name: str, key: str):
         try:
-            token = json.loads((model_dir / name).read_text(encoding="utf-8")).get(key)
-        except (OSError, ValueError, AttributeError):
-            continue
+            data = read_json(model_dir / name)
+        except (CheckpointError, OSError):
+            return None
+        return data.get(key) if isinstance(data, dict) else None
+
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        token = field(name, "pad_token")
         token = token.get("content") if isinstance(token, dict) else token
         if isinstance(token, str) and tokenizer.token_to_id(token) is not None:
             return tokenizer.token_to_id(token)
     if tokenizer.padding and isinstance(tokenizer.padding.get("pad_id"), int):
         return tokenizer.padding["pad_id"]
-    try:
-        pad = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("pad_token_id")
-    except (OSError, ValueError, AttributeError):
-        pad = None
+    pad = field("config.json", "pad_token_id")
     return pad if isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0 else 0

@@ -67,7 +67,8 @@ def import_hf(
     check_outside_inputs(out, "--out", hf=model_dir, data=data)
     check_target(out, IMPORT_FILES, "a generalist run directory", META)
     config_path = src / "config.json"
-    config = check_hf_config(read_json(config_path, "; a transformers model directory holds one"), str(config_path))
+    raw_config = read_json(config_path, "; a transformers model directory holds one")  # read once: labels too
+    config = check_hf_config(raw_config, str(config_path))
     info = load_info(data)
     weights = src / "model.safetensors"
     if not weights.is_file():
@@ -89,7 +90,7 @@ def import_hf(
             f"{data}/{INFO_FILE}: texts of {info.input.shape[1]} tokens, but {config_path} has "
             f"max_position_embeddings {positions}: import the data with --max-length {positions} or less"
         )
-    labels = _labels(read_json(config_path), classes_file, config_path)
+    labels = _labels(raw_config, classes_file, config_path)
     order = _class_order(labels, info, classes_file or f"{config_path}: id2label", data)
     with torch.device("meta"):  # sizes checked before any allocation
         skeleton = hf_model(config, len(labels), str(config_path))

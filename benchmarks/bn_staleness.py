@@ -95,7 +95,7 @@ def main() -> None:
             for k in ks:
                 recalibrate(model, data, cfg.batch_size, k)
                 scores.append(top1(model, data, "val"))
-            rows.append([e + 1, f"{h['train_top1']:.3f}", *(f"{s:.3f}" for s in scores)])
+            rows.append([e + 1, f"{h.train_top1:.3f}", *(f"{s:.3f}" for s in scores)])
             print(*rows[-1], flush=True)
     head = ["epoch", "training-stream top-1", "val, running averages", "val, batch statistics"]
     table = markdown_table(head + [f"val, recomputed over {k} batches" for k in ks[:-1]] + ["val, one pass"], rows)

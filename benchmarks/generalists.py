@@ -195,19 +195,19 @@ def _generalist_row(name: str, data: str, out: Path, settings: dict, label: str,
     record = read_record(out)
     hist = record.metrics.history
     if done:  # reused: the time recorded when it was trained
-        wall = sum(h["seconds"] for h in hist)
+        wall = sum(h.seconds for h in hist)
     m = evaluate_generalist(str(out), data, "test", progress=False)
     spec = record.model
     n_params = sum(p.numel() for p in load_generalist(out).model.parameters())
     model = f"{label}: {spec['name']} {json.dumps(spec['kwargs'], separators=(',', ':'))}"
     print(f"{name} {label}: top-1 {m['top1']:.4f} in {wall:.0f} s")
     best = hist[record.metrics.best_epoch - 1]
-    val = best.get("val_top1")
+    val = best.val_top1
     flops = record.metrics.cost.flops_per_example
     return [
         name,
         model,
-        f"{best['train_top1']:.4f}",
+        f"{best.train_top1:.4f}",
         f"{val:.4f}" if val is not None else "",
         f"{m['top1']:.4f}",
         f"{m['nll']:.3f}",

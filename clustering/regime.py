@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from specens.core.loop import TrainingMetrics
+from specens.generalist.checkpoint import GeneralistEpoch, GeneralistMetrics
 
 FIT_RATIO = 0.5  # training error below this share of the validation error: the training set is fitted
 MIN_CAPTURE = 0.3
@@ -56,7 +56,7 @@ class RegimeCheck:
 
 
 def regime_check(
-    metrics: TrainingMetrics | None, error_capture: float | None, examples_per_class: float
+    metrics: GeneralistMetrics | None, error_capture: float | None, examples_per_class: float
 ) -> RegimeCheck:
     """The check of the module docstring, from the generalist's training record (``metrics``), the
     share of its errors on the transfer set the groups capture (None: not measured, or it made none),
@@ -115,7 +115,7 @@ def examples_per_class(info) -> float:
     return info.split("train").num_samples / info.n_classes if "train" in info.splits else 0.0
 
 
-def _still_improving(metrics: TrainingMetrics, best: tuple[float, float]) -> str:
+def _still_improving(metrics: GeneralistMetrics, best: tuple[float, float]) -> str:
     """Rule 1's reason: the last epoch's figures where it says "at its last epoch" (and the best
     epoch's validation top-1 when that came the epoch before); the best epoch's, named as such, where
     the last epoch's record lacks them."""
@@ -132,17 +132,15 @@ def _still_improving(metrics: TrainingMetrics, best: tuple[float, float]) -> str
     return f"the generalist was still improving at its last epoch ({measured})"
 
 
-def _best_record(metrics: TrainingMetrics | None) -> tuple[float, float] | None:
+def _best_record(metrics: GeneralistMetrics | None) -> tuple[float, float] | None:
     """(training top-1, validation top-1) at the best epoch, or None where the record lacks them."""
     if metrics is None or not 1 <= metrics.best_epoch <= len(metrics.history):
         return None
     return _figures(metrics.history[metrics.best_epoch - 1])
 
 
-def _figures(record) -> tuple[float, float] | None:
+def _figures(record: GeneralistEpoch) -> tuple[float, float] | None:
     """(training top-1, validation top-1) of one epoch's record, or None where it lacks them."""
-    if not isinstance(record, dict):
+    if record.train_top1 is None or record.val_top1 is None:
         return None
-    figures = record.get("train_top1"), record.get("val_top1")
-    ok = all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 for v in figures)
-    return (float(figures[0]), float(figures[1])) if ok else None
+    return record.train_top1, record.val_top1

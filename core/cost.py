@@ -29,11 +29,11 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
-from .records import check_values, is_number, record_fields
+from .config import param
+from .records import Record
 
 BACKWARD_FACTOR = 3.0  # forward + backward ≈ 3 forward passes (the backward pass computes two products per layer)
 OPTIMIZER_FLOPS_PER_PARAMETER = 10.0  # one AdamW update: moments, square root, division, decay
@@ -70,34 +70,24 @@ class Stopwatch:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainingCost:
-    """The ``cost`` block of a trained artifact (the fields are those of the module docstring)."""
+class TrainingCost(Record):
+    """The ``cost`` block of a trained artifact (the fields are those of the module docstring):
+    every field a count or a finite number >= 0, since later stages add them up."""
 
-    examples: int
-    steps: int
-    epochs: int
-    flops_per_example: float
-    teacher_flops_per_example: float
-    parameters: int
-    train_flops: float
-    train_seconds: float
-    train_cpu_seconds: float
-    validation_seconds: float
-    wall_seconds: float
-    cpu_seconds: float
-    overhead_seconds: float
-    epochs_resumed: int
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> TrainingCost:
-        """Read a ``cost`` block from an artifact: every field a finite number >= 0 (later stages
-        add them up); a :class:`CheckpointError` names ``where`` and the key otherwise."""
-        values = record_fields(data, cls, where)
-        check_values(values, ((k, _non_negative, "a finite number >= 0") for k in values), where)
-        return cls(**values)
+    examples: int = param(ge=0)
+    steps: int = param(ge=0)
+    epochs: int = param(ge=0)
+    flops_per_example: float = param(ge=0)
+    teacher_flops_per_example: float = param(ge=0)
+    parameters: int = param(ge=0)
+    train_flops: float = param(ge=0)
+    train_seconds: float = param(ge=0)
+    train_cpu_seconds: float = param(ge=0)
+    validation_seconds: float = param(ge=0)
+    wall_seconds: float = param(ge=0)
+    cpu_seconds: float = param(ge=0)
+    overhead_seconds: float = param(ge=0)
+    epochs_resumed: int = param(ge=0)
 
     @property
     def examples_per_epoch(self) -> float:
@@ -120,10 +110,6 @@ class TrainingCost:
         )
 
 
-def _non_negative(v: Any) -> bool:
-    return is_number(v) and v >= 0
-
-
 def training_cost(
     result, model: torch.nn.Module, example: torch.Tensor, teachers: Sequence[torch.nn.Module | float], clock: Stopwatch
 ) -> TrainingCost:
@@ -139,12 +125,12 @@ def training_cost(
         sum(float(t) if isinstance(t, int | float) else forward_flops(t, example) for t in teachers),
     )
     parameters = sum(p.numel() for p in model.parameters())
-    examples = sum(r.get("examples", 0) for r in history)
-    steps = sum(r.get("steps", 0) for r in history)
-    bn_examples = sum(r.get("bn_examples", 0) for r in history)
+    examples = sum(r.examples for r in history)
+    steps = sum(r.steps for r in history)
+    bn_examples = sum(r.bn_examples or 0 for r in history)
     ran = history[result.epochs_resumed :]  # the epochs of the attempt that finished
-    train_s = sum(r.get("seconds", 0.0) for r in ran)
-    val_s = sum(r.get("val_seconds", 0.0) for r in ran)
+    train_s = sum(r.seconds for r in ran)
+    val_s = sum(r.val_seconds or 0.0 for r in ran)
     wall = clock.wall()
     return TrainingCost(
         examples=examples,
@@ -158,9 +144,9 @@ def training_cost(
             + bn_examples * flops
             + steps * OPTIMIZER_FLOPS_PER_PARAMETER * parameters
         ),
-        train_seconds=sum(r.get("seconds", 0.0) for r in history),
-        train_cpu_seconds=sum(r.get("cpu_seconds", 0.0) for r in history),
-        validation_seconds=sum(r.get("val_seconds", 0.0) for r in history),
+        train_seconds=sum(r.seconds for r in history),
+        train_cpu_seconds=sum(r.cpu_seconds for r in history),
+        validation_seconds=sum(r.val_seconds or 0.0 for r in history),
         wall_seconds=wall,
         cpu_seconds=clock.cpu(),
         overhead_seconds=max(0.0, wall - train_s - val_s),

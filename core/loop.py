@@ -41,7 +41,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +57,11 @@ from .checkpoint import (
     save_weights,
     training_progress,
 )
-from .config import config_changes, config_to_json
+from .config import config_changes, config_to_json, param
 from .device import resolve_device
 from .errors import CheckpointError, TrainingDiverged
 from .optim import make_optimizer, make_schedule
-from .records import check_values, is_count, record_fields
+from .records import Record
 
 BEST = "checkpoints/best.safetensors"
 GRAD_CHECK_EVERY = 16  # steps between gradient-norm checks (each reads every gradient once)
@@ -100,7 +100,7 @@ def finite_loss(
 
 
 def check_finite_state(
-    model: torch.nn.Module, stage: str, epoch: int, record: dict, optimizer: torch.optim.Optimizer | None = None
+    model: torch.nn.Module, stage: str, epoch: int, record: EpochRecord, optimizer: torch.optim.Optimizer | None = None
 ) -> None:
     """After an epoch: every floating weight and buffer, and every number of the epoch's record
     (its validation scores), must be finite."""
@@ -108,7 +108,7 @@ def check_finite_state(
     for name, t in model.state_dict().items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise _diverged(stage, epoch, None, f"{name} holds non-finite values", lr)
-    for key, v in record.items():
+    for key, v in asdict(record).items():
         if isinstance(v, float) and not math.isfinite(v):
             raise _diverged(stage, epoch, None, f"{key} is {v}", lr)
 
@@ -122,28 +122,48 @@ def stale_changes(work: str | Path, config: Any) -> list[str]:
     return config_changes(prog["config"], config)  # training_progress checked it is an object
 
 
+@dataclass(frozen=True, kw_only=True)
+class EpochRecord(Record):
+    """One epoch's record, as the loop makes it: the figures the stage's ``train_epoch`` returns,
+    the loop's own (times, batch-norm passes) and the stage's ``validate`` figures. Each stage
+    extends it with its metrics (:class:`~specens.generalist.checkpoint.GeneralistEpoch`,
+    :class:`~specens.specialists.record.SpecialistEpoch`). A count or time at 0 is work not done
+    here (an imported model's record); ``None`` is a figure not measured (no validation, batch
+    norm not recomputed), left out of the file."""
+
+    epoch: int = param(ge=1)  # 1-based
+    train_loss: float | None = None  # the training loss averaged over the epoch's examples
+    examples: int = param(0, ge=0)  # examples trained on (forward and backward)
+    steps: int = param(0, ge=0)  # optimiser steps
+    bn_examples: int | None = param(None, ge=0)  # forward passes recomputing batch norm (:mod:`.batchnorm`)
+    seconds: float = param(0.0, ge=0)  # wall time of the epoch's training (and batch-norm pass)
+    cpu_seconds: float = param(0.0, ge=0)  # process CPU time of the same
+    val_seconds: float | None = param(None, ge=0)  # wall time of its validation
+
+
 @dataclass
 class LoopResult:
-    history: list[dict]  # one record per epoch run: "epoch" (1-based), the stage's metrics, "seconds", ...
-    best: dict  # the best epoch's record
+    history: list[EpochRecord]  # one record per epoch run
+    best: EpochRecord  # the best epoch's record
     stopped_early: bool
     epochs_resumed: int = 0  # epochs an earlier attempt had run before this one resumed
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainingMetrics:
+class TrainingMetrics(Record):
     """The ``metrics`` record of a trained artifact: how its loop ended and every epoch's record.
-    A stage's own metrics extend it (the generalist's add its cost and teachers)."""
+    A stage's own metrics extend it (the generalist's add its cost and teachers) and name its
+    epoch record in ``history``'s annotation."""
 
-    best_epoch: int  # 1-based, the epoch whose weights were exported
-    epochs_run: int
+    best_epoch: int = param(ge=0)  # 1-based, the epoch whose weights were exported
+    epochs_run: int = param(ge=0)
     stopped_early: bool
-    history: list[dict]  # one record per epoch, as the loop made them
+    history: list[EpochRecord]  # one record per epoch, as the loop made them
 
     @classmethod
     def from_result(cls, result: LoopResult, **extra: Any) -> TrainingMetrics:
         return cls(
-            best_epoch=result.best["epoch"],
+            best_epoch=result.best.epoch,
             epochs_run=len(result.history),
             stopped_early=result.stopped_early,
             history=result.history,
@@ -157,29 +177,6 @@ class TrainingMetrics:
         alternative to beat."""
         return bool(self.history) and not self.stopped_early and self.best_epoch >= len(self.history) - 1
 
-    def to_json(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def parse(cls, data: Any, where: str) -> dict[str, Any]:
-        """``data``'s fields checked (the base fields' types): the keyword arguments of ``cls``."""
-        values = record_fields(data, cls, where)
-        check_values(
-            values,
-            (
-                ("best_epoch", is_count, "an int >= 0"),
-                ("epochs_run", is_count, "an int >= 0"),
-                ("stopped_early", lambda v: isinstance(v, bool), "true or false"),
-                ("history", lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v), "a list of objects"),
-            ),
-            where,
-        )
-        return values
-
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> TrainingMetrics:
-        return cls(**cls.parse(data, where))
-
 
 @dataclass
 class EpochLoop:
@@ -189,15 +186,16 @@ class EpochLoop:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     config: Any  # the stage's config dataclass: saved with each checkpoint, compared on resume
     epochs: int
-    better: Callable[[dict, dict], bool]  # whether an epoch's record beats the best so far
+    better: Callable[[EpochRecord, EpochRecord], bool]  # whether an epoch's record beats the best so far
+    record: type[EpochRecord] = EpochRecord  # the stage's epoch record, made from its figures
     patience: int = 0
     restart: bool = False
-    on_epoch_end: Sequence[Callable[[int, dict], None]] = ()
+    on_epoch_end: Sequence[Callable[[int, EpochRecord], None]] = ()
     checkpoint_every: float = 0.0  # seconds between training-state writes; 0: after every epoch
     stage: str = "generalist"  # names the stage in messages ("specialist 3", "student")
     refresh_bn: Callable[[int], int] | None = None  # recomputes batch norm after epoch e; returns examples read
 
-    def _resume(self) -> tuple[int, list[dict], dict | None]:
+    def _resume(self) -> tuple[int, list[EpochRecord], EpochRecord | None]:
         checkpoint_dir(self.work)  # a link or a stranger's file there is refused before any training
         try:
             changes = stale_changes(self.work, self.config)
@@ -224,10 +222,12 @@ class EpochLoop:
         if resumed is None:
             return 0, [], None
         _, prog = resumed
-        return prog["epoch"] + 1, prog["history"], prog["best"]
+        where = f"{checkpoint_dir(self.work)}/progress.json: 'history'"
+        history = [self.record.from_json(r, f"{where}[{i}]") for i, r in enumerate(prog["history"])]
+        return prog["epoch"] + 1, history, history[prog["history"].index(prog["best"])]
 
-    def _patience_spent(self, best: dict | None, epochs_done: int) -> bool:
-        return self.patience > 0 and best is not None and epochs_done - best["epoch"] >= self.patience
+    def _patience_spent(self, best: EpochRecord | None, epochs_done: int) -> bool:
+        return self.patience > 0 and best is not None and epochs_done - best.epoch >= self.patience
 
     def run(self, train_epoch: Callable[[int], dict], validate: Callable[[], dict] | None = None) -> LoopResult:
         """Train epochs ``start .. epochs - 1`` (``train_epoch(epoch)`` returns its metrics), then
@@ -240,14 +240,15 @@ class EpochLoop:
                 break
             self.model.train()
             t0, c0 = time.perf_counter(), time.process_time()
-            record = {"epoch": epoch + 1, **train_epoch(epoch)}
+            figures = {"epoch": epoch + 1, **train_epoch(epoch)}
             if self.refresh_bn is not None:
-                record["bn_examples"] = self.refresh_bn(epoch)
-            record.update(seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0)
+                figures["bn_examples"] = self.refresh_bn(epoch)
+            figures.update(seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0)
             if validate is not None:
                 t0 = time.perf_counter()
-                record.update(validate())
-                record["val_seconds"] = time.perf_counter() - t0
+                figures.update(validate())
+                figures["val_seconds"] = time.perf_counter() - t0
+            record = self.record(**figures)
             check_finite_state(self.model, self.stage, epoch, record, self.optimizer)
             history.append(record)
             if best is None or self.better(record, best):
@@ -268,7 +269,11 @@ class EpochLoop:
                     epoch,
                     self.model,
                     state,
-                    {"config": config_to_json(self.config), "history": history, "best": best},
+                    {
+                        "config": config_to_json(self.config),
+                        "history": [r.to_json() for r in history],
+                        "best": best.to_json(),
+                    },
                 )
                 last_write = time.perf_counter()
             for callback in self.on_epoch_end:
@@ -325,12 +330,14 @@ class Recipe:
         work: str | Path,
         train_epoch: Callable[[int], dict],
         validate: Callable[[], dict] | None,
-        better: Callable[[dict, dict], bool],
+        better: Callable[[EpochRecord, EpochRecord], bool],
+        record: type[EpochRecord],
         restart: bool = False,
-        on_epoch_end: Sequence[Callable[[int, dict], None]] = (),
+        on_epoch_end: Sequence[Callable[[int, EpochRecord], None]] = (),
         bn_inputs: Callable[[int], Iterable[torch.Tensor]] | None = None,
     ) -> LoopResult:
         """The epochs under ``work`` (:class:`EpochLoop`), the best one's weights loaded at the end.
+        ``train_epoch`` and ``validate`` return the figures of the stage's epoch ``record``.
         ``bn_inputs(epoch)``: batches of the stage's training inputs, the same for the same epoch,
         over which batch norm is recomputed after each epoch (``cfg.bn_batches`` of them)."""
         refresh_bn = None
@@ -347,6 +354,7 @@ class Recipe:
             self.cfg,
             self.epochs,
             better,
+            record=record,
             patience=self.cfg.patience,
             restart=restart,
             on_epoch_end=on_epoch_end,

@@ -1,20 +1,30 @@
-"""Typed records: the checks every on-disk record's ``from_json`` shares.
+"""Typed records: the schema every on-disk record's ``from_json`` / ``to_json`` shares.
 
 A record is a frozen dataclass in the stage that owns its file (the training cost in
-:mod:`specens.core.cost`, the training history in :mod:`specens.core.loop`, the generalist's
+:mod:`specens.core.cost`, the epoch records in :mod:`specens.core.loop`, the generalist's
 ``model.json`` in :mod:`specens.generalist.checkpoint`, the specialist's ``specialist.json`` and
 its gate in :mod:`specens.specialists`), with ``to_json`` and a ``from_json(data, where)`` that
 refuses a missing or unknown key and a value of the wrong type with a :class:`CheckpointError`
 naming ``where`` and the key. Readers get attributes, never a ``.get(key, default)``.
+
+:class:`Record` derives both from the dataclass itself: each field's annotation is its type
+(``int``, ``float``, ``bool``, ``str``, ``X | None``, ``list[X]``, ``dict``, another record) and
+its constraint is declared with :func:`~specens.core.config.param`, the vocabulary the configs
+use (``examples: int = param(ge=0)``). A field with a default may be absent from the file (it
+was written before the field existed, or the value does not apply); a field at ``None`` is left
+out of the file. Checks spanning fields go in the record's ``checks()``, as in a config.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .config import Bounds
 from .errors import CheckpointError
 from .io import read_artifact_json
 
@@ -89,3 +99,98 @@ def is_dict(v: Any) -> bool:
 
 def is_str_list(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(s, str) for s in v)
+
+
+class Record:
+    """Base of a record dataclass: ``from_json`` / ``to_json`` derived from its fields (module
+    docstring). A subclass overrides ``checks()`` for constraints spanning fields."""
+
+    @classmethod
+    def from_json(cls, data: Any, where: str):
+        """``data`` read as this record: every key known, every required key present, every value
+        of its field's type and within its constraint; a :class:`CheckpointError` names ``where``
+        and the key otherwise."""
+        defaults = [f.name for f in dataclasses.fields(cls) if _has_default(f)]
+        values = record_fields(data, cls, where, optional=defaults)
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name in values:
+                kwargs[f.name] = _read_value(values[f.name], hints[f.name], f.metadata.get("bounds"), where, f.name)
+        record = cls(**kwargs)
+        problems = [msg for ok, msg in record.checks() if not ok]
+        if problems:
+            raise CheckpointError(f"{where}: " + "; ".join(problems))
+        return record
+
+    def checks(self) -> list[tuple[bool, str]]:
+        """``(ok, message)`` pairs for constraints spanning fields."""
+        return []
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as JSON values; fields at ``None`` are left out."""
+        return {f.name: _json_value(v) for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not None}
+
+
+def _has_default(f: dataclasses.Field) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, Record):
+        return v.to_json()
+    if isinstance(v, list | tuple):
+        return [_json_value(x) for x in v]
+    return v
+
+
+def _read_value(v: Any, tp: Any, bounds: Bounds | None, where: str, key: str) -> Any:
+    """``v`` checked against annotation ``tp`` and ``bounds``; a nested record is read by its own
+    ``from_json``, named ``file: 'key'`` (``file: 'outer'.key`` deeper, ``[i]`` in a list)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    nullable = origin in (typing.Union, types.UnionType) and type(None) in args
+    if nullable:
+        if v is None:
+            return None
+        (tp,) = [a for a in args if a is not type(None)]
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+    name = field_name(where, key)
+    if isinstance(tp, type) and issubclass(tp, Record):
+        return tp.from_json(v, name)
+    if origin is list and args and isinstance(args[0], type) and issubclass(args[0], Record):
+        if not isinstance(v, list):
+            raise CheckpointError(f"{name} must be a list of objects, got {v!r:.60}")
+        return [args[0].from_json(x, f"{name}[{i}]") for i, x in enumerate(v)]
+    ok, want = _type_check(tp, origin, args)
+    if ok(v) and (bounds is None or bounds.problem(key, v) is None):
+        return v
+    want = f"{want} {_bound_text(bounds)}" if bounds is not None else want
+    raise CheckpointError(f"{name} must be {want}{' or null' if nullable else ''}, got {v!r:.60}")
+
+
+def _type_check(tp: Any, origin: Any, args: tuple) -> tuple[Callable[[Any], bool], str]:
+    """A value test for annotation ``tp`` and how messages say what it wants."""
+    if tp is int:
+        return (lambda v: isinstance(v, int) and not isinstance(v, bool)), "an int"
+    if tp is float:
+        return is_number, "a finite number"
+    if tp is bool:
+        return (lambda v: isinstance(v, bool)), "true or false"
+    if tp is str:
+        return (lambda v: isinstance(v, str)), "a string"
+    if origin is list and args == (str,):
+        return is_str_list, "a list of strings"
+    if origin is list:
+        return (lambda v: isinstance(v, list)), "a list"
+    if tp is dict or origin is dict:
+        return is_dict, "an object"
+    return (lambda v: True), ""
+
+
+def _bound_text(b: Bounds) -> str:
+    """A constraint as a message shows it after the type (``>= 0``, ``in [0, 1]``, ``one of ...``)."""
+    if b.choices is not None:
+        return f"(one of {', '.join(map(repr, b.choices))})"
+    lo = f">= {b.ge:g}" if b.ge is not None else f"> {b.gt:g}" if b.gt is not None else None
+    hi = f"<= {b.le:g}" if b.le is not None else f"< {b.lt:g}" if b.lt is not None else None
+    return " and ".join(x for x in (lo, hi) if x)

@@ -23,10 +23,11 @@ from typing import Any
 import torch
 
 from specens.core.checkpoint import WEIGHTS, check_shapes, load_weights, save_weights, verify_weights
+from specens.core.config import param
 from specens.core.cost import TrainingCost
 from specens.core.errors import CheckpointError, check_same_classes, check_same_input
 from specens.core.io import fingerprint, read_artifact_json, record_fingerprint, write_json_atomic
-from specens.core.loop import TrainingMetrics
+from specens.core.loop import EpochRecord, TrainingMetrics
 from specens.core.records import artifact_fields, check_values, is_str_list
 
 from .hf import check_tokenizer
@@ -38,26 +39,34 @@ META = "model.json"
 
 
 @dataclass(frozen=True, kw_only=True)
+class GeneralistEpoch(EpochRecord):
+    """A generalist's (or student's) epoch record: the loop's, with top-1 on the labelled training
+    batches, bad samples skipped, and the validation split's scores. An imported model's one
+    record (:mod:`.importing`) holds its scores on a training sample and validation, and the
+    source it was imported from."""
+
+    train_top1: float | None = param(None, ge=0, le=1)
+    train_nll: float | None = param(None, ge=0)  # an imported model's, on a training sample
+    skipped: int = param(0, ge=0)  # bad samples skipped by the on_error policy
+    val_top1: float | None = param(None, ge=0, le=1)
+    val_top5: float | None = param(None, ge=0, le=1)
+    val_nll: float | None = param(None, ge=0)
+    imported: dict[str, Any] | None = None  # where an imported model came from (its importer and files)
+
+
+@dataclass(frozen=True, kw_only=True)
 class GeneralistMetrics(TrainingMetrics):
     """A trained generalist's ``metrics``: the loop's outcome, the teachers it was distilled from
     (a generalist's fingerprint, or a specialist ensemble's fingerprints as an object; none for
     plain training) and its training cost."""
 
+    history: list[GeneralistEpoch]
     teacher_fingerprints: list[str | dict]
     cost: TrainingCost
 
-    def to_json(self) -> dict:
-        return {**super().to_json(), "cost": self.cost.to_json()}
-
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> GeneralistMetrics:
-        values = cls.parse(data, where)
-        check_values(values, (("teacher_fingerprints", _are_fingerprints, "a list of strings or objects"),), where)
-        return cls(**{**values, "cost": TrainingCost.from_json(values["cost"], f"{where}.cost")})
-
-
-def _are_fingerprints(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(f, str | dict) for f in v)
+    def checks(self) -> list[tuple[bool, str]]:
+        ok = all(isinstance(f, str | dict) for f in self.teacher_fingerprints)
+        return [(ok, "'teacher_fingerprints' must be a list of strings or objects")]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -47,17 +47,17 @@ def train(config_path, data, out, epochs, teacher, device, sets, restart, quiet,
     }
     cfg = options.load(TrainConfig, config_path, overrides)
     result = train_generalist(cfg, progress=not quiet, restart=restart)
-    last = result.history[-1] if result.history else {}
-    best = next((h for h in result.history if h.get("epoch") == result.best_epoch), last)
-    if "val_top1" in best:
-        score = f"val top-1 {best['val_top1']:.4f}"
-        if best is not last and "val_top1" in last:
-            score += f" (last epoch, {last['epoch']}: {last['val_top1']:.4f})"
+    last = result.history[-1]
+    best = result.history[result.best_epoch - 1]
+    if best.val_top1 is not None:
+        score = f"val top-1 {best.val_top1:.4f}"
+        if best is not last and last.val_top1 is not None:
+            score += f" (last epoch, {last.epoch}: {last.val_top1:.4f})"
     else:
         score = "no validation split: the last epoch exported"
     click.echo(f"generalist {result.fingerprint} in {result.run_dir}: best epoch {result.best_epoch}, {score}")
-    if "val_top1" in best:
-        _warn_near_chance(best["val_top1"], cfg)
+    if best.val_top1 is not None:
+        _warn_near_chance(best.val_top1, cfg)
 
 
 def _warn_near_chance(top1: float, cfg: TrainConfig) -> None:

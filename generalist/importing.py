@@ -37,7 +37,7 @@ from specens.core.io import check_outside_inputs, check_target, fingerprint, pub
 from specens.data.format import INFO_FILE, DatasetInfo, load_info
 from specens.data.shards import iter_split
 
-from .checkpoint import META, GeneralistMetrics, save_generalist
+from .checkpoint import META, GeneralistEpoch, GeneralistMetrics, save_generalist
 from .evaluate import evaluate
 from .models import ModelSpec
 
@@ -288,10 +288,8 @@ def _finish(model, spec, info, data, out, epochs, recipe, source, device, progre
             if limit:
                 batches = itertools.islice(batches, math.ceil(limit / IMPORT_BATCH))
             scores[split] = evaluate(model, batches, dev, progress=progress, desc=split)
-    record = {"epoch": 1, "imported": source}
-    for split, prefix in (("train", "train"), ("val", "val")):
-        if split in scores:
-            record[f"{prefix}_top1"], record[f"{prefix}_nll"] = scores[split]["top1"], scores[split]["nll"]
+    figures = {f"{s}_{k}": scores[s][k] for s in ("train", "val") if s in scores for k in ("top1", "nll")}
+    record = GeneralistEpoch(epoch=1, imported=source, **figures)
     example = next(iter(iter_split(data, "train", 8, info=info))).inputs.to(dev)
     cost = _estimated_cost(model, example, info, epochs, recipe.get("batch_size", IMPORT_BATCH))
     # stopped_early: an imported model is taken as trained to its end (the regime check's "still

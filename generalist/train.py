@@ -11,7 +11,6 @@ resumed run computes exactly what an uninterrupted one does, and stops where it 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -29,7 +28,7 @@ from specens.data.augment import random_shift
 from specens.data.format import INFO_FILE, DatasetInfo, load_info
 from specens.data.shards import MixedLoader, ShardLoader, ShardStream, iter_split
 
-from .checkpoint import GeneralistMetrics, load_generalist, save_generalist
+from .checkpoint import GeneralistEpoch, GeneralistMetrics, load_generalist, save_generalist
 from .config import TrainConfig
 from .evaluate import evaluate
 from .hf import check_tokenizer
@@ -79,15 +78,15 @@ class TrainResult:
     run_dir: str
     fingerprint: str
     best_epoch: int
-    history: list[dict]
+    history: list[GeneralistEpoch]
 
 
-def _better(record: dict, best: dict) -> bool:
+def _better(record: GeneralistEpoch, best: GeneralistEpoch) -> bool:
     """Whether an epoch's validation ``record`` beats ``best``: higher top-1, or equal top-1 and
     lower NLL (top-1 on a small split ties often; NLL then says which epoch generalises better)."""
-    if "val_top1" not in record:  # without validation, the last epoch is the best
+    if record.val_top1 is None:  # without validation, the last epoch is the best
         return True
-    return (record["val_top1"], -record.get("val_nll", math.inf)) > (best["val_top1"], -best.get("val_nll", math.inf))
+    return (record.val_top1, -record.val_nll) > (best.val_top1, -best.val_nll)
 
 
 def _start_from(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, run_dir: str) -> None:
@@ -144,7 +143,7 @@ def _transfer_loaders(cfg: TrainConfig, info) -> list[ShardLoader]:
 def train_generalist(
     cfg: TrainConfig,
     progress: bool = True,
-    on_epoch_end: Callable[[int, dict], None] | None = None,
+    on_epoch_end: Callable[[int, GeneralistEpoch], None] | None = None,
     restart: bool = False,
     teacher=None,
 ) -> TrainResult:
@@ -188,7 +187,7 @@ def _train(cfg: TrainConfig, clock: Stopwatch, progress, on_epoch_end, restart, 
     train_epoch = _epoch(cfg, recipe, loader, teacher, device, progress)
     validation = validate if cfg.val_split else None
     bn_inputs = _bn_inputs(cfg, info)
-    result = recipe.run(cfg.out, train_epoch, validation, _better, restart, callbacks, bn_inputs=bn_inputs)
+    result = recipe.run(cfg.out, train_epoch, validation, _better, GeneralistEpoch, restart, callbacks, bn_inputs)
     example = next(iter(iter_split(cfg.data, cfg.val_split or cfg.train_split, 8, info=info))).inputs.to(device)
     cost = training_cost(result, model, example, [teacher.flops(example)] if teacher else [], clock)
     if result.epochs_resumed == len(result.history):  # a rerun of a finished run: keep the times it measured
@@ -300,11 +299,11 @@ def _epoch(cfg: TrainConfig, recipe: Recipe, loader: MixedLoader, teacher, devic
     return train_epoch
 
 
-def _report(epoch: int, record: dict) -> None:
+def _report(epoch: int, record: GeneralistEpoch) -> None:
     """One readable line per epoch (every figure is also in ``model.json``'s history)."""
-    val = f"; validation top-1 {record['val_top1']:.4f}, NLL {record['val_nll']:.4f}" if "val_top1" in record else ""
-    skipped = f", {record['skipped']} bad samples skipped" if record.get("skipped") else ""
+    val = f"; validation top-1 {record.val_top1:.4f}, NLL {record.val_nll:.4f}" if record.val_top1 is not None else ""
+    skipped = f", {record.skipped} bad samples skipped" if record.skipped else ""
     print(
-        f"epoch {record['epoch']}: training loss {record['train_loss']:.4f}, top-1 {record['train_top1']:.4f}{val} "
-        f"({record['seconds']:.0f} s{skipped})"
+        f"epoch {record.epoch}: training loss {record.train_loss:.4f}, top-1 {record.train_top1:.4f}{val} "
+        f"({record.seconds:.0f} s{skipped})"
     )

@@ -33,14 +33,22 @@ from specens.clustering.report import read_error_capture
 from specens.core.device import resolve_device
 from specens.core.errors import CheckpointError, ConfigError
 from specens.core.io import check_no_links, check_outside_inputs, check_target
-from specens.core.loop import TrainingMetrics, stale_changes
+from specens.core.loop import stale_changes
 from specens.core.raysession import RETRIED_EXCEPTIONS, ray_session
 from specens.data.format import INFO_FILE, load_info
 from specens.generalist.checkpoint import load_generalist, read_record
 
 from .fit import FitReport
 from .partition import ensure_partition
-from .record import META, SPECIALIST_FILES, SpecialistRecord, read_specialist, specialist_dir, work_dir
+from .record import (
+    META,
+    SPECIALIST_FILES,
+    SpecialistMetrics,
+    SpecialistRecord,
+    read_specialist,
+    specialist_dir,
+    work_dir,
+)
 from .train import SpecialistConfig, complete_changes, train_specialist
 
 
@@ -49,7 +57,7 @@ class RunSummary:
     trained: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)  # already complete
     failed: dict[int, str] = field(default_factory=dict)
-    metrics: dict[int, TrainingMetrics] = field(default_factory=dict)  # of each specialist trained
+    metrics: dict[int, SpecialistMetrics] = field(default_factory=dict)  # of each specialist trained
     fits: dict[int, FitReport] = field(default_factory=dict)  # of each specialist trained or complete
     seconds: float = 0.0
 

@@ -21,10 +21,11 @@ from typing import Any
 import torch
 
 from specens.core.checkpoint import load_weights, save_weights, verify_weights
+from specens.core.config import param
 from specens.core.cost import TrainingCost
 from specens.core.errors import CheckpointError
 from specens.core.io import fingerprint, publish_dir, read_artifact_json, record_fingerprint, write_json_atomic
-from specens.core.loop import TrainingMetrics
+from specens.core.loop import EpochRecord, TrainingMetrics
 from specens.core.records import artifact_fields, check_values, is_count, is_number, is_str_list
 
 from .fit import FitReport
@@ -53,6 +54,23 @@ PREDICTION_FIELDS = (
 
 
 @dataclass(frozen=True, kw_only=True)
+class SpecialistEpoch(EpochRecord):
+    """A specialist's epoch record: the loop's, with its routed validation (the validation
+    examples routed to it, how many the generalist combined with it gets right, their NLL)."""
+
+    val_routed: int | None = param(None, ge=0)
+    val_correct: int | None = param(None, ge=0)
+    val_nll: float | None = param(None, ge=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpecialistMetrics(TrainingMetrics):
+    """A specialist's training ``metrics``: the loop's outcome and its epoch records."""
+
+    history: list[SpecialistEpoch]
+
+
+@dataclass(frozen=True, kw_only=True)
 class SpecialistRecord:
     """``specialist.json``. ``model`` holds the generalist's spec as JSON (``generalist_model``),
     ``top_blocks`` how many of its blocks the specialist owns on the shared trunk (0: a copy of
@@ -76,7 +94,7 @@ class SpecialistRecord:
     config_key: dict[str, Any]
     gate: GateRecord
     cost: TrainingCost
-    metrics: TrainingMetrics
+    metrics: SpecialistMetrics
     fit: FitReport  # within-group scores against the generalist, and the verdict (.fit)
     lr: float  # the peak learning rate it trained with (chosen on validation where the config's is 0)
     lr_trials: list[dict[str, float]]  # the one-epoch trials that chose it: lr, train_loss, val_nll
@@ -120,7 +138,7 @@ class SpecialistRecord:
                 **values,
                 "gate": GateRecord.from_json(values["gate"], f"{where}: 'gate'"),
                 "cost": TrainingCost.from_json(values["cost"], f"{where}: 'cost'"),
-                "metrics": TrainingMetrics.from_json(values["metrics"], f"{where}: 'metrics'"),
+                "metrics": SpecialistMetrics.from_json(values["metrics"], f"{where}: 'metrics'"),
                 "fit": FitReport.from_json(values["fit"], f"{where}: 'fit'"),
             }
         )

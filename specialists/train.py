@@ -61,7 +61,7 @@ from specens.core.io import (
     read_artifact_json,
     write_json_atomic,
 )
-from specens.core.loop import Recipe, TrainingMetrics, start
+from specens.core.loop import Recipe, start
 from specens.core.records import HEADER, check_values, is_count, is_number, record_fields
 from specens.data.format import INFO_FILE, load_info
 from specens.data.shards import iter_split
@@ -75,6 +75,8 @@ from .partition import ensure_partition
 from .record import (
     META,
     SPECIALIST_FILES,
+    SpecialistEpoch,
+    SpecialistMetrics,
     SpecialistRecord,
     publish_specialist,
     read_specialist,
@@ -300,12 +302,12 @@ def matched_epochs(generalist, info) -> int:
 FALLBACK_EPOCHS = 30  # the generalist's own default length
 
 
-def _better(record: dict, best: dict) -> bool:
+def _better(record: SpecialistEpoch, best: SpecialistEpoch) -> bool:
     """Lower NLL of the combination on the routed validation examples; without validation (or
     none routed), the last epoch."""
-    if not record.get("val_routed"):
+    if not record.val_routed:
         return True
-    return record["val_nll"] < best.get("val_nll", float("inf"))
+    return record.val_nll < best.val_nll
 
 
 def train_specialist(
@@ -341,7 +343,7 @@ def _train(cfg: SpecialistConfig, job: _Job, on_epoch_end, restart: bool, clock:
     parts = ensure_partition(cfg.out, job.gen, job.clusters, cfg.data, job.info, cfg.val_split, cfg.top_n, device)
     stream = _enriched(cfg, job, parts, steps, seed=cfg.seed * 1009 + index)
     routed, validate = _routed_validation(cfg, job, parts, model, device)
-    callbacks = [] if on_epoch_end is None else [lambda epoch, record: on_epoch_end(epoch, {"index": index, **record})]
+    callbacks = [] if on_epoch_end is None else [lambda e, rec: on_epoch_end(e, {"index": index, **rec.to_json()})]
     # a shared-trunk specialist's soft targets: the generalist's own top blocks and head on the trunk's features
     top = _teacher_top(job.gen.model, cfg.shared_trunk) if isinstance(model, TrunkedSpecialist) else None
     bn_inputs = _bn_inputs(cfg, job, parts)
@@ -353,7 +355,7 @@ def _train(cfg: SpecialistConfig, job: _Job, on_epoch_end, restart: bool, clock:
     epochs = cfg.epochs or matched_epochs(job.gen, job.info)
     recipe = Recipe(cfg, model, steps, f"specialist {index}", epochs=epochs, lr=lr)
     train_epoch = _epoch(cfg, job, recipe, stream, top, device)
-    result = recipe.run(job.work, train_epoch, validate, _better, restart, callbacks, bn_inputs=bn_inputs)
+    result = recipe.run(job.work, train_epoch, validate, _better, SpecialistEpoch, restart, callbacks, bn_inputs)
     cost = _cost(cfg, job, model, top, result, device, clock)
     if trials:
         cost = cost.plus_trials(*(sum(getattr(t, k) for t in trials) for k in ("examples", "steps", "seconds")))
@@ -534,7 +536,7 @@ def _record(
         config_key=cfg.result_key(),
         gate=gate,
         cost=cost,
-        metrics=TrainingMetrics.from_result(result),
+        metrics=SpecialistMetrics.from_result(result),
         fit=fit,
         lr=lr,
         lr_trials=[  # a diverged trial's losses as null (JSON has no infinity)
@@ -549,12 +551,12 @@ def _teacher_top(generalist: torch.nn.Module, top_blocks: int) -> torch.nn.Modul
     return torch.nn.Sequential(split_body(generalist.body, top_blocks)[1], generalist.head)
 
 
-def _gate(routed: RoutedValidation | None, best: dict, cfg: SpecialistConfig) -> GateRecord:
+def _gate(routed: RoutedValidation | None, best: SpecialistEpoch, cfg: SpecialistConfig) -> GateRecord:
     """The gate's record (:mod:`.gate`): the generalist alone and with this specialist on the
     validation examples routed to it, and whether the specialist is on."""
     if routed is None:
         return GateRecord(on=True, why="no validation split: not gated")
-    gen, combined = routed.generalist_score(), {"correct": best.get("val_correct", 0), "nll": best.get("val_nll", 0.0)}
+    gen, combined = routed.generalist_score(), {"correct": best.val_correct, "nll": best.val_nll}
     on = gate_on(gen, combined)
     why = (
         f"{len(routed)} routed {cfg.val_split} examples: {gen['correct']} -> {combined['correct']} right, "

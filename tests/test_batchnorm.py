@@ -118,9 +118,9 @@ def test_small_data_run_exports_what_it_validated(glyph_ds, tmp_path):
     cfg = TrainConfig(data=glyph_ds, out=out, epochs=4, patience=5, train_fraction=0.35, threads=0)
     result = train_generalist(cfg, progress=False)
     best = result.history[result.best_epoch - 1]
-    assert all(r["bn_examples"] > 0 for r in result.history)
+    assert all(r.bn_examples > 0 for r in result.history)
     val = evaluate_generalist(out, glyph_ds, "val", progress=False)
-    assert val["top1"] == pytest.approx(best["val_top1"], abs=1e-9)
+    assert val["top1"] == pytest.approx(best.val_top1, abs=1e-9)
     assert val["top1"] >= 4 / 30, f"exported net at {val['top1']:.3f}, chance is {1 / 30:.3f}"
     record = json.loads((Path(out) / "model.json").read_text())
     assert record["config"]["bn_batches"] == 32

@@ -153,11 +153,15 @@ def _loop(tmp_path, epochs, checkpoint_every, scores):
 
     import torch
 
-    from specens.core.loop import EpochLoop
+    from specens.core.loop import EpochLoop, EpochRecord
 
     @dataclass(frozen=True)
     class Cfg:
         lr: float = 0.1
+
+    @dataclass(frozen=True, kw_only=True)
+    class Scored(EpochRecord):  # a stage's record: the loop's figures and its own
+        score: float | None = None
 
     model = torch.nn.Linear(1, 1, bias=False)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -182,7 +186,8 @@ def _loop(tmp_path, epochs, checkpoint_every, scores):
         sched,
         Cfg(),
         epochs,
-        lambda r, b: r["score"] > b["score"],
+        lambda r, b: r.score > b.score,
+        record=Scored,
         on_epoch_end=[checkpoints],
         checkpoint_every=checkpoint_every,
     )
@@ -199,12 +204,12 @@ def test_the_loop_checkpoints_by_time_and_keeps_the_best_in_memory(tmp_path):
 
     scores = [0.1, 0.9, 0.5, 0.2]
     model, result, seen = _loop(tmp_path / "every", 4, 0, scores)
-    assert seen == [0, 1, 2, 3] and float(model.weight.detach()) == 2.0 and result.best["epoch"] == 2
+    assert seen == [0, 1, 2, 3] and float(model.weight.detach()) == 2.0 and result.best.epoch == 2
     model, result, seen = _loop(tmp_path / "rarely", 4, 3600, scores)
     assert seen == [None, None, None, 3] and float(model.weight.detach()) == 2.0
     assert float(load_file(tmp_path / "rarely" / BEST)["weight"]) == 2.0
     for r in result.history:
-        assert r["examples"] == 4 and r["seconds"] >= 0 and r["cpu_seconds"] >= 0 and r["val_seconds"] >= 0
+        assert r.examples == 4 and r.seconds >= 0 and r.cpu_seconds >= 0 and r.val_seconds >= 0
 
 
 def test_ray_keeps_every_workers_line_when_a_stage_imports_it():

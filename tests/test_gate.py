@@ -187,7 +187,7 @@ def test_cost_is_recorded_and_consistent_with_steps_and_batch_size(synthetic_run
     cfg = _cfg(synthetic_run, tmp_path, epochs=3, patience=0, alpha=0.5)  # soft targets: the generalist's pass counted
     record = train_specialist(cfg, 1)
     cost, hist = record.cost, record.metrics.history
-    assert cost.steps == sum(h["steps"] for h in hist) and cost.epochs == len(hist) == 3
+    assert cost.steps == sum(h.steps for h in hist) and cost.epochs == len(hist) == 3
     assert cost.examples == cost.steps * cfg.batch_size  # enriched batches are always full
     gen = load_generalist(synthetic_run["generalist"])
     x = next(iter(iter_split(synthetic_run["data"], "val", 8))).inputs

@@ -62,7 +62,7 @@ def test_resume_continues_exactly_where_it_stopped(synthetic_ds, tmp_path, train
         train_generalist(cfg, progress=False, on_epoch_end=kill_after_first)
     assert json.loads((tmp_path / "r" / "checkpoints" / "latest.json").read_text())["epoch"] == 0
     resumed = train_generalist(cfg, progress=False)
-    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert [h.epoch for h in resumed.history] == [1, 2, 3]
     a = load_generalist(resumed.run_dir).model.state_dict()
     b = load_generalist(trained.run_dir).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical to the uninterrupted run
@@ -225,10 +225,10 @@ def test_early_stopping_exports_the_best_epoch_and_resumes_to_the_same_stop(synt
     hist = res.history
     assert len(hist) < 40 and res.best_epoch == len(hist) - 1  # stopped one epoch after the best
     best = hist[res.best_epoch - 1]
-    assert all((h["val_top1"], -h["val_nll"]) < (best["val_top1"], -best["val_nll"]) for h in hist[res.best_epoch :])
+    assert all((h.val_top1, -h.val_nll) < (best.val_top1, -best.val_nll) for h in hist[res.best_epoch :])
     assert load_generalist(res.run_dir).record.metrics.stopped_early is True
     m = evaluate_generalist(res.run_dir, synthetic_ds, "val", progress=False)
-    assert m["top1"] == best["val_top1"] and m["nll"] == pytest.approx(best["val_nll"], rel=1e-5)
+    assert m["top1"] == best.val_top1 and m["nll"] == pytest.approx(best.val_nll, rel=1e-5)
     assert train_generalist(cfg, progress=False).history == hist  # finished: nothing more to train
 
     cfg_b = _cfg(synthetic_ds, tmp_path / "b", epochs=40, patience=1, lr=1e-2, schedule="constant")
@@ -322,4 +322,4 @@ def test_a_training_state_in_another_format_is_refused_with_the_way_out(syntheti
         r"rerun with --restart",
     ):
         train_generalist(cfg, progress=False)
-    assert [h["epoch"] for h in train_generalist(cfg, progress=False, restart=True).history] == [1, 2]
+    assert [h.epoch for h in train_generalist(cfg, progress=False, restart=True).history] == [1, 2]

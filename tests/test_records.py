@@ -9,7 +9,7 @@ import torch
 
 from specens.core.cost import TrainingCost
 from specens.core.errors import CheckpointError
-from specens.core.loop import TrainingMetrics
+from specens.core.loop import EpochRecord, TrainingMetrics
 from specens.specialists.gate import GateRecord
 
 COST = TrainingCost(
@@ -42,7 +42,8 @@ def test_the_cost_reads_back_and_refuses_bad_fields_by_name():
         ({k: v for k, v in data.items() if k != "steps"}, r"cost: missing keys \['steps'\]"),
         ({**data, "gpu_hours": 1}, r"cost: unknown keys \['gpu_hours'\]"),
         ({**data, "train_flops": -1}, r"cost: 'train_flops' must be a finite number >= 0, got -1"),
-        ({**data, "epochs": True}, r"cost: 'epochs' must be a finite number >= 0"),
+        ({**data, "epochs": True}, r"cost: 'epochs' must be an int >= 0"),
+        ({**data, "steps": 2.5}, r"cost: 'steps' must be an int >= 0, got 2.5"),
         ({**data, "wall_seconds": float("nan")}, r"cost: 'wall_seconds' must be"),
         ([], r"cost must be an object, got list"),
     ):
@@ -51,11 +52,38 @@ def test_the_cost_reads_back_and_refuses_bad_fields_by_name():
 
 
 def test_training_metrics_read_back_and_check_their_types():
-    m = TrainingMetrics(best_epoch=2, epochs_run=3, stopped_early=True, history=[{"epoch": 1}, {"epoch": 2}, {}])
+    history = [EpochRecord(epoch=e, train_loss=1.0 / e, examples=10, steps=1, seconds=0.5) for e in (1, 2, 3)]
+    m = TrainingMetrics(best_epoch=2, epochs_run=3, stopped_early=True, history=history)
     assert TrainingMetrics.from_json(_json_round_trip(m), "m") == m
-    for key, value in (("best_epoch", -1), ("stopped_early", "no"), ("history", [1, 2])):
+    for key, value in (("best_epoch", -1), ("stopped_early", "no"), ("history", {"epoch": 1})):
         with pytest.raises(CheckpointError, match=f"m: '{key}' must be"):
             TrainingMetrics.from_json({**m.to_json(), key: value}, "m")
+    with pytest.raises(CheckpointError, match=r"m: 'history'\[1\] must be an object, got int"):
+        TrainingMetrics.from_json({**m.to_json(), "history": [history[0].to_json(), 2]}, "m")
+
+
+def test_an_epoch_record_is_read_by_its_annotations_and_constraints():
+    """The schema of :class:`~specens.core.records.Record`: the fields' types, their ``param``
+    constraints, defaults that may be absent, ``None`` left out of the file, nested names."""
+    from specens.generalist.checkpoint import GeneralistEpoch
+
+    r = GeneralistEpoch(epoch=3, train_loss=0.5, examples=100, steps=4, seconds=1.0, train_top1=0.9, val_top1=0.8)
+    data = r.to_json()
+    assert "val_nll" not in data and "bn_examples" not in data and data["skipped"] == 0  # None is left out, 0 is not
+    assert GeneralistEpoch.from_json(json.loads(json.dumps(data)), "e") == r
+    old = {k: v for k, v in data.items() if k not in ("skipped", "cpu_seconds")}  # written before those fields
+    assert GeneralistEpoch.from_json(old, "e") == r
+    for bad, match in (
+        ({**data, "epoch": 0}, r"e: 'epoch' must be an int >= 1, got 0"),
+        ({**data, "val_top1": 1.5}, r"e: 'val_top1' must be a finite number >= 0 and <= 1 or null, got 1.5"),
+        ({**data, "val_nll": "low"}, r"e: 'val_nll' must be a finite number >= 0 or null"),
+        ({**data, "imported": 3}, r"e: 'imported' must be an object or null, got 3"),
+        ({**data, "lr": 0.1}, r"e: unknown keys \['lr'\]"),
+        ({k: v for k, v in data.items() if k != "epoch"}, r"e: missing keys \['epoch'\]"),
+    ):
+        with pytest.raises(CheckpointError, match=match):
+            GeneralistEpoch.from_json(bad, "e")
+    assert GeneralistEpoch.from_json({**data, "val_nll": None}, "e").val_nll is None  # null reads as not measured
 
 
 def test_a_gate_record_is_either_ungated_or_fully_scored():
@@ -82,7 +110,13 @@ def test_a_gate_record_is_either_ungated_or_fully_scored():
 
 
 def test_a_generalist_record_reads_back_with_and_without_training_metrics(tmp_path):
-    from specens.generalist.checkpoint import GeneralistMetrics, load_generalist, read_record, save_generalist
+    from specens.generalist.checkpoint import (
+        GeneralistEpoch,
+        GeneralistMetrics,
+        load_generalist,
+        read_record,
+        save_generalist,
+    )
     from specens.generalist.models import ModelSpec
 
     spec = ModelSpec("mlp", (4,), 3, {"hidden": [8]})
@@ -90,7 +124,12 @@ def test_a_generalist_record_reads_back_with_and_without_training_metrics(tmp_pa
     bare = read_record(tmp_path / "bare")
     assert bare.metrics is None and json.loads((tmp_path / "bare" / "model.json").read_text())["metrics"] == {}
     metrics = GeneralistMetrics(
-        best_epoch=1, epochs_run=1, stopped_early=False, history=[{"epoch": 1}], teacher_fingerprints=[], cost=COST
+        best_epoch=1,
+        epochs_run=1,
+        stopped_early=False,
+        history=[GeneralistEpoch(epoch=1, train_loss=0.1, train_top1=0.5)],
+        teacher_fingerprints=[],
+        cost=COST,
     )
     save_generalist(tmp_path / "trained", spec.build(), spec, ["a", "b", "c"], {"lr": 0.1}, metrics)
     g = load_generalist(tmp_path / "trained")
@@ -99,7 +138,7 @@ def test_a_generalist_record_reads_back_with_and_without_training_metrics(tmp_pa
     data = json.loads((tmp_path / "trained" / "model.json").read_text())
     data["metrics"]["cost"] = {**data["metrics"]["cost"], "steps": -3}
     (tmp_path / "trained" / "model.json").write_text(json.dumps(data))
-    with pytest.raises(CheckpointError, match=r"model.json: 'metrics'.cost.steps must be a finite number >= 0"):
+    with pytest.raises(CheckpointError, match=r"model.json: 'metrics'.cost.steps must be an int >= 0"):
         read_record(tmp_path / "trained")
 
 

@@ -1,16 +1,24 @@
 """The regime check: each rule on hand-made training records, and the measured datasets'
 records (benchmarks/RESULTS.md) give the predictions their measured outcomes bear out."""
 
+import dataclasses
+
 import pytest
 
 from specens.clustering.regime import regime_check
 from specens.core.loop import TrainingMetrics
+from specens.generalist.checkpoint import GeneralistEpoch
 
 
 def _metrics(train: float, val: float, best: int, run: int, stopped: bool) -> TrainingMetrics:
-    history = [{"epoch": e, "train_top1": 0.0, "val_top1": 0.0} for e in range(1, run + 1)]
-    history[best - 1] = {"epoch": best, "train_top1": train, "val_top1": val}
+    history = [GeneralistEpoch(epoch=e, train_top1=0.0, val_top1=0.0) for e in range(1, run + 1)]
+    history[best - 1] = GeneralistEpoch(epoch=best, train_top1=train, val_top1=val)
     return TrainingMetrics(best_epoch=best, epochs_run=run, stopped_early=stopped, history=history)
+
+
+def _last(m: TrainingMetrics, **figures) -> TrainingMetrics:
+    """``m`` with its last epoch's record changed."""
+    return dataclasses.replace(m, history=[*m.history[:-1], dataclasses.replace(m.history[-1], **figures)])
 
 
 def test_each_rule_in_order():
@@ -31,7 +39,7 @@ def test_each_rule_in_order():
 def test_still_improving_quotes_the_last_epochs_figures():
     """Its words "at its last epoch" quote that epoch (issue 44: it quoted the best, the epoch before)."""
     m = _metrics(0.874, 0.830, 5, 6, False)
-    m.history[-1].update(train_top1=0.906, val_top1=0.829)
+    m = _last(m, train_top1=0.906, val_top1=0.829)
     assert regime_check(m, 0.9, 100.0).reason == (
         "the generalist was still improving at its last epoch (training top-1 0.906, validation 0.829; "
         "its best validation top-1, 0.830, at epoch 5 of 6)"
@@ -39,7 +47,7 @@ def test_still_improving_quotes_the_last_epochs_figures():
     assert regime_check(_metrics(0.874, 0.830, 6, 6, False), 0.9, 100.0).reason == (
         "the generalist was still improving at its last epoch (training top-1 0.874, validation 0.830)"
     )
-    m.history[-1].pop("train_top1")  # the last epoch's record lacks a figure: the best epoch's, named so
+    m = _last(m, train_top1=None)  # the last epoch's record lacks a figure: the best epoch's, named so
     assert regime_check(m, 0.9, 100.0).reason == (
         "the generalist was still improving: its best epoch, 5 of 6, came in the last two "
         "(training top-1 0.874, validation 0.830)"
@@ -74,6 +82,7 @@ def test_every_measured_dataset_is_predicted_as_measured(name, train, val, best,
 
 
 def test_a_malformed_record_gives_unknown_rather_than_a_crash():
-    for best, history in ((5, [{"train_top1": 0.9, "val_top1": 0.8}]), (1, [{"train_top1": None, "val_top1": 0.8}])):
+    records = [GeneralistEpoch(epoch=1, train_top1=0.9, val_top1=0.8), GeneralistEpoch(epoch=1, val_top1=0.8)]
+    for best, history in ((5, records[:1]), (1, records[1:])):
         metrics = TrainingMetrics(best_epoch=best, epochs_run=1, stopped_early=True, history=history)
         assert regime_check(metrics, 0.5, 10.0).likely is None

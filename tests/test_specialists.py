@@ -197,7 +197,7 @@ def test_checkpoints_of_another_config_are_refused_or_discarded_on_restart(synth
     with pytest.raises(CheckpointError, match=r"another config \(lr: 0.003 -> 0.001\); rerun with --restart"):
         train_specialist(_cfg(synthetic_run, tmp_path / "run", epochs=2, lr=1e-3), 0)
     record = train_specialist(_cfg(synthetic_run, tmp_path / "run", epochs=2, lr=1e-3), 0, restart=True)
-    assert [h["epoch"] for h in record.metrics.history] == [1, 2]  # started over, not resumed
+    assert [h.epoch for h in record.metrics.history] == [1, 2]  # started over, not resumed
     train_specialist(_cfg(synthetic_run, tmp_path / "fresh", epochs=2, lr=1e-3), 0)
     a = load_file(tmp_path / "run" / "specialists" / "s000" / "model.safetensors")
     b = load_file(tmp_path / "fresh" / "specialists" / "s000" / "model.safetensors")

@@ -11,8 +11,9 @@ naming ``where`` and the key. Readers get attributes, never a ``.get(key, defaul
 (``int``, ``float``, ``bool``, ``str``, ``X | None``, ``list[X]``, ``dict``, another record) and
 its constraint is declared with :func:`~specens.core.config.param`, the vocabulary the configs
 use (``examples: int = param(ge=0)``). A field with a default may be absent from the file (it
-was written before the field existed, or the value does not apply); a field at ``None`` is left
-out of the file. Checks spanning fields go in the record's ``checks()``, as in a config.
+was written before the field existed, or the value does not apply) and is left out of the file
+at ``None``; a required field may be null only where its type says ``| None``. Checks spanning
+fields go in the record's ``checks()``, as in a config.
 """
 
 from __future__ import annotations
@@ -128,8 +129,13 @@ class Record:
         return []
 
     def to_json(self) -> dict[str, Any]:
-        """The record as JSON values; fields at ``None`` are left out."""
-        return {f.name: _json_value(v) for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not None}
+        """The record as JSON values; an optional field (one with a default) at ``None`` is left
+        out, a required one is written as null."""
+        return {
+            f.name: _json_value(v)
+            for f in dataclasses.fields(self)
+            if (v := getattr(self, f.name)) is not None or not _has_default(f)
+        }
 
 
 def _has_default(f: dataclasses.Field) -> bool:
@@ -164,7 +170,8 @@ def _read_value(v: Any, tp: Any, bounds: Bounds | None, where: str, key: str) ->
     ok, want = _type_check(tp, origin, args)
     if ok(v) and (bounds is None or bounds.problem(key, v) is None):
         return v
-    want = f"{want} {_bound_text(bounds)}" if bounds is not None else want
+    if bounds is not None:
+        want = _bound_text(bounds) if bounds.choices is not None else f"{want} {_bound_text(bounds)}"
     raise CheckpointError(f"{name} must be {want}{' or null' if nullable else ''}, got {v!r:.60}")
 
 
@@ -190,7 +197,7 @@ def _type_check(tp: Any, origin: Any, args: tuple) -> tuple[Callable[[Any], bool
 def _bound_text(b: Bounds) -> str:
     """A constraint as a message shows it after the type (``>= 0``, ``in [0, 1]``, ``one of ...``)."""
     if b.choices is not None:
-        return f"(one of {', '.join(map(repr, b.choices))})"
+        return f"one of {', '.join(map(repr, b.choices))}"
     lo = f">= {b.ge:g}" if b.ge is not None else f"> {b.gt:g}" if b.gt is not None else None
     hi = f"<= {b.le:g}" if b.le is not None else f"< {b.lt:g}" if b.lt is not None else None
     return " and ".join(x for x in (lo, hi) if x)

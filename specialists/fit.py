@@ -28,13 +28,13 @@ The verdict names the case a user is in (:func:`verdict`):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from specens.core.records import check_values, is_count, is_number, record_fields
+from specens.core.config import param
+from specens.core.records import Record
 
 from .model import apply_correction
 
@@ -46,10 +46,10 @@ VERDICTS = ("nothing to learn", "damaged", "under-trained", "over-fitting", "lea
 
 
 @dataclass(frozen=True, kw_only=True)
-class GroupScores:
+class GroupScores(Record):
     """The generalist and the specialist within the group on ``n`` examples of its classes."""
 
-    n: int
+    n: int = param(ge=0)
     generalist_top1: float
     specialist_top1: float
     generalist_nll: float
@@ -68,32 +68,18 @@ class GroupScores:
             f"NLL {self.generalist_nll:.3f} -> {self.specialist_nll:.3f} ({self.n} examples)"
         )
 
-    def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> GroupScores:
-        values = record_fields(data, cls, where)
-        check_values(
-            values,
-            [("n", is_count, "an int >= 0")]
-            + [(f.name, is_number, "a finite number") for f in fields(cls) if f.name != "n"],
-            where,
-        )
-        return cls(**values)
-
 
 @dataclass(frozen=True, kw_only=True)
-class FitReport:
+class FitReport(Record):
     """``specialist.json``'s ``fit``: within-group scores on the group's training sample
     (``train``) and validation examples (``val``, None without a validation split), the dustbin's
     rate on ``outside`` validation examples of other classes, and the :func:`verdict`."""
 
     train: GroupScores
     val: GroupScores | None
-    outside: int
-    dustbin_rate: float
-    verdict: str
+    outside: int = param(ge=0)
+    dustbin_rate: float = param(ge=0, le=1)
+    verdict: str = param(choices=VERDICTS)
 
     def line(self) -> str:
         val = f"; validation {self.val.line()}" if self.val is not None else ""
@@ -101,31 +87,6 @@ class FitReport:
             f"{self.verdict}: within its group, training {self.train.line()}{val}; "
             f"dustbin on {self.dustbin_rate:.1%} of {self.outside} examples of other classes"
         )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "train": self.train.to_json(),
-            "val": None if self.val is None else self.val.to_json(),
-            "outside": self.outside,
-            "dustbin_rate": self.dustbin_rate,
-            "verdict": self.verdict,
-        }
-
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> FitReport:
-        values = record_fields(data, cls, where)
-        check_values(
-            values,
-            (
-                ("outside", is_count, "an int >= 0"),
-                ("dustbin_rate", lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-                ("verdict", lambda v: v in VERDICTS, f"one of {list(VERDICTS)}"),
-            ),
-            where,
-        )
-        train = GroupScores.from_json(values["train"], f"{where}.train")
-        val = None if values["val"] is None else GroupScores.from_json(values["val"], f"{where}.val")
-        return cls(**{**values, "train": train, "val": val})
 
 
 def verdict(train: GroupScores, val: GroupScores | None) -> str:

@@ -26,14 +26,14 @@ approximation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from specens.core.errors import CheckpointError
-from specens.core.records import check_values, is_count, is_number, record_fields
+from specens.core.config import param
+from specens.core.records import Record, is_count, is_number
 
 from .model import apply_correction, combine_one, route
 
@@ -125,7 +125,7 @@ def gate_on(generalist: dict, combined: dict) -> bool:
 
 
 @dataclass(frozen=True, kw_only=True)
-class GateRecord:
+class GateRecord(Record):
     """The gate's verdict in ``specialist.json``: ``on``, and why. Where a validation split was
     scored, the split, the routing's top-n, how many of its examples were routed to the
     specialist, and the generalist alone and ``combined`` with it there (``correct``, ``nll``);
@@ -134,34 +134,19 @@ class GateRecord:
     on: bool
     why: str
     split: str | None = None
-    top_n: int | None = None
-    routed: int | None = None
+    top_n: int | None = param(None, ge=1)
+    routed: int | None = param(None, ge=0)
     generalist: dict[str, float] | None = None
     combined: dict[str, float] | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
-
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> GateRecord:
-        values = record_fields(data, cls, where, optional=("split", "top_n", "routed", "generalist", "combined"))
-        scored = "split" in values
-        if scored and any(k not in values for k in ("top_n", "routed", "generalist", "combined")):
-            raise CheckpointError(f"{where}: a scored gate needs top_n, routed, generalist and combined")
-        check_values(
-            values,
-            (
-                ("on", lambda v: isinstance(v, bool), "true or false"),
-                ("why", lambda v: isinstance(v, str), "a string"),
-                ("split", lambda v: isinstance(v, str), "a string"),
-                ("top_n", lambda v: is_count(v, 1), "an int >= 1"),
-                ("routed", is_count, "an int >= 0"),
-                ("generalist", _is_score, "an object with 'correct' (an int >= 0) and 'nll' (a number)"),
-                ("combined", _is_score, "an object with 'correct' (an int >= 0) and 'nll' (a number)"),
-            ),
-            where,
-        )
-        return cls(**values)
+    def checks(self) -> list[tuple[bool, str]]:
+        scored = (self.top_n, self.routed, self.generalist, self.combined)
+        want = "an object with 'correct' (an int >= 0) and 'nll' (a number)"
+        return [
+            (self.split is None or None not in scored, "a scored gate needs top_n, routed, generalist and combined"),
+            (self.generalist is None or _is_score(self.generalist), f"'generalist' must be {want}"),
+            (self.combined is None or _is_score(self.combined), f"'combined' must be {want}"),
+        ]
 
 
 def _is_score(v: Any) -> bool:

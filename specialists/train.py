@@ -25,6 +25,7 @@ fix the augmentation; the generalist is in memory anyway.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 import math
@@ -62,7 +63,7 @@ from specens.core.io import (
     write_json_atomic,
 )
 from specens.core.loop import Recipe, start
-from specens.core.records import HEADER, check_values, is_count, is_number, record_fields
+from specens.core.records import HEADER, Record
 from specens.data.format import INFO_FILE, load_info
 from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist
@@ -179,17 +180,17 @@ LR_CANDIDATES = (1e-2, 3e-3, 1e-3)  # lr = 0 tries each for an epoch (benchmarks
 
 
 @dataclass(frozen=True, kw_only=True)
-class LrTrial:
+class LrTrial(Record):
     """One learning-rate trial: the rate, the epoch's mean training loss and the routed-validation
     NLL after it (None without routed validation examples; infinity where training diverged), and
     what it cost."""
 
-    lr: float
-    train_loss: float
-    val_nll: float | None
-    examples: int
-    steps: int
-    seconds: float
+    lr: float = param(gt=0)
+    train_loss: float | None  # infinity where training diverged: null on disk (JSON has no infinity)
+    val_nll: float | None = None  # None without routed validation (absent on disk); infinity where it diverged
+    examples: int = param(ge=0)
+    steps: int = param(ge=0)
+    seconds: float = param(ge=0)
 
     @property
     def loss(self) -> float:
@@ -197,29 +198,14 @@ class LrTrial:
         return self.train_loss if self.val_nll is None else self.val_nll
 
     def to_json(self) -> dict[str, Any]:
-        """The trial as ``lr_trials.json`` stores it: a diverged trial's losses as null (JSON has no
-        infinity); ``val_nll`` left out where there was no routed validation."""
-        out = {k: getattr(self, k) for k in ("lr", "train_loss", "val_nll", "examples", "steps", "seconds")}
-        if self.val_nll is None:
-            del out["val_nll"]
-        return {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in out.items()}
+        """The trial as ``lr_trials.json`` stores it: a diverged trial's losses as null."""
+        return {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in super().to_json().items()}
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> LrTrial:
-        values = record_fields(data, cls, where, optional=("val_nll",))
-        check_values(
-            values,
-            (
-                *((k, lambda v: v is None or is_number(v), "a number or null") for k in ("train_loss", "val_nll")),
-                ("lr", is_number, "a number"),
-                ("examples", is_count, "an int >= 0"),
-                ("steps", is_count, "an int >= 0"),
-                ("seconds", is_number, "a number"),
-            ),
-            where,
-        )
-        diverged = {k: math.inf for k in ("train_loss", "val_nll") if k in values and values[k] is None}  # null
-        return cls(**{"val_nll": None, **values, **diverged})  # val_nll absent: no routed validation
+        trial = super().from_json(data, where)
+        diverged = {k: math.inf for k in ("train_loss", "val_nll") if k in data and data[k] is None}
+        return dataclasses.replace(trial, **diverged)
 
 
 def _lr_trials(cfg, job: _Job, model, steps: int, stream, top, routed, bn_inputs, device) -> list[LrTrial]:
@@ -253,12 +239,18 @@ TRIALS = "lr_trials.json"  # in the work directory: an interrupted specialist re
 TRIALS_FORMAT = ("specens.lr-trials", 1)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _StoredTrials(Record):
+    """The body of ``lr_trials.json`` (after its header): the config they ran with, the trials."""
+
+    config: dict[str, Any]
+    trials: list[LrTrial]
+
+
 def _store_trials(cfg: SpecialistConfig, job: _Job, trials: list[LrTrial]) -> None:
     fmt, version = TRIALS_FORMAT
-    rows = [t.to_json() for t in trials]
-    write_json_atomic(
-        job.work / TRIALS, {"format": fmt, "format_version": version, "config": cfg.result_key(), "trials": rows}
-    )
+    body = _StoredTrials(config=cfg.result_key(), trials=trials).to_json()
+    write_json_atomic(job.work / TRIALS, {"format": fmt, "format_version": version, **body})
 
 
 def _stored_trials(cfg: SpecialistConfig, job: _Job, restart: bool) -> list[LrTrial]:
@@ -268,24 +260,12 @@ def _stored_trials(cfg: SpecialistConfig, job: _Job, restart: bool) -> list[LrTr
     if restart or not path.is_file():
         return []
     try:
-        data = record_fields(
-            {k: v for k, v in read_artifact_json(path, *TRIALS_FORMAT).items() if k not in HEADER},
-            _StoredTrials,
-            str(path),
-        )
-        trials = [LrTrial.from_json(row, f"{path}: 'trials'") for row in data["trials"]]
-    except (CheckpointError, TypeError):
+        data = read_artifact_json(path, *TRIALS_FORMAT)
+        stored = _StoredTrials.from_json({k: v for k, v in data.items() if k not in HEADER}, str(path))
+    except CheckpointError:
         return []
-    same_config = data["config"] == json.loads(json.dumps(cfg.result_key()))
-    return trials if same_config and tuple(t.lr for t in trials) == LR_CANDIDATES else []
-
-
-@dataclass(frozen=True)
-class _StoredTrials:
-    """The body of ``lr_trials.json`` (after its header): the config they ran with, the trials."""
-
-    config: Any
-    trials: list
+    same_config = stored.config == json.loads(json.dumps(cfg.result_key()))
+    return stored.trials if same_config and tuple(t.lr for t in stored.trials) == LR_CANDIDATES else []
 
 
 def matched_epochs(generalist, info) -> int:

@@ -14,12 +14,14 @@ import pickle
 import re
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from .config import param
 from .errors import CheckpointError
 from .io import (
     atomic_path,
@@ -31,14 +33,14 @@ from .io import (
     read_json,
     write_json_atomic,
 )
-from .records import is_count, is_number
+from .records import HEADER, Record, is_count, is_number
 
 WEIGHTS = "model.safetensors"
 STATE_FORMAT, STATE_VERSION = "specens.training-state", 1  # progress.json of a resumable training state
 CHECKPOINT_FILES = ("epoch-[0-9][0-9][0-9][0-9]/", "latest.json", "best.safetensors")  # what <work>/checkpoints holds
 STATE_DIR = re.compile(r"epoch-([0-9]{4,})")  # a state directory's name, as save_training_state makes it
 STATE_KEYS = ("optimizer", "scheduler", "rng")  # state.pt
-PROGRESS_KEYS = ("epoch", "config", "history", "best")  # progress.json, besides its format header
+LATEST_FORMAT, LATEST_VERSION = "specens.training-latest", 1  # latest.json (none before 2026-12: still read)
 RESTART = "; rerun with --restart (restart=True) to discard this training state"
 
 
@@ -144,44 +146,79 @@ def save_training_state(
     def write(tmp: Path) -> None:
         save_weights(model, tmp / WEIGHTS)
         torch.save(state, tmp / "state.pt")
-        record = {"format": STATE_FORMAT, "format_version": STATE_VERSION, "epoch": epoch, **progress}
-        write_json_atomic(tmp / "progress.json", record)
+        record = TrainingProgress(epoch=epoch, **progress).to_json()
+        write_json_atomic(tmp / "progress.json", {"format": STATE_FORMAT, "format_version": STATE_VERSION, **record})
 
     publish_dir(ckpt_root / name, write)
-    write_json_atomic(ckpt_root / "latest.json", {"epoch": epoch, "dir": name})
+    latest = {"format": LATEST_FORMAT, "format_version": LATEST_VERSION, **Latest(epoch=epoch, dir=name).to_json()}
+    write_json_atomic(ckpt_root / "latest.json", latest)
     for old in sorted(ckpt_root.glob("epoch-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Latest(Record):
+    """``latest.json``: the newest complete state, ``dir`` a plain name inside
+    ``<work>/checkpoints`` (no path: an edited ``dir`` never sends the reader elsewhere)."""
+
+    epoch: int = param(ge=0)  # 0-based, as the state directory's name
+    dir: str
+
+    def checks(self) -> list[tuple[bool, str]]:
+        if STATE_DIR.fullmatch(self.dir) is None:
+            return [(False, f"'dir' is {self.dir!r:.60}, not the name of a state directory (epoch-NNNN) beside it")]
+        return [(self.dir == f"epoch-{self.epoch:04d}", f"'epoch' is {self.epoch}, but 'dir' is {self.dir}")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingProgress(Record):
+    """``progress.json`` of a state: its epoch (0-based, the directory's), the config it was made
+    with, the records of epochs 1 .. epoch + 1 (each the stage's epoch record as JSON, read back
+    by :class:`~specens.core.loop.EpochLoop` as that class) and the best of them."""
+
+    epoch: int = param(ge=0)
+    config: dict[str, Any]
+    history: list[dict[str, Any]]
+    best: dict[str, Any]
+
+    def checks(self) -> list[tuple[bool, str]]:
+        n = len(self.history)
+        if n != self.epoch + 1:
+            return [(False, f"'epoch' is {self.epoch}, but 'history' holds the records of {n} epochs")]
+        numbered = all(
+            isinstance(r, dict) and "epoch" in r and r["epoch"] == i + 1 and all(is_number(v) for v in r.values())
+            for i, r in enumerate(self.history)
+        )
+        return [
+            (numbered, f"'history' must be the records of epochs 1 to {n}, each an object of numbers with its 'epoch'"),
+            (not numbered or self.best in self.history, "'best' must be one of the records of its 'history'"),
+        ]
+
+
 def _latest(work: str | os.PathLike) -> Path | None:
-    """The newest complete state's directory, as ``latest.json`` names it: ``{"epoch": e, "dir":
-    "epoch-EEEE"}``, a plain name inside ``<work>/checkpoints`` (no path: an edited ``dir`` never
-    sends the reader elsewhere), of a directory that is there. None when there is no state."""
-    latest = Path(work) / "checkpoints" / "latest.json"
-    if not latest.is_file():
+    """The newest complete state's directory, as ``latest.json`` (:class:`Latest`) names it, if
+    that directory is there; None when there is no state."""
+    path = Path(work) / "checkpoints" / "latest.json"
+    if not path.is_file():
         return None
     try:
-        record = read_json(latest)
+        data = read_json(path)
+        if isinstance(data, dict) and "format" in data:  # written since latest.json has a header
+            data = read_artifact_json(path, LATEST_FORMAT, LATEST_VERSION)
+        latest = Latest.from_json(_body(data), str(path))
     except CheckpointError as e:
         raise CheckpointError(f"{e}{RESTART}") from None
-    if not isinstance(record, dict) or sorted(record) != ["dir", "epoch"]:
-        got = sorted(record) if isinstance(record, dict) else f"a {type(record).__name__}"
-        raise CheckpointError(f"{latest}: expected an object of keys ['dir', 'epoch'], got {got}{RESTART}")
-    name, epoch = record["dir"], record["epoch"]
-    match = STATE_DIR.fullmatch(name) if isinstance(name, str) else None
-    if match is None:
-        raise CheckpointError(
-            f"{latest}: 'dir' is {name!r:.60}, not the name of a state directory (epoch-NNNN) inside {latest.parent}"
-            f"{RESTART}"
-        )
-    if not is_count(epoch) or name != f"epoch-{epoch:04d}":
-        raise CheckpointError(f"{latest}: 'epoch' is {epoch!r:.30}, but 'dir' is {name}{RESTART}")
-    if not (latest.parent / name).is_dir():
-        raise CheckpointError(f"{latest}: names {name}, which {latest.parent} does not hold{RESTART}")
-    return latest.parent / name
+    if not (path.parent / latest.dir).is_dir():
+        raise CheckpointError(f"{path}: names {latest.dir}, which {path.parent} does not hold{RESTART}")
+    return path.parent / latest.dir
 
 
-def training_progress(work: str | os.PathLike) -> dict | None:
+def _body(data: Any) -> Any:
+    """An artifact's object without its :data:`HEADER` (anything else as it is, for the reader to refuse)."""
+    return {k: v for k, v in data.items() if k not in HEADER} if isinstance(data, dict) else data
+
+
+def training_progress(work: str | os.PathLike) -> TrainingProgress | None:
     """``progress.json`` of the newest complete training state, or None when there is none."""
     d = _latest(work)
     return None if d is None else _read_progress(d)
@@ -192,7 +229,7 @@ def load_training_state(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any = None,
-) -> tuple[dict, dict] | None:
+) -> tuple[dict, TrainingProgress] | None:
     """Load the newest complete training state into ``model`` and, when given, into ``optimizer``,
     ``scheduler`` and torch's RNG; returns (state, progress) or None when there is none. Every file
     is checked against what it is loaded into before anything is loaded, so a state that does not
@@ -313,45 +350,19 @@ def _first_line(e: Exception) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-def _read_progress(d: Path) -> dict:
-    """``progress.json`` of the state in ``d`` (``epoch-EEEE``): its format and version, its epoch
-    the directory's, a config, the history of epochs 1 .. e + 1 (objects of numbers, each its
-    ``epoch``) and the best of them. A problem is refused naming the file and the key, with the
-    way out (``--restart`` discards the state)."""
+def _read_progress(d: Path) -> TrainingProgress:
+    """``progress.json`` of the state in ``d`` (``epoch-EEEE``), its epoch the directory's. A
+    problem is refused naming the file and the key, with the way out (``--restart`` discards the
+    state)."""
     path = d / "progress.json"
     try:
-        prog = read_artifact_json(path, STATE_FORMAT, STATE_VERSION)
-        _check_progress(prog, path, int(STATE_DIR.fullmatch(d.name).group(1)))
+        prog = TrainingProgress.from_json(_body(read_artifact_json(path, STATE_FORMAT, STATE_VERSION)), str(path))
+        epoch = int(STATE_DIR.fullmatch(d.name).group(1))
+        if prog.epoch != epoch:
+            raise CheckpointError(f"{path}: 'epoch' is {prog.epoch}, but this is the state after epoch {epoch}")
     except CheckpointError as e:
         raise CheckpointError(f"{e}{RESTART}") from None
     return prog
-
-
-def _check_progress(prog: dict, path: Path, epoch: int) -> None:
-    have = set(prog) - {"format", "format_version"}
-    missing, extra = [k for k in PROGRESS_KEYS if k not in have], sorted(have - set(PROGRESS_KEYS))
-    if missing or extra:
-        problems = [f"missing keys {missing}"] * bool(missing) + [f"unknown keys {extra}"] * bool(extra)
-        raise CheckpointError(f"{path}: " + "; ".join(problems))
-    if not is_count(prog["epoch"]) or prog["epoch"] != epoch:
-        raise CheckpointError(f"{path}: 'epoch' is {prog['epoch']!r:.30}, but this is the state after epoch {epoch}")
-    if not isinstance(prog["config"], dict):
-        raise CheckpointError(f"{path}: 'config' must be an object, got {type(prog['config']).__name__}")
-    history = prog["history"]
-    if not (
-        isinstance(history, list)
-        and len(history) == epoch + 1
-        and all(
-            isinstance(r, dict) and r.get("epoch") == i + 1 and all(is_number(v) for v in r.values())
-            for i, r in enumerate(history)
-        )
-    ):
-        raise CheckpointError(
-            f"{path}: 'history' must be the records of epochs 1 to {epoch + 1}, each an object of numbers "
-            "with its 'epoch'"
-        )
-    if not isinstance(prog["best"], dict) or prog["best"] not in history:
-        raise CheckpointError(f"{path}: 'best' must be one of the records of its 'history'")
 
 
 def discard_training_state(work: str | os.PathLike) -> None:

@@ -119,7 +119,7 @@ def stale_changes(work: str | Path, config: Any) -> list[str]:
     prog = training_progress(work)
     if prog is None:
         return []
-    return config_changes(prog["config"], config)  # training_progress checked it is an object
+    return config_changes(prog.config, config)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,8 +223,8 @@ class EpochLoop:
             return 0, [], None
         _, prog = resumed
         where = f"{checkpoint_dir(self.work)}/progress.json: 'history'"
-        history = [self.record.from_json(r, f"{where}[{i}]") for i, r in enumerate(prog["history"])]
-        return prog["epoch"] + 1, history, history[prog["history"].index(prog["best"])]
+        history = [self.record.from_json(r, f"{where}[{i}]") for i, r in enumerate(prog.history)]
+        return prog.epoch + 1, history, history[prog.history.index(prog.best)]
 
     def _patience_spent(self, best: EpochRecord | None, epochs_done: int) -> bool:
         return self.patience > 0 and best is not None and epochs_done - best.epoch >= self.patience

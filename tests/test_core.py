@@ -177,7 +177,7 @@ def _loop(tmp_path, epochs, checkpoint_every, scores):
         from specens.core.checkpoint import training_progress
 
         prog = training_progress(tmp_path)
-        seen.append(None if prog is None else prog["epoch"])
+        seen.append(None if prog is None else prog.epoch)
 
     loop = EpochLoop(
         tmp_path,

@@ -8,12 +8,15 @@ refuses a missing or unknown key and a value of the wrong type with a :class:`Ch
 naming ``where`` and the key. Readers get attributes, never a ``.get(key, default)``.
 
 :class:`Record` derives both from the dataclass itself: each field's annotation is its type
-(``int``, ``float``, ``bool``, ``str``, ``X | None``, ``list[X]``, ``dict``, another record) and
-its constraint is declared with :func:`~specens.core.config.param`, the vocabulary the configs
-use (``examples: int = param(ge=0)``). A field with a default may be absent from the file (it
-was written before the field existed, or the value does not apply) and is left out of the file
-at ``None``; a required field may be null only where its type says ``| None``. Checks spanning
-fields go in the record's ``checks()``, as in a config.
+(``int``, ``float``, ``bool``, ``str``, ``X | None``, ``list[X]``, ``tuple[X, ...]`` (a list on
+disk), ``dict`` or ``dict[str, X]``, another record, a list or object of records) and its
+constraint is declared with :func:`~specens.core.config.param`, the vocabulary the configs use
+(``examples: int = param(ge=0)``; on a list or object of numbers, it applies to each). A field
+with a default may be absent from the file (it was written before the field existed, or the
+value does not apply) and is left out of the file at ``None``; a required field may be null only
+where its type says ``| None``. Checks spanning fields go in the record's ``checks()``, as in a
+config. A record that is a file of its own names its ``format`` / ``format_version`` header in
+``ARTIFACT`` (:class:`Record`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import math
 import types
 import typing
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from .config import Bounds
 from .errors import CheckpointError
@@ -104,13 +107,22 @@ def is_str_list(v: Any) -> bool:
 
 class Record:
     """Base of a record dataclass: ``from_json`` / ``to_json`` derived from its fields (module
-    docstring). A subclass overrides ``checks()`` for constraints spanning fields."""
+    docstring). A subclass overrides ``checks()`` for constraints spanning fields.
+
+    A record that is a whole artifact (a file of its own) names its header in ``ARTIFACT``,
+    ``(format, format_version)``: ``to_json`` writes it first, ``from_json`` leaves it out of
+    the fields. The header is checked where the file is read (:func:`read_report`,
+    :func:`~specens.core.io.read_artifact_json`), not here."""
+
+    ARTIFACT: ClassVar[tuple[str, int] | None] = None
 
     @classmethod
     def from_json(cls, data: Any, where: str):
         """``data`` read as this record: every key known, every required key present, every value
         of its field's type and within its constraint; a :class:`CheckpointError` names ``where``
         and the key otherwise."""
+        if cls.ARTIFACT is not None and isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k not in HEADER}
         defaults = [f.name for f in dataclasses.fields(cls) if _has_default(f)]
         values = record_fields(data, cls, where, optional=defaults)
         hints = typing.get_type_hints(cls)
@@ -130,12 +142,13 @@ class Record:
 
     def to_json(self) -> dict[str, Any]:
         """The record as JSON values; an optional field (one with a default) at ``None`` is left
-        out, a required one is written as null."""
-        return {
+        out, a required one is written as null. An artifact's header comes first."""
+        body = {
             f.name: _json_value(v)
             for f in dataclasses.fields(self)
             if (v := getattr(self, f.name)) is not None or not _has_default(f)
         }
+        return body if self.ARTIFACT is None else {**dict(zip(HEADER, self.ARTIFACT, strict=True)), **body}
 
 
 def _has_default(f: dataclasses.Field) -> bool:
@@ -147,12 +160,16 @@ def _json_value(v: Any) -> Any:
         return v.to_json()
     if isinstance(v, list | tuple):
         return [_json_value(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _json_value(x) for k, x in v.items()}
     return v
 
 
 def _read_value(v: Any, tp: Any, bounds: Bounds | None, where: str, key: str) -> Any:
-    """``v`` checked against annotation ``tp`` and ``bounds``; a nested record is read by its own
-    ``from_json``, named ``file: 'key'`` (``file: 'outer'.key`` deeper, ``[i]`` in a list)."""
+    """``v`` checked against annotation ``tp`` and ``bounds`` (those of a list's items or an
+    object's values, for a container of numbers or strings); a nested record is read by its own
+    ``from_json``, named ``file: 'key'`` (``file: 'outer'.key`` deeper, ``[i]`` in a list,
+    ``.name`` in an object of records). A ``tuple[X, ...]`` is a list on disk."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     nullable = origin in (typing.Union, types.UnionType) and type(None) in args
     if nullable:
@@ -161,37 +178,69 @@ def _read_value(v: Any, tp: Any, bounds: Bounds | None, where: str, key: str) ->
         (tp,) = [a for a in args if a is not type(None)]
         origin, args = typing.get_origin(tp), typing.get_args(tp)
     name = field_name(where, key)
-    if isinstance(tp, type) and issubclass(tp, Record):
+    if _is_record(tp):
         return tp.from_json(v, name)
-    if origin is list and args and isinstance(args[0], type) and issubclass(args[0], Record):
+    item, value = _item_type(origin, args), args[1] if origin is dict and len(args) == 2 else None
+    if _is_record(item):
         if not isinstance(v, list):
             raise CheckpointError(f"{name} must be a list of objects, got {v!r:.60}")
-        return [args[0].from_json(x, f"{name}[{i}]") for i, x in enumerate(v)]
+        items = [item.from_json(x, f"{name}[{i}]") for i, x in enumerate(v)]
+        return tuple(items) if origin is tuple else items
+    if _is_record(value):
+        if not is_dict(v):
+            raise CheckpointError(f"{name} must be an object of objects, got {v!r:.60}")
+        return {k: value.from_json(x, f"{name}.{k}") for k, x in v.items()}
     ok, want = _type_check(tp, origin, args)
-    if ok(v) and (bounds is None or bounds.problem(key, v) is None):
-        return v
+    if ok(v) and (bounds is None or all(bounds.problem(key, x) is None for x in _members(v, item, value))):
+        return tuple(v) if origin is tuple else v
     if bounds is not None:
         want = _bound_text(bounds) if bounds.choices is not None else f"{want} {_bound_text(bounds)}"
     raise CheckpointError(f"{name} must be {want}{' or null' if nullable else ''}, got {v!r:.60}")
 
 
 def _type_check(tp: Any, origin: Any, args: tuple) -> tuple[Callable[[Any], bool], str]:
-    """A value test for annotation ``tp`` and how messages say what it wants."""
-    if tp is int:
-        return (lambda v: isinstance(v, int) and not isinstance(v, bool)), "an int"
-    if tp is float:
-        return is_number, "a finite number"
-    if tp is bool:
-        return (lambda v: isinstance(v, bool)), "true or false"
-    if tp is str:
-        return (lambda v: isinstance(v, str)), "a string"
-    if origin is list and args == (str,):
-        return is_str_list, "a list of strings"
-    if origin is list:
+    """A value test for annotation ``tp`` and how messages say what it wants: a list's items and
+    an object's values are checked where they are numbers, strings or booleans."""
+    if tp in _SCALARS:
+        return _SCALARS[tp][:2]
+    item = _item_type(origin, args)
+    if origin in (list, tuple):
+        if item in _SCALARS:
+            ok, _, many = _SCALARS[item]
+            return (lambda v: isinstance(v, list) and all(map(ok, v))), f"a list of {many}"
         return (lambda v: isinstance(v, list)), "a list"
     if tp is dict or origin is dict:
+        if len(args) == 2 and args[1] in _SCALARS:
+            ok, _, many = _SCALARS[args[1]]
+            return (lambda v: is_dict(v) and all(map(ok, v.values()))), f"an object of {many}"
         return is_dict, "an object"
     return (lambda v: True), ""
+
+
+_SCALARS: dict[Any, tuple[Callable[[Any], bool], str, str]] = {  # a test, the value and several, in messages
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an int", "ints"),
+    float: (is_number, "a finite number", "finite numbers"),
+    bool: (lambda v: isinstance(v, bool), "true or false", "booleans"),
+    str: (lambda v: isinstance(v, str), "a string", "strings"),
+}
+
+
+def _is_record(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, Record)
+
+
+def _members(v: Any, item: Any, value: Any) -> Iterable[Any]:
+    """What a field's constraint applies to: a list's items, an object's values, or ``v`` itself."""
+    return v if item is not None else v.values() if value is not None else (v,)
+
+
+def _item_type(origin: Any, args: tuple) -> Any:
+    """The item type of ``list[X]`` or ``tuple[X, ...]`` (None for any other annotation)."""
+    if origin is list and len(args) == 1:
+        return args[0]
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return args[0]
+    return None
 
 
 def _bound_text(b: Bounds) -> str:

@@ -24,13 +24,14 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from specens.core.config import param
 from specens.core.errors import CheckpointError, ConfigError, DataError
 from specens.core.io import (
     TEMP_GLOB,
@@ -42,7 +43,7 @@ from specens.core.io import (
 )
 from specens.core.progress import progress_bar
 from specens.core.raysession import RETRIED_EXCEPTIONS, ray_session  # before Ray: it sets Ray's environment
-from specens.core.records import artifact_fields, check_values, is_count, is_number, is_str_list
+from specens.core.records import Record
 from specens.data.remote import is_url
 from specens.data.shards import iter_split
 
@@ -53,54 +54,31 @@ MANIFEST = "infer.json"
 
 
 @dataclass(frozen=True, kw_only=True)
-class InferManifest:
+class InferManifest(Record):
     """``infer.json``: the ensemble and data the predictions came from, the settings they were made
     with (what a rerun must match to resume), and, once every shard is written, the totals."""
 
+    ARTIFACT = (FORMAT, FORMAT_VERSION)
+
     fingerprints: dict[str, Any]
-    n_specialists: int
-    specialists_on: list[int]
+    n_specialists: int = param(ge=0)
+    specialists_on: list[int] = param(ge=0)
     dataset: str
     split: str
-    shards: list[str]
-    top_k: int
-    top_n: int
+    shards: list[str]  # the shards' names
+    top_k: int = param(ge=0)
+    top_n: int = param(ge=0)
     save_q: bool
     method: str
     specialist_weight: float = 1.0  # absent from manifests written before the setting: they meant 1
-    batch_size: int
+    batch_size: int = param(ge=0)
     complete: bool
-    n_samples: int | None = None  # written with complete = true
+    n_samples: int | None = param(None, ge=0)  # written with complete = true
 
     SETTINGS: ClassVar[tuple[str, ...]] = (
         "fingerprints", "n_specialists", "specialists_on", "dataset", "split", "shards", "top_k", "top_n",
         "save_q", "method", "specialist_weight", "batch_size",
     )  # fmt: skip
-
-    def to_json(self) -> dict[str, Any]:
-        body = {f.name: getattr(self, f.name) for f in fields(self)}
-        if self.n_samples is None:
-            del body["n_samples"]
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, **body}
-
-    @classmethod
-    def from_json(cls, data: Any, path: Path) -> InferManifest:
-        values = artifact_fields(data, cls, str(path), optional=("specialist_weight", "n_samples"))
-        check_values(
-            values,
-            (
-                ("fingerprints", lambda v: isinstance(v, dict), "an object"),
-                ("specialists_on", lambda v: isinstance(v, list) and all(is_count(i) for i in v), "a list of ints"),
-                ("shards", is_str_list, "a list of shard names"),
-                *((k, is_count, "an int >= 0") for k in ("n_specialists", "top_k", "top_n", "batch_size")),
-                *((k, lambda v: isinstance(v, str), "a string") for k in ("dataset", "split", "method")),
-                *((k, lambda v: isinstance(v, bool), "true or false") for k in ("save_q", "complete")),
-                ("specialist_weight", is_number, "a number"),
-                ("n_samples", lambda v: v is None or is_count(v), "an int >= 0"),
-            ),
-            str(path),
-        )
-        return cls(**values)
 
     def first_difference(self, other: InferManifest) -> str | None:
         """The first setting in which ``other`` differs from this manifest, or None."""
@@ -110,7 +88,7 @@ class InferManifest:
 def read_manifest(path: Path, hint: str = "") -> InferManifest:
     """``infer.json`` at ``path``, its header and every key checked (:class:`CheckpointError`
     naming the file; ``hint`` added where the file is missing)."""
-    return InferManifest.from_json(read_artifact_json(path, FORMAT, FORMAT_VERSION, hint), path)
+    return InferManifest.from_json(read_artifact_json(path, FORMAT, FORMAT_VERSION, hint), str(path))
 
 
 def shard_stem(name: str) -> str:

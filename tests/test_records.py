@@ -161,9 +161,18 @@ def test_the_evaluation_report_round_trips_and_refuses_a_bad_field(tmp_path):
     assert any(math.isnan(row.relative_improvement) for row in back.table4)  # null on disk, NaN in memory
     assert back.to_json() == _json_round_trip(r) and back.cost == cost
     data = r.to_json()
+    assert list(data)[:3] == ["format", "format_version", "n"] and list(data)[-1] == "conditional_relative_improvement"
+    assert t.result().to_json()["cost"] is None  # no cost (an empty split): null on disk, not left out
     data["routing"] = {**data["routing"], "missed": -1}
     with pytest.raises(CheckpointError, match=r"e.json: 'routing'.missed must be an int >= 0"):
         EvaluationReport.from_json(data, "e.json")
+    for key, value, match in (
+        ("table4", [{**r.to_json()["table4"][0], "count": -1}], r"e.json: 'table4'\[0\].count must be an int >= 0"),
+        ("specialists_on", [0, -1], r"e.json: 'specialists_on' must be a list of ints >= 0, got \[0, -1\]"),
+        ("cost", {**r.to_json()["cost"], "generalist": 3}, r"e.json: 'cost'.generalist must be an object"),
+    ):
+        with pytest.raises(CheckpointError, match=match):
+            EvaluationReport.from_json({**r.to_json(), key: value}, "e.json")
     with pytest.raises(CheckpointError, match=r"'format_version' is 0.*rerun `specens evaluate`"):
         write_json_atomic(tmp_path / "evaluation.json", {**r.to_json(), "format_version": 0})
         EvaluationReport.read(tmp_path / "evaluation.json")
@@ -229,3 +238,87 @@ def test_the_distillation_report_round_trips_and_refuses_a_bad_field(tmp_path):
     write_json_atomic(tmp_path / "distill.json", {**report.to_json(), "format_version": 0})
     with pytest.raises(CheckpointError, match=r"'format_version' is 0.*rerun `specens distill`"):
         DistillReport.read(tmp_path / "distill.json")
+
+
+def test_the_predictions_manifest_round_trips_and_reads_one_written_before_specialist_weight():
+    from specens.inference.infer import InferManifest
+
+    m = InferManifest(
+        fingerprints={"generalist": "ab", "specialists": ["cd"]},
+        n_specialists=2,
+        specialists_on=[0, 1],
+        dataset="d",
+        split="test",
+        shards=["test-000000.tar"],
+        top_k=5,
+        top_n=1,
+        save_q=True,
+        method="product",
+        specialist_weight=0.5,
+        batch_size=64,
+        complete=False,
+    )
+    data = _json_round_trip(m)
+    assert list(data)[:2] == ["format", "format_version"] and "n_samples" not in data  # written once complete
+    assert InferManifest.from_json(data, "infer.json") == m
+    old = {k: v for k, v in data.items() if k != "specialist_weight"}
+    assert InferManifest.from_json(old, "infer.json").specialist_weight == 1.0
+    done = dataclasses.replace(m, complete=True, n_samples=40)
+    assert InferManifest.from_json(_json_round_trip(done), "infer.json") == done
+    for key, value, match in (
+        ("shards", "test-000000.tar", r"infer.json: 'shards' must be a list of strings"),
+        ("specialists_on", [0, "1"], r"infer.json: 'specialists_on' must be a list of ints >= 0"),
+        ("n_samples", -1, r"infer.json: 'n_samples' must be an int >= 0 or null, got -1"),
+        ("save_q", 1, r"infer.json: 'save_q' must be true or false"),
+    ):
+        with pytest.raises(CheckpointError, match=match):
+            InferManifest.from_json({**data, key: value}, "infer.json")
+
+
+def test_a_record_reads_tuples_objects_of_records_and_an_artifacts_header():
+    """The schema of :class:`~specens.core.records.Record` beyond single values: ``tuple[X, ...]``
+    (a list on disk, a tuple again in memory), an object of records, a constraint on each number of
+    a list or object, and ``ARTIFACT``: the header written first and not read as a field."""
+    from specens.core.config import param
+    from specens.core.records import Record
+
+    @dataclasses.dataclass(frozen=True)
+    class Row(Record):
+        n: int = param(ge=0)
+
+    @dataclasses.dataclass(frozen=True)
+    class File(Record):
+        ARTIFACT = ("specens.test", 3)
+
+        rows: tuple[Row, ...]
+        by_name: dict[str, Row]
+        picked: tuple[int, ...] = param((), ge=0)
+        seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    f = File((Row(1), Row(2)), {"a": Row(3)}, picked=(0, 2), seconds={"g": 0.5})
+    data = _json_round_trip(f)
+    assert data == {
+        "format": "specens.test",
+        "format_version": 3,
+        "rows": [{"n": 1}, {"n": 2}],
+        "by_name": {"a": {"n": 3}},
+        "picked": [0, 2],
+        "seconds": {"g": 0.5},
+    }
+    assert list(data)[:2] == ["format", "format_version"]
+    back = File.from_json(data, "f.json")
+    assert back == f and isinstance(back.rows, tuple) and isinstance(back.picked, tuple)
+    assert File.from_json({k: v for k, v in data.items() if k not in ("format", "format_version")}, "f.json") == f
+    for key, value, match in (
+        ("rows", [{"n": 1}, {"n": -1}], r"f.json: 'rows'\[1\].n must be an int >= 0, got -1"),
+        ("rows", {"n": 1}, r"f.json: 'rows' must be a list of objects"),
+        ("by_name", {"a": {"n": "x"}}, r"f.json: 'by_name'.a.n must be an int >= 0, got 'x'"),
+        ("by_name", [], r"f.json: 'by_name' must be an object of objects, got \[\]"),
+        ("picked", [1, -2], r"f.json: 'picked' must be a list of ints >= 0, got \[1, -2\]"),
+        ("picked", [1, 2.0], r"f.json: 'picked' must be a list of ints >= 0"),
+        ("seconds", {"g": "x"}, r"f.json: 'seconds' must be an object of finite numbers"),
+    ):
+        with pytest.raises(CheckpointError, match=match):
+            File.from_json({**data, key: value}, "f.json")
+    with pytest.raises(CheckpointError, match=r"r: unknown keys \['format'\]"):  # only an artifact has a header
+        Row.from_json({"format": "specens.test", "n": 1}, "r")

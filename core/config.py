@@ -36,6 +36,7 @@ __all__ = [
     "load_config",
     "param",
     "parse_overrides",
+    "part",
     "redefault",
     "with_defaults",
 ]
@@ -282,6 +283,17 @@ def redefault(cls: type, name: str, default: Any) -> Any:
     stage whose default differs (a specialist's lr) declares it without restating the bounds."""
     f = cls.__dataclass_fields__[name]
     return dataclasses.field(default=default, metadata=f.metadata)
+
+
+P = TypeVar("P")
+
+
+def part(cls: type[P], cfg: Any, **resolved: Any) -> P:
+    """The composed part ``cls`` (``OptimParts``, ...) of a stage's config ``cfg``, its fields
+    taken from ``cfg`` unless the stage ``resolved`` them (a specialist's ``epochs = 0`` and
+    ``lr = 0`` become the numbers it chose): what a stage hands a shared component instead of its
+    whole config. The part checks its own constraints again on the resolved values."""
+    return cls(**{**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)}, **resolved})
 
 
 def _number(b: float) -> str:

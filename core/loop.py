@@ -57,7 +57,7 @@ from .checkpoint import (
     save_weights,
     training_progress,
 )
-from .config import config_changes, config_to_json, param
+from .config import OptimParts, config_changes, config_to_json, param
 from .device import resolve_device
 from .errors import CheckpointError, TrainingDiverged
 from .optim import make_optimizer, make_schedule
@@ -284,36 +284,42 @@ class EpochLoop:
         return LoopResult(history, best, stopped_early=len(history) < self.epochs, epochs_resumed=start)
 
 
-def start(cfg: Any) -> torch.device:
-    """A training stage's runtime (``RuntimeParts``): its CPU threads, then its device."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    return resolve_device(cfg.device)
+def start(threads: int, device: str) -> torch.device:
+    """A training stage's runtime: its CPU threads (0 leaves torch's default), then its device."""
+    if threads:
+        torch.set_num_threads(threads)
+    return resolve_device(device)
 
 
 class Recipe:
     """The training recipe every stage shares (generalist, specialist, student): the optimiser
-    and schedule of its config's ``OptimParts``, one optimisation step with the divergence checks,
-    and the :class:`EpochLoop` (resume, validation, best epoch, early stopping, checkpoints).
+    and schedule of its :class:`~specens.core.config.OptimParts`, one optimisation step with the
+    divergence checks, and the :class:`EpochLoop` (resume, validation, best epoch, early stopping,
+    checkpoints).
 
     A stage supplies only what differs: its model, data and loss (inside ``train_epoch``, which
-    calls :meth:`step` per batch), what it validates on and which record is better."""
+    calls :meth:`step` per batch), what it validates on and which record is better. It reads its
+    own config once and hands the recipe the optimisation part (``part(OptimParts, cfg, ...)``,
+    with the values it resolved itself, such as a specialist's chosen rate) and the config as the
+    run's identity: saved with each checkpoint and compared on resume, never read for a setting."""
 
     def __init__(
         self,
-        cfg: Any,
+        optim: OptimParts,
         model: torch.nn.Module,
         steps_per_epoch: int,
         stage: str,
-        epochs: int | None = None,
-        lr: float | None = None,
+        identity: Any = None,
+        checkpoint_every: float = 0.0,
     ):
-        """``epochs`` and ``lr``: the run's length and peak learning rate where the stage resolves
-        them (a specialist's ``epochs = 0`` and ``lr = 0``), else ``cfg``'s."""
-        self.cfg, self.model, self.steps_per_epoch, self.stage = cfg, model, steps_per_epoch, stage
-        self.epochs, self.lr = epochs or cfg.epochs, lr or cfg.lr
-        self.optimizer = make_optimizer(model, cfg.optimizer, self.lr, cfg.weight_decay, cfg.momentum)
-        self.scheduler = make_schedule(self.optimizer, cfg.schedule, cfg.warmup, self.epochs * steps_per_epoch)
+        """``identity``: the stage's config, saved with each checkpoint and compared on resume
+        (None for a recipe that only steps, such as a learning-rate trial, and never runs the loop);
+        ``checkpoint_every``: seconds between training-state writes."""
+        self.optim, self.model, self.steps_per_epoch, self.stage = optim, model, steps_per_epoch, stage
+        self.identity, self.checkpoint_every = identity, checkpoint_every
+        self.epochs, self.lr = optim.epochs, optim.lr
+        self.optimizer = make_optimizer(model, optim.optimizer, optim.lr, optim.weight_decay, optim.momentum)
+        self.scheduler = make_schedule(self.optimizer, optim.schedule, optim.warmup, optim.epochs * steps_per_epoch)
 
     def step(self, loss: torch.Tensor, epoch: int, step: int) -> float:
         """Back-propagate ``loss``, check it and the gradients (:func:`finite_loss`), take the
@@ -339,26 +345,28 @@ class Recipe:
         """The epochs under ``work`` (:class:`EpochLoop`), the best one's weights loaded at the end.
         ``train_epoch`` and ``validate`` return the figures of the stage's epoch ``record``.
         ``bn_inputs(epoch)``: batches of the stage's training inputs, the same for the same epoch,
-        over which batch norm is recomputed after each epoch (``cfg.bn_batches`` of them)."""
-        refresh_bn = None
-        if bn_inputs is not None and self.cfg.bn_batches and batch_norms(self.model):
+        over which batch norm is recomputed after each epoch (``bn_batches`` of them)."""
+        if self.identity is None:
+            raise ValueError(f"{self.stage}: a recipe without its config's identity only steps; it cannot run the loop")
+        refresh_bn, bn_batches = None, self.optim.bn_batches
+        if bn_inputs is not None and bn_batches and batch_norms(self.model):
 
             def refresh_bn(epoch: int) -> int:
-                return recompute_batch_norm(self.model, itertools.islice(bn_inputs(epoch), self.cfg.bn_batches))
+                return recompute_batch_norm(self.model, itertools.islice(bn_inputs(epoch), bn_batches))
 
         loop = EpochLoop(
             Path(work),
             self.model,
             self.optimizer,
             self.scheduler,
-            self.cfg,
+            self.identity,
             self.epochs,
             better,
             record=record,
-            patience=self.cfg.patience,
+            patience=self.optim.patience,
             restart=restart,
             on_epoch_end=on_epoch_end,
-            checkpoint_every=self.cfg.checkpoint_every,
+            checkpoint_every=self.checkpoint_every,
             stage=self.stage,
             refresh_bn=refresh_bn,
         )

@@ -11,13 +11,13 @@ resumed run computes exactly what an uninterrupted one does, and stops where it 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from specens.core.batchnorm import epoch_inputs
-from specens.core.config import config_to_json
+from specens.core.config import OptimParts, SoftTargetParts, config_to_json, part
 from specens.core.cost import Stopwatch, TrainingCost, forward_flops, training_cost
 from specens.core.device import autocast, torch_seed
 from specens.core.errors import CheckpointError, ConfigError, DataError, check_same_classes
@@ -116,27 +116,30 @@ def _exported_cost(run_dir: str) -> TrainingCost | None:
     return metrics.cost if metrics else None
 
 
-def _transfer_loaders(cfg: TrainConfig, info) -> list[ShardLoader]:
-    """One training stream per extra transfer set, after checking it matches the dataset."""
+def _transfer_loaders(
+    r: _Reading, roots: tuple[str, ...], split_name: str, info: DatasetInfo, seed: int, num_workers: int
+) -> list[ShardLoader]:
+    """One training stream per extra transfer set (``roots``, each read at ``split_name``), after
+    checking it matches the dataset."""
     loaders = []
-    for i, root in enumerate(cfg.transfer):
+    for i, root in enumerate(roots):
         t = load_info(root)
-        check_same_classes(t.classes, info.classes, f"transfer set {root}", f"{cfg.data}/dataset.json")
+        check_same_classes(t.classes, info.classes, f"transfer set {root}", f"{r.data}/dataset.json")
         if t.input != info.input:
-            raise DataError(f"{root}/dataset.json: input {t.input} differs from {cfg.data}'s {info.input}")
-        split = t.split(cfg.transfer_split)  # raises, naming the file, when the split is missing
+            raise DataError(f"{root}/dataset.json: input {t.input} differs from {r.data}'s {info.input}")
+        split = t.split(split_name)  # raises, naming the file, when the split is missing
         stream = ShardStream(
             root,
-            cfg.transfer_split,
-            cfg.batch_size,
+            split_name,
+            r.batch_size,
             train=True,
             epoch_size=split.num_samples,
-            buffer=cfg.shuffle_buffer,
-            seed=cfg.seed + 1 + i,
-            on_error=cfg.on_error,
+            buffer=r.buffer,
+            seed=seed + 1 + i,
+            on_error=r.on_error,
             info=t,
         )
-        loaders.append(ShardLoader(stream, cfg.num_workers))
+        loaders.append(ShardLoader(stream, num_workers))
     return loaders
 
 
@@ -164,29 +167,33 @@ def train_generalist(
 
 
 def _train(cfg: TrainConfig, clock: Stopwatch, progress, on_epoch_end, restart, teacher) -> TrainResult:
-    """:func:`train_generalist` once its output is checked and held."""
-    device = start(cfg)
+    """:func:`train_generalist` once its output is checked and held. The config is read here,
+    once: each helper gets the values it needs."""
+    device = start(cfg.threads, cfg.device)
     info = load_info(cfg.data)
     if cfg.jitter and info.input.kind != "image":
         raise ConfigError(f"jitter {cfg.jitter}: shifts images, and {cfg.data} holds {info.input.kind} inputs")
     torch.manual_seed(cfg.seed)
-    spec, model = _build_model(cfg, info, device)
+    spec, model = _build_model(cfg.model, cfg.model_kwargs, cfg.init, cfg.data, info, device)
     if teacher is None and cfg.teacher:
         teacher = Teacher(cfg.teacher, device, info, cfg.teacher_mean, cfg.trust_code)
     if cfg.has_teacher and teacher is None:
         raise ConfigError(f"{type(cfg).__name__} names a teacher that train_generalist cannot build; pass teacher=")
-    loader = _train_loader(cfg, info)
+    reading = _Reading.of(cfg)
+    transfer = _transfer_loaders(reading, cfg.transfer, cfg.transfer_split, info, cfg.seed, cfg.num_workers)
+    loader = MixedLoader([ShardLoader(_train_stream(reading, info, cfg.seed), cfg.num_workers), *transfer], cfg.seed)
     stage = "student" if teacher is not None and not cfg.teacher else "generalist"
-    recipe = Recipe(cfg, model, sum(loader.batches_per_epoch()), stage)
+    recipe = Recipe(part(OptimParts, cfg), model, sum(loader.batches_per_epoch()), stage, cfg, cfg.checkpoint_every)
 
     def validate() -> dict:
         val = evaluate(model, iter_split(cfg.data, cfg.val_split, 512, info=info), device, cfg.amp)
         return {f"val_{k}": v for k, v in val.items() if k != "n"}
 
     callbacks = ([_report] if progress else []) + ([on_epoch_end] if on_epoch_end else [])
-    train_epoch = _epoch(cfg, recipe, loader, teacher, device, progress)
+    loss = _Loss(part(SoftTargetParts, cfg), cfg.use_labels, cfg.jitter, cfg.seed, cfg.amp)
+    train_epoch = _epoch(recipe, loader, loss, teacher, device, progress)
     validation = validate if cfg.val_split else None
-    bn_inputs = _bn_inputs(cfg, info)
+    bn_inputs = epoch_inputs(_train_stream(reading, info, cfg.seed + BN_SEED))  # the stream in another order
     result = recipe.run(cfg.out, train_epoch, validation, _better, GeneralistEpoch, restart, callbacks, bn_inputs)
     example = next(iter(iter_split(cfg.data, cfg.val_split or cfg.train_split, 8, info=info))).inputs.to(device)
     cost = training_cost(result, model, example, [teacher.flops(example)] if teacher else [], clock)
@@ -204,83 +211,116 @@ def _train(cfg: TrainConfig, clock: Stopwatch, progress, on_epoch_end, restart, 
     return TrainResult(cfg.out, fp, metrics.best_epoch, result.history)
 
 
-def _build_model(cfg: TrainConfig, info: DatasetInfo, device: torch.device) -> tuple[ModelSpec, torch.nn.Module]:
+def _build_model(
+    name: str, kwargs: dict, init: str, data: str, info: DatasetInfo, device: torch.device
+) -> tuple[ModelSpec, torch.nn.Module]:
     """The configured model (the input kind's default when none is named), on ``device``, from
-    ``cfg.init``'s weights when given."""
-    name = cfg.model or default_model(info.input.kind, info.input.dtype)
-    kwargs = {**data_defaults(name, info.n_classes, info.featurizer), **cfg.model_kwargs}
+    ``init``'s weights when given."""
+    name = name or default_model(info.input.kind, info.input.dtype)
+    kwargs = {**data_defaults(name, info.n_classes, info.featurizer), **kwargs}
     spec = ModelSpec(name, info.input.shape, info.n_classes, kwargs).resolved(trust_code=True)  # the user's own
-    check_input_dtype(spec, info.input.dtype, "the configured model", f"{cfg.data}/{INFO_FILE}")
-    check_tokenizer(spec, info.featurizer, "the configured model", f"{cfg.data}/{INFO_FILE}")
+    check_input_dtype(spec, info.input.dtype, "the configured model", f"{data}/{INFO_FILE}")
+    check_tokenizer(spec, info.featurizer, "the configured model", f"{data}/{INFO_FILE}")
     model = spec.build(trust_code=True)
-    if cfg.init:
-        _start_from(model, spec, info, cfg.init)
+    if init:
+        _start_from(model, spec, info, init)
     return spec, model.to(device)
 
 
-def _train_stream(cfg: TrainConfig, info: DatasetInfo, seed: int) -> ShardStream:
-    """The training split, less ``exclude_classes``, a ``train_fraction`` subset, shuffled by ``seed``."""
-    outside = [c for c in cfg.exclude_classes if c >= info.n_classes]
-    if outside:
-        raise ConfigError(f"exclude_classes: {outside[0]} is not a class of {cfg.data} ({info.n_classes} classes)")
-    counts = info.split(cfg.train_split).class_counts
-    kept = info.split(cfg.train_split).num_samples - sum(counts[c] for c in cfg.exclude_classes)
-    if kept * cfg.train_fraction < 1:
-        raise ConfigError(
-            f"train_fraction {cfg.train_fraction:g} keeps no example: it is a fraction of the {kept} "
-            f"training examples of {cfg.data}, and keeps about {kept * cfg.train_fraction:.2g}"
+@dataclass(frozen=True)
+class _Reading:
+    """How the stage reads its training data: the config's reading fields, unpacked at the door."""
+
+    data: str
+    split: str
+    batch_size: int
+    buffer: int  # the shuffle buffer's samples
+    on_error: str
+    exclude: tuple[int, ...]  # classes left out of the training split
+    fraction: float  # a stable subset of it by key hash
+    epoch_size: int  # 0: the subset's expected size
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> _Reading:
+        return cls(
+            cfg.data,
+            cfg.train_split,
+            cfg.batch_size,
+            cfg.shuffle_buffer,
+            cfg.on_error,
+            cfg.exclude_classes,
+            cfg.train_fraction,
+            cfg.epoch_size,
         )
-    epoch_size = cfg.epoch_size or max(1, round(kept * cfg.train_fraction))  # the subset's expected size
+
+
+def _train_stream(r: _Reading, info: DatasetInfo, seed: int) -> ShardStream:
+    """The training split, less the excluded classes, a ``fraction`` subset, shuffled by ``seed``."""
+    outside = [c for c in r.exclude if c >= info.n_classes]
+    if outside:
+        raise ConfigError(f"exclude_classes: {outside[0]} is not a class of {r.data} ({info.n_classes} classes)")
+    counts = info.split(r.split).class_counts
+    kept = info.split(r.split).num_samples - sum(counts[c] for c in r.exclude)
+    if kept * r.fraction < 1:
+        raise ConfigError(
+            f"train_fraction {r.fraction:g} keeps no example: it is a fraction of the {kept} "
+            f"training examples of {r.data}, and keeps about {kept * r.fraction:.2g}"
+        )
+    epoch_size = r.epoch_size or max(1, round(kept * r.fraction))  # the subset's expected size
     return ShardStream(
-        cfg.data,
-        cfg.train_split,
-        cfg.batch_size,
+        r.data,
+        r.split,
+        r.batch_size,
         train=True,
         epoch_size=epoch_size,
-        buffer=cfg.shuffle_buffer,
+        buffer=r.buffer,
         seed=seed,
-        on_error=cfg.on_error,
+        on_error=r.on_error,
         info=info,
-        labels=cfg.exclude_classes or None,
+        labels=r.exclude or None,
         exclude=True,
-        fraction=cfg.train_fraction,
+        fraction=r.fraction,
     )
 
 
-def _train_loader(cfg: TrainConfig, info: DatasetInfo) -> MixedLoader:
-    """The training stream interleaved with every transfer set."""
-    train = ShardLoader(_train_stream(cfg, info, cfg.seed), cfg.num_workers)
-    return MixedLoader([train, *_transfer_loaders(cfg, info)], cfg.seed)
+@dataclass(frozen=True)
+class _Loss:
+    """The epoch's loss settings, unpacked at the door: the soft-target term, whether the hard term
+    is on, the image jitter, the seed its draws come from, bfloat16 autocast."""
+
+    soft: SoftTargetParts
+    use_labels: bool
+    jitter: int
+    seed: int
+    amp: bool
 
 
-def _bn_inputs(cfg: TrainConfig, info: DatasetInfo) -> Callable[[int], Iterator[torch.Tensor]]:
-    """Epoch -> the inputs batch norm is recomputed over (:mod:`specens.core.batchnorm`): the
-    training stream in another shuffled order (its own seed, so the training batches are not
-    disturbed), without augmentation, as validation sees its inputs."""
-    return epoch_inputs(_train_stream(cfg, info, cfg.seed + BN_SEED))
-
-
-def _epoch(cfg: TrainConfig, recipe: Recipe, loader: MixedLoader, teacher, device, progress: bool):
+def _epoch(recipe: Recipe, loader: MixedLoader, loss: _Loss, teacher, device, progress: bool):
     """One epoch of the §1 loss over ``loader``: hard targets on the training split's batches (when
     ``use_labels``), the teacher's soft targets on every batch."""
-    model = recipe.model
+    model, soft_t = recipe.model, loss.soft
 
     def train_epoch(epoch: int) -> dict:
         loader.set_epoch(epoch)
-        jitter_gen = torch.Generator().manual_seed(torch_seed(cfg.seed * 100_003 + epoch))
+        jitter_gen = torch.Generator().manual_seed(torch_seed(loss.seed * 100_003 + epoch))
         seen, labelled, correct, loss_sum, steps = 0, 0, 0, 0.0, 0
         bar = progress_bar(
-            loader, total=recipe.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", enabled=progress
+            loader,
+            total=recipe.steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{recipe.epochs}",
+            unit="batch",
+            enabled=progress,
         )
         for source, batch in bar:
-            x = random_shift(batch.inputs, cfg.jitter, jitter_gen) if cfg.jitter else batch.inputs
+            x = random_shift(batch.inputs, loss.jitter, jitter_gen) if loss.jitter else batch.inputs
             x, y = x.to(device, non_blocking=True), batch.labels.to(device, non_blocking=True)
-            with autocast(device, cfg.amp):
+            with autocast(device, loss.amp):
                 logits = model(x)
-                soft = teacher.soft_targets(x, cfg.temperature, batch.keys, source) if teacher else None
-            hard = y if cfg.use_labels and source == 0 else None  # transfer sets: soft term only
-            loss = distillation_loss(logits, hard, soft, alpha=cfg.alpha, temperature=cfg.temperature)
-            value = recipe.step(loss, epoch, steps)
+                soft = teacher.soft_targets(x, soft_t.temperature, batch.keys, source) if teacher else None
+            hard = y if loss.use_labels and source == 0 else None  # transfer sets: soft term only
+            value = recipe.step(
+                distillation_loss(logits, hard, soft, alpha=soft_t.alpha, temperature=soft_t.temperature), epoch, steps
+            )
             seen += len(y)
             steps += 1
             if source == 0:

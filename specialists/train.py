@@ -30,7 +30,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -49,6 +49,7 @@ from specens.core.config import (
     config_changes,
     config_to_json,
     param,
+    part,
     redefault,
 )
 from specens.core.cost import Stopwatch, TrainingCost, forward_flops, training_cost
@@ -208,30 +209,33 @@ class LrTrial(Record):
         return dataclasses.replace(trial, **diverged)
 
 
-def _lr_trials(cfg, job: _Job, model, steps: int, stream, top, routed, bn_inputs, device) -> list[LrTrial]:
+def _lr_trials(optim: OptimParts, job: _Job, model, steps: int, epoch, routed, bn_inputs, device) -> list[LrTrial]:
     """``lr = 0``: each of :data:`LR_CANDIDATES` trains a copy of the initial ``model`` for one
-    epoch (the first epoch's batches, a one-epoch schedule), whose routed-validation NLL is then
-    measured (without validation examples, its training loss); the lowest :attr:`LrTrial.loss`
-    wins. A candidate whose training diverges scores infinity. The best rate differs by model
-    (``benchmarks/RESULTS.md``), hence a choice on validation rather than a constant."""
+    epoch (the first epoch's batches, a one-epoch schedule of ``optim``'s kind), whose
+    routed-validation NLL is then measured (without validation examples, its training loss); the
+    lowest :attr:`LrTrial.loss` wins. A candidate whose training diverges scores infinity. The best
+    rate differs by model (``benchmarks/RESULTS.md``), hence a choice on validation rather than a
+    constant. ``epoch(recipe)`` is the stage's one epoch of training with ``recipe``."""
     trials = []
     for lr in LR_CANDIDATES:
-        torch.manual_seed(torch_seed(cfg.seed * 1009 + job.index))
+        torch.manual_seed(torch_seed(job.seed))
         trial = copy.deepcopy(model)
-        recipe = Recipe(cfg, trial, steps, f"specialist {job.index} (lr {lr:g} trial)", epochs=1, lr=lr)
+        recipe = Recipe(
+            dataclasses.replace(optim, epochs=1, lr=lr), trial, steps, f"specialist {job.index} (lr {lr:g} trial)"
+        )
         t0 = time.perf_counter()
         trial.train()
         try:
-            record = _epoch(cfg, job, recipe, stream, top, device)(0)
+            record = epoch(recipe)(0)
             if bn_inputs is not None:
-                recompute_batch_norm(trial, itertools.islice(bn_inputs(0), cfg.bn_batches))
+                recompute_batch_norm(trial, itertools.islice(bn_inputs(0), optim.bn_batches))
             val_nll = routed.score(trial, device)["nll"] if routed is not None and len(routed) else None
             loss, examples, done = record["train_loss"], record["examples"], record["steps"]
         except TrainingDiverged:
-            loss, val_nll, examples, done = math.inf, math.inf, steps * cfg.batch_size, steps
+            loss, val_nll, examples, done = math.inf, math.inf, steps * optim.batch_size, steps
         trials.append(LrTrial(lr=lr, train_loss=loss, val_nll=val_nll, examples=examples, steps=done,
                               seconds=time.perf_counter() - t0))  # fmt: skip
-    torch.manual_seed(torch_seed(cfg.seed * 1009 + job.index))
+    torch.manual_seed(torch_seed(job.seed))
     return trials
 
 
@@ -247,15 +251,16 @@ class _StoredTrials(Record):
     trials: list[LrTrial]
 
 
-def _store_trials(cfg: SpecialistConfig, job: _Job, trials: list[LrTrial]) -> None:
+def _store_trials(key: dict[str, Any], job: _Job, trials: list[LrTrial]) -> None:
+    """``lr_trials.json``: the trials, with the config fields (``key``) they were run under."""
     fmt, version = TRIALS_FORMAT
-    body = _StoredTrials(config=cfg.result_key(), trials=trials).to_json()
+    body = _StoredTrials(config=key, trials=trials).to_json()
     write_json_atomic(job.work / TRIALS, {"format": fmt, "format_version": version, **body})
 
 
-def _stored_trials(cfg: SpecialistConfig, job: _Job, restart: bool) -> list[LrTrial]:
-    """The trials an interrupted attempt with this config already ran, or [] (none, another
-    config, a restart, or a file this specens cannot read: they are run again)."""
+def _stored_trials(key: dict[str, Any], job: _Job, restart: bool) -> list[LrTrial]:
+    """The trials an interrupted attempt under the config fields ``key`` already ran, or [] (none,
+    another config, a restart, or a file this specens cannot read: they are run again)."""
     path = job.work / TRIALS
     if restart or not path.is_file():
         return []
@@ -264,7 +269,7 @@ def _stored_trials(cfg: SpecialistConfig, job: _Job, restart: bool) -> list[LrTr
         stored = _StoredTrials.from_json({k: v for k, v in data.items() if k not in HEADER}, str(path))
     except CheckpointError:
         return []
-    same_config = stored.config == json.loads(json.dumps(cfg.result_key()))
+    same_config = stored.config == json.loads(json.dumps(key))
     return stored.trials if same_config and tuple(t.lr for t in stored.trials) == LR_CANDIDATES else []
 
 
@@ -299,48 +304,58 @@ def train_specialist(
     ``"index"``). An interrupted run resumes; checkpoints made with another config are refused, or
     discarded with ``restart=True`` (:mod:`specens.core.loop`)."""
     clock = Stopwatch()
-    device = start(cfg)
-    job = _Job.prepare(cfg, index, device)
+    device = start(cfg.threads, cfg.device)
+    job = _Job.prepare(
+        index, device, cfg.generalist, cfg.clusters, cfg.data, cfg.out, cfg.rho, cfg.seed * 1009 + index, cfg.trust_code
+    )
     with exclusive(job.work, f"specialist {index}"):
         return _train(cfg, job, on_epoch_end, restart, clock, device)
 
 
 def _train(cfg: SpecialistConfig, job: _Job, on_epoch_end, restart: bool, clock: Stopwatch, device) -> SpecialistRecord:
-    """:func:`train_specialist` once its directories are checked and its work directory held."""
-    index = job.index
-    torch.manual_seed(torch_seed(cfg.seed * 1009 + index))
+    """:func:`train_specialist` once its directories are checked and its work directory held. The
+    config is read here, once: each helper gets the values it needs."""
+    index, sampling = job.index, _Sampling(cfg.data, cfg.batch_size, cfg.rho, cfg.num_workers)
+    torch.manual_seed(torch_seed(job.seed))
+    features = _init_features(job.gen.model, sampling, cfg.init_batches, cfg.seed + 777, job.info, device)
     try:
-        model = build_specialist(
-            job.gen.model,
-            job.group,
-            _init_features(job.gen.model, cfg, job.info, device),
-            top_blocks=cfg.shared_trunk,
-            widen=cfg.widen,
-        ).to(device)
+        model = build_specialist(job.gen.model, job.group, features, top_blocks=cfg.shared_trunk, widen=cfg.widen).to(
+            device
+        )
     except ValueError as e:  # shared_trunk beyond this architecture's blocks, or widen on what cannot widen
         raise ConfigError(f"shared_trunk / widen: {e}") from None
     steps = max(1, math.ceil((cfg.epoch_size or int(2 * job.n_special)) / cfg.batch_size))
     parts = ensure_partition(cfg.out, job.gen, job.clusters, cfg.data, job.info, cfg.val_split, cfg.top_n, device)
-    stream = _enriched(cfg, job, parts, steps, seed=cfg.seed * 1009 + index)
-    routed, validate = _routed_validation(cfg, job, parts, model, device)
+    stream = _enriched(sampling, job, parts, steps, seed=job.seed)
+    routed, validate = _routed_validation(cfg.val_split, cfg.top_n, job, parts, model, device)
     callbacks = [] if on_epoch_end is None else [lambda e, rec: on_epoch_end(e, {"index": index, **rec.to_json()})]
     # a shared-trunk specialist's soft targets: the generalist's own top blocks and head on the trunk's features
     top = _teacher_top(job.gen.model, cfg.shared_trunk) if isinstance(model, TrunkedSpecialist) else None
-    bn_inputs = _bn_inputs(cfg, job, parts)
-    trials = [] if cfg.lr else _stored_trials(cfg, job, restart)
+    bn_inputs = None
+    if cfg.bn_batches:  # enriched batches like the training stream's, in another order (their own seed)
+        bn_inputs = epoch_inputs(_enriched(sampling, job, parts, cfg.bn_batches, seed=job.seed * 2 + BN_SEED))
+    loss = _Loss(part(SoftTargetParts, cfg), job.correction if cfg.soft_prior == "enriched" else 0.0, cfg.amp)
+
+    def epoch(recipe: Recipe):
+        return _epoch(recipe, job, stream, loss, top, device)
+
+    key = cfg.result_key()
+    trials = [] if cfg.lr else _stored_trials(key, job, restart)
     if not cfg.lr and not trials:
-        trials = _lr_trials(cfg, job, model, steps, stream, top, routed, bn_inputs, device)
-        _store_trials(cfg, job, trials)
+        optim = part(OptimParts, cfg, epochs=1, lr=LR_CANDIDATES[0])  # each trial sets its own
+        trials = _lr_trials(optim, job, model, steps, epoch, routed, bn_inputs, device)
+        _store_trials(key, job, trials)
     lr = cfg.lr or min(trials, key=lambda t: t.loss).lr
-    epochs = cfg.epochs or matched_epochs(job.gen, job.info)
-    recipe = Recipe(cfg, model, steps, f"specialist {index}", epochs=epochs, lr=lr)
-    train_epoch = _epoch(cfg, job, recipe, stream, top, device)
-    result = recipe.run(job.work, train_epoch, validate, _better, SpecialistEpoch, restart, callbacks, bn_inputs)
-    cost = _cost(cfg, job, model, top, result, device, clock)
+    optim = part(OptimParts, cfg, epochs=cfg.epochs or matched_epochs(job.gen, job.info), lr=lr)
+    recipe = Recipe(optim, model, steps, f"specialist {index}", cfg, cfg.checkpoint_every)
+    result = recipe.run(job.work, epoch(recipe), validate, _better, SpecialistEpoch, restart, callbacks, bn_inputs)
+    cost = _cost(cfg.data, cfg.alpha, job, model, top, result, device, clock)
     if trials:
         cost = cost.plus_trials(*(sum(getattr(t, k) for t in trials) for k in ("examples", "steps", "seconds")))
-    fit = _fit(cfg, job, parts, model, device)
-    record = _record(cfg, job, result, _gate(routed, result.best, cfg), cost, fit, lr, trials)
+    fit = _fit(cfg.data, cfg.val_split, job, parts, model, device)
+    gate = _gate(routed, result.best, cfg.val_split, cfg.top_n)
+    trained = {"rho": cfg.rho, "top_blocks": cfg.shared_trunk, "widen": cfg.widen, "lr": lr}
+    record = _record(job, result, gate, cost, fit, trials, config=config_to_json(cfg), config_key=key, **trained)
     return publish_specialist(job.work, job.final, model, record)
 
 
@@ -358,17 +373,29 @@ class _Job:
     correction: float  # the dustbin logit's correction for the oversampling
     final: Path
     work: Path
+    seed: int  # this specialist's: its initialisation, learning-rate trials and batches
 
     @classmethod
-    def prepare(cls, cfg: SpecialistConfig, index: int, device: torch.device) -> _Job:
+    def prepare(
+        cls,
+        index: int,
+        device: torch.device,
+        generalist: str,
+        clusters_path: str,
+        data: str,
+        out: str,
+        rho: float,
+        seed: int,
+        trust_code: bool,
+    ) -> _Job:
         """Load and check the generalist, clusters and data; refuse a group without examples on
         either side, or an artifact in place that is not a specialist (before any training)."""
-        gen = load_generalist(cfg.generalist, device, cfg.trust_code)
-        clusters = load_clusters(cfg.clusters, gen.fingerprint, gen.n_classes)
+        gen = load_generalist(generalist, device, trust_code)
+        clusters = load_clusters(clusters_path, gen.fingerprint, gen.n_classes)
         if not 0 <= index < len(clusters.groups):
-            raise ConfigError(f"specialist index {index} outside the {len(clusters.groups)} groups of {cfg.clusters}")
-        info = load_info(cfg.data)
-        gen.check_fits(info, cfg.generalist, f"{cfg.data}/{INFO_FILE}")
+            raise ConfigError(f"specialist index {index} outside the {len(clusters.groups)} groups of {clusters_path}")
+        info = load_info(data)
+        gen.check_fits(info, generalist, f"{data}/{INFO_FILE}")
         group = torch.as_tensor(clusters.groups[index])
         counts = torch.tensor(info.split("train").class_counts, dtype=torch.float64)
         n_special = float(counts[group].sum())
@@ -378,56 +405,68 @@ class _Job:
                 f"group {index} has {int(n_special)} training examples of {int(counts.sum())}: "
                 "a specialist needs examples both in and outside its group"
             )
-        check_outside_inputs(cfg.out, "--out", data=cfg.data, generalist=cfg.generalist, clusters=cfg.clusters)
-        final = check_no_links(cfg.out, specialist_dir(cfg.out, index))
+        check_outside_inputs(out, "--out", data=data, generalist=generalist, clusters=clusters_path)
+        final = check_no_links(out, specialist_dir(out, index))
         check_target(final, SPECIALIST_FILES, "a trained specialist", META)
-        check_no_links(cfg.out, work_dir(cfg.out, index))
-        correction = dustbin_correction(pi, cfg.rho)
-        return cls(index, gen, clusters, info, group, n_special, pi, correction, final, work_dir(cfg.out, index))
+        check_no_links(out, work_dir(out, index))
+        correction = dustbin_correction(pi, rho)
+        return cls(index, gen, clusters, info, group, n_special, pi, correction, final, work_dir(out, index), seed)
 
 
-def _enriched(cfg: SpecialistConfig, job: _Job, parts, batches: int, seed: int) -> EnrichedStream:
+@dataclass(frozen=True)
+class _Sampling:
+    """How the specialist reads the training split: the config's reading fields, unpacked at the door."""
+
+    data: str
+    batch_size: int
+    rho: float  # the share of each batch from the group
+    num_workers: int
+
+
+def _enriched(s: _Sampling, job: _Job, parts, batches: int, seed: int) -> EnrichedStream:
     """``batches`` enriched batches an epoch: the group's training examples (from the partition)
     and the rest of the training split, ``rho`` to ``1 - rho``."""
     return EnrichedStream(
-        cfg.data,
+        s.data,
         "train",
         job.group,
-        cfg.batch_size,
+        s.batch_size,
         batches,
-        cfg.rho,
+        s.rho,
         seed=seed,
-        num_workers=cfg.num_workers,
+        num_workers=s.num_workers,
         info=job.info,
         special_source=parts.source(job.index, "train"),
     )
 
 
-def _bn_inputs(cfg: SpecialistConfig, job: _Job, parts) -> Callable[[int], Iterator[torch.Tensor]] | None:
-    """Epoch -> the inputs batch norm is recomputed over: enriched batches like the training
-    stream's, in another order (their own seed)."""
-    if not cfg.bn_batches:
-        return None
-    return epoch_inputs(_enriched(cfg, job, parts, cfg.bn_batches, seed=(cfg.seed * 1009 + job.index) * 2 + BN_SEED))
+@dataclass(frozen=True)
+class _Loss:
+    """The specialist's loss settings, unpacked at the door: the soft-target term, the shift of
+    the soft targets to the batches' prior (0 for the natural prior), bfloat16 autocast."""
+
+    soft: SoftTargetParts
+    shift: float
+    amp: bool
 
 
-def _epoch(cfg: SpecialistConfig, job: _Job, recipe: Recipe, stream: EnrichedStream, teacher_top, device):
+def _epoch(recipe: Recipe, job: _Job, stream: EnrichedStream, loss: _Loss, teacher_top, device):
     """One epoch of the specialist's loss (docs/method.md §4) over its enriched batches; a shared-trunk
     specialist runs the frozen trunk once per batch for its own logits and the soft targets."""
     model, gen, g = recipe.model, job.gen, job.group.to(device)
-    shift = job.correction if cfg.soft_prior == "enriched" else 0.0
+    alpha, temperature = loss.soft.alpha, loss.soft.temperature
 
     def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(the specialist's logits, the generalist's logits for the soft targets or None)."""
         if teacher_top is None:
-            with torch.no_grad(), autocast(device, cfg.amp):
-                soft = gen.model(x) if cfg.alpha > 0 else None
-            with autocast(device, cfg.amp):
+            with torch.no_grad(), autocast(device, loss.amp):
+                soft = gen.model(x) if alpha > 0 else None
+            with autocast(device, loss.amp):
                 return model(x), soft
-        with torch.no_grad(), autocast(device, cfg.amp):  # the frozen trunk once for both
+        with torch.no_grad(), autocast(device, loss.amp):  # the frozen trunk once for both
             features = model.trunk(x)
-            soft = teacher_top(features) if cfg.alpha > 0 else None
-        with autocast(device, cfg.amp):
+            soft = teacher_top(features) if alpha > 0 else None
+        with autocast(device, loss.amp):
             return model.on_features(features), soft
 
     def train_epoch(epoch: int) -> dict:
@@ -436,8 +475,8 @@ def _epoch(cfg: SpecialistConfig, job: _Job, recipe: Recipe, stream: EnrichedStr
         for batch in stream:
             x, y = batch.inputs.to(device), batch.labels.to(device)
             logits, soft = forward(x)
-            loss = specialist_loss(logits, y, soft, g, gen.n_classes, cfg.alpha, cfg.temperature, shift)
-            total += recipe.step(loss, epoch, taken) * len(y)
+            value = specialist_loss(logits, y, soft, g, gen.n_classes, alpha, temperature, loss.shift)
+            total += recipe.step(value, epoch, taken) * len(y)
             seen += len(y)
             taken += 1
         return {"train_loss": total / max(seen, 1), "examples": seen, "steps": taken}
@@ -445,14 +484,14 @@ def _epoch(cfg: SpecialistConfig, job: _Job, recipe: Recipe, stream: EnrichedStr
     return train_epoch
 
 
-def _routed_validation(cfg: SpecialistConfig, job: _Job, parts, model: torch.nn.Module, device: torch.device):
-    """(the validation examples routed to the specialist, the epoch's validation) or (None, None)
-    without a validation split."""
-    if not cfg.val_split:
+def _routed_validation(val_split: str, top_n: int, job: _Job, parts, model: torch.nn.Module, device: torch.device):
+    """(the validation examples routed to the specialist at ``top_n``, the epoch's validation) or
+    (None, None) without a validation split."""
+    if not val_split:
         return None, None
     root, part_info = parts.source(job.index, "val")
     batches = iter_split(root, "val", 512, info=part_info)
-    routed = RoutedValidation.collect(job.gen.model, batches, job.group, job.correction, cfg.top_n, device, routed=True)
+    routed = RoutedValidation.collect(job.gen.model, batches, job.group, job.correction, top_n, device, routed=True)
 
     def validate() -> dict:
         score = routed.score(model, device)
@@ -461,11 +500,13 @@ def _routed_validation(cfg: SpecialistConfig, job: _Job, parts, model: torch.nn.
     return routed, validate
 
 
-def _cost(cfg: SpecialistConfig, job: _Job, model: torch.nn.Module, teacher_top, result, device, clock) -> TrainingCost:
-    """The training cost block; a shared-trunk specialist's trunk runs forward only, once per
-    example for its logits and the soft targets."""
-    example = next(iter(iter_split(cfg.data, "train", 8, info=job.info))).inputs.to(device)
-    teachers = [job.gen.model] if cfg.alpha > 0 else []
+def _cost(
+    data: str, alpha: float, job: _Job, model: torch.nn.Module, teacher_top, result, device, clock
+) -> TrainingCost:
+    """The training cost block (the generalist a teacher where ``alpha > 0``); a shared-trunk
+    specialist's trunk runs forward only, once per example for its logits and the soft targets."""
+    example = next(iter(iter_split(data, "train", 8, info=job.info))).inputs.to(device)
+    teachers = [job.gen.model] if alpha > 0 else []
     if not isinstance(model, TrunkedSpecialist):
         return training_cost(result, model, example, teachers, clock)
     with torch.no_grad():
@@ -474,30 +515,30 @@ def _cost(cfg: SpecialistConfig, job: _Job, model: torch.nn.Module, teacher_top,
     return training_cost(result, model.own, features, forward_only, clock)
 
 
-def _fit(cfg: SpecialistConfig, job: _Job, parts, model: torch.nn.Module, device: torch.device) -> FitReport:
+def _fit(data: str, val_split: str, job: _Job, parts, model: torch.nn.Module, device: torch.device) -> FitReport:
     """The fit report (:mod:`.fit`) of the trained specialist: the group's training examples from
     the partition, the validation split's examples of the group's classes and of the others."""
     root, part_info = parts.source(job.index, "train")
     train = iter_split(root, "train", 512, info=part_info)
     group = job.group.tolist()
-    val, outside = None, iter_split(cfg.data, "train", 512, info=job.info, labels=group, exclude=True)
-    if cfg.val_split:
-        val = iter_split(cfg.data, cfg.val_split, 512, info=job.info, labels=group)
-        outside = iter_split(cfg.data, cfg.val_split, 512, info=job.info, labels=group, exclude=True)
+    val, outside = None, iter_split(data, "train", 512, info=job.info, labels=group, exclude=True)
+    if val_split:
+        val = iter_split(data, val_split, 512, info=job.info, labels=group)
+        outside = iter_split(data, val_split, 512, info=job.info, labels=group, exclude=True)
     return fit_report(job.gen.model, model, job.group, job.correction, train, val, outside, device)
 
 
 def _record(
-    cfg: SpecialistConfig,
     job: _Job,
     result,
     gate: GateRecord,
     cost: TrainingCost,
     fit: FitReport,
-    lr: float,
     trials: list[LrTrial],
+    **trained: Any,
 ) -> SpecialistRecord:
-    """``specialist.json`` but its fingerprints (:func:`publish_specialist` adds them)."""
+    """``specialist.json`` but its fingerprints (:func:`publish_specialist` adds them); ``trained``:
+    how it was trained (``rho``, ``top_blocks``, ``widen``, ``lr``, ``config``, ``config_key``)."""
     gen = job.gen
     return SpecialistRecord(
         index=job.index,
@@ -505,23 +546,18 @@ def _record(
         classes=[gen.classes[c] for c in job.group.tolist()],
         n_classes=gen.n_classes,
         pi=job.pi,
-        rho=cfg.rho,
         dustbin_correction=job.correction,
         generalist_fingerprint=gen.fingerprint,
         clusters_fingerprint=job.clusters.fingerprint,
         model={"input_shape": list(gen.spec.input_shape), "generalist_model": gen.spec.to_json()},
-        top_blocks=cfg.shared_trunk,
-        widen=cfg.widen,
-        config=config_to_json(cfg),
-        config_key=cfg.result_key(),
         gate=gate,
         cost=cost,
         metrics=SpecialistMetrics.from_result(result),
         fit=fit,
-        lr=lr,
         lr_trials=[  # a diverged trial's losses as null (JSON has no infinity)
             {k: v for k, v in t.to_json().items() if k in ("lr", "train_loss", "val_nll")} for t in trials
         ],
+        **trained,
     )
 
 
@@ -531,7 +567,7 @@ def _teacher_top(generalist: torch.nn.Module, top_blocks: int) -> torch.nn.Modul
     return torch.nn.Sequential(split_body(generalist.body, top_blocks)[1], generalist.head)
 
 
-def _gate(routed: RoutedValidation | None, best: SpecialistEpoch, cfg: SpecialistConfig) -> GateRecord:
+def _gate(routed: RoutedValidation | None, best: SpecialistEpoch, val_split: str, top_n: int) -> GateRecord:
     """The gate's record (:mod:`.gate`): the generalist alone and with this specialist on the
     validation examples routed to it, and whether the specialist is on."""
     if routed is None:
@@ -539,14 +575,14 @@ def _gate(routed: RoutedValidation | None, best: SpecialistEpoch, cfg: Specialis
     gen, combined = routed.generalist_score(), {"correct": best.val_correct, "nll": best.val_nll}
     on = gate_on(gen, combined)
     why = (
-        f"{len(routed)} routed {cfg.val_split} examples: {gen['correct']} -> {combined['correct']} right, "
+        f"{len(routed)} routed {val_split} examples: {gen['correct']} -> {combined['correct']} right, "
         f"NLL {gen['nll']:.4f} -> {combined['nll']:.4f}"
     )
     return GateRecord(
         on=on,
-        why=why if len(routed) else f"no {cfg.val_split} example is routed to it",
-        split=cfg.val_split,
-        top_n=cfg.top_n,
+        why=why if len(routed) else f"no {val_split} example is routed to it",
+        split=val_split,
+        top_n=top_n,
         routed=len(routed),
         generalist=gen,
         combined=combined,
@@ -554,19 +590,21 @@ def _gate(routed: RoutedValidation | None, best: SpecialistEpoch, cfg: Specialis
 
 
 @torch.no_grad()
-def _init_features(generalist: torch.nn.Module, cfg: SpecialistConfig, info, device) -> torch.Tensor | None:
-    """Body features of a few natural-distribution training batches, for the dustbin row's fit."""
-    if cfg.init_batches <= 0:
+def _init_features(
+    generalist: torch.nn.Module, s: _Sampling, batches: int, seed: int, info, device
+) -> torch.Tensor | None:
+    """Body features of ``batches`` natural-distribution training batches, for the dustbin row's fit."""
+    if batches <= 0:
         return None
     from specens.data.shards import ShardLoader, ShardStream
 
     stream = ShardStream(
-        cfg.data,
+        s.data,
         "train",
-        cfg.batch_size,
+        s.batch_size,
         train=True,
-        epoch_size=cfg.batch_size * cfg.init_batches,
-        seed=cfg.seed + 777,
+        epoch_size=s.batch_size * batches,
+        seed=seed,
         info=info,
     )
     feats = [generalist.body(b.inputs.to(device)).float().cpu() for b in ShardLoader(stream)]

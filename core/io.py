@@ -332,11 +332,18 @@ def read_artifact_json(path: str | os.PathLike, fmt: str, version: int, hint: st
     """Read an artifact's JSON and check its ``format`` and ``format_version``; every problem is a
     :class:`CheckpointError` naming the file."""
     meta = read_json(path, hint)
-    if not isinstance(meta, dict) or meta.get("format") != fmt:
-        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise CheckpointError(f"{path}: 'format' is {got!r}, expected {fmt!r}")
-    got = meta.get("format_version")
+    check_header(meta, path, fmt, version)
+    return meta
+
+
+def check_header(data: Any, where: str | os.PathLike, fmt: str, version: int) -> None:
+    """Refuse ``data`` (a parsed artifact) unless its ``format`` is ``fmt`` and its
+    ``format_version`` is ``version``, naming ``where`` and what it holds instead."""
+    got = data["format"] if isinstance(data, dict) and "format" in data else None
+    if not isinstance(data, dict) or got != fmt:
+        got = got if isinstance(data, dict) else type(data).__name__
+        raise CheckpointError(f"{where}: 'format' is {got!r}, expected {fmt!r}")
+    got = data["format_version"] if "format_version" in data else None
     if got != version or isinstance(got, bool):
         kind = "" if isinstance(got, int) else f" (a {type(got).__name__})"
-        raise CheckpointError(f"{path}: 'format_version' is {got!r}{kind}, this specens reads {version}")
-    return meta
+        raise CheckpointError(f"{where}: 'format_version' is {got!r}{kind}, this specens reads {version}")

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from .config import Bounds
-from .errors import CheckpointError
+from .errors import CheckpointError, SpecensError
 from .io import read_artifact_json
 
 
@@ -115,25 +115,46 @@ class Record:
     :func:`~specens.core.io.read_artifact_json`), not here."""
 
     ARTIFACT: ClassVar[tuple[str, int] | None] = None
+    ERROR: ClassVar[type[SpecensError]] = CheckpointError  # what a refusal raises (a dataset's: DataError)
 
     @classmethod
     def from_json(cls, data: Any, where: str):
         """``data`` read as this record: every key known, every required key present, every value
-        of its field's type and within its constraint; a :class:`CheckpointError` names ``where``
-        and the key otherwise."""
+        of its field's type and within its constraint, then ``checks()``. Every problem found is
+        listed in one error (:attr:`ERROR`) naming ``where`` and the key, as a config lists all of
+        its own, so that a hand-made file is fixed in one pass; the checks run on the fields that
+        were read where others were not."""
         if cls.ARTIFACT is not None and isinstance(data, dict):
             data = {k: v for k, v in data.items() if k not in HEADER}
-        defaults = [f.name for f in dataclasses.fields(cls) if _has_default(f)]
-        values = record_fields(data, cls, where, optional=defaults)
-        hints = typing.get_type_hints(cls)
-        kwargs = {}
+        names = [f.name for f in dataclasses.fields(cls)]
+        problems = []
+        try:
+            values = record_fields(
+                data, cls, where, optional=[f.name for f in dataclasses.fields(cls) if _has_default(f)]
+            )
+        except CheckpointError as e:
+            if not isinstance(data, dict):
+                raise cls.ERROR(str(e)) from None
+            problems.append(str(e))
+            values = {k: v for k, v in data.items() if k in names}
+        hints, kwargs, partial = typing.get_type_hints(cls), {}, {}
         for f in dataclasses.fields(cls):
             if f.name in values:
-                kwargs[f.name] = _read_value(values[f.name], hints[f.name], f.metadata.get("bounds"), where, f.name)
-        record = cls(**kwargs)
-        problems = [msg for ok, msg in record.checks() if not ok]
+                try:
+                    kwargs[f.name] = _read_value(values[f.name], hints[f.name], f.metadata.get("bounds"), where, f.name)
+                except SpecensError as e:
+                    problems.append(str(e))
+                    partial[f.name] = getattr(e, "partial", None)  # a nested record's fields that were read
+        record = cls(**kwargs) if not problems else _partial(cls, {**partial, **kwargs})
+        try:
+            problems += [f"{where}: {msg}" for ok, msg in record.checks() if not ok]
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError):
+            if not problems:  # a check that fails on fields read in full is a defect, not a bad file
+                raise
         if problems:
-            raise CheckpointError(f"{where}: " + "; ".join(problems))
+            err = cls.ERROR(_joined(problems, where))
+            err.partial = record  # what was read: the enclosing record's checks run on it
+            raise err
         return record
 
     def checks(self) -> list[tuple[bool, str]]:
@@ -149,6 +170,23 @@ class Record:
             if (v := getattr(self, f.name)) is not None or not _has_default(f)
         }
         return body if self.ARTIFACT is None else {**dict(zip(HEADER, self.ARTIFACT, strict=True)), **body}
+
+
+def _joined(problems: list[str], where: str) -> str:
+    """Problems about ``where`` as one message, ``where`` named once at its start."""
+    stripped = [p.removeprefix(f"{where}: ") for p in problems]
+    if all(p != q for p, q in zip(problems, stripped, strict=True)):
+        return f"{where}: " + "; ".join(stripped)
+    return "; ".join(problems)
+
+
+def _partial(cls: type, values: dict[str, Any]) -> Any:
+    """An instance of dataclass ``cls`` holding ``values`` and None for the fields that could not
+    be read, built without ``__init__``: what ``checks()`` runs on when some fields failed."""
+    record = object.__new__(cls)
+    for f in dataclasses.fields(cls):
+        object.__setattr__(record, f.name, values.get(f.name))
+    return record
 
 
 def _has_default(f: dataclasses.Field) -> bool:
@@ -184,18 +222,35 @@ def _read_value(v: Any, tp: Any, bounds: Bounds | None, where: str, key: str) ->
     if _is_record(item):
         if not isinstance(v, list):
             raise CheckpointError(f"{name} must be a list of objects, got {v!r:.60}")
-        items = [item.from_json(x, f"{name}[{i}]") for i, x in enumerate(v)]
-        return tuple(items) if origin is tuple else items
+        read = _each(lambda i, x: item.from_json(x, f"{name}[{i}]"), enumerate(v))
+        return tuple(read.values()) if origin is tuple else list(read.values())
     if _is_record(value):
         if not is_dict(v):
             raise CheckpointError(f"{name} must be an object of objects, got {v!r:.60}")
-        return {k: value.from_json(x, f"{name}.{k}") for k, x in v.items()}
+        return _each(lambda k, x: value.from_json(x, f"{name}.{k}"), v.items())
     ok, want = _type_check(tp, origin, args)
     if ok(v) and (bounds is None or all(bounds.problem(key, x) is None for x in _members(v, item, value))):
         return tuple(v) if origin is tuple else v
     if bounds is not None:
         want = _bound_text(bounds) if bounds.choices is not None else f"{want} {_bound_text(bounds)}"
     raise CheckpointError(f"{name} must be {want}{' or null' if nullable else ''}, got {v!r:.60}")
+
+
+def _each(read: Callable[[Any, Any], Any], pairs: Iterable[tuple[Any, Any]]) -> dict[Any, Any]:
+    """``{k: read(k, x)}`` over ``pairs``, every refusal listed in one error whose ``partial``
+    holds what was read of each (what the enclosing record's checks still run on)."""
+    out, errors = {}, []
+    for k, x in pairs:
+        try:
+            out[k] = read(k, x)
+        except SpecensError as e:
+            errors.append(e)
+            out[k] = getattr(e, "partial", None)
+    if errors:
+        err = type(errors[0])("; ".join(map(str, errors)))
+        err.partial = out
+        raise err
+    return out
 
 
 def _type_check(tp: Any, origin: Any, args: tuple) -> tuple[Callable[[Any], bool], str]:

@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from specens.core.errors import DataError
+from specens.core.config import param
+from specens.core.errors import CheckpointError, DataError
+from specens.core.io import check_header
+from specens.core.records import Record
 
 FORMAT = "specens.dataset"
 FORMAT_VERSION = 1
@@ -38,10 +41,15 @@ DTYPES = ("uint8", "float32", "int64")
 
 
 @dataclass(frozen=True)
-class InputSpec:
-    kind: str  # "image" (PNG, decoded to uint8 of shape (C, H, W)) or "array" (.npy)
-    shape: tuple[int, ...]  # shape of one decoded input, e.g. (1, 32, 32) or (64,)
-    dtype: str  # one of DTYPES: the dtype of one decoded input
+class InputSpec(Record):
+    """``input``: the kind (``"image"``: PNG, decoded to uint8 of shape (C, H, W); ``"array"``:
+    ``.npy``), the shape and dtype of one decoded input, and (on disk) the kind's encoding."""
+
+    ERROR: ClassVar = DataError
+
+    kind: str = param(choices=tuple(INPUT_KINDS))
+    shape: tuple[int, ...] = param(ge=1)  # e.g. (1, 32, 32) or (64,)
+    dtype: str = param(choices=DTYPES)
 
     @property
     def encoding(self) -> str:
@@ -52,30 +60,79 @@ class InputSpec:
         """The sample's field that holds the input, e.g. ``input.png``."""
         return f"input.{self.encoding}"
 
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "encoding": self.encoding, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> InputSpec:
+        """The encoding on disk must be the kind's (it may be absent)."""
+        encoding = data.pop("encoding", None) if isinstance(data, dict) and "encoding" in data else None
+        spec = super().from_json(data, where)
+        if encoding is not None and encoding != spec.encoding:
+            raise DataError(f"{where}.encoding is {encoding!r}, but kind {spec.kind!r} is stored as {spec.encoding!r}")
+        return spec
+
+    def checks(self) -> list[tuple[bool, str]]:
+        image_ok = (
+            self.kind != "image" or None in (self.dtype, self.shape) or (self.dtype == "uint8" and len(self.shape) == 3)
+        )
+        return [
+            (self.shape is None or bool(self.shape), "'shape' must be a non-empty list of positive ints"),
+            (image_ok, "an 'image' input is uint8 of shape [channels, height, width]"),
+        ]
+
 
 @dataclass(frozen=True)
-class ShardInfo:
+class ShardInfo(Record):
+    ERROR: ClassVar = DataError
+
     name: str  # file name relative to the dataset directory
-    num_samples: int
+    num_samples: int = param(ge=0)
+
+    def checks(self) -> list[tuple[bool, str]]:
+        ok = self.name is None or _is_shard_name(self.name)
+        return [(ok, f"'name' {self.name!r:.60} is not a shard file name in the directory")]
 
 
 @dataclass(frozen=True)
-class SplitInfo:
+class SplitInfo(Record):
+    ERROR: ClassVar = DataError
+
     shards: tuple[ShardInfo, ...]
-    num_samples: int
-    class_counts: tuple[int, ...]  # samples per class, length n_classes
+    num_samples: int = param(ge=0)
+    class_counts: tuple[int, ...] = param(ge=0)  # samples per class, length n_classes
+
+    def checks(self) -> list[tuple[bool, str]]:
+        if None in (self.shards, self.num_samples, self.class_counts):  # reported where it was read
+            return [(bool(self.shards) or self.shards is None, "'shards' is empty")]
+        held = sum(x.num_samples for x in self.shards if x is not None and x.num_samples is not None)
+        total = self.num_samples
+        return [
+            (bool(self.shards), "'shards' is empty"),
+            (
+                sum(self.class_counts) == total,
+                f"'class_counts' sum to {sum(self.class_counts)}, not num_samples={total}",
+            ),
+            (held == total, f"'shards' hold {held} samples, not num_samples={total}"),
+        ]
 
 
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
+@dataclass(frozen=True, kw_only=True)
+class DatasetInfo(Record):
+    """``dataset.json`` (the module docstring): read by :func:`load_info`, every problem listed in
+    one :class:`DataError`."""
+
+    ARTIFACT: ClassVar = (FORMAT, FORMAT_VERSION)
+    ERROR: ClassVar = DataError
+
+    name: str = ""
     classes: tuple[str, ...]
     input: InputSpec
     splits: dict[str, SplitInfo]
-    groups: tuple[tuple[int, ...], ...] | None = None
+    groups: tuple[tuple[int, ...], ...] | None = None  # a known partition of the classes
     group_names: tuple[str, ...] | None = None
-    source: dict[str, Any] = field(default_factory=dict)
-    featurizer: dict[str, Any] | None = None
+    source: dict[str, Any] = field(default_factory=dict)  # the importer and its arguments (provenance)
+    featurizer: dict[str, Any] | None = None  # how text became inputs (data.text), None for others
 
     @property
     def n_classes(self) -> int:
@@ -98,95 +155,44 @@ class DatasetInfo:
         return labels
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["input"] = {
-            "kind": self.input.kind,
-            "encoding": self.input.encoding,
-            "shape": list(self.input.shape),
-            "dtype": self.input.dtype,
-        }
+        """``dataset.json``: its header, then every field (null where there is none)."""
+        body = {f.name: getattr(self, f.name) for f in fields(self)}
+        body.update(input=self.input.to_json(), splits={k: v.to_json() for k, v in self.splits.items()})
         # A JSON round trip turns tuples into lists, as they are on disk.
-        return json.loads(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **d}))
+        return json.loads(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **body}))
 
     @classmethod
     def from_json(cls, d: Any, where: str = INFO_FILE) -> DatasetInfo:
-        """Validate a parsed ``dataset.json``; every problem is listed in one :class:`DataError`."""
-        if not isinstance(d, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(d).__name__}")
-        problems: list[str] = []
-        if d.get("format") != FORMAT:
-            problems.append(f"'format' is {d.get('format')!r}, expected {FORMAT!r}")
-        if d.get("format_version") != FORMAT_VERSION or not isinstance(d.get("format_version"), int):
-            got = d.get("format_version")
-            kind = "" if isinstance(got, int) else f" (a {type(got).__name__})"
-            problems.append(f"'format_version' is {got!r}{kind}; this specens reads version {FORMAT_VERSION}")
-        classes = d.get("classes")
-        if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-            problems.append("'classes' must be a non-empty list of strings")
-            classes = []
-        elif len(set(classes)) != len(classes):
-            problems.append("'classes' has duplicate names")
-        n = len(classes)
-        kind, shape, dtype = _read_input(d.get("input"), problems)
-        groups = d.get("groups")
-        problems += _group_problems(groups, d.get("group_names"), n)
-        for key, kinds in (("name", str), ("source", dict), ("featurizer", dict)):
-            if d.get(key) is not None and not isinstance(d[key], kinds):
-                problems.append(f"{key!r} must be a {kinds.__name__}, got {type(d[key]).__name__}")
-        if set(d) - _KEYS:
-            problems.append(f"unknown keys {sorted(set(d) - _KEYS)}")
-        splits = _read_splits(d.get("splits"), n, problems)
-        if problems:
-            raise DataError(f"{where}: " + "; ".join(problems))
-        return cls(
-            name=str(d.get("name", "")),
-            classes=tuple(classes),
-            input=InputSpec(kind, tuple(shape), dtype),
-            splits=splits,
-            groups=None if groups is None else tuple(tuple(g) for g in groups),
-            group_names=None if d.get("group_names") is None else tuple(d["group_names"]),
-            source=dict(d.get("source") or {}),
-            featurizer=d.get("featurizer"),
-        )
+        """Validate a parsed ``dataset.json``: the header (:func:`~specens.core.io.check_header`),
+        then the fields; every problem is listed in one :class:`DataError`."""
+        try:
+            check_header(d, where, FORMAT, FORMAT_VERSION)
+        except CheckpointError as e:
+            raise DataError(str(e)) from None
+        optional = {f.name for f in fields(cls) if f.default is not MISSING or f.default_factory is not MISSING}
+        info = super().from_json({k: v for k, v in d.items() if v is not None or k not in optional}, where)
+        if info.groups is not None:
+            info = replace(info, groups=tuple(tuple(g) for g in info.groups))
+        return info
+
+    def checks(self) -> list[tuple[bool, str]]:
+        n = len(self.classes or ())
+        problems = [
+            (n > 0, "'classes' must be a non-empty list of strings"),
+            (len(set(self.classes or ())) == n, "'classes' has duplicate names"),
+            (self.splits is None or bool(self.splits), "'splits' must be a non-empty object"),
+        ]
+        for name, sp in (self.splits or {}).items():
+            if sp is not None and sp.class_counts is not None and len(sp.class_counts) != n:
+                problems.append(
+                    (False, f"'splits'.{name}.class_counts has {len(sp.class_counts)} entries for {n} classes")
+                )
+        return problems + [(False, p) for p in _group_problems(self.groups, self.group_names, n)]
 
 
-_KEYS = {
-    "format",
-    "format_version",
-    "name",
-    "classes",
-    "groups",
-    "group_names",
-    "input",
-    "splits",
-    "source",
-    "featurizer",
-}
-
-
-def _read_input(inp: Any, problems: list[str]) -> tuple[str, list[int], str]:
-    """``dataset.json``'s ``input`` as (kind, shape, dtype), its problems appended to ``problems``;
-    a missing or malformed part is replaced by a placeholder so that the other checks still run."""
-    if not isinstance(inp, dict):
-        problems.append("'input' must be an object")
-        inp = {}
-    kind, shape, dtype = inp.get("kind"), inp.get("shape"), inp.get("dtype")
-    kind = kind if isinstance(kind, str) else repr(kind)
-    dtype = dtype if isinstance(dtype, str) else repr(dtype)
-    if kind not in INPUT_KINDS:
-        problems.append(f"'input.kind' is {kind!r}, expected one of {sorted(INPUT_KINDS)}")
-    if not (isinstance(shape, list) and shape and all(isinstance(s, int) and s > 0 for s in shape)):
-        problems.append(f"'input.shape' must be a list of positive ints, got {shape!r}")
-        shape = [1]
-    if dtype not in DTYPES:
-        problems.append(f"'input.dtype' is {dtype!r}, expected one of {list(DTYPES)}")
-    if inp.get("encoding", INPUT_KINDS.get(kind)) != INPUT_KINDS.get(kind):
-        problems.append(
-            f"'input.encoding' is {inp.get('encoding')!r}, but kind {kind!r} is stored as {INPUT_KINDS.get(kind)!r}"
-        )
-    if kind == "image" and (dtype != "uint8" or len(shape) != 3):
-        problems.append("an 'image' input is uint8 of shape [channels, height, width]")
-    return kind, shape, dtype
+def _is_shard_name(v: str) -> bool:
+    """A plain file name in the dataset directory, never a path out of it."""
+    return bool(v) and "/" not in v and "\\" not in v and v not in (".", "..") and not v.startswith(".")
 
 
 def _group_problems(groups: Any, names: Any, n: int) -> list[str]:
@@ -194,60 +200,17 @@ def _group_problems(groups: Any, names: Any, n: int) -> list[str]:
     problems = []
     if groups is None:
         return ["'group_names' given without 'groups'"] if names is not None else []
-    ok = isinstance(groups, list) and all(isinstance(g, list) for g in groups)
+    ok = isinstance(groups, list | tuple) and all(isinstance(g, list | tuple) for g in groups)
     flat = [c for g in groups for c in g] if ok else None
     if flat is None or not all(isinstance(c, int) and 0 <= c < n for c in flat):
         problems.append(f"'groups' must be lists of class indices in [0, {n})")
     elif sorted(flat) != list(range(n)):
         problems.append("'groups' must cover every class exactly once")
-    if names is not None and not (isinstance(names, list) and all(isinstance(x, str) for x in names)):
+    if names is not None and not (isinstance(names, list | tuple) and all(isinstance(x, str) for x in names)):
         problems.append("'group_names' must be a list of strings")
-    elif names is not None and isinstance(groups, list) and len(names) != len(groups):
+    elif names is not None and isinstance(groups, list | tuple) and len(names) != len(groups):
         problems.append(f"'group_names' has {len(names)} names for {len(groups)} groups")
     return problems
-
-
-def _read_splits(raw: Any, n: int, problems: list[str]) -> dict[str, SplitInfo]:
-    """``dataset.json``'s splits, each checked against itself and the ``n`` classes; every
-    problem is appended to ``problems`` (a malformed split is left out)."""
-    splits: dict[str, SplitInfo] = {}
-    if not isinstance(raw, dict) or not raw:
-        problems.append("'splits' must be a non-empty object")
-        return splits
-    for sname, s in raw.items():
-        try:
-            shards = tuple(ShardInfo(_name(x["name"]), _count(x["num_samples"])) for x in s["shards"])
-            counts = tuple(_count(c) for c in s["class_counts"])
-            total = _count(s["num_samples"])
-        except (KeyError, TypeError, ValueError) as e:
-            problems.append(f"'splits.{sname}' is malformed ({e!r})")
-            continue
-        if not shards:
-            problems.append(f"'splits.{sname}.shards' is empty")
-        if len(counts) != n:
-            problems.append(f"'splits.{sname}.class_counts' has {len(counts)} entries for {n} classes")
-        if sum(counts) != total:
-            problems.append(f"'splits.{sname}.class_counts' sums to {sum(counts)}, not num_samples={total}")
-        if sum(x.num_samples for x in shards) != total:
-            problems.append(
-                f"'splits.{sname}.shards' hold {sum(x.num_samples for x in shards)} samples, not num_samples={total}"
-            )
-        splits[sname] = SplitInfo(shards, total, counts)
-    return splits
-
-
-def _count(v: Any) -> int:
-    """A count as dataset.json stores it: a non-negative int (not a bool, not a float)."""
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError(f"expected a count (an int >= 0), got {v!r}")
-    return v
-
-
-def _name(v: Any) -> str:
-    """A shard's file name: a plain name in the dataset directory, never a path out of it."""
-    if not isinstance(v, str) or not v or "/" in v or "\\" in v or v in (".", "..") or v.startswith("."):
-        raise ValueError(f"expected a shard file name, got {v!r}")
-    return v
 
 
 def load_info(root: str | os.PathLike) -> DatasetInfo:

@@ -84,6 +84,9 @@ def test_an_epoch_record_is_read_by_its_annotations_and_constraints():
         with pytest.raises(CheckpointError, match=match):
             GeneralistEpoch.from_json(bad, "e")
     assert GeneralistEpoch.from_json({**data, "val_nll": None}, "e").val_nll is None  # null reads as not measured
+    # every problem at once, the file named once, as a config lists all of its own
+    with pytest.raises(CheckpointError, match=r"^e: 'epoch' must be an int >= 1, got 0; 'val_top1' must be .*, got 2$"):
+        GeneralistEpoch.from_json({**data, "epoch": 0, "val_top1": 2}, "e")
 
 
 def test_a_gate_record_is_either_ungated_or_fully_scored():

@@ -15,9 +15,9 @@ and :class:`EpochLoop` does the rest, the same way for the generalist and every 
   loop ends;
 - **checkpoint frequency**: the training state is written after an epoch once
   ``checkpoint_every`` seconds have passed since the last write (0: after every epoch), and always
-  after the last epoch. A 67 M-parameter text model's state (weights and AdamW moments) is about
-  800 MB, so writing it after each of a specialist's short epochs cost more than the training;
-  an interruption loses at most ``checkpoint_every`` seconds of work;
+  after the last epoch: a large model's state (weights and optimiser moments) can take longer to
+  write than a short epoch takes to train, and an interruption loses at most ``checkpoint_every``
+  seconds of work;
 - **early stopping**: with validation, ``patience`` epochs in a row without a better record stop
   the loop (0: never), also where a resumed run had already stopped;
 - **callbacks**: ``on_epoch_end(epoch, record)`` after each epoch (and its checkpoint, if one was

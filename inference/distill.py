@@ -50,7 +50,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from specens.core.config import OptimParts, SoftTargetParts, config_to_json, load_config, param, redefault
+from specens.core.config import (
+    OptimParts,
+    SoftTargetParts,
+    config_to_json,
+    load_config,
+    param,
+    redefault,
+    with_defaults,
+)
 from specens.core.cost import format_flops, forward_flops
 from specens.core.errors import CheckpointError
 from specens.core.io import check_outside_inputs, check_target, read_json, write_json_atomic
@@ -130,10 +138,8 @@ def distill_config(
     values.update(data=data, out=out or str(run_dir / "student"), run=str(run_dir), init=str(gen_dir))
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     cfg = load_config(DistillConfig, None, {**values, **overrides})
-    same_model = (cfg.model, config_to_json(cfg)["model_kwargs"]) == (
-        saved.get("model", ""),
-        saved.get("model_kwargs", {}),
-    )
+    recorded = with_defaults(saved, TrainConfig)  # a field the generalist's config predates: its default
+    same_model = (cfg.model, config_to_json(cfg)["model_kwargs"]) == (recorded["model"], recorded["model_kwargs"])
     if not same_model and "init" not in overrides:  # another architecture starts from scratch
         cfg = load_config(DistillConfig, None, {**values, **overrides, "init": ""})
     return cfg

@@ -61,8 +61,9 @@ from specens.core.config import (
 )
 from specens.core.cost import format_flops, forward_flops
 from specens.core.errors import CheckpointError
-from specens.core.io import check_outside_inputs, check_target, read_json, write_json_atomic
+from specens.core.io import check_header, check_outside_inputs, check_target, read_json, write_json_atomic
 from specens.core.progress import progress_bar
+from specens.core.records import Record
 from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist, training_config
 from specens.generalist.config import TrainConfig
@@ -198,19 +199,34 @@ def _baseline_rows(path: Path, split: str) -> dict:
     return {k: {"top1": v.top1, "nll": v.nll} for k, v in b.rows.items() if k not in ("generalist", "specialists")}
 
 
+@dataclass(frozen=True, kw_only=True)
+class TeacherRecord(Record):
+    """``<out>/teacher.json``: the fingerprints of the ensemble a student was started from."""
+
+    ARTIFACT: typing.ClassVar = ("specens.student-teacher", 1)
+
+    ensemble: dict[str, typing.Any]  # Ensemble.fingerprints: the generalist's, the clusters', the specialists'
+
+
 def _check_teacher(out: Path, fingerprints: dict, restart: bool) -> None:
     """Refuse to resume a student whose teaching ensemble changed under the same run directory
     (specialists retrained, the gate re-decided): the config names the run, not its weights.
-    ``<out>/teacher.json`` records the fingerprints the student was started with."""
+    ``<out>/teacher.json`` (:class:`TeacherRecord`) records the fingerprints the student was
+    started with; one written before it had a header holds them bare, and still reads."""
     path = out / "teacher.json"
     if path.is_file() and not restart:
-        old = read_json(path)
+        data = read_json(path)
+        if isinstance(data, dict) and "format" in data:
+            check_header(data, path, *TeacherRecord.ARTIFACT)
+            old = TeacherRecord.from_json(data, str(path)).ensemble
+        else:
+            old = data
         if old != fingerprints:
             raise CheckpointError(
                 f"{path}: this student was trained from another ensemble ({old}) than the run's "
                 f"now ({fingerprints}); rerun with --restart (restart=True) or use another --out"
             )
-    write_json_atomic(path, fingerprints)
+    write_json_atomic(path, TeacherRecord(ensemble=fingerprints).to_json())
 
 
 def _sync(device: torch.device) -> None:

@@ -64,7 +64,7 @@ from specens.core.io import (
     write_json_atomic,
 )
 from specens.core.loop import Recipe, start
-from specens.core.records import HEADER, Record
+from specens.core.records import Record
 from specens.data.format import INFO_FILE, load_info
 from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist
@@ -245,7 +245,9 @@ TRIALS_FORMAT = ("specens.lr-trials", 1)
 
 @dataclass(frozen=True, kw_only=True)
 class _StoredTrials(Record):
-    """The body of ``lr_trials.json`` (after its header): the config they ran with, the trials."""
+    """``lr_trials.json``: the config fields the trials ran under, and the trials."""
+
+    ARTIFACT: ClassVar = TRIALS_FORMAT
 
     config: dict[str, Any]
     trials: list[LrTrial]
@@ -253,9 +255,7 @@ class _StoredTrials(Record):
 
 def _store_trials(key: dict[str, Any], job: _Job, trials: list[LrTrial]) -> None:
     """``lr_trials.json``: the trials, with the config fields (``key``) they were run under."""
-    fmt, version = TRIALS_FORMAT
-    body = _StoredTrials(config=key, trials=trials).to_json()
-    write_json_atomic(job.work / TRIALS, {"format": fmt, "format_version": version, **body})
+    write_json_atomic(job.work / TRIALS, _StoredTrials(config=key, trials=trials).to_json())
 
 
 def _stored_trials(key: dict[str, Any], job: _Job, restart: bool) -> list[LrTrial]:
@@ -265,8 +265,7 @@ def _stored_trials(key: dict[str, Any], job: _Job, restart: bool) -> list[LrTria
     if restart or not path.is_file():
         return []
     try:
-        data = read_artifact_json(path, *TRIALS_FORMAT)
-        stored = _StoredTrials.from_json({k: v for k, v in data.items() if k not in HEADER}, str(path))
+        stored = _StoredTrials.from_json(read_artifact_json(path, *TRIALS_FORMAT), str(path))
     except CheckpointError:
         return []
     same_config = stored.config == json.loads(json.dumps(key))

@@ -175,7 +175,9 @@ def test_distill_resumes_exactly_and_refuses_another_teacher_setting(ensemble_ru
     with pytest.raises(CheckpointError, match="top_n: 1 -> 2"):
         distill(run, data, str(tmp_path / "resumed"), overrides={**settings, "top_n": 2}, progress=False)
     teacher = tmp_path / "resumed" / "teacher.json"  # as if the run's specialists had been retrained since
-    teacher.write_text(json.dumps({**json.loads(teacher.read_text()), "specialists": ["0123456789abcdef"]}))
+    record = json.loads(teacher.read_text())
+    record["ensemble"]["specialists"] = ["0123456789abcdef"]
+    teacher.write_text(json.dumps(record))
     with pytest.raises(CheckpointError, match="teacher.json: this student was trained from another ensemble"):
         distill(run, data, str(tmp_path / "resumed"), overrides=settings, progress=False)
 

@@ -32,11 +32,13 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from specens.core.errors import ConfigError, DataError
 from specens.core.io import check_outside_inputs
+from specens.core.records import Record
 
 from .fonts import Face, cmap_of, covered, find_faces, one_per_design, splits_by_name
 from .fonts import charset as read_charset
@@ -237,18 +239,32 @@ def _like_rendering(like: str, asked: dict, size: int, augment: str | None) -> t
             )
     info = load_info(like)
     where = f"{like}/{INFO_FILE}"
-    source = info.source or {}
-    if source.get("importer") != "glyphs" or info.input.kind != "image":
-        raise DataError(
-            f"{where}: not a glyph dataset (source importer {source.get('importer')!r}); --like renders glyphs"
-        )
+    rendering = _Rendering.from_json({k: v for k, v in info.source.items() if k in _RENDERING}, f"{where}: 'source'")
+    if rendering.importer != "glyphs" or info.input.kind != "image":
+        raise DataError(f"{where}: not a glyph dataset (source importer {rendering.importer!r}); --like renders glyphs")
     theirs = info.input.shape[-1]
     if size != theirs:
         raise ConfigError(f"--size {size}: {where} holds {theirs}-pixel images; --like renders at the dataset's size")
-    own = source.get("augment", "jitter")  # the embedded letters: a light jitter
-    if augment is not None and augment != own:
-        raise ConfigError(f"--augment {augment}: {where} was rendered with {own!r}; --like renders as the dataset did")
-    return own, source.get("charset", "letters")
+    if augment is not None and augment != rendering.augment:
+        raise ConfigError(
+            f"--augment {augment}: {where} was rendered with {rendering.augment!r}; --like renders as the dataset did"
+        )
+    return rendering.augment, rendering.charset
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Rendering(Record):
+    """What ``--like`` reads of a dataset's ``source`` (the rest is provenance): a key an older
+    import did not write reads as what that import did."""
+
+    ERROR: ClassVar = DataError
+
+    importer: str | None = None
+    augment: str = "jitter"  # the embedded letters: a light jitter
+    charset: str = "letters"
+
+
+_RENDERING = ("importer", "augment", "charset")
 
 
 def _check_options(n_classes, fonts, augment, charset, like, val_faces, test_faces) -> str:

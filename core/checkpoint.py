@@ -33,7 +33,7 @@ from .io import (
     read_json,
     write_json_atomic,
 )
-from .records import HEADER, Record, is_count, is_number
+from .records import Record, is_count, is_number
 
 WEIGHTS = "model.safetensors"
 STATE_FORMAT, STATE_VERSION = "specens.training-state", 1  # progress.json of a resumable training state
@@ -146,12 +146,10 @@ def save_training_state(
     def write(tmp: Path) -> None:
         save_weights(model, tmp / WEIGHTS)
         torch.save(state, tmp / "state.pt")
-        record = TrainingProgress(epoch=epoch, **progress).to_json()
-        write_json_atomic(tmp / "progress.json", {"format": STATE_FORMAT, "format_version": STATE_VERSION, **record})
+        write_json_atomic(tmp / "progress.json", TrainingProgress(epoch=epoch, **progress).to_json())
 
     publish_dir(ckpt_root / name, write)
-    latest = {"format": LATEST_FORMAT, "format_version": LATEST_VERSION, **Latest(epoch=epoch, dir=name).to_json()}
-    write_json_atomic(ckpt_root / "latest.json", latest)
+    write_json_atomic(ckpt_root / "latest.json", Latest(epoch=epoch, dir=name).to_json())
     for old in sorted(ckpt_root.glob("epoch-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -159,8 +157,10 @@ def save_training_state(
 @dataclass(frozen=True, kw_only=True)
 class Latest(Record):
     """``latest.json``: the newest complete state, ``dir`` a plain name inside
-    ``<work>/checkpoints`` (no path: an edited ``dir`` never sends the reader elsewhere)."""
+    ``<work>/checkpoints`` (no path: an edited ``dir`` never sends the reader elsewhere). One
+    written before latest.json had a header reads too (:func:`_latest`)."""
 
+    ARTIFACT = (LATEST_FORMAT, LATEST_VERSION)
     epoch: int = param(ge=0)  # 0-based, as the state directory's name
     dir: str
 
@@ -176,6 +176,7 @@ class TrainingProgress(Record):
     with, the records of epochs 1 .. epoch + 1 (each the stage's epoch record as JSON, read back
     by :class:`~specens.core.loop.EpochLoop` as that class) and the best of them."""
 
+    ARTIFACT = (STATE_FORMAT, STATE_VERSION)
     epoch: int = param(ge=0)
     config: dict[str, Any]
     history: list[dict[str, Any]]
@@ -205,17 +206,12 @@ def _latest(work: str | os.PathLike) -> Path | None:
         data = read_json(path)
         if isinstance(data, dict) and "format" in data:  # written since latest.json has a header
             data = read_artifact_json(path, LATEST_FORMAT, LATEST_VERSION)
-        latest = Latest.from_json(_body(data), str(path))
+        latest = Latest.from_json(data, str(path))  # a header-less one's body is the same
     except CheckpointError as e:
         raise CheckpointError(f"{e}{RESTART}") from None
     if not (path.parent / latest.dir).is_dir():
         raise CheckpointError(f"{path}: names {latest.dir}, which {path.parent} does not hold{RESTART}")
     return path.parent / latest.dir
-
-
-def _body(data: Any) -> Any:
-    """An artifact's object without its :data:`HEADER` (anything else as it is, for the reader to refuse)."""
-    return {k: v for k, v in data.items() if k not in HEADER} if isinstance(data, dict) else data
 
 
 def training_progress(work: str | os.PathLike) -> TrainingProgress | None:
@@ -356,7 +352,7 @@ def _read_progress(d: Path) -> TrainingProgress:
     state)."""
     path = d / "progress.json"
     try:
-        prog = TrainingProgress.from_json(_body(read_artifact_json(path, STATE_FORMAT, STATE_VERSION)), str(path))
+        prog = TrainingProgress.from_json(read_artifact_json(path, STATE_FORMAT, STATE_VERSION), str(path))
         epoch = int(STATE_DIR.fullmatch(d.name).group(1))
         if prog.epoch != epoch:
             raise CheckpointError(f"{path}: 'epoch' is {prog.epoch}, but this is the state after epoch {epoch}")

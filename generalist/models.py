@@ -13,13 +13,14 @@ import inspect
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from specens.core.errors import CheckpointError, ConfigError, DataError, TrustedCodeWarning
+from specens.core.records import record_fields
 
 
 class Classifier(nn.Module):
@@ -265,7 +266,10 @@ class ModelSpec:
     whoever wrote the directory, so it builds only registered architectures unless the caller
     passes ``trust_code=True`` (the CLI's ``--trust-code``); a spec from the user's own config
     (training with ``model=pkg.mod:fn``) is built with ``trust_code=True``. :meth:`factory`,
-    :meth:`resolved` and :meth:`build` default to refusing code."""
+    :meth:`resolved` and :meth:`build` default to refusing code.
+
+    As JSON it is part of a record (``model.json``'s ``model``, ``specialist.json``'s
+    ``model.generalist_model``), not a file of its own: :meth:`from_json` reads it."""
 
     name: str
     input_shape: tuple[int, ...]
@@ -347,12 +351,13 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, d: Any, where: str = "model") -> ModelSpec:
-        """A spec as :meth:`to_json` wrote it; a malformed one is a :class:`CheckpointError` naming
+        """A spec as :meth:`to_json` wrote it: its keys as a record's are read
+        (:func:`~specens.core.records.record_fields`: every one known, ``kwargs`` optional), then
+        each field checked; every problem is listed in one :class:`CheckpointError` naming
         ``where`` (the file and key) and the field."""
+        values = {"kwargs": {}, **record_fields(d, cls, where, optional=("kwargs",))}  # kwargs: none given
+        name, shape, n, kwargs = (values[f.name] for f in fields(cls))
         problems = []
-        if not isinstance(d, dict):
-            raise CheckpointError(f"{where}: expected an object, got {type(d).__name__}")
-        name, shape, n, kwargs = d.get("name"), d.get("input_shape"), d.get("n_classes"), d.get("kwargs", {})
         if not (isinstance(name, str) and name):
             problems.append(f"'name' must be a non-empty string, got {name!r}")
         if not (isinstance(shape, list) and shape and all(_is_int(s) and 0 < s <= 1 << 20 for s in shape)):
@@ -361,9 +366,6 @@ class ModelSpec:
             problems.append(f"'n_classes' must be an int >= 2, got {n!r}")
         if not (isinstance(kwargs, dict) and all(isinstance(k, str) for k in kwargs)):
             problems.append(f"'kwargs' must be an object, got {kwargs!r}")
-        extra = sorted(set(d) - {"name", "input_shape", "n_classes", "kwargs"})
-        if extra:
-            problems.append(f"unknown keys {extra}")
         if problems:
             raise CheckpointError(f"{where}: " + "; ".join(problems))
         return cls(name, tuple(shape), n, dict(kwargs))

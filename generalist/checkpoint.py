@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from specens.core.cost import TrainingCost
 from specens.core.errors import CheckpointError, check_same_classes, check_same_input
 from specens.core.io import fingerprint, read_artifact_json, record_fingerprint, write_json_atomic
 from specens.core.loop import EpochRecord, TrainingMetrics
-from specens.core.records import artifact_fields, check_values, is_str_list
+from specens.core.records import Record
 
 from .hf import check_tokenizer
 from .models import ModelSpec, TrustedCodeWarning, check_input_dtype
@@ -70,11 +70,13 @@ class GeneralistMetrics(TrainingMetrics):
 
 
 @dataclass(frozen=True, kw_only=True)
-class GeneralistRecord:
+class GeneralistRecord(Record):
     """``model.json``: the weights' fingerprint and the record's, the architecture
-    (:class:`~specens.generalist.models.ModelSpec` as JSON), the class names, the training config
-    and metrics (``None`` for a model exported without training: ``{}`` on disk)."""
+    (:class:`~specens.generalist.models.ModelSpec` as JSON, as fingerprinted), the class names, the
+    training config and metrics (``None`` for a model exported without training: ``{}`` on disk).
+    :meth:`from_json` also checks the spec, the class list fitting it and the fingerprint."""
 
+    ARTIFACT = (FORMAT, FORMAT_VERSION)
     fingerprint: str
     weights_fingerprint: str
     model: dict[str, Any]
@@ -84,41 +86,32 @@ class GeneralistRecord:
 
     @property
     def spec(self) -> ModelSpec:
-        return ModelSpec.from_json(self.model)
+        return ModelSpec.from_json(self.model, f"{META}: 'model'")
+
+    def checks(self) -> list[tuple[bool, str]]:
+        distinct = len(set(self.classes)) == len(self.classes)
+        return [(distinct, f"'classes' must be a list of distinct strings, got {self.classes!r:.60}")]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            **{f.name: getattr(self, f.name) for f in fields(self)},
-            "metrics": self.metrics.to_json() if self.metrics else {},
-        }
+        return {**super().to_json(), "metrics": self.metrics.to_json() if self.metrics else {}}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], path: Path) -> GeneralistRecord:
-        """Check every key and type, the spec well formed, the class list fitting it, and the
-        fingerprint its fields give; each problem is a :class:`CheckpointError` naming ``path``."""
-        values = artifact_fields(data, cls, str(path))
-        check_values(
-            values,
-            (
-                ("fingerprint", lambda v: isinstance(v, str), "a string"),
-                ("weights_fingerprint", lambda v: isinstance(v, str), "a string"),
-                ("config", lambda v: isinstance(v, dict), "an object"),
-                ("classes", lambda v: is_str_list(v) and len(set(v)) == len(v), "a list of distinct strings"),
-            ),
-            str(path),
-        )
-        spec = ModelSpec.from_json(values["model"], f"{path}: 'model'")
-        if len(values["classes"]) != spec.n_classes:
-            raise CheckpointError(f"{path}: {len(values['classes'])} classes but model.n_classes is {spec.n_classes}")
-        metrics = values["metrics"]
-        values["metrics"] = None if metrics == {} else GeneralistMetrics.from_json(metrics, f"{path}: 'metrics'")
-        record = cls(**values)
+    def from_json(cls, data: Any, where: str) -> GeneralistRecord:
+        """The record's fields (``metrics`` ``{}``: none), then the spec well formed, the class
+        list fitting it, and the fingerprint its fields give; each problem is a
+        :class:`CheckpointError` naming ``where`` (the file)."""
+        if isinstance(data, dict) and "metrics" in data:
+            if data["metrics"] is None:  # not how a model without training is written
+                raise CheckpointError(f"{where}: 'metrics' must be an object, got None")
+            data = {**data, "metrics": None} if data["metrics"] == {} else data
+        record = super().from_json(data, where)
+        spec = ModelSpec.from_json(record.model, f"{where}: 'model'")
+        if len(record.classes) != spec.n_classes:
+            raise CheckpointError(f"{where}: {len(record.classes)} classes but model.n_classes is {spec.n_classes}")
         want = generalist_fingerprint(record.weights_fingerprint, record.model, record.classes)
         if want != record.fingerprint:
             raise CheckpointError(
-                f"{path}: 'fingerprint' is {record.fingerprint}, but its weights_fingerprint, model "
+                f"{where}: 'fingerprint' is {record.fingerprint}, but its weights_fingerprint, model "
                 f"and classes give {want} (edited after export?)"
             )
         return record
@@ -191,7 +184,7 @@ def read_record(run_dir: str | os.PathLike) -> GeneralistRecord:
     """Read and check ``model.json`` of an exported generalist (:meth:`GeneralistRecord.from_json`)."""
     path = Path(run_dir) / META
     data = read_artifact_json(path, FORMAT, FORMAT_VERSION, f"; is {run_dir} a trained generalist's run directory?")
-    return GeneralistRecord.from_json(data, path)
+    return GeneralistRecord.from_json(data, str(path))
 
 
 def training_config(run_dir: str | os.PathLike, trust_code: bool = False) -> dict[str, Any]:

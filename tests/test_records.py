@@ -125,7 +125,11 @@ def test_a_generalist_record_reads_back_with_and_without_training_metrics(tmp_pa
     spec = ModelSpec("mlp", (4,), 3, {"hidden": [8]})
     save_generalist(tmp_path / "bare", spec.build(), spec, ["a", "b", "c"])
     bare = read_record(tmp_path / "bare")
-    assert bare.metrics is None and json.loads((tmp_path / "bare" / "model.json").read_text())["metrics"] == {}
+    bare_json = json.loads((tmp_path / "bare" / "model.json").read_text())
+    assert bare.metrics is None and bare_json["metrics"] == {} and bare.to_json() == bare_json
+    (tmp_path / "bare" / "model.json").write_text(json.dumps({**bare_json, "metrics": None}))  # none is {}
+    with pytest.raises(CheckpointError, match=r"model.json: 'metrics' must be an object, got None"):
+        read_record(tmp_path / "bare")
     metrics = GeneralistMetrics(
         best_epoch=1,
         epochs_run=1,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from specens.core.cost import TrainingCost
 from specens.core.errors import CheckpointError
 from specens.core.io import fingerprint, publish_dir, read_artifact_json, record_fingerprint, write_json_atomic
 from specens.core.loop import EpochRecord, TrainingMetrics
-from specens.core.records import artifact_fields, check_values, is_count, is_number, is_str_list
+from specens.core.records import Record
 
 from .fit import FitReport
 from .gate import GateRecord
@@ -71,131 +71,74 @@ class SpecialistMetrics(TrainingMetrics):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SpecialistRecord:
+class SpecialistRecord(Record):
     """``specialist.json``. ``model`` holds the generalist's spec as JSON (``generalist_model``),
     ``top_blocks`` how many of its blocks the specialist owns on the shared trunk (0: a copy of
     the whole body), ``widen`` how much wider their inner channels are; ``config`` / ``config_key``
     the training config and the part of it that decides what is trained. The two fingerprints are
-    filled in by :func:`publish_specialist`."""
+    filled in by :func:`publish_specialist`. :meth:`from_json` also checks the group against the
+    class count, the dustbin correction against pi and rho, the spec, and the fingerprint."""
 
-    index: int
-    group: list[int]
-    classes: list[str]
-    n_classes: int
-    pi: float  # the group's share of the training split
-    rho: float  # its share of an enriched batch
+    ARTIFACT = (FORMAT, FORMAT_VERSION)
+    index: int = param(ge=0)
+    group: list[int] = param(ge=0)  # sorted, distinct class indices below n_classes
+    classes: list[str]  # one name per class of group
+    n_classes: int = param(ge=2)
+    pi: float = param(gt=0, lt=1)  # the group's share of the training split
+    rho: float = param(gt=0, lt=1)  # its share of an enriched batch
     dustbin_correction: float
     generalist_fingerprint: str
     clusters_fingerprint: str
-    model: dict[str, Any]
-    top_blocks: int
-    widen: int
+    model: dict[str, Any]  # as fingerprinted: the generalist's spec (generalist_model) and input_shape
+    top_blocks: int = param(ge=0)  # 0: the whole body
+    widen: int = param(ge=1, le=MAX_WIDEN)
     config: dict[str, Any]
     config_key: dict[str, Any]
     gate: GateRecord
     cost: TrainingCost
     metrics: SpecialistMetrics
     fit: FitReport  # within-group scores against the generalist, and the verdict (.fit)
-    lr: float  # the peak learning rate it trained with (chosen on validation where the config's is 0)
-    lr_trials: list[dict[str, float]]  # the one-epoch trials that chose it: lr, train_loss, val_nll
+    lr: float = param(gt=0)  # the peak learning rate it trained with (chosen on validation where the config's is 0)
+    lr_trials: list[dict[str, Any]]  # the one-epoch trials that chose it: lr, train_loss, val_nll
     weights_fingerprint: str = ""
     fingerprint: str = ""
 
     def expected_fingerprint(self) -> str:
         return specialist_fingerprint(self.to_json())
 
-    def to_json(self) -> dict[str, Any]:
-        nested = {
-            "gate": self.gate.to_json(),
-            "cost": self.cost.to_json(),
-            "metrics": self.metrics.to_json(),
-            "fit": self.fit.to_json(),
-        }
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            **{f.name: getattr(self, f.name) for f in fields(self)},
-            **nested,
-        }
+    def checks(self) -> list[tuple[bool, str]]:
+        group, correction = self.group, dustbin_correction(self.pi, self.rho)
+        return [
+            (
+                bool(group) and group == sorted(set(group)) and group[-1] < self.n_classes,
+                f"'group' must be a sorted list of distinct class indices below 'n_classes', got {group!r:.60}",
+            ),
+            (len(self.classes) == len(group), "'classes' must be a list of one name per class of 'group'"),
+            (
+                abs(self.dustbin_correction - correction) <= 1e-9,
+                f"'dustbin_correction' is {self.dustbin_correction!r}, but pi and rho give {correction!r}",
+            ),
+            ("generalist_model" in self.model, "'model' must be an object with 'generalist_model'"),
+            (
+                all(isinstance(t, dict) and "lr" in t for t in self.lr_trials),
+                "'lr_trials' must be a list of objects with 'lr'",
+            ),
+        ]
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], path: Path) -> SpecialistRecord:
-        """Check every key and its type, the dustbin correction against pi and rho, and the
-        fingerprint the fields give; each problem is a :class:`CheckpointError` naming ``path``."""
+    def from_json(cls, data: Any, where: str) -> SpecialistRecord:
+        """The record's fields and :meth:`checks`, then the generalist's spec well formed and the
+        fingerprint the fields give; each problem is a :class:`CheckpointError` naming ``where``."""
         from specens.generalist.models import ModelSpec
 
-        where = str(path)
-        values = artifact_fields(data, cls, where)
-        check_values(values, _field_checks(values), where)
-        if abs(values["dustbin_correction"] - dustbin_correction(values["pi"], values["rho"])) > 1e-9:
-            raise CheckpointError(
-                f"{where}: 'dustbin_correction' is {values['dustbin_correction']!r}, but pi and rho give "
-                f"{dustbin_correction(values['pi'], values['rho'])!r}"
-            )
-        ModelSpec.from_json(values["model"]["generalist_model"], f"{where}: 'model.generalist_model'")
-        record = cls(
-            **{
-                **values,
-                "gate": GateRecord.from_json(values["gate"], f"{where}: 'gate'"),
-                "cost": TrainingCost.from_json(values["cost"], f"{where}: 'cost'"),
-                "metrics": SpecialistMetrics.from_json(values["metrics"], f"{where}: 'metrics'"),
-                "fit": FitReport.from_json(values["fit"], f"{where}: 'fit'"),
-            }
-        )
+        record = super().from_json(data, where)
+        ModelSpec.from_json(record.model["generalist_model"], f"{where}: 'model.generalist_model'")
         if record.expected_fingerprint() != record.fingerprint:
             raise CheckpointError(
                 f"{where}: 'fingerprint' is {record.fingerprint}, but its fields give "
                 f"{record.expected_fingerprint()} (edited after training?)"
             )
         return record
-
-
-def _field_checks(values: dict[str, Any]) -> list:
-    """``specialist.json``'s own fields' checks (:func:`~specens.core.records.check_values`)."""
-    n, group = values["n_classes"], values["group"]
-    return [
-        ("fingerprint", lambda v: isinstance(v, str), "a string"),
-        ("weights_fingerprint", lambda v: isinstance(v, str), "a string"),
-        ("index", is_count, "an int >= 0"),
-        ("n_classes", lambda v: is_count(v, 2), "an int >= 2"),
-        (
-            "group",
-            lambda v: (
-                isinstance(v, list)
-                and v
-                and all(is_count(c) for c in v)
-                and is_count(n)
-                and v == sorted(set(v))
-                and v[-1] < n
-            ),
-            "a sorted list of distinct class indices",
-        ),
-        (
-            "classes",
-            lambda v: is_str_list(v) and isinstance(group, list) and len(v) == len(group),
-            "a list of one name per class of 'group'",
-        ),
-        ("pi", lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
-        ("rho", lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
-        ("dustbin_correction", is_number, "a finite number"),
-        ("generalist_fingerprint", lambda v: isinstance(v, str), "a string"),
-        ("clusters_fingerprint", lambda v: isinstance(v, str), "a string"),
-        (
-            "model",
-            lambda v: isinstance(v, dict) and "generalist_model" in v,
-            "an object with 'generalist_model'",
-        ),
-        ("top_blocks", is_count, "an int >= 0 (0: the whole body)"),
-        ("widen", lambda v: is_count(v, 1) and v <= MAX_WIDEN, f"an int in [1, {MAX_WIDEN}]"),
-        ("config", lambda v: isinstance(v, dict), "an object"),
-        ("config_key", lambda v: isinstance(v, dict), "an object"),
-        ("lr", lambda v: is_number(v) and v > 0, "a number > 0"),
-        (
-            "lr_trials",
-            lambda v: isinstance(v, list) and all(isinstance(t, dict) and "lr" in t for t in v),
-            "a list of objects with 'lr'",
-        ),
-    ]
 
 
 def specialist_fingerprint(data: dict[str, Any]) -> str:
@@ -219,7 +162,7 @@ def read_specialist(path: str | Path) -> SpecialistRecord:
     :meth:`SpecialistRecord.from_json`."""
     path = Path(path)
     meta_path = path / META if path.is_dir() else path
-    return SpecialistRecord.from_json(read_artifact_json(meta_path, FORMAT, FORMAT_VERSION), meta_path)
+    return SpecialistRecord.from_json(read_artifact_json(meta_path, FORMAT, FORMAT_VERSION), str(meta_path))
 
 
 def load_specialist(
@@ -243,7 +186,7 @@ def load_specialist(
                 f"{Path(path) / META}: a shared-trunk specialist (top_blocks {record.top_blocks}) "
                 "runs on its generalist's trunk: pass generalist_model (Ensemble.load does)"
             )
-        spec = ModelSpec.from_json(record.model["generalist_model"])
+        spec = ModelSpec.from_json(record.model["generalist_model"], f"{Path(path) / META}: 'model.generalist_model'")
         generalist_model = spec.build(trust_code, str(Path(path) / META))
     try:
         model = build_specialist(generalist_model, group, top_blocks=record.top_blocks, widen=record.widen)

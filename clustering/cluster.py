@@ -30,7 +30,7 @@ from specens.core.io import (
     write_json_atomic,
 )
 from specens.core.progress import progress_bar
-from specens.core.records import artifact_fields, check_values, is_count
+from specens.core.records import Record
 from specens.data.format import INFO_FILE, load_info
 from specens.data.shards import iter_split
 from specens.generalist.checkpoint import load_generalist
@@ -39,7 +39,7 @@ from .covariance import CovarianceAccumulator, prediction_covariance, soft_predi
 from .groups import ConfusionClusterer
 from .predictions import load_predictions
 from .regime import RegimeCheck, examples_per_class, regime_check
-from .report import ClusterReport
+from .report import ClusterReport, GroupsSearch, PredictionsSource, SearchRow
 
 FORMAT, FORMAT_VERSION = "specens.clusters", 1
 CLUSTER_FILES = (
@@ -132,7 +132,7 @@ class _Transfer:
     advice: str
     generalist_fingerprint: str | None = None
     predictions_fingerprint: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    predictions: PredictionsSource | None = None  # what report.json says of a predictions file
 
 
 @torch.no_grad()
@@ -159,9 +159,7 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
         )
     cov = t.acc.covariance()
     _check_confusion(cov, temperature, t.whose, t.advice)
-    extra: dict[str, Any] = {"transfer_samples": t.acc.count, "dropped_mass": t.acc.dropped_mass / t.acc.count}
-    extra |= t.extra
-    clusterer = _fit_groups(estimator, cov, t.y_true, t.y_pred, len(t.classes), extra)
+    clusterer = _fit_groups(estimator, cov, t.y_true, t.y_pred, len(t.classes))
     report = ClusterReport(
         clusterer.groups_,
         t.classes,
@@ -170,11 +168,14 @@ def cluster(cfg: ClusterConfig, progress: bool = True) -> ClusterReport:
         t.y_pred,
         t.known_groups,
         clusterer.labels_,
-        extra=extra,
+        transfer_samples=t.acc.count,
+        dropped_mass=t.acc.dropped_mass / t.acc.count,
+        predictions=t.predictions,
+        n_groups_search=_search(estimator, clusterer),
     )
     capture = report.error_capture()
     captured = capture["captured"] if capture and capture["errors"] else None  # no errors: nothing to capture
-    report.extra["regime"] = t.regime(captured).to_json()
+    report.regime = t.regime(captured)
 
     def write(tmp: Path) -> None:
         save_clusters(
@@ -270,7 +271,7 @@ def _from_predictions(
         f"the model's (in {predictions})",
         "check that the file holds the model's outputs on a held-out set",
         predictions_fingerprint=p.fingerprint,
-        extra={"predictions": {"file": predictions, "fingerprint": p.fingerprint, "given": p.kind}},
+        predictions=PredictionsSource(file=predictions, fingerprint=p.fingerprint, given=p.kind),
     )
 
 
@@ -322,20 +323,14 @@ def _check_confusion(
         )
 
 
-def _fit_groups(estimator: ConfusionClusterer, cov, y_true, y_pred, n_classes: int, extra: dict) -> ConfusionClusterer:
-    """``estimator`` fitted on Σ, its K given or chosen from the labelled examples' errors (the
-    search recorded in ``extra``). Groups no specialist could own are refused."""
+def _fit_groups(estimator: ConfusionClusterer, cov, y_true, y_pred, n_classes: int) -> ConfusionClusterer:
+    """``estimator`` fitted on Σ, its K given or chosen from the labelled examples' errors
+    (:func:`_search`). Groups no specialist could own are refused."""
     labelled = y_true >= 0
     try:
         clusterer = estimator.fit_covariance(cov, y_true[labelled], y_pred[labelled])
     except ValueError as e:  # parameters that do not fit this label space, e.g. n_groups > C
         raise ConfigError(str(e)) from None
-    if estimator.n_groups == "auto":
-        extra["n_groups_search"] = {
-            "chosen": clusterer.n_groups_,
-            "min_capture": estimator.min_capture,
-            "tried": clusterer.n_groups_search_,
-        }
     if any(len(grp) == n_classes for grp in clusterer.groups_):
         raise ConfigError(
             f"a group holds all {n_classes} classes (n_groups={clusterer.n_groups_}): its "
@@ -349,46 +344,35 @@ def _fit_groups(estimator: ConfusionClusterer, cov, y_true, y_pred, n_classes: i
     return clusterer
 
 
+def _search(estimator: ConfusionClusterer, clusterer: ConfusionClusterer) -> GroupsSearch | None:
+    """How the fitted ``clusterer`` chose K, for the report; None where K was given."""
+    if estimator.n_groups != "auto":
+        return None
+    tried = [SearchRow(**row) for row in clusterer.n_groups_search_]
+    return GroupsSearch(chosen=clusterer.n_groups_, min_capture=estimator.min_capture, tried=tried)
+
+
 @dataclass(frozen=True, kw_only=True)
-class ClustersRecord:
+class ClustersRecord(Record):
     """``clusters.json``: the groups (class indices, and their names for a reader), what they were
     made from (a generalist's fingerprint, or None and a predictions file's), the class count and
-    the config. :meth:`from_json` checks every key and type, naming the file and the key."""
+    the config. :meth:`from_json` checks every key and type, naming the file and the key; each
+    group's classes are checked by :func:`load_clusters`."""
 
+    ARTIFACT = (FORMAT, FORMAT_VERSION)
     generalist_fingerprint: str | None  # None: made from a predictions file
     predictions_fingerprint: str | None = None  # the predictions file's, where one was used
-    n_classes: int
+    n_classes: int = param(ge=2)
     groups: list[list[int]]
-    group_names: list[list[str]]
-    config: dict[str, Any]
+    group_names: list[list[str]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        made_from = {"generalist_fingerprint": self.generalist_fingerprint}
-        if self.predictions_fingerprint is not None:
-            made_from["predictions_fingerprint"] = self.predictions_fingerprint
-        body = {k: getattr(self, k) for k in ("n_classes", "groups", "group_names", "config")}
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, **made_from, **body}
-
-    @classmethod
-    def from_json(cls, data: Any, path: Path) -> ClustersRecord:
-        values = artifact_fields(data, cls, str(path), optional=("predictions_fingerprint", "group_names", "config"))
-        check_values(
-            values,
-            (
-                ("generalist_fingerprint", lambda v: v is None or isinstance(v, str), "a string"),
-                ("predictions_fingerprint", lambda v: v is None or isinstance(v, str), "a string"),
-                ("n_classes", lambda v: is_count(v, 2), "an int >= 2"),
-                ("groups", lambda v: isinstance(v, list) and all(isinstance(g, list) for g in v),
-                 "a list of lists of class indices"),
-                ("group_names", lambda v: isinstance(v, list), "a list of lists of class names"),
-                ("config", lambda v: isinstance(v, dict), "an object"),
-            ),
-            str(path),
-        )  # fmt: skip
-        record = cls(**{"predictions_fingerprint": None, "group_names": [], "config": {}, **values})
-        if record.generalist_fingerprint is None and record.predictions_fingerprint is None:
-            raise CheckpointError(f"{path}: 'generalist_fingerprint' must be a string, got None")
-        return record
+    def checks(self) -> list[tuple[bool, str]]:
+        made_from = self.generalist_fingerprint is not None or self.predictions_fingerprint is not None
+        return [
+            (made_from, "'generalist_fingerprint' must be a string, got None"),
+            (all(isinstance(g, list) for g in self.groups), "'groups' must be a list of lists of class indices"),
+        ]
 
     @property
     def from_predictions(self) -> bool:
@@ -434,7 +418,7 @@ def load_clusters(
     refuse groups made from another generalist, or from a predictions file. Every group must be
     non-empty, sorted-unique, and within [0, n_classes)."""
     path = Path(path)
-    r = ClustersRecord.from_json(read_artifact_json(path, FORMAT, FORMAT_VERSION), path)
+    r = ClustersRecord.from_json(read_artifact_json(path, FORMAT, FORMAT_VERSION), str(path))
     if generalist_fingerprint is not None and r.from_predictions:
         raise CheckpointError(
             f"{path}: made from a predictions file (`specens cluster --predictions`), not from a generalist; "

@@ -8,24 +8,30 @@ covariance, the generalist's labelled predictions and a known grouping:
 - error capture: the share of the generalist's top-1 errors whose true and predicted classes lie in
   a common group (errors a specialist could fix), overall and per group;
 - agreement with a known grouping (adjusted Rand index, NMI, purity);
-- plots (covariance reordered by group; group sizes), JSON export and a text table.
+- plots (covariance reordered by group; group sizes), a text table, and ``report.json``
+  (:class:`ReportRecord`, read back by :func:`read_cluster_report`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from specens.core.config import param
 from specens.core.errors import CheckpointError
 from specens.core.io import atomic_path, read_artifact_json, read_json
-from specens.core.records import HEADER
+from specens.core.records import HEADER, Record
 
 from .groups import choose_n_groups, error_capture, group_confusability, n_groups_candidates
+
+if TYPE_CHECKING:
+    from .regime import RegimeCheck  # imports torch, which the report does not need
 
 __all__ = ["ClusterReport", "agreement", "choose_n_groups", "error_capture", "n_groups_candidates"]
 
@@ -47,23 +53,128 @@ def agreement(labels: np.ndarray, known: np.ndarray) -> dict:
 REPORT_FORMAT, REPORT_VERSION = "specens.cluster-report", 1  # report.json's header
 
 
+@dataclass(frozen=True, kw_only=True)
+class ErrorCapture(Record):
+    """``report.json``'s ``error_capture`` (:func:`~.groups.error_capture`): the model's top-1
+    errors on the labelled transfer examples, the share whose two classes share a group, and the
+    share each group captures."""
+
+    errors: int = param(ge=0)
+    captured: float = param(ge=0, le=1)
+    per_group: list[float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Agreement(Record):
+    """``report.json``'s ``agreement`` with a known grouping (:func:`agreement`)."""
+
+    ari: float
+    nmi: float
+    purity: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupRow(Record):
+    """One group of ``report.json``'s ``groups``: its size, confusability and share of the errors
+    (None without a covariance or labelled errors), and its classes by name."""
+
+    group: int = param(ge=0)
+    size: int = param(ge=0)
+    confusability: float | None
+    error_capture: float | None
+    classes: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchRow(Record):
+    """One K tried by :func:`~.groups.choose_n_groups`: the groups made and the share of errors captured."""
+
+    k: int
+    groups: int
+    captured: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupsSearch(Record):
+    """``report.json``'s ``n_groups_search`` (``n_groups = "auto"``): the K chosen, the capture it
+    had to keep, and every K tried (none without labelled errors)."""
+
+    chosen: int
+    min_capture: float
+    tried: list[SearchRow]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictionsSource(Record):
+    """``report.json``'s ``predictions``: the predictions file the groups came from (``specens
+    cluster --predictions``), its fingerprint and what it held (logits or probabilities)."""
+
+    file: str
+    fingerprint: str
+    given: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Regime(Record):
+    """``report.json``'s ``regime``: the regime check (:class:`~.regime.RegimeCheck`), its line first."""
+
+    line: str
+    likely: bool | None
+    reason: str
+    advice: str
+    train_top1: float | None
+    val_top1: float | None
+    still_improving: bool | None
+    error_capture: float | None
+    examples_per_class: float | None
+
+    @classmethod
+    def of(cls, check: RegimeCheck) -> Regime:
+        return cls(line=check.line(), **dataclasses.asdict(check))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportRecord(Record):
+    """``report.json``: :class:`ClusterReport`'s figures; a ``specens cluster`` run adds the
+    transfer set's size, the probability mass a top-k covariance dropped, the predictions file
+    (groups from one), the choice of K (``n_groups = "auto"``) and the regime check."""
+
+    ARTIFACT = (REPORT_FORMAT, REPORT_VERSION)
+    n_classes: int = param(ge=1)
+    n_groups: int = param(ge=0)
+    coverage: dict[str, int]  # {number of groups holding a class: number of such classes}
+    error_capture: ErrorCapture | None  # None: no labelled predictions
+    agreement: Agreement | None  # None: no known grouping
+    groups: list[GroupRow]
+    transfer_samples: int | None = param(None, ge=0)
+    dropped_mass: float | None = param(None, ge=0)  # per example
+    predictions: PredictionsSource | None = None
+    n_groups_search: GroupsSearch | None = None
+    regime: Regime | None = None
+
+
+def read_cluster_report(path: str | Path) -> ReportRecord:
+    """The clustering's ``report.json`` at ``path`` (:class:`ReportRecord`), its header checked. A
+    report without a header, as every ``specens cluster`` wrote one before version 1, holds the
+    same body and is read as one."""
+    data = read_json(path)
+    if not isinstance(data, dict) or set(HEADER) & set(data):  # a header, or none of ours: check it
+        data = read_artifact_json(path, REPORT_FORMAT, REPORT_VERSION)
+    return ReportRecord.from_json(data, str(path))
+
+
 def read_error_capture(path: str | Path) -> float | None:
     """The share of the model's errors the groups capture, as the clustering's ``report.json`` at
-    ``path`` records it; None where the file is absent, not such a report (another format or
-    version, edited, someone else's) or made without labelled errors: the regime check then goes
-    without it. A report without a header, as every ``specens cluster`` wrote one before version 1,
-    holds the same body and is read as one."""
+    ``path`` records it (:func:`read_cluster_report`); None where the file is absent, not such a
+    report (another format or version, edited, someone else's) or made without labelled errors:
+    the regime check then goes without it."""
     if not Path(path).is_file():
         return None
     try:
-        data = read_json(path)
-        if not isinstance(data, dict) or set(HEADER) & set(data):  # a header, or none of ours: check it
-            data = read_artifact_json(path, REPORT_FORMAT, REPORT_VERSION)
-        capture = data["error_capture"]
-    except (CheckpointError, KeyError):
+        report = read_cluster_report(path)
+    except CheckpointError:
         return None
-    share = capture["captured"] if isinstance(capture, dict) and "captured" in capture else None  # null: no labels
-    return float(share) if isinstance(share, float | int) and not isinstance(share, bool) and 0 <= share <= 1 else None
+    return None if report.error_capture is None else report.error_capture.captured
 
 
 @dataclass
@@ -73,6 +184,8 @@ class ClusterReport:
     groups: list of sorted class-index arrays; classes: the class names (length C).
     covariance: (C, C), for confusability and the picture. y_true / y_pred: the generalist's
     labelled top-1 predictions (n,), for error capture. known_groups: (C,) known group per class.
+    transfer_samples, dropped_mass, predictions, n_groups_search, regime: what a ``specens
+    cluster`` run adds to ``report.json`` (:class:`ReportRecord`), None elsewhere.
     """
 
     groups: list[np.ndarray]
@@ -82,7 +195,11 @@ class ClusterReport:
     y_pred: np.ndarray | None = None
     known_groups: np.ndarray | None = None
     labels: np.ndarray | None = None  # primary group per class (−1: none); derived from groups if None
-    extra: dict[str, Any] = field(default_factory=dict)
+    transfer_samples: int | None = None
+    dropped_mass: float | None = None
+    predictions: PredictionsSource | None = None
+    n_groups_search: GroupsSearch | None = None
+    regime: RegimeCheck | None = None
 
     def __post_init__(self):
         c = len(self.classes)
@@ -125,18 +242,25 @@ class ClusterReport:
             )
         return rows
 
+    def record(self) -> ReportRecord:
+        """What ``report.json`` holds."""
+        capture, agreement = self.error_capture(), self.agreement()
+        return ReportRecord(
+            n_classes=self.n_classes,
+            n_groups=len(self.groups),
+            coverage={str(k): v for k, v in self.coverage().items()},
+            error_capture=None if capture is None else ErrorCapture(**capture),
+            agreement=None if agreement is None else Agreement(**agreement),
+            groups=[GroupRow(**r) for r in self.group_rows()],
+            transfer_samples=self.transfer_samples,
+            dropped_mass=self.dropped_mass,
+            predictions=self.predictions,
+            n_groups_search=self.n_groups_search,
+            regime=None if self.regime is None else Regime.of(self.regime),
+        )
+
     def to_json(self) -> dict:
-        return {
-            "format": REPORT_FORMAT,
-            "format_version": REPORT_VERSION,
-            "n_classes": self.n_classes,
-            "n_groups": len(self.groups),
-            "coverage": self.coverage(),
-            "error_capture": self.error_capture(),
-            "agreement": self.agreement(),
-            "groups": self.group_rows(),
-            **self.extra,
-        }
+        return self.record().to_json()
 
     def save_json(self, path: str | Path) -> None:
         from specens.core.io import write_json_atomic
@@ -151,18 +275,16 @@ class ClusterReport:
         ]
         cap = self.error_capture()
         if cap:
-            model = "model" if "predictions" in self.extra else "generalist"  # a predictions file: any model's
+            model = "model" if self.predictions is not None else "generalist"  # a predictions file: any model's
             lines.append(
                 f"error capture: {cap['captured']:.1%} of the {model}'s {cap['errors']} top-1 errors "
                 "fall inside a group"
             )
-        search = self.extra.get("n_groups_search")
-        if search and search["tried"]:
+        search = self.n_groups_search
+        if search is not None and search.tried:
             lines.append(
-                f"K = {search['chosen']} chosen: the most groups still capturing >= {search['min_capture']:.0%} "
-                "of the errors (K: capture "
-                + ", ".join(f"{r['k']}: {r['captured']:.0%}" for r in search["tried"])
-                + ")"
+                f"K = {search.chosen} chosen: the most groups still capturing >= {search.min_capture:.0%} "
+                "of the errors (K: capture " + ", ".join(f"{r.k}: {r.captured:.0%}" for r in search.tried) + ")"
             )
         agr = self.agreement()
         if agr:
@@ -170,8 +292,8 @@ class ClusterReport:
                 f"agreement with the known grouping: ARI {agr['ari']:.3f}, NMI {agr['nmi']:.3f}, "
                 f"purity {agr['purity']:.3f}"
             )
-        if self.extra.get("regime"):
-            lines.append(self.extra["regime"]["line"])
+        if self.regime is not None:
+            lines.append(self.regime.line())
         return "\n".join(lines)
 
     def table(self, max_names: int = 8) -> str:

@@ -11,7 +11,14 @@ from specens.clustering import ConfusionClusterer, CovarianceAccumulator, predic
 from specens.clustering.cluster import ClusterConfig, cluster, load_clusters
 from specens.clustering.groups import assign_overlapping, column_features, confusion_scores
 from specens.clustering.regime import regime_check
-from specens.clustering.report import ClusterReport, agreement, choose_n_groups, error_capture, n_groups_candidates
+from specens.clustering.report import (
+    ClusterReport,
+    agreement,
+    choose_n_groups,
+    error_capture,
+    n_groups_candidates,
+    read_cluster_report,
+)
 from specens.core.errors import CheckpointError, ConfigError
 from specens.data.synthetic import synthetic_predictions
 from specens.generalist.checkpoint import load_generalist
@@ -319,6 +326,9 @@ def test_cluster_chooses_n_groups(glyph_generalist, glyph_ds, tmp_path):
     record = load_generalist(glyph_generalist).record.metrics
     expected = regime_check(record, report.error_capture()["captured"], 40.0)
     assert regime == expected.to_json() and report.summary().endswith(expected.line())
+    typed = read_cluster_report(tmp_path / "report.json")  # the same file through its record
+    assert typed == report.record() and typed.n_groups_search.chosen == search["chosen"]
+    assert typed.regime.line == expected.line() and typed.transfer_samples == report.transfer_samples
 
 
 def test_cluster_config_passes_the_estimator_parameters_through_with_its_defaults():
@@ -398,6 +408,11 @@ def test_the_report_carries_its_header_and_its_capture_is_read_typed(tmp_path):
         assert read_error_capture(tmp_path / name) is None
     (tmp_path / "v2.json").write_text(json.dumps({**data, "format_version": 2}))
     assert read_error_capture(tmp_path / "v2.json") is None and read_error_capture(tmp_path / "none.json") is None
+    assert read_cluster_report(tmp_path / "before.json") == report.record()
+    (tmp_path / "edited.json").write_text(json.dumps({**data, "n_groups": "2"}))  # a field mistyped: not a report
+    with pytest.raises(CheckpointError, match=r"edited.json: 'n_groups' must be an int >= 0"):
+        read_cluster_report(tmp_path / "edited.json")
+    assert read_error_capture(tmp_path / "edited.json") is None
 
 
 def test_clusters_json_is_a_typed_record(glyph_generalist, glyph_ds, tmp_path):
@@ -408,7 +423,7 @@ def test_clusters_json_is_a_typed_record(glyph_generalist, glyph_ds, tmp_path):
     cluster(ClusterConfig(generalist=glyph_generalist, data=glyph_ds, out=str(tmp_path / "c"), n_groups=4), False)
     path = tmp_path / "c" / "clusters.json"
     data = json.loads(path.read_text())
-    record = ClustersRecord.from_json(data, path)
+    record = ClustersRecord.from_json(data, str(path))
     assert record.to_json() == data and not record.from_predictions and len(record.groups) == len(record.group_names)
     for change, message in (
         ({"extra": 1}, r"unknown keys \['extra'\]"),
@@ -417,4 +432,4 @@ def test_clusters_json_is_a_typed_record(glyph_generalist, glyph_ds, tmp_path):
         ({"generalist_fingerprint": None}, "'generalist_fingerprint' must be a string"),
     ):
         with pytest.raises(CheckpointError, match=message):
-            ClustersRecord.from_json({**data, **change}, path)
+            ClustersRecord.from_json({**data, **change}, str(path))

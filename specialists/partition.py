@@ -28,13 +28,14 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from specens.core.errors import CheckpointError
 from specens.core.io import check_no_links, publish_dir, read_artifact_json, write_json_atomic
-from specens.core.records import artifact_fields
+from specens.core.records import Record
 from specens.data.format import DatasetInfo
 from specens.data.parts import Parts, partition_split
 
@@ -85,14 +86,16 @@ def partition_key(info: DatasetInfo, clusters_fp: str, generalist_fp: str, val_s
     }
 
 
-@dataclass(frozen=True)
-class _Manifest:
-    """The manifest's body (after its header): what the partition was made for (:func:`partition_key`)
-    and each split's parts (:class:`~specens.data.parts.Parts`, checked by its ``from_json``)."""
+@dataclass(frozen=True, kw_only=True)
+class _Manifest(Record):
+    """``groups.json``: what the partition was made for (:func:`partition_key`) and each split's
+    parts (:class:`~specens.data.parts.Parts` as JSON, checked by its ``from_json``; ``val`` null
+    without a validation split)."""
 
-    key: dict
-    train: list
-    val: list | None
+    ARTIFACT = (FORMAT, FORMAT_VERSION)
+    key: dict[str, Any]
+    train: list[dict[str, Any]]
+    val: list[dict[str, Any]] | None
 
 
 def load_partition(out: str | Path, key: dict, info: DatasetInfo, n_parts: int) -> Partition | None:
@@ -101,7 +104,7 @@ def load_partition(out: str | Path, key: dict, info: DatasetInfo, n_parts: int) 
     root = partition_dir(out)
     where = str(root / MANIFEST)
     try:
-        m = _Manifest(**artifact_fields(read_artifact_json(root / MANIFEST, FORMAT, FORMAT_VERSION), _Manifest, where))
+        m = _Manifest.from_json(read_artifact_json(root / MANIFEST, FORMAT, FORMAT_VERSION), where)
         if m.key != key or (key["val_split"] and m.val is None):
             return None
         train = Parts.from_json(root, m.train, info.n_classes, where)
@@ -146,7 +149,7 @@ def build_partition(
             else None
         )  # "val" even if val_split is "train"
         manifest = _Manifest(key=key, train=train.to_json(), val=None if val is None else val.to_json())
-        write_json_atomic(tmp / MANIFEST, {"format": FORMAT, "format_version": FORMAT_VERSION, **vars(manifest)})
+        write_json_atomic(tmp / MANIFEST, manifest.to_json())
 
     final = check_no_links(out, partition_dir(out))
     publish_dir(final, write, own=PARTITION_FILES, what="the specialists' data partition")

@@ -115,7 +115,7 @@ def predict(run_dir, data, split, out, batch_size, device, trust_code):
     from .evaluate import predict_generalist
 
     meta = predict_generalist(run_dir, data, split, out, batch_size, device, trust_code=trust_code)
-    click.echo(f"wrote logits of {meta['n_samples']} samples x {meta['n_classes']} classes to {out}")
+    click.echo(f"wrote logits of {meta.n_samples} samples x {meta.n_classes} classes to {out}")
 
 
 @generalist_cli.command("import")

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from specens.core.config import param
 from specens.core.device import autocast, resolve_device
 from specens.core.errors import ConfigError
 from specens.core.io import check_target, publish_dir, write_json_atomic
 from specens.core.progress import progress_bar
+from specens.core.records import Record, read_report
 from specens.data.format import INFO_FILE
 from specens.data.shards import Batch, iter_split
 
@@ -63,6 +66,27 @@ def evaluate(
 
 PREDICT_FILES = ("logits.npy", "labels.npy", "keys.txt", "predictions.json")
 PREDICT_FORMAT = "specens.generalist-predictions"  # predictions.json's header: what check_target trusts
+PREDICT_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictionsRecord(Record):
+    """``predictions.json``, beside the logits ``specens generalist predict`` wrote: the generalist
+    (its run directory and fingerprint), the dataset and split they are of, and the logits' shape."""
+
+    ARTIFACT = (PREDICT_FORMAT, PREDICT_VERSION)
+    generalist: str
+    generalist_fingerprint: str
+    data: str
+    split: str
+    n_samples: int = param(ge=0)
+    n_classes: int = param(ge=2)
+
+
+def read_predictions_record(out: str | Path) -> PredictionsRecord:
+    """``predictions.json`` in ``out`` (a ``specens generalist predict`` output), checked."""
+    path = Path(out) / "predictions.json"
+    return read_report(PredictionsRecord, path, PREDICT_FORMAT, PREDICT_VERSION, "specens generalist predict")
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -98,13 +122,13 @@ def predict_generalist(
     device: str = "auto",
     progress: bool = True,
     trust_code: bool = False,
-) -> dict:
+) -> PredictionsRecord:
     """``specens generalist predict``: write the logits of one split, in the split's order.
 
     Writes into ``out``: ``logits.npy`` float32 of shape (n_samples, n_classes), ``labels.npy``
     int64 of shape (n_samples,), ``keys.txt`` (one sample key a line), then ``predictions.json``
-    (generalist fingerprint, dataset, split, count); the folder is published whole when complete,
-    replacing an earlier output (never a folder of other files).
+    (:class:`PredictionsRecord`, returned); the folder is published whole when complete, replacing
+    an earlier output (never a folder of other files).
     """
     _check_batch_size(batch_size)
     check_target(out, PREDICT_FILES, "a `specens generalist predict` output", "predictions.json")
@@ -114,16 +138,14 @@ def predict_generalist(
     info = loader.stream.info
     g.check_fits(info, run_dir, f"{data}/{INFO_FILE}")
     n, c = info.split(split).num_samples, g.n_classes
-    meta = {
-        "format": PREDICT_FORMAT,
-        "format_version": 1,
-        "generalist": str(run_dir),
-        "generalist_fingerprint": g.fingerprint,
-        "data": str(data),
-        "split": split,
-        "n_samples": n,
-        "n_classes": c,
-    }
+    meta = PredictionsRecord(
+        generalist=str(run_dir),
+        generalist_fingerprint=g.fingerprint,
+        data=str(data),
+        split=split,
+        n_samples=n,
+        n_classes=c,
+    )
 
     def write(tmp: Path) -> None:
         labels = np.empty(n, dtype=np.int64)
@@ -140,7 +162,7 @@ def predict_generalist(
         del logits
         np.save(tmp / "labels.npy", labels)
         (tmp / "keys.txt").write_bytes(("\n".join(keys) + "\n").encode())
-        write_json_atomic(tmp / "predictions.json", meta)
+        write_json_atomic(tmp / "predictions.json", meta.to_json())
 
     publish_dir(out, write, own=PREDICT_FILES, what="a `specens generalist predict` output", record="predictions.json")
     return meta

@@ -12,7 +12,7 @@ from specens.core.config import load_config
 from specens.core.errors import CheckpointError, ConfigError
 from specens.generalist.checkpoint import load_generalist
 from specens.generalist.config import TrainConfig
-from specens.generalist.evaluate import evaluate_generalist, predict_generalist
+from specens.generalist.evaluate import evaluate_generalist, predict_generalist, read_predictions_record
 from specens.generalist.models import ModelSpec
 from specens.generalist.train import train_generalist
 
@@ -140,7 +140,8 @@ def test_predict_writes_logits_in_split_order(trained, synthetic_ds, tmp_path):
     logits = np.load(tmp_path / "logits.npy")
     labels = np.load(tmp_path / "labels.npy")
     keys = (tmp_path / "keys.txt").read_text().split()
-    assert logits.shape == (1000, 20) and len(keys) == 1000 and meta["generalist_fingerprint"] == trained.fingerprint
+    assert logits.shape == (1000, 20) and len(keys) == 1000 and meta.generalist_fingerprint == trained.fingerprint
+    assert read_predictions_record(tmp_path) == meta and (meta.n_samples, meta.split) == (1000, "test")
     g = load_generalist(trained.run_dir)
     from specens.data.shards import iter_split
 

@@ -52,13 +52,6 @@ def record_fields(data: Any, cls: type, where: str, optional: Iterable[str] = ()
 HEADER = ("format", "format_version")  # an artifact's header: checked by core.io.read_artifact_json, not a field
 
 
-def artifact_fields(data: Any, cls: type, where: str, optional: Iterable[str] = ()) -> dict[str, Any]:
-    """:func:`record_fields` of an artifact's top-level object, its :data:`HEADER` left out."""
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{where} must be an object, got {type(data).__name__}")
-    return record_fields({k: v for k, v in data.items() if k not in HEADER}, cls, where, optional)
-
-
 def read_report(cls: type, path, fmt: str, version: int, rerun: str):
     """The artifact at ``path`` as record ``cls`` (its ``from_json(data, where)``), its format and
     version checked; a refusal of those says how to replace the file (``rerun``, a command)."""
@@ -67,14 +60,6 @@ def read_report(cls: type, path, fmt: str, version: int, rerun: str):
     except CheckpointError as e:  # e.g. written by an older specens
         raise CheckpointError(f"{e}; delete it or rerun `{rerun}`") from None
     return cls.from_json(data, str(path))
-
-
-def check_values(data: dict[str, Any], checks: Iterable[tuple[str, Callable[[Any], bool], str]], where: str) -> None:
-    """Refuse the first ``(key, ok, want)`` whose value in ``data`` fails ``ok``, naming the key:
-    ``file: 'key'`` for a record's own field, ``file: 'outer'.key`` inside a nested one."""
-    for key, ok, want in checks:
-        if key in data and not ok(data[key]):
-            raise CheckpointError(f"{field_name(where, key)} must be {want}, got {data[key]!r:.60}")
 
 
 def field_name(where: str, key: str) -> str:
@@ -92,17 +77,8 @@ def is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def is_ratio(v: Any) -> bool:
-    """A finite number, or null where a ratio is undefined."""
-    return v is None or is_number(v)
-
-
 def is_dict(v: Any) -> bool:
     return isinstance(v, dict)
-
-
-def is_str_list(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(s, str) for s in v)
 
 
 class Record:

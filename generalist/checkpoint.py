@@ -196,7 +196,7 @@ def training_config(run_dir: str | os.PathLike, trust_code: bool = False) -> dic
 
     path = Path(run_dir) / META
     saved = dict(read_record(run_dir).config)
-    model = saved.get("model", "")
+    model = saved["model"] if "model" in saved else ""  # a config without one: the input kind's default
     if isinstance(model, str) and is_code(model) and not trust_code:
         raise CheckpointError(
             f"{path}: config.model {model!r} names code to import; training from this record "

@@ -66,7 +66,9 @@ class InputSpec(Record):
     @classmethod
     def from_json(cls, data: Any, where: str) -> InputSpec:
         """The encoding on disk must be the kind's (it may be absent)."""
-        encoding = data.pop("encoding", None) if isinstance(data, dict) and "encoding" in data else None
+        encoding = data["encoding"] if isinstance(data, dict) and "encoding" in data else None
+        if isinstance(data, dict):  # a copy: the caller's object is left as it was
+            data = {k: v for k, v in data.items() if k != "encoding"}
         spec = super().from_json(data, where)
         if encoding is not None and encoding != spec.encoding:
             raise DataError(f"{where}.encoding is {encoding!r}, but kind {spec.kind!r} is stored as {spec.encoding!r}")
@@ -118,6 +120,33 @@ class SplitInfo(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Featurizer(Record):
+    """``featurizer``: how texts became the stored inputs (:mod:`specens.data.text`). ``kind``
+    ``"hashed-ngrams"``: the hashing's settings (``buckets`` is what a model reads); ``"tokenizer"``:
+    a transformers tokenizer, named by the SHA-256 of its ``tokenizer.json`` (``fingerprint``)."""
+
+    ERROR: ClassVar = DataError
+
+    kind: str = param(choices=("hashed-ngrams", "tokenizer"))
+    buckets: int | None = param(None, ge=2)
+    max_tokens: int | None = param(None, ge=1)
+    word_ngrams: int | None = param(None, ge=1)
+    char_ngrams: int | None = param(None, ge=0)
+    char_min: int | None = param(None, ge=1)
+    unique: bool | None = None
+    fingerprint: str | None = None
+    max_length: int | None = param(None, ge=1)
+    pad_token_id: int | None = param(None, ge=0)
+    vocab_size: int | None = param(None, ge=1)
+    source: str | None = None  # the model directory the tokenizer was read from
+
+    def checks(self) -> list[tuple[bool, str]]:
+        if self.kind == "hashed-ngrams":
+            return [(self.buckets is not None, "hashed n-grams need 'buckets'")]
+        return [(bool(self.fingerprint), "a tokenizer needs its 'fingerprint'")]
+
+
+@dataclass(frozen=True, kw_only=True)
 class DatasetInfo(Record):
     """``dataset.json`` (the module docstring): read by :func:`load_info`, every problem listed in
     one :class:`DataError`."""
@@ -132,7 +161,7 @@ class DatasetInfo(Record):
     groups: tuple[tuple[int, ...], ...] | None = None  # a known partition of the classes
     group_names: tuple[str, ...] | None = None
     source: dict[str, Any] = field(default_factory=dict)  # the importer and its arguments (provenance)
-    featurizer: dict[str, Any] | None = None  # how text became inputs (data.text), None for others
+    featurizer: Featurizer | None = None  # how text became inputs (data.text), None for others
 
     @property
     def n_classes(self) -> int:
@@ -158,6 +187,7 @@ class DatasetInfo(Record):
         """``dataset.json``: its header, then every field (null where there is none)."""
         body = {f.name: getattr(self, f.name) for f in fields(self)}
         body.update(input=self.input.to_json(), splits={k: v.to_json() for k, v in self.splits.items()})
+        body.update(featurizer=None if self.featurizer is None else self.featurizer.to_json())
         # A JSON round trip turns tuples into lists, as they are on disk.
         return json.loads(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **body}))
 

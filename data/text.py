@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from .format import Featurizer
+
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
@@ -75,15 +77,18 @@ class HashedNgrams:
         return {"kind": "hashed-ngrams", **asdict(self)}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> HashedNgrams:
-        """The featuriser ``dataset.json`` describes: its kind and every setting, no other key."""
-        if d.get("kind") != "hashed-ngrams":
-            raise ValueError(f"featurizer kind {d.get('kind')!r}: expected 'hashed-ngrams'")
-        names = set(asdict(cls()))
-        missing, extra = sorted(names - set(d)), sorted(set(d) - names - {"kind"})
-        if missing or extra:
-            raise ValueError(f"featurizer: missing settings {missing}, unknown {extra}")
-        return cls(**{k: d[k] for k in names})
+    def from_json(cls, d: Any) -> HashedNgrams:
+        """The featuriser ``dataset.json`` describes (:class:`~specens.data.format.Featurizer`):
+        its kind and every setting (one written before a setting existed is refused, naming it)."""
+        kind = d["kind"] if isinstance(d, dict) and "kind" in d else None
+        if kind != "hashed-ngrams":
+            raise ValueError(f"featurizer kind {kind!r}: expected 'hashed-ngrams'")
+        f = Featurizer.from_json(d, "featurizer")
+        names = list(asdict(cls()))
+        missing = [k for k in names if getattr(f, k) is None]
+        if missing:
+            raise ValueError(f"featurizer: missing settings {missing}")
+        return cls(**{k: getattr(f, k) for k in names})
 
 
 DEFAULT_MAX_LENGTH = 64  # tokens per text for a transformers model; intents and titles are shorter

@@ -24,7 +24,7 @@ from PIL import Image
 from specens.core.errors import DataError
 from specens.core.io import check_target, flocked, replace_dir, temp_sibling, temp_suffix, write_json_atomic
 
-from .format import INFO_FILE, DatasetInfo, InputSpec, ShardInfo, SplitInfo
+from .format import INFO_FILE, DatasetInfo, Featurizer, InputSpec, ShardInfo, SplitInfo
 
 _KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
 
@@ -190,7 +190,7 @@ class DatasetWriter:
                 groups=None if self.groups is None else tuple(tuple(int(c) for c in g) for g in self.groups),
                 group_names=None if self.group_names is None else tuple(self.group_names),
                 source=self.source,
-                featurizer=self.featurizer,
+                featurizer=None if self.featurizer is None else Featurizer.from_json(self.featurizer, "featurizer"),
             )
             DatasetInfo.from_json(info.to_json(), where=str(self.root / INFO_FILE))  # validate
             write_json_atomic(self.build_dir / INFO_FILE, info.to_json())

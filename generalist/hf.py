@@ -211,7 +211,7 @@ def hf(input_shape: tuple[int, ...], n_classes: int, config: dict | None = None,
     return as_classifier(model)
 
 
-def check_tokenizer(spec, featurizer: Any, model_where: str, data_where: str) -> None:
+def check_tokenizer(spec, featurizer, model_where: str, data_where: str) -> None:
     """Refuse a dataset whose token ids come from another tokenizer than the ``hf`` model's
     (``spec.kwargs['tokenizer']`` against ``dataset.json``'s ``featurizer.fingerprint``), and a
     vocabulary larger than the model's embedding table."""
@@ -220,8 +220,8 @@ def check_tokenizer(spec, featurizer: Any, model_where: str, data_where: str) ->
     if spec.name != "hf":
         return
     want = str(spec.kwargs.get("tokenizer") or "")
-    have = featurizer.get("fingerprint") if isinstance(featurizer, dict) else None
-    if featurizer is None or not isinstance(featurizer, dict) or featurizer.get("kind") != "tokenizer":
+    have = featurizer.fingerprint if featurizer is not None else None
+    if featurizer is None or featurizer.kind != "tokenizer":
         raise DataError(
             f"{data_where} was not tokenized for a transformers model ({model_where} reads the token ids of "
             "tokenizer " + (want[:12] or "unknown") + "): import it with `specens data ... --tokenizer MODEL_DIR`"
@@ -238,6 +238,6 @@ def check_tokenizer(spec, featurizer: Any, model_where: str, data_where: str) ->
         )
     config = spec.kwargs.get("config")
     vocab = config.get("vocab_size") if isinstance(config, dict) else None
-    size = featurizer.get("vocab_size")
+    size = featurizer.vocab_size
     if _is_int(vocab) and vocab >= 1 and _is_int(size) and size > vocab:
         raise DataError(f"{data_where}: the tokenizer has {size} ids, {model_where}'s embeddings {vocab}")

@@ -21,6 +21,7 @@ from torch import nn
 
 from specens.core.errors import CheckpointError, ConfigError, DataError, TrustedCodeWarning
 from specens.core.records import record_fields
+from specens.data.format import Featurizer
 
 
 class Classifier(nn.Module):
@@ -375,7 +376,7 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def data_defaults(name: str, n_classes: int, featurizer: dict[str, Any] | None) -> dict[str, Any]:
+def data_defaults(name: str, n_classes: int, featurizer: Featurizer | None) -> dict[str, Any]:
     """Model arguments whose default depends on the dataset: a ``resnet``'s width and depth (from
     the class count, :func:`resnet_size`), a text model's ``buckets`` (the featuriser's) and an
     ``hf`` model's ``tokenizer`` (the fingerprint of the tokenizer that made the dataset's ids).
@@ -383,13 +384,10 @@ def data_defaults(name: str, n_classes: int, featurizer: dict[str, Any] | None) 
     if name == "resnet":
         width, depth = resnet_size(n_classes)
         return {"width": width, "depth": depth}
-    if name in ("ngram", "bag") and isinstance(featurizer, dict) and "buckets" in featurizer:
-        b = featurizer["buckets"]
-        if isinstance(b, bool) or not isinstance(b, int) or b < 2:
-            raise DataError(f"dataset.json: 'featurizer.buckets' must be an int >= 2, got {b!r}")
-        return {"buckets": b}
-    if name == "hf" and isinstance(featurizer, dict) and featurizer.get("kind") == "tokenizer":
-        return {"tokenizer": featurizer.get("fingerprint", "")}
+    if name in ("ngram", "bag") and featurizer is not None and featurizer.buckets is not None:
+        return {"buckets": featurizer.buckets}  # checked >= 2 where dataset.json was read
+    if name == "hf" and featurizer is not None and featurizer.kind == "tokenizer":
+        return {"tokenizer": featurizer.fingerprint}
     return {}
 
 

@@ -239,7 +239,8 @@ def compute_matched(
         rows["seeds"] = train.seeds()
     if "wider" in alternatives:
         rows["wider"] = train.wider(example, rows["specialists"]["inference_flops_per_example"])
-    if "tfidf" in alternatives and (load_info(data).featurizer or {}).get("kind") == "hashed-ngrams":
+    featurizer = load_info(data).featurizer
+    if "tfidf" in alternatives and featurizer is not None and featurizer.kind == "hashed-ngrams":
         echo("tfidf: TF-IDF over the hashed n-grams + logistic regression")
         rows["tfidf"] = tfidf_baseline(data, split)
 

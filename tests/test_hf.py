@@ -126,15 +126,15 @@ def test_data_stores_ids_and_mask_and_the_tokenizers_identity(hf_setup):
 
     info = load_info(hf_setup["data"])
     assert info.input.shape == (2, 16) and info.input.dtype == "int64"
-    assert info.featurizer["kind"] == "tokenizer"
-    assert info.featurizer["fingerprint"] == fingerprint(hf_setup["model"] / "tokenizer.json")
+    assert info.featurizer.kind == "tokenizer"
+    assert info.featurizer.fingerprint == fingerprint(hf_setup["model"] / "tokenizer.json")
     batch = next(iter(iter_split(hf_setup["data"], "train", 4)))
     tok = Tokenizer.from_file(str(hf_setup["model"] / "tokenizer.json"))
     x = batch.inputs[0]
     n = int(x[1].sum())
     text = tok.decode(x[0, :n].tolist())
     assert tok.encode(text).ids == x[0, :n].tolist()  # the stored ids are the tokenizer's, CLS ... SEP
-    assert (x[0, n:] == info.featurizer["pad_token_id"]).all() and (x[1, n:] == 0).all()
+    assert (x[0, n:] == info.featurizer.pad_token_id).all() and (x[1, n:] == 0).all()
 
 
 def test_import_puts_the_heads_rows_in_the_datasets_class_order(hf_setup, tmp_path):

@@ -22,6 +22,7 @@ config. A record that is a file of its own names its ``format`` / ``format_versi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -113,7 +114,7 @@ class Record:
                 raise cls.ERROR(str(e)) from None
             problems.append(str(e))
             values = {k: v for k, v in data.items() if k in names}
-        hints, kwargs, partial = typing.get_type_hints(cls), {}, {}
+        hints, kwargs, partial = _hints(cls), {}, {}
         for f in dataclasses.fields(cls):
             if f.name in values:
                 try:
@@ -146,6 +147,12 @@ class Record:
             if (v := getattr(self, f.name)) is not None or not _has_default(f)
         }
         return body if self.ARTIFACT is None else {**dict(zip(HEADER, self.ARTIFACT, strict=True)), **body}
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A record class's annotations, resolved once (a file holds many records of one class)."""
+    return typing.get_type_hints(cls)
 
 
 def _joined(problems: list[str], where: str) -> str:

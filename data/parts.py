@@ -26,8 +26,10 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from specens.core.config import param
 from specens.core.errors import CheckpointError
 from specens.core.io import temp_suffix
+from specens.core.records import Record, is_count
 
 from .format import DatasetInfo, ShardInfo, SplitInfo
 from .shards import ShardStream, to_model_input
@@ -35,24 +37,42 @@ from .writer import sample_record
 
 
 @dataclass(frozen=True)
+class Part(Record):
+    """One part as its manifest stores it: its shards as ``[name, num_samples]`` pairs (names
+    relative to the parts' root) and its class counts, sparse (a part is small)."""
+
+    shards: list[list[Any]]
+    counts: dict[str, int] = param(ge=0)  # class index (as a JSON key) -> samples
+
+    def checks(self) -> list[tuple[bool, str]]:
+        pairs = all(
+            isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) and s[0] == Path(s[0]).name and is_count(s[1])
+            for s in self.shards or ()
+        )
+        classes = all(k.isdigit() for k in self.counts or ())
+        return [
+            (pairs, "'shards' must be [file name, count] pairs"),
+            (classes, "'counts' must be keyed by class indices"),
+        ]
+
+
+@dataclass(frozen=True)
 class Parts:
-    """The parts of one split, as their manifest stores them: ``parts[p]`` is
-    ``{"shards": [[name, num_samples], ...], "counts": {class: count}}`` (names relative to
-    ``root``, counts sparse: a part is small). A part's :class:`SplitInfo` is built only when
+    """The parts of one split (:class:`Part`). A part's :class:`SplitInfo` is built only when
     asked for: with hundreds of parts of a 10,000-class split, building every part's dense class
     counts took most of a second, and each reader wants one part."""
 
     root: Path
-    parts: tuple[dict, ...]
+    parts: tuple[Part, ...]
     n_classes: int
 
     def split(self, part: int) -> SplitInfo:
         """Part ``part`` as a split: its shards, sample count and dense class counts."""
         p = self.parts[part]
         counts = np.zeros(self.n_classes, dtype=np.int64)
-        for c, n in p["counts"].items():
-            counts[int(c)] = int(n)
-        shards = tuple(ShardInfo(str(name), int(n)) for name, n in p["shards"])
+        for c, n in p.counts.items():
+            counts[int(c)] = n
+        shards = tuple(ShardInfo(name, n) for name, n in p.shards)
         return SplitInfo(shards, int(counts.sum()), tuple(int(n) for n in counts))
 
     def info(self, dataset: DatasetInfo, part: int, split: str) -> DatasetInfo:
@@ -63,33 +83,24 @@ class Parts:
     @property
     def num_samples(self) -> int:
         """Samples in all parts (a sample in several parts counts in each)."""
-        return sum(n for p in self.parts for _, n in p["shards"])
+        return sum(n for p in self.parts for _, n in p.shards)
 
     def to_json(self) -> list[dict]:
-        return list(self.parts)
+        return [p.to_json() for p in self.parts]
 
     @classmethod
     def from_json(cls, root: str | os.PathLike, parts: Any, n_classes: int, where: str = "") -> Parts:
-        """Parts as stored, each checked (a list of ``{"shards": [[name, count], ...], "counts":
-        {class: count}}``, shard names plain file names, classes below ``n_classes``); anything
-        else is a :class:`CheckpointError` naming ``where``."""
-        if not isinstance(parts, list) or not all(_valid_part(p, n_classes) for p in parts):
-            raise CheckpointError(f"{where or root}: its parts are not lists of shards and class counts")
-        return cls(Path(root), tuple(parts), n_classes)
-
-
-def _valid_part(p: Any, n_classes: int) -> bool:
-    def count(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-    if not isinstance(p, dict) or not isinstance(p.get("shards"), list) or not isinstance(p.get("counts"), dict):
-        return False
-    shards_ok = all(
-        isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) and s[0] == Path(s[0]).name and count(s[1])
-        for s in p["shards"]
-    )
-    counts_ok = all(k.isdigit() and int(k) < n_classes and count(v) for k, v in p["counts"].items())
-    return shards_ok and counts_ok
+        """Parts as stored (:class:`Part`), their classes below ``n_classes``; anything else is a
+        :class:`CheckpointError` naming ``where``."""
+        where = where or str(root)
+        if not isinstance(parts, list):
+            raise CheckpointError(f"{where}: its parts must be a list, got {type(parts).__name__}")
+        read = tuple(Part.from_json(p, f"{where}: part {i}") for i, p in enumerate(parts))
+        outside = [(i, k) for i, p in enumerate(read) for k in p.counts if int(k) >= n_classes]
+        if outside:
+            i, k = outside[0]
+            raise CheckpointError(f"{where}: part {i} counts class {k}, beyond the {n_classes} classes")
+        return cls(Path(root), read, n_classes)
 
 
 class PartWriter:
@@ -142,10 +153,10 @@ class PartWriter:
         for p in range(len(self._buffers)):
             self._flush(p)
         parts = tuple(
-            {
-                "shards": [[sh.name, sh.num_samples] for sh in shards],
-                "counts": {str(int(c)): int(counts[c]) for c in np.flatnonzero(counts)},
-            }
+            Part(
+                shards=[[sh.name, sh.num_samples] for sh in shards],
+                counts={str(int(c)): int(counts[c]) for c in np.flatnonzero(counts)},
+            )
             for shards, counts in zip(self._shards, self._counts, strict=True)
         )
         return Parts(self.root, parts, self.info.n_classes)

@@ -133,16 +133,18 @@ def _baseline_plan(ens, root: Path) -> str:
     seconds per epoch; or that a rerun reuses it (exported, for the same number of epochs)."""
     import math
 
+    from specens.core.config import with_defaults
     from specens.core.cost import format_flops
     from specens.core.errors import SpecensError
     from specens.generalist.checkpoint import read_record
+    from specens.generalist.config import TrainConfig
     from specens.inference.baselines import BASELINES, budget
 
     b, g = budget(ens), ens.training_costs["generalist"]
     epochs = max(1, math.ceil(b.examples / g.examples_per_epoch))
     out = root / BASELINES / "continued"
     try:
-        if (out / "model.json").is_file() and read_record(out).config.get("epochs") == epochs:
+        if (out / "model.json").is_file() and with_defaults(read_record(out).config, TrainConfig)["epochs"] == epochs:
             return f"reusing {out}"
     except SpecensError:  # unreadable: the stage says what is wrong
         pass

@@ -74,8 +74,13 @@ def is_count(v: Any, lo: int = 0) -> bool:
 
 
 def is_number(v: Any) -> bool:
-    """A finite int or float (not a bool)."""
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite int or float (not a bool); an int beyond any float (JSON allows ``1000...0``) is not."""
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # math.isfinite(10**400): int too large to convert to float
+        return False
 
 
 def is_dict(v: Any) -> bool:

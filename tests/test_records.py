@@ -329,3 +329,13 @@ def test_a_record_reads_tuples_objects_of_records_and_an_artifacts_header():
             File.from_json({**data, key: value}, "f.json")
     with pytest.raises(CheckpointError, match=r"r: unknown keys \['format'\]"):  # only an artifact has a header
         Row.from_json({"format": "specens.test", "n": 1}, "r")
+
+
+def test_an_int_beyond_any_float_in_a_float_field_is_refused_not_an_overflow():
+    """JSON holds integers of any length: one past float's range, where a number is wanted, is a
+    refusal naming the key, not an OverflowError from math.isfinite."""
+    from specens.specialists.fit import GroupScores
+
+    row = {"n": 1, "generalist_top1": 10**400, "specialist_top1": 0.5, "generalist_nll": 1.0, "specialist_nll": 1.0}
+    with pytest.raises(CheckpointError, match="'generalist_top1' must be a finite number"):
+        GroupScores.from_json(row, "fit.json")

@@ -49,7 +49,7 @@ class Part(Record):
             isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) and s[0] == Path(s[0]).name and is_count(s[1])
             for s in self.shards or ()
         )
-        classes = all(k.isdigit() for k in self.counts or ())
+        classes = all(k.isascii() and k.isdigit() for k in self.counts or ())  # int("²") fails, "²".isdigit()
         return [
             (pairs, "'shards' must be [file name, count] pairs"),
             (classes, "'counts' must be keyed by class indices"),

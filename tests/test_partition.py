@@ -162,3 +162,12 @@ def test_an_edited_partition_manifest_is_rebuilt_not_read(edit, synthetic_run, t
     assert load_partition(tmp_path, key, info, len(GROUPS)) is None
     ensure_partition(tmp_path, gen, _clusters(), data, info, "val", 1, torch.device("cpu"))
     assert json.loads(path.read_text()) == original  # rebuilt as it was
+
+
+def test_a_part_counting_a_class_by_a_non_ascii_digit_is_refused_not_a_value_error():
+    """A part keyed "²" (isdigit, but int("²") fails): a stranger's groups.json keyed so is refused."""
+    from specens.core.errors import CheckpointError
+    from specens.data.parts import Parts
+
+    with pytest.raises(CheckpointError, match="'counts' must be keyed by class indices"):
+        Parts.from_json("/nowhere", [{"shards": [["a.tar", 1]], "counts": {"²": 1}}], 10, "groups.json")

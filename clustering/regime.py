@@ -23,36 +23,12 @@ Calibrated on every dataset measured (``benchmarks/RESULTS.md``, "The regime che
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-
 from specens.generalist.checkpoint import GeneralistEpoch, GeneralistMetrics
+
+from .report import RegimeCheck
 
 FIT_RATIO = 0.5  # training error below this share of the validation error: the training set is fitted
 MIN_CAPTURE = 0.3
-
-
-@dataclass(frozen=True)
-class RegimeCheck:
-    """The prediction (None when the generalist carries no training record, or there is no
-    generalist: groups from a predictions file), its reason, what to do instead, and the
-    measurements it rests on."""
-
-    likely: bool | None
-    reason: str
-    advice: str
-    train_top1: float | None
-    val_top1: float | None
-    still_improving: bool | None
-    error_capture: float | None
-    examples_per_class: float | None  # None: no training set known (groups from a predictions file)
-
-    def line(self) -> str:
-        verdict = {True: "likely to pay", False: "unlikely to pay", None: "unknown"}[self.likely]
-        return f"regime check: specialists {verdict}: {self.reason}; {self.advice}"
-
-    def to_json(self) -> dict:
-        return {"line": self.line(), **dataclasses.asdict(self)}
 
 
 def regime_check(

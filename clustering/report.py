@@ -14,11 +14,10 @@ covariance, the generalist's labelled predictions and a known grouping:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -29,9 +28,6 @@ from specens.core.io import atomic_path, read_artifact_json, read_json
 from specens.core.records import HEADER, Record
 
 from .groups import choose_n_groups, error_capture, group_confusability, n_groups_candidates
-
-if TYPE_CHECKING:
-    from .regime import RegimeCheck  # imports torch, which the report does not need
 
 __all__ = ["ClusterReport", "agreement", "choose_n_groups", "error_capture", "n_groups_candidates"]
 
@@ -114,11 +110,13 @@ class PredictionsSource(Record):
     given: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class Regime(Record):
-    """``report.json``'s ``regime``: the regime check (:class:`~.regime.RegimeCheck`), its line first."""
+@dataclass(frozen=True)
+class RegimeCheck(Record):
+    """The regime check (:func:`~.regime.regime_check`): the prediction (None when the generalist
+    carries no training record, or there is no generalist: groups from a predictions file), its
+    reason, what to do instead, and the measurements it rests on. In ``report.json``, its
+    :meth:`line` comes first (derived, so not read back)."""
 
-    line: str
     likely: bool | None
     reason: str
     advice: str
@@ -126,11 +124,20 @@ class Regime(Record):
     val_top1: float | None
     still_improving: bool | None
     error_capture: float | None
-    examples_per_class: float | None
+    examples_per_class: float | None  # None: no training set known (groups from a predictions file)
+
+    def line(self) -> str:
+        verdict = {True: "likely to pay", False: "unlikely to pay", None: "unknown"}[self.likely]
+        return f"regime check: specialists {verdict}: {self.reason}; {self.advice}"
+
+    def to_json(self) -> dict:
+        return {"line": self.line(), **super().to_json()}
 
     @classmethod
-    def of(cls, check: RegimeCheck) -> Regime:
-        return cls(line=check.line(), **dataclasses.asdict(check))
+    def from_json(cls, data: Any, where: str) -> RegimeCheck:
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k != "line"}
+        return super().from_json(data, where)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,7 +157,7 @@ class ReportRecord(Record):
     dropped_mass: float | None = param(None, ge=0)  # per example
     predictions: PredictionsSource | None = None
     n_groups_search: GroupsSearch | None = None
-    regime: Regime | None = None
+    regime: RegimeCheck | None = None
 
 
 def read_cluster_report(path: str | Path) -> ReportRecord:
@@ -256,7 +263,7 @@ class ClusterReport:
             dropped_mass=self.dropped_mass,
             predictions=self.predictions,
             n_groups_search=self.n_groups_search,
-            regime=None if self.regime is None else Regime.of(self.regime),
+            regime=self.regime,
         )
 
     def to_json(self) -> dict:

@@ -232,7 +232,7 @@ def _group_problems(groups: Any, names: Any, n: int) -> list[str]:
         return ["'group_names' given without 'groups'"] if names is not None else []
     ok = isinstance(groups, list | tuple) and all(isinstance(g, list | tuple) for g in groups)
     flat = [c for g in groups for c in g] if ok else None
-    if flat is None or not all(isinstance(c, int) and 0 <= c < n for c in flat):
+    if flat is None or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < n for c in flat):
         problems.append(f"'groups' must be lists of class indices in [0, {n})")
     elif sorted(flat) != list(range(n)):
         problems.append("'groups' must cover every class exactly once")

@@ -328,7 +328,7 @@ def test_cluster_chooses_n_groups(glyph_generalist, glyph_ds, tmp_path):
     assert regime == expected.to_json() and report.summary().endswith(expected.line())
     typed = read_cluster_report(tmp_path / "report.json")  # the same file through its record
     assert typed == report.record() and typed.n_groups_search.chosen == search["chosen"]
-    assert typed.regime.line == expected.line() and typed.transfer_samples == report.transfer_samples
+    assert typed.regime.line() == expected.line() and typed.transfer_samples == report.transfer_samples
 
 
 def test_cluster_config_passes_the_estimator_parameters_through_with_its_defaults():

@@ -108,25 +108,23 @@ class Record:
         were read where others were not."""
         if cls.ARTIFACT is not None and isinstance(data, dict):
             data = {k: v for k, v in data.items() if k not in HEADER}
-        names = [f.name for f in dataclasses.fields(cls)]
+        names, optional, plan = _plan(cls)
         problems = []
         try:
-            values = record_fields(
-                data, cls, where, optional=[f.name for f in dataclasses.fields(cls) if _has_default(f)]
-            )
+            values = record_fields(data, cls, where, optional=optional)
         except CheckpointError as e:
             if not isinstance(data, dict):
                 raise cls.ERROR(str(e)) from None
             problems.append(str(e))
             values = {k: v for k, v in data.items() if k in names}
-        hints, kwargs, partial = _hints(cls), {}, {}
-        for f in dataclasses.fields(cls):
-            if f.name in values:
+        kwargs, partial = {}, {}
+        for name, hint, bounds in plan:
+            if name in values:
                 try:
-                    kwargs[f.name] = _read_value(values[f.name], hints[f.name], f.metadata.get("bounds"), where, f.name)
+                    kwargs[name] = _read_value(values[name], hint, bounds, where, name)
                 except SpecensError as e:
                     problems.append(str(e))
-                    partial[f.name] = getattr(e, "partial", None)  # a nested record's fields that were read
+                    partial[name] = getattr(e, "partial", None)  # a nested record's fields that were read
         record = cls(**kwargs) if not problems else _partial(cls, {**partial, **kwargs})
         try:
             problems += [f"{where}: {msg}" for ok, msg in record.checks() if not ok]
@@ -155,9 +153,13 @@ class Record:
 
 
 @functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    """A record class's annotations, resolved once (a file holds many records of one class)."""
-    return typing.get_type_hints(cls)
+def _plan(cls: type) -> tuple[list[str], list[str], list[tuple[str, Any, Bounds | None]]]:
+    """A record class's field names, those that may be absent, and each field's resolved
+    annotation and constraint: worked out once per class (a file holds many records of one)."""
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    plan = [(f.name, hints[f.name], f.metadata.get("bounds")) for f in fields]
+    return [f.name for f in fields], [f.name for f in fields if _has_default(f)], plan
 
 
 def _joined(problems: list[str], where: str) -> str:
@@ -196,17 +198,12 @@ def _read_value(v: Any, tp: Any, bounds: Bounds | None, where: str, key: str) ->
     object's values, for a container of numbers or strings); a nested record is read by its own
     ``from_json``, named ``file: 'key'`` (``file: 'outer'.key`` deeper, ``[i]`` in a list,
     ``.name`` in an object of records). A ``tuple[X, ...]`` is a list on disk."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    nullable = origin in (typing.Union, types.UnionType) and type(None) in args
-    if nullable:
-        if v is None:
-            return None
-        (tp,) = [a for a in args if a is not type(None)]
-        origin, args = typing.get_origin(tp), typing.get_args(tp)
+    nullable, tp, origin, item, value, (ok, want) = _shape(tp)
+    if nullable and v is None:
+        return None
     name = field_name(where, key)
     if _is_record(tp):
         return tp.from_json(v, name)
-    item, value = _item_type(origin, args), args[1] if origin is dict and len(args) == 2 else None
     if _is_record(item):
         if not isinstance(v, list):
             raise CheckpointError(f"{name} must be a list of objects, got {v!r:.60}")
@@ -216,12 +213,24 @@ def _read_value(v: Any, tp: Any, bounds: Bounds | None, where: str, key: str) ->
         if not is_dict(v):
             raise CheckpointError(f"{name} must be an object of objects, got {v!r:.60}")
         return _each(lambda k, x: value.from_json(x, f"{name}.{k}"), v.items())
-    ok, want = _type_check(tp, origin, args)
     if ok(v) and (bounds is None or all(bounds.problem(key, x) is None for x in _members(v, item, value))):
         return tuple(v) if origin is tuple else v
     if bounds is not None:
         want = _bound_text(bounds) if bounds.choices is not None else f"{want} {_bound_text(bounds)}"
     raise CheckpointError(f"{name} must be {want}{' or null' if nullable else ''}, got {v!r:.60}")
+
+
+@functools.cache
+def _shape(tp: Any) -> tuple[bool, Any, Any, Any, Any, tuple[Callable[[Any], bool], str]]:
+    """An annotation, worked out once: (nullable, the type without ``| None``, its origin, a
+    list's item type, an object's value type, its value test and how messages name it)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    nullable = origin in (typing.Union, types.UnionType) and type(None) in args
+    if nullable:
+        (tp,) = [a for a in args if a is not type(None)]
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+    value = args[1] if origin is dict and len(args) == 2 else None
+    return nullable, tp, origin, _item_type(origin, args), value, _type_check(tp, origin, args)
 
 
 def _each(read: Callable[[Any, Any], Any], pairs: Iterable[tuple[Any, Any]]) -> dict[Any, Any]:

@@ -252,11 +252,11 @@ class Bounds:
         if ok:
             return None
         if lo != (None, None) and hi != (None, None):
-            left = f"[{_number(self.ge)}" if self.ge is not None else f"({_number(self.gt)}"
-            right = f"{_number(self.le)}]" if self.le is not None else f"{_number(self.lt)})"
+            left = f"[{number_text(self.ge)}" if self.ge is not None else f"({number_text(self.gt)}"
+            right = f"{number_text(self.le)}]" if self.le is not None else f"{number_text(self.lt)})"
             return f"{name} must be in {left}, {right}, got {value!r}"
         bound = next(
-            f"{op} {_number(b)}"
+            f"{op} {number_text(b)}"
             for op, b in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
             if b is not None
         )
@@ -296,7 +296,7 @@ def part(cls: type[P], cfg: Any, **resolved: Any) -> P:
     return cls(**{**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)}, **resolved})
 
 
-def _number(b: float) -> str:
+def number_text(b: float) -> str:
     """A bound as a message shows it: an int in full (2**63 - 1 is not 9.22337e+18), a float short."""
     return str(b) if isinstance(b, int) else f"{b:g}"
 

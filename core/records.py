@@ -29,7 +29,7 @@ import typing
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
-from .config import Bounds
+from .config import Bounds, number_text
 from .errors import CheckpointError, SpecensError
 from .io import read_artifact_json
 
@@ -299,6 +299,6 @@ def _bound_text(b: Bounds) -> str:
     """A constraint as a message shows it after the type (``>= 0``, ``in [0, 1]``, ``one of ...``)."""
     if b.choices is not None:
         return f"one of {', '.join(map(repr, b.choices))}"
-    lo = f">= {b.ge:g}" if b.ge is not None else f"> {b.gt:g}" if b.gt is not None else None
-    hi = f"<= {b.le:g}" if b.le is not None else f"< {b.lt:g}" if b.lt is not None else None
+    lo = f">= {number_text(b.ge)}" if b.ge is not None else f"> {number_text(b.gt)}" if b.gt is not None else None
+    hi = f"<= {number_text(b.le)}" if b.le is not None else f"< {number_text(b.lt)}" if b.lt is not None else None
     return " and ".join(x for x in (lo, hi) if x)

@@ -23,6 +23,7 @@ Each sample in a shard has a key without dots, ``<key>.cls`` (the integer label 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
@@ -37,6 +38,10 @@ FORMAT = "specens.dataset"
 FORMAT_VERSION = 1
 INFO_FILE = "dataset.json"
 INPUT_KINDS = {"image": "png", "array": "npy"}
+# Sizes a dataset.json states that a stage allocates from (a model's input layer, a text model's
+# embedding table): a stranger's file stating more is refused, not allocated.
+MAX_INPUT_ELEMENTS = 2**24  # one input's values (a 3 x 2048 x 2048 image is 12.6 M)
+MAX_BUCKETS = 2**24  # hash buckets, each a row of a text model's embedding (the default is 2**18)
 DTYPES = ("uint8", "float32", "int64")
 
 
@@ -80,6 +85,10 @@ class InputSpec(Record):
         )
         return [
             (self.shape is None or bool(self.shape), "'shape' must be a non-empty list of positive ints"),
+            (
+                self.shape is None or math.prod(self.shape) <= MAX_INPUT_ELEMENTS,
+                f"'shape' {list(self.shape or ())} holds more than {MAX_INPUT_ELEMENTS} values per input",
+            ),
             (image_ok, "an 'image' input is uint8 of shape [channels, height, width]"),
         ]
 
@@ -128,7 +137,7 @@ class Featurizer(Record):
     ERROR: ClassVar = DataError
 
     kind: str = param(choices=("hashed-ngrams", "tokenizer"))
-    buckets: int | None = param(None, ge=2)
+    buckets: int | None = param(None, ge=2, le=MAX_BUCKETS)
     max_tokens: int | None = param(None, ge=1)
     word_ngrams: int | None = param(None, ge=1)
     char_ngrams: int | None = param(None, ge=0)

@@ -667,6 +667,18 @@ CASES = [
         "'input'.shape must be a list of ints >= 1",
     ),
     ("dtype unknown", _j(DS, lambda d: d["input"].update(dtype="float16")), EVAL, "'input'.dtype must be one of"),
+    (
+        "input shape absurd",
+        _j(DS, lambda d: d["input"].update(shape=[1, 100_000, 100_000])),
+        EVAL,
+        "holds more than 16777216 values per input",
+    ),
+    (
+        "buckets absurd",
+        _j(DS, lambda d: d.update(featurizer={"kind": "hashed-ngrams", "buckets": 2**40})),
+        EVAL,
+        "'featurizer'.buckets must be an int >= 2 and <= 16777216 or null",
+    ),
     ("input not an object", _j(DS, lambda d: d.update(input=[1])), EVAL, "'input"),
     ("groups of ints", _j(DS, lambda d: d.update(groups=[1, 2])), EVAL, "'groups'"),
     (

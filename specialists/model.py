@@ -208,11 +208,11 @@ def build_specialist(
     if widen != 1 and not top_blocks:
         raise ValueError("widen > 1 widens the blocks a shared-trunk specialist owns: it needs top_blocks >= 1")
     head: nn.Linear = generalist.head
-    w, b = head.weight.detach().double(), head.bias.detach().double()  # (C, D), (C,)
+    w, b = head.weight.detach().cpu().double(), head.bias.detach().cpu().double()  # (C, D), (C,): solved on the CPU
     outside = torch.ones(len(b), dtype=torch.bool)
     outside[group] = False
     if features is not None and len(features) > 1:
-        h = features.double()  # (N, D)
+        h = features.cpu().double()  # (N, D)
         target = (h @ w[outside].T + b[outside]).logsumexp(1)  # (N,) the exact dustbin logit
         x = torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype)], 1)  # (N, D + 1)
         reg = ridge * torch.eye(x.shape[1], dtype=h.dtype) * len(h)

@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 from specens.core.batchnorm import recompute_batch_norm
 from specens.data.glyphs import import_glyphs
-from specens.data.shards import ShardStream, iter_split
+from specens.data.shards import SHUFFLE_BUFFER, Batches, Cycle, Pipeline, Read, Shuffle, Split, iter_split
 from specens.generalist.checkpoint import load_generalist
 from specens.generalist.config import TrainConfig
 from specens.generalist.train import train_generalist
@@ -45,7 +45,9 @@ def top1(model: torch.nn.Module, data: str, split: str, batch_stats: bool = Fals
 
 def recalibrate(model: torch.nn.Module, data: str, batch_size: int, k: int | None) -> None:
     """Batch-norm statistics recomputed over ``k`` shuffled training batches (None: one whole pass)."""
-    batches = (b.inputs for b in ShardStream(data, "train", batch_size, train=True, seed=1))
+    split = Split.of(data, "train")
+    stages = Cycle(Read()), Shuffle(SHUFFLE_BUFFER, split.num_samples), Batches(batch_size)
+    batches = (b.inputs for b in Pipeline(split, *stages, seed=1))
     recompute_batch_norm(model, batches if k is None else itertools.islice(batches, k))
 
 

@@ -28,20 +28,37 @@ from _results import markdown_table, record
 from specens.clustering.cluster import load_clusters
 from specens.core.batchnorm import batch_norms, recompute_batch_norm
 from specens.data.format import load_info
-from specens.data.shards import ShardStream, iter_split
+from specens.data.shards import SHUFFLE_BUFFER, Batches, Cycle, Labels, Pipeline, Read, Shuffle, Split, iter_split
 from specens.generalist.checkpoint import load_generalist
 from specens.specialists.gate import RoutedValidation
 from specens.specialists.model import route
 from specens.specialists.partition import ensure_partition
 from specens.specialists.record import load_specialist, specialist_dir
-from specens.specialists.sampling import EnrichedStream
+
+
+def _shuffled_inputs(split, batch_size: int, seed: int, samples: int | None = None, read=None):
+    """Inputs of training-order batches of ``split`` (an epoch of ``samples``, default the split's)."""
+    n = samples if samples is not None else split.num_samples
+    stages = Cycle(read or Read()), Shuffle(SHUFFLE_BUFFER, n), Batches(batch_size)
+    return (b.inputs for b in Pipeline(split, *stages, seed=seed))
+
+
+def _enriched_inputs(data, info, group, special_source, batches: int):
+    """Inputs of specialist-style batches of 128: 64 from the group's part, 64 from the other classes."""
+    special = _shuffled_inputs(Split.of(*special_source[:1], "train", special_source[1]), 64, 11, 64 * batches)
+    rest = _shuffled_inputs(Split.of(data, "train", info), 64, 10, 64 * batches, Read(Labels(group, exclude=True)))
+    return (torch.cat([a, b]) for a, b in zip(special, rest, strict=False))
 
 
 def _routed_inputs(gen, data, info, group, batch_size):
     """Natural training batches, each cut to the examples the generalist routes to ``group``."""
     membership = torch.zeros(1, gen.n_classes, dtype=torch.bool)
     membership[0, group] = True
-    for b in ShardStream(data, "train", batch_size * 4, train=True, seed=11, info=info):
+    split = Split.of(data, "train", info)
+    natural = Pipeline(
+        split, Cycle(Read()), Shuffle(SHUFFLE_BUFFER, split.num_samples), Batches(batch_size * 4), seed=11
+    )
+    for b in natural:
         with torch.no_grad():
             keep = route(F.softmax(gen.model(b.inputs), 1), membership)[:, 0]
         if keep.sum() > 1:
@@ -80,15 +97,8 @@ def main() -> None:
         train_root, train_info = parts.source(m, "train")
         sources = {
             "as exported": None,
-            "enriched": lambda: (
-                b.inputs
-                for b in EnrichedStream(
-                    args.data, "train", g, 128, args.k, 0.5, seed=5, info=info, special_source=(train_root, train_info)
-                )
-            ),
-            "group": lambda: (
-                b.inputs for b in ShardStream(train_root, "train", 128, train=True, seed=5, info=train_info)
-            ),
+            "enriched": lambda: _enriched_inputs(args.data, info, g, (train_root, train_info), args.k),
+            "group": lambda: _shuffled_inputs(Split.of(train_root, "train", train_info), 128, seed=5),
             "routed": lambda: _routed_inputs(gen, args.data, info, g, 128),
         }
         for name, source in sources.items():

@@ -1,6 +1,6 @@
 """One split written out again as parts, in one pass: each sample goes to any number of parts
 (for the specialists, a group's classes, or the validation examples routed to a group), and
-each part becomes its own shards, readable by :class:`~specens.data.shards.ShardStream` through
+each part becomes its own shards, readable by a :class:`~specens.data.shards.Pipeline` through
 :meth:`Parts.info`.
 
 Why: M readers that each want a small subset of a split would otherwise each walk the whole
@@ -32,7 +32,7 @@ from specens.core.io import temp_suffix
 from specens.core.records import Record, is_count
 
 from .format import DatasetInfo, ShardInfo, SplitInfo
-from .shards import ShardStream, to_model_input
+from .shards import InOrder, Pipeline, Read, Split, to_model_input
 from .writer import sample_record
 
 
@@ -77,7 +77,7 @@ class Parts:
 
     def info(self, dataset: DatasetInfo, part: int, split: str) -> DatasetInfo:
         """``dataset`` with one split, ``split``, holding part ``part``'s shards: open it with
-        ``ShardStream(parts.root, split, ..., info=parts.info(dataset, part, split))``."""
+        ``Split.of(parts.root, split, parts.info(dataset, part, split))``."""
         return dataclasses.replace(dataset, splits={split: self.split(part)})
 
     @property
@@ -180,7 +180,7 @@ def partition_split(
     batch goes to (inputs as models take them, shape (B, *input_shape); labels (B,)). A sample may
     go to several parts or to none. ``writer`` goes to :class:`PartWriter`.
     """
-    stream = ShardStream(root, split, batch_size, info=info)
+    samples = Pipeline(Split.of(root, split, info), InOrder(Read()))
     out_parts = PartWriter(out, prefix or split, n_parts, info, **writer)
     items: list = []
 
@@ -194,7 +194,7 @@ def partition_split(
             out_parts.write(p, keys[b], xs[b], ys[b])
         items.clear()
 
-    for item in stream.samples():
+    for item in samples:
         items.append(item)
         if len(items) == batch_size:
             flush()

@@ -1,20 +1,20 @@
 """Streaming WebDataset shards in the format of :mod:`specens.data.format` (written by
 :mod:`specens.data.writer`).
 
-Reading streams :class:`Batch` objects, either for training (shards and samples shuffled with a
-seeded buffer, epochs of a fixed length, shards split across nodes and DataLoader workers) or for
-evaluation (in order, every sample exactly once), composed from the stages of
-:mod:`specens.data.stages`. Bad samples raise :class:`DataError` naming the shard and the sample
-key; ``on_error="skip"`` drops them instead and counts them.
+Reading is a :class:`Pipeline` that its caller composes from small stages, in webdataset's style:
+for training (shards and samples shuffled with a seeded buffer, epochs of a fixed length, shards
+split across nodes and DataLoader workers) or for evaluation (in order, every sample exactly once);
+the stages wrap the generators of :mod:`specens.data.stages`. Bad samples raise :class:`DataError`
+naming the shard and the sample key; ``on_error="skip"`` drops them instead and counts them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,175 +41,264 @@ from .stages import (
     to_model_input,
 )
 
-__all__ = ["Batch", "MixedLoader", "ShardLoader", "ShardStream", "decode_sample", "iter_split", "key_fraction"]
-__all__ += ["to_model_input", "verify_dataset"]
+__all__ = ["Batch", "Batches", "Cached", "Cycle", "Fraction", "InOrder", "Labels", "MixedLoader", "Pipeline", "Read"]
+__all__ += ["ShardLoader", "Shuffle", "Split", "decode_sample", "iter_split", "key_fraction", "to_model_input"]
+__all__ += ["SHUFFLE_BUFFER", "verify_dataset"]
+
+SHUFFLE_BUFFER = 2000  # samples in a training pipeline's shuffle buffer, where its caller sets none
 
 
-class ShardStream(torch.utils.data.IterableDataset):
-    """Batches from one split of a dataset directory; one pass of ``__iter__`` is one epoch.
+@dataclass(frozen=True)
+class Split:
+    """Where a pipeline reads: one split of a dataset directory or URL, all its shards or ``only``
+    those named (e.g. one shard at a time for per-shard outputs)."""
 
-    Args:
-        root: dataset directory (holding ``dataset.json``).
-        split: split name, e.g. ``"train"``.
-        batch_size: samples per batch; the last batch of an epoch may be smaller.
-        train: True for training order (seeded shuffle of shards and of a sample buffer, shards
-            cycled until ``epoch_size`` samples); False for evaluation (in order, each sample once).
-        epoch_size: samples per training epoch over all workers (default: the split's size).
-        buffer: shuffle buffer size in samples (training only).
-        seed: base seed; epoch ``e`` of worker ``w`` on node ``r`` shuffles with its own derived seed,
-            so an epoch is reproducible on its own (this is what makes resumption exact).
-        on_error: ``"raise"`` (default) or ``"skip"``, which drops bad samples and counts them in
-            :attr:`Batch.skipped`.
-        labels: keep only samples whose label is in this collection (``exclude=True``: not in
-            it). The label is read before the input is decoded, so filtered samples cost little.
-        shards: read only these shards of the split (names as in ``dataset.json``), e.g. one
-            shard at a time for per-shard outputs.
-        fraction: keep only this fraction of the samples, chosen by a stable hash of each sample's
-            key (:func:`key_fraction`): the same subset on every machine, epoch and worker, and
-            the subset at a smaller fraction lies inside the one at a larger fraction.
-        cache_bytes: a training stream that filters (``labels`` or ``fraction``) keeps the samples
-            it kept from each shard in memory after reading it once, up to this many bytes of
-            inputs, so cycling through the split again does not re-read every shard to find a small
-            subset (a specialist's classes, a 10% fraction). The batches are the same either way.
-    """
+    root: str | Path  # a URL as given, a local directory as a Path
+    info: DatasetInfo
+    name: str
+    shards: tuple[ShardInfo, ...]
 
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        split: str,
-        batch_size: int,
-        *,
-        train: bool = False,
-        epoch_size: int | None = None,
-        buffer: int = 2000,
-        seed: int = 0,
-        on_error: str = "raise",
-        info: DatasetInfo | None = None,
-        labels=None,
-        exclude: bool = False,
-        shards: Sequence[str] | None = None,
-        fraction: float = 1.0,
-        cache_bytes: int = 256 * 2**20,
-    ):
-        super().__init__()
-        if not 0 < fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-        ErrorPolicy(on_error)  # checks the value
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.root = str(root) if is_url(root) else Path(local_path(root))
-        self.info = info if info is not None else load_info(root)
-        self.split_info = self.info.split(split)
-        if shards is not None:
-            known = {s.name: s for s in self.split_info.shards}
-            unknown = [n for n in shards if n not in known]
+    @classmethod
+    def of(
+        cls, root: str | os.PathLike, name: str, info: DatasetInfo | None = None, only: Sequence[str] | None = None
+    ) -> Split:
+        info = info if info is not None else load_info(root)
+        root = str(root) if is_url(root) else Path(local_path(root))
+        shards = info.split(name).shards  # raises, naming the file, when the split is missing
+        if only is not None:
+            known = {s.name: s for s in shards}
+            unknown = [n for n in only if n not in known]
             if unknown:
-                raise DataError(f"{self._url(INFO_FILE)}: split {split!r} has no shard {unknown[0]!r}")
-            self.split_info = dataclasses.replace(
-                self.split_info,
-                shards=tuple(known[n] for n in shards),
-                num_samples=sum(known[n].num_samples for n in shards),
-            )
-        self.split, self.batch_size, self.train = split, batch_size, train
-        self.epoch_size = epoch_size if epoch_size is not None else self.split_info.num_samples
-        self.buffer, self.seed, self.on_error = buffer, seed, on_error
-        self.epoch, self.fraction = 0, fraction
-        self.cache_bytes = cache_bytes
-        self._cache: dict[str, list] = {}  # shard name -> the samples it kept (filtering training streams)
-        self._cached_bytes = 0
-        self._keep = None  # bool (n_classes,): which labels pass the filter
-        if labels is not None:
-            keep = np.zeros(self.info.n_classes, dtype=bool)
-            keep[np.asarray(list(labels), dtype=np.int64)] = True
-            self._keep = ~keep if exclude else keep
+                where = join(root, INFO_FILE) if isinstance(root, str) else root / INFO_FILE
+                raise DataError(f"{where}: split {name!r} has no shard {unknown[0]!r}")
+            shards = tuple(known[n] for n in only)
+        return cls(root, info, name, tuple(shards))
+
+    @property
+    def num_samples(self) -> int:
+        return sum(s.num_samples for s in self.shards)
+
+    @property
+    def remote(self) -> bool:
+        return isinstance(self.root, str)
+
+    def url(self, shard: str) -> str:
+        return join(self.root, shard) if self.remote else str(self.root / shard)
+
+
+@dataclass
+class Reader:
+    """What one reader's pass over a pipeline knows: its shards (:func:`split_shards`), its index
+    among ``n_readers``, the epoch's generator and the bad-sample policy."""
+
+    split: Split
+    shards: list[ShardInfo]
+    index: int
+    n_readers: int
+    rng: random.Random
+    errors: ErrorPolicy
+
+
+class Pipeline(torch.utils.data.IterableDataset):
+    """An epoch of a split through ``stages``, in webdataset's style: the first stage takes this
+    reader's shards, each later one the iterator before it (``stage(items, reader)``); a pass of
+    ``__iter__`` is one epoch. The caller composes it, e.g. the evaluation order
+
+        Pipeline(Split.of(root, "val"), InOrder(Read()), Batches(512))
+
+    and the training order (seeded shuffles of shards and of a sample buffer, shards cycled until
+    the epoch's samples are drawn)
+
+        Pipeline(Split.of(root, "train"), Cycle(Read()), Shuffle(2000, n), Batches(128), seed=0)
+
+    ``seed``: epoch ``e`` of reader ``r`` draws from ``Random(f"{seed}/{e}/{r}")``, so an epoch is
+    reproducible on its own (what makes resumption exact). ``on_error``: ``"raise"`` or ``"skip"``,
+    which drops bad samples and counts them in :attr:`Batch.skipped`."""
+
+    def __init__(self, split: Split, *stages, seed: int = 0, on_error: str = "raise"):
+        super().__init__()
+        ErrorPolicy(on_error)  # checks the value
+        self.split, self.stages, self.seed, self.on_error, self.epoch = split, stages, seed, on_error, 0
+
+    @property
+    def info(self) -> DatasetInfo:
+        return self.split.info
+
+    @property
+    def endless(self) -> bool:
+        """Whether it cycles its shards (each reader needs one)."""
+        return isinstance(self.stages[0], Cycle)
+
+    @property
+    def batch_size(self) -> int:
+        return next(s.size for s in self.stages if isinstance(s, Batches))
+
+    @property
+    def epoch_size(self) -> int:
+        """Samples an epoch draws: the shuffle's count, else the split's."""
+        return next((s.samples for s in self.stages if isinstance(s, Shuffle)), self.split.num_samples)
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose order the next ``__iter__`` produces."""
         self.epoch = epoch
 
-    # -- one reader's view, composed from :mod:`specens.data.stages` ---------------------------
+    def __iter__(self) -> Iterator:
+        shards, index, n_readers = split_shards(self.split.shards)
+        rng = random.Random(f"{self.seed}/{self.epoch}/{index}")
+        reader = Reader(self.split, shards, index, n_readers, rng, ErrorPolicy(self.on_error))
+        items = iter(shards)
+        for stage in self.stages:
+            items = stage(items, reader)
+        return items
 
-    def samples(self) -> Iterator[Sample]:
-        """Every sample of this reader's shards once, in order, as ``(key, x, label)`` with ``x``
-        as stored (images not scaled): what re-writing the split reads
-        (:mod:`specens.data.parts`). Filters apply; ``on_error="skip"`` drops bad samples."""
-        errors = ErrorPolicy(self.on_error)
-        for shard in split_shards(self.split_info.shards)[0]:
-            yield from self._shard_samples(shard, errors)
 
-    def __iter__(self) -> Iterator[Batch]:
-        shards, reader, n_readers = split_shards(self.split_info.shards)
-        errors = ErrorPolicy(self.on_error)
-        if self.train:
-            rng = random.Random(f"{self.seed}/{self.epoch}/{reader}")
-            quota = math.ceil(self.epoch_size / n_readers)
-            samples = shuffled(self._cycle(shards, n_readers, rng, errors), rng, quota, self.buffer)
-        else:
-            samples = (s for shard in shards for s in self._shard_samples(shard, errors))
-        yield from batched(samples, self.batch_size, errors)
+class Labels:
+    """A filter of raw samples: those whose label is in ``labels`` (``exclude``: not in it), read
+    before the input is decoded, so filtered samples cost little."""
 
-    def _url(self, name: str) -> str:
-        return join(self.root, name) if isinstance(self.root, str) else str(self.root / name)
+    def __init__(self, labels, exclude: bool = False):
+        self.labels, self.exclude = np.asarray(list(labels), dtype=np.int64), exclude
 
-    def _shard_samples(self, shard: ShardInfo, errors: ErrorPolicy) -> Iterator[Sample]:
-        """One shard: raw samples, count check, filters, decoded."""
-        url = self._url(shard.name)
-        raw = checked_count(raw_samples(url, isinstance(self.root, str), errors), url, shard.num_samples, errors)
-        if self._keep is not None:
-            raw = keep_labels(raw, self._keep)
-        if self.fraction < 1:
-            raw = keep_fraction(raw, self.fraction)
-        return decoded(raw, self.info.input, self.info.n_classes, errors)
+    def __call__(self, raw: Iterable[dict], reader: Reader) -> Iterator[dict]:
+        keep = np.zeros(reader.split.info.n_classes, dtype=bool)
+        keep[self.labels] = True
+        return keep_labels(raw, ~keep if self.exclude else keep)
 
-    def _cached_samples(self, shard: ShardInfo, errors: ErrorPolicy) -> Iterator[Sample]:
-        """``_shard_samples``, from memory once a filtering stream has read the whole shard cleanly."""
-        if shard.name in self._cache:
-            yield from self._cache[shard.name]
+
+@dataclass(frozen=True)
+class Fraction:
+    """A filter of raw samples: the ``fraction`` chosen by a stable hash of each key
+    (:func:`key_fraction`): the same subset on every machine, epoch and worker, and the subset at a
+    smaller fraction lies inside the one at a larger fraction."""
+
+    fraction: float
+
+    def __post_init__(self):
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+
+    def __call__(self, raw: Iterable[dict], reader: Reader) -> Iterator[dict]:
+        return keep_fraction(raw, self.fraction)
+
+
+class Read:
+    """One shard's samples: raw, count-checked against ``dataset.json``, through ``filters``
+    (:class:`Labels`, :class:`Fraction`), decoded to ``(key, x as stored, label)``."""
+
+    def __init__(self, *filters):
+        self.filters = filters
+
+    def __call__(self, shard: ShardInfo, reader: Reader) -> Iterator[Sample]:
+        url, errors = reader.split.url(shard.name), reader.errors
+        raw = checked_count(raw_samples(url, reader.split.remote, errors), url, shard.num_samples, errors)
+        for f in self.filters:
+            raw = f(raw, reader)
+        return decoded(raw, reader.split.info.input, reader.split.info.n_classes, errors)
+
+
+class Cached:
+    """A :class:`Read` whose shards, once read cleanly, come from memory, up to ``max_bytes`` of
+    inputs: for a filtering read that a cycling pipeline repeats (a specialist's classes, a 10%
+    fraction), so a pass does not re-read every shard to find a small subset. Same samples either
+    way; a shard with skipped samples is read again."""
+
+    def __init__(self, read: Read, max_bytes: int = 256 * 2**20):
+        self.read, self.max_bytes = read, max_bytes
+        self._shards: dict[str, list] = {}
+        self._bytes = 0
+
+    def __call__(self, shard: ShardInfo, reader: Reader) -> Iterator[Sample]:
+        if shard.name in self._shards:
+            yield from self._shards[shard.name]
             return
-        if self._keep is None and self.fraction == 1:
-            yield from self._shard_samples(shard, errors)
-            return
-        kept, skipped = [], errors.total
-        for s in self._shard_samples(shard, errors):
+        kept, skipped = [], reader.errors.total
+        for s in self.read(shard, reader):
             kept.append(s)
             yield s
         size = sum(x.nbytes for _, x, _ in kept)
-        if errors.total == skipped and self._cached_bytes + size <= self.cache_bytes:  # a shard with skips is re-read
-            self._cache[shard.name] = kept
-            self._cached_bytes += size
+        if reader.errors.total == skipped and self._bytes + size <= self.max_bytes:
+            self._shards[shard.name] = kept
+            self._bytes += size
 
-    def _cycle(self, shards, n_readers, rng, errors) -> Iterator[Sample]:
-        """The training order: this reader's shards, shuffled anew on each pass, endlessly."""
+
+class InOrder:
+    """This reader's shards once, in order, each through ``read``: every sample exactly once."""
+
+    def __init__(self, read: Read | Cached):
+        self.read = read
+
+    def __call__(self, shards: Iterator[ShardInfo], reader: Reader) -> Iterator[Sample]:
+        return (s for shard in shards for s in self.read(shard, reader))
+
+
+class Cycle:
+    """This reader's shards through ``read``, in an order shuffled anew on each pass, endlessly
+    (a :class:`Shuffle` after it ends the epoch)."""
+
+    def __init__(self, read: Read | Cached):
+        self.read = read
+
+    def __call__(self, shards: Iterator[ShardInfo], reader: Reader) -> Iterator[Sample]:
+        shards = list(shards)
         if not shards:
             raise DataError(
-                f"{self.root}: split {self.split!r} has {len(self.split_info.shards)} shard(s), "
-                f"too few for {n_readers} reader(s); write smaller shards or use fewer workers"
+                f"{reader.split.root}: split {reader.split.name!r} has {len(reader.split.shards)} shard(s), "
+                f"too few for {reader.n_readers} reader(s); write smaller shards or use fewer workers"
             )
         while True:
             order = shards[:]
-            rng.shuffle(order)
+            reader.rng.shuffle(order)
             produced = 0
             for shard in order:
-                for s in self._cached_samples(shard, errors):
+                for s in self.read(shard, reader):
                     produced += 1
                     yield s
             if produced == 0:
-                why = "passes the label filter" if self._keep is not None else "could be read"
-                raise DataError(f"{self.root}: no sample of split {self.split!r} in this reader's shards {why}")
+                raise DataError(
+                    f"{reader.split.root}: no sample of split {reader.split.name!r} in this reader's shards "
+                    "passes the filters or could be read"
+                )
+
+
+@dataclass(frozen=True)
+class Shuffle:
+    """``samples`` an epoch (over all readers; each draws its share) through a seeded shuffle
+    buffer of ``buffer`` samples."""
+
+    buffer: int
+    samples: int
+
+    def __call__(self, samples: Iterator[Sample], reader: Reader) -> Iterator[Sample]:
+        return shuffled(samples, reader.rng, math.ceil(self.samples / reader.n_readers), self.buffer)
+
+
+@dataclass(frozen=True)
+class Batches:
+    """:class:`Batch` es of ``size`` (the last of an epoch may be smaller), each reporting the
+    samples skipped since the one before."""
+
+    size: int
+
+    def __post_init__(self):
+        if self.size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.size}")
+
+    def __call__(self, samples: Iterable[Sample], reader: Reader) -> Iterator[Batch]:
+        return batched(samples, self.size, reader.errors)
 
 
 class ShardLoader:
-    """Iterates a :class:`ShardStream` through a DataLoader and totals skipped samples.
+    """Iterates a :class:`Pipeline` of batches through a DataLoader and totals skipped samples.
 
     ``for batch in loader`` yields only non-empty batches; ``loader.skipped`` counts what the
     ``"skip"`` policy dropped over all epochs so far.
     """
 
-    def __init__(self, stream: ShardStream, num_workers: int = 0):
-        n_shards = len(stream.split_info.shards)
-        if stream.train and num_workers > n_shards:  # a worker without a shard could not fill its quota
+    def __init__(self, stream: Pipeline, num_workers: int = 0):
+        n_shards = len(stream.split.shards)
+        if stream.endless and num_workers > n_shards:  # a worker without a shard could not fill its quota
             raise DataError(
-                f"{stream.root}: split {stream.split!r} has {n_shards} shard(s), too few for "
+                f"{stream.split.root}: split {stream.split.name!r} has {n_shards} shard(s), too few for "
                 f"{num_workers} DataLoader workers; write smaller shards or use fewer workers"
             )
         self.stream, self.num_workers, self.skipped = stream, num_workers, 0
@@ -269,10 +358,22 @@ def _identity(x):
     return x
 
 
-def iter_split(root, split: str, batch_size: int = 256, **kw) -> ShardLoader:
-    """Evaluation-order batches of one split: in order, each sample once."""
-    num_workers = kw.pop("num_workers", 0)
-    return ShardLoader(ShardStream(root, split, batch_size, train=False, **kw), num_workers)
+def iter_split(
+    root,
+    split: str,
+    batch_size: int = 256,
+    *,
+    info: DatasetInfo | None = None,
+    shards: Sequence[str] | None = None,
+    filters: Sequence = (),
+    num_workers: int = 0,
+    on_error: str = "raise",
+) -> ShardLoader:
+    """Evaluation-order batches of one split (or of its ``shards``): in order, each sample once,
+    through ``filters`` (:class:`Labels`, :class:`Fraction`)."""
+    stages = InOrder(Read(*filters)), Batches(batch_size)
+    pipeline = Pipeline(Split.of(root, split, info, only=shards), *stages, on_error=on_error)
+    return ShardLoader(pipeline, num_workers)
 
 
 def verify_dataset(root: str | os.PathLike, progress: bool = False) -> DatasetInfo:
@@ -287,9 +388,9 @@ def verify_dataset(root: str | os.PathLike, progress: bool = False) -> DatasetIn
     where = join(str(root), INFO_FILE) if is_url(root) else str(Path(local_path(root)) / INFO_FILE)
     for name, split in info.splits.items():
         counts = np.zeros(info.n_classes, dtype=np.int64)
-        stream = ShardStream(root, name, 1, info=info)
+        samples = Pipeline(Split.of(root, name, info), InOrder(Read()))
         for _, _, label in progress_bar(
-            stream.samples(), total=split.num_samples, desc=f"check {name}", unit="ex", enabled=progress
+            samples, total=split.num_samples, desc=f"check {name}", unit="ex", enabled=progress
         ):
             counts[label] += 1
         if tuple(int(c) for c in counts) != split.class_counts:

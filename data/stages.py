@@ -1,5 +1,5 @@
-"""The stages a :class:`~specens.data.shards.ShardStream` composes, in webdataset's style: each a
-small generator over the one before it, tested alone.
+"""The generators under the stages a :class:`~specens.data.shards.Pipeline` composes, in
+webdataset's style: each a small generator over the one before it, tested alone.
 
     shards → split by node and worker → raw samples (an error handler) → count check
            → label / key-fraction filters → decode → seeded shuffle buffer → batches

@@ -26,7 +26,20 @@ from specens.core.loop import Recipe, start
 from specens.core.progress import progress_bar
 from specens.data.augment import random_shift
 from specens.data.format import INFO_FILE, DatasetInfo, load_info
-from specens.data.shards import MixedLoader, ShardLoader, ShardStream, iter_split
+from specens.data.shards import (
+    Batches,
+    Cached,
+    Cycle,
+    Fraction,
+    Labels,
+    MixedLoader,
+    Pipeline,
+    Read,
+    ShardLoader,
+    Shuffle,
+    Split,
+    iter_split,
+)
 
 from .checkpoint import GeneralistEpoch, GeneralistMetrics, load_generalist, save_generalist
 from .config import TrainConfig
@@ -128,16 +141,13 @@ def _transfer_loaders(
         if t.input != info.input:
             raise DataError(f"{root}/dataset.json: input {t.input} differs from {r.data}'s {info.input}")
         split = t.split(split_name)  # raises, naming the file, when the split is missing
-        stream = ShardStream(
-            root,
-            split_name,
-            r.batch_size,
-            train=True,
-            epoch_size=split.num_samples,
-            buffer=r.buffer,
+        stream = Pipeline(
+            Split.of(root, split_name, t),
+            Cycle(Read()),
+            Shuffle(r.buffer, split.num_samples),
+            Batches(r.batch_size),
             seed=seed + 1 + i,
             on_error=r.on_error,
-            info=t,
         )
         loaders.append(ShardLoader(stream, num_workers))
     return loaders
@@ -254,7 +264,7 @@ class _Reading:
         )
 
 
-def _train_stream(r: _Reading, info: DatasetInfo, seed: int) -> ShardStream:
+def _train_stream(r: _Reading, info: DatasetInfo, seed: int) -> Pipeline:
     """The training split, less the excluded classes, a ``fraction`` subset, shuffled by ``seed``."""
     outside = [c for c in r.exclude if c >= info.n_classes]
     if outside:
@@ -267,19 +277,17 @@ def _train_stream(r: _Reading, info: DatasetInfo, seed: int) -> ShardStream:
             f"training examples of {r.data}, and keeps about {kept * r.fraction:.2g}"
         )
     epoch_size = r.epoch_size or max(1, round(kept * r.fraction))  # the subset's expected size
-    return ShardStream(
-        r.data,
-        r.split,
-        r.batch_size,
-        train=True,
-        epoch_size=epoch_size,
-        buffer=r.buffer,
+    filters = ([Labels(r.exclude, exclude=True)] if r.exclude else []) + (
+        [Fraction(r.fraction)] if r.fraction < 1 else []
+    )
+    read = Cached(Read(*filters)) if filters else Read()  # a filtered pass repeats: keep what it kept
+    return Pipeline(
+        Split.of(r.data, r.split, info),
+        Cycle(read),
+        Shuffle(r.buffer, epoch_size),
+        Batches(r.batch_size),
         seed=seed,
         on_error=r.on_error,
-        info=info,
-        labels=r.exclude or None,
-        exclude=True,
-        fraction=r.fraction,
     )
 
 

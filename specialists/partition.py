@@ -54,7 +54,7 @@ def partition_dir(out: str | Path) -> Path:
 class Partition:
     """Each group's training examples and routed validation examples (``val`` None without a
     validation split). ``root, info = partition.source(m, "train")`` opens as
-    ``ShardStream(root, "train", batch_size, info=info)``."""
+    ``Split.of(root, "train", info)``."""
 
     root: Path
     dataset: DatasetInfo

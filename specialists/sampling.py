@@ -1,78 +1,52 @@
 """Enriched batches for a specialist (docs/method.md §4): a fraction ρ (= 0.5) of each batch from
 examples whose label is in S, the rest from the other classes, each part at random.
 
-Design: two streams, mixed batch by batch, each an ordinary
-:class:`~specens.data.shards.ShardStream`, so within each part the natural class proportions are
-kept, nothing is loaded into memory, and shards are still split across nodes and DataLoader
-workers. The rest is the split with S filtered out: it is most of the split, so reading the
-epoch's share of it costs about that share. The special part is read from the group's own shards
-(``special_source``: the specialists' one-pass partition, :mod:`specens.specialists.partition`),
-so a specialist never walks the whole split to find its group's examples.
+Design: two pipelines (:class:`~specens.data.shards.Pipeline`) and a mixing stage that joins
+their batches one to one (:func:`enriched_batches`); within each part the natural class
+proportions are kept, nothing is loaded into memory beyond a pipeline's own cache, and shards are
+still split across nodes and DataLoader workers. The rest is the split with S filtered out: it is
+most of the split, so reading the epoch's share of it costs about that share. The special part is
+read from the group's own shards (the specialists' one-pass partition,
+:mod:`specens.specialists.partition`), so a specialist never walks the whole split to find its
+group's examples.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 
-from specens.data.shards import Batch, ShardLoader, ShardStream
+from specens.data.shards import (
+    SHUFFLE_BUFFER,
+    Batch,
+    Batches,
+    Cached,
+    Cycle,
+    Labels,
+    Pipeline,
+    Read,
+    ShardLoader,
+    Shuffle,
+    Split,
+)
 
 
-class EnrichedStream:
-    """Batches of ``batch_size`` with ``round(rho * batch_size)`` examples from ``group``.
+def special_count(rho: float, batch_size: int) -> int:
+    """The examples of S in a batch of ``batch_size``: ``round(rho * batch_size)``, leaving room
+    for both parts."""
+    n_special = int(round(rho * batch_size))
+    if not 0 < n_special < batch_size:
+        raise ValueError(f"rho={rho} leaves no room for one of the two parts in batches of {batch_size}")
+    return n_special
 
-    Args:
-        root, split: the dataset and split to read.
-        group: class indices of S.
-        batches_per_epoch: batches in one epoch.
-        rho: the special fraction of each batch.
-        seed: seeds both streams; epoch e's batches depend only on (seed, e).
-        special_source: ``(root, info)`` of a dataset whose split ``split`` holds exactly the
-            examples of S (a part of :mod:`specens.data.parts`).
-    """
 
-    def __init__(
-        self,
-        root: str,
-        split: str,
-        group,
-        batch_size: int,
-        batches_per_epoch: int,
-        rho: float = 0.5,
-        seed: int = 0,
-        buffer: int = 2000,
-        num_workers: int = 0,
-        on_error: str = "raise",
-        info=None,
-        *,
-        special_source: tuple,
-    ):
-        n_special = int(round(rho * batch_size))
-        if not 0 < n_special < batch_size:
-            raise ValueError(f"rho={rho} leaves no room for one of the two parts in batches of {batch_size}")
-        group = np.asarray(group, dtype=np.int64)
-        common = dict(train=True, buffer=buffer, on_error=on_error, info=info)
-        special = dict(epoch_size=n_special * batches_per_epoch, seed=seed * 2 + 1)
-        part_root, part_info = special_source
-        stream = ShardStream(part_root, split, n_special, **special, **{**common, "info": part_info})
-        # a part may hold fewer shards than there are workers: each worker needs one
-        self.special = ShardLoader(stream, min(num_workers, len(stream.split_info.shards)))
-        self.rest = ShardLoader(
-            ShardStream(
-                root,
-                split,
-                batch_size - n_special,
-                epoch_size=(batch_size - n_special) * batches_per_epoch,
-                seed=seed * 2,
-                labels=group,
-                exclude=True,
-                **common,
-            ),
-            num_workers,
-        )
-        self.batches_per_epoch = batches_per_epoch
+class EnrichedBatches:
+    """The mixing stage: batch ``i`` of an epoch is batch ``i`` of ``special`` followed by batch
+    ``i`` of ``rest`` (two loaders of the same number of batches an epoch)."""
+
+    def __init__(self, special: ShardLoader, rest: ShardLoader):
+        self.special, self.rest = special, rest
 
     def set_epoch(self, epoch: int) -> None:
         self.special.set_epoch(epoch)
@@ -87,3 +61,25 @@ class EnrichedStream:
     @property
     def skipped(self) -> int:
         return self.special.skipped + self.rest.skipped
+
+
+def enriched_batches(
+    split: Split, group, special: Split, batch_size: int, batches: int, rho: float, seed: int, num_workers: int = 0
+) -> EnrichedBatches:
+    """``batches`` batches an epoch of ``batch_size``: ``round(rho * batch_size)`` from ``special``
+    (a split holding exactly the examples of S: its part of the partition), the rest from ``split``
+    less the classes of ``group``; epoch e's batches depend only on (``seed``, e)."""
+    n_special = special_count(rho, batch_size)
+    n_rest = batch_size - n_special
+    ours = Pipeline(
+        special, Cycle(Read()), Shuffle(SHUFFLE_BUFFER, n_special * batches), Batches(n_special), seed=seed * 2 + 1
+    )
+    rest = Pipeline(
+        split,
+        Cycle(Cached(Read(Labels(group, exclude=True)))),  # the pass repeats: keep what the filter kept
+        Shuffle(SHUFFLE_BUFFER, n_rest * batches),
+        Batches(n_rest),
+        seed=seed * 2,
+    )
+    # a part may hold fewer shards than there are workers: each worker needs one
+    return EnrichedBatches(ShardLoader(ours, min(num_workers, len(special.shards))), ShardLoader(rest, num_workers))

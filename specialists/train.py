@@ -66,7 +66,18 @@ from specens.core.io import (
 from specens.core.loop import Recipe, start
 from specens.core.records import Record
 from specens.data.format import INFO_FILE, load_info
-from specens.data.shards import iter_split
+from specens.data.shards import (
+    SHUFFLE_BUFFER,
+    Batches,
+    Cycle,
+    Labels,
+    Pipeline,
+    Read,
+    ShardLoader,
+    Shuffle,
+    Split,
+    iter_split,
+)
 from specens.generalist.checkpoint import load_generalist
 from specens.generalist.train import BN_SEED
 
@@ -85,7 +96,7 @@ from .record import (
     specialist_dir,
     work_dir,
 )
-from .sampling import EnrichedStream
+from .sampling import EnrichedBatches, enriched_batches
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -422,20 +433,19 @@ class _Sampling:
     num_workers: int
 
 
-def _enriched(s: _Sampling, job: _Job, parts, batches: int, seed: int) -> EnrichedStream:
-    """``batches`` enriched batches an epoch: the group's training examples (from the partition)
-    and the rest of the training split, ``rho`` to ``1 - rho``."""
-    return EnrichedStream(
-        s.data,
-        "train",
+def _enriched(s: _Sampling, job: _Job, parts, batches: int, seed: int) -> EnrichedBatches:
+    """``batches`` enriched batches an epoch: the group's training examples (its part of the
+    partition) and the rest of the training split, ``rho`` to ``1 - rho``."""
+    special = parts.source(job.index, "train")
+    return enriched_batches(
+        Split.of(s.data, "train", job.info),
         job.group,
+        Split.of(*special[:1], "train", special[1]),
         s.batch_size,
         batches,
         s.rho,
-        seed=seed,
-        num_workers=s.num_workers,
-        info=job.info,
-        special_source=parts.source(job.index, "train"),
+        seed,
+        s.num_workers,
     )
 
 
@@ -449,7 +459,7 @@ class _Loss:
     amp: bool
 
 
-def _epoch(recipe: Recipe, job: _Job, stream: EnrichedStream, loss: _Loss, teacher_top, device):
+def _epoch(recipe: Recipe, job: _Job, stream: EnrichedBatches, loss: _Loss, teacher_top, device):
     """One epoch of the specialist's loss (docs/method.md §4) over its enriched batches; a shared-trunk
     specialist runs the frozen trunk once per batch for its own logits and the soft targets."""
     model, gen, g = recipe.model, job.gen, job.group.to(device)
@@ -520,10 +530,10 @@ def _fit(data: str, val_split: str, job: _Job, parts, model: torch.nn.Module, de
     root, part_info = parts.source(job.index, "train")
     train = iter_split(root, "train", 512, info=part_info)
     group = job.group.tolist()
-    val, outside = None, iter_split(data, "train", 512, info=job.info, labels=group, exclude=True)
+    val, outside = None, iter_split(data, "train", 512, info=job.info, filters=[Labels(group, exclude=True)])
     if val_split:
-        val = iter_split(data, val_split, 512, info=job.info, labels=group)
-        outside = iter_split(data, val_split, 512, info=job.info, labels=group, exclude=True)
+        val = iter_split(data, val_split, 512, info=job.info, filters=[Labels(group)])
+        outside = iter_split(data, val_split, 512, info=job.info, filters=[Labels(group, exclude=True)])
     return fit_report(job.gen.model, model, job.group, job.correction, train, val, outside, device)
 
 
@@ -595,16 +605,9 @@ def _init_features(
     """Body features of ``batches`` natural-distribution training batches, for the dustbin row's fit."""
     if batches <= 0:
         return None
-    from specens.data.shards import ShardLoader, ShardStream
-
-    stream = ShardStream(
-        s.data,
-        "train",
-        s.batch_size,
-        train=True,
-        epoch_size=s.batch_size * batches,
-        seed=seed,
-        info=info,
+    n = s.batch_size * batches
+    stream = Pipeline(
+        Split.of(s.data, "train", info), Cycle(Read()), Shuffle(SHUFFLE_BUFFER, n), Batches(s.batch_size), seed=seed
     )
     feats = [generalist.body(b.inputs.to(device)).float().cpu() for b in ShardLoader(stream)]
     return torch.cat(feats) if feats else None

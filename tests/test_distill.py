@@ -12,7 +12,18 @@ from click.testing import CliRunner
 from specens.cli.main import cli
 from specens.core.errors import CheckpointError, ConfigError
 from specens.data.format import load_info
-from specens.data.shards import MixedLoader, ShardLoader, ShardStream, iter_split
+from specens.data.shards import (
+    SHUFFLE_BUFFER,
+    Batches,
+    Cycle,
+    MixedLoader,
+    Pipeline,
+    Read,
+    ShardLoader,
+    Shuffle,
+    Split,
+    iter_split,
+)
 from specens.generalist.checkpoint import load_generalist
 from specens.generalist.config import TrainConfig
 from specens.generalist.evaluate import evaluate
@@ -77,7 +88,8 @@ def test_the_student_learns_what_the_specialists_know(helpful_ensemble, syntheti
 
 def test_mixed_loader_consumes_every_source_once_per_epoch_in_a_seeded_order(synthetic_ds):
     def loader(root, split, seed):
-        return ShardLoader(ShardStream(root, split, 64, train=True, seed=seed, buffer=50))
+        where = Split.of(root, split)
+        return ShardLoader(Pipeline(where, Cycle(Read()), Shuffle(50, where.num_samples), Batches(64), seed=seed))
 
     def epoch(e, seed=0):
         mixed = MixedLoader([loader(synthetic_ds, "val", 0), loader(synthetic_ds, "test", 1)], seed)
@@ -111,7 +123,9 @@ def test_q_cache_gives_the_ensembles_q_and_refuses_another_ensemble_or_split(ens
     infer(str(run), data, str(tmp_path / "train"), split="train", save_q=True, progress=False, ensemble=ens)
     sources = [(data, "train")]
     cache = QCacheTeacher([str(tmp_path / "train")], ens, sources)
-    batch = next(iter(ShardLoader(ShardStream(data, "train", 64, train=True, seed=3))))
+    where = Split.of(data, "train")
+    stages = Cycle(Read()), Shuffle(SHUFFLE_BUFFER, where.num_samples), Batches(64)
+    batch = next(iter(ShardLoader(Pipeline(where, *stages, seed=3))))
     want = EnsembleTeacher(ens).soft_targets(batch.inputs, 2.0)
     got = cache.soft_targets(batch.inputs, 2.0, batch.keys, 0)
     assert torch.allclose(got, want, atol=1e-5)

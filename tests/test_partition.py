@@ -9,11 +9,11 @@ import torch
 
 from specens.data.format import load_info
 from specens.data.parts import partition_split
-from specens.data.shards import ShardStream, iter_split
+from specens.data.shards import InOrder, Labels, Pipeline, Read, Split, iter_split
 from specens.generalist.checkpoint import load_generalist
 from specens.specialists.gate import RoutedValidation
 from specens.specialists.partition import MANIFEST, ensure_partition, partition_dir
-from specens.specialists.sampling import EnrichedStream
+from specens.specialists.sampling import enriched_batches
 
 # Overlapping groups (class 3 in two, class 19 in none): an example may belong to several parts or none.
 GROUPS = [[0, 1, 2, 3], [3, 4, 5], [6, 7, 8, 9, 10, 11], [12, 13, 14, 15, 16, 17, 18]]
@@ -23,9 +23,9 @@ def _clusters(fp="c1"):
     return SimpleNamespace(groups=[np.array(g) for g in GROUPS], fingerprint=fp)
 
 
-def _keys(root, split, info, **kw):
-    stream = ShardStream(root, split, 1000, info=info, **kw)
-    return {(k, int(y)): x.tobytes() for k, x, y in stream.samples()}
+def _keys(root, split, info, *filters):
+    samples = Pipeline(Split.of(root, split, info), InOrder(Read(*filters)))
+    return {(k, int(y)): x.tobytes() for k, x, y in samples}
 
 
 @pytest.mark.parametrize("top_n", [1, 2])
@@ -36,7 +36,7 @@ def test_parts_hold_exactly_what_the_filters_find(synthetic_run, tmp_path, top_n
     for m, group in enumerate(GROUPS):
         # training: the group's examples, each once, bytes for bytes
         root, part_info = parts.source(m, "train")
-        assert _keys(root, "train", part_info) == _keys(data, "train", info, labels=group)
+        assert _keys(root, "train", part_info) == _keys(data, "train", info, Labels(group))
         assert part_info.split("train").class_counts == tuple(
             c if i in group else 0 for i, c in enumerate(info.split("train").class_counts)
         )
@@ -112,22 +112,14 @@ def test_enriched_batches_from_a_part_match_the_filtered_ones(synthetic_run, tmp
     group = GROUPS[2]
     n_group = sum(info.split("train").class_counts[c] for c in group)
     # two DataLoader workers for a part of one shard: the part is read by one of them
-    stream = EnrichedStream(
-        data,
-        "train",
-        group,
-        40,
-        n_group // 20,
-        seed=5,
-        info=info,
-        special_source=parts.source(2, "train"),
-        num_workers=2,
-    )
+    part_root, part_info = parts.source(2, "train")
+    special = Split.of(part_root, "train", part_info)
+    stream = enriched_batches(Split.of(data, "train", info), group, special, 40, n_group // 20, 0.5, 5, num_workers=2)
     seen = set()
     for b in stream:
         assert np.isin(b.labels[:20].numpy(), group).all() and not np.isin(b.labels[20:].numpy(), group).any()
         seen |= set(b.keys[:20])
-    filtered = {k for k, _, _ in ShardStream(data, "train", 64, info=info, labels=group).samples()}
+    filtered = {k for k, _, _ in Pipeline(Split.of(data, "train", info), InOrder(Read(Labels(group))))}
     assert seen == filtered and len(seen) == n_group
 
 

@@ -15,7 +15,7 @@ from httpserve import Server as _Server
 from specens.core.errors import DataError
 from specens.data import remote
 from specens.data.format import load_info
-from specens.data.shards import ShardStream
+from specens.data.shards import SHUFFLE_BUFFER, Batches, Cycle, InOrder, Pipeline, Read, Shuffle, Split
 
 
 @pytest.fixture(autouse=True)
@@ -23,9 +23,11 @@ def _fast_retries(monkeypatch):
     monkeypatch.setattr(remote, "BACKOFF", 0.01)
 
 
-def _samples(root, split, **kw):
+def _samples(root, split, train=False, seed=0, buffer=SHUFFLE_BUFFER):
+    where = Split.of(root, split)
+    order = (Cycle(Read()), Shuffle(buffer, where.num_samples)) if train else (InOrder(Read()),)
     out = []
-    for b in ShardStream(root, split, 64, **kw):
+    for b in Pipeline(where, *order, Batches(64), seed=seed):
         out += list(zip(b.keys, b.inputs, b.labels.tolist(), strict=True))
     return out
 

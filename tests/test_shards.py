@@ -12,7 +12,20 @@ import webdataset as wds
 
 from specens.core.errors import DataError
 from specens.data.format import InputSpec, load_info
-from specens.data.shards import ShardLoader, ShardStream, iter_split
+from specens.data.shards import (
+    SHUFFLE_BUFFER,
+    Batches,
+    Cached,
+    Cycle,
+    Fraction,
+    Labels,
+    Pipeline,
+    Read,
+    ShardLoader,
+    Shuffle,
+    Split,
+    iter_split,
+)
 from specens.data.writer import DatasetWriter, encode_input
 
 
@@ -22,6 +35,14 @@ def _write(root, xs, ys, spec, n_classes=3, shard_size=4):
             for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
                 s.write(f"s{i:04d}", x, y)
     return str(root)
+
+
+def _training(root, batch_size, *, seed=0, buffer=SHUFFLE_BUFFER, samples=None, read=None, on_error="raise"):
+    """The training order over ``root``'s train split: ``samples`` an epoch (default: the split's)."""
+    split = Split.of(root, "train")
+    n = samples if samples is not None else split.num_samples
+    stages = Cycle(read or Read()), Shuffle(buffer, n), Batches(batch_size)
+    return Pipeline(split, *stages, seed=seed, on_error=on_error)
 
 
 def _read_all(root, split="train", **kw):
@@ -91,7 +112,7 @@ def test_npy_bytes_other_than_the_writers_decode_as_numpy_reads_them():
 
 def test_training_epoch_is_a_seeded_permutation(synthetic_ds):
     def epoch(seed, e, workers=0):
-        stream = ShardStream(synthetic_ds, "train", 64, train=True, seed=seed, buffer=10_000)
+        stream = _training(synthetic_ds, 64, seed=seed, buffer=10_000)
         stream.set_epoch(e)
         return [k for b in ShardLoader(stream, workers) for k in b.keys]
 
@@ -105,7 +126,7 @@ def test_training_epoch_is_a_seeded_permutation(synthetic_ds):
 
 
 def test_workers_split_the_shards(synthetic_ds):
-    loader = ShardLoader(ShardStream(synthetic_ds, "train", 100, train=True, seed=0, buffer=10_000), num_workers=2)
+    loader = ShardLoader(_training(synthetic_ds, 100, buffer=10_000), num_workers=2)
     keys = [k for b in loader for k in b.keys]
     n = load_info(synthetic_ds).split("train").num_samples
     assert len(keys) == n
@@ -115,7 +136,7 @@ def test_workers_split_the_shards(synthetic_ds):
 
 
 def test_epoch_size_is_fixed(synthetic_ds):
-    stream = ShardStream(synthetic_ds, "train", 64, train=True, epoch_size=1000)
+    stream = _training(synthetic_ds, 64, samples=1000)
     assert sum(len(b) for b in ShardLoader(stream)) == 1000
 
 
@@ -126,9 +147,9 @@ def test_fraction_is_a_stable_nested_subset(synthetic_ds):
     from specens.data.shards import key_fraction
 
     def keys(fraction, train=True, epoch=0):
-        stream = ShardStream(
-            synthetic_ds, "train", 64, train=train, fraction=fraction, buffer=10_000, epoch_size=4000 if train else None
-        )
+        if not train:
+            return [k for b in iter_split(synthetic_ds, "train", 64, filters=[Fraction(fraction)]) for k in b.keys]
+        stream = _training(synthetic_ds, 64, buffer=10_000, samples=4000, read=Read(Fraction(fraction)))
         stream.set_epoch(epoch)
         return [k for b in ShardLoader(stream) for k in b.keys]
 
@@ -140,7 +161,7 @@ def test_fraction_is_a_stable_nested_subset(synthetic_ds):
     assert len(cycled) == 4000 and set(cycled) == tenth and set(keys(0.1, epoch=3)) == tenth
     assert tenth < set(keys(0.3, train=False))
     with pytest.raises(ValueError, match="fraction"):
-        ShardStream(synthetic_ds, "train", 64, fraction=0.0)
+        Fraction(0.0)
 
 
 def test_a_filtering_stream_reads_each_shard_once_and_yields_the_same_batches(synthetic_ds, monkeypatch):
@@ -155,8 +176,9 @@ def test_a_filtering_stream_reads_each_shard_once_and_yields_the_same_batches(sy
         stages.wds.tariterators, "tarfile_samples", lambda src, **kw: opened.append(src) or read(src, **kw)
     )
 
-    def epochs(cache_bytes, **filt):
-        stream = ShardStream(synthetic_ds, "train", 50, train=True, epoch_size=1200, cache_bytes=cache_bytes, **filt)
+    def epochs(cache_bytes, filt):
+        read = Cached(Read(filt), cache_bytes) if cache_bytes else Read(filt)
+        stream = _training(synthetic_ds, 50, samples=1200, read=read)
         out = []
         for epoch in range(2):
             stream.set_epoch(epoch)
@@ -164,15 +186,13 @@ def test_a_filtering_stream_reads_each_shard_once_and_yields_the_same_batches(sy
         return out
 
     n_shards = len(load_info(synthetic_ds).split("train").shards)
-    for filt in (dict(labels=[0, 1]), dict(fraction=0.1)):
+    for filt in (Labels([0, 1]), Fraction(0.1)):
         opened.clear()
-        cached = epochs(256 * 2**20, **filt)
+        cached = epochs(256 * 2**20, filt)
         assert len(opened) == n_shards, filt
         opened.clear()
-        uncached = epochs(0, **filt)
-        assert len(opened) > 5 * n_shards, (
-            filt
-        )  # 10% of the split (400 samples), cycled to 1,200 samples twice: 18 opens
+        uncached = epochs(0, filt)
+        assert len(opened) > 5 * n_shards, filt  # 10% of the split (400 samples), cycled to 1,200 twice: 18 opens
         assert [k for k, _, _ in cached] == [k for k, _, _ in uncached]
         assert all(
             torch.equal(a, c) and torch.equal(b, d) for (_, a, b), (_, c, d) in zip(cached, uncached, strict=True)
@@ -291,9 +311,8 @@ def test_a_filtering_stream_counts_a_shards_bad_samples_on_every_pass(tmp_path):
     root = _raw_dataset(tmp_path, [_good("ok1"), BAD_SAMPLES["label out of range"][0], _good("ok2", label=1)])
     skipped = {}
     for cache in (0, 2**20):
-        stream = ShardStream(
-            root, "train", 4, train=True, epoch_size=6, labels=[0, 1], cache_bytes=cache, on_error="skip"
-        )
+        read = Cached(Read(Labels([0, 1])), cache) if cache else Read(Labels([0, 1]))
+        stream = _training(root, 4, samples=6, read=read, on_error="skip")
         skipped[cache] = []
         for epoch in (0, 1):
             stream.set_epoch(epoch)

@@ -8,7 +8,7 @@ import torch
 
 from specens.data.format import InputSpec, load_info
 from specens.data.parts import partition_split
-from specens.data.shards import iter_split
+from specens.data.shards import Split, iter_split
 from specens.data.writer import DatasetWriter
 from specens.generalist.checkpoint import load_generalist
 from specens.specialists.model import (
@@ -20,7 +20,7 @@ from specens.specialists.model import (
     hard_targets,
 )
 from specens.specialists.record import load_specialist
-from specens.specialists.sampling import EnrichedStream
+from specens.specialists.sampling import enriched_batches
 from specens.specialists.train import SpecialistConfig, train_specialist
 
 
@@ -89,8 +89,8 @@ def test_enriched_batches_are_half_special_with_natural_proportions(tmp_path):
     part = partition_split(
         root, "train", tmp_path / "parts", 1, lambda x, y: torch.isin(y, torch.tensor(group))[:, None], info=info
     )
-    source = part.root, part.info(info, 0, "train")
-    stream = EnrichedStream(root, "train", group, batch_size=40, batches_per_epoch=60, seed=3, special_source=source)
+    special = Split.of(part.root, "train", part.info(info, 0, "train"))
+    stream = enriched_batches(Split.of(root, "train", info), group, special, 40, 60, 0.5, seed=3)
     special, rest, total = np.zeros(6), np.zeros(6), 0
     for epoch in range(2):
         stream.set_epoch(epoch)

@@ -126,8 +126,10 @@ class Record:
                     problems.append(str(e))
                     partial[name] = getattr(e, "partial", None)  # a nested record's fields that were read
         record = cls(**kwargs) if not problems else _partial(cls, {**partial, **kwargs})
+        failed = [f"'{name}'" for name in partial]  # a check naming a field already refused would restate it
         try:
-            problems += [f"{where}: {msg}" for ok, msg in record.checks() if not ok]
+            checks = [msg for ok, msg in record.checks() if not ok and not any(f in msg for f in failed)]
+            problems += [f"{where}: {msg}" for msg in checks]
         except (AttributeError, TypeError, KeyError, IndexError, ValueError):
             if not problems:  # a check that fails on fields read in full is a defect, not a bad file
                 raise

@@ -151,7 +151,11 @@ class Featurizer(Record):
 
     def checks(self) -> list[tuple[bool, str]]:
         if self.kind == "hashed-ngrams":
-            return [(self.buckets is not None, "hashed n-grams need 'buckets'")]
+            char_min_ok = not self.char_ngrams or self.char_min is None or 1 <= self.char_min <= self.char_ngrams
+            return [
+                (self.buckets is not None, "hashed n-grams need 'buckets'"),
+                (char_min_ok, f"char_min must be in [1, char_ngrams={self.char_ngrams}], got {self.char_min}"),
+            ]
         return [(bool(self.fingerprint), "a tokenizer needs its 'fingerprint'")]
 
 

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from specens.core.errors import DataError
+
 from .format import Featurizer
 
 _WORD = re.compile(r"\w+|[^\w\s]")
@@ -41,17 +43,12 @@ class HashedNgrams:
     unique: bool = True  # each distinct token once; False keeps repeats (term counts)
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.buckets < 2:
-            problems.append(f"buckets must be >= 2, got {self.buckets}")
-        if self.max_tokens < 1:
-            problems.append(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.word_ngrams < 1:
-            problems.append(f"word_ngrams must be >= 1, got {self.word_ngrams}")
-        if self.char_ngrams and not 1 <= self.char_min <= self.char_ngrams:
-            problems.append(f"char_min must be in [1, char_ngrams={self.char_ngrams}], got {self.char_min}")
-        if problems:
-            raise ValueError("HashedNgrams: " + "; ".join(problems))
+        """Checked against the record ``dataset.json`` stores it as (:class:`Featurizer`), so the
+        bounds are written once."""
+        try:
+            Featurizer.from_json(self.to_json(), "HashedNgrams")
+        except DataError as e:
+            raise ValueError(str(e)) from None
 
     def tokens(self, text: str) -> list[str]:
         words = _WORD.findall(text.lower())

@@ -679,6 +679,14 @@ CASES = [
         EVAL,
         "'featurizer'.buckets must be an int >= 2 and <= 16777216 or null",
     ),
+    (
+        "char_min beyond char_ngrams",
+        _j(
+            DS, lambda d: d.update(featurizer={"kind": "hashed-ngrams", "buckets": 64, "char_ngrams": 3, "char_min": 9})
+        ),
+        EVAL,
+        "char_min must be in [1, char_ngrams=3], got 9",
+    ),
     ("input not an object", _j(DS, lambda d: d.update(input=[1])), EVAL, "'input"),
     ("groups of ints", _j(DS, lambda d: d.update(groups=[1, 2])), EVAL, "'groups'"),
     (

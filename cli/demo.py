@@ -36,6 +36,12 @@ from specens.core import options
     "routed validation stops improving.",
 )
 @click.option(
+    "--specialist-lr",
+    default=0.0,
+    type=click.FloatRange(min=0),
+    help="The specialists' peak learning rate (0: each chooses its own by one-epoch trials on validation).",
+)
+@click.option(
     "--baseline/--no-baseline",
     default=True,
     show_default=True,
@@ -43,7 +49,7 @@ from specens.core import options
 )
 @click.option("--local", is_flag=True, help="Train the specialists in this process instead of through Ray.")
 @options.device()
-def demo(run_dir, n_classes, epochs, n_groups, specialist_epochs, baseline, local, device):
+def demo(run_dir, n_classes, epochs, n_groups, specialist_epochs, specialist_lr, baseline, local, device):
     """The whole pipeline on the embedded glyph dataset: data, generalist, clusters, specialists
     (Ray), batch inference, evaluation, and the generalist trained further with the specialists'
     compute for comparison (the README gives its time)."""
@@ -62,7 +68,7 @@ def demo(run_dir, n_classes, epochs, n_groups, specialist_epochs, baseline, loca
     generalist = _generalist(stage, root, data, epochs, device)
     k = n_groups or max(2, n_classes // 10)
     clusters = _clusters(stage, root, data, generalist, k, device)
-    _specialists(stage, root, data, generalist, clusters, k, specialist_epochs, local, device)
+    _specialists(stage, root, data, generalist, clusters, k, (specialist_epochs, specialist_lr), local, device)
 
     stage(5, "batch inference over the test shards")
     ens = Ensemble.load(root, device=device)
@@ -171,15 +177,17 @@ def _clusters(stage, root: Path, data: Path, generalist: str, k: int, device: st
     return clusters
 
 
-def _specialists(stage, root, data, generalist, clusters, k, epochs, local, device) -> None:
-    """Stage 4: one specialist per group, in parallel through Ray unless ``local``."""
+def _specialists(stage, root, data, generalist, clusters, k, length, local, device) -> None:
+    """Stage 4: one specialist per group, in parallel through Ray unless ``local``; ``length``:
+    (the most epochs, the learning rate), each 0 for the specialists' default."""
     from specens.specialists.parallel import train_all
     from specens.specialists.train import SpecialistConfig
 
     stage(4, f"specialists: {k}, {'sequentially' if local else 'in parallel on a local Ray cluster'}")
-    length = {"epochs": epochs} if epochs else {}
+    epochs, lr = length
+    settings = {**({"epochs": epochs} if epochs else {}), **({"lr": lr} if lr else {})}
     config = SpecialistConfig(
-        generalist=generalist, clusters=str(clusters), data=str(data), out=str(root), device=device, **length
+        generalist=generalist, clusters=str(clusters), data=str(data), out=str(root), device=device, **settings
     )
     summary = train_all(config, local=local, echo=click.echo)
     if summary.failed:

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from specens.core import options
+from specens.core.config import MAX_LR
 
 
 @click.command("demo")
@@ -38,7 +39,7 @@ from specens.core import options
 @click.option(
     "--specialist-lr",
     default=0.0,
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(min=0, max=MAX_LR),
     help="The specialists' peak learning rate (0: each chooses its own by one-epoch trials on validation).",
 )
 @click.option(

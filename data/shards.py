@@ -64,12 +64,14 @@ class Split:
     ) -> Split:
         info = info if info is not None else load_info(root)
         root = str(root) if is_url(root) else Path(local_path(root))
-        shards = info.split(name).shards  # raises, naming the file, when the split is missing
+        where = join(root, INFO_FILE) if isinstance(root, str) else root / INFO_FILE
+        if name not in info.splits:
+            raise DataError(f"{where}: no split {name!r}; it has {sorted(info.splits)}")
+        shards = info.split(name).shards
         if only is not None:
             known = {s.name: s for s in shards}
             unknown = [n for n in only if n not in known]
             if unknown:
-                where = join(root, INFO_FILE) if isinstance(root, str) else root / INFO_FILE
                 raise DataError(f"{where}: split {name!r} has no shard {unknown[0]!r}")
             shards = tuple(known[n] for n in only)
         return cls(root, info, name, tuple(shards))

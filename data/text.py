@@ -45,6 +45,9 @@ class HashedNgrams:
     def __post_init__(self) -> None:
         """Checked against the record ``dataset.json`` stores it as (:class:`Featurizer`), so the
         bounds are written once."""
+        unset = [k for k, v in asdict(self).items() if v is None]
+        if unset:
+            raise ValueError(f"HashedNgrams: {', '.join(unset)} must be set, got None")
         try:
             Featurizer.from_json(self.to_json(), "HashedNgrams")
         except DataError as e:

@@ -244,3 +244,13 @@ def test_every_bad_input_is_one_line_naming_the_culprit(synthetic_run, glyph_ds,
         _one_line_error(args, expected)
     assert not (tmp_path / "a").exists() and not (tmp_path / "cl").exists()  # refused before writing anything
     assert json.loads((copy / "model.json").read_text()) == json.loads((Path(gen) / "model.json").read_text())
+
+
+def test_the_demo_refuses_a_learning_rate_no_stage_would_take_before_running_one(tmp_path):
+    from click.testing import CliRunner
+
+    from specens.cli.main import cli
+
+    r = CliRunner().invoke(cli, ["demo", "--run", str(tmp_path / "demo"), "--specialist-lr", "20"])
+    assert r.exit_code == 1 and "--specialist-lr" in r.stderr and "not in the range 0<=x<=10" in r.stderr, r.stderr
+    assert not (tmp_path / "demo").exists()

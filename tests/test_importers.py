@@ -53,6 +53,8 @@ def test_featurizer_settings_give_their_ids_and_an_older_description_is_refused(
         HashedNgrams.from_json({"kind": "tfidf"})
     with pytest.raises(ValueError, match="char_min must be in"):
         HashedNgrams(char_min=6)
+    with pytest.raises(ValueError, match="max_tokens must be set"):  # dataset.json's record allows null; this does not
+        HashedNgrams(max_tokens=None)
 
 
 @pytest.mark.slow

@@ -339,28 +339,3 @@ def test_an_int_beyond_any_float_in_a_float_field_is_refused_not_an_overflow():
     row = {"n": 1, "generalist_top1": 10**400, "specialist_top1": 0.5, "generalist_nll": 1.0, "specialist_nll": 1.0}
     with pytest.raises(CheckpointError, match="'generalist_top1' must be a finite number"):
         GroupScores.from_json(row, "fit.json")
-
-
-def test_a_check_about_a_refused_field_is_not_stated_twice():
-    """A cross-field check runs on what was read; one that names a field already refused (and so
-    read as None) would only restate that refusal, and is left out; the others still run."""
-    from specens.core.config import param
-    from specens.core.records import Record
-
-    @dataclasses.dataclass(frozen=True)
-    class Span(Record):
-        lo: int = param(ge=0)
-        hi: int = param(ge=0)
-        label: str = ""
-
-        def checks(self):
-            return [
-                (self.lo is not None and self.hi is not None and self.lo <= self.hi, "'lo' must not exceed 'hi'"),
-                (self.label != "bad", "label must not be 'bad'"),
-            ]
-
-    with pytest.raises(CheckpointError) as e:
-        Span.from_json({"lo": -1, "hi": 2, "label": "bad"}, "s.json")
-    assert str(e.value) == "s.json: 'lo' must be an int >= 0, got -1; label must not be 'bad'"
-    with pytest.raises(CheckpointError, match=r"^s.json: 'lo' must not exceed 'hi'$"):
-        Span.from_json({"lo": 3, "hi": 2}, "s.json")

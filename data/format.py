@@ -180,9 +180,10 @@ class DatasetInfo(Record):
     def n_classes(self) -> int:
         return len(self.classes)
 
-    def split(self, name: str) -> SplitInfo:
+    def split(self, name: str, where: str | os.PathLike = INFO_FILE) -> SplitInfo:
+        """The split ``name``; a missing one is refused naming ``where`` (the file read)."""
         if name not in self.splits:
-            raise DataError(f"{INFO_FILE}: no split {name!r}; it has {sorted(self.splits)}")
+            raise DataError(f"{where}: no split {name!r}; it has {sorted(self.splits)}")
         return self.splits[name]
 
     def group_labels(self):

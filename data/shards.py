@@ -65,9 +65,7 @@ class Split:
         info = info if info is not None else load_info(root)
         root = str(root) if is_url(root) else Path(local_path(root))
         where = join(root, INFO_FILE) if isinstance(root, str) else root / INFO_FILE
-        if name not in info.splits:
-            raise DataError(f"{where}: no split {name!r}; it has {sorted(info.splits)}")
-        shards = info.split(name).shards
+        shards = info.split(name, where).shards
         if only is not None:
             known = {s.name: s for s in shards}
             unknown = [n for n in only if n not in known]

@@ -140,9 +140,9 @@ def _transfer_loaders(
         check_same_classes(t.classes, info.classes, f"transfer set {root}", f"{r.data}/dataset.json")
         if t.input != info.input:
             raise DataError(f"{root}/dataset.json: input {t.input} differs from {r.data}'s {info.input}")
-        split = t.split(split_name)  # raises, naming the file, when the split is missing
+        split = Split.of(root, split_name, t)  # raises, naming the file, when the split is missing
         stream = Pipeline(
-            Split.of(root, split_name, t),
+            split,
             Cycle(Read()),
             Shuffle(r.buffer, split.num_samples),
             Batches(r.batch_size),

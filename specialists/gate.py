@@ -97,9 +97,9 @@ class RoutedValidation:
         return _score(self.p_general, self.labels)
 
     @torch.no_grad()
-    def score(self, specialist: torch.nn.Module, device: torch.device) -> dict[str, float]:
-        """The generalist combined with ``specialist`` (uncorrected weights; the correction is
-        applied here) on these examples: ``correct`` (count) and mean ``nll``."""
+    def combined(self, specialist: torch.nn.Module, device: torch.device) -> torch.Tensor:
+        """q (N, C) float64: the generalist combined with ``specialist`` (uncorrected weights; the
+        correction is applied here) on each of these examples."""
         was_training = specialist.training
         specialist.eval()
         qs = []
@@ -108,7 +108,12 @@ class RoutedValidation:
             p_m = F.softmax(apply_correction(logits, self.correction), dim=1)
             qs.append(combine_one(self.p_general[i : i + self.batch_size], p_m, self.group))
         specialist.train(was_training)
-        return _score(torch.cat(qs) if qs else self.p_general, self.labels)
+        return torch.cat(qs) if qs else self.p_general
+
+    def score(self, specialist: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        """The generalist combined with ``specialist`` on these examples (:meth:`combined`):
+        ``correct`` (count) and mean ``nll``."""
+        return _score(self.combined(specialist, device), self.labels)
 
 
 def _score(q: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:

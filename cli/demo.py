@@ -207,10 +207,12 @@ def _verdict(r, b) -> str:
     if c >= e:
         return (
             f"verdict: here the generalist trained further with the specialists' FLOPs is the better use of them "
-            f"({c:.4f} against the ensemble's {e:.4f}), as on every dataset measured so far (README, 'When it "
-            "helps'; benchmarks/RESULTS.md)"
+            f"({c:.4f} against the ensemble's {e:.4f}); specialists beat further training where a converged "
+            "generalist under-fits, and a wider generalist beats them there (README, 'When it helps'; "
+            "benchmarks/RESULTS.md)"
         )
     return (
         f"verdict: here the ensemble beats the generalist trained further with the same FLOPs ({e:.4f} against "
-        f"{c:.4f}); `specens baseline` also tries two generalists and a wider one"
+        f"{c:.4f}); before keeping the specialists, `specens baseline` tries k generalists and a wider one "
+        "at the ensemble's serving cost, which beat them on most datasets measured (README, 'When it helps')"
     )

@@ -75,8 +75,9 @@ MEASURED = [
 
 @pytest.mark.parametrize("name, train, val, best, run, stopped, capture", MEASURED)
 def test_every_measured_dataset_is_predicted_as_measured(name, train, val, best, run, stopped, capture):
-    """On every dataset measured so far the same compute spent on the generalist, or a second one,
-    beat the specialists; the check says so before any specialist is trained."""
+    """On every dataset here the same compute spent otherwise (the generalist trained further,
+    k generalists or a wider one) beat the specialists; the check says so before any specialist is
+    trained. (Its one miss, an imported BERT, is left out: RESULTS, "The regime check".)"""
     train = val if train is None else train  # not recorded: an under-fitting record, the harder case
     assert regime_check(_metrics(train, val, best, run, stopped), capture, 50.0).likely is False, name
 

@@ -88,6 +88,8 @@ def _case(run: str, data: str) -> dict:
         out["errors"][s], out["n"][s] = int((p.argmax(1) != y).sum()), len(y)
     for m, g in enumerate(clusters.groups):
         model, rec = load_specialist(specialist_dir(run, m), gen.model)
+        if rec.gate.split not in (None, "val"):
+            raise SystemExit(f"{run}: specialist {m} was gated on {rec.gate.split!r}; this script reads 'val'")
         membership = torch.zeros(1, gen.n_classes, dtype=torch.bool)
         membership[0, list(g)] = True
         for s, (x, y, p) in passes.items():

@@ -12,21 +12,28 @@ validation examples outside the group (it should, nearly always).
 
 The verdict names the case a user is in (:func:`verdict`):
 
+- **damaged** (judged first): the specialist makes half as many errors again as the generalist on
+  its own training examples, or more, more than a count's noise more (two standard errors,
+  2√errors, at least 2), and gets under 98% of them right: training broke what it started from
+  (a learning rate too high for this model; the gate switches such a specialist off);
 - **nothing to learn**: the generalist already gets at least 98% of the group's training examples
-  right within the group; a specialist trained on them has nothing to add there;
-- **damaged**: the specialist makes half as many errors again as the generalist on its own
-  training examples, or more: training broke what it started from (a learning rate too high for
-  this model; the gate switches such a specialist off);
+  right within the group, and the specialist does not do better on validation either (both level
+  at a high value): trained on examples the generalist already fits, it has nothing to add;
+  where it does do better on validation (it removes at least 10% of the generalist's errors there,
+  and more than two standard errors of their count, √errors), it generalises better than the
+  generalist from the same examples: **learning**;
 - **under-trained**: the specialist removes less than 10% of the generalist's within-group errors
   on its own training examples: it has not fitted what it trained on (more epochs, a higher
   learning rate, less weight on the generalist's soft targets);
 - **over-fitting**: it does on its training examples, but makes no fewer errors than the
   generalist on validation;
-- **learning**: fewer errors on both.
+- **learning**: fewer errors on both (on validation alone where the generalist fits the training
+  examples).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -41,6 +48,7 @@ from .model import apply_correction
 NOTHING_TO_LEARN = 0.98  # the generalist's within-group training top-1 at or above which there is little to add
 LEARNED = 0.10  # the share of the generalist's within-group training errors a specialist must remove
 SAMPLE = 2000  # examples read for each of the report's three scores (at most)
+NOISE = 2.0  # standard errors of the generalist's error count a validation gain must exceed
 DAMAGED = -0.5  # the error cut on its training examples at or below which a specialist is damaged
 VERDICTS = ("nothing to learn", "damaged", "under-trained", "over-fitting", "learning")
 
@@ -91,15 +99,42 @@ class FitReport(Record):
 
 def verdict(train: GroupScores, val: GroupScores | None) -> str:
     """Which of :data:`VERDICTS` the scores say (the module doc gives the rules)."""
-    if train.generalist_top1 >= NOTHING_TO_LEARN:
-        return "nothing to learn"
-    if train.error_cut <= DAMAGED:
+    if damaged(train):
         return "damaged"
+    if train.generalist_top1 >= NOTHING_TO_LEARN:
+        return "learning" if val is not None and val.n and generalises(val) else "nothing to learn"
     if train.error_cut < LEARNED:
         return "under-trained"
     if val is not None and val.n and val.error_cut <= 0:
         return "over-fitting"
     return "learning"
+
+
+def _counts(s: GroupScores) -> tuple[float, float]:
+    """The generalist's and the specialist's error counts on the ``n`` examples."""
+    return s.n * (1.0 - s.generalist_top1), s.n * (1.0 - s.specialist_top1)
+
+
+def damaged(train: GroupScores) -> bool:
+    """Whether the specialist makes at least ``1 - DAMAGED`` times the generalist's errors on its
+    own training examples, more than :data:`NOISE` standard errors of the generalist's count (at
+    least one) above it, and gets fewer than :data:`NOTHING_TO_LEARN` of them right: a generalist
+    with no errors left can still be damaged, while two errors against the generalist's one, or
+    11 against 6 of 2,000, are not damage."""
+    errors, specialist = _counts(train)
+    return (
+        specialist >= (1.0 - DAMAGED) * errors
+        and specialist - errors > NOISE * math.sqrt(max(errors, 1.0))
+        and train.specialist_top1 < NOTHING_TO_LEARN
+    )
+
+
+def generalises(val: GroupScores) -> bool:
+    """Whether the specialist removes at least :data:`LEARNED` of the generalist's within-group
+    errors on ``val`` and more of them than :data:`NOISE` standard errors of their count (a count
+    of E errors varies by about √E between samples): a gain a few lucky examples cannot make."""
+    errors, specialist = _counts(val)
+    return val.error_cut >= LEARNED and errors - specialist > NOISE * math.sqrt(errors)
 
 
 class _Tally:

@@ -84,6 +84,16 @@ def _scores(gen: float, spec: float, n: int = 100) -> GroupScores:
     ("train", "val", "expected"),
     [
         (_scores(0.99, 0.99), _scores(0.6, 0.6), "nothing to learn"),
+        # the generalist fits the training examples: validation decides, beyond a count's noise (2 sqrt(errors))
+        (_scores(0.998, 1.0, 2000), _scores(0.974, 0.989, 1000), "learning"),  # 26 -> 11 errors: 15 > 10.2
+        (_scores(0.998, 1.0, 2000), _scores(0.92, 0.93, 1000), "nothing to learn"),  # 80 -> 70: 10 < 17.9
+        (_scores(0.999, 1.0), _scores(0.80, 0.90, 10), "nothing to learn"),  # 2 -> 1: half, but one example
+        (_scores(0.999, 1.0), _scores(0.98, 0.99, 100), "nothing to learn"),  # no error left to speak of
+        (_scores(0.999, 0.5), _scores(0.9, 0.95, 1000), "damaged"),  # damage is judged first
+        (_scores(1.0, 0.97), None, "damaged"),  # no generalist error to compare with: 3 errors > 2
+        (_scores(0.99, 0.98), _scores(0.9, 0.9), "nothing to learn"),  # 1 -> 2 errors: noise, not damage
+        (_scores(0.997, 0.9945, 2000), _scores(0.93, 0.93), "nothing to learn"),  # 6 -> 11 errors, still 99%
+        (_scores(0.80, 0.68, 50), _scores(0.6, 0.6), "under-trained"),  # 10 -> 16 errors: 6 < 2 sqrt(10)
         (_scores(0.62, 0.63), _scores(0.55, 0.56), "under-trained"),  # 2.6% of the training errors removed
         (_scores(0.863, 0.116), _scores(0.68, 0.11), "damaged"),  # the demo's specialist 9 at lr 1e-2
         (_scores(0.80, 0.70), _scores(0.6, 0.6), "damaged"),  # exactly half as many errors again
